@@ -1,0 +1,131 @@
+//! Schema migrations, one ordered list per backend, applied at start.
+//!
+//! Written here rather than with `sqlx::migrate!`: that macro needs sqlx's `macros`
+//! feature, which compiles SQLite a second time, and we want a readiness check against
+//! the exact list this binary carries.
+
+use crate::{Backend, Result, Store, StoreError, with_pool};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
+    postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
+}];
+
+const LATEST: i64 = 1;
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)";
+
+// An arbitrary constant naming opsloop's migration lock among other applications' advisory locks.
+const PG_MIGRATION_LOCK: i64 = 0x6f70_736c_6f6f_70;
+
+pub(crate) async fn apply(store: &Store) -> Result<()> {
+    let now = store.now_ms();
+    match &store.backend {
+        Backend::Sqlite(pool) => {
+            let mut conn = pool.acquire().await?;
+            sqlx::raw_sql(CREATE_TABLE).execute(&mut *conn).await?;
+            for migration in MIGRATIONS {
+                // BEGIN IMMEDIATE takes the write lock first, so two processes opening one
+                // file (the server and `opsloop admin`) cannot both apply a migration.
+                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                let outcome = apply_one_sqlite(&mut conn, migration, now).await;
+                let finish = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                sqlx::raw_sql(finish).execute(&mut *conn).await?;
+                outcome?;
+            }
+        }
+        Backend::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
+            let outcome = apply_postgres(&mut conn, now).await;
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
+            outcome?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_one_sqlite(conn: &mut sqlx::SqliteConnection, migration: &Migration, now: i64) -> Result<()> {
+    let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM opsloop_migrations WHERE version = $1")
+        .bind(migration.version)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if applied.is_some() {
+        return Ok(());
+    }
+    let failed = |source| StoreError::Migration { version: migration.version, name: migration.name, source };
+    sqlx::raw_sql(migration.sqlite).execute(&mut *conn).await.map_err(failed)?;
+    sqlx::query("INSERT INTO opsloop_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(failed)?;
+    tracing::info!(version = migration.version, name = migration.name, "applied migration");
+    Ok(())
+}
+
+async fn apply_postgres(conn: &mut sqlx::PgConnection, now: i64) -> Result<()> {
+    sqlx::raw_sql(CREATE_TABLE).execute(&mut *conn).await?;
+    for migration in MIGRATIONS {
+        let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM opsloop_migrations WHERE version = $1")
+            .bind(migration.version)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if applied.is_some() {
+            continue;
+        }
+        let failed = |source| StoreError::Migration { version: migration.version, name: migration.name, source };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(migration.postgres).execute(&mut *tx).await.map_err(failed)?;
+        sqlx::query("INSERT INTO opsloop_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+    }
+    Ok(())
+}
+
+pub(crate) async fn check_current(store: &Store) -> Result<()> {
+    let found: Option<i64> = with_pool!(store, |pool| {
+        sqlx::query_scalar("SELECT MAX(version) FROM opsloop_migrations").fetch_one(pool).await?
+    });
+    let found = found.unwrap_or(0);
+    match found.cmp(&LATEST) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(StoreError::SchemaBehind { found, known: LATEST }),
+        std::cmp::Ordering::Greater => Err(StoreError::SchemaTooNew { found, known: LATEST }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_list_is_ordered_and_latest_matches() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, index as i64 + 1, "{}", migration.name);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(LATEST));
+    }
+}

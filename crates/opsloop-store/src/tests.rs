@@ -1,0 +1,214 @@
+//! Store tests, each run on SQLite and on PostgreSQL (`OPSLOOP_TEST_POSTGRES_URL`).
+
+use super::*;
+use crate::test_support::TestDatabase;
+use opsloop_core::Role;
+
+/// Declares a test that runs the same body against both backends.
+macro_rules! store_test {
+    ($name:ident, |$store:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn run($store: Store) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                let db = TestDatabase::sqlite().await;
+                run(db.store.clone()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(db) = TestDatabase::postgres().await else { return };
+                run(db.store.clone()).await;
+                db.drop_database().await;
+            }
+        }
+    };
+}
+
+const ACTOR: Actor<'static> = Actor { name: "tester", source_ip: "127.0.0.1" };
+
+async fn user(store: &Store, name: &str) -> User {
+    store
+        .create_user(
+            NewUser {
+                username: name,
+                display_name: "",
+                password_hash: "$argon2id$x",
+                is_admin: false,
+                must_change_password: false,
+            },
+            ACTOR,
+        )
+        .await
+        .unwrap()
+}
+
+fn new_project(name: &str) -> NewProject<'_> {
+    NewProject {
+        name,
+        description: "",
+        repo_url: "/srv/git/x.git",
+        default_branch: "main",
+        pipeline_file: ".gitlab-ci.yml",
+    }
+}
+
+store_test!(migrations_are_current_and_idempotent, |store| {
+    store.check_ready().await.unwrap();
+    crate::migrate::apply(&store).await.unwrap();
+    store.check_ready().await.unwrap();
+});
+
+store_test!(users_are_unique_and_found, |store| {
+    let alice = user(&store, "alice").await;
+    assert_eq!(store.user_by_username("alice").await.unwrap().map(|u| u.id), Some(alice.id));
+    let again = store
+        .create_user(
+            NewUser {
+                username: "alice",
+                display_name: "",
+                password_hash: "h",
+                is_admin: true,
+                must_change_password: false,
+            },
+            ACTOR,
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    store.set_password(&alice, "$argon2id$new", true, ACTOR).await.unwrap();
+    let changed = store.user_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(changed.password_hash, "$argon2id$new");
+    assert!(changed.must_change_password);
+});
+
+store_test!(tokens_expire_and_revoke, |store| {
+    let alice = user(&store, "alice").await;
+    let now = store.now_ms();
+    let token = store.create_token(&alice, "ci", "hash-1", Role::Developer, Some(now + 60_000), ACTOR).await.unwrap();
+    let (found, owner) = store.token_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!((found.id, found.role, owner.id), (token.id, Role::Developer, alice.id));
+    assert!(found.is_usable_at(now));
+    assert!(!found.is_usable_at(now + 60_001));
+    store.revoke_token(&alice, token.id, ACTOR).await.unwrap();
+    store.revoke_token(&alice, token.id, ACTOR).await.unwrap();
+    let (revoked, _) = store.token_by_hash("hash-1").await.unwrap().unwrap();
+    assert!(!revoked.is_usable_at(now));
+    assert!(store.token_by_hash("nope").await.unwrap().is_none());
+    let bob = user(&store, "bob").await;
+    assert!(matches!(store.revoke_token(&bob, token.id, ACTOR).await, Err(StoreError::NotFound { .. })));
+    assert_eq!(store.list_tokens(alice.id).await.unwrap().len(), 1);
+});
+
+store_test!(sessions_expire, |store| {
+    let alice = user(&store, "alice").await;
+    let now = store.now_ms();
+    store.create_session("live", alice.id, "csrf", now + 60_000).await.unwrap();
+    store.create_session("dead", alice.id, "csrf", now - 1).await.unwrap();
+    assert!(store.session_by_hash("live").await.unwrap().is_some());
+    assert!(store.session_by_hash("dead").await.unwrap().is_none());
+    assert_eq!(store.delete_expired_sessions().await.unwrap(), 1);
+    store.delete_session("live").await.unwrap();
+    assert!(store.session_by_hash("live").await.unwrap().is_none());
+});
+
+store_test!(projects_crud_members_and_pages, |store| {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    for name in ["gamma", "alpha", "beta"] {
+        store.create_project(new_project(name), alice.id, ACTOR).await.unwrap();
+    }
+    let dup = store.create_project(new_project("alpha"), alice.id, ACTOR).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+
+    let first = store.list_projects(None, &PageRequest::first(2)).await.unwrap();
+    let names: Vec<_> = first.items.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let second = store.list_projects(None, &PageRequest { after: first.next_cursor.clone(), limit: 2 }).await.unwrap();
+    assert_eq!(second.items.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["gamma"]);
+    assert!(second.next_cursor.is_none());
+    assert!(store.list_projects(Some(bob.id), &PageRequest::first(10)).await.unwrap().items.is_empty());
+
+    let alpha = store.project_by_name("alpha").await.unwrap().unwrap();
+    assert_eq!(store.member_role(alpha.id, alice.id).await.unwrap(), Some(Role::Owner));
+    store.set_member(&alpha, &bob, Role::Viewer, ACTOR).await.unwrap();
+    store.set_member(&alpha, &bob, Role::Developer, ACTOR).await.unwrap();
+    assert_eq!(store.member_role(alpha.id, bob.id).await.unwrap(), Some(Role::Developer));
+    assert!(store.set_member(&alpha, &bob, Role::Admin, ACTOR).await.is_err());
+    assert_eq!(store.list_members(alpha.id).await.unwrap().len(), 2);
+    assert_eq!(store.list_projects(Some(bob.id), &PageRequest::first(10)).await.unwrap().items.len(), 1);
+
+    let update = ProjectUpdate { default_branch: Some("trunk".into()), ..ProjectUpdate::default() };
+    let updated = store.update_project("alpha", &update, ACTOR).await.unwrap();
+    assert_eq!((updated.default_branch.as_str(), updated.repo_url.as_str()), ("trunk", "/srv/git/x.git"));
+    assert!(matches!(store.update_project("zeta", &update, ACTOR).await, Err(StoreError::NotFound { .. })));
+
+    store.remove_member(&alpha, &bob, ACTOR).await.unwrap();
+    assert!(store.member_role(alpha.id, bob.id).await.unwrap().is_none());
+    store.delete_project("alpha", ACTOR).await.unwrap();
+    assert!(store.project_by_name("alpha").await.unwrap().is_none());
+    assert!(matches!(store.delete_project("alpha", ACTOR).await, Err(StoreError::NotFound { .. })));
+});
+
+store_test!(names_that_look_like_sql_are_just_data, |store| {
+    let alice = user(&store, "alice").await;
+    let hostile = "x'); DROP TABLE projects; --";
+    let project = NewProject { description: hostile, ..new_project("safe") };
+    store.create_project(project, alice.id, ACTOR).await.unwrap();
+    assert!(store.user_by_username(hostile).await.unwrap().is_none());
+    assert_eq!(store.project_by_name("safe").await.unwrap().unwrap().description, hostile);
+});
+
+store_test!(audit_log_records_changes_and_refuses_edits, |store| {
+    let alice = user(&store, "alice").await;
+    store.create_project(new_project("web"), alice.id, ACTOR).await.unwrap();
+    store
+        .append_audit(NewAuditEntry { actor: ACTOR, action: "session.login", target: "alice", detail: "" })
+        .await
+        .unwrap();
+    let page = store.list_audit(&PageRequest::first(2)).await.unwrap();
+    let actions: Vec<_> = page.items.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["session.login", "project.create"]);
+    assert_eq!(page.items[1].source_ip, "127.0.0.1");
+    let rest = store.list_audit(&PageRequest { after: page.next_cursor.clone(), limit: 10 }).await.unwrap();
+    assert_eq!(rest.items.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["user.create"]);
+
+    let tampered =
+        with_pool!(store, |pool| sqlx::query("UPDATE audit_log SET actor = 'mallory'").execute(pool).await.map(|_| ()));
+    assert!(tampered.is_err(), "audit log accepted an update");
+    let erased = with_pool!(store, |pool| sqlx::query("DELETE FROM audit_log").execute(pool).await.map(|_| ()));
+    assert!(erased.is_err(), "audit log accepted a delete");
+});
+
+store_test!(a_failed_change_leaves_no_audit_record, |store| {
+    let alice = user(&store, "alice").await;
+    let before = store.list_audit(&PageRequest::first(100)).await.unwrap().items.len();
+    assert!(store.delete_project("missing", ACTOR).await.is_err());
+    assert!(
+        store
+            .create_user(
+                NewUser {
+                    username: "alice",
+                    display_name: "",
+                    password_hash: "h",
+                    is_admin: false,
+                    must_change_password: false
+                },
+                ACTOR
+            )
+            .await
+            .is_err()
+    );
+    let _ = alice;
+    assert_eq!(store.list_audit(&PageRequest::first(100)).await.unwrap().items.len(), before);
+});
+
+#[test]
+fn redact_url_hides_passwords() {
+    assert_eq!(redact_url("postgres://ops:s3cret@db:5432/ops"), "postgres://ops:REDACTED@db:5432/ops");
+    assert_eq!(redact_url("postgres://db/ops"), "postgres://db/ops");
+    assert!(!redact_url("::not a url s3cret").contains("s3cret"));
+}
