@@ -1,1 +1,200 @@
-//! placeholder
+//! opsloop's server: the HTTP API (`/api/v1`), the web UI, authentication and roles, and the
+//! wiring of engines to the metadata store.
+//!
+//! Entry points: [`serve`] runs the server until SIGINT/SIGTERM; [`build_app`] returns the
+//! complete `Router` for in-process tests; [`route_specs`] lists every route with its access
+//! decision. Engines never depend on this crate; it depends on them.
+
+pub mod accounts;
+pub mod api;
+pub mod auth;
+pub mod config;
+mod demo;
+pub mod error;
+pub mod metrics;
+mod ops;
+pub mod routes;
+pub mod state;
+pub mod ui;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Request, header};
+use opsloop_core::{Clock, SystemClock};
+use opsloop_store::{Location, Store};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::{DatabaseConfig, LogFormat, ServerConfig};
+use routes::{RouteSpec, RouteTable};
+pub use state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] opsloop_store::StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up failed: {0}")]
+    Setup(String),
+    #[error("the server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Every route of the server: API, UI and probes.
+fn route_table() -> RouteTable {
+    let table = ops::routes(RouteTable::default());
+    let table = api::routes(table);
+    ui::routes(table)
+}
+
+/// Every route with its access decision, as the server enforces them.
+pub fn route_specs() -> Vec<RouteSpec> {
+    route_table().into_parts().1
+}
+
+/// Opens the metadata store the configuration names, applying migrations.
+pub async fn open_store(config: &ServerConfig) -> Result<Store, ServerError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let store = match &config.database {
+        DatabaseConfig::Sqlite { path } => Store::open(Location::SqliteFile(path)).await?,
+        DatabaseConfig::Postgres { url } => Store::open(Location::Postgres(url)).await?,
+    };
+    Ok(store)
+}
+
+/// The complete application: routes, access enforcement, metrics, limits and tracing.
+pub fn build_app(store: Store, config: ServerConfig, clock: Arc<dyn Clock>) -> Router {
+    let (router, specs) = route_table().into_parts();
+    let max_body_bytes = config.max_body_bytes;
+    let request_timeout = Duration::from_secs(config.request_timeout_seconds);
+    let state = AppState::new(store, config, clock, &specs);
+    router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::enforce))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(CatchPanicLayer::custom(ops::panic_response))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// What `serve` prints once for the person who started it.
+#[derive(Debug, Clone)]
+pub struct StartupReport {
+    pub address: SocketAddr,
+    pub initial_admin_password: Option<String>,
+}
+
+/// Runs the server until SIGINT or SIGTERM, then lets in-flight requests finish for at most
+/// `shutdown_grace_seconds`. `on_ready` is called once the port accepts connections.
+pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) -> Result<(), ServerError> {
+    let store = open_store(&config).await?;
+    let initial_admin_password =
+        accounts::bootstrap_admin(&store).await.map_err(|error| ServerError::Setup(error.message))?;
+    if config.demo {
+        demo::register(&store, &config.data_dir).await.map_err(ServerError::Setup)?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind { address: config.listen, source })?;
+    let address = listener.local_addr().map_err(ServerError::Serve)?;
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let sweeper = tokio::spawn(sweep_sessions(store.clone()));
+    let app = build_app(store.clone(), config, Arc::new(SystemClock));
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stop_waiter = stop.clone();
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { stop_waiter.notified().await });
+    let mut server = tokio::spawn(async move { server.await });
+    on_ready(&StartupReport { address, initial_admin_password });
+    tracing::info!(%address, "listening");
+
+    tokio::select! {
+        finished = &mut server => {
+            finished.map_err(|e| ServerError::Serve(std::io::Error::other(e)))?.map_err(ServerError::Serve)?;
+        }
+        () = shutdown_signal() => {
+            tracing::info!(grace_seconds = grace.as_secs(), "shutting down; letting in-flight requests finish");
+            stop.notify_one();
+            if tokio::time::timeout(grace, &mut server).await.is_err() {
+                tracing::warn!("in-flight requests did not finish in time; closing them");
+                server.abort();
+            }
+        }
+    }
+    sweeper.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = interrupt => {}, () = terminate => {} }
+}
+
+/// Deletes expired sessions every ten minutes so the table does not grow without bound.
+async fn sweep_sessions(store: Store) {
+    let mut interval = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        interval.tick().await;
+        match store.delete_expired_sessions().await {
+            Ok(0) => {}
+            Ok(count) => tracing::debug!(count, "removed expired sessions"),
+            Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
+        }
+    }
+}

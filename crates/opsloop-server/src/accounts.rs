@@ -1,0 +1,89 @@
+//! Creating users and tokens: shared by the API, the web UI, first start and `opsloop admin`,
+//! so every path applies the same rules.
+
+use opsloop_core::{Role, validate_name};
+use opsloop_store::{Actor, ApiToken, NewUser, Store, User};
+
+use crate::auth::credentials;
+use crate::error::ApiError;
+
+pub const MAX_TOKEN_NAME_CHARS: usize = 100;
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+
+/// Issues an API token for `user`; returns the secret (shown once) and its record.
+pub async fn issue_token(
+    store: &Store,
+    user: &User,
+    name: &str,
+    role: Role,
+    expires_in_days: Option<u32>,
+    actor: Actor<'_>,
+) -> Result<(String, ApiToken), ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "a token name is 1 to {MAX_TOKEN_NAME_CHARS} characters, without control characters"
+        )));
+    }
+    if role == Role::Admin && !user.is_admin {
+        return Err(ApiError::forbidden("only instance admins can hold admin tokens"));
+    }
+    let expires_at = match expires_in_days {
+        Some(0) => return Err(ApiError::invalid("expires_in_days must be at least 1")),
+        Some(days) if days > MAX_TOKEN_DAYS => {
+            return Err(ApiError::invalid(format!("expires_in_days must be at most {MAX_TOKEN_DAYS}")));
+        }
+        Some(days) => Some(store.now_ms() + i64::from(days) * 86_400_000),
+        None => None,
+    };
+    let secret = credentials::new_api_token().map_err(internal)?;
+    let token = store.create_token(user, name, &credentials::digest(&secret), role, expires_at, actor).await?;
+    Ok((secret, token))
+}
+
+/// Creates a user. Without a password one is generated and returned, and the user must
+/// change it at first sign-in.
+pub async fn create_user(
+    store: &Store,
+    username: &str,
+    password: Option<&str>,
+    is_admin: bool,
+    actor: Actor<'_>,
+) -> Result<(User, Option<String>), ApiError> {
+    validate_name("user", username)?;
+    let (password, generated) = match password {
+        Some(password) => {
+            credentials::check_password_strength(password).map_err(ApiError::invalid)?;
+            (password.to_owned(), None)
+        }
+        None => {
+            let password = credentials::new_password().map_err(internal)?;
+            (password.clone(), Some(password))
+        }
+    };
+    let hash = credentials::hash_password(&password).map_err(internal)?;
+    let new = NewUser {
+        username,
+        display_name: "",
+        password_hash: &hash,
+        is_admin,
+        must_change_password: generated.is_some(),
+    };
+    let user = store.create_user(new, actor).await?;
+    Ok((user, generated))
+}
+
+/// On first start (no users at all) creates `admin` with a one-time password, returned so
+/// the caller can print it once.
+pub async fn bootstrap_admin(store: &Store) -> Result<Option<String>, ApiError> {
+    if store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let (_, password) = create_user(store, "admin", None, true, Actor::SYSTEM).await?;
+    Ok(password)
+}
+
+fn internal(error: credentials::CredentialError) -> ApiError {
+    tracing::error!(%error, "credential generation failed");
+    ApiError::internal()
+}

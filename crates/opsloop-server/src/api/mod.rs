@@ -1,0 +1,124 @@
+//! The REST API under `/api/v1`: JSON in and out, errors as `{"error": {...}}`, keyset
+//! pagination on lists, and an OpenAPI 3 document generated from these handlers.
+
+pub mod admin;
+pub mod projects;
+pub mod tokens;
+
+use axum::http::Method;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::auth::Access;
+use crate::routes::{RouteTable, Surface};
+
+/// Registers every API route with its access decision.
+pub fn routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Maintainer, Owner, Viewer};
+    let api = Surface::Api;
+    table
+        .add(api, Method::GET, "/api/v1/openapi.json", Public, openapi_json)
+        .add(api, Method::GET, "/api/v1/me", Authenticated, tokens::me)
+        .add(api, Method::GET, "/api/v1/projects", Authenticated, projects::list)
+        .add(api, Method::POST, "/api/v1/projects", AuthenticatedWrite, projects::create)
+        .add(api, Method::GET, "/api/v1/projects/{project}", Project(Viewer), projects::show)
+        .add(api, Method::PATCH, "/api/v1/projects/{project}", Project(Maintainer), projects::update)
+        .add(api, Method::DELETE, "/api/v1/projects/{project}", Project(Owner), projects::delete)
+        .add(api, Method::GET, "/api/v1/projects/{project}/members", Project(Viewer), projects::members)
+        .add(
+            api,
+            Method::PUT,
+            "/api/v1/projects/{project}/members/{username}",
+            Project(Maintainer),
+            projects::set_member,
+        )
+        .add(
+            api,
+            Method::DELETE,
+            "/api/v1/projects/{project}/members/{username}",
+            Project(Maintainer),
+            projects::remove_member,
+        )
+        .add(api, Method::GET, "/api/v1/tokens", Authenticated, tokens::list)
+        .add(api, Method::POST, "/api/v1/tokens", AuthenticatedWrite, tokens::create)
+        .add(api, Method::DELETE, "/api/v1/tokens/{id}", AuthenticatedWrite, tokens::revoke)
+        .add(api, Method::GET, "/api/v1/admin/users", Admin, admin::list_users)
+        .add(api, Method::POST, "/api/v1/admin/users", Admin, admin::create_user)
+        .add(api, Method::GET, "/api/v1/admin/audit", Admin, admin::audit)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "opsloop API", description = "The REST API of opsloop. Authenticate with `Authorization: Bearer <token>`; create tokens with `opsloop admin token create` or in the web UI under Settings."),
+    paths(
+        tokens::me,
+        projects::list, projects::create, projects::show, projects::update, projects::delete,
+        projects::members, projects::set_member, projects::remove_member,
+        tokens::list, tokens::create, tokens::revoke,
+        admin::list_users, admin::create_user, admin::audit,
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, built once: it only depends on the code.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        doc
+    })
+}
+
+async fn openapi_json() -> axum::Json<&'static utoipa::openapi::OpenApi> {
+    axum::Json(openapi())
+}
+
+/// `?limit=&after=` on every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub after: Option<String>,
+}
+
+impl PageQuery {
+    pub fn request(&self) -> opsloop_store::PageRequest {
+        opsloop_store::PageRequest { after: self.after.clone(), limit: self.limit.unwrap_or(50) }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Page<T> {
+    pub fn map<S>(page: opsloop_store::Page<S>, convert: impl Fn(S) -> T) -> Self {
+        Page { items: page.items.into_iter().map(convert).collect(), next_cursor: page.next_cursor }
+    }
+}

@@ -1,0 +1,244 @@
+//! Who is calling, and whether they may. [`decide`] is the one place where access is decided;
+//! the route table (`crate::routes`) gives every route an [`Access`] and its middleware
+//! calls [`decide`] before any handler runs.
+
+pub mod credentials;
+pub mod rate_limit;
+
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use opsloop_core::Role;
+use opsloop_store::{Actor, Project, Store, StoreError, User};
+
+pub const SESSION_COOKIE: &str = "opsloop_session";
+/// Double-submit cookie that protects the login form, which runs before any session exists.
+pub const LOGIN_CSRF_COOKIE: &str = "opsloop_login_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+pub const CSRF_FIELD: &str = "_csrf";
+
+/// What a route requires. Every route has exactly one; there is no default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Anyone; kept to a short explicit list (health, metrics, login, the API document, assets).
+    Public,
+    /// Any signed-in principal, reading.
+    Authenticated,
+    /// Any signed-in principal whose credential may write (a token role of developer or above).
+    AuthenticatedWrite,
+    /// An instance admin using a credential with the `admin` role.
+    Admin,
+    /// At least this role in the project named by the route's `{project}` segment.
+    Project(Role),
+}
+
+impl Access {
+    pub fn describe(self) -> String {
+        match self {
+            Access::Public => "public".to_owned(),
+            Access::Authenticated => "authenticated".to_owned(),
+            Access::AuthenticatedWrite => "authenticated, write".to_owned(),
+            Access::Admin => "admin".to_owned(),
+            Access::Project(role) => format!("project {role}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Token { id: i64 },
+    Session { session_hash: String, csrf_token: String },
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    /// The most this credential may do: a token's role, or the user's full power in a browser.
+    pub cap: Role,
+    pub credential: Credential,
+    pub source_ip: String,
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor<'_> {
+        Actor { name: &self.user.username, source_ip: &self.source_ip }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.is_admin && self.cap == Role::Admin
+    }
+
+    /// The role this principal acts with in a project where the user holds `membership`.
+    /// Instance admins act as owners everywhere; a token never exceeds its own role.
+    pub fn project_role(&self, membership: Option<Role>) -> Option<Role> {
+        let held = if self.user.is_admin { Some(Role::Owner) } else { membership }?;
+        Some(held.min(self.cap.min(Role::Owner)))
+    }
+
+    pub fn csrf_token(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Session { csrf_token, .. } => Some(csrf_token),
+            Credential::Token { .. } => None,
+        }
+    }
+}
+
+/// The project a `Project(_)` route acts on, with the caller's effective role in it.
+#[derive(Debug, Clone)]
+pub struct ProjectContext {
+    pub project: Project,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Unauthenticated,
+    Forbidden(String),
+    /// The project does not exist or the caller may not know it exists.
+    NotFound,
+}
+
+/// Decides whether `principal` may pass a route requiring `access`. For project routes,
+/// `membership` is `Some(role held)` or `None` when the user is no member.
+pub fn decide(access: Access, principal: Option<&Principal>, membership: Option<Role>) -> Decision {
+    if access == Access::Public {
+        return Decision::Allow;
+    }
+    let Some(principal) = principal else { return Decision::Unauthenticated };
+    match access {
+        Access::Public | Access::Authenticated => Decision::Allow,
+        Access::AuthenticatedWrite if principal.cap >= Role::Developer => Decision::Allow,
+        Access::AuthenticatedWrite => {
+            Decision::Forbidden(format!("this credential has the `{}` role, which cannot make changes", principal.cap))
+        }
+        Access::Admin if principal.is_admin() => Decision::Allow,
+        Access::Admin => Decision::Forbidden("this needs an instance admin with an admin credential".to_owned()),
+        Access::Project(needed) => match principal.project_role(membership) {
+            None => Decision::NotFound,
+            Some(role) if role >= needed => Decision::Allow,
+            Some(role) => {
+                Decision::Forbidden(format!("this needs the `{needed}` role in the project; you act as `{role}`"))
+            }
+        },
+    }
+}
+
+/// Finds the caller from a bearer token or a session cookie. `Ok(None)` means anonymous;
+/// a presented but invalid credential is also anonymous (the route then answers 401).
+pub async fn resolve_principal(
+    store: &Store,
+    headers: &HeaderMap,
+    source_ip: String,
+) -> Result<Option<Principal>, StoreError> {
+    let now = store.now_ms();
+    if let Some(token) = bearer_token(headers) {
+        let Some((token, user)) = store.token_by_hash(&credentials::digest(token)).await? else { return Ok(None) };
+        if !token.is_usable_at(now) || user.disabled {
+            return Ok(None);
+        }
+        // Record use at most once a minute: a write per request would serialise readers.
+        if token.last_used_at.is_none_or(|last| now - last > 60_000) {
+            store.touch_token(token.id, now).await?;
+        }
+        let cap = if token.role == Role::Admin && !user.is_admin { Role::Owner } else { token.role };
+        return Ok(Some(Principal { user, cap, credential: Credential::Token { id: token.id }, source_ip }));
+    }
+    if let Some(session_id) = cookie(headers, SESSION_COOKIE) {
+        let session_hash = credentials::digest(session_id);
+        let Some((session, user)) = store.session_by_hash(&session_hash).await? else { return Ok(None) };
+        if user.disabled {
+            return Ok(None);
+        }
+        let cap = if user.is_admin { Role::Admin } else { Role::Owner };
+        let credential = Credential::Session { session_hash, csrf_token: session.csrf_token };
+        return Ok(Some(Principal { user, cap, credential, source_ip }));
+    }
+    Ok(None)
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
+}
+
+/// The value of a cookie from the request's `Cookie` headers.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(is_admin: bool, cap: Role) -> Principal {
+        let user = User {
+            id: 1,
+            username: "u".into(),
+            display_name: String::new(),
+            password_hash: String::new(),
+            is_admin,
+            must_change_password: false,
+            disabled: false,
+            created_at: 0,
+        };
+        Principal { user, cap, credential: Credential::Token { id: 1 }, source_ip: String::new() }
+    }
+
+    #[test]
+    fn anonymous_only_passes_public() {
+        assert_eq!(decide(Access::Public, None, None), Decision::Allow);
+        for access in [Access::Authenticated, Access::AuthenticatedWrite, Access::Admin, Access::Project(Role::Viewer)]
+        {
+            assert_eq!(decide(access, None, None), Decision::Unauthenticated);
+        }
+    }
+
+    #[test]
+    fn token_role_caps_membership() {
+        let viewer_token = principal(false, Role::Viewer);
+        assert_eq!(decide(Access::Project(Role::Viewer), Some(&viewer_token), Some(Role::Owner)), Decision::Allow);
+        assert!(matches!(
+            decide(Access::Project(Role::Developer), Some(&viewer_token), Some(Role::Owner)),
+            Decision::Forbidden(_)
+        ));
+        assert!(matches!(decide(Access::AuthenticatedWrite, Some(&viewer_token), None), Decision::Forbidden(_)));
+        let owner_token = principal(false, Role::Owner);
+        assert!(matches!(
+            decide(Access::Project(Role::Maintainer), Some(&owner_token), Some(Role::Developer)),
+            Decision::Forbidden(_)
+        ));
+        assert_eq!(decide(Access::Project(Role::Viewer), Some(&owner_token), None), Decision::NotFound);
+    }
+
+    #[test]
+    fn admins_need_an_admin_credential() {
+        assert_eq!(decide(Access::Admin, Some(&principal(true, Role::Admin)), None), Decision::Allow);
+        assert!(matches!(
+            decide(Access::Admin, Some(&principal(true, Role::Maintainer)), None),
+            Decision::Forbidden(_)
+        ));
+        assert!(matches!(decide(Access::Admin, Some(&principal(false, Role::Admin)), None), Decision::Forbidden(_)));
+        assert_eq!(decide(Access::Project(Role::Owner), Some(&principal(true, Role::Admin)), None), Decision::Allow);
+    }
+
+    #[test]
+    fn reads_bearer_tokens_and_cookies() {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, "Bearer olp_abc".parse().unwrap());
+        headers.append(COOKIE, "a=1; opsloop_session=xyz; b=2".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("olp_abc"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("xyz"));
+        assert_eq!(cookie(&headers, "missing"), None);
+        headers.insert(AUTHORIZATION, "Basic Zm9v".parse().unwrap());
+        assert_eq!(bearer_token(&headers), None);
+    }
+}

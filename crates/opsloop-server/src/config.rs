@@ -1,0 +1,61 @@
+//! The server's validated configuration. The binary layers defaults, `opsloop.toml`,
+//! `OPSLOOP_*` variables and flags into this struct once; everything here is trusted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Where the metadata database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// `<data-dir>/opsloop.db`.
+    Sqlite { path: PathBuf },
+    /// A `postgres://` URL; contains a password, so it is never printed unredacted.
+    Postgres { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    /// The URL users reach opsloop at; `https://` marks session cookies `Secure`.
+    pub external_url: Option<String>,
+    pub max_body_bytes: usize,
+    pub request_timeout_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+    pub session_ttl_hours: u64,
+    /// Failed logins allowed per client address (and per username) in `login_window_seconds`.
+    pub login_attempts_per_window: u32,
+    pub login_window_seconds: u64,
+    /// Register the demo project from the embedded `examples/demo`.
+    pub demo: bool,
+}
+
+impl ServerConfig {
+    /// Defaults for a given data directory: SQLite inside it, loopback only.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: DatabaseConfig::Sqlite { path: data_dir.join("opsloop.db") },
+            data_dir,
+            external_url: None,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_seconds: 30,
+            shutdown_grace_seconds: 10,
+            session_ttl_hours: 12,
+            login_attempts_per_window: 10,
+            login_window_seconds: 300,
+            demo: false,
+        }
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.external_url.as_deref().is_some_and(|url| url.starts_with("https://"))
+    }
+}

@@ -1,0 +1,85 @@
+//! `opsloop serve --demo`: registers a demo project from the `examples/demo` files embedded in
+//! the binary, written out as a git repository under the data directory, so the demo works
+//! from any working directory.
+
+use std::path::Path;
+
+use opsloop_store::{Actor, NewProject, Store};
+
+const FILES: &[(&str, &str, bool)] = &[
+    (".gitlab-ci.yml", include_str!("../../../examples/demo/.gitlab-ci.yml"), false),
+    ("README.md", include_str!("../../../examples/demo/README.md"), false),
+    ("app.sh", include_str!("../../../examples/demo/app.sh"), true),
+    ("test.sh", include_str!("../../../examples/demo/test.sh"), true),
+];
+
+pub const DEMO_PROJECT: &str = "demo";
+
+pub async fn register(store: &Store, data_dir: &Path) -> Result<(), String> {
+    if store.project_by_name(DEMO_PROJECT).await.map_err(|e| e.to_string())?.is_some() {
+        return Ok(());
+    }
+    let repo = data_dir.join("demo");
+    let repo = std::path::absolute(&repo).map_err(|e| format!("cannot resolve {}: {e}", repo.display()))?;
+    write_repository(&repo)?;
+    let admin = store
+        .user_by_username("admin")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the demo needs the `admin` user created at first start")?;
+    let repo_url = repo.display().to_string();
+    let project = NewProject {
+        name: DEMO_PROJECT,
+        description: "A tiny service with a build → test → deploy pipeline, registered by `opsloop serve --demo`.",
+        repo_url: &repo_url,
+        default_branch: "main",
+        pipeline_file: ".gitlab-ci.yml",
+    };
+    store.create_project(project, admin.id, Actor::SYSTEM).await.map_err(|e| e.to_string())?;
+    tracing::info!(repo = %repo.display(), "registered the demo project");
+    Ok(())
+}
+
+fn write_repository(repo: &Path) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("cannot write the demo repository at {}: {e}", repo.display());
+    std::fs::create_dir_all(repo).map_err(io)?;
+    for (name, content, executable) in FILES {
+        let path = repo.join(name);
+        std::fs::write(&path, content).map_err(io)?;
+        #[cfg(unix)]
+        if *executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        }
+    }
+    if repo.join(".git").exists() {
+        return Ok(());
+    }
+    // Arguments as a vector, never a shell string. A missing git leaves a plain directory,
+    // which is still browsable; pipelines will say they need git.
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .env("GIT_AUTHOR_NAME", "opsloop demo")
+            .env("GIT_AUTHOR_EMAIL", "demo@opsloop.invalid")
+            .env("GIT_COMMITTER_NAME", "opsloop demo")
+            .env("GIT_COMMITTER_EMAIL", "demo@opsloop.invalid")
+            .output()
+    };
+    let steps: [&[&str]; 3] = [&["init", "-q", "-b", "main"], &["add", "."], &["commit", "-q", "-m", "Demo project"]];
+    for step in steps {
+        match git(step) {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => {
+                tracing::warn!(stderr = %String::from_utf8_lossy(&output.stderr), "git failed while creating the demo repository");
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "git is not available; the demo repository is a plain directory");
+                break;
+            }
+        }
+    }
+    Ok(())
+}

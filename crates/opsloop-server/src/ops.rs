@@ -1,0 +1,62 @@
+//! Probes and scrapes (`/healthz`, `/readyz`, `/metrics`) and the answers for requests that
+//! match no route.
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::Access;
+use crate::error::ApiError;
+use crate::routes::{RouteTable, Surface};
+use crate::state::AppState;
+
+pub fn routes(table: RouteTable) -> RouteTable {
+    table
+        .add(Surface::Ops, Method::GET, "/healthz", Access::Public, healthz)
+        .add(Surface::Ops, Method::GET, "/readyz", Access::Public, readyz)
+        .add(Surface::Ops, Method::GET, "/metrics", Access::Public, metrics)
+}
+
+/// Alive: the process answers HTTP.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: the database answers and its schema is current.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.check_ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {error}\n")).into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+pub async fn not_found(State(state): State<AppState>, method: Method, uri: Uri) -> Response {
+    state.metrics.count(method.as_str().to_owned(), "unmatched".to_owned(), 404);
+    if uri.path().starts_with("/api/") {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route; see /api/v1/openapi.json").into_response()
+    } else {
+        crate::ui::error_page(StatusCode::NOT_FOUND, "There is no page here.")
+    }
+}
+
+pub async fn method_not_allowed(uri: Uri) -> Response {
+    let error =
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method");
+    if uri.path().starts_with("/api/") {
+        error.into_response()
+    } else {
+        crate::ui::error_page(error.status, &error.message)
+    }
+}
+
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}

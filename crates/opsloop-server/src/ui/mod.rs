@@ -1,0 +1,200 @@
+//! The web UI: server-rendered HTML (maud), one embedded stylesheet, no JavaScript needed.
+//! Every form posts with the session's CSRF token; the route table decides access.
+
+mod account;
+mod admin;
+mod login;
+mod projects;
+
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use crate::auth::{Access, CSRF_FIELD, Principal};
+use crate::routes::{RouteTable, Surface};
+
+pub const STYLESHEET: &str = include_str!("../../assets/style.css");
+
+/// The product areas, in navigation order; later issues fill the ones marked `coming`.
+pub const AREAS: &[(&str, &str, &str)] = &[
+    ("/projects", "Projects", ""),
+    ("/pipelines", "Pipelines", "Pipelines run your .gitlab-ci.yml on every push, on schedules and on demand."),
+    ("/deployments", "Deployments", "Environments, releases and zero-downtime deploys with automatic rollback."),
+    ("/monitoring", "Monitoring", "Checks, scraped metrics, PromQL and dashboards."),
+    ("/logs", "Logs", "Every job's and service's output, searchable, with live tail."),
+    ("/alerts", "Alerts & Incidents", "Alert rules, routing, incidents and on-call."),
+    ("/infrastructure", "Infrastructure", "Terraform-language plans, applies and drift detection."),
+    ("/security", "Security", "Secrets, secret scanning, dependency audit and SBOMs."),
+    ("/insights", "Insights", "DORA metrics computed from what opsloop saw."),
+];
+
+pub fn routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Maintainer, Owner, Viewer};
+    let ui = Surface::Ui;
+    let mut table = table
+        .add(ui, Method::GET, "/assets/style.css", Public, stylesheet)
+        .add(ui, Method::GET, "/login", Public, login::form)
+        .add(ui, Method::POST, "/login", Public, login::submit)
+        .add(ui, Method::POST, "/logout", Authenticated, login::logout)
+        .add(ui, Method::GET, "/", Authenticated, home)
+        .add(ui, Method::GET, "/projects", Authenticated, projects::list)
+        .add(ui, Method::POST, "/projects", AuthenticatedWrite, projects::create)
+        .add(ui, Method::GET, "/projects/{project}", Project(Viewer), projects::show)
+        .add(ui, Method::POST, "/projects/{project}/edit", Project(Maintainer), projects::edit)
+        .add(ui, Method::POST, "/projects/{project}/members", Project(Maintainer), projects::set_member)
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/members/{username}/remove",
+            Project(Maintainer),
+            projects::remove_member,
+        )
+        .add(ui, Method::POST, "/projects/{project}/delete", Project(Owner), projects::delete)
+        .add(ui, Method::GET, "/settings", Authenticated, account::settings)
+        .add(ui, Method::POST, "/settings/tokens", AuthenticatedWrite, account::create_token)
+        .add(ui, Method::POST, "/settings/tokens/{id}/revoke", AuthenticatedWrite, account::revoke_token)
+        .add(ui, Method::POST, "/settings/password", Authenticated, account::change_password)
+        .add(ui, Method::GET, "/admin/users", Admin, admin::users)
+        .add(ui, Method::POST, "/admin/users", Admin, admin::create_user)
+        .add(ui, Method::GET, "/admin/audit", Admin, admin::audit);
+    for (path, _, blurb) in AREAS {
+        if !blurb.is_empty() {
+            table = table.add(ui, Method::GET, path, Authenticated, area_page);
+        }
+    }
+    table
+}
+
+async fn stylesheet() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLESHEET)
+        .into_response()
+}
+
+async fn home() -> Redirect {
+    Redirect::to("/projects")
+}
+
+async fn area_page(axum::Extension(principal): axum::Extension<Principal>, uri: axum::http::Uri) -> Markup {
+    let path = uri.path().to_owned();
+    let (title, blurb) =
+        AREAS.iter().find(|(area, _, _)| *area == path).map_or(("Not found", ""), |(_, title, blurb)| (*title, *blurb));
+    layout(
+        title,
+        Some(&principal),
+        &path,
+        html! {
+            h1 { (title) }
+            p { (blurb) }
+            p.muted { "This area is not available in this version of opsloop yet." }
+        },
+    )
+}
+
+/// The page frame: skip link, navigation of all areas, account menu, content.
+pub fn layout(title: &str, principal: Option<&Principal>, current: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · opsloop" }
+                link rel="stylesheet" href="/assets/style.css";
+            }
+            body {
+                a.skip href="#content" { "Skip to content" }
+                header.top {
+                    a.brand href="/" { "opsloop" }
+                    @if let Some(principal) = principal {
+                        nav.areas aria-label="Areas" {
+                            ul {
+                                @for (path, label, _) in AREAS {
+                                    li { a href=(path) aria-current=[(current.starts_with(path)).then_some("page")] { (label) } }
+                                }
+                            }
+                        }
+                        nav.account aria-label="Account" {
+                            ul {
+                                li { a href="/settings" { (principal.user.username) } }
+                                @if principal.is_admin() {
+                                    li { a href="/admin/users" { "Admin" } }
+                                }
+                                li {
+                                    form.inline method="post" action="/logout" {
+                                        (csrf_field(principal))
+                                        button.link type="submit" { "Sign out" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                main id="content" { (content) }
+            }
+        }
+    }
+}
+
+/// The hidden CSRF field every form of a signed-in page carries.
+pub fn csrf_field(principal: &Principal) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(principal.csrf_token().unwrap_or_default()); }
+}
+
+/// A page for refusals and failures, with the status it stands for.
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let page = layout(
+        title,
+        None,
+        "",
+        html! {
+            h1 { (title) }
+            p.error role="alert" { (message) }
+            p { a href="/" { "Back to opsloop" } }
+        },
+    );
+    (status, page).into_response()
+}
+
+/// An HTML page for a failure from the store or the shared API logic.
+pub fn failure(error: impl Into<crate::error::ApiError>) -> Response {
+    let error = error.into();
+    error_page(error.status, &error.message)
+}
+
+/// A fixed message chosen by a `?notice=` key; never echoes request text.
+pub fn notice_text(key: Option<&str>) -> Option<&'static str> {
+    Some(match key? {
+        "created" => "Created.",
+        "saved" => "Saved.",
+        "deleted" => "Deleted.",
+        "member-saved" => "Member saved.",
+        "member-removed" => "Member removed.",
+        "revoked" => "Token revoked.",
+        "password-changed" => "Password changed.",
+        "must-change" => "Choose a new password before you go on: the one you signed in with was for one use only.",
+        _ => return None,
+    })
+}
+
+pub fn notice(key: Option<&str>) -> Markup {
+    html! {
+        @if let Some(text) = notice_text(key) { p.notice role="status" { (text) } }
+    }
+}
+
+pub fn error_box(message: Option<&str>) -> Markup {
+    html! {
+        @if let Some(message) = message { p.error role="alert" { (message) } }
+    }
+}
+
+/// Role choices for a `<select>`, with `selected` preselected.
+pub fn role_options(roles: &[opsloop_core::Role], selected: opsloop_core::Role) -> Markup {
+    html! {
+        @for role in roles {
+            option value=(role.as_str()) selected[*role == selected] { (role.as_str()) }
+        }
+    }
+}

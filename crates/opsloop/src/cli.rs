@@ -1,0 +1,255 @@
+//! The command line: what each command takes, with help that teaches.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OPSLOOP_BUILD_COMMIT"), ")");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opsloop",
+    version = VERSION,
+    about = "One binary for the DevOps loop: pipelines, deployments, infrastructure, monitoring, alerting.",
+    long_about = "One binary for the DevOps loop: pipelines, deployments, infrastructure, monitoring, alerting.\n\n\
+        Start here:\n  opsloop serve --demo        start the server with a demo project (SQLite under ./opsloop-data)\n  \
+        opsloop project list        list projects on a server (needs OPSLOOP_TOKEN)\n\n\
+        Settings come from defaults < opsloop.toml (--config) < OPSLOOP_* variables < flags.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// How to write logs to stderr.
+    #[arg(long, global = true, env = "OPSLOOP_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Log filter, e.g. `info`, `debug`, `opsloop_server=debug`; RUST_LOG also works.
+    #[arg(long, global = true, env = "OPSLOOP_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Disable colours (NO_COLOR is also honoured).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the opsloop server: API, web UI, and (with later features) pipelines and monitors.
+    Serve(ServeArgs),
+    /// Show the resolved configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage users and tokens directly in the database (works while the server runs or not).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Manage projects on a running server.
+    Project {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+}
+
+/// Where the configuration and the data live.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML). Default: ./opsloop.toml when it exists.
+    #[arg(long, env = "OPSLOOP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for opsloop's data: database, artifacts, logs, keys.
+    #[arg(long, env = "OPSLOOP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user:pass@host/db) instead of SQLite in the data directory.
+    #[arg(long, env = "OPSLOOP_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Address and port to listen on.
+    #[arg(long, env = "OPSLOOP_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The URL people reach opsloop at; `https://…` makes session cookies Secure.
+    #[arg(long, env = "OPSLOOP_EXTERNAL_URL", value_name = "URL")]
+    pub external_url: Option<String>,
+    /// Register a demo project (files from examples/demo) so there is something to look at.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the resolved configuration (secrets redacted).
+    Show {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: AdminUserCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminUserCommand {
+    /// Create a user and print a one-time password (unless --password-stdin).
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Lowercase letters, digits, `-`, `_`, `.`.
+        username: String,
+        /// Make the user an instance admin.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Create an API token and print it (only the token, so scripts can capture it).
+    ///
+    /// Example: export OPSLOOP_TOKEN=$(opsloop admin token create --name ci --role admin)
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// What the token is for.
+        #[arg(long)]
+        name: String,
+        /// The most the token may do: admin, owner, maintainer, developer or viewer.
+        #[arg(long, default_value = "developer")]
+        role: String,
+        /// The user the token acts as.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Expire after this many days (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to reach a running server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The opsloop server's URL.
+    #[arg(long, global = true, env = "OPSLOOP_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API token (create one with `opsloop admin token create` or under Settings in the web UI).
+    #[arg(long, global = true, env = "OPSLOOP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// List projects you can see.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one project.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a project; you become its owner.
+    Create {
+        name: String,
+        /// A git URL or an absolute path to a local repository.
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        default_branch: Option<String>,
+        /// Pipeline definition inside the repository (default .gitlab-ci.yml).
+        #[arg(long)]
+        pipeline_file: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a project's settings.
+    Update {
+        name: String,
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        default_branch: Option<String>,
+        #[arg(long)]
+        pipeline_file: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a project and everything in it.
+    Delete {
+        name: String,
+        /// Confirm; required because deletion cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List, add or remove a project's members.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List members and their roles.
+    List {
+        project: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a member or change their role.
+    Add {
+        project: String,
+        username: String,
+        /// owner, maintainer, developer or viewer.
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a member.
+    Remove { project: String, username: String },
+}

@@ -1,0 +1,39 @@
+//! One module per command group.
+
+mod admin;
+mod project;
+mod serve;
+
+use std::process::ExitCode;
+
+use miette::IntoDiagnostic;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::{config, output};
+
+pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let resolved = config::resolve(&args, cli.log_format, cli.log_level.as_deref())?;
+            serve::run(resolved).await
+        }
+        Command::Config { command: ConfigCommand::Show { serve, json } } => {
+            let resolved = config::resolve(&serve, cli.log_format, cli.log_level.as_deref())?;
+            let shown = resolved.shown();
+            if json {
+                output::json(&shown).map_err(|e| miette::miette!("{e:#}"))?;
+            } else {
+                print!("{}", toml::to_string_pretty(&shown).into_diagnostic()?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin { command } => admin::run(command, cli.log_format, cli.log_level.as_deref()).await,
+        Command::Project { client, command } => project::run(&client, command).await,
+    }
+}
+
+/// Prints an operational error plainly and returns the failure exit code.
+pub fn fail(error: &anyhow::Error) -> ExitCode {
+    output::error(&format!("{error:#}"));
+    ExitCode::FAILURE
+}

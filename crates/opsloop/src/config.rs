@@ -1,0 +1,389 @@
+//! Layered configuration: defaults < `opsloop.toml` < `OPSLOOP_*` environment < flags,
+//! resolved once into the server's validated [`ServerConfig`].
+//!
+//! clap already applies "environment < flag" for each option; this module lays the file
+//! underneath and validates the result, pointing at file:line:column when the file is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use opsloop_server::{DatabaseConfig, LogFormat, ServerConfig};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::cli::{LogFormatArg, ServeArgs};
+
+pub const DEFAULT_CONFIG_FILE: &str = "opsloop.toml";
+pub const DEFAULT_DATA_DIR: &str = "./opsloop-data";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Spanned<String>>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<Spanned<String>>,
+    external_url: Option<Spanned<String>>,
+    log_format: Option<Spanned<String>>,
+    log_level: Option<String>,
+    demo: Option<bool>,
+    #[serde(default)]
+    http: HttpSection,
+    #[serde(default)]
+    auth: AuthSection,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    max_body_bytes: Option<usize>,
+    request_timeout_seconds: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    session_ttl_hours: Option<u64>,
+    login_attempts_per_window: Option<u32>,
+    login_window_seconds: Option<u64>,
+}
+
+/// A configuration mistake, with the place in the file when there is one.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    #[diagnostic(code(opsloop::config::read), help("pass an existing file with --config or OPSLOOP_CONFIG"))]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    #[diagnostic(code(opsloop::config::invalid))]
+    InFile {
+        message: String,
+        #[source_code]
+        source_code: NamedSource<String>,
+        #[label("here")]
+        span: Option<SourceSpan>,
+        #[help]
+        help: Option<String>,
+    },
+    #[error("{message}")]
+    #[diagnostic(code(opsloop::config::invalid))]
+    Value {
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+}
+
+/// Everything the commands need, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub server: ServerConfig,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub config_file: Option<PathBuf>,
+}
+
+struct LoadedFile {
+    path: PathBuf,
+    text: String,
+    config: FileConfig,
+}
+
+impl LoadedFile {
+    fn error_at(&self, span: std::ops::Range<usize>, message: String, help: &str) -> ConfigError {
+        ConfigError::InFile {
+            message,
+            source_code: NamedSource::new(self.path.display().to_string(), self.text.clone()),
+            span: Some(span.into()),
+            help: Some(help.to_owned()),
+        }
+    }
+}
+
+fn load_file(explicit: Option<&Path>) -> Result<Option<LoadedFile>, ConfigError> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None if Path::new(DEFAULT_CONFIG_FILE).is_file() => PathBuf::from(DEFAULT_CONFIG_FILE),
+        None => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let config = toml::from_str::<FileConfig>(&text).map_err(|error| ConfigError::InFile {
+        message: format!("invalid configuration: {}", error.message()),
+        source_code: NamedSource::new(path.display().to_string(), text.clone()),
+        span: error.span().map(Into::into),
+        help: Some("see examples/opsloop.toml for every setting, its type and default".to_owned()),
+    })?;
+    Ok(Some(LoadedFile { path, text, config }))
+}
+
+/// Layers file, environment and flags (the last two already merged by clap) over defaults.
+pub fn resolve(
+    args: &ServeArgs,
+    log_format: Option<LogFormatArg>,
+    log_level: Option<&str>,
+) -> Result<Resolved, ConfigError> {
+    let file = load_file(args.config.config.as_deref())?;
+    let from_file = file.as_ref().map(|loaded| &loaded.config);
+    let empty = FileConfig::default();
+    let layer = from_file.unwrap_or(&empty);
+
+    let data_dir = args
+        .config
+        .data_dir
+        .clone()
+        .or_else(|| layer.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let mut server = ServerConfig::with_data_dir(data_dir.clone());
+
+    server.listen = match (&args.listen, &layer.listen, &file) {
+        (Some(flag), _, _) => parse_listen(flag).map_err(|message| ConfigError::Value {
+            message,
+            help: Some("--listen / OPSLOOP_LISTEN takes ADDRESS:PORT, e.g. 127.0.0.1:8080".to_owned()),
+        })?,
+        (None, Some(value), Some(loaded)) => parse_listen(value.get_ref())
+            .map_err(|message| loaded.error_at(value.span(), message, "write ADDRESS:PORT, e.g. \"127.0.0.1:8080\""))?,
+        _ => server.listen,
+    };
+
+    let database_url = match (&args.config.database_url, &layer.database_url) {
+        (Some(url), _) => Some((url.clone(), None)),
+        (None, Some(value)) => Some((value.get_ref().clone(), Some(value.span()))),
+        (None, None) => None,
+    };
+    if let Some((url, span)) = database_url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            let message = format!("database_url must be a postgres:// URL, not `{}`", opsloop_store::redact_url(&url));
+            let help = "leave it unset to use SQLite in the data directory";
+            return Err(match (span, &file) {
+                (Some(span), Some(loaded)) => loaded.error_at(span, message, help),
+                _ => ConfigError::Value { message, help: Some(help.to_owned()) },
+            });
+        }
+        server.database = DatabaseConfig::Postgres { url };
+    }
+
+    let external_url = match (&args.external_url, &layer.external_url) {
+        (Some(url), _) => Some((url.clone(), None)),
+        (None, Some(value)) => Some((value.get_ref().clone(), Some(value.span()))),
+        (None, None) => None,
+    };
+    if let Some((url, span)) = external_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let message = format!("external_url must start with http:// or https://, not `{url}`");
+            let help = "the URL people type to reach opsloop, e.g. https://ops.example.com";
+            return Err(match (span, &file) {
+                (Some(span), Some(loaded)) => loaded.error_at(span, message, help),
+                _ => ConfigError::Value { message, help: Some(help.to_owned()) },
+            });
+        }
+        server.external_url = Some(url.trim_end_matches('/').to_owned());
+    }
+
+    server.demo = args.demo || layer.demo.unwrap_or(false);
+    let http = &layer.http;
+    server.max_body_bytes = http.max_body_bytes.unwrap_or(server.max_body_bytes);
+    server.request_timeout_seconds = http.request_timeout_seconds.unwrap_or(server.request_timeout_seconds);
+    server.shutdown_grace_seconds = http.shutdown_grace_seconds.unwrap_or(server.shutdown_grace_seconds);
+    let auth = &layer.auth;
+    server.session_ttl_hours = auth.session_ttl_hours.unwrap_or(server.session_ttl_hours);
+    server.login_attempts_per_window = auth.login_attempts_per_window.unwrap_or(server.login_attempts_per_window);
+    server.login_window_seconds = auth.login_window_seconds.unwrap_or(server.login_window_seconds);
+    validate_limits(&server)?;
+
+    let log_format = match (log_format, &layer.log_format, &file) {
+        (Some(LogFormatArg::Human), _, _) => LogFormat::Human,
+        (Some(LogFormatArg::Json), _, _) => LogFormat::Json,
+        (None, Some(value), Some(loaded)) => match value.get_ref().as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(loaded.error_at(
+                    value.span(),
+                    format!("log_format must be \"human\" or \"json\", not \"{other}\""),
+                    "use \"json\" for log collectors, \"human\" for a terminal",
+                ));
+            }
+        },
+        _ => LogFormat::Human,
+    };
+    let log_level =
+        log_level.map(str::to_owned).or_else(|| layer.log_level.clone()).unwrap_or_else(|| "info".to_owned());
+
+    Ok(Resolved { server, log_format, log_level, config_file: file.map(|loaded| loaded.path) })
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>().map_err(|_| format!("`{text}` is not an ADDRESS:PORT to listen on"))
+}
+
+fn validate_limits(server: &ServerConfig) -> Result<(), ConfigError> {
+    let checks: [(bool, &str); 5] = [
+        (server.max_body_bytes >= 1024, "http.max_body_bytes must be at least 1024"),
+        (server.request_timeout_seconds >= 1, "http.request_timeout_seconds must be at least 1"),
+        (server.session_ttl_hours >= 1, "auth.session_ttl_hours must be at least 1"),
+        (server.login_attempts_per_window >= 1, "auth.login_attempts_per_window must be at least 1"),
+        (server.login_window_seconds >= 1, "auth.login_window_seconds must be at least 1"),
+    ];
+    match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, message)) => Err(ConfigError::Value { message: (*message).to_owned(), help: None }),
+        None => Ok(()),
+    }
+}
+
+/// The resolved configuration as a user reads it, secrets redacted.
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    pub config_file: Option<String>,
+    pub listen: String,
+    pub data_dir: String,
+    pub database: String,
+    pub database_url: Option<String>,
+    pub external_url: Option<String>,
+    pub log_format: &'static str,
+    pub log_level: String,
+    pub demo: bool,
+    pub http: ShownHttp,
+    pub auth: ShownAuth,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownHttp {
+    pub max_body_bytes: usize,
+    pub request_timeout_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownAuth {
+    pub session_ttl_hours: u64,
+    pub login_attempts_per_window: u32,
+    pub login_window_seconds: u64,
+}
+
+impl Resolved {
+    pub fn shown(&self) -> Shown {
+        let server = &self.server;
+        let (database, database_url) = match &server.database {
+            DatabaseConfig::Sqlite { path } => (format!("sqlite:{}", path.display()), None),
+            DatabaseConfig::Postgres { url } => ("postgres".to_owned(), Some(opsloop_store::redact_url(url))),
+        };
+        Shown {
+            config_file: self.config_file.as_ref().map(|path| path.display().to_string()),
+            listen: server.listen.to_string(),
+            data_dir: server.data_dir.display().to_string(),
+            database,
+            database_url,
+            external_url: server.external_url.clone(),
+            log_format: match self.log_format {
+                LogFormat::Human => "human",
+                LogFormat::Json => "json",
+            },
+            log_level: self.log_level.clone(),
+            demo: server.demo,
+            http: ShownHttp {
+                max_body_bytes: server.max_body_bytes,
+                request_timeout_seconds: server.request_timeout_seconds,
+                shutdown_grace_seconds: server.shutdown_grace_seconds,
+            },
+            auth: ShownAuth {
+                session_ttl_hours: server.session_ttl_hours,
+                login_attempts_per_window: server.login_attempts_per_window,
+                login_window_seconds: server.login_window_seconds,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::ConfigArgs;
+
+    fn args_with_file(path: &Path) -> ServeArgs {
+        ServeArgs {
+            config: ConfigArgs { config: Some(path.to_path_buf()), ..ConfigArgs::default() },
+            ..ServeArgs::default()
+        }
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsloop.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn the_example_config_file_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/opsloop.toml");
+        let resolved = resolve(&args_with_file(&example), None, None).unwrap();
+        assert_eq!(resolved.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(resolved.server.data_dir, PathBuf::from("./opsloop-data"));
+        assert_eq!(resolved.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let (_dir, path) =
+            write("listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/lib/opsloop\"\n[auth]\nsession_ttl_hours = 2\n");
+        let mut args = args_with_file(&path);
+        let resolved = resolve(&args, None, None).unwrap();
+        assert_eq!(resolved.server.listen.port(), 9000);
+        assert_eq!(resolved.server.session_ttl_hours, 2);
+        assert_eq!(resolved.server.data_dir, PathBuf::from("/var/lib/opsloop"));
+        assert_eq!(
+            resolved.server.database,
+            DatabaseConfig::Sqlite { path: PathBuf::from("/var/lib/opsloop/opsloop.db") }
+        );
+        args.listen = Some("127.0.0.1:9100".to_owned());
+        args.config.data_dir = Some(PathBuf::from("/tmp/x"));
+        let resolved = resolve(&args, Some(LogFormatArg::Json), Some("debug")).unwrap();
+        assert_eq!(resolved.server.listen.port(), 9100);
+        assert_eq!(resolved.server.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!((resolved.log_format, resolved.log_level.as_str()), (LogFormat::Json, "debug"));
+    }
+
+    #[test]
+    fn errors_point_at_the_place_in_the_file() {
+        let (_dir, path) = write("data_dir = \"/x\"\nlisten = \"not-an-address\"\n");
+        let error = resolve(&args_with_file(&path), None, None).unwrap_err();
+        let ConfigError::InFile { span: Some(span), message, .. } = &error else { panic!("{error:?}") };
+        assert!(message.contains("not-an-address"), "{message}");
+        assert_eq!(span.offset(), "data_dir = \"/x\"\nlisten = ".len());
+
+        let (_dir, path) = write("[http]\nmax_body_bites = 10\n");
+        let error = resolve(&args_with_file(&path), None, None).unwrap_err();
+        let ConfigError::InFile { span: Some(span), message, .. } = &error else { panic!("{error:?}") };
+        assert!(message.contains("unknown field `max_body_bites`"), "{message}");
+        assert_eq!(span.offset(), "[http]\n".len());
+
+        let (_dir, path) = write("listen = 8080\n");
+        assert!(matches!(resolve(&args_with_file(&path), None, None), Err(ConfigError::InFile { .. })));
+    }
+
+    #[test]
+    fn shown_configuration_redacts_the_database_password() {
+        let mut args = ServeArgs::default();
+        args.config.database_url = Some("postgres://ops:hunter2@db/ops".to_owned());
+        let resolved = resolve(&args, None, None).unwrap();
+        let shown = serde_json::to_string(&resolved.shown()).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn rejects_bad_values_from_flags() {
+        let mut args = ServeArgs::default();
+        args.listen = Some("nope".to_owned());
+        assert!(matches!(resolve(&args, None, None), Err(ConfigError::Value { .. })));
+        let mut args = ServeArgs::default();
+        args.config.database_url = Some("mysql://x".to_owned());
+        assert!(matches!(resolve(&args, None, None), Err(ConfigError::Value { .. })));
+    }
+}

@@ -1,0 +1,51 @@
+//! Terminal output: data to stdout, messages to stderr, colours only where they help and
+//! never when NO_COLOR is set, --no-color is given, or the stream is not a terminal.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use owo_colors::OwoColorize;
+
+static COLOR: AtomicBool = AtomicBool::new(false);
+
+pub fn init_color(no_color_flag: bool) {
+    let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    COLOR.store(!no_color_flag && !no_color_env && std::io::stderr().is_terminal(), Ordering::Relaxed);
+}
+
+pub fn color() -> bool {
+    COLOR.load(Ordering::Relaxed)
+}
+
+pub fn error(message: &str) {
+    if color() {
+        eprintln!("{} {message}", "error:".red().bold());
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+pub fn note(message: &str) {
+    if color() {
+        eprintln!("{} {message}", "note:".cyan().bold());
+    } else {
+        eprintln!("note: {message}");
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A table for people, on stdout.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(header.iter().map(|h| h.to_uppercase()));
+    for row in rows {
+        table.add_row(row);
+    }
+    println!("{table}");
+}
