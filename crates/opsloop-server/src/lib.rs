@@ -12,7 +12,7 @@ pub mod config;
 mod demo;
 pub mod error;
 pub mod metrics;
-mod ops;
+pub(crate) mod ops;
 pub mod routes;
 pub mod state;
 pub mod ui;

@@ -97,6 +97,10 @@ pub async fn enforce(
 ) -> Response {
     let lookup_method = if request.method() == Method::HEAD { Method::GET } else { request.method().clone() };
     let Some(spec) = state.routes.get(&(lookup_method, matched.as_str())) else {
+        // Another method of a known route: the 405 answer, which runs no handler.
+        if state.routes.keys().any(|(_, path)| *path == matched.as_str()) {
+            return crate::ops::method_not_allowed(request.uri().clone()).await;
+        }
         tracing::error!(path = matched.as_str(), "route has no access decision; denying");
         return ApiError::forbidden("this route has no access decision").into_response();
     };

@@ -1,0 +1,243 @@
+//! The auth matrix: every route of the route table, not a hand-kept list, is checked for what
+//! anonymous callers, under-privileged tokens and the right role get. A route added without
+//! a fixture here fails the test, so nobody forgets to think about its access.
+
+use axum::http::{Method, StatusCode};
+use opsloop_core::Role;
+use opsloop_server::auth::Access;
+use opsloop_server::routes::Surface;
+
+use crate::app::TestApp;
+
+/// A valid body for each write route, keyed by method and route pattern.
+fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
+    Some(match (method.as_str(), path) {
+        ("POST", "/api/v1/projects") => r#"{"name": "fresh", "repo_url": "https://git.example.com/fresh.git"}"#,
+        ("PATCH", "/api/v1/projects/{project}") => r#"{"description": "changed"}"#,
+        ("PUT", "/api/v1/projects/{project}/members/{username}") => r#"{"role": "viewer"}"#,
+        ("POST", "/api/v1/tokens") => r#"{"name": "made by test"}"#,
+        ("POST", "/api/v1/admin/users") => r#"{"username": "newcomer"}"#,
+        ("DELETE", _) | ("GET", _) => return Some(""),
+        _ => return None,
+    })
+}
+
+#[tokio::test]
+async fn every_api_route_denies_by_default_and_allows_the_right_role() {
+    let specs = opsloop_server::route_specs();
+    let api_routes: Vec<_> = specs.iter().filter(|spec| spec.surface == Surface::Api).collect();
+    assert!(api_routes.len() >= 15, "the route table lost routes: {}", api_routes.len());
+
+    for (index, spec) in api_routes.iter().enumerate() {
+        let app = TestApp::new().await;
+        let label = format!("{} {}", spec.method, spec.path);
+        let body = fixture_body(&spec.method, spec.path)
+            .unwrap_or_else(|| panic!("{label}: add a fixture body to the auth matrix for this new route"));
+        let body = (!body.is_empty()).then_some(body);
+
+        // A project, a second member and a token id for the path parameters.
+        let project = app.project(&format!("p{index}")).await;
+        let bob = app.user("bob").await;
+        app.store.set_member(&project, &bob, Role::Developer, crate::app::ACTOR).await.unwrap();
+
+        // The principal with exactly the least role the route needs.
+        let (right_user, right_role) = match spec.access {
+            Access::Public => (app.admin.clone(), Role::Viewer),
+            Access::Authenticated => (app.user("reader").await, Role::Viewer),
+            Access::AuthenticatedWrite => (app.user("writer").await, Role::Developer),
+            Access::Admin => (app.admin.clone(), Role::Admin),
+            Access::Project(role) => {
+                let member = app.user("member").await;
+                app.store.set_member(&project, &member, role, crate::app::ACTOR).await.unwrap();
+                (member, role)
+            }
+        };
+        let right_token = app.token(&right_user, right_role).await;
+        let own_token_id = app.store.list_tokens(right_user.id).await.unwrap()[0].id;
+        let path = spec
+            .path
+            .replace("{project}", &project.name)
+            .replace("{username}", "bob")
+            .replace("{id}", &own_token_id.to_string());
+
+        // 1. No credentials: 401 unless the route is public.
+        let anonymous = app.api(spec.method.clone(), &path, None, body).await;
+        if spec.access == Access::Public {
+            assert!(anonymous.status.is_success(), "{label}: public route answered {}", anonymous.status);
+            continue;
+        }
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{label} without credentials");
+        assert_eq!(anonymous.error_code(), "unauthorized", "{label}");
+
+        // 2. A bad token is no better than none.
+        let forged = app.api(spec.method.clone(), &path, Some("olp_forged"), body).await;
+        assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{label} with a forged token");
+
+        // 3. A viewer token on a write route: 403 (a non-member gets 404 on project routes).
+        if spec.method != Method::GET {
+            let viewer = app.user("viewer").await;
+            if let Access::Project(_) = spec.access {
+                app.store.set_member(&project, &viewer, Role::Viewer, crate::app::ACTOR).await.unwrap();
+            }
+            let viewer_token = app.token(&viewer, Role::Viewer).await;
+            let refused = app.api(spec.method.clone(), &path, Some(&viewer_token), body).await;
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{label} with a viewer token: {}", refused.text());
+            // The admin's own power does not leak through a viewer-capped token.
+            let capped_admin = app.token(&app.admin, Role::Viewer).await;
+            let refused = app.api(spec.method.clone(), &path, Some(&capped_admin), body).await;
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{label} with an admin's viewer token");
+        }
+
+        // 4. One role below what the route needs: refused.
+        let below = match spec.access {
+            Access::Project(role) if role > Role::Viewer => Some(Role::PROJECT_ROLES[role as usize - 1]),
+            Access::Admin => Some(Role::Owner),
+            _ => None,
+        };
+        if let Some(below) = below {
+            let weaker = app.token(&right_user, below).await;
+            let refused = app.api(spec.method.clone(), &path, Some(&weaker), body).await;
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{label} with a {below} token");
+        }
+        if let Access::Project(_) = spec.access {
+            let outsider = app.user("outsider").await;
+            let outsider_token = app.token(&outsider, Role::Owner).await;
+            let hidden = app.api(spec.method.clone(), &path, Some(&outsider_token), body).await;
+            assert_eq!(hidden.status, StatusCode::NOT_FOUND, "{label} for a non-member");
+        }
+
+        // 5. The right role succeeds.
+        let allowed = app.api(spec.method.clone(), &path, Some(&right_token), body).await;
+        assert!(
+            allowed.status.is_success(),
+            "{label} with a {right_role} token answered {}: {}",
+            allowed.status,
+            allowed.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_ui_route_sends_anonymous_visitors_to_login() {
+    let app = TestApp::new().await;
+    app.project("web").await;
+    for spec in opsloop_server::route_specs().iter().filter(|spec| spec.surface == Surface::Ui) {
+        let path = spec.path.replace("{project}", "web").replace("{username}", "admin").replace("{id}", "1");
+        let reply = app.api(spec.method.clone(), &path, None, None).await;
+        match (spec.access, spec.method.clone()) {
+            (Access::Public, Method::GET) => assert!(reply.status.is_success(), "{path}: {}", reply.status),
+            // The login form's POST has no CSRF cookie here, so it is refused before any check of credentials.
+            (Access::Public, _) => assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}"),
+            (_, Method::GET) => {
+                assert_eq!(reply.status, StatusCode::SEE_OTHER, "{path}");
+                let location = reply.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                assert!(location.starts_with("/login"), "{path} redirected to {location}");
+            }
+            _ => assert_eq!(reply.status, StatusCode::SEE_OTHER, "{} {path}: {}", spec.method, reply.status),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_the_route_table_agree() {
+    let app = TestApp::new().await;
+    let reply = app.api(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let document = reply.json();
+    assert!(document["openapi"].as_str().unwrap_or_default().starts_with("3."), "{document}");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    let mut routed: Vec<(String, String)> = opsloop_server::route_specs()
+        .into_iter()
+        .filter(|spec| spec.surface == Surface::Api && spec.path != "/api/v1/openapi.json")
+        .map(|spec| (spec.method.to_string(), spec.path.to_owned()))
+        .collect();
+    documented.sort();
+    routed.sort();
+    assert_eq!(documented, routed, "every API route is documented, and every documented operation exists");
+}
+
+#[tokio::test]
+async fn public_routes_are_a_short_explicit_list() {
+    let public: Vec<String> = opsloop_server::route_specs()
+        .into_iter()
+        .filter(|spec| spec.access == Access::Public)
+        .map(|spec| format!("{} {}", spec.method, spec.path))
+        .collect();
+    assert_eq!(
+        public,
+        [
+            "GET /healthz",
+            "GET /readyz",
+            "GET /metrics",
+            "GET /api/v1/openapi.json",
+            "GET /assets/style.css",
+            "GET /login",
+            "POST /login"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn revoked_and_expired_tokens_stop_working() {
+    let app = TestApp::new().await;
+    let (secret, token) =
+        opsloop_server::accounts::issue_token(&app.store, &app.admin, "t", Role::Admin, None, crate::app::ACTOR)
+            .await
+            .unwrap();
+    assert_eq!(app.api(Method::GET, "/api/v1/me", Some(&secret), None).await.status, StatusCode::OK);
+    app.store.revoke_token(&app.admin, token.id, crate::app::ACTOR).await.unwrap();
+    assert_eq!(app.api(Method::GET, "/api/v1/me", Some(&secret), None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_token_cannot_mint_a_stronger_token() {
+    let app = TestApp::new().await;
+    let developer = app.token(&app.admin, Role::Developer).await;
+    let reply =
+        app.api(Method::POST, "/api/v1/tokens", Some(&developer), Some(r#"{"name": "x", "role": "admin"}"#)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    let reply =
+        app.api(Method::POST, "/api/v1/tokens", Some(&developer), Some(r#"{"name": "x", "role": "viewer"}"#)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    assert!(reply.json()["token"].as_str().unwrap_or_default().starts_with("olp_"));
+}
+
+#[tokio::test]
+async fn only_owners_make_owners() {
+    let app = TestApp::new().await;
+    let project = app.project("web").await;
+    let maintainer = app.user("maint").await;
+    app.user("carol").await;
+    app.store.set_member(&project, &maintainer, Role::Maintainer, crate::app::ACTOR).await.unwrap();
+    let token = app.token(&maintainer, Role::Owner).await;
+    let reply =
+        app.api(Method::PUT, "/api/v1/projects/web/members/carol", Some(&token), Some(r#"{"role": "owner"}"#)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    let reply = app.api(Method::DELETE, "/api/v1/projects/web/members/admin", Some(&token), None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "a maintainer removed the owner: {}", reply.text());
+    let reply = app
+        .api(Method::PUT, "/api/v1/projects/web/members/carol", Some(&token), Some(r#"{"role": "developer"}"#))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn every_change_lands_in_the_audit_log_with_actor_and_address() {
+    let app = TestApp::new().await;
+    let token = app.token(&app.admin, Role::Admin).await;
+    let created = app
+        .api(Method::POST, "/api/v1/projects", Some(&token), Some(r#"{"name": "audited", "repo_url": "/srv/git/a"}"#))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let audit = app.api(Method::GET, "/api/v1/admin/audit?limit=1", Some(&token), None).await.json();
+    let entry = &audit["items"][0];
+    assert_eq!(entry["action"], "project.create");
+    assert_eq!(entry["actor"], "admin");
+    assert_eq!(entry["target"], "audited");
+    assert_eq!(entry["source_ip"], "127.0.0.1");
+}

@@ -1,0 +1,191 @@
+//! Browser-side security in-process: login CSRF, session CSRF on forms, the one-time password
+//! flow, and login rate limiting. (The real-Chromium walk-through lives in the binary's tests.)
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+
+use crate::app::{Reply, TestApp};
+
+fn set_cookies(reply: &Reply) -> Vec<String> {
+    reply.headers.get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
+}
+
+fn cookie_value(reply: &Reply, name: &str) -> Option<String> {
+    set_cookies(reply).iter().find_map(|c| {
+        c.strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+    })
+}
+
+fn hidden_csrf(page: &str) -> String {
+    let marker = r#"name="_csrf" value=""#;
+    let start = page.find(marker).expect("a CSRF field on the page") + marker.len();
+    page[start..].split('"').next().unwrap_or_default().to_owned()
+}
+
+async fn form(app: &TestApp, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Reply {
+    let body = serde_urlencoded::to_string(fields).unwrap();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, cookie)
+        .body(Body::from(body))
+        .unwrap();
+    app.send(request).await
+}
+
+async fn get(app: &TestApp, path: &str, cookie: &str) -> Reply {
+    app.send(Request::builder().uri(path).header(header::COOKIE, cookie).body(Body::empty()).unwrap()).await
+}
+
+/// Signs in through the login form; returns the session cookie.
+async fn sign_in(app: &TestApp, username: &str, password: &str) -> Result<String, Reply> {
+    let page = get(app, "/login", "").await;
+    let login_csrf = cookie_value(&page, "opsloop_login_csrf").expect("login CSRF cookie");
+    let csrf = hidden_csrf(&page.text());
+    let reply = form(
+        app,
+        "/login",
+        &format!("opsloop_login_csrf={login_csrf}"),
+        &[("username", username), ("password", password), ("next", "/projects"), ("_csrf", &csrf)],
+    )
+    .await;
+    match cookie_value(&reply, "opsloop_session") {
+        Some(session) if reply.status == StatusCode::SEE_OTHER => Ok(format!("opsloop_session={session}")),
+        _ => Err(reply),
+    }
+}
+
+#[tokio::test]
+async fn session_cookies_are_httponly_samesite_and_forms_need_the_csrf_token() {
+    let app = TestApp::new().await;
+    let page = get(&app, "/login", "").await;
+    let login_csrf = cookie_value(&page, "opsloop_login_csrf").unwrap();
+    // Without the matching form field, even the right password is refused.
+    let reply = form(
+        &app,
+        "/login",
+        &format!("opsloop_login_csrf={login_csrf}"),
+        &[("username", "admin"), ("password", "admin password 123"), ("_csrf", "wrong")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let projects = get(&app, "/projects", &session).await;
+    assert_eq!(projects.status, StatusCode::OK);
+    let csrf = hidden_csrf(&projects.text());
+
+    // A cross-site form post carries the cookie but not the token: refused, nothing created.
+    let forged = form(&app, "/projects", &session, &[("name", "forged"), ("repo_url", "/a")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let forged = form(&app, "/projects", &session, &[("name", "forged"), ("repo_url", "/a"), ("_csrf", "guess")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(app.store.project_by_name("forged").await.unwrap().is_none());
+
+    let made = form(&app, "/projects", &session, &[("name", "real"), ("repo_url", "/a"), ("_csrf", &csrf)]).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.text());
+    assert!(app.store.project_by_name("real").await.unwrap().is_some());
+
+    // The API accepts the session cookie only with the CSRF header on writes.
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/projects")
+        .header(header::COOKIE, &session)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"name": "viaapi", "repo_url": "/a"}"#))
+        .unwrap();
+    assert_eq!(app.send(request).await.status, StatusCode::FORBIDDEN);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/projects")
+        .header(header::COOKIE, &session)
+        .header("x-csrf-token", &csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"name": "viaapi", "repo_url": "/a"}"#))
+        .unwrap();
+    assert_eq!(app.send(request).await.status, StatusCode::CREATED);
+
+    // Logging out ends the session on the server, not just in the browser.
+    let reply = form(&app, "/logout", &session, &[("_csrf", &csrf)]).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(get(&app, "/projects", &session).await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn session_cookie_attributes() {
+    let app = TestApp::new().await;
+    let page = get(&app, "/login", "").await;
+    let login_csrf = cookie_value(&page, "opsloop_login_csrf").unwrap();
+    let csrf = hidden_csrf(&page.text());
+    let reply = form(
+        &app,
+        "/login",
+        &format!("opsloop_login_csrf={login_csrf}"),
+        &[("username", "admin"), ("password", "admin password 123"), ("_csrf", &csrf)],
+    )
+    .await;
+    let cookie = set_cookies(&reply).into_iter().find(|c| c.starts_with("opsloop_session=")).unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "no TLS configured, so no Secure flag: {cookie}");
+}
+
+#[tokio::test]
+async fn a_one_time_password_must_be_changed_before_anything_else() {
+    let app = TestApp::new().await;
+    let (_, password) =
+        opsloop_server::accounts::create_user(&app.store, "newbie", None, false, crate::app::ACTOR).await.unwrap();
+    let password = password.unwrap();
+    let session = sign_in(&app, "newbie", &password).await.map_err(|r| r.text()).unwrap();
+    let reply = get(&app, "/projects", &session).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.headers.get("location").unwrap(), "/settings?notice=must-change");
+    let settings = get(&app, "/settings", &session).await;
+    assert_eq!(settings.status, StatusCode::OK);
+    let csrf = hidden_csrf(&settings.text());
+    let changed = form(
+        &app,
+        "/settings/password",
+        &session,
+        &[
+            ("current_password", &password),
+            ("new_password", "a brand new passphrase"),
+            ("confirm_password", "a brand new passphrase"),
+            ("_csrf", &csrf),
+        ],
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.text());
+    assert_eq!(get(&app, "/projects", &session).await.status, StatusCode::OK);
+    assert!(sign_in(&app, "newbie", &password).await.is_err(), "the one-time password still works");
+    assert!(sign_in(&app, "newbie", "a brand new passphrase").await.is_ok());
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_rate_limited() {
+    let app = TestApp::new().await; // allows 3 failures per window
+    for _ in 0..3 {
+        let reply = sign_in(&app, "admin", "wrong password!!").await.unwrap_err();
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    let reply = sign_in(&app, "admin", "admin password 123").await.unwrap_err();
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "the right password is refused while blocked");
+    assert!(reply.headers.contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test]
+async fn pages_escape_user_text() {
+    let app = TestApp::new().await;
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let new = opsloop_store::NewProject {
+        name: "xss",
+        description: "<script>alert(1)</script>",
+        repo_url: "/a",
+        default_branch: "main",
+        pipeline_file: ".gitlab-ci.yml",
+    };
+    app.store.create_project(new, app.admin.id, crate::app::ACTOR).await.unwrap();
+    let page = get(&app, "/projects/xss", &session).await.text();
+    assert!(!page.contains("<script>alert(1)</script>"));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+}
