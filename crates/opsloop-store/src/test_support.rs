@@ -12,13 +12,14 @@ pub struct TestDatabase {
     /// Keeps the SQLite directory alive as long as the store.
     _dir: Option<tempfile::TempDir>,
     postgres: Option<(String, String)>,
+    postgres_url: Option<String>,
 }
 
 impl TestDatabase {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = Store::open(Location::SqliteFile(&dir.path().join("opsloop.db"))).await.expect("open sqlite");
-        TestDatabase { store, _dir: Some(dir), postgres: None }
+        TestDatabase { store, _dir: Some(dir), postgres: None, postgres_url: None }
     }
 
     /// A fresh database on the test PostgreSQL server, or `None` (with a printed notice) when
@@ -40,7 +41,12 @@ impl TestDatabase {
         let mut url = url::Url::parse(&base_url).expect("OPSLOOP_TEST_POSTGRES_URL is a URL");
         url.set_path(&format!("/{name}"));
         let store = Store::open(Location::Postgres(url.as_str())).await.expect("open postgres");
-        Some(TestDatabase { store, _dir: None, postgres: Some((base_url, name)) })
+        Some(TestDatabase { store, _dir: None, postgres: Some((base_url, name)), postgres_url: Some(url.to_string()) })
+    }
+
+    /// The URL of this test database (PostgreSQL only; empty for SQLite).
+    pub fn url(&self) -> &str {
+        self.postgres_url.as_deref().unwrap_or_default()
     }
 
     pub async fn drop_database(self) {

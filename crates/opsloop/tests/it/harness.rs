@@ -1,0 +1,144 @@
+//! Starting and stopping the real binary, and the few helpers every test needs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_opsloop");
+
+/// A running `opsloop serve` with its own data directory.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    /// The one-time admin password printed at first start (empty on later starts).
+    pub admin_password: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A fresh server on SQLite in a new temporary directory.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data_dir = dir.path().join("data");
+        let mut server = Server::start_in(&data_dir, &[]);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on `data_dir` (which may hold data from an earlier run).
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("NO_COLOR", "1")
+            .env("OPSLOOP_LOG_LEVEL", "warn")
+            .env_remove("OPSLOOP_DATABASE_URL")
+            .env_remove("OPSLOOP_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start opsloop serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut admin_password = String::new();
+        let mut expect_password = false;
+        let url = loop {
+            let line = lines_rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address in time");
+            if expect_password && !line.trim().is_empty() {
+                admin_password = line.trim().to_owned();
+                expect_password = false;
+            }
+            if line.contains("one-time password") {
+                expect_password = true;
+            }
+            if let Some(address) = line.strip_prefix("opsloop listening on ") {
+                break address.trim().to_owned();
+            }
+        };
+        Server { child: Some(child), url, data_dir: data_dir.to_path_buf(), admin_password, _dir: None }
+    }
+
+    /// A new API token for `admin` with `role`, made by the CLI against this server's data.
+    pub fn token(&self, role: &str) -> String {
+        let output = opsloop(&[
+            "admin",
+            "token",
+            "create",
+            "--name",
+            "test",
+            "--role",
+            role,
+            "--data-dir",
+            self.data_dir.to_str().expect("utf-8 path"),
+        ]);
+        assert!(output.status.success(), "token create failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().expect("wait for server")
+    }
+
+    pub fn client() -> reqwest::Client {
+        // reqwest is built without a bundled crypto provider; the binary installs ring, so do the tests.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+/// Runs the CLI to completion.
+pub fn opsloop(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("OPSLOOP_DATABASE_URL")
+        .env_remove("OPSLOOP_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run opsloop")
+}
+
+/// Runs the CLI as a client of `server` with `token`.
+pub fn opsloop_client(server: &Server, token: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("OPSLOOP_SERVER", &server.url)
+        .env("OPSLOOP_TOKEN", token)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run opsloop")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
