@@ -29,7 +29,7 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
 )";
 
 // An arbitrary constant naming opsloop's migration lock among other applications' advisory locks.
-const PG_MIGRATION_LOCK: i64 = 0x6f70_736c_6f6f_70;
+const PG_MIGRATION_LOCK: i64 = 0x006f_7073_6c6f_6f70;
 
 pub(crate) async fn apply(store: &Store) -> Result<()> {
     let now = store.now_ms();

@@ -59,17 +59,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{message}")]
-    #[diagnostic(code(opsloop::config::invalid))]
-    InFile {
-        message: String,
-        #[source_code]
-        source_code: NamedSource<String>,
-        #[label("here")]
-        span: Option<SourceSpan>,
-        #[help]
-        help: Option<String>,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InFile(Box<FileError>),
     #[error("{message}")]
     #[diagnostic(code(opsloop::config::invalid))]
     Value {
@@ -77,6 +69,32 @@ pub enum ConfigError {
         #[help]
         help: Option<String>,
     },
+}
+
+/// A mistake at a place in the configuration file. Boxed in [`ConfigError`]: it carries the
+/// file's text so the report can show the line.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(opsloop::config::invalid))]
+pub struct FileError {
+    pub message: String,
+    #[source_code]
+    source_code: NamedSource<String>,
+    #[label("here")]
+    pub span: Option<SourceSpan>,
+    #[help]
+    help: Option<String>,
+}
+
+impl FileError {
+    fn error(path: &Path, text: &str, span: Option<SourceSpan>, message: String, help: &str) -> ConfigError {
+        ConfigError::InFile(Box::new(FileError {
+            message,
+            source_code: NamedSource::new(path.display().to_string(), text.to_owned()),
+            span,
+            help: Some(help.to_owned()),
+        }))
+    }
 }
 
 /// Everything the commands need, resolved and validated.
@@ -96,12 +114,7 @@ struct LoadedFile {
 
 impl LoadedFile {
     fn error_at(&self, span: std::ops::Range<usize>, message: String, help: &str) -> ConfigError {
-        ConfigError::InFile {
-            message,
-            source_code: NamedSource::new(self.path.display().to_string(), self.text.clone()),
-            span: Some(span.into()),
-            help: Some(help.to_owned()),
-        }
+        FileError::error(&self.path, &self.text, Some(span.into()), message, help)
     }
 }
 
@@ -113,11 +126,10 @@ fn load_file(explicit: Option<&Path>) -> Result<Option<LoadedFile>, ConfigError>
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-    let config = toml::from_str::<FileConfig>(&text).map_err(|error| ConfigError::InFile {
-        message: format!("invalid configuration: {}", error.message()),
-        source_code: NamedSource::new(path.display().to_string(), text.clone()),
-        span: error.span().map(Into::into),
-        help: Some("see examples/opsloop.toml for every setting, its type and default".to_owned()),
+    let config = toml::from_str::<FileConfig>(&text).map_err(|error| {
+        let message = format!("invalid configuration: {}", error.message());
+        let help = "see examples/opsloop.toml for every setting, its type and default";
+        FileError::error(&path, &text, error.span().map(Into::into), message, help)
     })?;
     Ok(Some(LoadedFile { path, text, config }))
 }
@@ -353,24 +365,25 @@ mod tests {
     fn errors_point_at_the_place_in_the_file() {
         let (_dir, path) = write("data_dir = \"/x\"\nlisten = \"not-an-address\"\n");
         let error = resolve(&args_with_file(&path), None, None).unwrap_err();
-        let ConfigError::InFile { span: Some(span), message, .. } = &error else { panic!("{error:?}") };
-        assert!(message.contains("not-an-address"), "{message}");
-        assert_eq!(span.offset(), "data_dir = \"/x\"\nlisten = ".len());
+        let ConfigError::InFile(error) = &error else { panic!("{error:?}") };
+        assert!(error.message.contains("not-an-address"), "{}", error.message);
+        assert_eq!(error.span.map(|s| s.offset()), Some("data_dir = \"/x\"\nlisten = ".len()));
 
         let (_dir, path) = write("[http]\nmax_body_bites = 10\n");
         let error = resolve(&args_with_file(&path), None, None).unwrap_err();
-        let ConfigError::InFile { span: Some(span), message, .. } = &error else { panic!("{error:?}") };
-        assert!(message.contains("unknown field `max_body_bites`"), "{message}");
-        assert_eq!(span.offset(), "[http]\n".len());
+        let ConfigError::InFile(error) = &error else { panic!("{error:?}") };
+        assert!(error.message.contains("unknown field `max_body_bites`"), "{}", error.message);
+        assert_eq!(error.span.map(|s| s.offset()), Some("[http]\n".len()));
 
         let (_dir, path) = write("listen = 8080\n");
-        assert!(matches!(resolve(&args_with_file(&path), None, None), Err(ConfigError::InFile { .. })));
+        assert!(matches!(resolve(&args_with_file(&path), None, None), Err(ConfigError::InFile(_))));
     }
 
     #[test]
     fn shown_configuration_redacts_the_database_password() {
-        let mut args = ServeArgs::default();
-        args.config.database_url = Some("postgres://ops:hunter2@db/ops".to_owned());
+        let config =
+            ConfigArgs { database_url: Some("postgres://ops:hunter2@db/ops".to_owned()), ..ConfigArgs::default() };
+        let args = ServeArgs { config, ..ServeArgs::default() };
         let resolved = resolve(&args, None, None).unwrap();
         let shown = serde_json::to_string(&resolved.shown()).unwrap();
         assert!(!shown.contains("hunter2"), "{shown}");
@@ -379,11 +392,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_from_flags() {
-        let mut args = ServeArgs::default();
-        args.listen = Some("nope".to_owned());
+        let args = ServeArgs { listen: Some("nope".to_owned()), ..ServeArgs::default() };
         assert!(matches!(resolve(&args, None, None), Err(ConfigError::Value { .. })));
-        let mut args = ServeArgs::default();
-        args.config.database_url = Some("mysql://x".to_owned());
+        let config = ConfigArgs { database_url: Some("mysql://x".to_owned()), ..ConfigArgs::default() };
+        let args = ServeArgs { config, ..ServeArgs::default() };
         assert!(matches!(resolve(&args, None, None), Err(ConfigError::Value { .. })));
     }
 }

@@ -1,6 +1,9 @@
 //! The server exercised in-process: the whole `Router` (routes, access enforcement, limits)
 //! driven with `oneshot`, on a real store.
 
+// Test helpers may panic on failure: that is how a test reports it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod app;
 
 mod auth_matrix;

@@ -1,0 +1,364 @@
+//! The web UI in a real headless Chromium, driven over `WebDriver` (chromedriver + fantoccini):
+//! sign in with the one-time password, change it, create a project, create and revoke an API
+//! token (checked against the REST API), sign out.
+//!
+//! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (`apt-get install chromium chromium-driver`).
+//! Without them the test is skipped, unless `CI` is set: there it fails, since CI installs them.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use reqwest::StatusCode;
+
+use crate::harness::Server;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The longest any single step (a navigation, an element showing up) may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a waiting step looks again.
+const POLL: Duration = Duration::from_millis(50);
+/// The new password for `admin`, replacing the one-time password.
+const NEW_PASSWORD: &str = "correct horse battery staple 42";
+
+/// A chromedriver child process with the profile directory of its browser. Dropping it kills
+/// chromedriver and every browser process it started (they share its process group), so a
+/// failing test leaves nothing running.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+    profile: tempfile::TempDir,
+}
+
+impl ChromeDriver {
+    /// `None` when chromedriver is missing and the test should be skipped.
+    async fn start_or_skip() -> Option<ChromeDriver> {
+        if !Path::new(CHROMEDRIVER).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{CHROMEDRIVER} is missing, and CI is set: CI must install chromium and chromium-driver"
+            );
+            eprintln!(
+                "skipped: browser test, because {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        }
+        // A port picked free can be taken before chromedriver binds it: try a few.
+        let mut last_failure = String::new();
+        for _ in 0..3 {
+            match ChromeDriver::try_start().await {
+                Ok(driver) => return Some(driver),
+                Err(failure) => last_failure = failure,
+            }
+        }
+        panic!("chromedriver did not start: {last_failure}");
+    }
+
+    async fn try_start() -> Result<ChromeDriver, String> {
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            // Its own process group, so that Drop can end chromedriver and its browsers together.
+            .process_group(0)
+            .spawn()
+            .map_err(|error| format!("could not run {CHROMEDRIVER}: {error}"))?;
+        let profile = tempfile::tempdir().expect("temporary browser profile");
+        let mut driver = ChromeDriver { child, url: format!("http://127.0.0.1:{port}"), profile };
+        let http = Server::client();
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = driver.child.try_wait() {
+                return Err(format!("chromedriver exited with {status}"));
+            }
+            let ready = http.get(format!("{}/status", driver.url)).send().await;
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                return Ok(driver);
+            }
+            if Instant::now() > deadline {
+                driver.stop();
+                return Err(format!("chromedriver did not answer on port {port} within {STEP_TIMEOUT:?}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A new headless browser session.
+    async fn open_browser(&self) -> Client {
+        let user_data_dir = format!("--user-data-dir={}", self.profile.path().display());
+        let capabilities = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                    "--disable-quic",
+                    "--window-size=1280,1024",
+                    user_data_dir,
+                ],
+            },
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else { unreachable!("a JSON object") };
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a WebDriver session with headless Chromium")
+    }
+
+    fn stop(&mut self) {
+        // The group id is chromedriver's pid; the browser processes it started are in that group.
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// The visible text of the page, for failure messages.
+async fn page_text(browser: &Client) -> String {
+    match browser.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_else(|error| format!("(no text: {error})")),
+        Err(error) => format!("(no body: {error})"),
+    }
+}
+
+/// The current location as `/path` or `/path?query`.
+async fn location(browser: &Client) -> String {
+    let url = browser.current_url().await.expect("current URL");
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+/// Waits until the browser shows `expected` (`/path` or `/path?query`) and its page has loaded.
+async fn wait_for_location(browser: &Client, expected: &str) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let here = location(browser).await;
+        // A failing script means the page is being replaced: not there yet.
+        if here == expected
+            && let Ok(ready) = browser.execute("return document.readyState", vec![]).await
+            && ready == "complete"
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "expected the browser at {expected}, it is at {here}; the page shows:\n{}",
+                page_text(browser).await
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits for an element matching `css` whose text contains `needle`, and returns it.
+async fn wait_for_text(browser: &Client, css: &str, needle: &str) -> Element {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        // Elements can go stale while a page is replaced: any failure here means "not yet".
+        if let Ok(elements) = browser.find_all(Locator::Css(css)).await {
+            for element in elements {
+                if element.text().await.is_ok_and(|text| text.contains(needle)) {
+                    return element;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no `{css}` containing {needle:?} at {}; the page shows:\n{}",
+                location(browser).await,
+                page_text(browser).await
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Types `value` into the field `name` of `form`, like a user would.
+async fn fill(form: &Element, name: &str, value: &str) {
+    let field = form
+        .find(Locator::Css(&format!("[name='{name}']")))
+        .await
+        .unwrap_or_else(|error| panic!("the form has a field {name}: {error}"));
+    field.clear().await.expect("clear the field");
+    field.send_keys(value).await.unwrap_or_else(|error| panic!("type into {name}: {error}"));
+}
+
+/// Clicks the submit button of `form` that reads `label`.
+async fn submit(form: &Element, label: &str) {
+    let buttons = form.find_all(Locator::Css("button[type=submit]")).await.expect("submit buttons");
+    for button in buttons {
+        if button.text().await.expect("button text").trim() == label {
+            button.click().await.unwrap_or_else(|error| panic!("click {label:?}: {error}"));
+            return;
+        }
+    }
+    panic!("the form has no submit button {label:?}");
+}
+
+/// The form posting to `action` on the current page.
+async fn form(browser: &Client, action: &str) -> Element {
+    let found =
+        browser.wait().at_most(STEP_TIMEOUT).for_element(Locator::Css(&format!("form[action='{action}']"))).await;
+    match found {
+        Ok(form) => form,
+        Err(error) => panic!("no form posting to {action} at {}: {error}", location(browser).await),
+    }
+}
+
+async fn api_me(server: &Server, token: &str) -> reqwest::Response {
+    Server::client().get(format!("{}/api/v1/me", server.url)).bearer_auth(token).send().await.expect("GET /api/v1/me")
+}
+
+/// Every visible `input` that is not a hidden field must sit inside a `label`.
+async fn assert_inputs_are_labelled(browser: &Client) -> usize {
+    let mut checked = 0;
+    for input in browser.find_all(Locator::Css("input:not([type=hidden])")).await.expect("inputs") {
+        if !input.is_displayed().await.expect("input visibility") {
+            continue;
+        }
+        let name = input.attr("name").await.expect("input name").unwrap_or_default();
+        assert!(
+            input.find(Locator::XPath("ancestor::label")).await.is_ok(),
+            "the input {name:?} at {} is not inside a label",
+            location(browser).await
+        );
+        checked += 1;
+    }
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_admin_walks_through_the_web_ui() {
+    let Some(driver) = ChromeDriver::start_or_skip().await else { return };
+    let server = tokio::task::spawn_blocking(Server::start).await.expect("start the server");
+    assert!(!server.admin_password.is_empty(), "the first start printed a one-time password");
+    let browser = driver.open_browser().await;
+    let at = |path: &str| format!("{}{path}", server.url);
+
+    // 1. Anonymous: the home page sends to the sign-in form.
+    browser.goto(&at("/")).await.expect("open /");
+    wait_for_location(&browser, "/login").await;
+    wait_for_text(&browser, "h1", "Sign in to opsloop").await;
+    assert_eq!(assert_inputs_are_labelled(&browser).await, 2, "username and password, each in a label");
+    let login = form(&browser, "/login").await;
+    fill(&login, "username", "admin").await;
+    fill(&login, "password", &server.admin_password).await;
+    submit(&login, "Sign in").await;
+
+    // 2. The one-time password must be changed before anything else.
+    wait_for_location(&browser, "/settings?notice=must-change").await;
+    wait_for_text(&browser, "p.notice[role=status]", "Choose a new password").await;
+    assert!(
+        browser.find_all(Locator::Css("form[action='/settings/tokens']")).await.expect("lookup").is_empty(),
+        "no token form while the password must be changed"
+    );
+    browser.goto(&at("/projects")).await.expect("open /projects");
+    wait_for_location(&browser, "/settings?notice=must-change").await;
+    let password = form(&browser, "/settings/password").await;
+    fill(&password, "current_password", &server.admin_password).await;
+    fill(&password, "new_password", NEW_PASSWORD).await;
+    fill(&password, "confirm_password", NEW_PASSWORD).await;
+    submit(&password, "Change password").await;
+    wait_for_location(&browser, "/settings?notice=password-changed").await;
+    wait_for_text(&browser, "p.notice[role=status]", "Password changed.").await;
+
+    // 3. A project, created through the form.
+    browser.goto(&at("/projects")).await.expect("open /projects");
+    wait_for_location(&browser, "/projects").await;
+    wait_for_text(&browser, "p.muted", "No projects yet").await;
+    let labelled = assert_inputs_are_labelled(&browser).await;
+    assert!(labelled >= 5, "the new-project form has its five inputs, checked {labelled}");
+    wait_for_text(&browser, "h2#new-project", "New project").await;
+    let new_project = form(&browser, "/projects").await;
+    fill(&new_project, "name", "web-shop").await;
+    fill(&new_project, "repo_url", "/srv/git/web-shop.git").await;
+    submit(&new_project, "Create project").await;
+    wait_for_location(&browser, "/projects/web-shop?notice=created").await;
+    wait_for_text(&browser, "main h1", "web-shop").await;
+    wait_for_text(&browser, "p.notice[role=status]", "Created.").await;
+    wait_for_text(&browser, "dl.facts dd code", "/srv/git/web-shop.git").await;
+    let back = wait_for_text(&browser, "main a[href='/projects']", "Projects").await;
+    back.click().await.expect("follow the link back to the projects");
+    wait_for_location(&browser, "/projects").await;
+    let link = wait_for_text(&browser, "main table tbody tr td a[href='/projects/web-shop']", "web-shop").await;
+    assert_eq!(link.text().await.expect("link text"), "web-shop");
+    wait_for_text(&browser, "main table tbody tr td code", "/srv/git/web-shop.git").await;
+
+    // 4. An API token: shown once, accepted by the API until revoked.
+    browser.goto(&at("/settings")).await.expect("open /settings");
+    wait_for_location(&browser, "/settings").await;
+    wait_for_text(&browser, "p.muted", "You have no API tokens.").await;
+    assert!(assert_inputs_are_labelled(&browser).await >= 4, "password and token fields, each in a label");
+    let new_token = form(&browser, "/settings/tokens").await;
+    fill(&new_token, "name", "laptop").await;
+    submit(&new_token, "Create token").await;
+    wait_for_location(&browser, "/settings/tokens").await;
+    let secret = wait_for_text(&browser, "#new-token", "olp_").await.text().await.expect("token text");
+    let secret = secret.trim().to_owned();
+    assert!(secret.starts_with("olp_") && secret.len() > 20, "a whole token is shown: {secret:?}");
+
+    let response = api_me(&server, &secret).await;
+    assert_eq!(response.status(), StatusCode::OK, "the new token is accepted");
+    let me: serde_json::Value = response.json().await.expect("JSON from /api/v1/me");
+    assert_eq!(me["username"], "admin");
+    assert_eq!(me["credential"], "token");
+
+    let row_xpath = "//table[@aria-labelledby='tokens']/tbody/tr[td[1][normalize-space()='laptop']]";
+    let row = browser.find(Locator::XPath(row_xpath)).await.expect("the token's row in the table");
+    assert!(row.text().await.expect("row text").contains("active"), "the new token is active");
+    let revoke = row.find(Locator::Css("button[type=submit]")).await.expect("the token's Revoke button");
+    assert_eq!(revoke.text().await.expect("button text").trim(), "Revoke");
+    assert_eq!(revoke.attr("aria-label").await.expect("aria-label").as_deref(), Some("Revoke token laptop"));
+    revoke.click().await.expect("click Revoke");
+    wait_for_location(&browser, "/settings?notice=revoked").await;
+    wait_for_text(&browser, "p.notice[role=status]", "Token revoked.").await;
+    assert!(browser.find_all(Locator::Css("#new-token")).await.expect("lookup").is_empty(), "the secret is gone");
+    let row = browser.find(Locator::XPath(row_xpath)).await.expect("the revoked token's row");
+    assert!(row.text().await.expect("row text").contains("revoked"), "the row says revoked");
+    assert!(
+        row.find_all(Locator::Css("button")).await.expect("lookup").is_empty(),
+        "a revoked token has no Revoke button"
+    );
+    assert_eq!(api_me(&server, &secret).await.status(), StatusCode::UNAUTHORIZED, "the revoked token is refused");
+
+    // 5. Signing out ends the session.
+    let sign_out = wait_for_text(&browser, "header form[action='/logout'] button[type=submit]", "Sign out").await;
+    sign_out.click().await.expect("click Sign out");
+    wait_for_location(&browser, "/login").await;
+    wait_for_text(&browser, "h1", "Sign in to opsloop").await;
+    browser.goto(&at("/projects")).await.expect("open /projects");
+    wait_for_location(&browser, "/login?next=%2Fprojects").await;
+    let next = browser.find(Locator::Css("form[action='/login'] input[name=next]")).await.expect("the next field");
+    assert_eq!(next.attr("value").await.expect("next value").as_deref(), Some("/projects"));
+
+    browser.close().await.expect("end the browser session");
+}

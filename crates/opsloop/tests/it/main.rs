@@ -1,0 +1,11 @@
+//! Integration tests of the real `opsloop` binary: started on a free port, spoken to over HTTP
+//! and through its own CLI. One test binary for the crate keeps link times down.
+
+// Test helpers may panic on failure: that is how a test reports it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod browser;
+mod cli;
+mod crash;
