@@ -25,7 +25,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Request, header};
-use opsloop_core::{Clock, SystemClock};
 use opsloop_store::{Location, Store};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -83,11 +82,12 @@ pub async fn open_store(config: &ServerConfig) -> Result<Store, ServerError> {
 }
 
 /// The complete application: routes, access enforcement, metrics, limits and tracing.
-pub fn build_app(store: Store, config: ServerConfig, clock: Arc<dyn Clock>) -> Router {
+/// Time comes from the store's clock, so tests move one clock for everything.
+pub fn build_app(store: Store, config: ServerConfig) -> Router {
     let (router, specs) = route_table().into_parts();
     let max_body_bytes = config.max_body_bytes;
     let request_timeout = Duration::from_secs(config.request_timeout_seconds);
-    let state = AppState::new(store, config, clock, &specs);
+    let state = AppState::new(store, config, &specs);
     router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
@@ -137,7 +137,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let address = listener.local_addr().map_err(ServerError::Serve)?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let sweeper = tokio::spawn(sweep_sessions(store.clone()));
-    let app = build_app(store.clone(), config, Arc::new(SystemClock));
+    let app = build_app(store.clone(), config);
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();

@@ -109,7 +109,8 @@ pub async fn enforce(
     let state_changing = is_state_changing(request.method());
     let source_ip = peer.ip().to_string();
 
-    let principal = match auth::resolve_principal(&state.store, request.headers(), source_ip).await {
+    let principal = match auth::resolve_principal(&state.store, &state.token_cache, request.headers(), source_ip).await
+    {
         Ok(principal) => principal,
         Err(error) => return refuse(surface, ApiError::from(error), request.uri().path()),
     };

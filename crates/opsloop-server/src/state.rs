@@ -8,6 +8,7 @@ use opsloop_core::Clock;
 use opsloop_store::Store;
 
 use crate::auth::rate_limit::LoginLimiter;
+use crate::auth::token_cache::TokenCache;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::routes::RouteSpec;
@@ -21,6 +22,7 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     pub login_limiter: LoginLimiter,
+    pub token_cache: TokenCache,
     /// Every route's access decision, keyed by method and matched path.
     pub routes: HashMap<(Method, &'static str), RouteSpec>,
 }
@@ -33,10 +35,19 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: ServerConfig, clock: Arc<dyn Clock>, specs: &[RouteSpec]) -> Self {
+    pub fn new(store: Store, config: ServerConfig, specs: &[RouteSpec]) -> Self {
+        let clock = store.clock();
         let login_limiter = LoginLimiter::new(config.login_attempts_per_window, config.login_window_seconds);
         let routes = specs.iter().map(|spec| ((spec.method.clone(), spec.path), spec.clone())).collect();
         let metrics = Metrics::new(store.clone());
-        AppState(Arc::new(Inner { store, config, clock, metrics, login_limiter, routes }))
+        AppState(Arc::new(Inner {
+            store,
+            config,
+            clock,
+            metrics,
+            login_limiter,
+            token_cache: TokenCache::default(),
+            routes,
+        }))
     }
 }

@@ -192,6 +192,16 @@ impl Store {
         self.clock.now_ms()
     }
 
+    /// The clock every time-dependent decision uses (expiry, sessions, audit times).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// The same database seen through another clock; for tests that move time.
+    pub fn with_clock(&self, clock: Arc<dyn Clock>) -> Store {
+        Store { clock, ..self.clone() }
+    }
+
     /// Readiness: the database answers and every migration this build knows is applied.
     pub async fn check_ready(&self) -> Result<()> {
         migrate::check_current(self).await

@@ -218,19 +218,40 @@ impl Store {
     }
 
     /// The token with this digest and its user, whether or not it is still usable.
+    /// One query: this runs on every API request.
     pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<(ApiToken, User)>> {
-        let row: Option<TokenRow> = with_pool!(self, |pool| {
-            sqlx::query_as::<_, TokenRow>(
-                "SELECT id, user_id, name, role, created_at, expires_at, revoked_at, last_used_at
-                 FROM api_tokens WHERE token_hash = $1",
+        type Joined = (
+            i64,
+            i64,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            String,
+            String,
+            String,
+            bool,
+            bool,
+            bool,
+            i64,
+        );
+        let row: Option<Joined> = with_pool!(self, |pool| {
+            sqlx::query_as::<_, Joined>(
+                "SELECT t.id, t.user_id, t.name, t.role, t.created_at, t.expires_at, t.revoked_at, t.last_used_at,
+                        u.username, u.display_name, u.password_hash, u.is_admin, u.must_change_password, u.disabled, u.created_at
+                 FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
             )
             .bind(token_hash)
             .fetch_optional(pool)
             .await?
         });
         let Some(row) = row else { return Ok(None) };
-        let token = ApiToken::try_from(row)?;
-        let user = self.user_by_id(token.user_id).await?.ok_or(StoreError::NotFound { what: "user" })?;
+        let (id, user_id, name, role, created_at, expires_at, revoked_at, last_used_at) =
+            (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
+        let token = ApiToken::try_from((id, user_id, name, role, created_at, expires_at, revoked_at, last_used_at))?;
+        let user = User::from((user_id, row.8, row.9, row.10, row.11, row.12, row.13, row.14));
         Ok(Some((token, user)))
     }
 

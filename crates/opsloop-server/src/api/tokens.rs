@@ -141,5 +141,6 @@ pub async fn revoke(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     state.store.revoke_token(&principal.user, id, principal.actor()).await?;
+    state.token_cache.forget(id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod rate_limit;
+pub mod token_cache;
 
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, COOKIE};
@@ -128,18 +129,31 @@ pub fn decide(access: Access, principal: Option<&Principal>, membership: Option<
 /// a presented but invalid credential is also anonymous (the route then answers 401).
 pub async fn resolve_principal(
     store: &Store,
+    cache: &token_cache::TokenCache,
     headers: &HeaderMap,
     source_ip: String,
 ) -> Result<Option<Principal>, StoreError> {
     let now = store.now_ms();
     if let Some(token) = bearer_token(headers) {
-        let Some((token, user)) = store.token_by_hash(&credentials::digest(token)).await? else { return Ok(None) };
+        let digest = credentials::digest(token);
+        let (mut token, user, cached) = match cache.get(&digest) {
+            Some((token, user)) => (token, user, true),
+            None => match store.token_by_hash(&digest).await? {
+                Some((token, user)) => (token, user, false),
+                None => return Ok(None),
+            },
+        };
         if !token.is_usable_at(now) || user.disabled {
             return Ok(None);
         }
         // Record use at most once a minute: a write per request would serialise readers.
-        if token.last_used_at.is_none_or(|last| now - last > 60_000) {
+        let touch = token.last_used_at.is_none_or(|last| now - last > 60_000);
+        if touch {
             store.touch_token(token.id, now).await?;
+            token.last_used_at = Some(now);
+        }
+        if touch || !cached {
+            cache.put(digest, token.clone(), user.clone());
         }
         let cap = if token.role == Role::Admin && !user.is_admin { Role::Owner } else { token.role };
         return Ok(Some(Principal { user, cap, credential: Credential::Token { id: token.id }, source_ip }));

@@ -158,7 +158,10 @@ pub async fn revoke_token(
 ) -> Response {
     let Ok(id) = id.parse::<i64>() else { return failure(ApiError::not_found("token")) };
     match state.store.revoke_token(&principal.user, id, principal.actor()).await {
-        Ok(()) => Redirect::to("/settings?notice=revoked").into_response(),
+        Ok(()) => {
+            state.token_cache.forget(id);
+            Redirect::to("/settings?notice=revoked").into_response()
+        }
         Err(error) => failure(error),
     }
 }
@@ -211,7 +214,10 @@ pub async fn change_password(
         _ => return failure(ApiError::internal()),
     };
     match state.store.set_password(&principal.user, &hash, false, principal.actor()).await {
-        Ok(()) => Redirect::to("/settings?notice=password-changed").into_response(),
+        Ok(()) => {
+            state.token_cache.forget_user(principal.user.id);
+            Redirect::to("/settings?notice=password-changed").into_response()
+        }
         Err(error) => failure(error),
     }
 }

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
-use opsloop_core::{Role, SystemClock};
+use opsloop_core::{Clock, Role};
 use opsloop_server::{ServerConfig, accounts};
 use opsloop_store::test_support::TestDatabase;
 use opsloop_store::{Actor, Store, User};
@@ -21,7 +21,7 @@ pub struct TestApp {
     pub router: Router,
     pub store: Store,
     pub admin: User,
-    _db: TestDatabase,
+    _db: Option<TestDatabase>,
 }
 
 pub struct Reply {
@@ -46,12 +46,22 @@ impl TestApp {
     pub async fn new() -> TestApp {
         let db = TestDatabase::sqlite().await;
         let store = db.store.clone();
+        let router = Self::router(&store);
+        let (admin, _) = accounts::create_user(&store, "admin", Some("admin password 123"), true, ACTOR).await.unwrap();
+        TestApp { router, store, admin, _db: Some(db) }
+    }
+
+    fn router(store: &Store) -> Router {
         let mut config = ServerConfig::with_data_dir(std::env::temp_dir());
         config.login_attempts_per_window = 3;
-        let router = opsloop_server::build_app(store.clone(), config, Arc::new(SystemClock))
-            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        let (admin, _) = accounts::create_user(&store, "admin", Some("admin password 123"), true, ACTOR).await.unwrap();
-        TestApp { router, store, admin, _db: db }
+        opsloop_server::build_app(store.clone(), config)
+            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))))
+    }
+
+    /// The same database and users, served by an app whose time is `clock`.
+    pub async fn with_clock(clock: Arc<dyn Clock>, app: &TestApp) -> TestApp {
+        let store = app.store.with_clock(clock);
+        TestApp { router: Self::router(&store), store, admin: app.admin.clone(), _db: None }
     }
 
     pub async fn user(&self, name: &str) -> User {

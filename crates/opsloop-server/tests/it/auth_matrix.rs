@@ -183,15 +183,32 @@ async fn public_routes_are_a_short_explicit_list() {
 }
 
 #[tokio::test]
-async fn revoked_and_expired_tokens_stop_working() {
+async fn revoked_tokens_stop_working_at_once() {
     let app = TestApp::new().await;
     let (secret, token) =
         opsloop_server::accounts::issue_token(&app.store, &app.admin, "t", Role::Admin, None, crate::app::ACTOR)
             .await
             .unwrap();
+    let other = app.token(&app.admin, Role::Admin).await;
     assert_eq!(app.api(Method::GET, "/api/v1/me", Some(&secret), None).await.status, StatusCode::OK);
-    app.store.revoke_token(&app.admin, token.id, crate::app::ACTOR).await.unwrap();
+    let revoke = app.api(Method::DELETE, &format!("/api/v1/tokens/{}", token.id), Some(&other), None).await;
+    assert_eq!(revoke.status, StatusCode::NO_CONTENT);
+    // Cached a moment ago, yet refused now: revocation clears the cache.
     assert_eq!(app.api(Method::GET, "/api/v1/me", Some(&secret), None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused() {
+    let app = TestApp::new().await;
+    let (secret, _) =
+        opsloop_server::accounts::issue_token(&app.store, &app.admin, "t", Role::Admin, Some(1), crate::app::ACTOR)
+            .await
+            .unwrap();
+    assert_eq!(app.api(Method::GET, "/api/v1/me", Some(&secret), None).await.status, StatusCode::OK);
+    let clock = opsloop_core::clock::ManualClock::new(opsloop_core::Clock::now_ms(&opsloop_core::SystemClock));
+    clock.advance_ms(2 * 86_400_000);
+    let later = TestApp::with_clock(std::sync::Arc::new(clock), &app).await;
+    assert_eq!(later.api(Method::GET, "/api/v1/me", Some(&secret), None).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
