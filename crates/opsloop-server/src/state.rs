@@ -7,6 +7,7 @@ use axum::http::Method;
 use opsloop_core::Clock;
 use opsloop_store::Store;
 
+use crate::api::page_cache::PageCache;
 use crate::auth::rate_limit::LoginLimiter;
 use crate::auth::token_cache::TokenCache;
 use crate::config::ServerConfig;
@@ -23,6 +24,7 @@ pub struct Inner {
     pub metrics: Metrics,
     pub login_limiter: LoginLimiter,
     pub token_cache: TokenCache,
+    pub page_cache: PageCache,
     /// Every route's access decision, keyed by method and matched path.
     pub routes: HashMap<(Method, &'static str), RouteSpec>,
 }
@@ -47,6 +49,7 @@ impl AppState {
             metrics,
             login_limiter,
             token_cache: TokenCache::default(),
+            page_cache: PageCache::default(),
             routes,
         }))
     }

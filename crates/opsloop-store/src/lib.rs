@@ -118,6 +118,9 @@ pub struct Store {
     pub(crate) backend: Backend,
     pub(crate) clock: Arc<dyn Clock>,
     max_connections: u32,
+    /// Bumped by every project or membership write made through this store (all clones), so
+    /// readers can tell whether something they derived from those tables is still current.
+    project_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -165,7 +168,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { target: path.display().to_string(), source })?;
-        Ok(Store { backend: Backend::Sqlite(pool), clock, max_connections })
+        Ok(Store { backend: Backend::Sqlite(pool), clock, max_connections, project_changes: Arc::default() })
     }
 
     async fn connect_postgres(url: &str, clock: Arc<dyn Clock>) -> Result<Self> {
@@ -178,7 +181,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { target: redact_url(url), source })?;
-        Ok(Store { backend: Backend::Postgres(pool), clock, max_connections })
+        Ok(Store { backend: Backend::Postgres(pool), clock, max_connections, project_changes: Arc::default() })
     }
 
     pub fn kind(&self) -> BackendKind {
@@ -190,6 +193,15 @@ impl Store {
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Changes whenever this process writes projects or memberships; see `project_changes`.
+    pub fn project_generation(&self) -> u64 {
+        self.project_changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn projects_changed(&self) {
+        self.project_changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The clock every time-dependent decision uses (expiry, sessions, audit times).

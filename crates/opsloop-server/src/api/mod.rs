@@ -2,6 +2,7 @@
 //! pagination on lists, and an OpenAPI 3 document generated from these handlers.
 
 pub mod admin;
+pub mod page_cache;
 pub mod projects;
 pub mod tokens;
 

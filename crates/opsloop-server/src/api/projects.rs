@@ -2,6 +2,7 @@
 
 use axum::Extension;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use opsloop_core::{Role, validate_name};
 use opsloop_store::{NewProject, ProjectUpdate};
 use serde::{Deserialize, Serialize};
@@ -178,10 +179,26 @@ pub async fn list(
     axum::extract::State(state): axum::extract::State<AppState>,
     Extension(principal): Extension<Principal>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<ApiJson<Page<ProjectView>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let member = if principal.user.is_admin { None } else { Some(principal.user.id) };
-    let page = state.store.list_projects(member, &query.request()).await?;
-    Ok(ApiJson(Page::map(page, ProjectView::from)))
+    let request = query.request();
+    let key = (member, request.after.clone(), request.limit);
+    // Read the generation before the query: a write racing with it then misses the cache.
+    let generation = state.store.project_generation();
+    let body = match state.page_cache.get(&key, generation) {
+        Some(body) => body,
+        None => {
+            let page = state.store.list_projects(member, &request).await?;
+            let body = serde_json::to_vec(&Page::map(page, ProjectView::from)).map_err(|error| {
+                tracing::error!(%error, "serialising a project page failed");
+                ApiError::internal()
+            })?;
+            let body = axum::body::Bytes::from(body);
+            state.page_cache.put(key, generation, body.clone());
+            body
+        }
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Create a project; you become its owner.

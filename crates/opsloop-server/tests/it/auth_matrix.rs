@@ -258,3 +258,29 @@ async fn every_change_lands_in_the_audit_log_with_actor_and_address() {
     assert_eq!(entry["target"], "audited");
     assert_eq!(entry["source_ip"], "127.0.0.1");
 }
+
+#[tokio::test]
+async fn project_lists_show_each_change_at_once_despite_the_page_cache() {
+    let app = TestApp::new().await;
+    let admin = app.token(&app.admin, Role::Admin).await;
+    let dana = app.user("dana").await;
+    let dana_token = app.token(&dana, Role::Developer).await;
+    let names = |reply: crate::app::Reply| -> Vec<String> {
+        reply.json()["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert!(names(app.api(Method::GET, "/api/v1/projects", Some(&admin), None).await).is_empty());
+    let body = r#"{"name": "web", "repo_url": "/srv/git/web"}"#;
+    assert_eq!(app.api(Method::POST, "/api/v1/projects", Some(&admin), Some(body)).await.status, StatusCode::CREATED);
+    assert_eq!(names(app.api(Method::GET, "/api/v1/projects", Some(&admin), None).await), ["web"]);
+    assert!(names(app.api(Method::GET, "/api/v1/projects", Some(&dana_token), None).await).is_empty());
+    let add =
+        app.api(Method::PUT, "/api/v1/projects/web/members/dana", Some(&admin), Some(r#"{"role": "viewer"}"#)).await;
+    assert_eq!(add.status, StatusCode::NO_CONTENT);
+    assert_eq!(names(app.api(Method::GET, "/api/v1/projects", Some(&dana_token), None).await), ["web"]);
+    assert_eq!(
+        app.api(Method::DELETE, "/api/v1/projects/web", Some(&admin), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(names(app.api(Method::GET, "/api/v1/projects", Some(&dana_token), None).await).is_empty());
+    assert!(names(app.api(Method::GET, "/api/v1/projects", Some(&admin), None).await).is_empty());
+}
