@@ -125,7 +125,8 @@ async fn render(
         },
     );
     let status = error.map_or(StatusCode::OK, |(status, _)| status);
-    (status, markup).into_response()
+    // The page may hold a new token's secret: keep it out of caches and history snapshots.
+    (status, [(axum::http::header::CACHE_CONTROL, "no-store")], markup).into_response()
 }
 
 pub async fn create_token(
