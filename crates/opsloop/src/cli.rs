@@ -39,6 +39,15 @@ pub enum LogFormatArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a .gitlab-ci.yml pipeline here, the way GitLab would (gitlab-ci-local's options).
+    ///
+    /// Examples:
+    ///   opsloop run                      the whole pipeline
+    ///   opsloop run test --needs         `test` and everything it needs
+    ///   opsloop run --list               the jobs, their stages and when they run
+    Run(RunArgs),
+    /// Check a .gitlab-ci.yml: every problem at once, with file:line:column and a hint.
+    Lint(LintArgs),
     /// Run the opsloop server: API, web UI, and (with later features) pipelines and monitors.
     Serve(ServeArgs),
     /// Show the resolved configuration.
@@ -58,6 +67,79 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectCommand,
     },
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct RunArgs {
+    /// Jobs to run (default: the whole pipeline).
+    pub jobs: Vec<String>,
+    /// The pipeline file.
+    #[arg(long, default_value = ".gitlab-ci.yml")]
+    pub file: String,
+    /// The project directory (default: the current directory).
+    #[arg(long)]
+    pub cwd: Option<std::path::PathBuf>,
+    /// Also run what the given jobs need, transitively (and earlier stages for jobs without needs).
+    #[arg(long)]
+    pub needs: bool,
+    /// Run only what the given jobs need.
+    #[arg(long)]
+    pub only_needs: bool,
+    /// Run only the jobs of this stage.
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Run these manual jobs as if played.
+    #[arg(long, value_name = "JOB")]
+    pub manual: Vec<String>,
+    /// Set a variable (highest precedence): --variable KEY=VALUE.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub variable: Vec<String>,
+    /// Remove a variable from every job.
+    #[arg(long, value_name = "KEY")]
+    pub unset_variable: Vec<String>,
+    /// A YAML file of variables (default: .gitlab-ci-local-variables.yml when present).
+    #[arg(long, value_name = "FILE")]
+    pub variables_file: Option<std::path::PathBuf>,
+    /// Where to read `.gitlab-ci-local/variables.yml` from (default: $HOME).
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<std::path::PathBuf>,
+    /// List the jobs instead of running them.
+    #[arg(long)]
+    pub list: bool,
+    /// List the jobs as JSON.
+    #[arg(long)]
+    pub list_json: bool,
+    /// Print the fully expanded configuration (after include, extends, !reference, default).
+    #[arg(long)]
+    pub preview: bool,
+    /// How many jobs run at once (default: the number of CPUs).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Keep each job's workspace under .opsloop/builds/<job> after it ends (jobs always run in their own).
+    #[arg(long)]
+    pub shell_isolation: bool,
+    /// Print a JSON event stream instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Accepted for gitlab-ci-local compatibility; opsloop runs shell jobs without an image by default.
+    #[arg(long, hide = true)]
+    pub shell_executor_no_image: bool,
+    /// Accepted for gitlab-ci-local compatibility; opsloop always validates.
+    #[arg(long, hide = true)]
+    pub json_schema_validation: bool,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct LintArgs {
+    /// The pipeline file.
+    #[arg(long, default_value = ".gitlab-ci.yml")]
+    pub file: String,
+    /// The project directory (default: the current directory).
+    #[arg(long)]
+    pub cwd: Option<std::path::PathBuf>,
+    /// Print the problems as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the configuration and the data live.

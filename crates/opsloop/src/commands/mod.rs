@@ -2,6 +2,7 @@
 
 mod admin;
 mod project;
+mod run;
 mod serve;
 
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         }
         Command::Admin { command } => admin::run(command, cli.log_format, cli.log_level.as_deref()).await,
         Command::Project { client, command } => project::run(&client, command).await,
+        Command::Run(args) => Ok(run::run(args).await),
+        Command::Lint(args) => Ok(run::lint(args)),
     }
 }
 

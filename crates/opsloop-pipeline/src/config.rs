@@ -1,0 +1,1267 @@
+//! Loading a pipeline: YAML → `include` → `!reference` → `extends` → `default` → typed jobs.
+//!
+//! Every step keeps source positions, and problems are collected rather than stopping at the
+//! first, so `opsloop lint` reports them all at once.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::diagnostic::{Diagnostic, Sources};
+use crate::expression::Expression;
+use crate::yaml::{self, Key, Node, Span, Value};
+
+/// Where included files come from: the project's files at the pipeline's commit.
+pub trait FileSource {
+    fn read(&self, path: &str) -> Result<String, String>;
+    /// Every file path in the project, relative and `/`-separated (for globs and `exists`).
+    fn files(&self) -> Vec<String>;
+}
+
+/// Looks up a variable's value (predefined, CLI, project); `None` when undefined.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+const GLOBAL_KEYWORDS: &[&str] = &[
+    "default",
+    "include",
+    "stages",
+    "variables",
+    "workflow",
+    "image",
+    "services",
+    "cache",
+    "before_script",
+    "after_script",
+    "spec",
+];
+const DEFAULT_KEYWORDS: &[&str] = &[
+    "after_script",
+    "artifacts",
+    "before_script",
+    "cache",
+    "hooks",
+    "id_tokens",
+    "image",
+    "interruptible",
+    "retry",
+    "services",
+    "tags",
+    "timeout",
+];
+const JOB_KEYWORDS: &[&str] = &[
+    "after_script",
+    "allow_failure",
+    "artifacts",
+    "before_script",
+    "cache",
+    "coverage",
+    "dast_configuration",
+    "dependencies",
+    "description",
+    "environment",
+    "except",
+    "extends",
+    "hooks",
+    "id_tokens",
+    "identity",
+    "image",
+    "inherit",
+    "interruptible",
+    "manual_confirmation",
+    "needs",
+    "only",
+    "pages",
+    "parallel",
+    "release",
+    "resource_group",
+    "retry",
+    "rules",
+    "script",
+    "secrets",
+    "services",
+    "stage",
+    "start_in",
+    "tags",
+    "timeout",
+    "trigger",
+    "variables",
+    "when",
+];
+pub const DEFAULT_STAGES: &[&str] = &[".pre", "build", "test", "deploy", ".post"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variable {
+    pub name: String,
+    pub value: String,
+    /// `expand: false` keeps `$` references literal.
+    pub expand: bool,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+    Manual,
+    Delayed,
+    Never,
+}
+
+impl When {
+    pub fn parse(text: &str) -> Option<When> {
+        Some(match text {
+            "on_success" => When::OnSuccess,
+            "on_failure" => When::OnFailure,
+            "always" => When::Always,
+            "manual" => When::Manual,
+            "delayed" => When::Delayed,
+            "never" => When::Never,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::OnSuccess => "on_success",
+            When::OnFailure => "on_failure",
+            When::Always => "always",
+            When::Manual => "manual",
+            When::Delayed => "delayed",
+            When::Never => "never",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowFailure {
+    No,
+    Yes,
+    ExitCodes(Vec<i32>),
+}
+
+impl AllowFailure {
+    pub fn allows(&self, exit_code: i32) -> bool {
+        match self {
+            AllowFailure::No => false,
+            AllowFailure::Yes => true,
+            AllowFailure::ExitCodes(codes) => codes.contains(&exit_code),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Need {
+    pub job: String,
+    pub optional: bool,
+    pub artifacts: bool,
+    /// `needs: [{job, parallel: {matrix: …}}]`: only these matrix instances.
+    pub matrix: Option<Vec<Vec<(String, String)>>>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub condition: Option<Expression>,
+    pub exists: Option<Vec<String>>,
+    pub changes: Option<Vec<String>>,
+    pub when: Option<When>,
+    pub start_in: Option<String>,
+    pub allow_failure: Option<AllowFailure>,
+    pub variables: Vec<Variable>,
+    pub needs: Option<Vec<Need>>,
+    pub span: Span,
+}
+
+/// `only:`/`except:` in their map form (the list form is `refs`).
+#[derive(Debug, Clone, Default)]
+pub struct RefFilter {
+    pub refs: Vec<String>,
+    pub variables: Vec<Expression>,
+    pub changes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactsWhen {
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifacts {
+    pub name: Option<String>,
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub untracked: bool,
+    pub when: ArtifactsWhen,
+    pub expire_in: Option<String>,
+    pub junit: Vec<String>,
+    pub dotenv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    PullPush,
+    Pull,
+    Push,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheKey {
+    Text(String),
+    /// `key: {files: […], prefix: …}`: a digest of the files' contents.
+    Files {
+        files: Vec<String>,
+        prefix: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cache {
+    pub key: CacheKey,
+    pub paths: Vec<String>,
+    pub policy: CachePolicy,
+    pub when: ArtifactsWhen,
+    pub untracked: bool,
+    pub fallback_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parallel {
+    Count(u32),
+    /// Each entry maps variable names to the values to combine.
+    Matrix(Vec<Vec<(String, Vec<String>)>>),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Retry {
+    pub max: u32,
+    pub when: Vec<String>,
+    pub exit_codes: Vec<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+    pub action: Option<String>,
+    pub on_stop: Option<String>,
+    pub deployment_tier: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub span: Span,
+    pub stage: String,
+    pub stage_span: Span,
+    pub before_script: Vec<String>,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+    pub variables: Vec<Variable>,
+    pub when: When,
+    pub start_in: Option<String>,
+    pub allow_failure: Option<AllowFailure>,
+    pub needs: Option<Vec<Need>>,
+    pub dependencies: Option<(Vec<String>, Span)>,
+    pub rules: Option<Vec<Rule>>,
+    pub only: Option<RefFilter>,
+    pub except: Option<RefFilter>,
+    pub artifacts: Option<Artifacts>,
+    pub cache: Vec<Cache>,
+    pub parallel: Option<Parallel>,
+    pub retry: Retry,
+    pub timeout: Option<String>,
+    pub coverage: Option<String>,
+    pub environment: Option<Environment>,
+    pub resource_group: Option<String>,
+    pub interruptible: bool,
+    pub tags: Vec<String>,
+    pub image: Option<String>,
+    pub services: Vec<String>,
+    pub trigger: Option<Node>,
+    /// The fully expanded job node, for `--preview`.
+    pub node: Node,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sources: Sources,
+    pub stages: Vec<String>,
+    pub variables: Vec<Variable>,
+    pub workflow_rules: Option<Vec<Rule>>,
+    pub jobs: Vec<Job>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The whole configuration after include, !reference, extends and default (for `--preview`).
+    pub expanded: Node,
+}
+
+impl Config {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|job| job.name == name)
+    }
+}
+
+struct Loader<'a> {
+    files: &'a dyn FileSource,
+    lookup: Lookup<'a>,
+    sources: Sources,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Loads `path` from `files`. Problems are in `Config::diagnostics`; check `has_errors`.
+pub fn load(files: &dyn FileSource, path: &str, lookup: Lookup<'_>) -> Config {
+    let mut loader = Loader { files, lookup, sources: Sources::default(), diagnostics: Vec::new() };
+    let empty = Node::new(Value::Mapping(Vec::new()), Span::default());
+    let root = match files.read(path) {
+        Ok(text) => {
+            let id = loader.sources.add(path, &text);
+            match yaml::parse_file(&text, id) {
+                Ok(node) => Some(node),
+                Err(error) => {
+                    loader
+                        .diagnostics
+                        .push(Diagnostic::error(format!("invalid YAML: {}", error.message), Some(error.span)));
+                    None
+                }
+            }
+        }
+        Err(error) => {
+            loader.diagnostics.push(Diagnostic::error(format!("cannot read {path}: {error}"), None));
+            None
+        }
+    };
+    let Some(root) = root else {
+        return Config {
+            sources: loader.sources,
+            stages: Vec::new(),
+            variables: Vec::new(),
+            workflow_rules: None,
+            jobs: Vec::new(),
+            diagnostics: loader.diagnostics,
+            expanded: empty,
+        };
+    };
+    if root.as_mapping().is_none() {
+        loader
+            .diagnostics
+            .push(Diagnostic::error(format!("the pipeline must be a mapping, not {}", root.kind()), Some(root.span)));
+    }
+    let root = loader.includes(root, 0, &mut HashSet::new());
+    let root = loader.references(root);
+    let mut config = loader.build(root);
+    config.diagnostics.sort_by_key(|d| std::cmp::Reverse(d.severity));
+    config
+}
+
+/// Deep merge: mappings merge key by key, anything else in `overlay` replaces `base`.
+pub fn deep_merge(base: Node, overlay: Node) -> Node {
+    match (base.value, overlay.value) {
+        (Value::Mapping(mut entries), Value::Mapping(overlay_entries)) => {
+            for (key, value) in overlay_entries {
+                match entries.iter().position(|(k, _)| k.name == key.name) {
+                    Some(index) => {
+                        let (_, existing) = entries.remove(index);
+                        entries.insert(index, (key, deep_merge(existing, value)));
+                    }
+                    None => entries.push((key, value)),
+                }
+            }
+            Node::new(Value::Mapping(entries), overlay.span)
+        }
+        (_, value) => Node::new(value, overlay.span),
+    }
+}
+
+fn set_key(node: &mut Node, name: &str, value: Node) {
+    if let Value::Mapping(entries) = &mut node.value {
+        match entries.iter_mut().find(|(k, _)| k.name == name) {
+            Some((_, existing)) => *existing = value,
+            None => entries.push((Key { name: name.to_owned(), span: value.span }, value)),
+        }
+    }
+}
+
+fn remove_key(node: &mut Node, name: &str) -> Option<Node> {
+    if let Value::Mapping(entries) = &mut node.value {
+        let index = entries.iter().position(|(k, _)| k.name == name)?;
+        return Some(entries.remove(index).1);
+    }
+    None
+}
+
+/// Flattens a string or (nested) list of strings, as GitLab reads `script` and friends.
+fn flatten_strings(node: &Node, out: &mut Vec<String>, depth: usize) -> Result<(), Span> {
+    match &node.value {
+        Value::Sequence(items) if depth < 10 => {
+            for item in items {
+                flatten_strings(item, out, depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::Mapping(_) | Value::Sequence(_) | Value::Reference(_) => Err(node.span),
+        _ => {
+            out.push(node.scalar_text().unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+/// Expands `$VAR`/`${VAR}` in `text` with `lookup` (undefined → empty), for include paths.
+pub fn expand_simple(text: &str, lookup: Lookup<'_>) -> String {
+    crate::variables::expand(text, &|name| lookup(name))
+}
+
+fn glob_to_regex(pattern: &str) -> Option<regex::Regex> {
+    let mut regex = String::from("^");
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                if chars.peek() == Some(&'/') {
+                    chars.next();
+                    regex.push_str("(?:.*/)?");
+                } else {
+                    regex.push_str(".*");
+                }
+            }
+            '*' => regex.push_str("[^/]*"),
+            '?' => regex.push_str("[^/]"),
+            c => regex.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    regex.push('$');
+    regex::Regex::new(&regex).ok()
+}
+
+/// Paths among `files` that match a glob such as `ci/**/*.yml`.
+pub fn glob_matches(pattern: &str, files: &[String]) -> Vec<String> {
+    let pattern = pattern.trim_start_matches('/');
+    if !pattern.contains(['*', '?']) {
+        return files
+            .iter()
+            .filter(|f| f.as_str() == pattern || f.starts_with(&format!("{pattern}/")))
+            .cloned()
+            .collect();
+    }
+    let Some(regex) = glob_to_regex(pattern) else { return Vec::new() };
+    files.iter().filter(|file| regex.is_match(file)).cloned().collect()
+}
+
+impl Loader<'_> {
+    fn error(&mut self, message: impl Into<String>, span: Span) {
+        self.diagnostics.push(Diagnostic::error(message, Some(span)));
+    }
+
+    fn includes(&mut self, mut node: Node, depth: usize, seen: &mut HashSet<String>) -> Node {
+        let Some(include) = remove_key(&mut node, "include") else { return node };
+        if depth > 100 {
+            self.error("includes nested more than 100 deep", include.span);
+            return node;
+        }
+        let items = match include.value {
+            Value::Sequence(items) => items,
+            _ => vec![include],
+        };
+        let mut merged = Node::new(Value::Mapping(Vec::new()), node.span);
+        for item in items {
+            for path in self.include_paths(&item) {
+                if !seen.insert(path.clone()) {
+                    continue;
+                }
+                let text = match self.files.read(&path) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        self.error(format!("include:local `{path}` cannot be read: {error}"), item.span);
+                        continue;
+                    }
+                };
+                let id = self.sources.add(&path, &text);
+                match yaml::parse_file(&text, id) {
+                    Ok(included) => {
+                        let included = self.includes(included, depth + 1, seen);
+                        merged = deep_merge(merged, included);
+                    }
+                    Err(error) => self.error(format!("invalid YAML in {path}: {}", error.message), error.span),
+                }
+            }
+        }
+        deep_merge(merged, node)
+    }
+
+    fn include_paths(&mut self, item: &Node) -> Vec<String> {
+        let (local, rules) = match &item.value {
+            Value::String(text) if text.starts_with("https://") || text.starts_with("http://") => {
+                self.error_with_hint(
+                    format!("include `{text}` is a remote include"),
+                    item.span,
+                    "remote includes need network access; vendor the file into the repository and use include:local",
+                );
+                return Vec::new();
+            }
+            Value::String(text) => (text.clone(), None),
+            Value::Mapping(_) => {
+                for kind in ["project", "remote", "template", "component"] {
+                    if item.get(kind).is_some() {
+                        self.error_with_hint(
+                            format!("include:{kind} is not available when running locally"),
+                            item.span,
+                            "it needs a server or network access; copy the file into this repository and use include:local",
+                        );
+                        return Vec::new();
+                    }
+                }
+                match item.get("local").or_else(|| item.get("file")).and_then(Node::scalar_text) {
+                    Some(path) => (path, item.get("rules")),
+                    None => {
+                        self.error("include entries need `local:` (a path in this repository)", item.span);
+                        return Vec::new();
+                    }
+                }
+            }
+            _ => {
+                self.error(format!("include takes a path or a mapping, not {}", item.kind()), item.span);
+                return Vec::new();
+            }
+        };
+        if let Some(rules) = rules {
+            let rules = self.rules(rules);
+            let files = self.files.files();
+            if !crate::plan::rules_match(&rules, self.lookup, &files).is_some_and(|outcome| outcome.when != When::Never)
+            {
+                return Vec::new();
+            }
+        }
+        let path = expand_simple(&local, self.lookup);
+        if path.starts_with("./") {
+            self.error(
+                format!("`{path}` for include:local is invalid. Gitlab does not support relative path (ie. cannot start with `./`)."),
+                item.span,
+            );
+            return Vec::new();
+        }
+        if path.split('/').any(|part| part == "..") {
+            self.error(
+                format!("`{path}` for include:local is invalid. Gitlab does not support directory traversal."),
+                item.span,
+            );
+            return Vec::new();
+        }
+        let path = path.trim_start_matches('/').to_owned();
+        if path.contains(['*', '?']) {
+            let mut matched = glob_matches(&path, &self.files.files());
+            matched.sort();
+            return matched;
+        }
+        vec![path]
+    }
+
+    fn error_with_hint(&mut self, message: String, span: Span, hint: &str) {
+        self.diagnostics.push(Diagnostic::error(message, Some(span)).with_hint(hint));
+    }
+
+    /// Replaces every `!reference [job, key, …]` with what it points at (recursively).
+    fn references(&mut self, root: Node) -> Node {
+        let snapshot = root.clone();
+        let mut stack = Vec::new();
+        self.resolve_references(root, &snapshot, &mut stack)
+    }
+
+    fn resolve_references(&mut self, node: Node, root: &Node, stack: &mut Vec<Vec<String>>) -> Node {
+        match node.value {
+            Value::Reference(path) => {
+                if stack.contains(&path) || stack.len() > 10 {
+                    self.error(format!("!reference circular chain detected [{}]", path.join(",")), node.span);
+                    return Node::new(Value::Null, node.span);
+                }
+                let mut target = Some(root);
+                for part in &path {
+                    target = target.and_then(|t| t.get(part));
+                }
+                let Some(target) = target.cloned() else {
+                    self.error(format!("!reference [{}] points at nothing", path.join(", ")), node.span);
+                    return Node::new(Value::Null, node.span);
+                };
+                stack.push(path);
+                let resolved = self.resolve_references(target, root, stack);
+                stack.pop();
+                resolved
+            }
+            Value::Sequence(items) => Node::new(
+                Value::Sequence(items.into_iter().map(|item| self.resolve_references(item, root, stack)).collect()),
+                node.span,
+            ),
+            Value::Mapping(entries) => Node::new(
+                Value::Mapping(
+                    entries
+                        .into_iter()
+                        .map(|(key, value)| (key, self.resolve_references(value, root, stack)))
+                        .collect(),
+                ),
+                node.span,
+            ),
+            value => Node::new(value, node.span),
+        }
+    }
+
+    fn extends(
+        &mut self,
+        name: &str,
+        root: &Node,
+        memo: &mut HashMap<String, Node>,
+        chain: &mut Vec<String>,
+    ) -> Option<Node> {
+        if let Some(done) = memo.get(name) {
+            return Some(done.clone());
+        }
+        let mut node = root.get(name)?.clone();
+        let Some(extends) = remove_key(&mut node, "extends") else {
+            memo.insert(name.to_owned(), node.clone());
+            return Some(node);
+        };
+        let parents: Vec<(String, Span)> = match &extends.value {
+            Value::String(parent) => vec![(parent.clone(), extends.span)],
+            Value::Sequence(items) => items.iter().filter_map(|i| i.scalar_text().map(|t| (t, i.span))).collect(),
+            _ => {
+                self.error(format!("{name}: extends takes a job name or a list of them"), extends.span);
+                Vec::new()
+            }
+        };
+        if chain.len() > 11 {
+            self.error(format!("{name}: extends nested more than 11 levels"), extends.span);
+            return Some(node);
+        }
+        chain.push(name.to_owned());
+        let mut base = Node::new(Value::Mapping(Vec::new()), node.span);
+        for (parent, span) in parents {
+            if chain.contains(&parent) {
+                self.error(format!("{name}: circular dependency detected in `extends` ({parent})"), span);
+                continue;
+            }
+            match self.extends(&parent, root, memo, chain) {
+                Some(parent_node) if parent_node.as_mapping().is_some() => base = deep_merge(base, parent_node),
+                Some(_) => self.error(format!("{name}: `{parent}` in extends is not a job"), span),
+                None => self.error(format!("{name}: unknown key in `extends` ({parent})"), span),
+            }
+        }
+        chain.pop();
+        let merged = deep_merge(base, node);
+        memo.insert(name.to_owned(), merged.clone());
+        Some(merged)
+    }
+
+    fn build(&mut self, mut root: Node) -> Config {
+        // extends, for every job and hidden job.
+        let names: Vec<String> = root.as_mapping().unwrap_or_default().iter().map(|(k, _)| k.name.clone()).collect();
+        let snapshot = root.clone();
+        let mut memo = HashMap::new();
+        for name in &names {
+            if GLOBAL_KEYWORDS.contains(&name.as_str()) {
+                continue;
+            }
+            if snapshot.get(name).is_some_and(|n| n.as_mapping().is_some())
+                && let Some(resolved) = self.extends(name, &snapshot, &mut memo, &mut Vec::new())
+            {
+                set_key(&mut root, name, resolved);
+            }
+        }
+
+        let stages = match root.get("stages") {
+            Some(node) => {
+                let mut stages = Vec::new();
+                if flatten_strings(node, &mut stages, 0).is_err() {
+                    self.error("stages must be a list of names", node.span);
+                }
+                let mut all = vec![".pre".to_owned()];
+                all.extend(stages.into_iter().filter(|s| s != ".pre" && s != ".post"));
+                all.push(".post".to_owned());
+                all
+            }
+            None => DEFAULT_STAGES.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let variables = root.get("variables").map(|node| self.variables(node)).unwrap_or_default();
+        let workflow_rules = root.get("workflow").and_then(|w| w.get("rules")).map(|rules| self.rules(rules));
+
+        // Defaults: `default:` and the legacy global keywords.
+        let mut defaults: Vec<(String, Node)> = Vec::new();
+        for keyword in ["image", "services", "cache", "before_script", "after_script"] {
+            if let Some(node) = root.get(keyword) {
+                defaults.push((keyword.to_owned(), node.clone()));
+            }
+        }
+        if let Some(default) = root.get("default") {
+            for (key, value) in default.as_mapping().unwrap_or_default() {
+                if !DEFAULT_KEYWORDS.contains(&key.name.as_str()) {
+                    self.diagnostics
+                        .push(Diagnostic::warning(format!("default: unknown keyword `{}`", key.name), Some(key.span)));
+                }
+                defaults.retain(|(k, _)| *k != key.name);
+                defaults.push((key.name.clone(), value.clone()));
+            }
+        }
+
+        let mut jobs = Vec::new();
+        let mut expanded_entries = Vec::new();
+        for (key, value) in root.as_mapping().unwrap_or_default().iter() {
+            if GLOBAL_KEYWORDS.contains(&key.name.as_str()) {
+                if key.name != "default" {
+                    expanded_entries.push((key.clone(), value.clone()));
+                }
+                continue;
+            }
+            if key.name.starts_with('.') {
+                continue;
+            }
+            if value.as_mapping().is_none() {
+                self.error(format!("jobs:{} config should be a mapping, not {}", key.name, value.kind()), key.span);
+                continue;
+            }
+            let mut node = value.clone();
+            let inherit_default = inherit_list(value, "default");
+            let inherit_variables = inherit_list(value, "variables");
+            for (keyword, default_value) in &defaults {
+                let inherited = match &inherit_default {
+                    Inherit::All => true,
+                    Inherit::None => false,
+                    Inherit::Only(list) => list.contains(keyword),
+                };
+                if inherited && node.get(keyword).is_none() {
+                    set_key(&mut node, keyword, default_value.clone());
+                }
+            }
+            let global_variables: Vec<Variable> = variables
+                .iter()
+                .filter(|v| match &inherit_variables {
+                    Inherit::All => true,
+                    Inherit::None => false,
+                    Inherit::Only(list) => list.contains(&v.name),
+                })
+                .cloned()
+                .collect();
+            expanded_entries.push((key.clone(), node.clone()));
+            if let Some(job) = self.job(key, node, &global_variables, &stages) {
+                jobs.push(job);
+            }
+        }
+        let expanded = Node::new(Value::Mapping(expanded_entries), root.span);
+        Config {
+            sources: std::mem::take(&mut self.sources),
+            stages,
+            variables,
+            workflow_rules,
+            jobs,
+            diagnostics: std::mem::take(&mut self.diagnostics),
+            expanded,
+        }
+    }
+
+    fn strings(&mut self, node: &Node, what: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(span) = flatten_strings(node, &mut out, 0) {
+            self.error(format!("{what} must be a string or a list of strings"), span);
+        }
+        out
+    }
+
+    fn variables(&mut self, node: &Node) -> Vec<Variable> {
+        let Some(entries) = node.as_mapping() else {
+            if !matches!(node.value, Value::Null) {
+                self.error(format!("variables must be a mapping, not {}", node.kind()), node.span);
+            }
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, value) in entries {
+            let (text, expand, description) = match &value.value {
+                Value::Mapping(_) => (
+                    value.get("value").and_then(Node::scalar_text).unwrap_or_default(),
+                    !matches!(value.get("expand").map(|e| &e.value), Some(Value::Bool(false))),
+                    value.get("description").and_then(Node::scalar_text),
+                ),
+                Value::Sequence(_) | Value::Reference(_) => {
+                    self.error(format!("variable {} must be a string, not {}", key.name, value.kind()), value.span);
+                    continue;
+                }
+                _ => (value.scalar_text().unwrap_or_default(), true, None),
+            };
+            out.push(Variable { name: key.name.clone(), value: text, expand, description });
+        }
+        out
+    }
+
+    pub(crate) fn rules(&mut self, node: &Node) -> Vec<Rule> {
+        let Value::Sequence(items) = &node.value else {
+            self.error("rules must be a list", node.span);
+            return Vec::new();
+        };
+        let mut rules = Vec::new();
+        for item in items {
+            if item.as_mapping().is_none() {
+                self.error(
+                    format!("a rule is a mapping (if, changes, exists, when, …), not {}", item.kind()),
+                    item.span,
+                );
+                continue;
+            }
+            let condition = item.get("if").and_then(|node| {
+                let text = node.scalar_text().unwrap_or_default();
+                match Expression::parse(&text) {
+                    Ok(expression) => Some(expression),
+                    Err(error) => {
+                        self.error(format!("invalid rules:if expression `{text}`: {error}"), node.span);
+                        None
+                    }
+                }
+            });
+            let when = item.get("when").and_then(|node| self.when(node, true));
+            let allow_failure = item.get("allow_failure").and_then(|node| self.allow_failure(node));
+            let exists = item.get("exists").map(|node| match node.get("paths") {
+                Some(paths) => self.strings(paths, "rules:exists:paths"),
+                None => self.strings(node, "rules:exists"),
+            });
+            let changes = item.get("changes").map(|node| match node.get("paths") {
+                Some(paths) => self.strings(paths, "rules:changes:paths"),
+                None => self.strings(node, "rules:changes"),
+            });
+            let variables = item.get("variables").map(|node| self.variables(node)).unwrap_or_default();
+            let needs = item.get("needs").map(|node| self.needs(node, "rule"));
+            let start_in = item.get("start_in").and_then(Node::scalar_text);
+            for (key, _) in item.as_mapping().unwrap_or_default() {
+                if ![
+                    "if",
+                    "when",
+                    "allow_failure",
+                    "exists",
+                    "changes",
+                    "variables",
+                    "needs",
+                    "start_in",
+                    "interruptible",
+                ]
+                .contains(&key.name.as_str())
+                {
+                    self.diagnostics
+                        .push(Diagnostic::warning(format!("rules: unknown keyword `{}`", key.name), Some(key.span)));
+                }
+            }
+            rules.push(Rule {
+                condition,
+                exists,
+                changes,
+                when,
+                start_in,
+                allow_failure,
+                variables,
+                needs,
+                span: item.span,
+            });
+        }
+        rules
+    }
+
+    fn when(&mut self, node: &Node, in_rules: bool) -> Option<When> {
+        let text = node.scalar_text().unwrap_or_default();
+        match When::parse(&text) {
+            Some(When::Never) if !in_rules => None,
+            Some(when) => Some(when),
+            None => {
+                self.diagnostics.push(
+                    Diagnostic::error(format!("unknown when: `{text}`"), Some(node.span))
+                        .with_hint("one of on_success, on_failure, always, manual, delayed, never"),
+                );
+                None
+            }
+        }
+    }
+
+    fn allow_failure(&mut self, node: &Node) -> Option<AllowFailure> {
+        match &node.value {
+            Value::Bool(true) => Some(AllowFailure::Yes),
+            Value::Bool(false) => Some(AllowFailure::No),
+            Value::Mapping(_) => {
+                let codes = node.get("exit_codes")?;
+                let mut out = Vec::new();
+                let list = match &codes.value {
+                    Value::Sequence(items) => items.clone(),
+                    _ => vec![codes.clone()],
+                };
+                for code in list {
+                    match code.value {
+                        Value::Int(value) => out.push(i32::try_from(value).unwrap_or(i32::MAX)),
+                        _ => self.error("allow_failure:exit_codes takes integers", code.span),
+                    }
+                }
+                Some(AllowFailure::ExitCodes(out))
+            }
+            _ => {
+                self.error(
+                    format!("allow_failure must be true, false or {{exit_codes: […]}}, not {}", node.kind()),
+                    node.span,
+                );
+                None
+            }
+        }
+    }
+
+    fn needs(&mut self, node: &Node, owner: &str) -> Vec<Need> {
+        let items = match &node.value {
+            Value::Sequence(items) => items.clone(),
+            Value::Null => Vec::new(),
+            _ => vec![node.clone()],
+        };
+        let mut needs = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            match &item.value {
+                Value::String(job) => {
+                    needs.push(Need {
+                        job: job.clone(),
+                        optional: false,
+                        artifacts: true,
+                        matrix: None,
+                        span: item.span,
+                    });
+                }
+                Value::Mapping(_) => {
+                    if item.get("project").is_some() || item.get("pipeline").is_some() {
+                        self.diagnostics.push(Diagnostic::warning(
+                            format!("{owner}.needs[{index}] ignored, project key not supported"),
+                            Some(item.span),
+                        ));
+                        continue;
+                    }
+                    let Some(job) = item.get("job").and_then(Node::scalar_text) else {
+                        self.error("needs entries name a job: `- job: name`", item.span);
+                        continue;
+                    };
+                    let flag = |key: &str, default: bool| match item.get(key).map(|n| &n.value) {
+                        Some(Value::Bool(value)) => *value,
+                        _ => default,
+                    };
+                    let matrix = item.get("parallel").and_then(|p| p.get("matrix")).map(|matrix| {
+                        let mut combos = Vec::new();
+                        if let Value::Sequence(entries) = &matrix.value {
+                            for entry in entries {
+                                let pairs = entry
+                                    .as_mapping()
+                                    .unwrap_or_default()
+                                    .iter()
+                                    .map(|(k, v)| (k.name.clone(), v.scalar_text().unwrap_or_default()))
+                                    .collect();
+                                combos.push(pairs);
+                            }
+                        }
+                        combos
+                    });
+                    needs.push(Need {
+                        job,
+                        optional: flag("optional", false),
+                        artifacts: flag("artifacts", true),
+                        matrix,
+                        span: item.span,
+                    });
+                }
+                _ => self.error(format!("needs entries are job names or mappings, not {}", item.kind()), item.span),
+            }
+        }
+        needs
+    }
+
+    fn ref_filter(&mut self, node: &Node) -> RefFilter {
+        match &node.value {
+            Value::Mapping(_) => {
+                let refs = node.get("refs").map(|n| self.strings(n, "only:refs")).unwrap_or_default();
+                let changes = node.get("changes").map(|n| self.strings(n, "only:changes")).unwrap_or_default();
+                let mut variables = Vec::new();
+                for text in node.get("variables").map(|n| self.strings(n, "only:variables")).unwrap_or_default() {
+                    match Expression::parse(&text) {
+                        Ok(expression) => variables.push(expression),
+                        Err(error) => {
+                            self.error(format!("invalid only/except variables expression: {error}"), node.span)
+                        }
+                    }
+                }
+                RefFilter { refs, variables, changes }
+            }
+            _ => RefFilter { refs: self.strings(node, "only/except"), ..RefFilter::default() },
+        }
+    }
+
+    fn artifacts(&mut self, node: &Node) -> Artifacts {
+        let paths = node.get("paths").map(|n| self.strings(n, "artifacts:paths")).unwrap_or_default();
+        let exclude = node.get("exclude").map(|n| self.strings(n, "artifacts:exclude")).unwrap_or_default();
+        let when = node.get("when").and_then(|n| self.artifacts_when(n)).unwrap_or(ArtifactsWhen::OnSuccess);
+        let reports = node.get("reports");
+        let junit = reports
+            .and_then(|r| r.get("junit"))
+            .map(|n| self.strings(n, "artifacts:reports:junit"))
+            .unwrap_or_default();
+        let dotenv = reports
+            .and_then(|r| r.get("dotenv"))
+            .map(|n| self.strings(n, "artifacts:reports:dotenv"))
+            .unwrap_or_default();
+        Artifacts {
+            name: node.get("name").and_then(Node::scalar_text),
+            paths,
+            exclude,
+            untracked: matches!(node.get("untracked").map(|n| &n.value), Some(Value::Bool(true))),
+            when,
+            expire_in: node.get("expire_in").and_then(Node::scalar_text),
+            junit,
+            dotenv,
+        }
+    }
+
+    fn artifacts_when(&mut self, node: &Node) -> Option<ArtifactsWhen> {
+        match node.scalar_text().as_deref() {
+            Some("on_success") => Some(ArtifactsWhen::OnSuccess),
+            Some("on_failure") => Some(ArtifactsWhen::OnFailure),
+            Some("always") => Some(ArtifactsWhen::Always),
+            _ => {
+                self.error("when must be on_success, on_failure or always", node.span);
+                None
+            }
+        }
+    }
+
+    fn caches(&mut self, node: &Node) -> Vec<Cache> {
+        let items = match &node.value {
+            Value::Sequence(items) => items.clone(),
+            _ => vec![node.clone()],
+        };
+        let mut caches = Vec::new();
+        for item in items {
+            if item.as_mapping().is_none() {
+                self.error(format!("cache must be a mapping, not {}", item.kind()), item.span);
+                continue;
+            }
+            let key = match item.get("key") {
+                None => CacheKey::Text("default".to_owned()),
+                Some(key) if key.as_mapping().is_some() => CacheKey::Files {
+                    files: key.get("files").map(|n| self.strings(n, "cache:key:files")).unwrap_or_default(),
+                    prefix: key.get("prefix").and_then(Node::scalar_text),
+                },
+                Some(key) => CacheKey::Text(key.scalar_text().unwrap_or_default()),
+            };
+            let policy = match item.get("policy").and_then(Node::scalar_text).as_deref() {
+                None | Some("pull-push") => CachePolicy::PullPush,
+                Some("pull") => CachePolicy::Pull,
+                Some("push") => CachePolicy::Push,
+                Some(other) => {
+                    self.error(format!("cache:policy `{other}` is not pull, push or pull-push"), item.span);
+                    CachePolicy::PullPush
+                }
+            };
+            caches.push(Cache {
+                key,
+                paths: item.get("paths").map(|n| self.strings(n, "cache:paths")).unwrap_or_default(),
+                policy,
+                when: item.get("when").and_then(|n| self.artifacts_when(n)).unwrap_or(ArtifactsWhen::OnSuccess),
+                untracked: matches!(item.get("untracked").map(|n| &n.value), Some(Value::Bool(true))),
+                fallback_keys: item
+                    .get("fallback_keys")
+                    .map(|n| self.strings(n, "cache:fallback_keys"))
+                    .unwrap_or_default(),
+            });
+        }
+        caches
+    }
+
+    fn parallel(&mut self, node: &Node) -> Option<Parallel> {
+        match &node.value {
+            Value::Int(count) if (1..=200).contains(count) => Some(Parallel::Count(u32::try_from(*count).unwrap_or(1))),
+            Value::Int(_) => {
+                self.error("parallel must be between 1 and 200", node.span);
+                None
+            }
+            Value::Mapping(_) => {
+                let Some(Value::Sequence(entries)) = node.get("matrix").map(|m| m.value.clone()) else {
+                    self.error("parallel takes a number or `matrix: [...]`", node.span);
+                    return None;
+                };
+                let mut matrix = Vec::new();
+                for entry in entries {
+                    let mut row = Vec::new();
+                    for (key, value) in entry.as_mapping().unwrap_or_default() {
+                        row.push((key.name.clone(), self.strings(value, "parallel:matrix values")));
+                    }
+                    matrix.push(row);
+                }
+                Some(Parallel::Matrix(matrix))
+            }
+            _ => {
+                self.error(format!("parallel takes a number or a matrix, not {}", node.kind()), node.span);
+                None
+            }
+        }
+    }
+
+    fn job(&mut self, key: &Key, node: Node, global_variables: &[Variable], stages: &[String]) -> Option<Job> {
+        let name = key.name.clone();
+        for (entry, _) in node.as_mapping().unwrap_or_default() {
+            if !JOB_KEYWORDS.contains(&entry.name.as_str()) {
+                self.diagnostics.push(
+                    Diagnostic::warning(
+                        format!("{name}: unknown keyword `{}` is ignored", entry.name),
+                        Some(entry.span),
+                    )
+                    .with_hint("check the spelling against GitLab's CI/CD YAML reference"),
+                );
+            }
+        }
+        let trigger = node.get("trigger").cloned();
+        let script = match node.get("script") {
+            Some(script) => {
+                let lines = self.strings(script, &format!("{name}: script"));
+                if lines.is_empty() {
+                    self.error(format!("{name} has empty script"), script.span);
+                }
+                lines
+            }
+            None if trigger.is_some() => Vec::new(),
+            None => {
+                self.error(format!("{name} must have script specified"), key.span);
+                Vec::new()
+            }
+        };
+        let (stage, stage_span) = match node.get("stage") {
+            Some(stage) => (stage.scalar_text().unwrap_or_default(), stage.span),
+            None => ("test".to_owned(), key.span),
+        };
+        if !stages.contains(&stage) {
+            self.diagnostics.push(
+                Diagnostic::error(format!("stage:{stage} not found for {name}"), Some(stage_span))
+                    .with_hint(format!("declared stages: {}", stages.join(", "))),
+            );
+        }
+        let when = match node.get("when") {
+            Some(when_node) => match self.when(when_node, false) {
+                Some(when) => when,
+                None => {
+                    if when_node.scalar_text().as_deref() == Some("never") {
+                        self.error(
+                            format!("jobs:{name} when:never can only be used in a rules section or workflow:rules"),
+                            when_node.span,
+                        );
+                    }
+                    When::OnSuccess
+                }
+            },
+            None => When::OnSuccess,
+        };
+        let mut variables: Vec<Variable> = global_variables.to_vec();
+        if let Some(job_variables) = node.get("variables") {
+            for variable in self.variables(job_variables) {
+                variables.retain(|v| v.name != variable.name);
+                variables.push(variable);
+            }
+        }
+        let rules = node.get("rules").map(|rules| self.rules(rules));
+        if rules.is_some() && (node.get("only").is_some() || node.get("except").is_some()) {
+            self.error(format!("{name}: rules cannot be used with only/except"), key.span);
+        }
+        let environment = node.get("environment").map(|env| match &env.value {
+            Value::Mapping(_) => Environment {
+                name: env.get("name").and_then(Node::scalar_text).unwrap_or_default(),
+                url: env.get("url").and_then(Node::scalar_text),
+                action: env.get("action").and_then(Node::scalar_text),
+                on_stop: env.get("on_stop").and_then(Node::scalar_text),
+                deployment_tier: env.get("deployment_tier").and_then(Node::scalar_text),
+            },
+            _ => Environment {
+                name: env.scalar_text().unwrap_or_default(),
+                url: None,
+                action: None,
+                on_stop: None,
+                deployment_tier: None,
+            },
+        });
+        let retry = match node.get("retry") {
+            None => Retry::default(),
+            Some(retry) => match &retry.value {
+                Value::Int(max) => Retry { max: u32::try_from(*max).unwrap_or(0).min(2), ..Retry::default() },
+                Value::Mapping(_) => Retry {
+                    max: match retry.get("max").map(|m| &m.value) {
+                        Some(Value::Int(max)) => u32::try_from(*max).unwrap_or(0).min(2),
+                        _ => 0,
+                    },
+                    when: retry.get("when").map(|n| self.strings(n, "retry:when")).unwrap_or_default(),
+                    exit_codes: match retry.get("exit_codes").map(|n| n.value.clone()) {
+                        Some(Value::Int(code)) => vec![i32::try_from(code).unwrap_or(-1)],
+                        Some(Value::Sequence(items)) => items
+                            .iter()
+                            .filter_map(
+                                |i| if let Value::Int(code) = i.value { i32::try_from(code).ok() } else { None },
+                            )
+                            .collect(),
+                        _ => Vec::new(),
+                    },
+                },
+                _ => {
+                    self.error("retry takes 0, 1, 2 or {max, when, exit_codes}", retry.span);
+                    Retry::default()
+                }
+            },
+        };
+        let job = Job {
+            name: name.clone(),
+            span: key.span,
+            stage,
+            stage_span,
+            before_script: node.get("before_script").map(|n| self.strings(n, "before_script")).unwrap_or_default(),
+            script,
+            after_script: node.get("after_script").map(|n| self.strings(n, "after_script")).unwrap_or_default(),
+            variables,
+            when,
+            start_in: node.get("start_in").and_then(Node::scalar_text),
+            allow_failure: node.get("allow_failure").and_then(|n| self.allow_failure(n)),
+            needs: node.get("needs").map(|n| self.needs(n, &name)),
+            dependencies: node.get("dependencies").map(|n| (self.strings(n, "dependencies"), n.span)),
+            rules,
+            only: node.get("only").map(|n| self.ref_filter(n)),
+            except: node.get("except").map(|n| self.ref_filter(n)),
+            artifacts: node.get("artifacts").map(|n| self.artifacts(n)),
+            cache: node.get("cache").map(|n| self.caches(n)).unwrap_or_default(),
+            parallel: node.get("parallel").and_then(|n| self.parallel(n)),
+            retry,
+            timeout: node.get("timeout").and_then(Node::scalar_text),
+            coverage: node.get("coverage").and_then(Node::scalar_text),
+            environment,
+            resource_group: node.get("resource_group").and_then(Node::scalar_text),
+            interruptible: matches!(node.get("interruptible").map(|n| &n.value), Some(Value::Bool(true))),
+            tags: node.get("tags").map(|n| self.strings(n, "tags")).unwrap_or_default(),
+            image: node
+                .get("image")
+                .and_then(|n| n.get("name").cloned().or(Some(n.clone())))
+                .and_then(|n| n.scalar_text()),
+            services: node
+                .get("services")
+                .map(|n| match &n.value {
+                    Value::Sequence(items) => items
+                        .iter()
+                        .filter_map(|i| i.get("name").cloned().or(Some(i.clone())).and_then(|n| n.scalar_text()))
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .unwrap_or_default(),
+            trigger,
+            node,
+        };
+        Some(job)
+    }
+}
+
+enum Inherit {
+    All,
+    None,
+    Only(Vec<String>),
+}
+
+fn inherit_list(job: &Node, what: &str) -> Inherit {
+    match job.get("inherit").and_then(|i| i.get(what)).map(|n| &n.value) {
+        Some(Value::Bool(false)) => Inherit::None,
+        Some(Value::Sequence(items)) => Inherit::Only(items.iter().filter_map(Node::scalar_text).collect()),
+        _ => Inherit::All,
+    }
+}

@@ -1,0 +1,81 @@
+//! Problems found in a pipeline, with where they are and how to fix them.
+
+use crate::yaml::Span;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub message: String,
+    pub span: Option<Span>,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(message: impl Into<String>, span: Option<Span>) -> Self {
+        Diagnostic { severity: Severity::Error, message: message.into(), span, hint: None }
+    }
+    pub fn warning(message: impl Into<String>, span: Option<Span>) -> Self {
+        Diagnostic { severity: Severity::Warning, message: message.into(), span, hint: None }
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// The files a pipeline was loaded from, to turn spans into `file:line:column`.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub files: Vec<(String, String)>,
+}
+
+impl Sources {
+    pub fn add(&mut self, path: &str, text: &str) -> u32 {
+        self.files.push((path.to_owned(), text.to_owned()));
+        u32::try_from(self.files.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    pub fn path(&self, span: Span) -> &str {
+        self.files.get(span.file as usize).map_or("<unknown>", |(path, _)| path)
+    }
+
+    pub fn text(&self, span: Span) -> &str {
+        self.files.get(span.file as usize).map_or("", |(_, text)| text)
+    }
+
+    /// `path:line:column`.
+    pub fn location(&self, span: Span) -> String {
+        format!("{}:{}:{}", self.path(span), span.line, span.column)
+    }
+
+    /// The byte offset of a span in its file (spans count characters).
+    pub fn byte_offset(&self, span: Span) -> usize {
+        let text = self.text(span);
+        text.char_indices().nth(span.index).map_or(text.len(), |(offset, _)| offset)
+    }
+
+    /// One line per diagnostic: `error: message` with its place and hint.
+    pub fn render(&self, diagnostic: &Diagnostic) -> String {
+        let level = match diagnostic.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut text = match diagnostic.span {
+            Some(span) => format!("{level}: {}: {}", self.location(span), diagnostic.message),
+            None => format!("{level}: {}", diagnostic.message),
+        };
+        if let Some(hint) = &diagnostic.hint {
+            text.push_str(&format!("\n  hint: {hint}"));
+        }
+        text
+    }
+}

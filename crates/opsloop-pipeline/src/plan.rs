@@ -1,0 +1,492 @@
+//! From a loaded configuration to the jobs that run: workflow and job rules, `only`/`except`,
+//! `parallel` expansion, the `needs` DAG (validated, cycles named), and the selection a
+//! command line asks for.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::config::Lookup;
+use crate::config::{AllowFailure, Config, Job, Need, Parallel, RefFilter, Rule, Variable, When, glob_matches};
+use crate::diagnostic::Diagnostic;
+
+/// Why and how a job is in the pipeline: when, allow_failure, rule variables, rule needs, start_in.
+type Inclusion = (When, Option<AllowFailure>, Vec<Variable>, Option<Vec<Need>>, Option<String>);
+
+/// What the first matching rule decided.
+#[derive(Debug, Clone)]
+pub struct RuleOutcome {
+    pub when: When,
+    pub allow_failure: Option<AllowFailure>,
+    pub variables: Vec<Variable>,
+    pub needs: Option<Vec<Need>>,
+    pub start_in: Option<String>,
+}
+
+/// The first rule whose conditions all hold, or `None` when none does (the job is left out).
+/// `changes` holds locally: there is no push to compare against, as on GitLab for new refs.
+pub fn rules_match(rules: &[Rule], lookup: Lookup<'_>, files: &[String]) -> Option<RuleOutcome> {
+    for rule in rules {
+        if let Some(condition) = &rule.condition
+            && !condition.evaluate(lookup)
+        {
+            continue;
+        }
+        if let Some(patterns) = &rule.exists {
+            let found =
+                patterns.iter().any(|p| !glob_matches(&crate::config::expand_simple(p, lookup), files).is_empty());
+            if !found {
+                continue;
+            }
+        }
+        return Some(RuleOutcome {
+            when: rule.when.unwrap_or(When::OnSuccess),
+            allow_failure: rule.allow_failure.clone(),
+            variables: rule.variables.clone(),
+            needs: rule.needs.clone(),
+            start_in: rule.start_in.clone(),
+        });
+    }
+    None
+}
+
+fn ref_filter_matches(filter: &RefFilter, lookup: Lookup<'_>) -> bool {
+    let ref_name = lookup("CI_COMMIT_REF_NAME").unwrap_or_default();
+    let is_tag = lookup("CI_COMMIT_TAG").is_some_and(|t| !t.is_empty());
+    let source = lookup("CI_PIPELINE_SOURCE").unwrap_or_default();
+    let refs_match = filter.refs.is_empty()
+        || filter.refs.iter().any(|pattern| match pattern.as_str() {
+            "branches" => !is_tag,
+            "tags" => is_tag,
+            "merge_requests" => source == "merge_request_event",
+            "schedules" => source == "schedule",
+            "pushes" => source == "push",
+            "web" => source == "web",
+            "api" => source == "api",
+            "triggers" => source == "trigger",
+            "pipelines" => source == "pipeline",
+            "external" => source == "external",
+            "chat" => source == "chat",
+            pattern if pattern.len() > 1 && pattern.starts_with('/') => {
+                let (body, flags) = pattern[1..].rsplit_once('/').unwrap_or((&pattern[1..], ""));
+                let body = if flags.contains('i') { format!("(?i){body}") } else { body.to_owned() };
+                regex::Regex::new(&body).is_ok_and(|re| re.is_match(&ref_name))
+            }
+            pattern => pattern == ref_name,
+        });
+    let variables_match = filter.variables.is_empty() || filter.variables.iter().any(|e| e.evaluate(lookup));
+    refs_match && variables_match
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedNeed {
+    pub job: usize,
+    pub artifacts: bool,
+}
+
+/// One job as it will run (a `parallel` job becomes several).
+#[derive(Debug, Clone)]
+pub struct PlannedJob {
+    /// The name shown and used on the command line: `job`, `job 1/3`, `job: [a, b]`.
+    pub name: String,
+    /// Index of the job in `Config::jobs`.
+    pub config_index: usize,
+    pub stage: usize,
+    pub when: When,
+    pub allow_failure: AllowFailure,
+    pub start_in: Option<String>,
+    /// `None`: waits for every earlier stage. `Some`: only these (possibly none).
+    pub needs: Option<Vec<PlannedNeed>>,
+    /// Jobs whose artifacts this job receives.
+    pub artifacts_from: Vec<usize>,
+    /// Variables added by rules, `parallel` (CI_NODE_INDEX/TOTAL) and the matrix.
+    pub extra_variables: Vec<Variable>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub stages: Vec<String>,
+    pub jobs: Vec<PlannedJob>,
+    /// Variables from the matching workflow rule.
+    pub workflow_variables: Vec<Variable>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Job names from the command line (empty: the whole pipeline).
+    pub selected: Vec<String>,
+    /// Also run what the selected jobs need, transitively.
+    pub with_needs: bool,
+    /// Run only what the selected jobs need (not the earlier stages of jobs without needs).
+    pub only_needs: bool,
+    /// Run only this stage.
+    pub stage: Option<String>,
+    /// Manual jobs to run as if played.
+    pub manual: Vec<String>,
+}
+
+/// Plans `config`. `lookup` resolves pipeline-level variables (predefined, CLI, global).
+pub fn plan(
+    config: &Config,
+    lookup: Lookup<'_>,
+    files: &[String],
+    options: &PlanOptions,
+) -> Result<Plan, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+
+    let workflow_variables = match &config.workflow_rules {
+        Some(rules) => match rules_match(rules, lookup, files) {
+            Some(outcome) if outcome.when != When::Never => outcome.variables,
+            _ => {
+                return Err(vec![Diagnostic::error(
+                    "workflow:rules prevent this pipeline from being created (no rule matched, or the match says never)",
+                    None,
+                )]);
+            }
+        },
+        None => Vec::new(),
+    };
+
+    // Which config jobs are in the pipeline, with their rule outcome.
+    let mut included: Vec<Option<Inclusion>> = Vec::new();
+    for job in &config.jobs {
+        let job_lookup = |name: &str| -> Option<String> {
+            job.variables.iter().rev().find(|v| v.name == name).map(|v| v.value.clone()).or_else(|| {
+                workflow_variables
+                    .iter()
+                    .rev()
+                    .find(|v| v.name == name)
+                    .map(|v| v.value.clone())
+                    .or_else(|| lookup(name))
+            })
+        };
+        let entry = if let Some(rules) = &job.rules {
+            rules_match(rules, &job_lookup, files).filter(|o| o.when != When::Never).map(|outcome| {
+                let when = if outcome.when == When::OnSuccess
+                    && job.when != When::OnSuccess
+                    && rules.iter().all(|r| r.when.is_none())
+                {
+                    job.when
+                } else {
+                    outcome.when
+                };
+                (when, outcome.allow_failure, outcome.variables, outcome.needs, outcome.start_in)
+            })
+        } else {
+            let only_ok = job.only.as_ref().is_none_or(|f| ref_filter_matches(f, &job_lookup));
+            let except_hit = job.except.as_ref().is_some_and(|f| ref_filter_matches(f, &job_lookup));
+            (only_ok && !except_hit).then(|| (job.when, None, Vec::new(), None, None))
+        };
+        included.push(entry);
+    }
+
+    // Instances (parallel expansion), in stage order then file order.
+    let stage_of = |job: &Job| config.stages.iter().position(|s| *s == job.stage).unwrap_or(0);
+    let mut order: Vec<usize> = (0..config.jobs.len()).collect();
+    order.sort_by_key(|index| stage_of(&config.jobs[*index]));
+    let mut jobs: Vec<PlannedJob> = Vec::new();
+    let mut instances_of: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut matrix_of: HashMap<usize, Vec<(String, String)>> = HashMap::new();
+    for index in order {
+        let job = &config.jobs[index];
+        let Some((when, rule_allow_failure, rule_variables, _, rule_start_in)) = included[index].clone() else {
+            continue;
+        };
+        let allow_failure = rule_allow_failure
+            .or_else(|| job.allow_failure.clone())
+            .unwrap_or(if when == When::Manual { AllowFailure::Yes } else { AllowFailure::No });
+        for (name, mut variables, matrix) in expand_parallel(job) {
+            variables.extend(rule_variables.iter().cloned());
+            let position = jobs.len();
+            instances_of.entry(job.name.as_str()).or_default().push(position);
+            matrix_of.insert(position, matrix);
+            jobs.push(PlannedJob {
+                name,
+                config_index: index,
+                stage: stage_of(job),
+                when,
+                allow_failure: allow_failure.clone(),
+                start_in: rule_start_in.clone().or_else(|| job.start_in.clone()),
+                needs: None,
+                artifacts_from: Vec::new(),
+                extra_variables: variables,
+            });
+        }
+    }
+
+    // needs and dependencies.
+    for position in 0..jobs.len() {
+        let index = jobs[position].config_index;
+        let job = &config.jobs[index];
+        let needs = included[index].as_ref().and_then(|entry| entry.3.clone()).or_else(|| job.needs.clone());
+        if let Some(needs) = needs {
+            let mut planned = Vec::new();
+            for need in &needs {
+                if need.job == job.name {
+                    errors.push(Diagnostic::error(
+                        format!("This GitLab CI configuration is invalid: The pipeline has circular dependencies: self-dependency: {}.", job.name),
+                        Some(need.span),
+                    ));
+                    continue;
+                }
+                let Some(config_index) = config.jobs.iter().position(|j| j.name == need.job) else {
+                    if !need.optional {
+                        errors.push(Diagnostic::error(
+                            format!("needs: [{}] for {} could not be found", need.job, job.name),
+                            Some(need.span),
+                        ));
+                    }
+                    continue;
+                };
+                let Some(targets) = instances_of.get(need.job.as_str()) else {
+                    if !need.optional {
+                        let reason = if config.jobs[config_index].rules.is_some() {
+                            "when:never"
+                        } else {
+                            "not in this pipeline"
+                        };
+                        errors.push(Diagnostic::error(
+                            format!("{} is {reason}, but its needed by {}", need.job, job.name),
+                            Some(need.span),
+                        ));
+                    }
+                    continue;
+                };
+                if stage_of(&config.jobs[config_index]) > jobs[position].stage {
+                    errors.push(Diagnostic::error(
+                        format!("needs: [{}] for {} is in a future stage", need.job, job.name),
+                        Some(need.span),
+                    ));
+                    continue;
+                }
+                for target in targets {
+                    let wanted = match &need.matrix {
+                        None => true,
+                        Some(combos) => combos.iter().any(|combo| {
+                            let values = matrix_of.get(target).cloned().unwrap_or_default();
+                            combo.iter().all(|(k, v)| values.iter().any(|(vk, vv)| vk == k && vv == v))
+                        }),
+                    };
+                    if wanted {
+                        planned.push(PlannedNeed { job: *target, artifacts: need.artifacts });
+                    }
+                }
+            }
+            jobs[position].needs = Some(planned);
+        }
+        if let Some((names, span)) = &job.dependencies {
+            let mut from = Vec::new();
+            for name in names {
+                match instances_of.get(name.as_str()) {
+                    Some(targets) => from.extend(targets.iter().copied()),
+                    None if config.jobs.iter().any(|j| &j.name == name) => {}
+                    None => errors.push(Diagnostic::error(
+                        format!("dependencies: [{name}] for {} cannot be found", job.name),
+                        Some(*span),
+                    )),
+                }
+            }
+            jobs[position].artifacts_from = from;
+        } else {
+            jobs[position].artifacts_from = match &jobs[position].needs {
+                Some(needs) => needs.iter().filter(|n| n.artifacts).map(|n| n.job).collect(),
+                None => (0..jobs.len()).filter(|other| jobs[*other].stage < jobs[position].stage).collect(),
+            };
+        }
+    }
+    if let Some(cycle) = find_cycle(&jobs) {
+        errors.push(Diagnostic::error(format!("needs form a cycle: {}", cycle.join(" → ")), None));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    // Selection from the command line.
+    let mut keep: Vec<bool> = vec![options.selected.is_empty(); jobs.len()];
+    if !options.selected.is_empty() {
+        let mut queue = Vec::new();
+        for name in &options.selected {
+            let matched: Vec<usize> = (0..jobs.len())
+                .filter(|p| jobs[*p].name == *name || config.jobs[jobs[*p].config_index].name == *name)
+                .collect();
+            if matched.is_empty() {
+                return Err(vec![Diagnostic::error(format!("{name} could not be found"), None)]);
+            }
+            queue.extend(matched);
+        }
+        let explicitly: HashSet<usize> = queue.iter().copied().collect();
+        while let Some(position) = queue.pop() {
+            if keep[position] {
+                continue;
+            }
+            keep[position] = true;
+            if !(options.with_needs || options.only_needs) {
+                continue;
+            }
+            match &jobs[position].needs {
+                Some(needs) => queue.extend(needs.iter().map(|n| n.job)),
+                None if !options.only_needs => {
+                    queue.extend((0..jobs.len()).filter(|other| jobs[*other].stage < jobs[position].stage));
+                }
+                None => {}
+            }
+        }
+        for position in 0..jobs.len() {
+            if keep[position]
+                && !explicitly.contains(&position)
+                && jobs[position].when == When::Manual
+                && !options
+                    .manual
+                    .iter()
+                    .any(|m| *m == jobs[position].name || *m == config.jobs[jobs[position].config_index].name)
+            {
+                let needed_by =
+                    (0..jobs.len()).find(|p| explicitly.contains(p)).map(|p| jobs[p].name.clone()).unwrap_or_default();
+                return Err(vec![Diagnostic::error(
+                    format!(
+                        "{} is when:manual, its needed by {needed_by}, and not specified in --manual",
+                        jobs[position].name
+                    ),
+                    None,
+                )]);
+            }
+        }
+        for position in &explicitly {
+            if jobs[*position].when == When::Manual {
+                jobs[*position].when = When::OnSuccess;
+            }
+        }
+    }
+    if let Some(stage) = &options.stage {
+        for position in 0..jobs.len() {
+            keep[position] = keep[position] && config.stages[jobs[position].stage] == *stage;
+        }
+    }
+    for job in &mut jobs {
+        if job.when == When::Manual
+            && options.manual.iter().any(|m| *m == job.name || *m == config.jobs[job.config_index].name)
+        {
+            job.when = When::OnSuccess;
+        }
+    }
+
+    // Drop unselected jobs and renumber the references.
+    let mut new_index = vec![usize::MAX; jobs.len()];
+    let mut kept = Vec::new();
+    for (position, job) in jobs.into_iter().enumerate() {
+        if keep[position] {
+            new_index[position] = kept.len();
+            kept.push(job);
+        }
+    }
+    for job in &mut kept {
+        if let Some(needs) = &mut job.needs {
+            needs.retain(|n| new_index[n.job] != usize::MAX);
+            for need in needs.iter_mut() {
+                need.job = new_index[need.job];
+            }
+        }
+        job.artifacts_from =
+            job.artifacts_from.iter().filter(|i| new_index[**i] != usize::MAX).map(|i| new_index[*i]).collect();
+    }
+    warnings.extend(config.diagnostics.iter().filter(|d| !d.is_error()).cloned());
+    Ok(Plan { stages: config.stages.clone(), jobs: kept, workflow_variables, warnings })
+}
+
+/// One instance of a job: its name, its extra variables, its matrix values.
+type Instance = (String, Vec<Variable>, Vec<(String, String)>);
+
+/// A `parallel` job's instances: their names, CI_NODE_* and matrix variables, and the
+/// matrix values (to filter `needs:parallel:matrix`).
+fn expand_parallel(job: &Job) -> Vec<Instance> {
+    let variable =
+        |name: &str, value: String| Variable { name: name.to_owned(), value, expand: false, description: None };
+    match &job.parallel {
+        None => vec![(job.name.clone(), Vec::new(), Vec::new())],
+        Some(Parallel::Count(total)) => (1..=*total)
+            .map(|index| {
+                (
+                    format!("{} {index}/{total}", job.name),
+                    vec![variable("CI_NODE_INDEX", index.to_string()), variable("CI_NODE_TOTAL", total.to_string())],
+                    Vec::new(),
+                )
+            })
+            .collect(),
+        Some(Parallel::Matrix(rows)) => {
+            let mut combos: Vec<Vec<(String, String)>> = Vec::new();
+            for row in rows {
+                let mut row_combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+                for (name, values) in row {
+                    row_combos = row_combos
+                        .into_iter()
+                        .flat_map(|combo| {
+                            values.iter().map(move |value| {
+                                let mut next = combo.clone();
+                                next.push((name.clone(), value.clone()));
+                                next
+                            })
+                        })
+                        .collect();
+                }
+                combos.extend(row_combos);
+            }
+            let total = combos.len();
+            combos
+                .into_iter()
+                .enumerate()
+                .map(|(index, combo)| {
+                    let label = combo.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", ");
+                    let mut variables: Vec<Variable> = combo.iter().map(|(k, v)| variable(k, v.clone())).collect();
+                    variables.push(variable("CI_NODE_INDEX", (index + 1).to_string()));
+                    variables.push(variable("CI_NODE_TOTAL", total.to_string()));
+                    (format!("{}: [{label}]", job.name), variables, combo)
+                })
+                .collect()
+        }
+    }
+}
+
+/// A cycle in the `needs` graph, as job names, if there is one.
+fn find_cycle(jobs: &[PlannedJob]) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut marks = vec![Mark::New; jobs.len()];
+    for start in 0..jobs.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: (node, next edge index); the path is the stack.
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        marks[start] = Mark::Active;
+        while let Some((node, edge)) = stack.last().copied() {
+            let needs = jobs[node].needs.as_deref().unwrap_or_default();
+            if edge < needs.len() {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                let next = needs[edge].job;
+                match marks[next] {
+                    Mark::New => {
+                        marks[next] = Mark::Active;
+                        stack.push((next, 0));
+                    }
+                    Mark::Active => {
+                        let from = stack.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                        let mut cycle: Vec<String> = stack[from..].iter().map(|(n, _)| jobs[*n].name.clone()).collect();
+                        cycle.push(jobs[next].name.clone());
+                        return Some(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                marks[node] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+    None
+}

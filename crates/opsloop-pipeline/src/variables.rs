@@ -1,0 +1,136 @@
+//! Variable expansion the way GitLab does it: `$VAR` and `${VAR}`, `$$` for a literal `$`,
+//! nested references resolved, undefined variables expanding to nothing.
+
+use std::collections::HashMap;
+
+/// Expands `$NAME` and `${NAME}` in `text`; `$$` stays a single `$`.
+pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    while let Some((index, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().copied() {
+            Some((_, '$')) => {
+                chars.next();
+                out.push('$');
+            }
+            Some((start, '{')) => {
+                let rest = &text[start + 1..];
+                match rest.find('}') {
+                    Some(end) if is_name(&rest[..end]) => {
+                        out.push_str(&lookup(&rest[..end]).unwrap_or_default());
+                        for _ in 0..=end + 1 {
+                            chars.next();
+                        }
+                    }
+                    _ => out.push('$'),
+                }
+            }
+            Some((start, first)) if first.is_ascii_alphabetic() || first == '_' => {
+                let rest = &text[start..];
+                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                out.push_str(&lookup(&rest[..end]).unwrap_or_default());
+                for _ in 0..rest[..end].chars().count() {
+                    chars.next();
+                }
+            }
+            _ => {
+                let _ = index;
+                out.push('$');
+            }
+        }
+    }
+    out
+}
+
+fn is_name(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Resolves a layered list of variables (later entries win) into final values: each value
+/// with `expand` may refer to any other variable, resolved to a fixed point (bounded, so a
+/// cycle ends instead of looping), then to `base` (the environment, predefined values).
+pub fn resolve(layers: &[(String, String, bool)], base: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut raw: HashMap<String, (String, bool)> = HashMap::new();
+    for (name, value, expandable) in layers {
+        if !raw.contains_key(name) {
+            order.push(name.clone());
+        }
+        raw.insert(name.clone(), (value.clone(), *expandable));
+    }
+    let mut values: HashMap<String, String> = raw.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+    for _ in 0..10 {
+        let snapshot = values.clone();
+        let mut changed = false;
+        for (name, (value, expandable)) in &raw {
+            if !expandable {
+                continue;
+            }
+            let _ = value;
+            let current = snapshot.get(name).cloned().unwrap_or_default();
+            if !current.contains('$') {
+                continue;
+            }
+            let lookup = |key: &str| {
+                if key == name { base(key) } else { snapshot.get(key).cloned().or_else(|| base(key)) }
+            };
+            let expanded = expand(&current, &lookup);
+            if expanded != current {
+                changed = true;
+                values.insert(name.clone(), expanded);
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    order
+        .into_iter()
+        .map(|name| {
+            let value = values.remove(&name).unwrap_or_default();
+            (name, value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOME" => Some("/root".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_both_forms_and_escapes() {
+        assert_eq!(expand("$HOME/x ${HOME}/y $$HOME $NOPE. ${EMPTY}z", &env), "/root/x /root/y $HOME . z");
+        assert_eq!(expand("cost: 5$ and ${unclosed", &env), "cost: 5$ and ${unclosed");
+        assert_eq!(expand("ünï $HOME ✓", &env), "ünï /root ✓");
+    }
+
+    #[test]
+    fn resolves_nested_and_layered_values() {
+        let layers = vec![
+            ("A".to_owned(), "a".to_owned(), true),
+            ("B".to_owned(), "$A-b".to_owned(), true),
+            ("C".to_owned(), "${B}-c-$HOME".to_owned(), true),
+            ("RAW".to_owned(), "$A".to_owned(), false),
+            ("A".to_owned(), "A2".to_owned(), true),
+            ("LOOP".to_owned(), "$LOOP!".to_owned(), true),
+        ];
+        let resolved: HashMap<_, _> = resolve(&layers, &env).into_iter().collect();
+        assert_eq!(resolved["A"], "A2");
+        assert_eq!(resolved["B"], "A2-b");
+        assert_eq!(resolved["C"], "A2-b-c-/root");
+        assert_eq!(resolved["RAW"], "$A");
+        assert_eq!(resolved["LOOP"], "!");
+    }
+}

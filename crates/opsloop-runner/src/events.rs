@@ -1,0 +1,83 @@
+//! What the runner reports while it works. The CLI prints these; the server will persist them.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Success,
+    /// Failed, but allowed to (`allow_failure`).
+    Warning,
+    Failed,
+    Skipped,
+    /// Waiting to be played; not run.
+    Manual,
+    Canceled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Success => "success",
+            JobStatus::Warning => "warning",
+            JobStatus::Failed => "failed",
+            JobStatus::Skipped => "skipped",
+            JobStatus::Manual => "manual",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub duration: Duration,
+    /// The coverage percentage found with the job's `coverage` regex.
+    pub coverage: Option<String>,
+    /// `after_script` failed (it never fails the job, but is worth a warning).
+    pub after_script_failed: bool,
+    /// Last lines of output, for the summary of a failed job.
+    pub tail: Vec<String>,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    JobStarted {
+        job: usize,
+        name: String,
+    },
+    /// An echoed command (`$ cmd`).
+    Command {
+        job: usize,
+        name: String,
+        text: String,
+    },
+    Output {
+        job: usize,
+        name: String,
+        stream: Stream,
+        line: String,
+    },
+    /// A note from the runner about a job (retries, timeouts, artifacts).
+    Note {
+        job: usize,
+        name: String,
+        text: String,
+    },
+    JobFinished {
+        job: usize,
+        name: String,
+        outcome: JobOutcome,
+    },
+}
+
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: Event);
+}

@@ -1,0 +1,15 @@
+//! Executes pipelines planned by `opsloop-pipeline`: a workspace per job, bash with GitLab's
+//! semantics, artifacts and caches, timeouts and cancellation that end whole process trees,
+//! masking, and a scheduler that starts each job as soon as what it waits for is done.
+//!
+//! Reports through [`events::EventSink`]; knows nothing of terminals or HTTP, so the CLI and
+//! the server run the same engine.
+
+pub mod events;
+pub mod mask;
+pub mod pipeline;
+pub mod shell;
+pub mod workspace;
+
+pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
+pub use pipeline::{Override, PipelineOutcome, RunOptions, run_pipeline};

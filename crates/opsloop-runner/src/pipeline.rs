@@ -1,0 +1,618 @@
+//! The scheduler: starts each job the moment what it waits for is done (its `needs`, or the
+//! earlier stages), within the concurrency limit and `resource_group` locks, and decides from
+//! their outcomes whether it runs at all (`when`). Cost per event is linear in the job's edges.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opsloop_pipeline::config::{ArtifactsWhen, CacheKey, CachePolicy, Config, Job, When};
+use opsloop_pipeline::plan::{Plan, PlannedJob};
+use opsloop_pipeline::variables;
+use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::events::{Event, EventSink, JobOutcome, JobStatus, Stream};
+use crate::mask::Masker;
+use crate::shell::{self, Ending, Line};
+use crate::workspace;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub project_dir: PathBuf,
+    /// `.opsloop` inside the project: builds, artifacts, caches, scripts.
+    pub state_dir: PathBuf,
+    pub concurrency: usize,
+    /// Keep each job's workspace after it ends (`--shell-isolation` kept for inspection).
+    pub keep_workspaces: bool,
+    /// Pipeline-wide predefined variables (CI_COMMIT_*, CI_PIPELINE_*, …), lowest precedence.
+    pub predefined: Vec<(String, String)>,
+    /// Variables that override everything (home file, then `--variable`), in rising precedence.
+    pub overrides: Vec<Override>,
+    /// Names of variables removed with `--unset-variable`.
+    pub unset: Vec<String>,
+    /// Values to replace with `[MASKED]` in all output.
+    pub masked: Vec<String>,
+    pub pipeline_id: u64,
+}
+
+/// A variable from outside the pipeline file, optionally only for some environments.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub name: String,
+    pub value: String,
+    /// An environment-name pattern (`*` wildcards); `None` for every job.
+    pub environment: Option<String>,
+}
+
+fn environment_matches(pattern: &str, environment: Option<&str>) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let Some(environment) = environment else { return false };
+    let regex = format!("^{}$", regex::escape(pattern).replace(r"\*", ".*"));
+    regex::Regex::new(&regex).is_ok_and(|r| r.is_match(environment))
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineOutcome {
+    pub jobs: Vec<(String, JobOutcome)>,
+    pub success: bool,
+}
+
+/// A job's index, outcome and dotenv variables, as its task returns them.
+type Finished = (usize, JobOutcome, Vec<(String, String)>);
+
+struct Shared {
+    config: Config,
+    plan: Plan,
+    options: RunOptions,
+    sink: Arc<dyn EventSink>,
+    masker: Masker,
+    resource_groups: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    files: Vec<String>,
+}
+
+/// Runs `plan` to the end (or until `cancel` turns true) and reports through `sink`.
+pub async fn run_pipeline(
+    config: Config,
+    plan: Plan,
+    options: RunOptions,
+    sink: Arc<dyn EventSink>,
+    cancel: watch::Receiver<bool>,
+) -> std::io::Result<PipelineOutcome> {
+    std::fs::create_dir_all(&options.state_dir)?;
+    let state_name = options.state_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let files = workspace::project_files(&options.project_dir, &state_name)?;
+    let masker = Masker::new(options.masked.iter().cloned());
+    let count = plan.jobs.len();
+    let concurrency = options.concurrency.max(1);
+    let shared =
+        Arc::new(Shared { config, plan, options, sink, masker, resource_groups: Mutex::new(HashMap::new()), files });
+
+    // For each job, who waits on it: its dependents (needs) or every later-stage job.
+    let mut waiting_on: Vec<usize> = vec![0; count];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
+    let mut by_stage: Vec<Vec<usize>> = vec![Vec::new(); shared.plan.stages.len().max(1)];
+    for (index, job) in shared.plan.jobs.iter().enumerate() {
+        let last = by_stage.len() - 1;
+        by_stage[job.stage.min(last)].push(index);
+    }
+    for (index, job) in shared.plan.jobs.iter().enumerate() {
+        match &job.needs {
+            Some(needs) => {
+                for need in needs {
+                    dependents[need.job].push(index);
+                    waiting_on[index] += 1;
+                }
+            }
+            None => {
+                for earlier in by_stage.iter().take(job.stage) {
+                    for other in earlier {
+                        dependents[*other].push(index);
+                        waiting_on[index] += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Stage-based waits over many jobs are many edges; that is GitLab's own model (a job
+    // waits for every job of the earlier stages), and still linear in jobs plus edges.
+
+    let mut outcomes: Vec<Option<JobOutcome>> = vec![None; count];
+    let mut dotenv: Vec<Vec<(String, String)>> = vec![Vec::new(); count];
+    let semaphore = Arc::new(Semaphore::new(concurrency));
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut ready: Vec<usize> = (0..count).filter(|i| waiting_on[*i] == 0).collect();
+    ready.reverse();
+    let mut finished = 0;
+    while finished < count {
+        while let Some(index) = ready.pop() {
+            let job = &shared.plan.jobs[index];
+            let upstream: Vec<usize> = match &job.needs {
+                Some(needs) => needs.iter().map(|n| n.job).collect(),
+                None => by_stage.iter().take(job.stage).flatten().copied().collect(),
+            };
+            let failed_upstream =
+                upstream.iter().any(|u| outcomes[*u].as_ref().is_some_and(|o| o.status == JobStatus::Failed));
+            let canceled = *cancel.borrow();
+            let runs = !canceled
+                && match job.when {
+                    When::OnSuccess | When::Delayed => !failed_upstream,
+                    When::OnFailure => failed_upstream,
+                    When::Always => true,
+                    When::Manual | When::Never => false,
+                };
+            if !runs {
+                let status = if canceled {
+                    JobStatus::Canceled
+                } else if job.when == When::Manual {
+                    JobStatus::Manual
+                } else {
+                    JobStatus::Skipped
+                };
+                let outcome = JobOutcome {
+                    status,
+                    exit_code: None,
+                    duration: Duration::ZERO,
+                    coverage: None,
+                    after_script_failed: false,
+                    tail: Vec::new(),
+                    attempts: 0,
+                };
+                shared.sink.emit(Event::JobFinished { job: index, name: job.name.clone(), outcome: outcome.clone() });
+                outcomes[index] = Some(outcome);
+                finished += 1;
+                for dependent in &dependents[index] {
+                    waiting_on[*dependent] -= 1;
+                    if waiting_on[*dependent] == 0 {
+                        ready.push(*dependent);
+                    }
+                }
+                continue;
+            }
+            let inherited: Vec<(String, String)> =
+                job.artifacts_from.iter().flat_map(|source| dotenv[*source].iter().cloned()).collect();
+            let shared = shared.clone();
+            let semaphore = semaphore.clone();
+            let cancel = cancel.clone();
+            running.spawn(async move {
+                let _permit = semaphore.acquire_owned().await;
+                let (outcome, env) = run_job(&shared, index, inherited, cancel).await;
+                (index, outcome, env)
+            });
+        }
+        let Some(joined) = running.join_next().await else { break };
+        let (index, outcome, env) = match joined {
+            Ok(result) => result,
+            Err(error) => return Err(std::io::Error::other(format!("a job task failed: {error}"))),
+        };
+        shared.sink.emit(Event::JobFinished {
+            job: index,
+            name: shared.plan.jobs[index].name.clone(),
+            outcome: outcome.clone(),
+        });
+        outcomes[index] = Some(outcome);
+        dotenv[index] = env;
+        finished += 1;
+        for dependent in dependents[index].clone() {
+            waiting_on[dependent] -= 1;
+            if waiting_on[dependent] == 0 {
+                ready.push(dependent);
+            }
+        }
+    }
+    let jobs: Vec<(String, JobOutcome)> = shared
+        .plan
+        .jobs
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(job, outcome)| outcome.map(|o| (job.name.clone(), o)))
+        .collect();
+    let success = jobs.iter().all(|(_, o)| !matches!(o.status, JobStatus::Failed | JobStatus::Canceled));
+    Ok(PipelineOutcome { jobs, success })
+}
+
+fn job_variables(
+    shared: &Shared,
+    index: usize,
+    workspace: &std::path::Path,
+    inherited: &[(String, String)],
+) -> Vec<(String, String)> {
+    let planned = &shared.plan.jobs[index];
+    let job = &shared.config.jobs[planned.config_index];
+    let mut layers: Vec<(String, String, bool)> =
+        shared.options.predefined.iter().map(|(k, v)| (k.clone(), v.clone(), false)).collect();
+    let stage = shared.plan.stages.get(planned.stage).cloned().unwrap_or_default();
+    let job_id = shared.options.pipeline_id * 1000 + index as u64 + 1;
+    let predefined_job = [
+        ("CI_JOB_NAME", planned.name.clone()),
+        ("CI_JOB_NAME_SLUG", slug(&planned.name)),
+        ("CI_JOB_STAGE", stage),
+        ("CI_JOB_ID", job_id.to_string()),
+        ("CI_PROJECT_DIR", workspace.display().to_string()),
+        ("CI_BUILDS_DIR", workspace.parent().map(|p| p.display().to_string()).unwrap_or_default()),
+        ("CI_JOB_URL", format!("http://localhost/jobs/{job_id}")),
+    ];
+    layers.extend(predefined_job.into_iter().map(|(k, v)| (k.to_owned(), v, false)));
+    if let Some(environment) = &job.environment {
+        layers.push(("CI_ENVIRONMENT_NAME".to_owned(), environment.name.clone(), true));
+        layers.push(("CI_ENVIRONMENT_SLUG".to_owned(), slug(&environment.name), false));
+        if let Some(url) = &environment.url {
+            layers.push(("CI_ENVIRONMENT_URL".to_owned(), url.clone(), true));
+        }
+        if let Some(tier) = &environment.deployment_tier {
+            layers.push(("CI_ENVIRONMENT_TIER".to_owned(), tier.clone(), false));
+        }
+    }
+    for variable in &job.variables {
+        layers.push((variable.name.clone(), variable.value.clone(), variable.expand));
+    }
+    for variable in shared.plan.workflow_variables.iter().chain(&planned.extra_variables) {
+        layers.push((variable.name.clone(), variable.value.clone(), variable.expand));
+    }
+    layers.extend(inherited.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
+    let environment = job.environment.as_ref().map(|e| e.name.as_str());
+    layers.extend(
+        shared
+            .options
+            .overrides
+            .iter()
+            .filter(|o| o.environment.as_deref().is_none_or(|pattern| environment_matches(pattern, environment)))
+            .map(|o| (o.name.clone(), o.value.clone(), false)),
+    );
+    layers.retain(|(name, _, _)| !shared.options.unset.contains(name));
+    variables::resolve(&layers, &|_| None)
+}
+
+fn slug(text: &str) -> String {
+    let slug: String = text
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    slug.chars().take(63).collect()
+}
+
+fn cache_key(shared: &Shared, key: &CacheKey, workspace: &std::path::Path, env: &[(String, String)]) -> String {
+    let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    match key {
+        CacheKey::Text(text) => variables::expand(text, &lookup),
+        CacheKey::Files { files, prefix } => {
+            use sha2::Digest;
+            let mut digest = sha2::Sha256::new();
+            for pattern in files {
+                for file in opsloop_pipeline::config::glob_matches(pattern, &shared.files) {
+                    digest.update(file.as_bytes());
+                    digest.update(std::fs::read(workspace.join(&file)).unwrap_or_default());
+                }
+            }
+            let hash = hex::encode(digest.finalize());
+            match prefix {
+                Some(prefix) => format!("{}-{}", variables::expand(prefix, &lookup), &hash[..16]),
+                None => hash[..16].to_owned(),
+            }
+        }
+    }
+}
+
+/// Runs one job with its retries: workspace, caches and artifacts in, scripts, after_script,
+/// artifacts and caches out. Returns the outcome and the dotenv variables it reports.
+async fn run_job(
+    shared: &Arc<Shared>,
+    index: usize,
+    inherited: Vec<(String, String)>,
+    cancel: watch::Receiver<bool>,
+) -> (JobOutcome, Vec<(String, String)>) {
+    let planned: &PlannedJob = &shared.plan.jobs[index];
+    let job: &Job = &shared.config.jobs[planned.config_index];
+    let name = planned.name.clone();
+    let started = Instant::now();
+    if planned.when == When::Delayed
+        && let Some(delay) = planned.start_in.as_deref().and_then(shell::parse_duration)
+    {
+        shared.sink.emit(Event::Note {
+            job: index,
+            name: name.clone(),
+            text: format!("delayed: starting in {}s", delay.as_secs()),
+        });
+        tokio::time::sleep(delay).await;
+    }
+    let _resource_lock = match &job.resource_group {
+        Some(group) => {
+            let lock = shared.resource_groups.lock().await.entry(group.clone()).or_default().clone();
+            Some(lock.lock_owned().await)
+        }
+        None => None,
+    };
+    shared.sink.emit(Event::JobStarted { job: index, name: name.clone() });
+
+    let builds = shared.options.state_dir.join("builds");
+    let workspace_dir = builds.join(workspace::dir_name(&name));
+    let scripts_dir = shared.options.state_dir.join("scripts");
+    let prepared = {
+        let (project, workspace_dir, scripts_dir) =
+            (shared.options.project_dir.clone(), workspace_dir.clone(), scripts_dir.clone());
+        let files = shared.files.clone();
+        let sources: Vec<PathBuf> = planned
+            .artifacts_from
+            .iter()
+            .map(|source| workspace::artifacts_dir(&shared.options.state_dir, &shared.plan.jobs[*source].name))
+            .collect();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let _ = std::fs::remove_dir_all(&workspace_dir);
+            std::fs::create_dir_all(&workspace_dir)?;
+            std::fs::create_dir_all(&scripts_dir)?;
+            workspace::copy_files(&project, &workspace_dir, &files)?;
+            for source in sources {
+                workspace::copy_tree(&source, &workspace_dir)?;
+            }
+            Ok(())
+        })
+        .await
+    };
+    let fail_setup = |message: String| {
+        shared.sink.emit(Event::Output {
+            job: index,
+            name: name.clone(),
+            stream: Stream::Stderr,
+            line: message.clone(),
+        });
+        JobOutcome {
+            status: JobStatus::Failed,
+            exit_code: None,
+            duration: started.elapsed(),
+            coverage: None,
+            after_script_failed: false,
+            tail: vec![message],
+            attempts: 0,
+        }
+    };
+    match prepared {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return (fail_setup(format!("preparing the workspace failed: {error}")), Vec::new()),
+        Err(error) => return (fail_setup(format!("preparing the workspace failed: {error}")), Vec::new()),
+    }
+    let env = job_variables(shared, index, &workspace_dir, &inherited);
+
+    // Caches in.
+    let caches: Vec<(String, &opsloop_pipeline::config::Cache)> =
+        job.cache.iter().map(|cache| (cache_key(shared, &cache.key, &workspace_dir, &env), cache)).collect();
+    for (key, cache) in &caches {
+        if cache.policy != CachePolicy::Push {
+            let mut dirs = vec![workspace::cache_dir(&shared.options.state_dir, key)];
+            dirs.extend(cache.fallback_keys.iter().map(|k| workspace::cache_dir(&shared.options.state_dir, k)));
+            if let Some(dir) = dirs.into_iter().find(|d| d.exists()) {
+                let target = workspace_dir.clone();
+                let _ = tokio::task::spawn_blocking(move || workspace::copy_tree(&dir, &target)).await;
+            }
+        }
+    }
+
+    let coverage_regex = job.coverage.as_deref().and_then(|pattern| {
+        let body = pattern.trim().strip_prefix('/').and_then(|p| p.rsplit_once('/')).map_or(pattern, |(body, _)| body);
+        regex::Regex::new(body).ok()
+    });
+    let number_regex = regex::Regex::new(r"\d+(?:\.\d+)?").ok();
+    let timeout = job.timeout.as_deref().and_then(shell::parse_duration);
+    let mut commands: Vec<String> = job.before_script.clone();
+    commands.extend(job.script.iter().cloned());
+    let mut tail: Vec<String> = Vec::new();
+    let mut coverage = None;
+    let mut attempts = 0;
+    let ending = loop {
+        attempts += 1;
+        let script_path = scripts_dir.join(format!("{}-{attempts}.sh", workspace::dir_name(&name)));
+        let mut on_line = |line: Line| match line {
+            Line::Command(text) => {
+                let text = shared.masker.mask(&text);
+                shared.sink.emit(Event::Command { job: index, name: name.clone(), text });
+            }
+            Line::Output(stream, text) => {
+                let text = shared.masker.mask(&text);
+                if let Some(regex) = &coverage_regex
+                    && let Some(found) = regex.find(&text)
+                {
+                    let number =
+                        number_regex.as_ref().and_then(|n| n.find(found.as_str()).map(|m| m.as_str().to_owned()));
+                    if number.is_some() {
+                        coverage = number;
+                    }
+                }
+                tail.push(text.clone());
+                if tail.len() > 20 {
+                    tail.remove(0);
+                }
+                shared.sink.emit(Event::Output { job: index, name: name.clone(), stream, line: text });
+            }
+        };
+        let ending = match shell::run(
+            &shell::script(&commands),
+            &script_path,
+            &workspace_dir,
+            &env,
+            timeout,
+            cancel.clone(),
+            &mut on_line,
+        )
+        .await
+        {
+            Ok(ending) => ending,
+            Err(error) => {
+                shared.sink.emit(Event::Output {
+                    job: index,
+                    name: name.clone(),
+                    stream: Stream::Stderr,
+                    line: format!("cannot run bash: {error}"),
+                });
+                Ending::Exited(127)
+            }
+        };
+        let retryable = match ending {
+            Ending::Exited(0) | Ending::Canceled => false,
+            Ending::Exited(code) => {
+                (job.retry.when.is_empty() || job.retry.when.iter().any(|w| w == "always" || w == "script_failure"))
+                    && (job.retry.exit_codes.is_empty() || job.retry.exit_codes.contains(&code))
+            }
+            Ending::TimedOut => {
+                job.retry.when.is_empty()
+                    || job.retry.when.iter().any(|w| w == "always" || w == "job_execution_timeout")
+            }
+        };
+        if retryable && attempts <= job.retry.max {
+            shared.sink.emit(Event::Note {
+                job: index,
+                name: name.clone(),
+                text: format!("retrying (attempt {} of {})", attempts + 1, job.retry.max + 1),
+            });
+            continue;
+        }
+        break ending;
+    };
+    if ending == Ending::TimedOut {
+        shared.sink.emit(Event::Note {
+            job: index,
+            name: name.clone(),
+            text: format!("job timed out after {}", job.timeout.clone().unwrap_or_default()),
+        });
+    }
+    let (status, exit_code) = match ending {
+        Ending::Exited(0) => (JobStatus::Success, Some(0)),
+        Ending::Exited(code) if planned.allow_failure.allows(code) => (JobStatus::Warning, Some(code)),
+        Ending::Exited(code) => (JobStatus::Failed, Some(code)),
+        Ending::TimedOut => (JobStatus::Failed, None),
+        Ending::Canceled => (JobStatus::Canceled, None),
+    };
+
+    // after_script: always, in its own shell, never failing the job.
+    let mut after_script_failed = false;
+    if !job.after_script.is_empty() {
+        let job_status = match status {
+            JobStatus::Success | JobStatus::Warning => "success",
+            JobStatus::Canceled => "canceled",
+            _ => "failed",
+        };
+        let mut after_env = env.clone();
+        after_env.push(("CI_JOB_STATUS".to_owned(), job_status.to_owned()));
+        let script_path = scripts_dir.join(format!("{}-after.sh", workspace::dir_name(&name)));
+        let (_never, not_canceled) = watch::channel(false);
+        let mut on_line = |line: Line| match line {
+            Line::Command(text) => {
+                shared.sink.emit(Event::Command { job: index, name: name.clone(), text: shared.masker.mask(&text) })
+            }
+            Line::Output(stream, text) => shared.sink.emit(Event::Output {
+                job: index,
+                name: name.clone(),
+                stream,
+                line: shared.masker.mask(&text),
+            }),
+        };
+        let ending = shell::run(
+            &shell::script(&job.after_script),
+            &script_path,
+            &workspace_dir,
+            &after_env,
+            Some(Duration::from_secs(300)),
+            not_canceled,
+            &mut on_line,
+        )
+        .await;
+        after_script_failed = !matches!(ending, Ok(Ending::Exited(0)));
+    }
+
+    // Artifacts and caches out, and dotenv reports.
+    let succeeded = matches!(status, JobStatus::Success | JobStatus::Warning);
+    let mut reported = Vec::new();
+    if let Some(artifacts) = &job.artifacts {
+        let wanted = match artifacts.when {
+            ArtifactsWhen::OnSuccess => succeeded,
+            ArtifactsWhen::OnFailure => !succeeded,
+            ArtifactsWhen::Always => true,
+        };
+        if wanted {
+            let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            let mut paths: Vec<String> = artifacts.paths.iter().map(|p| variables::expand(p, &lookup)).collect();
+            paths.extend(artifacts.dotenv.iter().chain(&artifacts.junit).map(|p| variables::expand(p, &lookup)));
+            let exclude: Vec<String> = artifacts.exclude.iter().map(|p| variables::expand(p, &lookup)).collect();
+            let (source, project, state) =
+                (workspace_dir.clone(), shared.options.project_dir.clone(), shared.options.state_dir.clone());
+            let target = workspace::artifacts_dir(&state, &name);
+            let copied = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+                let files = workspace::collect(&source, &project, &paths, &exclude)?;
+                let _ = std::fs::remove_dir_all(&target);
+                std::fs::create_dir_all(&target)?;
+                workspace::copy_files(&source, &target, &files)?;
+                // Like gitlab-ci-local: the files also land in the project directory.
+                workspace::copy_files(&source, &project, &files)?;
+                Ok(files.len())
+            })
+            .await;
+            if let Ok(Err(error)) = copied {
+                shared.sink.emit(Event::Note {
+                    job: index,
+                    name: name.clone(),
+                    text: format!("saving artifacts failed: {error}"),
+                });
+            }
+            for file in &artifacts.dotenv {
+                if let Ok(text) = std::fs::read_to_string(workspace_dir.join(variables::expand(file, &lookup))) {
+                    reported.extend(parse_dotenv(&text));
+                }
+            }
+        }
+    }
+    for (key, cache) in &caches {
+        let wanted = match cache.when {
+            ArtifactsWhen::OnSuccess => succeeded,
+            ArtifactsWhen::OnFailure => !succeeded,
+            ArtifactsWhen::Always => true,
+        };
+        if wanted && cache.policy != CachePolicy::Pull {
+            let (workspace_dir, project, paths) =
+                (workspace_dir.clone(), shared.options.project_dir.clone(), cache.paths.clone());
+            let target = workspace::cache_dir(&shared.options.state_dir, key);
+            let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let files = workspace::collect(&workspace_dir, &project, &paths, &[])?;
+                std::fs::create_dir_all(&target)?;
+                workspace::copy_files(&workspace_dir, &target, &files)
+            })
+            .await;
+        }
+    }
+    if !shared.options.keep_workspaces {
+        let workspace_dir = workspace_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(workspace_dir)).await;
+    }
+    let outcome =
+        JobOutcome { status, exit_code, duration: started.elapsed(), coverage, after_script_failed, tail, attempts };
+    (outcome, reported)
+}
+
+/// `KEY=value` lines, as GitLab reads `artifacts:reports:dotenv`.
+pub fn parse_dotenv(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                return None;
+            }
+            let (key, value) = line.split_once('=')?;
+            let key = key.trim().trim_start_matches("export ").trim();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return None;
+            }
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}

@@ -1,0 +1,292 @@
+//! Running a list of commands in bash with GitLab's semantics: each command echoed before it
+//! runs, the first failing command ends the script with its exit code, the whole process
+//! tree in its own process group so a timeout or cancellation can end all of it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::events::Stream;
+
+/// Marks an echoed command on the script's stdout: an ASCII record separator cannot appear at
+/// the start of a line a command prints by accident, and only costs a missing echo if it does.
+pub const COMMAND_MARKER: char = '\u{1e}';
+
+/// Single-quotes `text` for bash.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The bash script for `commands`: `set -eo pipefail` like GitLab's runner, each command
+/// announced through [`COMMAND_MARKER`] and then run as written.
+pub fn script(commands: &[String]) -> String {
+    let mut script = String::from("set -eo pipefail\nset +o noclobber\n");
+    for command in commands {
+        let mut lines = command.lines();
+        let first = lines.next().unwrap_or_default();
+        let shown =
+            if lines.next().is_some() { format!("{first} # collapsed multi-line command") } else { first.to_owned() };
+        script.push_str(&format!("printf '\\036%s\\n' {}\n", quote(&shown)));
+        script.push_str(command);
+        script.push('\n');
+    }
+    script
+}
+
+/// How a script run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    TimedOut,
+    Canceled,
+}
+
+/// A line of output from the script: an echoed command or a line on a stream.
+#[derive(Debug, Clone)]
+pub enum Line {
+    Command(String),
+    Output(Stream, String),
+}
+
+/// Runs `script` with bash in `dir` with `env` added to this process's environment, calling
+/// `on_line` for each line. Ends the whole process group on timeout or cancellation:
+/// SIGTERM, then SIGKILL after `grace`.
+pub async fn run(
+    script_text: &str,
+    script_path: &Path,
+    dir: &Path,
+    env: &[(String, String)],
+    timeout: Option<Duration>,
+    mut cancel: watch::Receiver<bool>,
+    on_line: &mut (dyn FnMut(Line) + Send),
+) -> std::io::Result<Ending> {
+    tokio::fs::write(script_path, script_text).await?;
+    let mut command = Command::new("bash");
+    command
+        .arg("--noprofile")
+        .arg("--norc")
+        .arg(script_path)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<Line>();
+    let stdout_task = stdout.map(|out| {
+        let tx = lines_tx.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(out);
+            let mut buffer = Vec::new();
+            while reader.read_until(b'\n', &mut buffer).await.is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&buffer).trim_end_matches(['\n', '\r']).to_owned();
+                buffer.clear();
+                let line = match text.strip_prefix(COMMAND_MARKER) {
+                    Some(command) => Line::Command(command.to_owned()),
+                    None => Line::Output(Stream::Stdout, text),
+                };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let stderr_task = stderr.map(|err| {
+        let tx = lines_tx.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(err);
+            let mut buffer = Vec::new();
+            while reader.read_until(b'\n', &mut buffer).await.is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&buffer).trim_end_matches(['\n', '\r']).to_owned();
+                buffer.clear();
+                if tx.send(Line::Output(Stream::Stderr, text)).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    drop(lines_tx);
+
+    let deadline = async {
+        match timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut ending = None;
+    let mut status = None;
+    loop {
+        tokio::select! {
+            line = lines_rx.recv() => match line {
+                Some(line) => on_line(line),
+                None => {
+                    if status.is_none() {
+                        status = Some(child.wait().await?);
+                    }
+                    break;
+                }
+            },
+            exit = child.wait(), if status.is_none() => { status = Some(exit?); }
+            () = &mut deadline, if ending.is_none() => {
+                ending = Some(Ending::TimedOut);
+                terminate(group).await;
+            }
+            changed = cancel.changed(), if ending.is_none() => {
+                if changed.is_err() || *cancel.borrow() {
+                    ending = Some(Ending::Canceled);
+                    terminate(group).await;
+                }
+            }
+        }
+    }
+    // Whatever the script left running in its group goes with it.
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    if let Some(task) = stdout_task {
+        let _ = task.await;
+    }
+    if let Some(task) = stderr_task {
+        let _ = task.await;
+    }
+    if let Some(ending) = ending {
+        return Ok(ending);
+    }
+    let code = status.and_then(|s| s.code()).unwrap_or(1);
+    Ok(Ending::Exited(code))
+}
+
+async fn terminate(group: Option<Pid>) {
+    let Some(group) = group else { return };
+    let _ = killpg(group, Signal::SIGTERM);
+    let grace = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    while started.elapsed() < grace {
+        // ESRCH: the group is gone.
+        if killpg(group, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// Parses GitLab durations: `3600`, `30s`, `10 minutes`, `1h 30m`, `2 hours 5 min`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim().to_ascii_lowercase();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    let mut unit = String::new();
+    let mut found = false;
+    let mut flush = |number: &mut String, unit: &mut String| -> Option<()> {
+        if number.is_empty() {
+            return if unit.is_empty() || unit == "and" { Some(()) } else { None };
+        }
+        let value: u64 = number.parse().ok()?;
+        let factor = match unit.as_str() {
+            "s" | "sec" | "secs" | "second" | "seconds" | "" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 604_800,
+            _ => return None,
+        };
+        total = total.checked_add(value.checked_mul(factor)?)?;
+        number.clear();
+        unit.clear();
+        Some(())
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !unit.is_empty() {
+                flush(&mut number, &mut unit)?;
+            }
+            number.push(c);
+            found = true;
+        } else if c.is_ascii_alphabetic() {
+            unit.push(c);
+        } else if c.is_whitespace() || c == ',' {
+            if !unit.is_empty() {
+                flush(&mut number, &mut unit)?;
+            }
+        } else {
+            return None;
+        }
+    }
+    flush(&mut number, &mut unit)?;
+    found.then(|| Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2 hours and 5 minutes"), Some(Duration::from_secs(7500)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn scripts_echo_commands_safely() {
+        let text = script(&["echo 'it''s'".to_owned(), "for i in 1 2; do\n  echo $i\ndone".to_owned()]);
+        assert!(text.starts_with("set -eo pipefail\n"));
+        assert!(text.contains(r"printf '\036%s\n' 'echo '\''it'\'''\''s'\'''"), "{text}");
+        assert!(text.contains("for i in 1 2; do # collapsed multi-line command"));
+    }
+
+    #[tokio::test]
+    async fn runs_stops_at_first_failure_and_kills_on_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let mut lines = Vec::new();
+        let text =
+            script(&["echo one".to_owned(), ">&2 echo two".to_owned(), "false".to_owned(), "echo never".to_owned()]);
+        let ending = run(&text, &dir.path().join("s.sh"), dir.path(), &[], None, rx.clone(), &mut |l| lines.push(l))
+            .await
+            .unwrap();
+        assert_eq!(ending, Ending::Exited(1));
+        let shown: Vec<String> = lines
+            .iter()
+            .map(|l| match l {
+                Line::Command(c) => format!("$ {c}"),
+                Line::Output(Stream::Stdout, t) => format!("> {t}"),
+                Line::Output(Stream::Stderr, t) => format!("! {t}"),
+            })
+            .collect();
+        assert!(shown.contains(&"$ echo one".to_owned()) && shown.contains(&"> one".to_owned()));
+        assert!(shown.contains(&"! two".to_owned()));
+        assert!(!shown.iter().any(|l| l.contains("never") && l.starts_with('>')));
+
+        let marker = dir.path().join("child-alive");
+        let text = script(&[format!("(sleep 30; touch {}) &", marker.display()), "sleep 30".to_owned()]);
+        let started = std::time::Instant::now();
+        let ending =
+            run(&text, &dir.path().join("t.sh"), dir.path(), &[], Some(Duration::from_millis(300)), rx, &mut |_| {})
+                .await
+                .unwrap();
+        assert_eq!(ending, Ending::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!marker.exists());
+    }
+}

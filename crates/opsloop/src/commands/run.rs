@@ -1,0 +1,633 @@
+//! `opsloop run` and `opsloop lint`: the pipeline engine on the developer's machine, with
+//! gitlab-ci-local's command line and output, so its users feel at home.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use opsloop_pipeline::config::{self, Config, FileSource};
+use opsloop_pipeline::diagnostic::{Diagnostic, Severity};
+use opsloop_pipeline::plan::{self, PlanOptions};
+use opsloop_pipeline::yaml::{self, Node, Value};
+use opsloop_runner::{Event, EventSink, JobStatus, Override, RunOptions, Stream};
+
+use crate::cli::{LintArgs, RunArgs};
+use crate::output;
+
+/// Exit code for an invalid configuration or usage (a failed pipeline is 1).
+const INVALID: u8 = 2;
+pub const STATE_DIR: &str = ".opsloop";
+
+/// The project's files on disk, as the loader sees them.
+struct DirSource {
+    root: PathBuf,
+    files: Vec<String>,
+}
+
+impl FileSource for DirSource {
+    fn read(&self, path: &str) -> Result<String, String> {
+        let relative = path.trim_start_matches('/');
+        std::fs::read_to_string(self.root.join(relative)).map_err(|e| e.to_string())
+    }
+    fn files(&self) -> Vec<String> {
+        self.files.clone()
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// GitLab's predefined variables for a local pipeline, from git where it can tell.
+fn predefined(project: &Path, pipeline_id: u64) -> Vec<(String, String)> {
+    let sha = git(project, &["rev-parse", "HEAD"]).unwrap_or_else(|| "0".repeat(40));
+    let branch = git(project, &["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD");
+    let tag = git(project, &["describe", "--exact-match", "--tags", "HEAD"]);
+    let default_branch = git(project, &["symbolic-ref", "--short", "refs/remotes/origin/HEAD"])
+        .map(|r| r.trim_start_matches("origin/").to_owned())
+        .unwrap_or_else(|| "main".to_owned());
+    let message = git(project, &["log", "-1", "--format=%B"]).unwrap_or_default();
+    let author = git(project, &["log", "-1", "--format=%an <%ae>"]).unwrap_or_default();
+    let timestamp = git(project, &["log", "-1", "--format=%cI"]).unwrap_or_default();
+    let user_name = git(project, &["config", "user.name"]).unwrap_or_else(|| "local".to_owned());
+    let user_email = git(project, &["config", "user.email"]).unwrap_or_else(|| "local@localhost".to_owned());
+    let remote = git(project, &["remote", "get-url", "origin"]).unwrap_or_default();
+    let dir_name =
+        project.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "project".to_owned());
+    let path = remote_path(&remote).unwrap_or_else(|| format!("local/{dir_name}"));
+    let (namespace, name) =
+        path.rsplit_once('/').map_or(("local".to_owned(), path.clone()), |(a, b)| (a.to_owned(), b.to_owned()));
+    let ref_name = tag.clone().or_else(|| branch.clone()).unwrap_or_else(|| sha.clone());
+    let mut vars: Vec<(&str, String)> = vec![
+        ("CI", "true".into()),
+        ("GITLAB_CI", "false".into()),
+        ("CI_SERVER", "yes".into()),
+        ("CI_SERVER_NAME", "opsloop".into()),
+        ("CI_PIPELINE_ID", pipeline_id.to_string()),
+        ("CI_PIPELINE_IID", pipeline_id.to_string()),
+        ("CI_PIPELINE_SOURCE", "push".into()),
+        ("CI_PIPELINE_URL", format!("http://localhost/pipelines/{pipeline_id}")),
+        ("CI_COMMIT_SHA", sha.clone()),
+        ("CI_COMMIT_SHORT_SHA", sha.chars().take(8).collect()),
+        ("CI_COMMIT_BEFORE_SHA", "0".repeat(40)),
+        ("CI_COMMIT_REF_NAME", ref_name.clone()),
+        ("CI_COMMIT_REF_SLUG", slug(&ref_name)),
+        ("CI_COMMIT_MESSAGE", message.clone()),
+        ("CI_COMMIT_TITLE", message.lines().next().unwrap_or_default().to_owned()),
+        ("CI_COMMIT_DESCRIPTION", message.split_once('\n').map(|(_, rest)| rest.trim().to_owned()).unwrap_or_default()),
+        ("CI_COMMIT_AUTHOR", author),
+        ("CI_COMMIT_TIMESTAMP", timestamp),
+        ("CI_DEFAULT_BRANCH", default_branch),
+        ("CI_PROJECT_NAME", name.clone()),
+        ("CI_PROJECT_TITLE", name),
+        ("CI_PROJECT_PATH", path.clone()),
+        ("CI_PROJECT_PATH_SLUG", slug(&path)),
+        ("CI_PROJECT_NAMESPACE", namespace),
+        ("CI_PROJECT_URL", format!("http://localhost/{path}")),
+        ("CI_PROJECT_ID", "1".into()),
+        ("CI_REPOSITORY_URL", remote),
+        ("GITLAB_USER_LOGIN", user_email.split('@').next().unwrap_or_default().to_owned()),
+        ("GITLAB_USER_EMAIL", user_email),
+        ("GITLAB_USER_NAME", user_name),
+        ("CI_NODE_TOTAL", "1".into()),
+    ];
+    if let Some(branch) = branch.filter(|_| tag.is_none()) {
+        vars.push(("CI_COMMIT_BRANCH", branch));
+    }
+    if let Some(tag) = tag {
+        vars.push(("CI_COMMIT_TAG", tag));
+    }
+    vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn remote_path(remote: &str) -> Option<String> {
+    let path = if let Some((_, rest)) = remote.split_once("://") {
+        rest.split_once('/').map(|(_, path)| path.to_owned())?
+    } else {
+        remote.split_once(':').map(|(_, path)| path.to_owned())?
+    };
+    Some(path.trim_end_matches(".git").trim_matches('/').to_owned()).filter(|p| !p.is_empty())
+}
+
+fn slug(text: &str) -> String {
+    let slug: String =
+        text.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-").chars().take(63).collect()
+}
+
+/// Reads a variables file: `NAME: value`, or `NAME: {values: {"env-pattern": value}}`.
+fn variables_file(path: &Path, section: Option<&str>) -> Result<Vec<Override>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(format!("{}: {error}", path.display())),
+    };
+    let root = yaml::parse(&text)
+        .map_err(|e| format!("{}:{}:{}: {}", path.display(), e.span.line, e.span.column, e.message))?;
+    let root = match section {
+        Some(section) => match root.get(section) {
+            Some(node) => node.clone(),
+            None => return Ok(Vec::new()),
+        },
+        None => root,
+    };
+    let mut out = Vec::new();
+    for (key, value) in root.as_mapping().unwrap_or_default() {
+        match &value.value {
+            Value::Mapping(_) => {
+                if let Some(values) = value.get("values").and_then(Node::as_mapping) {
+                    for (pattern, scoped) in values {
+                        out.push(Override {
+                            name: key.name.clone(),
+                            value: scoped.scalar_text().unwrap_or_default(),
+                            environment: Some(pattern.name.clone()),
+                        });
+                    }
+                } else if let Some(plain) = value.get("value").and_then(Node::scalar_text) {
+                    out.push(Override { name: key.name.clone(), value: plain, environment: None });
+                }
+            }
+            _ => out.push(Override {
+                name: key.name.clone(),
+                value: value.scalar_text().unwrap_or_default(),
+                environment: None,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn print_diagnostics(config_sources: &opsloop_pipeline::diagnostic::Sources, diagnostics: &[Diagnostic]) {
+    for diagnostic in diagnostics {
+        let rendered = config_sources.render(diagnostic);
+        if diagnostic.severity == Severity::Error {
+            output::error(rendered.trim_start_matches("error: "));
+        } else {
+            eprintln!("{rendered}");
+        }
+    }
+}
+
+struct Loaded {
+    config: Config,
+    files: Vec<String>,
+}
+
+fn load(cwd: Option<&Path>, file: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, String> {
+    let project = match cwd {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| e.to_string())?,
+    };
+    let files = opsloop_runner::workspace::project_files(&project, STATE_DIR).map_err(|e| e.to_string())?;
+    let source = DirSource { root: project, files: files.clone() };
+    let config = config::load(&source, file, lookup);
+    Ok(Loaded { config, files })
+}
+
+pub fn lint(args: LintArgs) -> ExitCode {
+    let project = args.cwd.clone().unwrap_or_else(|| PathBuf::from("."));
+    let defined = predefined(&project, 1);
+    let lookup = |name: &str| defined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let loaded = match load(args.cwd.as_deref(), &args.file, &lookup) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            output::error(&error);
+            return ExitCode::from(INVALID);
+        }
+    };
+    let mut diagnostics = loaded.config.diagnostics.clone();
+    if !loaded.config.has_errors()
+        && let Err(errors) = plan::plan(&loaded.config, &lookup, &loaded.files, &PlanOptions::default())
+    {
+        diagnostics.extend(errors);
+    }
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    if args.json {
+        let items: Vec<serde_json::Value> = diagnostics
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "severity": if d.is_error() { "error" } else { "warning" },
+                    "message": d.message,
+                    "file": d.span.map(|s| loaded.config.sources.path(s).to_owned()),
+                    "line": d.span.map(|s| s.line),
+                    "column": d.span.map(|s| s.column),
+                    "hint": d.hint,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+    } else {
+        print_miette(&loaded.config.sources, &diagnostics);
+        if errors == 0 {
+            println!(
+                "{} is valid: {} jobs in {} stages.",
+                args.file,
+                loaded.config.jobs.len(),
+                loaded.config.stages.len()
+            );
+        }
+    }
+    if errors > 0 { ExitCode::from(INVALID) } else { ExitCode::SUCCESS }
+}
+
+/// Renders diagnostics with the source line under them (miette), to stderr.
+fn print_miette(sources: &opsloop_pipeline::diagnostic::Sources, diagnostics: &[Diagnostic]) {
+    for diagnostic in diagnostics {
+        let severity = if diagnostic.is_error() { miette::Severity::Error } else { miette::Severity::Warning };
+        let mut report = miette::MietteDiagnostic::new(diagnostic.message.clone()).with_severity(severity);
+        if let Some(hint) = &diagnostic.hint {
+            report = report.with_help(hint.clone());
+        }
+        let report = match diagnostic.span {
+            Some(span) => {
+                let offset = sources.byte_offset(span);
+                let report = report.with_label(miette::LabeledSpan::at(offset..offset, "here"));
+                let source = miette::NamedSource::new(
+                    format!("{}:{}:{}", sources.path(span), span.line, span.column),
+                    sources.text(span).to_owned(),
+                );
+                miette::Report::new(report).with_source_code(source)
+            }
+            None => miette::Report::new(report),
+        };
+        eprintln!("{report:?}");
+    }
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    let started = Instant::now();
+    let project = args.cwd.clone().unwrap_or_else(|| PathBuf::from("."));
+    let project = std::path::absolute(&project).unwrap_or(project);
+    let state_dir = project.join(STATE_DIR);
+    let pipeline_id = next_pipeline_id(&state_dir);
+    let mut defined = predefined(&project, pipeline_id);
+
+    // Variables from files and the command line, lowest to highest.
+    let mut overrides: Vec<Override> = Vec::new();
+    let home = args.home.clone().or_else(|| std::env::var_os("HOME").map(PathBuf::from));
+    if let Some(home) = home {
+        match variables_file(&home.join(".gitlab-ci-local/variables.yml"), Some("global")) {
+            Ok(found) => overrides.extend(found),
+            Err(error) => {
+                output::error(&error);
+                return ExitCode::from(INVALID);
+            }
+        }
+    }
+    let project_file = args.variables_file.clone().unwrap_or_else(|| project.join(".gitlab-ci-local-variables.yml"));
+    match variables_file(&project_file, None) {
+        Ok(found) => overrides.extend(found),
+        Err(error) => {
+            output::error(&error);
+            return ExitCode::from(INVALID);
+        }
+    }
+    for pair in &args.variable {
+        let Some((name, value)) = pair.split_once('=') else {
+            output::error(&format!("--variable takes KEY=VALUE, not `{pair}`"));
+            return ExitCode::from(INVALID);
+        };
+        overrides.push(Override { name: name.to_owned(), value: value.to_owned(), environment: None });
+    }
+    // Pipeline-level lookups (include rules, workflow, job rules) see the unscoped overrides.
+    for o in overrides.iter().filter(|o| o.environment.as_deref().is_none_or(|e| e == "*")) {
+        defined.retain(|(k, _)| *k != o.name);
+        defined.push((o.name.clone(), o.value.clone()));
+    }
+    defined.retain(|(k, _)| !args.unset_variable.contains(k));
+    let lookup = |name: &str| defined.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+
+    let loaded = match load(Some(&project), &args.file, &lookup) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            output::error(&error);
+            return ExitCode::from(INVALID);
+        }
+    };
+    let config = loaded.config;
+    print_diagnostics(
+        &config.sources,
+        &config.diagnostics.iter().filter(|d| !d.is_error()).cloned().collect::<Vec<_>>(),
+    );
+    if config.has_errors() {
+        print_diagnostics(
+            &config.sources,
+            &config.diagnostics.iter().filter(|d| d.is_error()).cloned().collect::<Vec<_>>(),
+        );
+        return ExitCode::from(INVALID);
+    }
+    eprintln!("parsing and includes finished in {} ms.", started.elapsed().as_millis());
+    if args.preview {
+        print!("{}", to_yaml(&config.expanded, 0));
+        return ExitCode::SUCCESS;
+    }
+    let global_lookup = |name: &str| {
+        config.variables.iter().rev().find(|v| v.name == name).map(|v| v.value.clone()).or_else(|| lookup(name))
+    };
+    let options = PlanOptions {
+        selected: dedup(&args.jobs),
+        with_needs: args.needs,
+        only_needs: args.only_needs,
+        stage: args.stage.clone(),
+        manual: args.manual.clone(),
+    };
+    let planned = match plan::plan(&config, &global_lookup, &loaded.files, &options) {
+        Ok(planned) => planned,
+        Err(errors) => {
+            print_diagnostics(&config.sources, &errors);
+            return ExitCode::from(INVALID);
+        }
+    };
+    eprintln!("configuration validated in {} ms", started.elapsed().as_millis());
+    if args.list || args.list_json {
+        return list(&config, &planned, args.list_json);
+    }
+    exclude_state_dir(&project);
+
+    let masked: Vec<String> = Vec::new();
+    let options = RunOptions {
+        project_dir: project.clone(),
+        state_dir,
+        concurrency: args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+        keep_workspaces: args.shell_isolation,
+        predefined: defined.clone(),
+        overrides,
+        unset: args.unset_variable.clone(),
+        masked,
+        pipeline_id,
+    };
+    let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
+    let printer = Arc::new(Printer {
+        width,
+        json: args.json,
+        stages: planned.stages.clone(),
+        jobs: planned.jobs.iter().map(|j| j.stage).collect(),
+        color: output::color(),
+        lock: Mutex::new(()),
+    });
+    let names: Vec<String> = planned.jobs.iter().map(|j| j.name.clone()).collect();
+    let coverage_jobs: Vec<bool> =
+        planned.jobs.iter().map(|j| config.jobs[j.config_index].coverage.is_some()).collect();
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: canceling the pipeline");
+            let _ = cancel_tx.send(true);
+        }
+    });
+    let outcome = opsloop_runner::run_pipeline(config, planned, options, printer.clone(), cancel_rx).await;
+    interrupt.abort();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            output::error(&format!("the pipeline could not run: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        let summary = serde_json::json!({
+            "event": "pipeline_finished",
+            "status": if outcome.success { "success" } else { "failed" },
+            "duration_ms": started.elapsed().as_millis() as u64,
+        });
+        println!("{summary}");
+    } else {
+        printer.summary(&outcome, &names, &coverage_jobs);
+        eprintln!("pipeline finished in {} ms", started.elapsed().as_millis());
+    }
+    if outcome.success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn dedup(jobs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for job in jobs {
+        if !out.contains(job) {
+            out.push(job.clone());
+        }
+    }
+    out
+}
+
+/// Each run gets the next pipeline id, kept in `.opsloop/pipeline-id`.
+fn next_pipeline_id(state_dir: &Path) -> u64 {
+    let path = state_dir.join("pipeline-id");
+    let next = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0) + 1;
+    if std::fs::create_dir_all(state_dir).is_ok() {
+        let _ = std::fs::write(&path, next.to_string());
+    }
+    next
+}
+
+/// Keeps `.opsloop/` out of `git status` without touching the project's `.gitignore`.
+fn exclude_state_dir(project: &Path) {
+    let Some(git_dir) = git(project, &["rev-parse", "--git-dir"]) else { return };
+    let exclude = project.join(git_dir).join("info").join("exclude");
+    let existing = std::fs::read_to_string(&exclude).unwrap_or_default();
+    if existing.lines().any(|l| l.trim() == "/.opsloop/" || l.trim() == ".opsloop/") {
+        return;
+    }
+    if let Some(parent) = exclude.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&exclude) {
+        let _ = writeln!(file, "/.opsloop/");
+    }
+}
+
+fn list(config: &Config, planned: &plan::Plan, as_json: bool) -> ExitCode {
+    let rows: Vec<serde_json::Value> = planned
+        .jobs
+        .iter()
+        .map(|job| {
+            let source = &config.jobs[job.config_index];
+            let needs: Option<Vec<String>> =
+                job.needs.as_ref().map(|n| n.iter().map(|n| planned.jobs[n.job].name.clone()).collect());
+            serde_json::json!({
+                "name": job.name,
+                "stage": planned.stages[job.stage],
+                "when": job.when.as_str(),
+                "allow_failure": !matches!(job.allow_failure, config::AllowFailure::No),
+                "needs": needs,
+                "description": source.node.get("description").and_then(Node::scalar_text),
+            })
+        })
+        .collect();
+    if as_json {
+        println!("{}", serde_json::Value::Array(rows));
+        return ExitCode::SUCCESS;
+    }
+    let table = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row["name"].as_str().unwrap_or_default().to_owned(),
+                row["description"].as_str().unwrap_or_default().to_owned(),
+                row["stage"].as_str().unwrap_or_default().to_owned(),
+                row["when"].as_str().unwrap_or_default().to_owned(),
+                row["allow_failure"].to_string(),
+                row["needs"]
+                    .as_array()
+                    .map(|n| format!("[{}]", n.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::table(&["name", "description", "stage", "when", "allow_failure", "needs"], table);
+    ExitCode::SUCCESS
+}
+
+/// Block-style YAML for `--preview`; strings are double-quoted (JSON escapes are YAML escapes).
+fn to_yaml(node: &Node, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    match &node.value {
+        Value::Mapping(entries) if !entries.is_empty() => entries
+            .iter()
+            .map(|(key, value)| {
+                let key = serde_json::to_string(&key.name).unwrap_or_default();
+                match &value.value {
+                    Value::Mapping(e) if !e.is_empty() => format!("{pad}{key}:\n{}", to_yaml(value, indent + 2)),
+                    Value::Sequence(i) if !i.is_empty() => format!("{pad}{key}:\n{}", to_yaml(value, indent + 2)),
+                    _ => format!("{pad}{key}: {}\n", to_yaml(value, 0).trim_end()),
+                }
+            })
+            .collect(),
+        Value::Sequence(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| match &item.value {
+                Value::Mapping(e) if !e.is_empty() => {
+                    let inner = to_yaml(item, indent + 2);
+                    format!("{pad}- {}", inner.trim_start())
+                }
+                _ => format!("{pad}- {}\n", to_yaml(item, 0).trim_end()),
+            })
+            .collect(),
+        Value::Mapping(_) => "{}\n".to_owned(),
+        Value::Sequence(_) => "[]\n".to_owned(),
+        Value::Null => "null\n".to_owned(),
+        Value::Bool(b) => format!("{b}\n"),
+        Value::Int(i) => format!("{i}\n"),
+        Value::Float(f) => format!("{f}\n"),
+        Value::String(s) => format!("{}\n", serde_json::to_string(s).unwrap_or_default()),
+        Value::Reference(path) => format!("!reference [{}]\n", path.join(", ")),
+    }
+}
+
+/// Prints runner events as gitlab-ci-local does: `job > line`, `job $ command`, and a summary.
+struct Printer {
+    width: usize,
+    json: bool,
+    stages: Vec<String>,
+    jobs: Vec<usize>,
+    color: bool,
+    lock: Mutex<()>,
+}
+
+impl Printer {
+    fn prefix(&self, name: &str) -> String {
+        let padded = format!("{name:<width$}", width = self.width);
+        if self.color { format!("\x1b[34m{padded}\x1b[0m") } else { padded }
+    }
+
+    fn summary(&self, outcome: &opsloop_runner::PipelineOutcome, names: &[String], coverage: &[bool]) {
+        let _guard = self.lock.lock();
+        println!();
+        for (index, (name, job)) in outcome.jobs.iter().enumerate() {
+            let padded = format!("{name:<width$}", width = self.width);
+            let cover = job
+                .coverage
+                .as_ref()
+                .filter(|_| coverage.get(index).copied().unwrap_or(false))
+                .map(|c| format!(" {c}% coverage"))
+                .unwrap_or_default();
+            let (label, colour) = match job.status {
+                JobStatus::Success if job.after_script_failed => ("WARN", "33"),
+                JobStatus::Success => ("PASS", "32"),
+                JobStatus::Warning => ("WARN", "33"),
+                JobStatus::Failed => ("FAIL", "31"),
+                JobStatus::Canceled => ("CANCELED", "31"),
+                JobStatus::Skipped | JobStatus::Manual => continue,
+            };
+            let label = if self.color { format!("\x1b[{colour}m{label}\x1b[0m") } else { label.to_owned() };
+            let detail = match job.status {
+                JobStatus::Warning => "  pre_script".to_owned(),
+                JobStatus::Success if job.after_script_failed => "  after_script".to_owned(),
+                _ => String::new(),
+            };
+            println!(" {label}  {padded}{cover}{detail}");
+            if job.status == JobStatus::Success && job.after_script_failed {
+                continue;
+            }
+            if job.status == JobStatus::Warning && job.after_script_failed {
+                println!(" {label}  {padded}  after_script");
+            }
+        }
+        let _ = names;
+        for (name, job) in &outcome.jobs {
+            if job.status == JobStatus::Failed && !job.tail.is_empty() {
+                eprintln!("\n{name} failed; its last lines:");
+                for line in &job.tail {
+                    eprintln!("  {line}");
+                }
+            }
+        }
+    }
+}
+
+impl EventSink for Printer {
+    fn emit(&self, event: Event) {
+        let _guard = self.lock.lock();
+        if self.json {
+            let value = match &event {
+                Event::JobStarted { job, name } => {
+                    serde_json::json!({"event": "job_started", "job": job, "name": name})
+                }
+                Event::Command { job, name, text } => {
+                    serde_json::json!({"event": "command", "job": job, "name": name, "text": text})
+                }
+                Event::Output { job, name, stream, line } => serde_json::json!({
+                    "event": "output", "job": job, "name": name,
+                    "stream": if *stream == Stream::Stdout { "stdout" } else { "stderr" }, "line": line,
+                }),
+                Event::Note { job, name, text } => {
+                    serde_json::json!({"event": "note", "job": job, "name": name, "text": text})
+                }
+                Event::JobFinished { job, name, outcome } => serde_json::json!({
+                    "event": "job_finished", "job": job, "name": name, "status": outcome.status.as_str(),
+                    "exit_code": outcome.exit_code, "duration_ms": outcome.duration.as_millis() as u64,
+                    "coverage": outcome.coverage, "attempts": outcome.attempts,
+                }),
+            };
+            println!("{value}");
+            return;
+        }
+        match event {
+            Event::JobStarted { job, name } => {
+                let stage = self.jobs.get(job).and_then(|s| self.stages.get(*s)).cloned().unwrap_or_default();
+                println!("{} starting shell ({stage})", self.prefix(&name));
+            }
+            Event::Command { name, text, .. } => println!("{} $ {text}", self.prefix(&name)),
+            Event::Output { name, stream: Stream::Stdout, line, .. } => println!("{} > {line}", self.prefix(&name)),
+            Event::Output { name, stream: Stream::Stderr, line, .. } => eprintln!("{} > {line}", self.prefix(&name)),
+            Event::Note { name, text, .. } => eprintln!("{} {text}", self.prefix(&name)),
+            Event::JobFinished { name, outcome, .. } => {
+                let ms = outcome.duration.as_millis();
+                match outcome.status {
+                    JobStatus::Success => println!("{} finished in {ms} ms", self.prefix(&name)),
+                    JobStatus::Warning => {
+                        println!("{} finished in {ms} ms  WARN {}", self.prefix(&name), outcome.exit_code.unwrap_or(1));
+                    }
+                    JobStatus::Failed => {
+                        let code = outcome.exit_code.map_or_else(|| "timeout".to_owned(), |c| c.to_string());
+                        eprintln!("{} finished in {ms} ms  FAIL {code}", self.prefix(&name));
+                    }
+                    JobStatus::Canceled => eprintln!("{} canceled after {ms} ms", self.prefix(&name)),
+                    JobStatus::Skipped | JobStatus::Manual => {}
+                }
+            }
+        }
+    }
+}
