@@ -256,6 +256,9 @@ pub struct Job {
     pub before_script: Vec<String>,
     pub script: Vec<String>,
     pub after_script: Vec<String>,
+    /// The global variables this job inherits (all, some or none, per `inherit:variables`).
+    pub global_variables: Vec<Variable>,
+    /// The job's own `variables:`, which override global (and workflow) ones.
     pub variables: Vec<Variable>,
     pub when: When,
     pub start_in: Option<String>,
@@ -906,11 +909,16 @@ impl Loader<'_> {
     }
 
     fn needs(&mut self, node: &Node, owner: &str) -> Vec<Need> {
-        let items = match &node.value {
-            Value::Sequence(items) => items.clone(),
-            Value::Null => Vec::new(),
-            _ => vec![node.clone()],
-        };
+        // `!reference` inside `needs` leaves nested lists; GitLab flattens them.
+        fn flatten(node: &Node, out: &mut Vec<Node>, depth: usize) {
+            match &node.value {
+                Value::Sequence(items) if depth < 10 => items.iter().for_each(|item| flatten(item, out, depth + 1)),
+                Value::Null => {}
+                _ => out.push(node.clone()),
+            }
+        }
+        let mut items = Vec::new();
+        flatten(node, &mut items, 0);
         let mut needs = Vec::new();
         for (index, item) in items.iter().enumerate() {
             match &item.value {
@@ -1150,13 +1158,7 @@ impl Loader<'_> {
             },
             None => When::OnSuccess,
         };
-        let mut variables: Vec<Variable> = global_variables.to_vec();
-        if let Some(job_variables) = node.get("variables") {
-            for variable in self.variables(job_variables) {
-                variables.retain(|v| v.name != variable.name);
-                variables.push(variable);
-            }
-        }
+        let variables = node.get("variables").map(|v| self.variables(v)).unwrap_or_default();
         let rules = node.get("rules").map(|rules| self.rules(rules));
         if rules.is_some() && (node.get("only").is_some() || node.get("except").is_some()) {
             self.error(format!("{name}: rules cannot be used with only/except"), key.span);
@@ -1212,6 +1214,7 @@ impl Loader<'_> {
             before_script: node.get("before_script").map(|n| self.strings(n, "before_script")).unwrap_or_default(),
             script,
             after_script: node.get("after_script").map(|n| self.strings(n, "after_script")).unwrap_or_default(),
+            global_variables: global_variables.to_vec(),
             variables,
             when,
             start_in: node.get("start_in").and_then(Node::scalar_text),

@@ -85,7 +85,7 @@ pub struct PlannedNeed {
 /// One job as it will run (a `parallel` job becomes several).
 #[derive(Debug, Clone)]
 pub struct PlannedJob {
-    /// The name shown and used on the command line: `job`, `job 1/3`, `job: [a, b]`.
+    /// The name shown and used on the command line: `job`, `job: [1/3]`, `job: [a,b]`.
     pub name: String,
     /// Index of the job in `Config::jobs`.
     pub config_index: usize,
@@ -151,14 +151,10 @@ pub fn plan(
     let mut included: Vec<Option<Inclusion>> = Vec::new();
     for job in &config.jobs {
         let job_lookup = |name: &str| -> Option<String> {
-            job.variables.iter().rev().find(|v| v.name == name).map(|v| v.value.clone()).or_else(|| {
-                workflow_variables
-                    .iter()
-                    .rev()
-                    .find(|v| v.name == name)
-                    .map(|v| v.value.clone())
-                    .or_else(|| lookup(name))
-            })
+            [&job.variables, &workflow_variables, &job.global_variables]
+                .iter()
+                .find_map(|layer| layer.iter().rev().find(|v| v.name == name).map(|v| v.value.clone()))
+                .or_else(|| lookup(name))
         };
         let entry = if let Some(rules) = &job.rules {
             rules_match(rules, &job_lookup, files).filter(|o| o.when != When::Never).map(|outcome| {
@@ -286,6 +282,10 @@ pub fn plan(
                     )),
                 }
             }
+            // With `needs`, only needed jobs whose artifacts are wanted can deliver them.
+            if let Some(needs) = &jobs[position].needs {
+                from.retain(|source| needs.iter().any(|n| n.job == *source && n.artifacts));
+            }
             jobs[position].artifacts_from = from;
         } else {
             jobs[position].artifacts_from = match &jobs[position].needs {
@@ -331,26 +331,6 @@ pub fn plan(
                 None => {}
             }
         }
-        for position in 0..jobs.len() {
-            if keep[position]
-                && !explicitly.contains(&position)
-                && jobs[position].when == When::Manual
-                && !options
-                    .manual
-                    .iter()
-                    .any(|m| *m == jobs[position].name || *m == config.jobs[jobs[position].config_index].name)
-            {
-                let needed_by =
-                    (0..jobs.len()).find(|p| explicitly.contains(p)).map(|p| jobs[p].name.clone()).unwrap_or_default();
-                return Err(vec![Diagnostic::error(
-                    format!(
-                        "{} is when:manual, its needed by {needed_by}, and not specified in --manual",
-                        jobs[position].name
-                    ),
-                    None,
-                )]);
-            }
-        }
         for position in &explicitly {
             if jobs[*position].when == When::Manual {
                 jobs[*position].when = When::OnSuccess;
@@ -367,6 +347,24 @@ pub fn plan(
             && options.manual.iter().any(|m| *m == job.name || *m == config.jobs[job.config_index].name)
         {
             job.when = When::OnSuccess;
+        }
+    }
+
+    // A job may not wait, through `needs`, on a manual job nobody plays.
+    for (position, job) in jobs.iter().enumerate() {
+        if !keep[position] || job.when == When::Manual {
+            continue;
+        }
+        for need in job.needs.iter().flatten() {
+            if keep[need.job] && jobs[need.job].when == When::Manual {
+                return Err(vec![Diagnostic::error(
+                    format!(
+                        "{} is when:manual, its needed by {}, and not specified in --manual",
+                        jobs[need.job].name, job.name
+                    ),
+                    None,
+                )]);
+            }
         }
     }
 
@@ -406,7 +404,7 @@ fn expand_parallel(job: &Job) -> Vec<Instance> {
         Some(Parallel::Count(total)) => (1..=*total)
             .map(|index| {
                 (
-                    format!("{} {index}/{total}", job.name),
+                    format!("{}: [{index}/{total}]", job.name),
                     vec![variable("CI_NODE_INDEX", index.to_string()), variable("CI_NODE_TOTAL", total.to_string())],
                     Vec::new(),
                 )
@@ -435,7 +433,7 @@ fn expand_parallel(job: &Job) -> Vec<Instance> {
                 .into_iter()
                 .enumerate()
                 .map(|(index, combo)| {
-                    let label = combo.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", ");
+                    let label = combo.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",");
                     let mut variables: Vec<Variable> = combo.iter().map(|(k, v)| variable(k, v.clone())).collect();
                     variables.push(variable("CI_NODE_INDEX", (index + 1).to_string()));
                     variables.push(variable("CI_NODE_TOTAL", total.to_string()));

@@ -50,9 +50,10 @@ fn is_name(text: &str) -> bool {
     !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Resolves a layered list of variables (later entries win) into final values: each value
-/// with `expand` may refer to any other variable, resolved to a fixed point (bounded, so a
-/// cycle ends instead of looping), then to `base` (the environment, predefined values).
+/// Resolves a layered list of variables (later entries win) into final values. A value with
+/// `expand` may refer to any other variable; references are resolved recursively from the raw
+/// values (so `$$` stays an escaped `$` and is never expanded twice), with a depth limit that
+/// ends cycles, and fall back to `base` (the environment, predefined values).
 pub fn resolve(layers: &[(String, String, bool)], base: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
     let mut order: Vec<String> = Vec::new();
     let mut raw: HashMap<String, (String, bool)> = HashMap::new();
@@ -62,36 +63,24 @@ pub fn resolve(layers: &[(String, String, bool)], base: &dyn Fn(&str) -> Option<
         }
         raw.insert(name.clone(), (value.clone(), *expandable));
     }
-    let mut values: HashMap<String, String> = raw.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
-    for _ in 0..10 {
-        let snapshot = values.clone();
-        let mut changed = false;
-        for (name, (value, expandable)) in &raw {
-            if !expandable {
-                continue;
-            }
-            let _ = value;
-            let current = snapshot.get(name).cloned().unwrap_or_default();
-            if !current.contains('$') {
-                continue;
-            }
-            let lookup = |key: &str| {
-                if key == name { base(key) } else { snapshot.get(key).cloned().or_else(|| base(key)) }
-            };
-            let expanded = expand(&current, &lookup);
-            if expanded != current {
-                changed = true;
-                values.insert(name.clone(), expanded);
-            }
+    fn value_of(
+        name: &str,
+        raw: &HashMap<String, (String, bool)>,
+        base: &dyn Fn(&str) -> Option<String>,
+        depth: usize,
+    ) -> Option<String> {
+        let Some((value, expandable)) = raw.get(name) else { return base(name) };
+        if !expandable || !value.contains('$') || depth > 10 {
+            return Some(value.clone());
         }
-        if !changed {
-            break;
-        }
+        Some(expand(value, &|inner: &str| {
+            if inner == name { base(inner) } else { value_of(inner, raw, base, depth + 1) }
+        }))
     }
     order
         .into_iter()
         .map(|name| {
-            let value = values.remove(&name).unwrap_or_default();
+            let value = value_of(&name, &raw, base, 0).unwrap_or_default();
             (name, value)
         })
         .collect()
@@ -132,5 +121,17 @@ mod tests {
         assert_eq!(resolved["C"], "A2-b-c-/root");
         assert_eq!(resolved["RAW"], "$A");
         assert_eq!(resolved["LOOP"], "!");
+    }
+
+    #[test]
+    fn escaped_dollars_survive_nested_expansion() {
+        let layers = vec![
+            ("FLAGS".to_owned(), "-al".to_owned(), true),
+            ("LS_CMD".to_owned(), "ls \"$FLAGS\" $$TMP_DIR".to_owned(), true),
+            ("OUTER".to_owned(), "[$LS_CMD]".to_owned(), true),
+        ];
+        let resolved: HashMap<_, _> = resolve(&layers, &env).into_iter().collect();
+        assert_eq!(resolved["LS_CMD"], "ls \"-al\" $TMP_DIR");
+        assert_eq!(resolved["OUTER"], "[ls \"-al\" $TMP_DIR]");
     }
 }

@@ -65,6 +65,11 @@ pub enum Event {
         stream: Stream,
         line: String,
     },
+    /// `after_script` is about to run.
+    AfterScript {
+        job: usize,
+        name: String,
+    },
     /// A note from the runner about a job (retries, timeouts, artifacts).
     Note {
         job: usize,

@@ -246,10 +246,14 @@ fn job_variables(
             layers.push(("CI_ENVIRONMENT_TIER".to_owned(), tier.clone(), false));
         }
     }
-    for variable in &job.variables {
-        layers.push((variable.name.clone(), variable.value.clone(), variable.expand));
-    }
-    for variable in shared.plan.workflow_variables.iter().chain(&planned.extra_variables) {
+    // Global < workflow:rules < the job's own < rules/matrix.
+    for variable in job
+        .global_variables
+        .iter()
+        .chain(&shared.plan.workflow_variables)
+        .chain(&job.variables)
+        .chain(&planned.extra_variables)
+    {
         layers.push((variable.name.clone(), variable.value.clone(), variable.expand));
     }
     layers.extend(inherited.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
@@ -416,12 +420,12 @@ async fn run_job(
             Line::Output(stream, text) => {
                 let text = shared.masker.mask(&text);
                 if let Some(regex) = &coverage_regex
-                    && let Some(found) = regex.find(&text)
+                    && let Some(captures) = regex.captures(&text)
                 {
-                    let number =
-                        number_regex.as_ref().and_then(|n| n.find(found.as_str()).map(|m| m.as_str().to_owned()));
-                    if number.is_some() {
-                        coverage = number;
+                    // The first group when the regex has one (GitLab's rule), else the whole match.
+                    let found = captures.get(1).or_else(|| captures.get(0)).map_or("", |m| m.as_str());
+                    if let Some(number) = number_regex.as_ref().and_then(|n| n.find(found)) {
+                        coverage = Some(number.as_str().to_owned());
                     }
                 }
                 tail.push(text.clone());
@@ -500,6 +504,7 @@ async fn run_job(
         let mut after_env = env.clone();
         after_env.push(("CI_JOB_STATUS".to_owned(), job_status.to_owned()));
         let script_path = scripts_dir.join(format!("{}-after.sh", workspace::dir_name(&name)));
+        shared.sink.emit(Event::AfterScript { job: index, name: name.clone() });
         let (_never, not_canceled) = watch::channel(false);
         let mut on_line = |line: Line| match line {
             Line::Command(text) => {

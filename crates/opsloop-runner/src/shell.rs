@@ -195,7 +195,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     let mut found = false;
     let mut flush = |number: &mut String, unit: &mut String| -> Option<()> {
         if number.is_empty() {
-            return if unit.is_empty() || unit == "and" { Some(()) } else { None };
+            let filler = unit.is_empty() || unit == "and";
+            unit.clear();
+            return filler.then_some(());
         }
         let value: u64 = number.parse().ok()?;
         let factor = match unit.as_str() {

@@ -45,6 +45,10 @@ fn walk(root: &Path, dir: &Path) -> io::Result<Vec<String>> {
             if entry.file_name() == ".git" {
                 continue;
             }
+            // Directories are listed too, so an empty one survives as an artifact.
+            if let Ok(relative) = path.strip_prefix(root) {
+                out.push(relative.to_string_lossy().replace('\\', "/"));
+            }
             out.extend(walk(root, &path)?);
         } else if let Ok(relative) = path.strip_prefix(root) {
             out.push(relative.to_string_lossy().replace('\\', "/"));
@@ -53,7 +57,8 @@ fn walk(root: &Path, dir: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Copies `files` (relative paths) from `from` into `to`, keeping permissions and symlinks.
+/// Copies `files` (relative paths of files and directories) from `from` into `to`, keeping
+/// permissions and symlinks.
 pub fn copy_files(from: &Path, to: &Path, files: &[String]) -> io::Result<()> {
     for file in files {
         let source = from.join(file);
@@ -66,7 +71,9 @@ pub fn copy_files(from: &Path, to: &Path, files: &[String]) -> io::Result<()> {
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         };
-        if metadata.file_type().is_symlink() {
+        if metadata.is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else if metadata.file_type().is_symlink() {
             let link = std::fs::read_link(&source)?;
             let _ = std::fs::remove_file(&target);
             std::os::unix::fs::symlink(link, &target)?;
@@ -152,8 +159,14 @@ mod tests {
         }
         let project = Path::new("/project");
         let chosen = collect(ws, project, &[format!("{}/path/", ws.display())], &["path/file2".to_owned()]).unwrap();
-        assert_eq!(chosen, ["path/file1", "path/sub/file3"]);
+        assert_eq!(chosen, ["path", "path/file1", "path/sub", "path/sub/file3"]);
         assert_eq!(collect(ws, project, &["**/*.txt".to_owned()], &[]).unwrap(), ["other.txt"]);
+        let kept_empty = collect(ws, project, &["path".to_owned()], &["path/sub/**".to_owned()]).unwrap();
+        assert_eq!(
+            kept_empty,
+            ["path", "path/file1", "path/file2", "path/sub"],
+            "the directory stays, its content goes"
+        );
         assert_eq!(collect(ws, project, &["../etc/passwd".to_owned()], &[]).unwrap(), Vec::<String>::new());
         assert_eq!(dir_name("build: [a, b] 1/2"), "build___a__b__1_2");
     }

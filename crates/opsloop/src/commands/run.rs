@@ -369,7 +369,6 @@ pub async fn run(args: RunArgs) -> ExitCode {
         color: output::color(),
         lock: Mutex::new(()),
     });
-    let names: Vec<String> = planned.jobs.iter().map(|j| j.name.clone()).collect();
     let coverage_jobs: Vec<bool> =
         planned.jobs.iter().map(|j| config.jobs[j.config_index].coverage.is_some()).collect();
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
@@ -396,7 +395,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         });
         println!("{summary}");
     } else {
-        printer.summary(&outcome, &names, &coverage_jobs);
+        printer.summary(&outcome, &coverage_jobs);
         eprintln!("pipeline finished in {} ms", started.elapsed().as_millis());
     }
     if outcome.success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
@@ -532,9 +531,12 @@ impl Printer {
         if self.color { format!("\x1b[34m{padded}\x1b[0m") } else { padded }
     }
 
-    fn summary(&self, outcome: &opsloop_runner::PipelineOutcome, names: &[String], coverage: &[bool]) {
+    fn summary(&self, outcome: &opsloop_runner::PipelineOutcome, coverage: &[bool]) {
         let _guard = self.lock.lock();
         println!();
+        let paint = |label: &str, colour: &str| {
+            if self.color { format!("\x1b[{colour}m{label}\x1b[0m") } else { label.to_owned() }
+        };
         for (index, (name, job)) in outcome.jobs.iter().enumerate() {
             let padded = format!("{name:<width$}", width = self.width);
             let cover = job
@@ -543,34 +545,20 @@ impl Printer {
                 .filter(|_| coverage.get(index).copied().unwrap_or(false))
                 .map(|c| format!(" {c}% coverage"))
                 .unwrap_or_default();
-            let (label, colour) = match job.status {
-                JobStatus::Success if job.after_script_failed => ("WARN", "33"),
-                JobStatus::Success => ("PASS", "32"),
-                JobStatus::Warning => ("WARN", "33"),
-                JobStatus::Failed => ("FAIL", "31"),
-                JobStatus::Canceled => ("CANCELED", "31"),
+            match job.status {
+                JobStatus::Success => println!(" {}  {padded}{cover}", paint("PASS", "32")),
+                JobStatus::Warning => println!(" {}  {padded}  pre_script", paint("WARN", "33")),
+                JobStatus::Failed => println!(" {}  {padded}", paint("FAIL", "31")),
+                JobStatus::Canceled => println!(" {}  {padded}", paint("CANCELED", "31")),
                 JobStatus::Skipped | JobStatus::Manual => continue,
-            };
-            let label = if self.color { format!("\x1b[{colour}m{label}\x1b[0m") } else { label.to_owned() };
-            let detail = match job.status {
-                JobStatus::Warning => "  pre_script".to_owned(),
-                JobStatus::Success if job.after_script_failed => "  after_script".to_owned(),
-                _ => String::new(),
-            };
-            println!(" {label}  {padded}{cover}{detail}");
-            if job.status == JobStatus::Success && job.after_script_failed {
-                continue;
             }
-            if job.status == JobStatus::Warning && job.after_script_failed {
-                println!(" {label}  {padded}  after_script");
+            if job.after_script_failed {
+                println!(" {}  {padded}  after_script", paint("WARN", "33"));
             }
-        }
-        let _ = names;
-        for (name, job) in &outcome.jobs {
-            if job.status == JobStatus::Failed && !job.tail.is_empty() {
-                eprintln!("\n{name} failed; its last lines:");
-                for line in &job.tail {
-                    eprintln!("  {line}");
+            if matches!(job.status, JobStatus::Failed | JobStatus::Warning) {
+                let start = job.tail.len().saturating_sub(3);
+                for line in &job.tail[start..] {
+                    println!("  > {line}");
                 }
             }
         }
@@ -595,6 +583,9 @@ impl EventSink for Printer {
                 Event::Note { job, name, text } => {
                     serde_json::json!({"event": "note", "job": job, "name": name, "text": text})
                 }
+                Event::AfterScript { job, name } => {
+                    serde_json::json!({"event": "after_script", "job": job, "name": name})
+                }
                 Event::JobFinished { job, name, outcome } => serde_json::json!({
                     "event": "job_finished", "job": job, "name": name, "status": outcome.status.as_str(),
                     "exit_code": outcome.exit_code, "duration_ms": outcome.duration.as_millis() as u64,
@@ -613,12 +604,17 @@ impl EventSink for Printer {
             Event::Output { name, stream: Stream::Stdout, line, .. } => println!("{} > {line}", self.prefix(&name)),
             Event::Output { name, stream: Stream::Stderr, line, .. } => eprintln!("{} > {line}", self.prefix(&name)),
             Event::Note { name, text, .. } => eprintln!("{} {text}", self.prefix(&name)),
+            Event::AfterScript { name, .. } => println!("{} Running after script...", self.prefix(&name)),
             Event::JobFinished { name, outcome, .. } => {
                 let ms = outcome.duration.as_millis();
                 match outcome.status {
                     JobStatus::Success => println!("{} finished in {ms} ms", self.prefix(&name)),
                     JobStatus::Warning => {
-                        println!("{} finished in {ms} ms  WARN {}", self.prefix(&name), outcome.exit_code.unwrap_or(1));
+                        eprintln!(
+                            "{} finished in {ms} ms  WARN {}",
+                            self.prefix(&name),
+                            outcome.exit_code.unwrap_or(1)
+                        );
                     }
                     JobStatus::Failed => {
                         let code = outcome.exit_code.map_or_else(|| "timeout".to_owned(), |c| c.to_string());
@@ -626,6 +622,9 @@ impl EventSink for Printer {
                     }
                     JobStatus::Canceled => eprintln!("{} canceled after {ms} ms", self.prefix(&name)),
                     JobStatus::Skipped | JobStatus::Manual => {}
+                }
+                if outcome.after_script_failed {
+                    eprintln!("{} finished in {ms} ms  WARN 1  after_script", self.prefix(&name));
                 }
             }
         }
