@@ -8,4 +8,5 @@ mod harness;
 
 mod browser;
 mod cli;
+mod conformance;
 mod crash;
