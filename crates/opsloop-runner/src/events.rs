@@ -45,13 +45,17 @@ pub struct JobOutcome {
     /// Last lines of output, for the summary of a failed job.
     pub tail: Vec<String>,
     pub attempts: u32,
+    /// The sum of the job's JUnit reports, if it has any.
+    pub tests: Option<crate::junit::TestReport>,
 }
 
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// `executor` says where it runs: `shell`, `sandbox`, or the container image.
     JobStarted {
         job: usize,
         name: String,
+        executor: String,
     },
     /// An echoed command (`$ cmd`).
     Command {

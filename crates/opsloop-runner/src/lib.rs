@@ -6,10 +6,11 @@
 //! the server run the same engine.
 
 pub mod events;
+pub mod junit;
 pub mod mask;
 pub mod pipeline;
 pub mod shell;
 pub mod workspace;
 
 pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
-pub use pipeline::{Override, PipelineOutcome, RunOptions, run_pipeline};
+pub use pipeline::{Isolation, Override, PipelineOutcome, RunOptions, run_pipeline};

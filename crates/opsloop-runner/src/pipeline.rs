@@ -35,6 +35,21 @@ pub struct RunOptions {
     /// Values to replace with `[MASKED]` in all output.
     pub masked: Vec<String>,
     pub pipeline_id: u64,
+    /// How shell jobs are isolated.
+    pub isolation: Isolation,
+    /// The container engine (`podman` or `docker`) for jobs with `image:`, when one works here.
+    pub container_engine: Option<String>,
+    /// Run `image:` jobs in the shell anyway (with a note), for machines without an engine.
+    pub force_shell: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Plain bash in the job's workspace.
+    #[default]
+    None,
+    /// bubblewrap: read-only root, private /tmp, only the workspace writable, no network unless allowed.
+    Sandbox { network: bool },
 }
 
 /// A variable from outside the pipeline file, optionally only for some environments.
@@ -160,6 +175,7 @@ pub async fn run_pipeline(
                     after_script_failed: false,
                     tail: Vec::new(),
                     attempts: 0,
+                    tests: None,
                 };
                 shared.sink.emit(Event::JobFinished { job: index, name: job.name.clone(), outcome: outcome.clone() });
                 outcomes[index] = Some(outcome);
@@ -334,7 +350,12 @@ async fn run_job(
         }
         None => None,
     };
-    shared.sink.emit(Event::JobStarted { job: index, name: name.clone() });
+    let executor = match (&job.image, &shared.options.container_engine, shared.options.isolation) {
+        (Some(image), Some(_), _) if !shared.options.force_shell => image.clone(),
+        (_, _, Isolation::Sandbox { .. }) => "sandbox".to_owned(),
+        _ => "shell".to_owned(),
+    };
+    shared.sink.emit(Event::JobStarted { job: index, name: name.clone(), executor });
 
     let builds = shared.options.state_dir.join("builds");
     let workspace_dir = builds.join(workspace::dir_name(&name));
@@ -375,6 +396,7 @@ async fn run_job(
             after_script_failed: false,
             tail: vec![message],
             attempts: 0,
+            tests: None,
         }
     };
     match prepared {
@@ -382,7 +404,32 @@ async fn run_job(
         Ok(Err(error)) => return (fail_setup(format!("preparing the workspace failed: {error}")), Vec::new()),
         Err(error) => return (fail_setup(format!("preparing the workspace failed: {error}")), Vec::new()),
     }
-    let env = job_variables(shared, index, &workspace_dir, &inherited);
+    let (launcher, mount) = match (&job.image, &shared.options.container_engine) {
+        (Some(_), _) if shared.options.force_shell => {
+            shared.sink.emit(Event::Note {
+                job: index,
+                name: name.clone(),
+                text: "runs in the shell although it names an image (--force-shell)".to_owned(),
+            });
+            (shell_launcher(shared.options.isolation), None)
+        }
+        (Some(image), Some(engine)) => {
+            let mount = format!("/builds/{}", workspace::dir_name(&name));
+            (
+                shell::Launcher::Container { engine: engine.clone(), image: image.clone(), mount: mount.clone() },
+                Some(mount),
+            )
+        }
+        (Some(image), None) => {
+            let message = format!(
+                "{name} needs the image `{image}`, but no container engine with it is available here (podman or docker); pass --force-shell to run it in the shell"
+            );
+            return (fail_setup(message), Vec::new());
+        }
+        (None, _) => (shell_launcher(shared.options.isolation), None),
+    };
+    let visible_workspace = mount.as_ref().map_or_else(|| workspace_dir.clone(), PathBuf::from);
+    let env = job_variables(shared, index, &visible_workspace, &inherited);
 
     // Caches in.
     let caches: Vec<(String, &opsloop_pipeline::config::Cache)> =
@@ -435,17 +482,14 @@ async fn run_job(
                 shared.sink.emit(Event::Output { job: index, name: name.clone(), stream, line: text });
             }
         };
-        let ending = match shell::run(
-            &shell::script(&commands),
-            &script_path,
-            &workspace_dir,
-            &env,
+        let invocation = shell::Invocation {
+            script_path: &script_path,
+            dir: &workspace_dir,
+            env: &env,
             timeout,
-            cancel.clone(),
-            &mut on_line,
-        )
-        .await
-        {
+            launcher: &launcher,
+        };
+        let ending = match shell::run(&shell::script(&commands), &invocation, cancel.clone(), &mut on_line).await {
             Ok(ending) => ending,
             Err(error) => {
                 shared.sink.emit(Event::Output {
@@ -517,22 +561,21 @@ async fn run_job(
                 line: shared.masker.mask(&text),
             }),
         };
-        let ending = shell::run(
-            &shell::script(&job.after_script),
-            &script_path,
-            &workspace_dir,
-            &after_env,
-            Some(Duration::from_secs(300)),
-            not_canceled,
-            &mut on_line,
-        )
-        .await;
+        let invocation = shell::Invocation {
+            script_path: &script_path,
+            dir: &workspace_dir,
+            env: &after_env,
+            timeout: Some(Duration::from_secs(300)),
+            launcher: &launcher,
+        };
+        let ending = shell::run(&shell::script(&job.after_script), &invocation, not_canceled, &mut on_line).await;
         after_script_failed = !matches!(ending, Ok(Ending::Exited(0)));
     }
 
     // Artifacts and caches out, and dotenv reports.
     let succeeded = matches!(status, JobStatus::Success | JobStatus::Warning);
     let mut reported = Vec::new();
+    let mut tests: Option<crate::junit::TestReport> = None;
     if let Some(artifacts) = &job.artifacts {
         let wanted = match artifacts.when {
             ArtifactsWhen::OnSuccess => succeeded,
@@ -564,6 +607,21 @@ async fn run_job(
                     text: format!("saving artifacts failed: {error}"),
                 });
             }
+            if !artifacts.junit.is_empty() {
+                let patterns: Vec<String> = artifacts.junit.iter().map(|p| variables::expand(p, &lookup)).collect();
+                let project = shared.options.project_dir.clone();
+                for file in workspace::collect(&workspace_dir, &project, &patterns, &[]).unwrap_or_default() {
+                    let Ok(xml) = std::fs::read_to_string(workspace_dir.join(&file)) else { continue };
+                    match crate::junit::parse(&xml) {
+                        Ok(report) => tests.get_or_insert_with(Default::default).merge(report),
+                        Err(error) => shared.sink.emit(Event::Note {
+                            job: index,
+                            name: name.clone(),
+                            text: format!("{file}: {error}"),
+                        }),
+                    }
+                }
+            }
             for file in &artifacts.dotenv {
                 if let Ok(text) = std::fs::read_to_string(workspace_dir.join(variables::expand(file, &lookup))) {
                     reported.extend(parse_dotenv(&text));
@@ -593,9 +651,24 @@ async fn run_job(
         let workspace_dir = workspace_dir.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(workspace_dir)).await;
     }
-    let outcome =
-        JobOutcome { status, exit_code, duration: started.elapsed(), coverage, after_script_failed, tail, attempts };
+    let outcome = JobOutcome {
+        status,
+        exit_code,
+        duration: started.elapsed(),
+        coverage,
+        after_script_failed,
+        tail,
+        attempts,
+        tests,
+    };
     (outcome, reported)
+}
+
+fn shell_launcher(isolation: Isolation) -> shell::Launcher {
+    match isolation {
+        Isolation::None => shell::Launcher::Shell,
+        Isolation::Sandbox { network } => shell::Launcher::Sandbox { network },
+    }
 }
 
 /// `KEY=value` lines, as GitLab reads `artifacts:reports:dotenv`.

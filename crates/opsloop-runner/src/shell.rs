@@ -26,7 +26,10 @@ fn quote(text: &str) -> String {
 /// The bash script for `commands`: `set -eo pipefail` like GitLab's runner, each command
 /// announced through [`COMMAND_MARKER`] and then run as written.
 pub fn script(commands: &[String]) -> String {
-    let mut script = String::from("set -eo pipefail\nset +o noclobber\n");
+    // pipefail where the shell has it: bash does, a container image's plain `sh` may not.
+    let mut script = String::from(
+        "set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\nset +o noclobber 2>/dev/null || true\n",
+    );
     for command in commands {
         let mut lines = command.lines();
         let first = lines.next().unwrap_or_default();
@@ -54,31 +57,96 @@ pub enum Line {
     Output(Stream, String),
 }
 
-/// Runs `script` with bash in `dir` with `env` added to this process's environment, calling
-/// `on_line` for each line. Ends the whole process group on timeout or cancellation:
-/// SIGTERM, then SIGKILL after `grace`.
+/// How a job's script is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launcher {
+    /// bash on this machine, in the workspace.
+    Shell,
+    /// bash inside bubblewrap: read-only root, private /tmp, only the workspace writable, and no
+    /// network unless `network`.
+    Sandbox { network: bool },
+    /// A container through `engine` (podman or docker), the workspace mounted at `mount`.
+    Container { engine: String, image: String, mount: String },
+}
+
+/// Where the script is, where it runs, and with what.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    pub script_path: &'a Path,
+    pub dir: &'a Path,
+    pub env: &'a [(String, String)],
+    pub timeout: Option<Duration>,
+    pub launcher: &'a Launcher,
+}
+
+fn command_for(invocation: &Invocation<'_>) -> Command {
+    let script = invocation.script_path.as_os_str();
+    match invocation.launcher {
+        Launcher::Shell => {
+            let mut command = Command::new("bash");
+            command.arg("--noprofile").arg("--norc").arg(script).current_dir(invocation.dir);
+            command.envs(invocation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            command
+        }
+        Launcher::Sandbox { network } => {
+            let mut command = Command::new("bwrap");
+            command.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+            if !network {
+                command.arg("--unshare-net");
+            }
+            command
+                .arg("--bind")
+                .arg(invocation.dir)
+                .arg(invocation.dir)
+                .arg("--ro-bind")
+                .arg(script)
+                .arg(script)
+                .arg("--die-with-parent")
+                .arg("--chdir")
+                .arg(invocation.dir)
+                .args(["bash", "--noprofile", "--norc"])
+                .arg(script)
+                .current_dir(invocation.dir);
+            command.envs(invocation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            command
+        }
+        Launcher::Container { engine, image, mount } => {
+            let mut command = Command::new(engine);
+            command.args(["run", "--rm", "--network", "none"]);
+            if engine.ends_with("podman") {
+                // Measured on these machines: podman works with runc and lowered ulimits only.
+                command.args(["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]);
+            }
+            let mut volume = invocation.dir.as_os_str().to_owned();
+            volume.push(format!(":{mount}"));
+            let mut script_volume = script.to_owned();
+            script_volume.push(":/opsloop-script.sh:ro");
+            command.arg("-v").arg(volume).arg("-v").arg(script_volume).arg("-w").arg(mount);
+            for (name, value) in invocation.env {
+                command.arg("-e").arg(format!("{name}={value}"));
+            }
+            command.arg(image).args([
+                "sh",
+                "-c",
+                "if command -v bash >/dev/null 2>&1; then exec bash /opsloop-script.sh; else exec sh /opsloop-script.sh; fi",
+            ]);
+            command
+        }
+    }
+}
+
+/// Runs `script_text` as described by `invocation`, calling `on_line` for each line. Ends
+/// the whole process group on timeout or cancellation: SIGTERM, then SIGKILL after a grace.
 pub async fn run(
     script_text: &str,
-    script_path: &Path,
-    dir: &Path,
-    env: &[(String, String)],
-    timeout: Option<Duration>,
+    invocation: &Invocation<'_>,
     mut cancel: watch::Receiver<bool>,
     on_line: &mut (dyn FnMut(Line) + Send),
 ) -> std::io::Result<Ending> {
-    tokio::fs::write(script_path, script_text).await?;
-    let mut command = Command::new("bash");
-    command
-        .arg("--noprofile")
-        .arg("--norc")
-        .arg(script_path)
-        .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    tokio::fs::write(invocation.script_path, script_text).await?;
+    let timeout = invocation.timeout;
+    let mut command = command_for(invocation);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = command.spawn()?;
     let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let stdout = child.stdout.take();
@@ -251,9 +319,18 @@ mod tests {
     #[test]
     fn scripts_echo_commands_safely() {
         let text = script(&["echo 'it''s'".to_owned(), "for i in 1 2; do\n  echo $i\ndone".to_owned()]);
-        assert!(text.starts_with("set -eo pipefail\n"));
+        assert!(text.starts_with("set -e\n(set -o pipefail)"));
         assert!(text.contains(r"printf '\036%s\n' 'echo '\''it'\'''\''s'\'''"), "{text}");
         assert!(text.contains("for i in 1 2; do # collapsed multi-line command"));
+    }
+
+    fn invocation<'a>(
+        script_path: &'a Path,
+        dir: &'a Path,
+        timeout: Option<Duration>,
+        launcher: &'a Launcher,
+    ) -> Invocation<'a> {
+        Invocation { script_path, dir, env: &[], timeout, launcher }
     }
 
     #[tokio::test]
@@ -263,9 +340,11 @@ mod tests {
         let mut lines = Vec::new();
         let text =
             script(&["echo one".to_owned(), ">&2 echo two".to_owned(), "false".to_owned(), "echo never".to_owned()]);
-        let ending = run(&text, &dir.path().join("s.sh"), dir.path(), &[], None, rx.clone(), &mut |l| lines.push(l))
-            .await
-            .unwrap();
+        let (script_path, shell) = (dir.path().join("s.sh"), Launcher::Shell);
+        let ending =
+            run(&text, &invocation(&script_path, dir.path(), None, &shell), rx.clone(), &mut |l| lines.push(l))
+                .await
+                .unwrap();
         assert_eq!(ending, Ending::Exited(1));
         let shown: Vec<String> = lines
             .iter()
@@ -282,13 +361,47 @@ mod tests {
         let marker = dir.path().join("child-alive");
         let text = script(&[format!("(sleep 30; touch {}) &", marker.display()), "sleep 30".to_owned()]);
         let started = std::time::Instant::now();
-        let ending =
-            run(&text, &dir.path().join("t.sh"), dir.path(), &[], Some(Duration::from_millis(300)), rx, &mut |_| {})
-                .await
-                .unwrap();
+        let script_path = dir.path().join("t.sh");
+        let timeout = Some(Duration::from_millis(300));
+        let ending = run(&text, &invocation(&script_path, dir.path(), timeout, &shell), rx, &mut |_| {}).await.unwrap();
         assert_eq!(ending, Ending::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!marker.exists());
+        assert!(!marker.exists(), "a background child outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn the_sandbox_allows_only_the_workspace_and_no_network() {
+        if std::process::Command::new("bwrap").arg("--version").output().is_err() {
+            assert!(std::env::var_os("CI").is_none(), "CI installs bubblewrap");
+            eprintln!("skipped: sandbox test, because bwrap is missing (apt-get install bubblewrap)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().join("ws");
+        std::fs::create_dir_all(&workspace).unwrap();
+        let outside = dir.path().join("outside.txt");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let text = script(&[
+            "echo inside > made-here.txt".to_owned(),
+            format!("if echo x > {}; then echo WROTE-OUTSIDE; fi", outside.display()),
+            format!("if (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; then echo NETWORK; else echo no-network; fi"),
+        ]);
+        let (_tx, rx) = watch::channel(false);
+        let script_path = dir.path().join("s.sh");
+        let sandbox = Launcher::Sandbox { network: false };
+        let mut lines = Vec::new();
+        let ending = run(&text, &invocation(&script_path, &workspace, None, &sandbox), rx, &mut |l| lines.push(l))
+            .await
+            .unwrap();
+        let output: Vec<String> = lines
+            .iter()
+            .filter_map(|l| if let Line::Output(Stream::Stdout, t) = l { Some(t.clone()) } else { None })
+            .collect();
+        assert_eq!(ending, Ending::Exited(0), "{output:?}");
+        assert!(workspace.join("made-here.txt").exists());
+        assert!(!outside.exists() && !output.contains(&"WROTE-OUTSIDE".to_owned()), "{output:?}");
+        assert!(output.contains(&"no-network".to_owned()), "{output:?}");
     }
 }

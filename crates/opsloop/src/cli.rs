@@ -121,12 +121,29 @@ pub struct RunArgs {
     /// Print a JSON event stream instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How jobs without `image:` are isolated: `none` (bash in the workspace) or `sandbox`
+    /// (bubblewrap: read-only root, private /tmp, only the workspace writable, no network).
+    #[arg(long, value_enum, default_value = "none")]
+    pub isolation: IsolationArg,
+    /// With --isolation sandbox: let jobs reach the network.
+    #[arg(long)]
+    pub allow_network: bool,
+    /// Run jobs that name an `image:` in the shell when no container engine has that image.
+    #[arg(long)]
+    pub force_shell: bool,
     /// Accepted for gitlab-ci-local compatibility; opsloop runs shell jobs without an image by default.
     #[arg(long, hide = true)]
     pub shell_executor_no_image: bool,
     /// Accepted for gitlab-ci-local compatibility; opsloop always validates.
     #[arg(long, hide = true)]
     pub json_schema_validation: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum IsolationArg {
+    #[default]
+    None,
+    Sandbox,
 }
 
 #[derive(Debug, Clone, Args, Default)]

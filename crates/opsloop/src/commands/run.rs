@@ -11,9 +11,9 @@ use opsloop_pipeline::config::{self, Config, FileSource};
 use opsloop_pipeline::diagnostic::{Diagnostic, Severity};
 use opsloop_pipeline::plan::{self, PlanOptions};
 use opsloop_pipeline::yaml::{self, Node, Value};
-use opsloop_runner::{Event, EventSink, JobStatus, Override, RunOptions, Stream};
+use opsloop_runner::{Event, EventSink, Isolation, JobStatus, Override, RunOptions, Stream};
 
-use crate::cli::{LintArgs, RunArgs};
+use crate::cli::{IsolationArg, LintArgs, RunArgs};
 use crate::output;
 
 /// Exit code for an invalid configuration or usage (a failed pipeline is 1).
@@ -118,8 +118,9 @@ fn slug(text: &str) -> String {
     slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-").chars().take(63).collect()
 }
 
-/// Reads a variables file: `NAME: value`, or `NAME: {values: {"env-pattern": value}}`.
-fn variables_file(path: &Path, section: Option<&str>) -> Result<Vec<Override>, String> {
+/// Reads a variables file: `NAME: value`, `NAME: {value: …, masked: true}`, or
+/// `NAME: {values: {"env-pattern": value}}`. Masked values are added to `masked`.
+fn variables_file(path: &Path, section: Option<&str>, masked: &mut Vec<String>) -> Result<Vec<Override>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -147,6 +148,9 @@ fn variables_file(path: &Path, section: Option<&str>) -> Result<Vec<Override>, S
                         });
                     }
                 } else if let Some(plain) = value.get("value").and_then(Node::scalar_text) {
+                    if matches!(value.get("masked").map(|m| &m.value), Some(Value::Bool(true))) {
+                        masked.push(plain.clone());
+                    }
                     out.push(Override { name: key.name.clone(), value: plain, environment: None });
                 }
             }
@@ -268,9 +272,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
     // Variables from files and the command line, lowest to highest.
     let mut overrides: Vec<Override> = Vec::new();
+    let mut masked: Vec<String> = Vec::new();
     let home = args.home.clone().or_else(|| std::env::var_os("HOME").map(PathBuf::from));
     if let Some(home) = home {
-        match variables_file(&home.join(".gitlab-ci-local/variables.yml"), Some("global")) {
+        match variables_file(&home.join(".gitlab-ci-local/variables.yml"), Some("global"), &mut masked) {
             Ok(found) => overrides.extend(found),
             Err(error) => {
                 output::error(&error);
@@ -279,7 +284,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     }
     let project_file = args.variables_file.clone().unwrap_or_else(|| project.join(".gitlab-ci-local-variables.yml"));
-    match variables_file(&project_file, None) {
+    match variables_file(&project_file, None, &mut masked) {
         Ok(found) => overrides.extend(found),
         Err(error) => {
             output::error(&error);
@@ -348,7 +353,27 @@ pub async fn run(args: RunArgs) -> ExitCode {
     }
     exclude_state_dir(&project);
 
-    let masked: Vec<String> = Vec::new();
+    let container_engine = match container_engine_for(&config, &planned) {
+        Ok(engine) => engine,
+        Err(message) if args.force_shell => {
+            eprintln!("warning: {message}; running those jobs in the shell (--force-shell)");
+            None
+        }
+        Err(message) => {
+            output::error(&format!("{message}; pass --force-shell to run them in the shell"));
+            return ExitCode::from(INVALID);
+        }
+    };
+    let isolation = match args.isolation {
+        IsolationArg::None => Isolation::None,
+        IsolationArg::Sandbox => {
+            if std::process::Command::new("bwrap").arg("--version").output().is_err() {
+                output::error("--isolation sandbox needs bubblewrap (`bwrap`): apt-get install bubblewrap");
+                return ExitCode::from(INVALID);
+            }
+            Isolation::Sandbox { network: args.allow_network }
+        }
+    };
     let options = RunOptions {
         project_dir: project.clone(),
         state_dir,
@@ -359,6 +384,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
         unset: args.unset_variable.clone(),
         masked,
         pipeline_id,
+        isolation,
+        container_engine,
+        force_shell: args.force_shell,
     };
     let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
     let printer = Arc::new(Printer {
@@ -399,6 +427,36 @@ pub async fn run(args: RunArgs) -> ExitCode {
         eprintln!("pipeline finished in {} ms", started.elapsed().as_millis());
     }
     if outcome.success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// The container engine that has every image the planned jobs name, or why there is none.
+fn container_engine_for(config: &Config, planned: &plan::Plan) -> Result<Option<String>, String> {
+    let mut images: Vec<&str> =
+        planned.jobs.iter().filter_map(|j| config.jobs[j.config_index].image.as_deref()).collect();
+    images.sort_unstable();
+    images.dedup();
+    if images.is_empty() {
+        return Ok(None);
+    }
+    for engine in ["podman", "docker"] {
+        let has = |image: &str| {
+            let args: &[&str] =
+                if engine == "podman" { &["image", "exists", image] } else { &["image", "inspect", image] };
+            std::process::Command::new(engine)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if images.iter().all(|image| has(image)) {
+            return Ok(Some(engine.to_owned()));
+        }
+    }
+    Err(format!(
+        "jobs need the image(s) {}, but no container engine here (podman, docker) has them",
+        images.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 fn dedup(jobs: &[String]) -> Vec<String> {
@@ -562,6 +620,23 @@ impl Printer {
                 }
             }
         }
+        let reports: Vec<(&String, &opsloop_runner::junit::TestReport)> =
+            outcome.jobs.iter().filter_map(|(name, job)| job.tests.as_ref().map(|t| (name, t))).collect();
+        if !reports.is_empty() {
+            println!();
+            for (name, report) in reports {
+                println!(
+                    " TESTS {name}: {} tests, {} passed, {} failed, {} skipped",
+                    report.total(),
+                    report.passed,
+                    report.failed,
+                    report.skipped
+                );
+                for failure in &report.failures {
+                    println!("  ✗ {failure}");
+                }
+            }
+        }
     }
 }
 
@@ -570,8 +645,8 @@ impl EventSink for Printer {
         let _guard = self.lock.lock();
         if self.json {
             let value = match &event {
-                Event::JobStarted { job, name } => {
-                    serde_json::json!({"event": "job_started", "job": job, "name": name})
+                Event::JobStarted { job, name, executor } => {
+                    serde_json::json!({"event": "job_started", "job": job, "name": name, "executor": executor})
                 }
                 Event::Command { job, name, text } => {
                     serde_json::json!({"event": "command", "job": job, "name": name, "text": text})
@@ -590,15 +665,18 @@ impl EventSink for Printer {
                     "event": "job_finished", "job": job, "name": name, "status": outcome.status.as_str(),
                     "exit_code": outcome.exit_code, "duration_ms": outcome.duration.as_millis() as u64,
                     "coverage": outcome.coverage, "attempts": outcome.attempts,
+                    "tests": outcome.tests.as_ref().map(|t| serde_json::json!({
+                        "passed": t.passed, "failed": t.failed, "skipped": t.skipped, "failures": t.failures,
+                    })),
                 }),
             };
             println!("{value}");
             return;
         }
         match event {
-            Event::JobStarted { job, name } => {
+            Event::JobStarted { job, name, executor } => {
                 let stage = self.jobs.get(job).and_then(|s| self.stages.get(*s)).cloned().unwrap_or_default();
-                println!("{} starting shell ({stage})", self.prefix(&name));
+                println!("{} starting {executor} ({stage})", self.prefix(&name));
             }
             Event::Command { name, text, .. } => println!("{} $ {text}", self.prefix(&name)),
             Event::Output { name, stream: Stream::Stdout, line, .. } => println!("{} > {line}", self.prefix(&name)),
