@@ -10,3 +10,4 @@ mod browser;
 mod cli;
 mod conformance;
 mod crash;
+mod run;
