@@ -289,3 +289,23 @@ fn image_jobs_run_in_a_container_or_fail_clearly() {
     assert!(out.contains("boxed > in /builds/boxed"), "{out}");
     assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap().trim(), "made", "the artifact came back");
 }
+
+#[test]
+fn the_demo_pipeline_passes() {
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");
+    let files: Vec<(String, String)> = ["app.sh", "test.sh", ".gitlab-ci.yml", "README.md"]
+        .iter()
+        .map(|name| ((*name).to_owned(), std::fs::read_to_string(demo.join(name)).unwrap()))
+        .collect();
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+    let dir = repo(&borrowed);
+    for script in ["app.sh", "test.sh"] {
+        Command::new("chmod").arg("+x").arg(dir.path().join(script)).status().unwrap();
+    }
+    let output = run_in(dir.path(), &[]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", text(&output.stderr));
+    assert!(out.contains("TESTS unit-tests: 2 tests, 2 passed, 0 failed, 0 skipped"), "{out}");
+    assert!(out.contains("deploy-staging > would deploy version 1.0.0 to staging"), "{out}");
+    assert!(out.contains("PASS syntax: [bash]") && out.contains("PASS syntax: [sh]"), "{out}");
+}
