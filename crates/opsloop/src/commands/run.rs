@@ -396,6 +396,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         jobs: planned.jobs.iter().map(|j| j.stage).collect(),
         color: output::color(),
         lock: Mutex::new(()),
+        live: if args.json { None } else { Live::for_terminal() },
     });
     let coverage_jobs: Vec<bool> =
         planned.jobs.iter().map(|j| config.jobs[j.config_index].coverage.is_some()).collect();
@@ -581,6 +582,39 @@ struct Printer {
     jobs: Vec<usize>,
     color: bool,
     lock: Mutex<()>,
+    /// On a terminal: a spinner line per running job, with its elapsed time.
+    live: Option<Live>,
+}
+
+struct Live {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<std::collections::HashMap<usize, indicatif::ProgressBar>>,
+}
+
+impl Live {
+    /// Only when both streams are terminals: piped output stays plain lines.
+    fn for_terminal() -> Option<Live> {
+        use std::io::IsTerminal;
+        (std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
+            .then(|| Live { multi: indicatif::MultiProgress::new(), bars: Mutex::new(Default::default()) })
+    }
+
+    fn started(&self, job: usize, name: &str) {
+        let style = indicatif::ProgressStyle::with_template("  {spinner} {prefix} running for {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let bar = self.multi.add(indicatif::ProgressBar::new_spinner().with_style(style).with_prefix(name.to_owned()));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        if let Ok(mut bars) = self.bars.lock() {
+            bars.insert(job, bar);
+        }
+    }
+
+    fn finished(&self, job: usize) {
+        if let Some(bar) = self.bars.lock().ok().and_then(|mut bars| bars.remove(&job)) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+    }
 }
 
 impl Printer {
@@ -673,38 +707,60 @@ impl EventSink for Printer {
             println!("{value}");
             return;
         }
-        match event {
+        // Lines to print, true for stderr; printed with the live view suspended.
+        let mut lines: Vec<(bool, String)> = Vec::new();
+        match &event {
             Event::JobStarted { job, name, executor } => {
-                let stage = self.jobs.get(job).and_then(|s| self.stages.get(*s)).cloned().unwrap_or_default();
-                println!("{} starting {executor} ({stage})", self.prefix(&name));
+                let stage = self.jobs.get(*job).and_then(|s| self.stages.get(*s)).cloned().unwrap_or_default();
+                lines.push((false, format!("{} starting {executor} ({stage})", self.prefix(name))));
             }
-            Event::Command { name, text, .. } => println!("{} $ {text}", self.prefix(&name)),
-            Event::Output { name, stream: Stream::Stdout, line, .. } => println!("{} > {line}", self.prefix(&name)),
-            Event::Output { name, stream: Stream::Stderr, line, .. } => eprintln!("{} > {line}", self.prefix(&name)),
-            Event::Note { name, text, .. } => eprintln!("{} {text}", self.prefix(&name)),
-            Event::AfterScript { name, .. } => println!("{} Running after script...", self.prefix(&name)),
+            Event::Command { name, text, .. } => lines.push((false, format!("{} $ {text}", self.prefix(name)))),
+            Event::Output { name, stream, line, .. } => {
+                lines.push((*stream == Stream::Stderr, format!("{} > {line}", self.prefix(name))));
+            }
+            Event::Note { name, text, .. } => lines.push((true, format!("{} {text}", self.prefix(name)))),
+            Event::AfterScript { name, .. } => {
+                lines.push((false, format!("{} Running after script...", self.prefix(name))))
+            }
             Event::JobFinished { name, outcome, .. } => {
                 let ms = outcome.duration.as_millis();
                 match outcome.status {
-                    JobStatus::Success => println!("{} finished in {ms} ms", self.prefix(&name)),
-                    JobStatus::Warning => {
-                        eprintln!(
-                            "{} finished in {ms} ms  WARN {}",
-                            self.prefix(&name),
-                            outcome.exit_code.unwrap_or(1)
-                        );
-                    }
+                    JobStatus::Success => lines.push((false, format!("{} finished in {ms} ms", self.prefix(name)))),
+                    JobStatus::Warning => lines.push((
+                        true,
+                        format!("{} finished in {ms} ms  WARN {}", self.prefix(name), outcome.exit_code.unwrap_or(1)),
+                    )),
                     JobStatus::Failed => {
                         let code = outcome.exit_code.map_or_else(|| "timeout".to_owned(), |c| c.to_string());
-                        eprintln!("{} finished in {ms} ms  FAIL {code}", self.prefix(&name));
+                        lines.push((true, format!("{} finished in {ms} ms  FAIL {code}", self.prefix(name))));
                     }
-                    JobStatus::Canceled => eprintln!("{} canceled after {ms} ms", self.prefix(&name)),
+                    JobStatus::Canceled => lines.push((true, format!("{} canceled after {ms} ms", self.prefix(name)))),
                     JobStatus::Skipped | JobStatus::Manual => {}
                 }
                 if outcome.after_script_failed {
-                    eprintln!("{} finished in {ms} ms  WARN 1  after_script", self.prefix(&name));
+                    lines.push((true, format!("{} finished in {ms} ms  WARN 1  after_script", self.prefix(name))));
                 }
             }
+        }
+        let print = || {
+            for (to_stderr, line) in &lines {
+                if *to_stderr {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            }
+        };
+        match &self.live {
+            Some(live) => {
+                live.multi.suspend(print);
+                match &event {
+                    Event::JobStarted { job, name, .. } => live.started(*job, name),
+                    Event::JobFinished { job, .. } => live.finished(*job),
+                    _ => {}
+                }
+            }
+            None => print(),
         }
     }
 }
