@@ -162,6 +162,8 @@ pub struct Rule {
     pub condition: Option<Expression>,
     pub exists: Option<Vec<String>>,
     pub changes: Option<Vec<String>>,
+    /// `changes:compare_to`: the ref to diff against instead of the pipeline's default.
+    pub compare_to: Option<String>,
     pub when: Option<When>,
     pub start_in: Option<String>,
     pub allow_failure: Option<AllowFailure>,
@@ -532,7 +534,8 @@ impl Loader<'_> {
         if let Some(rules) = rules {
             let rules = self.rules(rules);
             let files = self.files.files();
-            if !crate::plan::rules_match(&rules, self.lookup, &files).is_some_and(|outcome| outcome.when != When::Never)
+            if !crate::plan::rules_match(&rules, self.lookup, &files, None)
+                .is_some_and(|outcome| outcome.when != When::Never)
             {
                 return Vec::new();
             }
@@ -828,6 +831,7 @@ impl Loader<'_> {
                 Some(paths) => self.strings(paths, "rules:changes:paths"),
                 None => self.strings(node, "rules:changes"),
             });
+            let compare_to = item.get("changes").and_then(|c| c.get("compare_to")).and_then(Node::scalar_text);
             let variables = item.get("variables").map(|node| self.variables(node)).unwrap_or_default();
             let needs = item.get("needs").map(|node| self.needs(node, "rule"));
             let start_in = item.get("start_in").and_then(Node::scalar_text);
@@ -853,6 +857,7 @@ impl Loader<'_> {
                 condition,
                 exists,
                 changes,
+                compare_to,
                 when,
                 start_in,
                 allow_failure,

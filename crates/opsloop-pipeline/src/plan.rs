@@ -21,10 +21,42 @@ pub struct RuleOutcome {
     pub start_in: Option<String>,
 }
 
+/// Which files changed, for `rules:changes` and `only/except:changes`.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSets {
+    /// Compared with the pipeline's default base; `None` when there is none to compare with,
+    /// and then `changes` holds, as on GitLab for a new branch.
+    pub default: Option<Vec<String>>,
+    /// Compared with each `compare_to` ref the pipeline names.
+    pub by_ref: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl ChangeSets {
+    /// Whether any changed file matches one of `patterns`.
+    pub fn any_match(&self, patterns: &[String], compare_to: Option<&str>, lookup: Lookup<'_>) -> bool {
+        let changed = match compare_to {
+            Some(reference) => self.by_ref.get(reference),
+            None => self.default.as_ref(),
+        };
+        let Some(changed) = changed else { return true };
+        patterns.iter().any(|p| !glob_matches(&crate::config::expand_simple(p, lookup), changed).is_empty())
+    }
+}
+
 /// The first rule whose conditions all hold, or `None` when none does (the job is left out).
-/// `changes` holds locally: there is no push to compare against, as on GitLab for new refs.
-pub fn rules_match(rules: &[Rule], lookup: Lookup<'_>, files: &[String]) -> Option<RuleOutcome> {
+/// Without `changes` information (`None`), `changes` conditions hold.
+pub fn rules_match(
+    rules: &[Rule],
+    lookup: Lookup<'_>,
+    files: &[String],
+    changes: Option<&ChangeSets>,
+) -> Option<RuleOutcome> {
     for rule in rules {
+        if let (Some(patterns), Some(changes)) = (&rule.changes, changes)
+            && !changes.any_match(patterns, rule.compare_to.as_deref(), lookup)
+        {
+            continue;
+        }
         if let Some(condition) = &rule.condition
             && !condition.evaluate(lookup)
         {
@@ -48,7 +80,7 @@ pub fn rules_match(rules: &[Rule], lookup: Lookup<'_>, files: &[String]) -> Opti
     None
 }
 
-fn ref_filter_matches(filter: &RefFilter, lookup: Lookup<'_>) -> bool {
+fn ref_filter_matches(filter: &RefFilter, lookup: Lookup<'_>, changes: Option<&ChangeSets>) -> bool {
     let ref_name = lookup("CI_COMMIT_REF_NAME").unwrap_or_default();
     let is_tag = lookup("CI_COMMIT_TAG").is_some_and(|t| !t.is_empty());
     let source = lookup("CI_PIPELINE_SOURCE").unwrap_or_default();
@@ -73,7 +105,8 @@ fn ref_filter_matches(filter: &RefFilter, lookup: Lookup<'_>) -> bool {
             pattern => pattern == ref_name,
         });
     let variables_match = filter.variables.is_empty() || filter.variables.iter().any(|e| e.evaluate(lookup));
-    refs_match && variables_match
+    let changes_match = filter.changes.is_empty() || changes.is_none_or(|c| c.any_match(&filter.changes, None, lookup));
+    refs_match && variables_match && changes_match
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +155,8 @@ pub struct PlanOptions {
     pub stage: Option<String>,
     /// Manual jobs to run as if played.
     pub manual: Vec<String>,
+    /// Changed files, for `changes:`; `None` makes every `changes:` condition hold.
+    pub changes: Option<ChangeSets>,
 }
 
 /// Plans `config`. `lookup` resolves pipeline-level variables (predefined, CLI, global).
@@ -135,7 +170,7 @@ pub fn plan(
     let mut warnings = Vec::new();
 
     let workflow_variables = match &config.workflow_rules {
-        Some(rules) => match rules_match(rules, lookup, files) {
+        Some(rules) => match rules_match(rules, lookup, files, options.changes.as_ref()) {
             Some(outcome) if outcome.when != When::Never => outcome.variables,
             _ => {
                 return Err(vec![Diagnostic::error(
@@ -157,20 +192,23 @@ pub fn plan(
                 .or_else(|| lookup(name))
         };
         let entry = if let Some(rules) = &job.rules {
-            rules_match(rules, &job_lookup, files).filter(|o| o.when != When::Never).map(|outcome| {
-                let when = if outcome.when == When::OnSuccess
-                    && job.when != When::OnSuccess
-                    && rules.iter().all(|r| r.when.is_none())
-                {
-                    job.when
-                } else {
-                    outcome.when
-                };
-                (when, outcome.allow_failure, outcome.variables, outcome.needs, outcome.start_in)
-            })
+            rules_match(rules, &job_lookup, files, options.changes.as_ref()).filter(|o| o.when != When::Never).map(
+                |outcome| {
+                    let when = if outcome.when == When::OnSuccess
+                        && job.when != When::OnSuccess
+                        && rules.iter().all(|r| r.when.is_none())
+                    {
+                        job.when
+                    } else {
+                        outcome.when
+                    };
+                    (when, outcome.allow_failure, outcome.variables, outcome.needs, outcome.start_in)
+                },
+            )
         } else {
-            let only_ok = job.only.as_ref().is_none_or(|f| ref_filter_matches(f, &job_lookup));
-            let except_hit = job.except.as_ref().is_some_and(|f| ref_filter_matches(f, &job_lookup));
+            let changes = options.changes.as_ref();
+            let only_ok = job.only.as_ref().is_none_or(|f| ref_filter_matches(f, &job_lookup, changes));
+            let except_hit = job.except.as_ref().is_some_and(|f| ref_filter_matches(f, &job_lookup, changes));
             (only_ok && !except_hit).then(|| (job.when, None, Vec::new(), None, None))
         };
         included.push(entry);

@@ -339,6 +339,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         only_needs: args.only_needs,
         stage: args.stage.clone(),
         manual: args.manual.clone(),
+        changes: Some(change_sets(&project, &config, &lookup)),
     };
     let planned = match plan::plan(&config, &global_lookup, &loaded.files, &options) {
         Ok(planned) => planned,
@@ -468,6 +469,39 @@ fn dedup(jobs: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Files changed by the commits a push would bring, plus uncommitted ones: against the default
+/// branch from a feature branch, against the previous commit on the default branch, and against
+/// each `changes:compare_to` ref. Without a base to compare with, `changes:` holds.
+fn change_sets(project: &Path, config: &Config, lookup: &dyn Fn(&str) -> Option<String>) -> plan::ChangeSets {
+    let mut uncommitted: Vec<String> = Vec::new();
+    for args in [&["diff", "--name-only", "HEAD"][..], &["ls-files", "--others", "--exclude-standard"][..]] {
+        uncommitted.extend(git(project, args).unwrap_or_default().lines().map(str::to_owned));
+    }
+    let diff = |base: &str| -> Option<Vec<String>> {
+        let names = git(project, &["diff", "--name-only", &format!("{base}...HEAD")])?;
+        let mut files: Vec<String> = names.lines().map(str::to_owned).collect();
+        files.extend(uncommitted.iter().cloned());
+        Some(files)
+    };
+    let branch = lookup("CI_COMMIT_BRANCH");
+    let default_branch = lookup("CI_DEFAULT_BRANCH").unwrap_or_else(|| "main".to_owned());
+    let default = if branch.as_deref().is_some_and(|b| b != default_branch) {
+        diff(&format!("origin/{default_branch}")).or_else(|| diff(&default_branch))
+    } else {
+        diff("HEAD~1")
+    };
+    let mut by_ref = std::collections::HashMap::new();
+    for rule in config.jobs.iter().flat_map(|job| job.rules.iter().flatten()) {
+        if let Some(reference) = &rule.compare_to
+            && !by_ref.contains_key(reference)
+            && let Some(files) = diff(reference)
+        {
+            by_ref.insert(reference.clone(), files);
+        }
+    }
+    plan::ChangeSets { default, by_ref }
 }
 
 /// Each run gets the next pipeline id, kept in `.opsloop/pipeline-id`.

@@ -309,3 +309,58 @@ fn the_demo_pipeline_passes() {
     assert!(out.contains("deploy-staging > would deploy version 1.0.0 to staging"), "{out}");
     assert!(out.contains("PASS syntax: [bash]") && out.contains("PASS syntax: [sh]"), "{out}");
 }
+
+#[test]
+fn changes_rules_compare_with_the_default_branch_and_compare_to() {
+    let dir = repo(&[
+        (
+            ".gitlab-ci.yml",
+            r#"
+backend:
+  rules:
+    - changes: ["src/**/*"]
+  script: echo backend
+docs:
+  rules:
+    - changes: ["docs/**"]
+  script: echo docs
+legacy:
+  only:
+    changes: ["docs/*.md"]
+  script: echo legacy
+against-tag:
+  rules:
+    - changes:
+        paths: ["src/*"]
+        compare_to: v1
+  script: echo against-tag
+"#,
+        ),
+        ("src/main.rs", "fn main() {}\n"),
+        ("docs/guide.md", "# guide\n"),
+    ]);
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["tag", "v1"]);
+    git(&["checkout", "-q", "-b", "feature"]);
+    std::fs::write(dir.path().join("docs/guide.md"), "# guide, edited\n").unwrap();
+    git(&["commit", "-qam", "docs only"]);
+    let listed = run_in(dir.path(), &["--list-json"]);
+    let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["docs", "legacy"], "{}", text(&listed.stderr));
+    std::fs::write(dir.path().join("src/main.rs"), "fn main() { println!(); }\n").unwrap();
+    let listed = run_in(dir.path(), &["--list-json"]);
+    let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["backend", "docs", "legacy", "against-tag"], "uncommitted changes count too");
+}
