@@ -10,6 +10,7 @@ pub mod junit;
 pub mod mask;
 pub mod pipeline;
 pub mod shell;
+mod trigger;
 pub mod workspace;
 
 pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};

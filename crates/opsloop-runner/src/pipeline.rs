@@ -230,6 +230,18 @@ pub async fn run_pipeline(
     Ok(PipelineOutcome { jobs, success })
 }
 
+/// [`run_pipeline`] behind a boxed, `Send` future: child pipelines recurse through it, and the
+/// box breaks the cycle the compiler would otherwise have to prove `Send` across.
+pub(crate) fn run_pipeline_boxed(
+    config: Config,
+    plan: Plan,
+    options: RunOptions,
+    sink: Arc<dyn EventSink>,
+    cancel: watch::Receiver<bool>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<PipelineOutcome>> + Send>> {
+    Box::pin(run_pipeline(config, plan, options, sink, cancel))
+}
+
 fn job_variables(
     shared: &Shared,
     index: usize,
@@ -355,6 +367,15 @@ async fn run_job(
         (_, _, Isolation::Sandbox { .. }) => "sandbox".to_owned(),
         _ => "shell".to_owned(),
     };
+    if let Some(trigger) = &job.trigger {
+        shared.sink.emit(Event::JobStarted { job: index, name: name.clone(), executor: "child pipeline".to_owned() });
+        let variables: Vec<(String, String)> =
+            job.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect();
+        let outcome =
+            crate::trigger::run_child(&name, index, trigger, &shared.options, variables, shared.sink.clone(), cancel)
+                .await;
+        return (outcome, Vec::new());
+    }
     shared.sink.emit(Event::JobStarted { job: index, name: name.clone(), executor });
 
     let builds = shared.options.state_dir.join("builds");

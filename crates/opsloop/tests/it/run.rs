@@ -364,3 +364,23 @@ against-tag:
     let names: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["backend", "docs", "legacy", "against-tag"], "uncommitted changes count too");
 }
+
+#[test]
+fn trigger_include_runs_a_child_pipeline() {
+    let dir = repo(&[
+        (
+            ".gitlab-ci.yml",
+            "stages: [build, child]\nprepare:\n  stage: build\n  script: echo parent\nspawn:\n  stage: child\n  variables:\n    FROM_PARENT: hello\n  trigger:\n    include: ci/child.yml\n    strategy: depend\n",
+        ),
+        (
+            "ci/child.yml",
+            "inner-a:\n  script: echo \"child says $FROM_PARENT from $CI_PIPELINE_SOURCE\"\ninner-b:\n  needs: [inner-a]\n  script: exit 3\n",
+        ),
+    ]);
+    let output = run_in(dir.path(), &[]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "the child's failure fails the trigger job:\n{out}");
+    assert!(out.contains("spawn: inner-a > child says hello from parent_pipeline"), "{out}");
+    assert!(out.contains("spawn starting child pipeline"), "{out}");
+    assert!(out.contains("PASS prepare") && out.contains("FAIL spawn"), "{out}");
+}
