@@ -86,6 +86,22 @@ const JOB_KEYWORDS: &[&str] = &[
     "when",
 ];
 pub const DEFAULT_STAGES: &[&str] = &[".pre", "build", "test", "deploy", ".post"];
+/// The failure types `retry:when` accepts.
+const RETRY_WHEN: &[&str] = &[
+    "always",
+    "unknown_failure",
+    "script_failure",
+    "api_failure",
+    "stuck_or_timeout_failure",
+    "runner_system_failure",
+    "runner_unsupported",
+    "stale_schedule",
+    "job_execution_timeout",
+    "archived_failure",
+    "unmet_prerequisites",
+    "scheduler_failure",
+    "data_integrity_failure",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variable {
@@ -418,7 +434,7 @@ pub fn expand_simple(text: &str, lookup: Lookup<'_>) -> String {
     crate::variables::expand(text, &|name| lookup(name))
 }
 
-fn glob_to_regex(pattern: &str) -> Option<regex::Regex> {
+fn glob_to_regex(pattern: &str, double_star_needs_folder: bool) -> Option<regex::Regex> {
     let mut regex = String::from("^");
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
@@ -427,13 +443,25 @@ fn glob_to_regex(pattern: &str) -> Option<regex::Regex> {
                 chars.next();
                 if chars.peek() == Some(&'/') {
                     chars.next();
-                    regex.push_str("(?:.*/)?");
+                    regex.push_str(if double_star_needs_folder { "(?:.+/)" } else { "(?:.*/)?" });
                 } else {
                     regex.push_str(".*");
                 }
             }
             '*' => regex.push_str("[^/]*"),
             '?' => regex.push_str("[^/]"),
+            '{' => {
+                // `{a,b}`: alternatives (File.fnmatch's FNM_EXTGLOB, as GitLab matches).
+                let mut alternatives = String::new();
+                for inner in chars.by_ref() {
+                    if inner == '}' {
+                        break;
+                    }
+                    alternatives.push(inner);
+                }
+                let parts: Vec<String> = alternatives.split(',').map(regex::escape).collect();
+                regex.push_str(&format!("(?:{})", parts.join("|")));
+            }
             c => regex.push_str(&regex::escape(&c.to_string())),
         }
     }
@@ -441,17 +469,27 @@ fn glob_to_regex(pattern: &str) -> Option<regex::Regex> {
     regex::Regex::new(&regex).ok()
 }
 
-/// Paths among `files` that match a glob such as `ci/**/*.yml`.
+/// Paths among `files` that match a glob such as `ci/**/*.yml` (`**/` also matches no folder).
 pub fn glob_matches(pattern: &str, files: &[String]) -> Vec<String> {
+    glob_matches_with(pattern, files, false)
+}
+
+fn glob_matches_with(pattern: &str, files: &[String], double_star_needs_folder: bool) -> Vec<String> {
     let pattern = pattern.trim_start_matches('/');
-    if !pattern.contains(['*', '?']) {
+    if let Some(directory) = pattern.strip_suffix('/')
+        && !directory.contains(['*', '?', '{'])
+    {
+        // `dir/` names a directory: it exists when a file lies below it.
+        return files.iter().filter(|f| f.starts_with(pattern)).cloned().collect();
+    }
+    if !pattern.contains(['*', '?', '{']) {
         return files
             .iter()
             .filter(|f| f.as_str() == pattern || f.starts_with(&format!("{pattern}/")))
             .cloned()
             .collect();
     }
-    let Some(regex) = glob_to_regex(pattern) else { return Vec::new() };
+    let Some(regex) = glob_to_regex(pattern, double_star_needs_folder) else { return Vec::new() };
     files.iter().filter(|file| regex.is_match(file)).cloned().collect()
 }
 
@@ -535,7 +573,7 @@ impl Loader<'_> {
             let rules = self.rules(rules);
             let files = self.files.files();
             if !crate::plan::rules_match(&rules, self.lookup, &files, None)
-                .is_some_and(|outcome| outcome.when != When::Never)
+                .is_some_and(|outcome| outcome.when != Some(When::Never))
             {
                 return Vec::new();
             }
@@ -557,9 +595,14 @@ impl Loader<'_> {
         }
         let path = path.trim_start_matches('/').to_owned();
         if path.contains(['*', '?']) {
-            let mut matched = glob_matches(&path, &self.files.files());
+            // In include globs, `**/` stands for one or more folders (GitLab's documented reading).
+            let mut matched = glob_matches_with(&path, &self.files.files(), true);
             matched.sort();
             return matched;
+        }
+        if !(path.ends_with(".yml") || path.ends_with(".yaml")) {
+            self.error(format!("Included file `{path}` does not have YAML extension!"), item.span);
+            return Vec::new();
         }
         vec![path]
     }
@@ -702,6 +745,7 @@ impl Loader<'_> {
                 if !DEFAULT_KEYWORDS.contains(&key.name.as_str()) {
                     self.diagnostics
                         .push(Diagnostic::warning(format!("default: unknown keyword `{}`", key.name), Some(key.span)));
+                    continue;
                 }
                 defaults.retain(|(k, _)| *k != key.name);
                 defaults.push((key.name.clone(), value.clone()));
@@ -798,10 +842,19 @@ impl Loader<'_> {
     }
 
     pub(crate) fn rules(&mut self, node: &Node) -> Vec<Rule> {
-        let Value::Sequence(items) = &node.value else {
+        let Value::Sequence(top) = &node.value else {
             self.error("rules must be a list", node.span);
             return Vec::new();
         };
+        // `!reference [.x, rules]` inside the list leaves a nested list; GitLab flattens it.
+        let mut items: Vec<&Node> = Vec::new();
+        let mut stack: Vec<&Node> = top.iter().rev().collect();
+        while let Some(item) = stack.pop() {
+            match &item.value {
+                Value::Sequence(inner) if items.len() < 1000 => stack.extend(inner.iter().rev()),
+                _ => items.push(item),
+            }
+        }
         let mut rules = Vec::new();
         for item in items {
             if item.as_mapping().is_none() {
@@ -1211,6 +1264,23 @@ impl Loader<'_> {
                 }
             },
         };
+        if let Some(start_in) = node.get("start_in") {
+            if node.get("rules").is_some() {
+                self.error(format!("jobs:{name} config key may not be used with `rules`: start_in"), start_in.span);
+            } else if when != When::Delayed {
+                self.error(format!("jobs:{name} start in must be blank when not delayed"), start_in.span);
+            }
+        }
+        if let Some(when) = node.get("retry").and_then(|r| r.get("when")) {
+            let unknown: Vec<String> =
+                self.strings(when, "retry:when").into_iter().filter(|w| !RETRY_WHEN.contains(&w.as_str())).collect();
+            if !unknown.is_empty() {
+                self.error(
+                    format!("jobs:{name}:retry when contains unknown values: {}", unknown.join(", ")),
+                    when.span,
+                );
+            }
+        }
         let job = Job {
             name: name.clone(),
             span: key.span,

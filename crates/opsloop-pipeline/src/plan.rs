@@ -14,7 +14,8 @@ type Inclusion = (When, Option<AllowFailure>, Vec<Variable>, Option<Vec<Need>>, 
 /// What the first matching rule decided.
 #[derive(Debug, Clone)]
 pub struct RuleOutcome {
-    pub when: When,
+    /// The rule's own `when`, if it sets one (otherwise the job's `when` applies).
+    pub when: Option<When>,
     pub allow_failure: Option<AllowFailure>,
     pub variables: Vec<Variable>,
     pub needs: Option<Vec<Need>>,
@@ -70,7 +71,7 @@ pub fn rules_match(
             }
         }
         return Some(RuleOutcome {
-            when: rule.when.unwrap_or(When::OnSuccess),
+            when: rule.when,
             allow_failure: rule.allow_failure.clone(),
             variables: rule.variables.clone(),
             needs: rule.needs.clone(),
@@ -80,33 +81,44 @@ pub fn rules_match(
     None
 }
 
-fn ref_filter_matches(filter: &RefFilter, lookup: Lookup<'_>, changes: Option<&ChangeSets>) -> bool {
+fn refs_match(refs: &[String], lookup: Lookup<'_>) -> bool {
     let ref_name = lookup("CI_COMMIT_REF_NAME").unwrap_or_default();
     let is_tag = lookup("CI_COMMIT_TAG").is_some_and(|t| !t.is_empty());
     let source = lookup("CI_PIPELINE_SOURCE").unwrap_or_default();
-    let refs_match = filter.refs.is_empty()
-        || filter.refs.iter().any(|pattern| match pattern.as_str() {
-            "branches" => !is_tag,
-            "tags" => is_tag,
-            "merge_requests" => source == "merge_request_event",
-            "schedules" => source == "schedule",
-            "pushes" => source == "push",
-            "web" => source == "web",
-            "api" => source == "api",
-            "triggers" => source == "trigger",
-            "pipelines" => source == "pipeline",
-            "external" => source == "external",
-            "chat" => source == "chat",
-            pattern if pattern.len() > 1 && pattern.starts_with('/') => {
-                let (body, flags) = pattern[1..].rsplit_once('/').unwrap_or((&pattern[1..], ""));
-                let body = if flags.contains('i') { format!("(?i){body}") } else { body.to_owned() };
-                regex::Regex::new(&body).is_ok_and(|re| re.is_match(&ref_name))
-            }
-            pattern => pattern == ref_name,
-        });
-    let variables_match = filter.variables.is_empty() || filter.variables.iter().any(|e| e.evaluate(lookup));
-    let changes_match = filter.changes.is_empty() || changes.is_none_or(|c| c.any_match(&filter.changes, None, lookup));
-    refs_match && variables_match && changes_match
+    let merge_request = source == "merge_request_event";
+    refs.iter().any(|pattern| match pattern.as_str() {
+        "branches" => !is_tag && !merge_request,
+        "tags" => is_tag,
+        "merge_requests" => merge_request,
+        "schedules" => source == "schedule",
+        "pushes" => source == "push",
+        "web" => source == "web",
+        "api" => source == "api",
+        "triggers" => source == "trigger",
+        "pipelines" => source == "pipeline",
+        "external" => source == "external",
+        "chat" => source == "chat",
+        pattern if pattern.len() > 1 && pattern.starts_with('/') => {
+            let (body, flags) = pattern[1..].rsplit_once('/').unwrap_or((&pattern[1..], ""));
+            let body = if flags.contains('i') { format!("(?i){body}") } else { body.to_owned() };
+            regex::Regex::new(&body).is_ok_and(|re| re.is_match(&ref_name))
+        }
+        pattern => pattern == ref_name,
+    })
+}
+
+/// `only:` holds when every key given holds (refs, variables, changes).
+fn only_matches(filter: &RefFilter, lookup: Lookup<'_>, changes: Option<&ChangeSets>) -> bool {
+    (filter.refs.is_empty() || refs_match(&filter.refs, lookup))
+        && (filter.variables.is_empty() || filter.variables.iter().any(|e| e.evaluate(lookup)))
+        && (filter.changes.is_empty() || changes.is_none_or(|c| c.any_match(&filter.changes, None, lookup)))
+}
+
+/// `except:` excludes when any key given holds.
+fn except_matches(filter: &RefFilter, lookup: Lookup<'_>, changes: Option<&ChangeSets>) -> bool {
+    (!filter.refs.is_empty() && refs_match(&filter.refs, lookup))
+        || filter.variables.iter().any(|e| e.evaluate(lookup))
+        || (!filter.changes.is_empty() && changes.is_none_or(|c| c.any_match(&filter.changes, None, lookup)))
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +169,9 @@ pub struct PlanOptions {
     pub manual: Vec<String>,
     /// Changed files, for `changes:`; `None` makes every `changes:` condition hold.
     pub changes: Option<ChangeSets>,
+    /// Variables given to this pipeline (`--variable`, a run's variables): they win over the
+    /// YAML's own variables, which win over the predefined ones `lookup` gives.
+    pub pipeline_variables: Vec<(String, String)>,
 }
 
 /// Plans `config`. `lookup` resolves pipeline-level variables (predefined, CLI, global).
@@ -169,9 +184,13 @@ pub fn plan(
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
 
+    let pipeline_variable =
+        |name: &str| options.pipeline_variables.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let yaml_global = |name: &str| config.variables.iter().rev().find(|v| v.name == name).map(|v| v.value.clone());
+    let workflow_lookup = |name: &str| pipeline_variable(name).or_else(|| yaml_global(name)).or_else(|| lookup(name));
     let workflow_variables = match &config.workflow_rules {
-        Some(rules) => match rules_match(rules, lookup, files, options.changes.as_ref()) {
-            Some(outcome) if outcome.when != When::Never => outcome.variables,
+        Some(rules) => match rules_match(rules, &workflow_lookup, files, options.changes.as_ref()) {
+            Some(outcome) if outcome.when != Some(When::Never) => outcome.variables,
             _ => {
                 return Err(vec![Diagnostic::error(
                     "workflow:rules prevent this pipeline from being created (no rule matched, or the match says never)",
@@ -186,29 +205,34 @@ pub fn plan(
     let mut included: Vec<Option<Inclusion>> = Vec::new();
     for job in &config.jobs {
         let job_lookup = |name: &str| -> Option<String> {
-            [&job.variables, &workflow_variables, &job.global_variables]
-                .iter()
-                .find_map(|layer| layer.iter().rev().find(|v| v.name == name).map(|v| v.value.clone()))
+            pipeline_variable(name)
+                .or_else(|| {
+                    [&job.variables, &workflow_variables, &job.global_variables]
+                        .iter()
+                        .find_map(|layer| layer.iter().rev().find(|v| v.name == name).map(|v| v.value.clone()))
+                })
                 .or_else(|| lookup(name))
         };
         let entry = if let Some(rules) = &job.rules {
-            rules_match(rules, &job_lookup, files, options.changes.as_ref()).filter(|o| o.when != When::Never).map(
-                |outcome| {
-                    let when = if outcome.when == When::OnSuccess
-                        && job.when != When::OnSuccess
-                        && rules.iter().all(|r| r.when.is_none())
-                    {
-                        job.when
-                    } else {
-                        outcome.when
-                    };
-                    (when, outcome.allow_failure, outcome.variables, outcome.needs, outcome.start_in)
-                },
-            )
+            rules_match(rules, &job_lookup, files, options.changes.as_ref())
+                .filter(|outcome| outcome.when != Some(When::Never))
+                .map(|outcome| {
+                    // A rule without `when` uses the job's; a manual job made so by a rule does
+                    // not allow failure unless it says so.
+                    let when = outcome.when.unwrap_or(job.when);
+                    let allow_failure = outcome.allow_failure.or_else(|| {
+                        (outcome.when == Some(When::Manual) && job.allow_failure.is_none()).then_some(AllowFailure::No)
+                    });
+                    (when, allow_failure, outcome.variables, outcome.needs, outcome.start_in)
+                })
         } else {
             let changes = options.changes.as_ref();
-            let only_ok = job.only.as_ref().is_none_or(|f| ref_filter_matches(f, &job_lookup, changes));
-            let except_hit = job.except.as_ref().is_some_and(|f| ref_filter_matches(f, &job_lookup, changes));
+            // No only/except/rules: GitLab's default is `only: [branches, tags]`.
+            let default_only =
+                RefFilter { refs: vec!["branches".to_owned(), "tags".to_owned()], ..RefFilter::default() };
+            let only = job.only.as_ref().unwrap_or(&default_only);
+            let only_ok = only_matches(only, &job_lookup, changes);
+            let except_hit = job.except.as_ref().is_some_and(|f| except_matches(f, &job_lookup, changes));
             (only_ok && !except_hit).then(|| (job.when, None, Vec::new(), None, None))
         };
         included.push(entry);
@@ -312,6 +336,12 @@ pub fn plan(
             let mut from = Vec::new();
             for name in names {
                 match instances_of.get(name.as_str()) {
+                    Some(targets) if targets.iter().any(|t| jobs[*t].stage > jobs[position].stage) => {
+                        errors.push(Diagnostic::error(
+                            format!("{} job: dependency {name} is not defined in current or prior stages", job.name),
+                            Some(*span),
+                        ));
+                    }
                     Some(targets) => from.extend(targets.iter().copied()),
                     None if config.jobs.iter().any(|j| &j.name == name) => {}
                     None => errors.push(Diagnostic::error(
@@ -331,6 +361,10 @@ pub fn plan(
                 None => (0..jobs.len()).filter(|other| jobs[*other].stage < jobs[position].stage).collect(),
             };
         }
+    }
+    let last = config.stages.len().saturating_sub(1);
+    if !jobs.is_empty() && jobs.iter().all(|job| job.stage == 0 || job.stage == last) {
+        errors.push(Diagnostic::error("The pipeline must contain jobs in stages other than .pre and .post", None));
     }
     if let Some(cycle) = find_cycle(&jobs) {
         errors.push(Diagnostic::error(format!("needs form a cycle: {}", cycle.join(" → ")), None));

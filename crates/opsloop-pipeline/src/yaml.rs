@@ -385,6 +385,14 @@ fn scalar(text: &str, style: ScalarStyle) -> Value {
         "false" | "False" | "FALSE" => return Value::Bool(false),
         _ => {}
     }
+    // YAML 1.1, which GitLab reads: a leading zero makes an octal integer (`012` is 10).
+    if text.len() > 1
+        && text.starts_with('0')
+        && text.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        && let Ok(value) = i64::from_str_radix(&text[1..], 8)
+    {
+        return Value::Int(value);
+    }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     if !unsigned.is_empty()
         && unsigned.bytes().all(|b| b.is_ascii_digit())

@@ -8,7 +8,7 @@
 //!
 //! Expectations follow GitLab's documented semantics (CI/CD YAML syntax reference,
 //! <https://docs.gitlab.com/ci/yaml/>). Where the engine differs, the test keeps the documented
-//! expectation and is `#[ignore]`d with "engine bug: …".
+//! expectation (it was `#[ignore]`d until the engine was fixed; none is now).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -478,7 +478,7 @@ fn undeclared_stage_is_an_error() {
 /// "If a pipeline contains only jobs in the .pre or .post stages, it does not run."
 /// <https://docs.gitlab.com/ci/yaml/#stages>
 #[test]
-#[ignore = "engine bug: a pipeline of only .pre/.post jobs is planned and run"]
+
 fn pipeline_of_only_pre_and_post_jobs_does_not_run() {
     check(
         &[(
@@ -711,7 +711,7 @@ fn reference_errors() {
 /// list is flattened into the job's rules.
 /// <https://docs.gitlab.com/ci/jobs/job_rules/#reuse-rules-in-different-jobs>
 #[test]
-#[ignore = "engine bug: a !reference inside a rules list is rejected instead of flattened"]
+
 fn reference_in_rules_list_is_flattened() {
     check(
         &[(
@@ -1012,7 +1012,7 @@ fn variables_value_description_and_expand() {
 /// GitLab reads YAML with Psych (YAML 1.1): "`VAR1: 012345` is interpreted as an octal value,
 /// so the value becomes 5349". <https://docs.gitlab.com/ci/variables/>
 #[test]
-#[ignore = "engine bug: a leading-zero integer is read as decimal (YAML 1.2), not octal as GitLab does"]
+
 fn leading_zero_integer_variable_is_octal() {
     check(
         &[(
@@ -1243,7 +1243,7 @@ fn include_local_errors() {
 /// `configs/**.yml` matches them at any depth).
 /// <https://docs.gitlab.com/ci/yaml/includes/#use-includelocal-with-wildcard-file-paths>
 #[test]
-#[ignore = "engine bug: include `dir/**/*.yml` also includes files directly in `dir`"]
+
 fn include_double_star_slash_matches_only_subfolders() {
     check(
         &[
@@ -1263,7 +1263,7 @@ fn include_double_star_slash_matches_only_subfolders() {
 /// "The YAML file must have the extension `.yml` or `.yaml`."
 /// <https://docs.gitlab.com/ci/yaml/#includelocal>
 #[test]
-#[ignore = "engine bug: include:local accepts a file without a .yml/.yaml extension"]
+
 fn include_local_requires_a_yaml_extension() {
     check(
         &[(CI, "include: ci/jobs.txt\njob:\n  script: [echo]\n"), ("ci/jobs.txt", "other:\n  script: [echo]\n")],
@@ -1548,7 +1548,7 @@ fn rules_exists_and_changes() {
 /// "To test the existence of a directory, the path must end with a forward slash (/)."
 /// <https://docs.gitlab.com/ci/yaml/#rulesexists>
 #[test]
-#[ignore = "engine bug: rules:exists with a trailing-slash directory path never matches"]
+
 fn rules_exists_directory_with_trailing_slash() {
     check(
         &[
@@ -1575,7 +1575,7 @@ fn rules_exists_directory_with_trailing_slash() {
 /// `exists` globs use `File.fnmatch` with `FNM_EXTGLOB`, so `{a,b}` alternatives work.
 /// <https://docs.gitlab.com/ci/yaml/#rulesexists>
 #[test]
-#[ignore = "engine bug: brace alternatives {a,b} in rules:exists globs are not supported"]
+
 fn rules_exists_brace_alternatives() {
     check(
         &[
@@ -1701,7 +1701,7 @@ fn rules_when_allow_failure_variables_and_needs() {
 /// default. This default is the opposite of using `when: manual` to add a manual job."
 /// <https://docs.gitlab.com/ci/yaml/#ruleswhen>
 #[test]
-#[ignore = "engine bug: a job made manual by rules:when defaults to allow_failure=true (GitLab: false)"]
+
 fn rules_when_manual_defaults_allow_failure_to_false() {
     check(
         &[(
@@ -1731,7 +1731,7 @@ fn rules_when_manual_defaults_allow_failure_to_false() {
 /// — also when other rules of the job do define `when`.
 /// <https://docs.gitlab.com/ci/yaml/#rulesif>
 #[test]
-#[ignore = "engine bug: a rule without `when` ignores the job-level `when` if another rule sets `when`"]
+
 fn rule_without_when_uses_the_job_level_when() {
     check(
         &[(
@@ -1760,7 +1760,7 @@ fn rule_without_when_uses_the_job_level_when() {
 /// variables; pipeline variables are added on top when the job runs.)
 /// <https://docs.gitlab.com/ci/variables/#cicd-variable-precedence>
 #[test]
-#[ignore = "engine bug: YAML global/job variables override pipeline variables when evaluating rules:if"]
+
 fn pipeline_variables_override_yaml_variables_in_rules() {
     check(
         &[(
@@ -1774,8 +1774,8 @@ fn pipeline_variables_override_yaml_variables_in_rules() {
                 - if: $TARGET == "production"
             "#,
         )],
-        &[("CI_COMMIT_BRANCH", "main"), ("TARGET", "production")],
-        &options(),
+        &[("CI_COMMIT_BRANCH", "main")],
+        &PlanOptions { pipeline_variables: vec![("TARGET".to_owned(), "production".to_owned())], ..options() },
         r##"
         deploy [test] when=on_success allow_failure=no needs=- artifacts_from=- vars=TARGET=staging
           script: ["x"]
@@ -1901,7 +1901,7 @@ fn only_except_variables() {
 /// "`except` excludes the job if **any** of the keys have at least one condition that
 /// matches." <https://docs.gitlab.com/ci/jobs/job_control/#combine-multiple-keywords-with-only-or-except>
 #[test]
-#[ignore = "engine bug: except:{refs, variables} excludes only when all keys match (GitLab: any key)"]
+
 fn except_excludes_when_any_key_matches() {
     check(
         &[(
@@ -1934,7 +1934,7 @@ fn except_excludes_when_any_key_matches() {
 /// `tags` by default" — "Jobs with no rules default to `except: merge_requests`", so they are
 /// not in merge request pipelines. <https://docs.gitlab.com/ci/jobs/job_rules/#avoid-duplicate-pipelines>
 #[test]
-#[ignore = "engine bug: jobs without only/except/rules run in merge request pipelines"]
+
 fn jobs_without_rules_are_not_in_merge_request_pipelines() {
     check(
         &[(
@@ -2064,7 +2064,7 @@ fn retry_forms() {
 /// or an array of one or more failure types: always, unknown_failure, script_failure, …").
 /// <https://docs.gitlab.com/ci/yaml/#retrywhen>
 #[test]
-#[ignore = "engine bug: unknown retry:when failure types are accepted silently"]
+
 fn retry_when_rejects_unknown_failure_types() {
     check(
         &[(
@@ -2184,7 +2184,7 @@ fn when_timeout_delayed_environment_and_friends() {
 /// `when`, the configuration is invalid. If a job uses `rules`, `start_in` and `when` must be
 /// defined in the `rules`, not at the job level." <https://docs.gitlab.com/ci/yaml/#start_in>
 #[test]
-#[ignore = "engine bug: job-level start_in without when:delayed, or with rules, is accepted"]
+
 fn start_in_needs_when_delayed_and_no_rules() {
     check(
         &[(
@@ -2576,7 +2576,7 @@ fn dependencies() {
 /// "The specified jobs must all be in earlier stages."
 /// <https://docs.gitlab.com/ci/yaml/#dependencies>
 #[test]
-#[ignore = "engine bug: dependencies on a job of the same or a later stage are accepted"]
+
 fn dependencies_must_be_in_earlier_stages() {
     check(
         &[(
@@ -2750,7 +2750,7 @@ fn unknown_keys_are_warnings_with_locations() {
 /// doesn't already have it defined", with the list of default keywords).
 /// <https://docs.gitlab.com/ci/yaml/#default>
 #[test]
-#[ignore = "engine bug: unknown keys of `default:` are copied into every job and warned about again there"]
+
 fn unknown_default_keyword_is_not_copied_into_jobs() {
     check(
         &[(

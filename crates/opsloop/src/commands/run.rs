@@ -298,7 +298,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
         };
         overrides.push(Override { name: name.to_owned(), value: value.to_owned(), environment: None });
     }
-    // Pipeline-level lookups (include rules, workflow, job rules) see the unscoped overrides.
+    let predefined_only = defined.clone();
+    let pipeline_variables: Vec<(String, String)> = overrides
+        .iter()
+        .filter(|o| o.environment.as_deref().is_none_or(|e| e == "*"))
+        .filter(|o| !args.unset_variable.contains(&o.name))
+        .map(|o| (o.name.clone(), o.value.clone()))
+        .collect();
+    // include:rules see the predefined and the given variables (YAML variables come later).
     for o in overrides.iter().filter(|o| o.environment.as_deref().is_none_or(|e| e == "*")) {
         defined.retain(|(k, _)| *k != o.name);
         defined.push((o.name.clone(), o.value.clone()));
@@ -330,8 +337,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
         print!("{}", to_yaml(&config.expanded, 0));
         return ExitCode::SUCCESS;
     }
-    let global_lookup = |name: &str| {
-        config.variables.iter().rev().find(|v| v.name == name).map(|v| v.value.clone()).or_else(|| lookup(name))
+    let predefined_lookup = |name: &str| {
+        if args.unset_variable.iter().any(|u| u == name) {
+            return None;
+        }
+        predefined_only.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     };
     let options = PlanOptions {
         selected: dedup(&args.jobs),
@@ -340,8 +350,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
         stage: args.stage.clone(),
         manual: args.manual.clone(),
         changes: Some(change_sets(&project, &config, &lookup)),
+        pipeline_variables,
     };
-    let planned = match plan::plan(&config, &global_lookup, &loaded.files, &options) {
+    let planned = match plan::plan(&config, &predefined_lookup, &loaded.files, &options) {
         Ok(planned) => planned,
         Err(errors) => {
             print_diagnostics(&config.sources, &errors);
