@@ -106,15 +106,17 @@ pub async fn run_pipeline(
     let shared =
         Arc::new(Shared { config, plan, options, sink, masker, resource_groups: Mutex::new(HashMap::new()), files });
 
-    // For each job, who waits on it: its dependents (needs) or every later-stage job.
+    // Two kinds of waiting, both linear in jobs plus edges: a job with `needs` counts down its
+    // needs; a job without waits for a stage barrier (every job of the earlier stages done),
+    // kept as a count per stage instead of an edge to each earlier job.
+    let stage_count = shared.plan.stages.len().max(1);
+    let stage_of = |index: usize| shared.plan.jobs[index].stage.min(stage_count - 1);
     let mut waiting_on: Vec<usize> = vec![0; count];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
-    let mut by_stage: Vec<Vec<usize>> = vec![Vec::new(); shared.plan.stages.len().max(1)];
+    let mut stage_waiters: Vec<Vec<usize>> = vec![Vec::new(); stage_count];
+    let mut unfinished_in_stage: Vec<usize> = vec![0; stage_count];
     for (index, job) in shared.plan.jobs.iter().enumerate() {
-        let last = by_stage.len() - 1;
-        by_stage[job.stage.min(last)].push(index);
-    }
-    for (index, job) in shared.plan.jobs.iter().enumerate() {
+        unfinished_in_stage[stage_of(index)] += 1;
         match &job.needs {
             Some(needs) => {
                 for need in needs {
@@ -122,35 +124,42 @@ pub async fn run_pipeline(
                     waiting_on[index] += 1;
                 }
             }
-            None => {
-                for earlier in by_stage.iter().take(job.stage) {
-                    for other in earlier {
-                        dependents[*other].push(index);
-                        waiting_on[index] += 1;
-                    }
-                }
-            }
+            None => stage_waiters[stage_of(index)].push(index),
         }
     }
-    // Stage-based waits over many jobs are many edges; that is GitLab's own model (a job
-    // waits for every job of the earlier stages), and still linear in jobs plus edges.
+    // Stages before `open_stages` are all finished; `failed_before[s]`: a job of a stage before s failed.
+    let mut open_stages = 0;
+    let mut failed_before: Vec<bool> = vec![false; stage_count + 1];
+    let mut failed_in_stage: Vec<bool> = vec![false; stage_count];
 
     let mut outcomes: Vec<Option<JobOutcome>> = vec![None; count];
     let mut dotenv: Vec<Vec<(String, String)>> = vec![Vec::new(); count];
     let semaphore = Arc::new(Semaphore::new(concurrency));
     let mut running: JoinSet<Finished> = JoinSet::new();
-    let mut ready: Vec<usize> = (0..count).filter(|i| waiting_on[*i] == 0).collect();
-    ready.reverse();
+    let mut ready: Vec<usize> =
+        (0..count).filter(|i| shared.plan.jobs[*i].needs.is_some() && waiting_on[*i] == 0).collect();
     let mut finished = 0;
-    while finished < count {
+    loop {
+        // Open every stage whose earlier stages are done, releasing its stage-waiting jobs.
+        while open_stages < stage_count && (open_stages == 0 || unfinished_in_stage[open_stages - 1] == 0) {
+            if open_stages > 0 {
+                failed_before[open_stages] = failed_before[open_stages - 1] || failed_in_stage[open_stages - 1];
+            }
+            ready.extend(stage_waiters[open_stages].drain(..));
+            open_stages += 1;
+        }
+        if finished >= count {
+            break;
+        }
+        ready.reverse();
         while let Some(index) = ready.pop() {
             let job = &shared.plan.jobs[index];
-            let upstream: Vec<usize> = match &job.needs {
-                Some(needs) => needs.iter().map(|n| n.job).collect(),
-                None => by_stage.iter().take(job.stage).flatten().copied().collect(),
+            let failed_upstream = match &job.needs {
+                Some(needs) => {
+                    needs.iter().any(|n| outcomes[n.job].as_ref().is_some_and(|o| o.status == JobStatus::Failed))
+                }
+                None => failed_before[stage_of(index)],
             };
-            let failed_upstream =
-                upstream.iter().any(|u| outcomes[*u].as_ref().is_some_and(|o| o.status == JobStatus::Failed));
             let canceled = *cancel.borrow();
             let runs = !canceled
                 && match job.when {
@@ -180,6 +189,7 @@ pub async fn run_pipeline(
                 shared.sink.emit(Event::JobFinished { job: index, name: job.name.clone(), outcome: outcome.clone() });
                 outcomes[index] = Some(outcome);
                 finished += 1;
+                unfinished_in_stage[stage_of(index)] -= 1;
                 for dependent in &dependents[index] {
                     waiting_on[*dependent] -= 1;
                     if waiting_on[*dependent] == 0 {
@@ -199,7 +209,17 @@ pub async fn run_pipeline(
                 (index, outcome, env)
             });
         }
-        let Some(joined) = running.join_next().await else { break };
+        if finished >= count {
+            break;
+        }
+        if running.is_empty() {
+            let stage_can_open = open_stages < stage_count && unfinished_in_stage[open_stages - 1] == 0;
+            if ready.is_empty() && !stage_can_open {
+                return Err(std::io::Error::other("the scheduler has jobs left that can never start"));
+            }
+            continue;
+        }
+        let Some(joined) = running.join_next().await else { continue };
         let (index, outcome, env) = match joined {
             Ok(result) => result,
             Err(error) => return Err(std::io::Error::other(format!("a job task failed: {error}"))),
@@ -209,9 +229,13 @@ pub async fn run_pipeline(
             name: shared.plan.jobs[index].name.clone(),
             outcome: outcome.clone(),
         });
+        if outcome.status == JobStatus::Failed {
+            failed_in_stage[stage_of(index)] = true;
+        }
         outcomes[index] = Some(outcome);
         dotenv[index] = env;
         finished += 1;
+        unfinished_in_stage[stage_of(index)] -= 1;
         for dependent in dependents[index].clone() {
             waiting_on[dependent] -= 1;
             if waiting_on[dependent] == 0 {
