@@ -145,7 +145,7 @@ pub async fn run_pipeline(
             if open_stages > 0 {
                 failed_before[open_stages] = failed_before[open_stages - 1] || failed_in_stage[open_stages - 1];
             }
-            ready.extend(stage_waiters[open_stages].drain(..));
+            ready.append(&mut stage_waiters[open_stages]);
             open_stages += 1;
         }
         if finished >= count {
