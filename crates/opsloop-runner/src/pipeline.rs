@@ -26,6 +26,11 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Keep each job's workspace after it ends (`--shell-isolation` kept for inspection).
     pub keep_workspaces: bool,
+    /// Start jobs from the working tree (tracked and untracked files) instead of the files
+    /// at `HEAD` (`--dirty`).
+    pub dirty: bool,
+    /// A source tree already prepared (a child pipeline reuses its parent's snapshot).
+    pub prepared_source: Option<PathBuf>,
     /// Pipeline-wide predefined variables (CI_COMMIT_*, CI_PIPELINE_*, …), lowest precedence.
     pub predefined: Vec<(String, String)>,
     /// Variables that override everything (home file, then `--variable`), in rising precedence.
@@ -86,6 +91,8 @@ struct Shared {
     sink: Arc<dyn EventSink>,
     masker: Masker,
     resource_groups: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Where each job's workspace is copied from (a snapshot of HEAD, or the project itself).
+    source_root: PathBuf,
     files: Vec<String>,
 }
 
@@ -99,12 +106,39 @@ pub async fn run_pipeline(
 ) -> std::io::Result<PipelineOutcome> {
     std::fs::create_dir_all(&options.state_dir)?;
     let state_name = options.state_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let files = workspace::project_files(&options.project_dir, &state_name)?;
+    let snapshot = options.state_dir.join("source");
+    let committed = if let Some(prepared) = &options.prepared_source {
+        let prepared = prepared.clone();
+        Some(
+            tokio::task::spawn_blocking(move || workspace::list_tree(&prepared))
+                .await
+                .map_err(std::io::Error::other)??,
+        )
+    } else if options.dirty {
+        None
+    } else {
+        let (project, target) = (options.project_dir.clone(), snapshot.clone());
+        tokio::task::spawn_blocking(move || workspace::snapshot_head(&project, &target))
+            .await
+            .map_err(std::io::Error::other)??
+    };
+    let (source_root, files) = match committed {
+        Some(files) => (options.prepared_source.clone().unwrap_or(snapshot), files),
+        None => (options.project_dir.clone(), workspace::project_files(&options.project_dir, &state_name)?),
+    };
     let masker = Masker::new(options.masked.iter().cloned());
     let count = plan.jobs.len();
     let concurrency = options.concurrency.max(1);
-    let shared =
-        Arc::new(Shared { config, plan, options, sink, masker, resource_groups: Mutex::new(HashMap::new()), files });
+    let shared = Arc::new(Shared {
+        config,
+        plan,
+        options,
+        sink,
+        masker,
+        resource_groups: Mutex::new(HashMap::new()),
+        source_root,
+        files,
+    });
 
     // Two kinds of waiting, both linear in jobs plus edges: a job with `needs` counts down its
     // needs; a job without waits for a stage barrier (every job of the earlier stages done),
@@ -407,7 +441,7 @@ async fn run_job(
     let scripts_dir = shared.options.state_dir.join("scripts");
     let prepared = {
         let (project, workspace_dir, scripts_dir) =
-            (shared.options.project_dir.clone(), workspace_dir.clone(), scripts_dir.clone());
+            (shared.source_root.clone(), workspace_dir.clone(), scripts_dir.clone());
         let files = shared.files.clone();
         let sources: Vec<PathBuf> = planned
             .artifacts_from

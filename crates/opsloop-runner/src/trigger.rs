@@ -107,11 +107,17 @@ pub async fn run_child(
         Ok(paths) => paths,
         Err(message) => return fail(format!("{name}: {message}")),
     };
-    let state_name = parent.state_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let files = crate::workspace::project_files(&parent.project_dir, &state_name).unwrap_or_default();
+    let files = match &parent.prepared_source {
+        Some(source) => crate::workspace::list_tree(source).unwrap_or_default(),
+        None => {
+            let state_name = parent.state_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            crate::workspace::project_files(&parent.project_dir, &state_name).unwrap_or_default()
+        }
+    };
     let entry =
         format!("include:\n{}", paths.iter().map(|p| format!("  - local: {}\n", serde_quote(p))).collect::<String>());
-    let source = ProjectFiles { root: parent.project_dir.clone(), files: files.clone(), entry };
+    let root = parent.prepared_source.clone().unwrap_or_else(|| parent.project_dir.clone());
+    let source = ProjectFiles { root, files: files.clone(), entry };
     let mut predefined = parent.predefined.clone();
     predefined.retain(|(k, _)| k != "CI_PIPELINE_SOURCE");
     predefined.push(("CI_PIPELINE_SOURCE".to_owned(), "parent_pipeline".to_owned()));

@@ -57,6 +57,43 @@ fn walk(root: &Path, dir: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Writes the files of `HEAD` (what a pipeline at this commit sees) into `target`, replacing
+/// it, and lists them. `None` when `project` has no commit to take them from.
+pub fn snapshot_head(project: &Path, target: &Path) -> io::Result<Option<Vec<String>>> {
+    let has_head = Command::new("git")
+        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .current_dir(project)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_head {
+        return Ok(None);
+    }
+    let _ = std::fs::remove_dir_all(target);
+    std::fs::create_dir_all(target)?;
+    // `git archive | tar -x`, both with argument vectors.
+    let mut archive = Command::new("git")
+        .args(["archive", "--format=tar", "HEAD"])
+        .current_dir(project)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = archive.stdout.take().ok_or_else(|| io::Error::other("git archive has no output"))?;
+    let extracted = Command::new("tar").arg("-x").arg("-C").arg(target).stdin(stdout).status()?;
+    let archived = archive.wait()?;
+    if !archived.success() || !extracted.success() {
+        return Err(io::Error::other("git archive HEAD | tar -x failed"));
+    }
+    let mut files = walk(target, target)?;
+    files.sort();
+    Ok(Some(files))
+}
+
+/// Every file and directory below `root`, relative and sorted.
+pub fn list_tree(root: &Path) -> io::Result<Vec<String>> {
+    let mut files = walk(root, root)?;
+    files.sort();
+    Ok(files)
+}
+
 /// Copies `files` (relative paths of files and directories) from `from` into `to`, keeping
 /// permissions and symlinks.
 pub fn copy_files(from: &Path, to: &Path, files: &[String]) -> io::Result<()> {

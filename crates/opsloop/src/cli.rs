@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// Keep each job's workspace under .opsloop/builds/<job> after it ends (jobs always run in their own).
     #[arg(long)]
     pub shell_isolation: bool,
+    /// Start jobs from the working tree, uncommitted changes included, instead of the files of the
+    /// last commit.
+    #[arg(long)]
+    pub dirty: bool,
     /// Print a JSON event stream instead of text.
     #[arg(long)]
     pub json: bool,

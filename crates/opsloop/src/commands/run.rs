@@ -391,6 +391,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         state_dir,
         concurrency: args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
         keep_workspaces: args.shell_isolation,
+        dirty: args.dirty,
+        prepared_source: None,
         predefined: defined.clone(),
         overrides,
         unset: args.unset_variable.clone(),

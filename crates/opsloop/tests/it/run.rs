@@ -13,7 +13,11 @@ fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
     for (path, content) in files {
         let path = dir.path().join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
+        std::fs::write(&path, content).unwrap();
+        if content.starts_with("#!") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
     }
     let git = |args: &[&str]| {
         let status = Command::new("git")
@@ -299,9 +303,6 @@ fn the_demo_pipeline_passes() {
         .collect();
     let borrowed: Vec<(&str, &str)> = files.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
     let dir = repo(&borrowed);
-    for script in ["app.sh", "test.sh"] {
-        Command::new("chmod").arg("+x").arg(dir.path().join(script)).status().unwrap();
-    }
     let output = run_in(dir.path(), &[]);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}\n{}", text(&output.stderr));
@@ -363,6 +364,16 @@ against-tag:
     let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let names: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["backend", "docs", "legacy", "against-tag"], "uncommitted changes count too");
+}
+
+#[test]
+fn jobs_start_from_the_last_commit_unless_dirty() {
+    let dir = repo(&[(".gitlab-ci.yml", "show:\n  script: cat note.txt\n"), ("note.txt", "committed\n")]);
+    std::fs::write(dir.path().join("note.txt"), "edited, not committed\n").unwrap();
+    let clean = stdout(&run_in(dir.path(), &[]));
+    assert!(clean.contains("show > committed"), "{clean}");
+    let dirty = stdout(&run_in(dir.path(), &["--dirty"]));
+    assert!(dirty.contains("show > edited, not committed"), "{dirty}");
 }
 
 #[test]
