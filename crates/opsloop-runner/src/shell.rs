@@ -380,7 +380,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let workspace = dir.path().join("ws");
         std::fs::create_dir_all(&workspace).unwrap();
-        let outside = dir.path().join("outside.txt");
+        // Outside the workspace on the real (read-only) root: /tmp would be the sandbox's own.
+        let elsewhere =
+            tempfile::tempdir_in(std::env::var_os("CARGO_TARGET_TMPDIR").unwrap_or_else(|| "/var/tmp".into()))
+                .unwrap_or_else(|_| tempfile::tempdir().unwrap());
+        let outside = elsewhere.path().join("outside.txt");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let text = script(&[
