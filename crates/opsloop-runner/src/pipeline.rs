@@ -669,8 +669,17 @@ async fn run_job(
             let (source, project, state) =
                 (workspace_dir.clone(), shared.options.project_dir.clone(), shared.options.state_dir.clone());
             let target = workspace::artifacts_dir(&state, &name);
+            let (untracked, tracked) = (artifacts.untracked, shared.files.clone());
             let copied = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
-                let files = workspace::collect(&source, &project, &paths, &exclude)?;
+                let mut files = workspace::collect(&source, &project, &paths, &exclude)?;
+                if untracked {
+                    // `untracked: true`: every file the job made that the project does not have.
+                    let made = workspace::list_tree(&source)?.into_iter().filter(|f| !tracked.contains(f));
+                    let excluded = workspace::collect(&source, &project, &exclude, &[])?;
+                    files.extend(made.filter(|f| !excluded.contains(f)));
+                    files.sort();
+                    files.dedup();
+                }
                 let _ = std::fs::remove_dir_all(&target);
                 std::fs::create_dir_all(&target)?;
                 workspace::copy_files(&source, &target, &files)?;

@@ -118,9 +118,15 @@ fn slug(text: &str) -> String {
     slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-").chars().take(63).collect()
 }
 
-/// Reads a variables file: `NAME: value`, `NAME: {value: …, masked: true}`, or
-/// `NAME: {values: {"env-pattern": value}}`. Masked values are added to `masked`.
-fn variables_file(path: &Path, section: Option<&str>, masked: &mut Vec<String>) -> Result<Vec<Override>, String> {
+/// Reads a variables file: `NAME: value`, `NAME: {value: …, masked: true, type: file}`, or
+/// `NAME: {values: {"env-pattern": value}}`. Masked values are added to `masked`; file-type
+/// values are written under `files_dir` and the variable holds the file's path.
+fn variables_file(
+    path: &Path,
+    section: Option<&str>,
+    masked: &mut Vec<String>,
+    files_dir: &Path,
+) -> Result<Vec<Override>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -151,6 +157,11 @@ fn variables_file(path: &Path, section: Option<&str>, masked: &mut Vec<String>) 
                     if matches!(value.get("masked").map(|m| &m.value), Some(Value::Bool(true))) {
                         masked.push(plain.clone());
                     }
+                    let plain = if value.get("type").and_then(Node::scalar_text).as_deref() == Some("file") {
+                        write_variable_file(files_dir, &key.name, &plain)?
+                    } else {
+                        plain
+                    };
                     out.push(Override { name: key.name.clone(), value: plain, environment: None });
                 }
             }
@@ -162,6 +173,23 @@ fn variables_file(path: &Path, section: Option<&str>, masked: &mut Vec<String>) 
         }
     }
     Ok(out)
+}
+
+/// A file-type variable's content, written to a file only its owner can read; returns the path.
+fn write_variable_file(dir: &Path, name: &str, content: &str) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let safe: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let path = dir.join(safe);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(content.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.display().to_string())
 }
 
 fn print_diagnostics(config_sources: &opsloop_pipeline::diagnostic::Sources, diagnostics: &[Diagnostic]) {
@@ -273,9 +301,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
     // Variables from files and the command line, lowest to highest.
     let mut overrides: Vec<Override> = Vec::new();
     let mut masked: Vec<String> = Vec::new();
+    let files_dir = state_dir.join("variables");
     let home = args.home.clone().or_else(|| std::env::var_os("HOME").map(PathBuf::from));
     if let Some(home) = home {
-        match variables_file(&home.join(".gitlab-ci-local/variables.yml"), Some("global"), &mut masked) {
+        match variables_file(&home.join(".gitlab-ci-local/variables.yml"), Some("global"), &mut masked, &files_dir) {
             Ok(found) => overrides.extend(found),
             Err(error) => {
                 output::error(&error);
@@ -284,7 +313,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     }
     let project_file = args.variables_file.clone().unwrap_or_else(|| project.join(".gitlab-ci-local-variables.yml"));
-    match variables_file(&project_file, None, &mut masked) {
+    match variables_file(&project_file, None, &mut masked, &files_dir) {
         Ok(found) => overrides.extend(found),
         Err(error) => {
             output::error(&error);
@@ -621,6 +650,21 @@ fn to_yaml(node: &Node, indent: usize) -> String {
     }
 }
 
+/// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.
+fn human_duration(duration: std::time::Duration) -> String {
+    let ms = duration.as_secs_f64() * 1000.0;
+    let (value, unit) = if ms < 1000.0 {
+        (ms, "ms")
+    } else if ms < 60_000.0 {
+        (ms / 1000.0, "s")
+    } else {
+        (ms / 60_000.0, "min")
+    };
+    let text = if value >= 10.0 { format!("{value:.0}") } else { format!("{value:.2}") };
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_owned() } else { text };
+    format!("{text} {unit}")
+}
+
 /// Prints runner events as gitlab-ci-local does: `job > line`, `job $ command`, and a summary.
 struct Printer {
     width: usize,
@@ -684,11 +728,12 @@ impl Printer {
                 .filter(|_| coverage.get(index).copied().unwrap_or(false))
                 .map(|c| format!(" {c}% coverage"))
                 .unwrap_or_default();
+            let took = human_duration(job.duration);
             match job.status {
-                JobStatus::Success => println!(" {}  {padded}{cover}", paint("PASS", "32")),
-                JobStatus::Warning => println!(" {}  {padded}  pre_script", paint("WARN", "33")),
-                JobStatus::Failed => println!(" {}  {padded}", paint("FAIL", "31")),
-                JobStatus::Canceled => println!(" {}  {padded}", paint("CANCELED", "31")),
+                JobStatus::Success => println!(" {}  {padded}{cover}  {took}", paint("PASS", "32")),
+                JobStatus::Warning => println!(" {}  {padded}  pre_script  {took}", paint("WARN", "33")),
+                JobStatus::Failed => println!(" {}  {padded}  {took}", paint("FAIL", "31")),
+                JobStatus::Canceled => println!(" {}  {padded}  {took}", paint("CANCELED", "31")),
                 JobStatus::Skipped | JobStatus::Manual => continue,
             }
             if job.after_script_failed {

@@ -395,3 +395,19 @@ fn trigger_include_runs_a_child_pipeline() {
     assert!(out.contains("spawn starting child pipeline"), "{out}");
     assert!(out.contains("PASS prepare") && out.contains("FAIL spawn"), "{out}");
 }
+
+#[test]
+fn untracked_artifacts_and_file_variables() {
+    let dir = repo(&[
+        (
+            ".gitlab-ci.yml",
+            "make:\n  stage: build\n  script:\n    - echo built > output.bin\n    - mkdir -p logs && echo log > logs/run.log\n  artifacts:\n    untracked: true\n    exclude: [logs/**]\nuse:\n  stage: test\n  script:\n    - cat output.bin\n    - test ! -e logs/run.log\n    - cat \"$KUBECONFIG\"\n",
+        ),
+        (".gitlab-ci-local-variables.yml", "KUBECONFIG:\n  type: file\n  value: \"apiVersion: v1\"\n"),
+    ]);
+    let output = run_in(dir.path(), &[]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", text(&output.stderr));
+    assert!(out.contains("use > built"), "{out}");
+    assert!(out.contains("use > apiVersion: v1"), "the file variable names a file with the value: {out}");
+}
