@@ -83,7 +83,7 @@ deploy:
     assert!(out.contains("test > version from dotenv: 1.2.3"), "{out}");
     assert!(out.contains("deploy > deploying 1.2.3"), "{out}");
     for job in ["build", "test", "deploy"] {
-        assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["PASS", job]), "{job}: {out}");
+        assert!(out.lines().any(|l| l.split_whitespace().take(2).eq(["PASS", job])), "{job}: {out}");
     }
     // State stays out of git status.
     let status = Command::new("git").args(["status", "--porcelain"]).current_dir(dir.path()).output().unwrap();
