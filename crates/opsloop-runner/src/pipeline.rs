@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opsloop_pipeline::config::{ArtifactsWhen, CacheKey, CachePolicy, Config, Job, When};
+use opsloop_pipeline::config::{AllowFailure, ArtifactsWhen, CacheKey, CachePolicy, Config, Job, When};
 use opsloop_pipeline::plan::{Plan, PlannedJob};
 use opsloop_pipeline::variables;
 use tokio::sync::{Mutex, Semaphore, watch};
@@ -167,6 +167,8 @@ pub async fn run_pipeline(
     let mut failed_in_stage: Vec<bool> = vec![false; stage_count];
 
     let mut outcomes: Vec<Option<JobOutcome>> = vec![None; count];
+    // Failed, canceled, or skipped because something before it failed: what `when` reads.
+    let mut failed_like: Vec<bool> = vec![false; count];
     let mut dotenv: Vec<Vec<(String, String)>> = vec![Vec::new(); count];
     let semaphore = Arc::new(Semaphore::new(concurrency));
     let mut running: JoinSet<Finished> = JoinSet::new();
@@ -189,9 +191,7 @@ pub async fn run_pipeline(
         while let Some(index) = ready.pop() {
             let job = &shared.plan.jobs[index];
             let failed_upstream = match &job.needs {
-                Some(needs) => {
-                    needs.iter().any(|n| outcomes[n.job].as_ref().is_some_and(|o| o.status == JobStatus::Failed))
-                }
+                Some(needs) => needs.iter().any(|n| failed_like[n.job]),
                 None => failed_before[stage_of(index)],
             };
             let canceled = *cancel.borrow();
@@ -221,6 +221,7 @@ pub async fn run_pipeline(
                     tests: None,
                 };
                 shared.sink.emit(Event::JobFinished { job: index, name: job.name.clone(), outcome: outcome.clone() });
+                failed_like[index] = canceled || (failed_upstream && job.when != When::Manual);
                 outcomes[index] = Some(outcome);
                 finished += 1;
                 unfinished_in_stage[stage_of(index)] -= 1;
@@ -238,8 +239,7 @@ pub async fn run_pipeline(
             let semaphore = semaphore.clone();
             let cancel = cancel.clone();
             running.spawn(async move {
-                let _permit = semaphore.acquire_owned().await;
-                let (outcome, env) = run_job(&shared, index, inherited, cancel).await;
+                let (outcome, env) = run_job(&shared, index, inherited, semaphore, cancel).await;
                 (index, outcome, env)
             });
         }
@@ -263,8 +263,9 @@ pub async fn run_pipeline(
             name: shared.plan.jobs[index].name.clone(),
             outcome: outcome.clone(),
         });
-        if outcome.status == JobStatus::Failed {
+        if matches!(outcome.status, JobStatus::Failed | JobStatus::Canceled) {
             failed_in_stage[stage_of(index)] = true;
+            failed_like[index] = true;
         }
         outcomes[index] = Some(outcome);
         dotenv[index] = env;
@@ -372,7 +373,11 @@ fn slug(text: &str) -> String {
 fn cache_key(shared: &Shared, key: &CacheKey, workspace: &std::path::Path, env: &[(String, String)]) -> String {
     let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     match key {
-        CacheKey::Text(text) => variables::expand(text, &lookup),
+        CacheKey::Text(text) => {
+            // GitLab's rule: a key that expands to nothing is the `default` cache.
+            let key = variables::expand(text, &lookup);
+            if key.trim().is_empty() { "default".to_owned() } else { key }
+        }
         CacheKey::Files { files, prefix } => {
             use sha2::Digest;
             let mut digest = sha2::Sha256::new();
@@ -393,16 +398,40 @@ fn cache_key(shared: &Shared, key: &CacheKey, workspace: &std::path::Path, env: 
 
 /// Runs one job with its retries: workspace, caches and artifacts in, scripts, after_script,
 /// artifacts and caches out. Returns the outcome and the dotenv variables it reports.
+/// Waits for `cancel` to turn true (or its sender to go away).
+async fn canceled(mut cancel: watch::Receiver<bool>) {
+    while !*cancel.borrow() {
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn canceled_outcome(started: Instant) -> JobOutcome {
+    JobOutcome {
+        status: JobStatus::Canceled,
+        exit_code: None,
+        duration: started.elapsed(),
+        coverage: None,
+        after_script_failed: false,
+        tail: Vec::new(),
+        attempts: 0,
+        tests: None,
+    }
+}
+
 async fn run_job(
     shared: &Arc<Shared>,
     index: usize,
     inherited: Vec<(String, String)>,
+    semaphore: Arc<Semaphore>,
     cancel: watch::Receiver<bool>,
 ) -> (JobOutcome, Vec<(String, String)>) {
     let planned: &PlannedJob = &shared.plan.jobs[index];
     let job: &Job = &shared.config.jobs[planned.config_index];
     let name = planned.name.clone();
     let started = Instant::now();
+    // Waiting (start_in, the resource group, a free slot) never holds a slot, and ends on cancel.
     if planned.when == When::Delayed
         && let Some(delay) = planned.start_in.as_deref().and_then(shell::parse_duration)
     {
@@ -411,15 +440,28 @@ async fn run_job(
             name: name.clone(),
             text: format!("delayed: starting in {}s", delay.as_secs()),
         });
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
+        }
     }
     let _resource_lock = match &job.resource_group {
         Some(group) => {
             let lock = shared.resource_groups.lock().await.entry(group.clone()).or_default().clone();
-            Some(lock.lock_owned().await)
+            tokio::select! {
+                guard = lock.lock_owned() => Some(guard),
+                () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
+            }
         }
         None => None,
     };
+    let _permit = tokio::select! {
+        permit = semaphore.acquire_owned() => permit.ok(),
+        () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
+    };
+    if *cancel.borrow() {
+        return (canceled_outcome(started), Vec::new());
+    }
     let executor = match (&job.image, &shared.options.container_engine, shared.options.isolation) {
         (Some(image), Some(_), _) if !shared.options.force_shell => image.clone(),
         (_, _, Isolation::Sandbox { .. }) => "sandbox".to_owned(),
@@ -516,7 +558,13 @@ async fn run_job(
     for (key, cache) in &caches {
         if cache.policy != CachePolicy::Push {
             let mut dirs = vec![workspace::cache_dir(&shared.options.state_dir, key)];
-            dirs.extend(cache.fallback_keys.iter().map(|k| workspace::cache_dir(&shared.options.state_dir, k)));
+            let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            dirs.extend(
+                cache
+                    .fallback_keys
+                    .iter()
+                    .map(|k| workspace::cache_dir(&shared.options.state_dir, &variables::expand(k, &lookup))),
+            );
             if let Some(dir) = dirs.into_iter().find(|d| d.exists()) {
                 let target = workspace_dir.clone();
                 let _ = tokio::task::spawn_blocking(move || workspace::copy_tree(&dir, &target)).await;
@@ -612,6 +660,7 @@ async fn run_job(
         Ending::Exited(0) => (JobStatus::Success, Some(0)),
         Ending::Exited(code) if planned.allow_failure.allows(code) => (JobStatus::Warning, Some(code)),
         Ending::Exited(code) => (JobStatus::Failed, Some(code)),
+        Ending::TimedOut if planned.allow_failure == AllowFailure::Yes => (JobStatus::Warning, None),
         Ending::TimedOut => (JobStatus::Failed, None),
         Ending::Canceled => (JobStatus::Canceled, None),
     };
@@ -674,6 +723,7 @@ async fn run_job(
                 let mut files = workspace::collect(&source, &project, &paths, &exclude)?;
                 if untracked {
                     // `untracked: true`: every file the job made that the project does not have.
+                    let tracked: std::collections::HashSet<&String> = tracked.iter().collect();
                     let made = workspace::list_tree(&source)?.into_iter().filter(|f| !tracked.contains(f));
                     let excluded = workspace::collect(&source, &project, &exclude, &[])?;
                     files.extend(made.filter(|f| !excluded.contains(f)));
@@ -727,8 +777,15 @@ async fn run_job(
             let (workspace_dir, project, paths) =
                 (workspace_dir.clone(), shared.options.project_dir.clone(), cache.paths.clone());
             let target = workspace::cache_dir(&shared.options.state_dir, key);
+            let (untracked, tracked) = (cache.untracked, shared.files.clone());
             let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let files = workspace::collect(&workspace_dir, &project, &paths, &[])?;
+                let mut files = workspace::collect(&workspace_dir, &project, &paths, &[])?;
+                if untracked {
+                    let tracked: std::collections::HashSet<&String> = tracked.iter().collect();
+                    files.extend(workspace::list_tree(&workspace_dir)?.into_iter().filter(|f| !tracked.contains(f)));
+                    files.sort();
+                    files.dedup();
+                }
                 std::fs::create_dir_all(&target)?;
                 workspace::copy_files(&workspace_dir, &target, &files)
             })

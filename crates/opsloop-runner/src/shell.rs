@@ -209,12 +209,12 @@ pub async fn run(
             exit = child.wait(), if status.is_none() => { status = Some(exit?); }
             () = &mut deadline, if ending.is_none() => {
                 ending = Some(Ending::TimedOut);
-                terminate(group).await;
+                terminate(group, &mut child, &mut status).await;
             }
             changed = cancel.changed(), if ending.is_none() => {
                 if changed.is_err() || *cancel.borrow() {
                     ending = Some(Ending::Canceled);
-                    terminate(group).await;
+                    terminate(group, &mut child, &mut status).await;
                 }
             }
         }
@@ -236,17 +236,31 @@ pub async fn run(
     Ok(Ending::Exited(code))
 }
 
-async fn terminate(group: Option<Pid>) {
+/// SIGTERM to the group, then SIGKILL once the grace is over or the script's shell has exited
+/// (reaping it here, since an unreaped leader would keep answering for the group).
+async fn terminate(
+    group: Option<Pid>,
+    child: &mut tokio::process::Child,
+    status: &mut Option<std::process::ExitStatus>,
+) {
     let Some(group) = group else { return };
     let _ = killpg(group, Signal::SIGTERM);
     let grace = Duration::from_secs(3);
     let started = std::time::Instant::now();
     while started.elapsed() < grace {
-        // ESRCH: the group is gone.
-        if killpg(group, None).is_err() {
+        if status.is_none()
+            && let Ok(Some(exit)) = child.try_wait()
+        {
+            *status = Some(exit);
+        }
+        // The leader is gone and so is the rest of the group (ESRCH).
+        if status.is_some() && killpg(group, None).is_err() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = killpg(group, Signal::SIGKILL);
 }

@@ -8,9 +8,18 @@ use std::process::Command;
 
 use opsloop_pipeline::config::glob_matches;
 
-/// A job name made safe as one path component.
-pub fn dir_name(job: &str) -> String {
-    job.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+/// A job name or cache key as one path component: the name itself when it is plainly safe,
+/// otherwise its safe characters plus a digest of the whole name, so two names never share a
+/// directory (`build:x` and `build/x`) and `..` or an empty key cannot escape.
+pub fn dir_name(name: &str) -> String {
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    if safe == name && !name.is_empty() && !name.starts_with('.') {
+        return safe;
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    format!("{}-{}", safe.trim_start_matches('.'), &digest[..12])
 }
 
 /// The project's files a job starts with: git's tracked files (from the working tree), or
@@ -70,18 +79,27 @@ pub fn snapshot_head(project: &Path, target: &Path) -> io::Result<Option<Vec<Str
     }
     let _ = std::fs::remove_dir_all(target);
     std::fs::create_dir_all(target)?;
-    // `git archive | tar -x`, both with argument vectors.
-    let mut archive = Command::new("git")
-        .args(["archive", "--format=tar", "HEAD"])
-        .current_dir(project)
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let stdout = archive.stdout.take().ok_or_else(|| io::Error::other("git archive has no output"))?;
-    let extracted = Command::new("tar").arg("-x").arg("-C").arg(target).stdin(stdout).status()?;
-    let archived = archive.wait()?;
-    if !archived.success() || !extracted.success() {
-        return Err(io::Error::other("git archive HEAD | tar -x failed"));
+    // A throw-away index checked out into the target: the files of HEAD as a clone has them
+    // (unlike `git archive`, which applies export-ignore and export-subst).
+    let index = target.with_extension("index");
+    let mut prefix = target.as_os_str().to_owned();
+    prefix.push("/");
+    let steps: [Vec<std::ffi::OsString>; 2] = [
+        vec!["read-tree".into(), "HEAD".into()],
+        vec!["checkout-index".into(), "--all".into(), "--force".into(), {
+            let mut p: std::ffi::OsString = "--prefix=".into();
+            p.push(&prefix);
+            p
+        }],
+    ];
+    for args in steps {
+        let status = Command::new("git").args(&args).env("GIT_INDEX_FILE", &index).current_dir(project).status()?;
+        if !status.success() {
+            let _ = std::fs::remove_file(&index);
+            return Err(io::Error::other(format!("git {} failed", args[0].to_string_lossy())));
+        }
     }
+    let _ = std::fs::remove_file(&index);
     let mut files = walk(target, target)?;
     files.sort();
     Ok(Some(files))
@@ -94,20 +112,45 @@ pub fn list_tree(root: &Path) -> io::Result<Vec<String>> {
     Ok(files)
 }
 
+/// Where `relative` goes below `root`, refusing paths that leave it (absolute, `..`) and
+/// any existing symlink on the way: a job must not redirect a later copy (artifacts into the
+/// project, a cache into a workspace) outside the directory it is meant for.
+fn safe_target(root: &Path, relative: &str) -> io::Result<PathBuf> {
+    let refuse =
+        |why: &str| io::Error::new(io::ErrorKind::PermissionDenied, format!("refusing to write `{relative}`: {why}"));
+    let mut target = root.to_path_buf();
+    let parts: Vec<Component<'_>> = Path::new(relative).components().collect();
+    for (index, component) in parts.iter().enumerate() {
+        let Component::Normal(part) = component else { return Err(refuse("it leaves the directory")) };
+        target.push(part);
+        let is_last = index + 1 == parts.len();
+        if let Ok(metadata) = std::fs::symlink_metadata(&target)
+            && metadata.file_type().is_symlink()
+        {
+            if !is_last {
+                return Err(refuse("a folder on its way is a symbolic link"));
+            }
+            // The entry itself may be replaced, never followed.
+            std::fs::remove_file(&target)?;
+        }
+    }
+    Ok(target)
+}
+
 /// Copies `files` (relative paths of files and directories) from `from` into `to`, keeping
-/// permissions and symlinks.
+/// permissions and symlinks (copied as links, never followed).
 pub fn copy_files(from: &Path, to: &Path, files: &[String]) -> io::Result<()> {
     for file in files {
+        let target = safe_target(to, file)?;
         let source = from.join(file);
-        let target = to.join(file);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
         let metadata = match std::fs::symlink_metadata(&source) {
             Ok(metadata) => metadata,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         };
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         if metadata.is_dir() {
             std::fs::create_dir_all(&target)?;
         } else if metadata.file_type().is_symlink() {
@@ -205,6 +248,29 @@ mod tests {
             "the directory stays, its content goes"
         );
         assert_eq!(collect(ws, project, &["../etc/passwd".to_owned()], &[]).unwrap(), Vec::<String>::new());
-        assert_eq!(dir_name("build: [a, b] 1/2"), "build___a__b__1_2");
+        assert_eq!(dir_name("consume"), "consume");
+        assert_ne!(dir_name("build:x"), dir_name("build/x"));
+        assert!(dir_name("build: [a, b] 1/2").starts_with("build___a__b__1_2-"));
+        for hostile in ["..", ".", "", "../x"] {
+            let name = dir_name(hostile);
+            assert!(!name.is_empty() && !name.starts_with('.') && !name.contains('/'), "{hostile:?} -> {name}");
+        }
+    }
+
+    #[test]
+    fn copies_never_follow_symlinks_at_the_destination() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(from.path().join("d")).unwrap();
+        std::fs::write(from.path().join("d/f"), "payload").unwrap();
+        std::os::unix::fs::symlink(outside.path(), to.path().join("d")).unwrap();
+        assert!(copy_files(from.path(), to.path(), &["d/f".to_owned()]).is_err());
+        assert!(!outside.path().join("f").exists());
+        std::fs::write(from.path().join("g"), "new").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("victim"), to.path().join("g")).unwrap();
+        copy_files(from.path(), to.path(), &["g".to_owned()]).unwrap();
+        assert!(!outside.path().join("victim").exists(), "the link was replaced, not followed");
+        assert!(copy_files(from.path(), to.path(), &["../escape".to_owned()]).is_err());
     }
 }

@@ -446,8 +446,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     let interrupt = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: canceling the pipeline");
+            eprintln!("interrupted: canceling the pipeline (Ctrl-C again to quit at once)");
             let _ = cancel_tx.send(true);
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted twice: quitting");
+            std::process::exit(130);
         }
     });
     let outcome = opsloop_runner::run_pipeline(config, planned, options, printer.clone(), cancel_rx).await;

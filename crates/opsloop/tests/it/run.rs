@@ -411,3 +411,51 @@ fn untracked_artifacts_and_file_variables() {
     assert!(out.contains("use > built"), "{out}");
     assert!(out.contains("use > apiVersion: v1"), "the file variable names a file with the value: {out}");
 }
+
+#[test]
+fn failures_propagate_through_needs_and_names_never_share_a_workspace() {
+    let dir = repo(&[(
+        ".gitlab-ci.yml",
+        r#"
+a:
+  script: exit 1
+b:
+  needs: [a]
+  script: echo b ran
+c:
+  needs: [b]
+  script: echo c ran
+cleanup:
+  needs: [c]
+  when: on_failure
+  script: echo cleaning up
+slow-but-allowed:
+  allow_failure: true
+  timeout: 1s
+  script: sleep 10
+"build:x":
+  script: [echo from-colon > who.txt]
+  artifacts: {paths: [who.txt]}
+"build/x":
+  script: [echo from-slash]
+"#,
+    )]);
+    let output = run_in(dir.path(), &["--json"]);
+    let events: Vec<serde_json::Value> = stdout(&output).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let status = |name: &str| -> String {
+        events
+            .iter()
+            .find(|e| e["event"] == "job_finished" && e["name"] == name)
+            .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(status("a"), "failed");
+    assert_eq!(status("b"), "skipped");
+    assert_eq!(status("c"), "skipped", "a job needing a skipped job is skipped too");
+    assert_eq!(status("cleanup"), "success", "on_failure sees the failure through the chain");
+    assert_eq!(status("slow-but-allowed"), "warning", "a timeout is a failure allow_failure covers");
+    let ran = |name: &str, text: &str| {
+        events.iter().any(|e| e["event"] == "command" && e["name"] == name && e["text"].as_str() == Some(text))
+    };
+    assert!(ran("build:x", "echo from-colon > who.txt") && ran("build/x", "echo from-slash"));
+}
