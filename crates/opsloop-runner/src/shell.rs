@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -79,7 +79,7 @@ pub struct Invocation<'a> {
     pub launcher: &'a Launcher,
 }
 
-fn command_for(invocation: &Invocation<'_>) -> Command {
+fn command_for(invocation: &Invocation<'_>, container_name: &str) -> Command {
     let script = invocation.script_path.as_os_str();
     match invocation.launcher {
         Launcher::Shell => {
@@ -90,7 +90,25 @@ fn command_for(invocation: &Invocation<'_>) -> Command {
         }
         Launcher::Sandbox { network } => {
             let mut command = Command::new("bwrap");
-            command.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+            // Own PID, IPC and UTS namespaces (no signalling the host's processes), the root
+            // read-only, /tmp and /run private (no host sockets), only the workspace writable.
+            command.args([
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--tmpfs",
+                "/tmp",
+                "--tmpfs",
+                "/run",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+            ]);
             if !network {
                 command.arg("--unshare-net");
             }
@@ -112,7 +130,7 @@ fn command_for(invocation: &Invocation<'_>) -> Command {
         }
         Launcher::Container { engine, image, mount } => {
             let mut command = Command::new(engine);
-            command.args(["run", "--rm", "--network", "none"]);
+            command.args(["run", "--rm", "--init", "--network", "none", "--name"]).arg(container_name);
             if engine.ends_with("podman") {
                 // Measured on these machines: podman works with runc and lowered ulimits only.
                 command.args(["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]);
@@ -122,9 +140,12 @@ fn command_for(invocation: &Invocation<'_>) -> Command {
             let mut script_volume = script.to_owned();
             script_volume.push(":/opsloop-script.sh:ro");
             command.arg("-v").arg(volume).arg("-v").arg(script_volume).arg("-w").arg(mount);
-            for (name, value) in invocation.env {
-                command.arg("-e").arg(format!("{name}={value}"));
+            // `-e NAME` takes the value from the engine's own environment: values (secrets among
+            // them) never appear on a command line another user could read.
+            for (name, _) in invocation.env {
+                command.arg("-e").arg(name);
             }
+            command.envs(invocation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             command.arg(image).args([
                 "sh",
                 "-c",
@@ -134,6 +155,12 @@ fn command_for(invocation: &Invocation<'_>) -> Command {
         }
     }
 }
+
+/// Longest output line passed on whole; longer ones are split, so one line without a newline
+/// cannot hold the whole output in memory.
+const MAX_LINE_BYTES: u64 = 64 * 1024;
+
+static CONTAINER_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Runs `script_text` as described by `invocation`, calling `on_line` for each line. Ends
 /// the whole process group on timeout or cancellation: SIGTERM, then SIGKILL after a grace.
@@ -145,26 +172,31 @@ pub async fn run(
 ) -> std::io::Result<Ending> {
     tokio::fs::write(invocation.script_path, script_text).await?;
     let timeout = invocation.timeout;
-    let mut command = command_for(invocation);
+    let container_name = format!(
+        "opsloop-{}-{}",
+        std::process::id(),
+        CONTAINER_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut command = command_for(invocation, &container_name);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = command.spawn()?;
     let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<Line>();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::channel::<Line>(1024);
     let stdout_task = stdout.map(|out| {
         let tx = lines_tx.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(out);
             let mut buffer = Vec::new();
-            while reader.read_until(b'\n', &mut buffer).await.is_ok_and(|n| n > 0) {
+            while (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut buffer).await.is_ok_and(|n| n > 0) {
                 let text = String::from_utf8_lossy(&buffer).trim_end_matches(['\n', '\r']).to_owned();
                 buffer.clear();
                 let line = match text.strip_prefix(COMMAND_MARKER) {
                     Some(command) => Line::Command(command.to_owned()),
                     None => Line::Output(Stream::Stdout, text),
                 };
-                if tx.send(line).is_err() {
+                if tx.send(line).await.is_err() {
                     break;
                 }
             }
@@ -175,10 +207,10 @@ pub async fn run(
         tokio::spawn(async move {
             let mut reader = BufReader::new(err);
             let mut buffer = Vec::new();
-            while reader.read_until(b'\n', &mut buffer).await.is_ok_and(|n| n > 0) {
+            while (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut buffer).await.is_ok_and(|n| n > 0) {
                 let text = String::from_utf8_lossy(&buffer).trim_end_matches(['\n', '\r']).to_owned();
                 buffer.clear();
-                if tx.send(Line::Output(Stream::Stderr, text)).is_err() {
+                if tx.send(Line::Output(Stream::Stderr, text)).await.is_err() {
                     break;
                 }
             }
@@ -230,6 +262,15 @@ pub async fn run(
         let _ = task.await;
     }
     if let Some(ending) = ending {
+        if let Launcher::Container { engine, .. } = invocation.launcher {
+            // The engine's client is gone; the container may not be.
+            let _ = Command::new(engine)
+                .args(["rm", "--force", &container_name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
         return Ok(ending);
     }
     let code = status.and_then(|s| s.code()).unwrap_or(1);
