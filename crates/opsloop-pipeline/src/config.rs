@@ -329,11 +329,22 @@ struct Loader<'a> {
     lookup: Lookup<'a>,
     sources: Sources,
     diagnostics: Vec<Diagnostic>,
+    /// Resolved `!reference` paths, so a reference used many times is resolved once.
+    references: HashMap<Vec<String>, Node>,
+    /// Values produced by `!reference` so far; capped like YAML aliases (reference bombs).
+    referenced_values: usize,
 }
 
 /// Loads `path` from `files`. Problems are in `Config::diagnostics`; check `has_errors`.
 pub fn load(files: &dyn FileSource, path: &str, lookup: Lookup<'_>) -> Config {
-    let mut loader = Loader { files, lookup, sources: Sources::default(), diagnostics: Vec::new() };
+    let mut loader = Loader {
+        files,
+        lookup,
+        sources: Sources::default(),
+        diagnostics: Vec::new(),
+        references: HashMap::new(),
+        referenced_values: 0,
+    };
     let empty = Node::new(Value::Mapping(Vec::new()), Span::default());
     let root = match files.read(path) {
         Ok(text) => {
@@ -625,18 +636,36 @@ impl Loader<'_> {
                     self.error(format!("!reference circular chain detected [{}]", path.join(",")), node.span);
                     return Node::new(Value::Null, node.span);
                 }
-                let mut target = Some(root);
-                for part in &path {
-                    target = target.and_then(|t| t.get(part));
-                }
-                let Some(target) = target.cloned() else {
-                    self.error(format!("!reference [{}] points at nothing", path.join(", ")), node.span);
-                    return Node::new(Value::Null, node.span);
+                let resolved = match self.references.get(&path) {
+                    Some(done) => done.clone(),
+                    None => {
+                        let mut target = Some(root);
+                        for part in &path {
+                            target = target.and_then(|t| t.get(part));
+                        }
+                        let Some(target) = target.cloned() else {
+                            self.error(format!("!reference [{}] points at nothing", path.join(", ")), node.span);
+                            return Node::new(Value::Null, node.span);
+                        };
+                        stack.push(path.clone());
+                        let resolved = self.resolve_references(target, root, stack);
+                        stack.pop();
+                        self.references.insert(path, resolved.clone());
+                        resolved
+                    }
                 };
-                stack.push(path);
-                let resolved = self.resolve_references(target, root, stack);
-                stack.pop();
-                resolved
+                self.referenced_values = self.referenced_values.saturating_add(yaml::size(&resolved));
+                if self.referenced_values > yaml::MAX_NODES {
+                    self.error(
+                        format!(
+                            "!reference expands the file to more than {} values (reference bomb?)",
+                            yaml::MAX_NODES
+                        ),
+                        node.span,
+                    );
+                    return Node::new(Value::Null, node.span);
+                }
+                Node { span: node.span, ..resolved }
             }
             Value::Sequence(items) => Node::new(
                 Value::Sequence(items.into_iter().map(|item| self.resolve_references(item, root, stack)).collect()),
@@ -1147,12 +1176,21 @@ impl Loader<'_> {
                     return None;
                 };
                 let mut matrix = Vec::new();
+                let mut jobs = 0usize;
                 for entry in entries {
                     let mut row = Vec::new();
+                    let mut combinations = 1usize;
                     for (key, value) in entry.as_mapping().unwrap_or_default() {
-                        row.push((key.name.clone(), self.strings(value, "parallel:matrix values")));
+                        let values = self.strings(value, "parallel:matrix values");
+                        combinations = combinations.saturating_mul(values.len().max(1));
+                        row.push((key.name.clone(), values));
                     }
+                    jobs = jobs.saturating_add(combinations);
                     matrix.push(row);
+                }
+                if jobs > 200 {
+                    self.error(format!("parallel:matrix makes {jobs} jobs; GitLab allows at most 200"), node.span);
+                    return None;
                 }
                 Some(Parallel::Matrix(matrix))
             }

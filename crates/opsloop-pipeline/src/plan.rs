@@ -336,7 +336,12 @@ pub fn plan(
             let mut from = Vec::new();
             for name in names {
                 match instances_of.get(name.as_str()) {
-                    Some(targets) if targets.iter().any(|t| jobs[*t].stage > jobs[position].stage) => {
+                    Some(targets)
+                        if targets.iter().any(|t| {
+                            let needed = jobs[position].needs.as_ref().is_some_and(|n| n.iter().any(|n| n.job == *t));
+                            jobs[*t].stage > jobs[position].stage || (jobs[*t].stage == jobs[position].stage && !needed)
+                        }) =>
+                    {
                         errors.push(Diagnostic::error(
                             format!("{} job: dependency {name} is not defined in current or prior stages", job.name),
                             Some(*span),

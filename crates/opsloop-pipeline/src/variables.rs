@@ -63,24 +63,34 @@ pub fn resolve(layers: &[(String, String, bool)], base: &dyn Fn(&str) -> Option<
         }
         raw.insert(name.clone(), (value.clone(), *expandable));
     }
+    /// Longest value expansion may build; beyond it the raw value is kept (expansion bombs).
+    const MAX_VALUE_BYTES: usize = 1 << 20;
     fn value_of(
         name: &str,
         raw: &HashMap<String, (String, bool)>,
         base: &dyn Fn(&str) -> Option<String>,
+        memo: &std::cell::RefCell<HashMap<String, String>>,
         depth: usize,
     ) -> Option<String> {
         let Some((value, expandable)) = raw.get(name) else { return base(name) };
         if !expandable || !value.contains('$') || depth > 10 {
             return Some(value.clone());
         }
-        Some(expand(value, &|inner: &str| {
-            if inner == name { base(inner) } else { value_of(inner, raw, base, depth + 1) }
-        }))
+        if let Some(done) = memo.borrow().get(name) {
+            return Some(done.clone());
+        }
+        let expanded = expand(value, &|inner: &str| {
+            if inner == name { base(inner) } else { value_of(inner, raw, base, memo, depth + 1) }
+        });
+        let result = if expanded.len() > MAX_VALUE_BYTES { value.clone() } else { expanded };
+        memo.borrow_mut().insert(name.to_owned(), result.clone());
+        Some(result)
     }
+    let memo = std::cell::RefCell::new(HashMap::new());
     order
         .into_iter()
         .map(|name| {
-            let value = value_of(&name, &raw, base, 0).unwrap_or_default();
+            let value = value_of(&name, &raw, base, &memo, 0).unwrap_or_default();
             (name, value)
         })
         .collect()
@@ -121,6 +131,18 @@ mod tests {
         assert_eq!(resolved["C"], "A2-b-c-/root");
         assert_eq!(resolved["RAW"], "$A");
         assert_eq!(resolved["LOOP"], "!");
+    }
+
+    #[test]
+    fn expansion_bombs_stay_small_and_fast() {
+        let mut layers = vec![("V0".to_owned(), "x".repeat(100), true)];
+        for level in 1..=12 {
+            layers.push((format!("V{level}"), format!("${{V{}}}", level - 1).repeat(10), true));
+        }
+        let started = std::time::Instant::now();
+        let resolved = resolve(&layers, &env);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(resolved.iter().all(|(_, v)| v.len() <= 1 << 20 || !v.contains('x')));
     }
 
     #[test]

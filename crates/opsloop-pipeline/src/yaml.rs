@@ -53,7 +53,7 @@ pub struct YamlError {
 }
 
 /// Guards against YAML bombs: aliases can make a small file expand exponentially.
-const MAX_NODES: usize = 1_000_000;
+pub const MAX_NODES: usize = 1_000_000;
 /// Guards the recursive builder against stack exhaustion on deeply nested input.
 const MAX_DEPTH: usize = 256;
 
@@ -366,7 +366,8 @@ impl<'input> Builder<'input> {
     }
 }
 
-fn size(node: &Node) -> usize {
+/// How many values a node holds, counted as the alias-bomb guard counts them.
+pub fn size(node: &Node) -> usize {
     match &node.value {
         Value::Sequence(items) => 1 + items.iter().map(size).sum::<usize>(),
         Value::Mapping(entries) => 1 + entries.iter().map(|(_, v)| 1 + size(v)).sum::<usize>(),
