@@ -68,6 +68,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound { what } => ApiError::not_found(what),
             StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            StoreError::LastOwner => {
+                ApiError::new(StatusCode::CONFLICT, "last_owner", StoreError::LastOwner.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal()

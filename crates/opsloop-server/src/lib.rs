@@ -135,14 +135,15 @@ pub struct StartupReport {
 /// `shutdown_grace_seconds`. `on_ready` is called once the port accepts connections.
 pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) -> Result<(), ServerError> {
     let store = open_store(&config).await?;
+    // Bind first: if the port is taken, nothing is created whose one-time password would be lost.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind { address: config.listen, source })?;
     let initial_admin_password =
         accounts::bootstrap_admin(&store).await.map_err(|error| ServerError::Setup(error.message))?;
     if config.demo {
         demo::register(&store, &config.data_dir).await.map_err(ServerError::Setup)?;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind { address: config.listen, source })?;
     let address = listener.local_addr().map_err(ServerError::Serve)?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let sweeper = tokio::spawn(sweep_sessions(store.clone()));

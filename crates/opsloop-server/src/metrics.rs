@@ -115,9 +115,17 @@ impl Metrics {
 }
 
 /// Counts and times every matched request (a route layer, so the matched route is known).
+/// The method as a label: the standard ones by name, anything else as `OTHER`, so clients
+/// cannot grow the label set.
+pub fn method_label(method: &axum::http::Method) -> String {
+    use axum::http::Method;
+    let known = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+    if known.contains(method) { method.as_str().to_owned() } else { "OTHER".to_owned() }
+}
+
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let metrics = &state.metrics.0;
     metrics.in_flight.inc();

@@ -38,7 +38,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub async fn not_found(State(state): State<AppState>, method: Method, uri: Uri) -> Response {
-    state.metrics.count(method.as_str().to_owned(), "unmatched".to_owned(), 404);
+    state.metrics.count(crate::metrics::method_label(&method), "unmatched".to_owned(), 404);
     if uri.path().starts_with("/api/") {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route; see /api/v1/openapi.json").into_response()
     } else {

@@ -199,13 +199,14 @@ async fn check_csrf(
     request: Request,
 ) -> Result<Request, ApiError> {
     let expected = match principal.map(|p| &p.credential) {
-        Some(Credential::Token { .. }) => return Ok(request),
-        Some(Credential::Session { csrf_token, .. }) => csrf_token.clone(),
-        // Anonymous writes only reach public routes (the login form): a double-submit cookie.
-        None if access == Access::Public => match auth::cookie(request.headers(), LOGIN_CSRF_COOKIE) {
+        // Public writes (the login form) use the login double-submit cookie, signed in or not:
+        // a signed-in person may sign in as someone else.
+        _ if access == Access::Public => match auth::cookie(request.headers(), LOGIN_CSRF_COOKIE) {
             Some(value) => value.to_owned(),
             None => return Err(csrf_error()),
         },
+        Some(Credential::Token { .. }) => return Ok(request),
+        Some(Credential::Session { csrf_token, .. }) => csrf_token.clone(),
         None => return Ok(request),
     };
     if surface != Surface::Ui {

@@ -25,6 +25,8 @@ pub struct Inner {
     pub login_limiter: LoginLimiter,
     pub token_cache: TokenCache,
     pub page_cache: PageCache,
+    /// Limits concurrent password verifications (argon2 is deliberately expensive).
+    pub password_checks: tokio::sync::Semaphore,
     /// Every route's access decision, keyed by method and matched path.
     pub routes: HashMap<(Method, &'static str), RouteSpec>,
 }
@@ -50,6 +52,7 @@ impl AppState {
             login_limiter,
             token_cache: TokenCache::default(),
             page_cache: PageCache::default(),
+            password_checks: tokio::sync::Semaphore::new(4),
             routes,
         }))
     }

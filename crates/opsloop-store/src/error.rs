@@ -6,6 +6,8 @@ pub enum StoreError {
     NotFound { what: &'static str },
     #[error("{0}")]
     Conflict(String),
+    #[error("a project keeps at least one owner: make someone else owner first")]
+    LastOwner,
     #[error("cannot connect to the database at {target}: {source}")]
     Connect {
         target: String,

@@ -251,15 +251,24 @@ impl Store {
         role.as_deref().map(parse_role).transpose()
     }
 
-    /// Adds a member or changes their role.
+    /// Adds a member or changes their role. A project always keeps an owner: the change that
+    /// would leave none is refused ([`StoreError::LastOwner`]), checked in its own transaction.
     pub async fn set_member(&self, project: &Project, user: &User, role: Role, actor: Actor<'_>) -> Result<()> {
         if !role.is_project_role() {
             return Err(StoreError::Conflict(format!("`{role}` is not a project role")));
         }
         let now = self.now_ms();
         let detail = format!("user={} role={role}", user.username);
+        let postgres = self.kind() == crate::BackendKind::Postgres;
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if postgres {
+                // Serialise membership changes per project, so the owner check below sees them all.
+                sqlx::query("SELECT id FROM projects WHERE id = $1 FOR UPDATE")
+                    .bind(project.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query(
                 "INSERT INTO project_members (project_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
@@ -270,6 +279,14 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            let owners: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND role = 'owner'")
+                    .bind(project.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if owners == 0 {
+                return Err(StoreError::LastOwner);
+            }
             record_audit!(&mut *tx, now, actor, "project.member.set", &project.name, &detail);
             tx.commit().await?;
         });
@@ -280,8 +297,15 @@ impl Store {
     pub async fn remove_member(&self, project: &Project, user: &User, actor: Actor<'_>) -> Result<()> {
         let now = self.now_ms();
         let detail = format!("user={}", user.username);
+        let postgres = self.kind() == crate::BackendKind::Postgres;
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query("SELECT id FROM projects WHERE id = $1 FOR UPDATE")
+                    .bind(project.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let removed = sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2")
                 .bind(project.id)
                 .bind(user.id)
@@ -290,6 +314,14 @@ impl Store {
                 .rows_affected();
             if removed == 0 {
                 return Err(StoreError::NotFound { what: "member" });
+            }
+            let owners: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND role = 'owner'")
+                    .bind(project.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if owners == 0 {
+                return Err(StoreError::LastOwner);
             }
             record_audit!(&mut *tx, now, actor, "project.member.remove", &project.name, &detail);
             tx.commit().await?;

@@ -79,7 +79,11 @@ store_test!(users_are_unique_and_found, |store| {
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert_eq!(store.count_users().await.unwrap(), 1);
-    store.set_password(&alice, "$argon2id$new", true, ACTOR).await.unwrap();
+    store.create_session("kept", alice.id, "csrf", store.now_ms() + 60_000).await.unwrap();
+    store.create_session("ended", alice.id, "csrf", store.now_ms() + 60_000).await.unwrap();
+    store.set_password(&alice, "$argon2id$new", true, Some("kept"), ACTOR).await.unwrap();
+    assert!(store.session_by_hash("kept").await.unwrap().is_some());
+    assert!(store.session_by_hash("ended").await.unwrap().is_none(), "other sessions end with a password change");
     let changed = store.user_by_id(alice.id).await.unwrap().unwrap();
     assert_eq!(changed.password_hash, "$argon2id$new");
     assert!(changed.must_change_password);
@@ -212,3 +216,20 @@ fn redact_url_hides_passwords() {
     assert_eq!(redact_url("postgres://db/ops"), "postgres://db/ops");
     assert!(!redact_url("::not a url s3cret").contains("s3cret"));
 }
+
+store_test!(a_project_always_keeps_an_owner_even_under_concurrent_changes, |store| {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let project = store.create_project(new_project("web"), alice.id, ACTOR).await.unwrap();
+    assert!(matches!(store.remove_member(&project, &alice, ACTOR).await, Err(StoreError::LastOwner)));
+    assert!(matches!(store.set_member(&project, &alice, Role::Viewer, ACTOR).await, Err(StoreError::LastOwner)));
+    store.set_member(&project, &bob, Role::Owner, ACTOR).await.unwrap();
+    // Both owners demoted at once: one change wins, the other is refused.
+    let (first, second) = tokio::join!(
+        store.set_member(&project, &alice, Role::Viewer, ACTOR),
+        store.set_member(&project, &bob, Role::Viewer, ACTOR)
+    );
+    let owners = store.list_members(project.id).await.unwrap().iter().filter(|m| m.role == Role::Owner).count();
+    assert_eq!(owners, 1, "{first:?} {second:?}");
+    assert!(first.is_ok() != second.is_ok(), "{first:?} {second:?}");
+});

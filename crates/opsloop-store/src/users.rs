@@ -158,11 +158,14 @@ impl Store {
         Ok(Page::from_rows(rows, page, |user| user.username.clone()))
     }
 
+    /// Sets a user's password and ends every browser session of theirs except `keep_session`
+    /// (the digest of the session making the change), in one transaction.
     pub async fn set_password(
         &self,
         user: &User,
         password_hash: &str,
         must_change: bool,
+        keep_session: Option<&str>,
         actor: Actor<'_>,
     ) -> Result<()> {
         let now = self.now_ms();
@@ -178,6 +181,11 @@ impl Store {
             if done == 0 {
                 return Err(StoreError::NotFound { what: "user" });
             }
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND session_hash <> $2")
+                .bind(user.id)
+                .bind(keep_session.unwrap_or(""))
+                .execute(&mut *tx)
+                .await?;
             record_audit!(&mut *tx, now, actor, "user.password", &user.username, "");
             tx.commit().await?;
         });

@@ -153,9 +153,6 @@ pub async fn set_project_member(
     if current == Some(Role::Owner) && context.role < Role::Owner {
         return Err(ApiError::forbidden("only owners can change an owner's role"));
     }
-    if current == Some(Role::Owner) && role < Role::Owner {
-        ensure_another_owner(state, context).await?;
-    }
     state.store.set_member(&context.project, &user, role, principal.actor()).await?;
     Ok(())
 }
@@ -171,23 +168,7 @@ pub async fn remove_project_member(
     if current == Some(Role::Owner) && context.role < Role::Owner {
         return Err(ApiError::forbidden("only owners can remove an owner"));
     }
-    if current == Some(Role::Owner) {
-        ensure_another_owner(state, context).await?;
-    }
     state.store.remove_member(&context.project, &user, principal.actor()).await?;
-    Ok(())
-}
-
-/// A project always keeps an owner: the last one can be neither removed nor demoted.
-async fn ensure_another_owner(state: &AppState, context: &ProjectContext) -> Result<(), ApiError> {
-    let owners = state.store.list_members(context.project.id).await?.iter().filter(|m| m.role == Role::Owner).count();
-    if owners <= 1 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "last_owner",
-            "a project keeps at least one owner: make someone else owner first",
-        ));
-    }
     Ok(())
 }
 

@@ -214,7 +214,11 @@ pub async fn change_password(
         Ok(Ok(hash)) => hash,
         _ => return failure(ApiError::internal()),
     };
-    match state.store.set_password(&principal.user, &hash, false, principal.actor()).await {
+    let current_session = match &principal.credential {
+        crate::auth::Credential::Session { session_hash, .. } => Some(session_hash.as_str()),
+        crate::auth::Credential::Token { .. } => None,
+    };
+    match state.store.set_password(&principal.user, &hash, false, current_session, principal.actor()).await {
         Ok(()) => {
             state.token_cache.forget_user(principal.user.id);
             Redirect::to("/settings?notice=password-changed").into_response()

@@ -28,7 +28,10 @@ pub struct LoginForm {
 
 /// Only same-site paths: `/x`, never `//host` or `https://…`, so login cannot redirect away.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') { next } else { "/projects" }
+    // Browsers drop tabs and newlines and read `\` as `/`, so `/\t/evil` would become
+    // `//evil`: refuse any of them anywhere, not only at the start.
+    let plain = !next.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+    if plain && next.starts_with('/') && !next.starts_with("//") { next } else { "/projects" }
 }
 
 fn cookie_header(
@@ -100,6 +103,9 @@ pub async fn submit(
         return response;
     }
 
+    // Count the attempt before checking it, so parallel guesses cannot all pass the limit; a
+    // success clears the count again.
+    state.login_limiter.record_failure(&keys, state.clock.as_ref());
     let user = match state.store.user_by_username(&input.username).await {
         Ok(user) => user,
         Err(error) => return crate::error::ApiError::from(error).into_response(),
@@ -112,7 +118,6 @@ pub async fn submit(
     let user = match user {
         Some(user) if matches && !user.disabled => user,
         _ => {
-            state.login_limiter.record_failure(&keys, state.clock.as_ref());
             tracing::warn!(%ip, "failed sign-in");
             return login_page(&state, &next, Some("Wrong username or password."), StatusCode::UNAUTHORIZED);
         }
@@ -167,7 +172,15 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next("/projects/web"), "/projects/web");
-        for hostile in ["//evil.example", "https://evil.example", "javascript:alert(1)", "/\\evil.example", ""] {
+        for hostile in [
+            "//evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "/\\evil.example",
+            "",
+            "/\t/evil.example",
+            "/\n/x",
+        ] {
             assert_eq!(safe_next(hostile), "/projects", "{hostile}");
         }
     }

@@ -189,3 +189,46 @@ async fn pages_escape_user_text() {
     assert!(!page.contains("<script>alert(1)</script>"));
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
 }
+
+#[tokio::test]
+async fn a_signed_in_person_can_sign_in_as_someone_else_and_password_changes_end_other_sessions() {
+    let app = TestApp::new().await;
+    app.user("bea").await;
+    let first = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let second = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    // The login form carries the login cookie's token, not the session's: it still works.
+    let page = get(&app, "/login", &first).await;
+    let login_csrf = cookie_value(&page, "opsloop_login_csrf").unwrap();
+    let reply = form(
+        &app,
+        "/login",
+        &format!("{first}; opsloop_login_csrf={login_csrf}"),
+        &[("username", "bea"), ("password", "a long enough password"), ("_csrf", &hidden_csrf(&page.text()))],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text());
+
+    let settings = get(&app, "/settings", &first).await;
+    let csrf = hidden_csrf(&settings.text());
+    let fields = [
+        ("current_password", "admin password 123"),
+        ("new_password", "a different passphrase"),
+        ("confirm_password", "a different passphrase"),
+        ("_csrf", csrf.as_str()),
+    ];
+    assert_eq!(form(&app, "/settings/password", &first, &fields).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(get(&app, "/projects", &first).await.status, StatusCode::OK, "the session that changed it stays");
+    assert_eq!(get(&app, "/projects", &second).await.status, StatusCode::SEE_OTHER, "other sessions end");
+}
+
+#[tokio::test]
+async fn odd_methods_share_one_metrics_label() {
+    let app = TestApp::new().await;
+    for method in ["FOO", "BAR", "BAZ"] {
+        let request = Request::builder().method(method).uri("/nothing").body(Body::empty()).unwrap();
+        app.send(request).await;
+    }
+    let metrics = get(&app, "/metrics", "").await.text();
+    assert!(metrics.contains(r#"method="OTHER""#), "{metrics}");
+    assert!(!metrics.contains("FOO") && !metrics.contains("BAZ"), "{metrics}");
+}
