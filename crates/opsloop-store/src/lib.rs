@@ -7,6 +7,7 @@
 //! by [`with_pool!`], so each method is compiled for both backends and tested on both.
 
 mod audit;
+mod ci;
 mod error;
 mod migrate;
 mod projects;
@@ -25,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::{Actor, AuditEntry, NewAuditEntry};
+pub use ci::{Job, Pipeline};
 pub use error::StoreError;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
 pub use users::{ApiToken, NewUser, Session, User};

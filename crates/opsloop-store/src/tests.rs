@@ -233,3 +233,36 @@ store_test!(a_project_always_keeps_an_owner_even_under_concurrent_changes, |stor
     assert_eq!(owners, 1, "{first:?} {second:?}");
     assert!(first.is_ok() != second.is_ok(), "{first:?} {second:?}");
 });
+
+store_test!(pipelines_jobs_and_logs_survive_and_interrupted_ones_fail, |store| {
+    let alice = user(&store, "alice").await;
+    let project = store.create_project(new_project("web"), alice.id, ACTOR).await.unwrap();
+    let pipeline = store.create_pipeline(project.id, "main", "api", ACTOR).await.unwrap();
+    assert_eq!((pipeline.status.as_str(), pipeline.created_by.as_str()), ("created", "tester"));
+    let jobs = store
+        .start_pipeline(pipeline.id, "abc123", &[("build".into(), "build".into()), ("test".into(), "test".into())])
+        .await
+        .unwrap();
+    assert_eq!(jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["build", "test"]);
+    store.job_started(jobs[0].id).await.unwrap();
+    store.append_job_log(jobs[0].id, 0, "$ make\n").await.unwrap();
+    store.append_job_log(jobs[0].id, 1, "built ünïcode ✓\n").await.unwrap();
+    store.job_finished(jobs[0].id, "success", Some(0)).await.unwrap();
+    assert_eq!(store.job_log(jobs[0].id).await.unwrap(), "$ make\nbuilt ünïcode ✓\n");
+    let (job, project_id) = store.job_by_id(jobs[0].id).await.unwrap().unwrap();
+    assert_eq!((job.status.as_str(), job.exit_code, project_id), ("success", Some(0), project.id));
+    store.job_started(jobs[1].id).await.unwrap();
+
+    // The server dies here; at the next start the interrupted work is failed, not rerun.
+    assert_eq!(store.fail_interrupted().await.unwrap(), 1);
+    let after = store.pipeline_by_id(pipeline.id).await.unwrap().unwrap();
+    assert_eq!(after.status, "failed");
+    assert!(after.error.contains("runner_system_failure"));
+    let statuses: Vec<String> = store.jobs_of(pipeline.id).await.unwrap().into_iter().map(|j| j.status).collect();
+    assert_eq!(statuses, ["success", "failed"]);
+    let second = store.create_pipeline(project.id, "main", "web", ACTOR).await.unwrap();
+    let page = store.list_pipelines(project.id, &PageRequest::first(1)).await.unwrap();
+    assert_eq!(page.items[0].id, second.id, "newest first");
+    let rest = store.list_pipelines(project.id, &PageRequest { after: page.next_cursor, limit: 5 }).await.unwrap();
+    assert_eq!(rest.items.iter().map(|p| p.id).collect::<Vec<_>>(), [pipeline.id]);
+});

@@ -1,0 +1,287 @@
+//! Pipelines the server runs, their jobs and the jobs' logs.
+//!
+//! Statuses are GitLab's words (`created`, `pending`, `running`, `success`, `failed`,
+//! `canceled`, `skipped`, `manual`, `warning`), stored as text. Logs are appended in chunks, each
+//! its own row, so a crash loses at most the chunk being written, never what was stored.
+
+use crate::audit::record_audit;
+use crate::{Actor, Page, PageRequest, Result, Store, with_pool};
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub id: i64,
+    pub project_id: i64,
+    pub git_ref: String,
+    pub sha: String,
+    pub source: String,
+    pub status: String,
+    pub created_by: String,
+    pub error: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+type PipelineRow = (i64, i64, String, String, String, String, String, String, i64, Option<i64>, Option<i64>);
+
+impl From<PipelineRow> for Pipeline {
+    fn from(row: PipelineRow) -> Self {
+        let (id, project_id, git_ref, sha, source, status, created_by, error, created_at, started_at, finished_at) =
+            row;
+        Pipeline {
+            id,
+            project_id,
+            git_ref,
+            sha,
+            source,
+            status,
+            created_by,
+            error,
+            created_at,
+            started_at,
+            finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub position: i64,
+    pub name: String,
+    pub stage: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+type JobRow = (i64, i64, i64, String, String, String, Option<i64>, Option<i64>, Option<i64>);
+
+impl From<JobRow> for Job {
+    fn from(row: JobRow) -> Self {
+        let (id, pipeline_id, position, name, stage, status, exit_code, started_at, finished_at) = row;
+        Job { id, pipeline_id, position, name, stage, status, exit_code, started_at, finished_at }
+    }
+}
+
+const PIPELINE_COLUMNS: &str =
+    "id, project_id, ref, sha, source, status, created_by, error, created_at, started_at, finished_at";
+
+impl Store {
+    /// Records a new pipeline (`created`) for a project; the caller then plans and runs it.
+    pub async fn create_pipeline(
+        &self,
+        project_id: i64,
+        git_ref: &str,
+        source: &str,
+        actor: Actor<'_>,
+    ) -> Result<Pipeline> {
+        let now = self.now_ms();
+        let row: PipelineRow = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, PipelineRow>(
+                "INSERT INTO pipelines (project_id, ref, source, status, created_by, created_at)
+                 VALUES ($1, $2, $3, 'created', $4, $5)
+                 RETURNING id, project_id, ref, sha, source, status, created_by, error, created_at, started_at, finished_at",
+            )
+            .bind(project_id)
+            .bind(git_ref)
+            .bind(source)
+            .bind(actor.name)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let detail = format!("ref={git_ref} source={source}");
+            record_audit!(&mut *tx, now, actor, "pipeline.create", &row.0.to_string(), &detail);
+            tx.commit().await?;
+            row
+        });
+        Ok(row.into())
+    }
+
+    /// The pipeline was planned at `sha` into `jobs` (name, stage), all `pending`; it runs now.
+    pub async fn start_pipeline(&self, pipeline_id: i64, sha: &str, jobs: &[(String, String)]) -> Result<Vec<Job>> {
+        let now = self.now_ms();
+        let rows: Vec<JobRow> = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE pipelines SET sha = $1, status = 'running', started_at = $2 WHERE id = $3")
+                .bind(sha)
+                .bind(now)
+                .bind(pipeline_id)
+                .execute(&mut *tx)
+                .await?;
+            let mut rows = Vec::with_capacity(jobs.len());
+            for (position, (name, stage)) in jobs.iter().enumerate() {
+                let row = sqlx::query_as::<_, JobRow>(
+                    "INSERT INTO jobs (pipeline_id, position, name, stage, status) VALUES ($1, $2, $3, $4, 'pending')
+                     RETURNING id, pipeline_id, position, name, stage, status, exit_code, started_at, finished_at",
+                )
+                .bind(pipeline_id)
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(name)
+                .bind(stage)
+                .fetch_one(&mut *tx)
+                .await?;
+                rows.push(row);
+            }
+            tx.commit().await?;
+            rows
+        });
+        Ok(rows.into_iter().map(Job::from).collect())
+    }
+
+    /// Ends a pipeline with `status`, and an error text when it could not run.
+    pub async fn finish_pipeline(&self, pipeline_id: i64, status: &str, error: &str) -> Result<()> {
+        let now = self.now_ms();
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE pipelines SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
+                .bind(status)
+                .bind(error)
+                .bind(now)
+                .bind(pipeline_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn job_started(&self, job_id: i64) -> Result<()> {
+        let now = self.now_ms();
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE jobs SET status = 'running', started_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(job_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn job_finished(&self, job_id: i64, status: &str, exit_code: Option<i64>) -> Result<()> {
+        let now = self.now_ms();
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE jobs SET status = $1, exit_code = $2, finished_at = $3 WHERE id = $4")
+                .bind(status)
+                .bind(exit_code)
+                .bind(now)
+                .bind(job_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Appends one chunk of a job's log.
+    pub async fn append_job_log(&self, job_id: i64, seq: i64, content: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("INSERT INTO job_log_chunks (job_id, seq, content) VALUES ($1, $2, $3)")
+                .bind(job_id)
+                .bind(seq)
+                .bind(content)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// A job's whole log, chunks in order.
+    pub async fn job_log(&self, job_id: i64) -> Result<String> {
+        let chunks: Vec<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT content FROM job_log_chunks WHERE job_id = $1 ORDER BY seq")
+                .bind(job_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(chunks.concat())
+    }
+
+    pub async fn pipeline_by_id(&self, pipeline_id: i64) -> Result<Option<Pipeline>> {
+        let row: Option<PipelineRow> = with_pool!(self, |pool| {
+            sqlx::query_as::<_, PipelineRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE id = $1"
+            )))
+            .bind(pipeline_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(Pipeline::from))
+    }
+
+    /// A project's pipelines, newest first; the cursor is the id to continue below.
+    pub async fn list_pipelines(&self, project_id: i64, page: &PageRequest) -> Result<Page<Pipeline>> {
+        let before = page.after.as_deref().and_then(|cursor| cursor.parse::<i64>().ok()).unwrap_or(i64::MAX);
+        let rows: Vec<PipelineRow> = with_pool!(self, |pool| {
+            sqlx::query_as::<_, PipelineRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            )))
+            .bind(project_id)
+            .bind(before)
+            .bind(page.fetch_limit())
+            .fetch_all(pool)
+            .await?
+        });
+        let rows: Vec<Pipeline> = rows.into_iter().map(Pipeline::from).collect();
+        Ok(Page::from_rows(rows, page, |p| p.id.to_string()))
+    }
+
+    pub async fn jobs_of(&self, pipeline_id: i64) -> Result<Vec<Job>> {
+        let rows: Vec<JobRow> = with_pool!(self, |pool| {
+            sqlx::query_as::<_, JobRow>(
+                "SELECT id, pipeline_id, position, name, stage, status, exit_code, started_at, finished_at
+                 FROM jobs WHERE pipeline_id = $1 ORDER BY position",
+            )
+            .bind(pipeline_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(Job::from).collect())
+    }
+
+    /// A job and the project it belongs to.
+    pub async fn job_by_id(&self, job_id: i64) -> Result<Option<(Job, i64)>> {
+        let row: Option<(i64, i64, i64, String, String, String, Option<i64>, Option<i64>, Option<i64>, i64)> =
+            with_pool!(self, |pool| {
+                sqlx::query_as(
+                    "SELECT j.id, j.pipeline_id, j.position, j.name, j.stage, j.status, j.exit_code, j.started_at,
+                            j.finished_at, p.project_id
+                     FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1",
+                )
+                .bind(job_id)
+                .fetch_optional(pool)
+                .await?
+            });
+        Ok(row.map(|r| (Job::from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8)), r.9)))
+    }
+
+    /// After a restart: whatever was created, pending or running when the server stopped is
+    /// failed (GitLab's `runner_system_failure`), never run a second time unasked. Returns how
+    /// many pipelines that touched.
+    pub async fn fail_interrupted(&self) -> Result<u64> {
+        let now = self.now_ms();
+        let error = "the server stopped while this pipeline ran (runner_system_failure)";
+        let touched = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE jobs SET status = 'failed', finished_at = $1
+                 WHERE status IN ('created', 'pending', 'running')",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let touched = sqlx::query(
+                "UPDATE pipelines SET status = 'failed', error = $1, finished_at = $2
+                 WHERE status IN ('created', 'pending', 'running')",
+            )
+            .bind(error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            touched
+        });
+        Ok(touched)
+    }
+}
