@@ -241,17 +241,17 @@ impl Store {
 
     /// A job and the project it belongs to.
     pub async fn job_by_id(&self, job_id: i64) -> Result<Option<(Job, i64)>> {
-        let row: Option<(i64, i64, i64, String, String, String, Option<i64>, Option<i64>, Option<i64>, i64)> =
-            with_pool!(self, |pool| {
-                sqlx::query_as(
-                    "SELECT j.id, j.pipeline_id, j.position, j.name, j.stage, j.status, j.exit_code, j.started_at,
+        type JobWithProject = (i64, i64, i64, String, String, String, Option<i64>, Option<i64>, Option<i64>, i64);
+        let row: Option<JobWithProject> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT j.id, j.pipeline_id, j.position, j.name, j.stage, j.status, j.exit_code, j.started_at,
                             j.finished_at, p.project_id
                      FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1",
-                )
-                .bind(job_id)
-                .fetch_optional(pool)
-                .await?
-            });
+            )
+            .bind(job_id)
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(row.map(|r| (Job::from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8)), r.9)))
     }
 
