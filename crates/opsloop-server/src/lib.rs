@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+mod ci;
 pub mod config;
 mod demo;
 pub mod error;
@@ -139,6 +140,10 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;
+    let interrupted = store.fail_interrupted().await?;
+    if interrupted > 0 {
+        tracing::warn!(pipelines = interrupted, "failed the pipelines an earlier run left unfinished");
+    }
     let initial_admin_password =
         accounts::bootstrap_admin(&store).await.map_err(|error| ServerError::Setup(error.message))?;
     if config.demo {

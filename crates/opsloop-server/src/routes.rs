@@ -126,12 +126,27 @@ pub async fn enforce(
 
     let mut project_context = None;
     let decision = match access {
-        Access::Project(_) => {
+        Access::Project(_) | Access::Job(_) => {
             let Some(principal) = principal.as_ref() else {
                 return refuse(surface, ApiError::unauthorized(), request.uri().path());
             };
-            let name = params.iter().find(|(key, _)| *key == "project").map(|(_, value)| value).unwrap_or_default();
-            match load_project(&state, principal, name).await {
+            let param = |name: &str| params.iter().find(|(key, _)| *key == name).map(|(_, value)| value);
+            let project = match access {
+                Access::Job(_) => match param("job").and_then(|id| id.parse::<i64>().ok()) {
+                    Some(job) => state.store.project_of_job(job).await.map_err(ApiError::from),
+                    None => Ok(None),
+                },
+                _ => state.store.project_by_name(param("project").unwrap_or_default()).await.map_err(ApiError::from),
+            };
+            let loaded = match project {
+                Ok(Some(project)) => match state.store.member_role(project.id, principal.user.id).await {
+                    Ok(membership) => Ok(Some((project, membership))),
+                    Err(error) => Err(ApiError::from(error)),
+                },
+                Ok(None) => Ok(None),
+                Err(error) => Err(error),
+            };
+            match loaded {
                 Ok(Some((project, membership))) => {
                     let decision = auth::decide(access, Some(principal), membership);
                     if decision == Decision::Allow {
@@ -177,16 +192,6 @@ fn must_change_password_first(principal: &Principal, route: &str) -> bool {
     principal.user.must_change_password
         && matches!(principal.credential, Credential::Session { .. })
         && !ALLOWED.contains(&route)
-}
-
-async fn load_project(
-    state: &AppState,
-    principal: &Principal,
-    name: &str,
-) -> Result<Option<(opsloop_store::Project, Option<opsloop_core::Role>)>, ApiError> {
-    let Some(project) = state.store.project_by_name(name).await? else { return Ok(None) };
-    let membership = state.store.member_role(project.id, principal.user.id).await?;
-    Ok(Some((project, membership)))
 }
 
 /// Browser credentials (cookies) are sent by the browser on its own, so every state-changing

@@ -27,6 +27,8 @@ pub struct Inner {
     pub page_cache: PageCache,
     /// Limits concurrent password verifications (argon2 is deliberately expensive).
     pub password_checks: tokio::sync::Semaphore,
+    /// Pipelines running at once on this server.
+    pub pipeline_slots: tokio::sync::Semaphore,
     /// Every route's access decision, keyed by method and matched path.
     pub routes: HashMap<(Method, &'static str), RouteSpec>,
 }
@@ -53,6 +55,7 @@ impl AppState {
             token_cache: TokenCache::default(),
             page_cache: PageCache::default(),
             password_checks: tokio::sync::Semaphore::new(4),
+            pipeline_slots: tokio::sync::Semaphore::new(4),
             routes,
         }))
     }

@@ -285,3 +285,23 @@ impl Store {
         Ok(touched)
     }
 }
+
+impl Store {
+    /// The project a job belongs to (for access checks on job routes).
+    pub async fn project_of_job(&self, job_id: i64) -> Result<Option<crate::Project>> {
+        type ProjectRow = (i64, String, String, String, String, String, i64, i64);
+        let row: Option<ProjectRow> = with_pool!(self, |pool| {
+            sqlx::query_as::<_, ProjectRow>(
+                "SELECT p.id, p.name, p.description, p.repo_url, p.default_branch, p.pipeline_file, p.created_at, p.updated_at
+                 FROM jobs j JOIN pipelines pl ON pl.id = j.pipeline_id JOIN projects p ON p.id = pl.project_id
+                 WHERE j.id = $1",
+            )
+            .bind(job_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(id, name, description, repo_url, default_branch, pipeline_file, created_at, updated_at)| {
+            crate::Project { id, name, description, repo_url, default_branch, pipeline_file, created_at, updated_at }
+        }))
+    }
+}

@@ -60,6 +60,20 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Run and inspect pipelines on a running server.
+    Pipeline {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+    /// Inspect jobs on a running server.
+    Job {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Manage projects on a running server.
     Project {
         #[command(flatten)]
@@ -355,4 +369,44 @@ pub enum MemberCommand {
     },
     /// Remove a member.
     Remove { project: String, username: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Run a project's pipeline at a ref on the server.
+    ///
+    /// Example: opsloop pipeline run web --ref main --variable DEPLOY=no --wait
+    Run {
+        project: String,
+        /// Branch, tag or commit (default: the project's default branch).
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// A variable for this pipeline: --variable KEY=VALUE.
+        #[arg(long, value_name = "KEY=VALUE")]
+        variable: Vec<String>,
+        /// Wait for the pipeline to finish; exit 0 when it succeeds, 1 when it fails.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a project's pipelines, newest first.
+    List {
+        project: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one pipeline and its jobs.
+    Show {
+        project: String,
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Print a job's log.
+    Log { id: i64 },
 }

@@ -48,6 +48,26 @@ impl ApiClient {
         self.send::<Value, T>(Method::GET, segments, query, None).await
     }
 
+    /// A GET whose answer is plain text (job logs).
+    pub async fn get_text(&self, segments: &[&str]) -> anyhow::Result<String> {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().map_err(|()| anyhow!("--server must be an http(s) URL"))?;
+            path.pop_if_empty().extend(["api", "v1"]).extend(segments);
+        }
+        let response = self.http.get(url).bearer_auth(&self.token).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        Ok(text)
+    }
+
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod page_cache;
+pub mod pipelines;
 pub mod projects;
 pub mod tokens;
 
@@ -17,7 +18,7 @@ use crate::routes::{RouteTable, Surface};
 /// Registers every API route with its access decision.
 pub fn routes(table: RouteTable) -> RouteTable {
     use Access::*;
-    use opsloop_core::Role::{Maintainer, Owner, Viewer};
+    use opsloop_core::Role::{Developer, Maintainer, Owner, Viewer};
     let api = Surface::Api;
     table
         .add(api, Method::GET, "/api/v1/openapi.json", Public, openapi_json)
@@ -42,6 +43,10 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Maintainer),
             projects::remove_member,
         )
+        .add(api, Method::POST, "/api/v1/projects/{project}/pipelines", Project(Developer), pipelines::run)
+        .add(api, Method::GET, "/api/v1/projects/{project}/pipelines", Project(Viewer), pipelines::list)
+        .add(api, Method::GET, "/api/v1/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
+        .add(api, Method::GET, "/api/v1/jobs/{job}/log", Job(Viewer), pipelines::log)
         .add(api, Method::GET, "/api/v1/tokens", Authenticated, tokens::list)
         .add(api, Method::POST, "/api/v1/tokens", AuthenticatedWrite, tokens::create)
         .add(api, Method::DELETE, "/api/v1/tokens/{id}", AuthenticatedWrite, tokens::revoke)
@@ -57,6 +62,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         tokens::me,
         projects::list, projects::create, projects::show, projects::update, projects::delete,
         projects::members, projects::set_member, projects::remove_member,
+        pipelines::run, pipelines::list, pipelines::show, pipelines::log,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,
     ),

@@ -30,6 +30,8 @@ pub enum Access {
     Admin,
     /// At least this role in the project named by the route's `{project}` segment.
     Project(Role),
+    /// At least this role in the project that the route's `{job}` belongs to.
+    Job(Role),
 }
 
 impl Access {
@@ -40,6 +42,7 @@ impl Access {
             Access::AuthenticatedWrite => "authenticated, write".to_owned(),
             Access::Admin => "admin".to_owned(),
             Access::Project(role) => format!("project {role}"),
+            Access::Job(role) => format!("project of the job, {role}"),
         }
     }
 }
@@ -115,7 +118,7 @@ pub fn decide(access: Access, principal: Option<&Principal>, membership: Option<
         }
         Access::Admin if principal.is_admin() => Decision::Allow,
         Access::Admin => Decision::Forbidden("this needs an instance admin with an admin credential".to_owned()),
-        Access::Project(needed) => match principal.project_role(membership) {
+        Access::Project(needed) | Access::Job(needed) => match principal.project_role(membership) {
             None => Decision::NotFound,
             Some(role) if role >= needed => Decision::Allow,
             Some(role) => {

@@ -17,6 +17,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("PUT", "/api/v1/projects/{project}/members/{username}") => r#"{"role": "viewer"}"#,
         ("POST", "/api/v1/tokens") => r#"{"name": "made by test"}"#,
         ("POST", "/api/v1/admin/users") => r#"{"username": "newcomer"}"#,
+        ("POST", "/api/v1/projects/{project}/pipelines") => r#"{"ref": "main"}"#,
         ("DELETE", _) | ("GET", _) => return Some(""),
         _ => return None,
     })
@@ -26,7 +27,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
 async fn every_api_route_denies_by_default_and_allows_the_right_role() {
     let specs = opsloop_server::route_specs();
     let api_routes: Vec<_> = specs.iter().filter(|spec| spec.surface == Surface::Api).collect();
-    assert!(api_routes.len() >= 15, "the route table lost routes: {}", api_routes.len());
+    assert!(api_routes.len() >= 19, "the route table lost routes: {}", api_routes.len());
 
     for (index, spec) in api_routes.iter().enumerate() {
         let app = TestApp::new().await;
@@ -46,7 +47,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             Access::Authenticated => (app.user("reader").await, Role::Viewer),
             Access::AuthenticatedWrite => (app.user("writer").await, Role::Developer),
             Access::Admin => (app.admin.clone(), Role::Admin),
-            Access::Project(role) => {
+            Access::Project(role) | Access::Job(role) => {
                 let member = app.user("member").await;
                 app.store.set_member(&project, &member, role, crate::app::ACTOR).await.unwrap();
                 (member, role)
@@ -54,10 +55,14 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         };
         let right_token = app.token(&right_user, right_role).await;
         let own_token_id = app.store.list_tokens(right_user.id).await.unwrap()[0].id;
+        let pipeline = app.store.create_pipeline(project.id, "main", "api", crate::app::ACTOR).await.unwrap();
+        let jobs = app.store.start_pipeline(pipeline.id, "0", &[("build".into(), "build".into())]).await.unwrap();
         let path = spec
             .path
             .replace("{project}", &project.name)
             .replace("{username}", "bob")
+            .replace("{pipeline}", &pipeline.id.to_string())
+            .replace("{job}", &jobs[0].id.to_string())
             .replace("{id}", &own_token_id.to_string());
 
         // 1. No credentials: 401 unless the route is public.
@@ -76,7 +81,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         // 3. A viewer token on a write route: 403 (a non-member gets 404 on project routes).
         if spec.method != Method::GET {
             let viewer = app.user("viewer").await;
-            if let Access::Project(_) = spec.access {
+            if let Access::Project(_) | Access::Job(_) = spec.access {
                 app.store.set_member(&project, &viewer, Role::Viewer, crate::app::ACTOR).await.unwrap();
             }
             let viewer_token = app.token(&viewer, Role::Viewer).await;
@@ -90,7 +95,9 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
 
         // 4. One role below what the route needs: refused.
         let below = match spec.access {
-            Access::Project(role) if role > Role::Viewer => Some(Role::PROJECT_ROLES[role as usize - 1]),
+            Access::Project(role) | Access::Job(role) if role > Role::Viewer => {
+                Some(Role::PROJECT_ROLES[role as usize - 1])
+            }
             Access::Admin => Some(Role::Owner),
             _ => None,
         };
@@ -99,7 +106,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             let refused = app.api(spec.method.clone(), &path, Some(&weaker), body).await;
             assert_eq!(refused.status, StatusCode::FORBIDDEN, "{label} with a {below} token");
         }
-        if let Access::Project(_) = spec.access {
+        if let Access::Project(_) | Access::Job(_) = spec.access {
             let outsider = app.user("outsider").await;
             let outsider_token = app.token(&outsider, Role::Owner).await;
             let hidden = app.api(spec.method.clone(), &path, Some(&outsider_token), body).await;

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 mod admin;
+mod pipeline;
 mod project;
 mod run;
 mod serve;
@@ -30,6 +31,8 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         }
         Command::Admin { command } => admin::run(command, cli.log_format, cli.log_level.as_deref()).await,
         Command::Project { client, command } => project::run(&client, command).await,
+        Command::Pipeline { client, command } => pipeline::run(&client, command).await,
+        Command::Job { client, command } => pipeline::job(&client, command).await,
         Command::Run(args) => Ok(run::run(args).await),
         Command::Lint(args) => Ok(run::lint(args)),
     }

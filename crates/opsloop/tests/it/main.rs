@@ -11,3 +11,4 @@ mod cli;
 mod conformance;
 mod crash;
 mod run;
+mod server_ci;

@@ -1,0 +1,152 @@
+//! `/api/v1/projects/{project}/pipelines` and `/api/v1/jobs/{job}`: pipelines run by the server.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Page, PageQuery};
+use crate::auth::{Principal, ProjectContext};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::state::AppState;
+use crate::views::{rfc3339, validate_branch};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineView {
+    pub id: i64,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    /// api, web, push, schedule, …
+    pub source: String,
+    /// created, running, success, failed, canceled.
+    pub status: String,
+    pub created_by: String,
+    /// Why the pipeline could not run, when it could not.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+impl From<opsloop_store::Pipeline> for PipelineView {
+    fn from(p: opsloop_store::Pipeline) -> Self {
+        PipelineView {
+            id: p.id,
+            git_ref: p.git_ref,
+            sha: p.sha,
+            source: p.source,
+            status: p.status,
+            created_by: p.created_by,
+            error: p.error,
+            created_at: rfc3339(p.created_at),
+            finished_at: p.finished_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: i64,
+    pub name: String,
+    pub stage: String,
+    /// pending, running, success, warning, failed, skipped, manual, canceled.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineDetail {
+    #[serde(flatten)]
+    pub pipeline: PipelineView,
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunPipeline {
+    /// Branch, tag or commit; defaults to the project's default branch.
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Variables for this pipeline; they win over the file's own.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PipelinePath {
+    #[allow(dead_code)]
+    project: String,
+    pipeline: i64,
+}
+
+/// Run the project's pipeline at a ref.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/pipelines", tag = "pipelines", params(("project" = String, Path)),
+    request_body = RunPipeline,
+    responses((status = 201, body = PipelineView), (status = 422, body = ErrorBody)))]
+pub async fn run(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiJson(input): ApiJson<RunPipeline>,
+) -> Result<(StatusCode, ApiJson<PipelineView>), ApiError> {
+    let git_ref = input.git_ref.unwrap_or_else(|| context.project.default_branch.clone());
+    validate_branch(&git_ref).map_err(ApiError::invalid)?;
+    for name in input.variables.keys() {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ApiError::invalid(format!("variable name `{name}` may hold only letters, digits and `_`")));
+        }
+    }
+    let variables = input.variables.into_iter().collect();
+    let pipeline = crate::ci::trigger(&state, &context.project, &git_ref, "api", variables, principal.actor()).await?;
+    Ok((StatusCode::CREATED, ApiJson(pipeline.into())))
+}
+
+/// The project's pipelines, newest first.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/pipelines", tag = "pipelines",
+    params(("project" = String, Path), PageQuery), responses((status = 200, body = Page<PipelineView>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(context): Extension<ProjectContext>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<ApiJson<Page<PipelineView>>, ApiError> {
+    let page = state.store.list_pipelines(context.project.id, &query.request()).await?;
+    Ok(ApiJson(Page::map(page, PipelineView::from)))
+}
+
+/// One pipeline with its jobs.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/pipelines/{pipeline}", tag = "pipelines",
+    params(("project" = String, Path), ("pipeline" = i64, Path)),
+    responses((status = 200, body = PipelineDetail), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(context): Extension<ProjectContext>,
+    ApiPath(path): ApiPath<PipelinePath>,
+) -> Result<ApiJson<PipelineDetail>, ApiError> {
+    let pipeline = state
+        .store
+        .pipeline_by_id(path.pipeline)
+        .await?
+        .filter(|p| p.project_id == context.project.id)
+        .ok_or_else(|| ApiError::not_found("pipeline"))?;
+    let jobs = state.store.jobs_of(pipeline.id).await?;
+    let jobs = jobs
+        .into_iter()
+        .map(|j| JobView { id: j.id, name: j.name, stage: j.stage, status: j.status, exit_code: j.exit_code })
+        .collect();
+    Ok(ApiJson(PipelineDetail { pipeline: pipeline.into(), jobs }))
+}
+
+/// A job's log as plain text.
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/log", tag = "pipelines", params(("job" = i64, Path)),
+    responses((status = 200, content_type = "text/plain"), (status = 404, body = ErrorBody)))]
+pub async fn log(State(state): State<AppState>, ApiPath(job): ApiPath<i64>) -> Result<Response, ApiError> {
+    let text = state.store.job_log(job).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}

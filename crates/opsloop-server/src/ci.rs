@@ -1,0 +1,252 @@
+//! Server-side CI: a pipeline asked for through the API is recorded, its repository checked
+//! out at the ref, its file loaded and planned by the same engine `opsloop run` uses, and run by
+//! the same runner on this machine, with statuses and logs written to the store as they happen.
+//!
+//! Not yet here (issue 4): webhooks, polling and schedules, agents on other machines, live log
+//! streaming, artifacts in object storage, encrypted variables.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use opsloop_pipeline::config::{self, FileSource};
+use opsloop_pipeline::plan::{self, PlanOptions};
+use opsloop_runner::{Event, EventSink, JobStatus, RunOptions, Stream};
+use opsloop_store::{Actor, Pipeline, Project, Store};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Starts a pipeline of `project` at `git_ref` and returns its record at once; it runs in the
+/// background.
+pub async fn trigger(
+    state: &AppState,
+    project: &Project,
+    git_ref: &str,
+    source: &str,
+    variables: Vec<(String, String)>,
+    actor: Actor<'_>,
+) -> Result<Pipeline, ApiError> {
+    let pipeline = state.store.create_pipeline(project.id, git_ref, source, actor).await?;
+    let (state, project, record) = (state.clone(), project.clone(), pipeline.clone());
+    tokio::spawn(async move {
+        let id = record.id;
+        if let Err(message) = run(&state, &project, &record, variables).await {
+            tracing::warn!(pipeline = id, %message, "pipeline could not run");
+            if let Err(error) = state.store.finish_pipeline(id, "failed", &message).await {
+                tracing::error!(pipeline = id, %error, "could not record the pipeline's failure");
+            }
+        }
+    });
+    Ok(pipeline)
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!("git {} failed: {}", args.first().unwrap_or(&""), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+/// Clones `repo_url` into `target` and checks out `git_ref` (a branch, tag or commit);
+/// returns the commit. Arguments are vectors and the URL comes after `--`.
+fn checkout(repo_url: &str, git_ref: &str, target: &Path) -> Result<String, String> {
+    let parent = target.parent().ok_or("no parent directory for the checkout")?;
+    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    let _ = std::fs::remove_dir_all(target);
+    let target_text = target.to_str().ok_or("the data directory is not UTF-8")?;
+    git(parent, &["clone", "--quiet", "--no-checkout", "--", repo_url, target_text])?;
+    let sha = [format!("origin/{git_ref}"), git_ref.to_owned()]
+        .iter()
+        .find_map(|candidate| {
+            git(target, &["rev-parse", "--verify", "--quiet", &format!("{candidate}^{{commit}}")]).ok()
+        })
+        .ok_or_else(|| format!("`{git_ref}` is no branch, tag or commit of {repo_url}"))?;
+    git(target, &["checkout", "--quiet", "--detach", &sha])?;
+    Ok(sha)
+}
+
+struct Checkout {
+    root: PathBuf,
+    files: Vec<String>,
+}
+
+impl FileSource for Checkout {
+    fn read(&self, path: &str) -> Result<String, String> {
+        std::fs::read_to_string(self.root.join(path.trim_start_matches('/'))).map_err(|e| e.to_string())
+    }
+    fn files(&self) -> Vec<String> {
+        self.files.clone()
+    }
+}
+
+async fn run(
+    state: &AppState,
+    project: &Project,
+    pipeline: &Pipeline,
+    variables: Vec<(String, String)>,
+) -> Result<(), String> {
+    let _slot = state.pipeline_slots.acquire().await.map_err(|_| "the server is shutting down".to_owned())?;
+    let dir = state.config.data_dir.join("pipelines").join(pipeline.id.to_string());
+    let source_dir = dir.join("source");
+    let (repo_url, git_ref, target) = (project.repo_url.clone(), pipeline.git_ref.clone(), source_dir.clone());
+    let sha = tokio::task::spawn_blocking(move || checkout(&repo_url, &git_ref, &target))
+        .await
+        .map_err(|e| e.to_string())??;
+    let files = opsloop_runner::workspace::project_files(&source_dir, ".opsloop").map_err(|e| e.to_string())?;
+    let predefined = predefined(project, pipeline, &sha);
+    let lookup = |name: &str| predefined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let source = Checkout { root: source_dir.clone(), files: files.clone() };
+    let loaded = config::load(&source, &project.pipeline_file, &lookup);
+    let render = |diagnostics: &[opsloop_pipeline::diagnostic::Diagnostic]| -> String {
+        diagnostics.iter().filter(|d| d.is_error()).map(|d| loaded.sources.render(d)).collect::<Vec<_>>().join("\n")
+    };
+    if loaded.has_errors() {
+        return Err(format!("{} is invalid:\n{}", project.pipeline_file, render(&loaded.diagnostics)));
+    }
+    let options = PlanOptions { pipeline_variables: variables.clone(), ..PlanOptions::default() };
+    let planned = plan::plan(&loaded, &lookup, &files, &options)
+        .map_err(|errors| format!("{} is invalid:\n{}", project.pipeline_file, render(&errors)))?;
+    let names: Vec<(String, String)> = planned
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), planned.stages.get(j.stage).cloned().unwrap_or_default()))
+        .collect();
+    let jobs = state.store.start_pipeline(pipeline.id, &sha, &names).await.map_err(|e| e.to_string())?;
+
+    let (sink, writer) = StoreSink::start(state.store.clone(), jobs.iter().map(|j| j.id).collect());
+    let run_options = RunOptions {
+        project_dir: source_dir.clone(),
+        state_dir: source_dir.join(".opsloop"),
+        concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+        keep_workspaces: false,
+        dirty: true,
+        prepared_source: None,
+        predefined,
+        overrides: variables
+            .into_iter()
+            .map(|(name, value)| opsloop_runner::Override { name, value, environment: None })
+            .collect(),
+        unset: Vec::new(),
+        masked: Vec::new(),
+        pipeline_id: u64::try_from(pipeline.id).unwrap_or(0),
+        isolation: opsloop_runner::Isolation::None,
+        container_engine: None,
+        force_shell: false,
+    };
+    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let outcome = opsloop_runner::run_pipeline(loaded, planned, run_options, sink.clone(), cancel).await;
+    drop(sink);
+    let _ = writer.await;
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    let outcome = outcome.map_err(|e| format!("the pipeline could not run: {e}"))?;
+    let status = if outcome.success { "success" } else { "failed" };
+    state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())
+}
+
+fn predefined(project: &Project, pipeline: &Pipeline, sha: &str) -> Vec<(String, String)> {
+    let pairs = [
+        ("CI", "true".to_owned()),
+        ("GITLAB_CI", "false".to_owned()),
+        ("CI_SERVER_NAME", "opsloop".to_owned()),
+        ("CI_PIPELINE_ID", pipeline.id.to_string()),
+        ("CI_PIPELINE_IID", pipeline.id.to_string()),
+        ("CI_PIPELINE_SOURCE", pipeline.source.clone()),
+        ("CI_COMMIT_SHA", sha.to_owned()),
+        ("CI_COMMIT_SHORT_SHA", sha.chars().take(8).collect()),
+        ("CI_COMMIT_REF_NAME", pipeline.git_ref.clone()),
+        ("CI_COMMIT_BRANCH", pipeline.git_ref.clone()),
+        ("CI_DEFAULT_BRANCH", project.default_branch.clone()),
+        ("CI_PROJECT_NAME", project.name.clone()),
+        ("CI_PROJECT_PATH", project.name.clone()),
+        ("CI_REPOSITORY_URL", project.repo_url.clone()),
+        ("GITLAB_USER_LOGIN", pipeline.created_by.clone()),
+    ];
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Writes runner events to the store in order, on its own task: the runner reports
+/// synchronously and must not wait for the database.
+#[derive(Clone)]
+struct StoreSink {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// Log text is stored in chunks of about this size.
+const CHUNK_BYTES: usize = 16 * 1024;
+
+impl StoreSink {
+    fn start(store: Store, job_ids: Vec<i64>) -> (Arc<StoreSink>, tokio::task::JoinHandle<()>) {
+        let (events, mut receiver) = mpsc::unbounded_channel::<Event>();
+        let writer = tokio::spawn(async move {
+            let mut buffers: HashMap<usize, (String, i64)> = HashMap::new();
+            let flush = |store: &Store, job_id: i64, text: String, seq: i64| {
+                let store = store.clone();
+                async move {
+                    if let Err(error) = store.append_job_log(job_id, seq, &text).await {
+                        tracing::error!(job = job_id, %error, "could not store a log chunk");
+                    }
+                }
+            };
+            while let Some(event) = receiver.recv().await {
+                let (job, line) = match &event {
+                    Event::JobStarted { job, .. } => {
+                        if let Some(id) = job_ids.get(*job) {
+                            let _ = store.job_started(*id).await;
+                        }
+                        continue;
+                    }
+                    Event::Command { job, text, .. } => (*job, format!("$ {text}")),
+                    Event::Output { job, line, stream: Stream::Stdout, .. } => (*job, line.clone()),
+                    Event::Output { job, line, stream: Stream::Stderr, .. } => (*job, line.clone()),
+                    Event::Note { job, text, .. } => (*job, format!("# {text}")),
+                    Event::AfterScript { job, .. } => (*job, "# running after_script".to_owned()),
+                    Event::JobFinished { job, outcome, .. } => {
+                        let Some(id) = job_ids.get(*job).copied() else { continue };
+                        if let Some((text, seq)) = buffers.remove(job)
+                            && !text.is_empty()
+                        {
+                            flush(&store, id, text, seq).await;
+                        }
+                        let status = match outcome.status {
+                            JobStatus::Success => "success",
+                            JobStatus::Warning => "warning",
+                            JobStatus::Failed => "failed",
+                            JobStatus::Skipped => "skipped",
+                            JobStatus::Manual => "manual",
+                            JobStatus::Canceled => "canceled",
+                        };
+                        let _ = store.job_finished(id, status, outcome.exit_code.map(i64::from)).await;
+                        continue;
+                    }
+                };
+                let Some(id) = job_ids.get(job).copied() else { continue };
+                let (buffer, seq) = buffers.entry(job).or_insert_with(|| (String::new(), 0));
+                buffer.push_str(&line);
+                buffer.push('\n');
+                if buffer.len() >= CHUNK_BYTES {
+                    let text = std::mem::take(buffer);
+                    let this = *seq;
+                    *seq += 1;
+                    flush(&store, id, text, this).await;
+                }
+            }
+        });
+        (Arc::new(StoreSink { events }), writer)
+    }
+}
+
+impl EventSink for StoreSink {
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+}
