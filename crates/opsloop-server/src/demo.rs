@@ -83,3 +83,20 @@ fn write_repository(repo: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The demo shows a pipeline from the start: its first one runs when the server starts.
+pub async fn run_first_pipeline(state: &crate::state::AppState) {
+    let project = match state.store.project_by_name(DEMO_PROJECT).await {
+        Ok(Some(project)) => project,
+        _ => return,
+    };
+    let none_yet = state
+        .store
+        .list_pipelines(project.id, &opsloop_store::PageRequest::first(1))
+        .await
+        .is_ok_and(|page| page.items.is_empty());
+    if none_yet && let Err(error) = crate::ci::trigger(state, &project, "main", "web", Vec::new(), Actor::SYSTEM).await
+    {
+        tracing::warn!(error = %error.message, "could not start the demo pipeline");
+    }
+}

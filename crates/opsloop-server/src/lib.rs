@@ -85,11 +85,15 @@ pub async fn open_store(config: &ServerConfig) -> Result<Store, ServerError> {
 /// The complete application: routes, access enforcement, metrics, limits and tracing.
 /// Time comes from the store's clock, so tests move one clock for everything.
 pub fn build_app(store: Store, config: ServerConfig) -> Router {
+    build_app_and_state(store, config).0
+}
+
+fn build_app_and_state(store: Store, config: ServerConfig) -> (Router, AppState) {
     let (router, specs) = route_table().into_parts();
     let max_body_bytes = config.max_body_bytes;
     let request_timeout = Duration::from_secs(config.request_timeout_seconds);
     let state = AppState::new(store, config, &specs);
-    router
+    let router = router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::enforce))
@@ -122,7 +126,8 @@ pub fn build_app(store: Store, config: ServerConfig) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .with_state(state.clone());
+    (router, state)
 }
 
 /// What `serve` prints once for the person who started it.
@@ -152,7 +157,11 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let address = listener.local_addr().map_err(ServerError::Serve)?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let sweeper = tokio::spawn(sweep_sessions(store.clone()));
-    let app = build_app(store.clone(), config);
+    let demo = config.demo;
+    let (app, state) = build_app_and_state(store.clone(), config);
+    if demo {
+        demo::run_first_pipeline(&state).await;
+    }
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();

@@ -4,6 +4,7 @@
 mod account;
 mod admin;
 mod login;
+mod pipelines;
 mod projects;
 
 use axum::http::{Method, StatusCode, header};
@@ -30,7 +31,7 @@ pub const AREAS: &[(&str, &str, &str)] = &[
 
 pub fn routes(table: RouteTable) -> RouteTable {
     use Access::*;
-    use opsloop_core::Role::{Maintainer, Owner, Viewer};
+    use opsloop_core::Role::{Developer, Maintainer, Owner, Viewer};
     let ui = Surface::Ui;
     let mut table = table
         .add(ui, Method::GET, "/assets/style.css", Public, stylesheet)
@@ -51,6 +52,10 @@ pub fn routes(table: RouteTable) -> RouteTable {
             projects::remove_member,
         )
         .add(ui, Method::POST, "/projects/{project}/delete", Project(Owner), projects::delete)
+        .add(ui, Method::GET, "/projects/{project}/pipelines", Project(Viewer), pipelines::list)
+        .add(ui, Method::POST, "/projects/{project}/pipelines", Project(Developer), pipelines::run)
+        .add(ui, Method::GET, "/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
+        .add(ui, Method::GET, "/projects/{project}/jobs/{job}", Project(Viewer), pipelines::job)
         .add(ui, Method::GET, "/settings", Authenticated, account::settings)
         .add(ui, Method::POST, "/settings/tokens", AuthenticatedWrite, account::create_token)
         .add(ui, Method::POST, "/settings/tokens/{id}/revoke", AuthenticatedWrite, account::revoke_token)
@@ -58,8 +63,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::GET, "/admin/users", Admin, admin::users)
         .add(ui, Method::POST, "/admin/users", Admin, admin::create_user)
         .add(ui, Method::GET, "/admin/audit", Admin, admin::audit);
+    table = table.add(ui, Method::GET, "/pipelines", Authenticated, pipelines::overview);
     for (path, _, blurb) in AREAS {
-        if !blurb.is_empty() {
+        if !blurb.is_empty() && *path != "/pipelines" {
             table = table.add(ui, Method::GET, path, Authenticated, area_page);
         }
     }

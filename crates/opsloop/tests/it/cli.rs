@@ -155,6 +155,20 @@ async fn the_demo_project_is_registered_as_a_git_repository() {
     assert!(repo.join(".gitlab-ci.yml").is_file(), "{}", repo.display());
     let log = std::process::Command::new("git").args(["log", "--oneline"]).current_dir(&repo).output().unwrap();
     assert!(text(&log.stdout).contains("Demo project"), "the demo is a git repository with a commit");
+
+    // Its first pipeline runs on start, and passes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let listed = opsloop_client(&server, &token, &["pipeline", "list", "demo", "--json"]);
+        let pipelines: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        let status = pipelines[0]["status"].as_str().unwrap_or_default().to_owned();
+        if status == "success" {
+            break;
+        }
+        assert!(!matches!(status.as_str(), "failed" | "canceled"), "the demo pipeline {status}: {pipelines}");
+        assert!(std::time::Instant::now() < deadline, "the demo pipeline did not finish: {pipelines}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// The same server and CLI on PostgreSQL (skipped with a notice when none is configured).

@@ -1,0 +1,249 @@
+//! Pipeline pages: a project's pipelines with a "Run pipeline" form, one pipeline's jobs by
+//! stage, and a job's log. Running pages refresh themselves (no JavaScript needed).
+
+use axum::Extension;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use opsloop_core::Role;
+use serde::Deserialize;
+
+use super::{csrf_field, error_box, failure, layout};
+use crate::auth::{Principal, ProjectContext};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::views::{human_time, validate_branch};
+
+#[derive(Debug, Deserialize)]
+pub struct RunForm {
+    #[serde(rename = "ref", default)]
+    git_ref: String,
+}
+
+fn running(status: &str) -> bool {
+    matches!(status, "created" | "pending" | "running")
+}
+
+fn status_badge(status: &str) -> Markup {
+    html! { span class={ "badge status-" (status) } { (status) } }
+}
+
+/// The Pipelines area: each project you can see with its latest pipeline.
+pub async fn overview(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    let member = if principal.user.is_admin { None } else { Some(principal.user.id) };
+    let projects = match state.store.list_projects(member, &opsloop_store::PageRequest::first(100)).await {
+        Ok(page) => page.items,
+        Err(error) => return failure(error),
+    };
+    let mut rows = Vec::with_capacity(projects.len());
+    for project in projects {
+        let latest = match state.store.list_pipelines(project.id, &opsloop_store::PageRequest::first(1)).await {
+            Ok(page) => page.items.into_iter().next(),
+            Err(error) => return failure(error),
+        };
+        rows.push((project, latest));
+    }
+    layout("Pipelines", Some(&principal), "/pipelines", html! {
+        h1 { "Pipelines" }
+        p.hint { "Pipelines run your .gitlab-ci.yml on the server, with the engine `opsloop run` uses on your machine." }
+        @if rows.is_empty() {
+            p.muted { "No projects yet: " a href="/projects#new-project" { "create one" } "." }
+        } @else {
+            table {
+                thead { tr { th scope="col" { "Project" } th scope="col" { "Latest pipeline" } th scope="col" { "Ref" } th scope="col" { "Created" } } }
+                tbody {
+                    @for (project, latest) in &rows {
+                        tr {
+                            td { a href={ "/projects/" (project.name) "/pipelines" } { (project.name) } }
+                            @if let Some(pipeline) = latest {
+                                td { a href={ "/projects/" (project.name) "/pipelines/" (pipeline.id) } { "#" (pipeline.id) } " " (status_badge(&pipeline.status)) }
+                                td { (pipeline.git_ref) }
+                                td { (human_time(pipeline.created_at)) }
+                            } @else {
+                                td.muted colspan="3" { "none yet" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .into_response()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+) -> Response {
+    render_list(&state, &principal, &context, None).await
+}
+
+async fn render_list(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    error: Option<(StatusCode, &str)>,
+) -> Response {
+    let project = &context.project;
+    let page = match state.store.list_pipelines(project.id, &opsloop_store::PageRequest::first(50)).await {
+        Ok(page) => page,
+        Err(error) => return failure(error),
+    };
+    let any_running = page.items.iter().any(|p| running(&p.status));
+    let base = format!("/projects/{}", project.name);
+    let markup = layout(
+        &format!("{} · pipelines", project.name),
+        Some(principal),
+        "/pipelines",
+        html! {
+            @if any_running { meta http-equiv="refresh" content="3"; }
+            p { a href=(base) { "← " (project.name) } }
+            h1 { "Pipelines of " (project.name) }
+            (error_box(error.map(|(_, message)| message)))
+            @if context.role >= Role::Developer {
+                form.inline method="post" action={ (base) "/pipelines" } aria-label="Run pipeline" {
+                    (csrf_field(principal))
+                    label { "Ref " input type="text" name="ref" value=(project.default_branch) required; }
+                    " "
+                    button type="submit" { "Run pipeline" }
+                }
+            }
+            @if page.items.is_empty() {
+                p.muted { "No pipelines yet." }
+            } @else {
+                table {
+                    thead { tr { th scope="col" { "Pipeline" } th scope="col" { "Status" } th scope="col" { "Ref" } th scope="col" { "Commit" } th scope="col" { "Trigger" } th scope="col" { "Started by" } th scope="col" { "Created" } } }
+                    tbody {
+                        @for pipeline in &page.items {
+                            tr {
+                                td { a href={ (base) "/pipelines/" (pipeline.id) } { "#" (pipeline.id) } }
+                                td { (status_badge(&pipeline.status)) }
+                                td { (pipeline.git_ref) }
+                                td { code { (pipeline.sha.chars().take(8).collect::<String>()) } }
+                                td { (pipeline.source) }
+                                td { (pipeline.created_by) }
+                                td { (human_time(pipeline.created_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    let status = error.map_or(StatusCode::OK, |(status, _)| status);
+    (status, markup).into_response()
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Form(form): Form<RunForm>,
+) -> Response {
+    let git_ref = form.git_ref.trim();
+    let git_ref = if git_ref.is_empty() { context.project.default_branch.as_str() } else { git_ref };
+    if let Err(message) = validate_branch(git_ref) {
+        return render_list(&state, &principal, &context, Some((StatusCode::UNPROCESSABLE_ENTITY, &message))).await;
+    }
+    match crate::ci::trigger(&state, &context.project, git_ref, "web", Vec::new(), principal.actor()).await {
+        Ok(pipeline) => {
+            Redirect::to(&format!("/projects/{}/pipelines/{}", context.project.name, pipeline.id)).into_response()
+        }
+        Err(error) => render_list(&state, &principal, &context, Some((error.status, &error.message))).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PipelinePath {
+    #[allow(dead_code)]
+    project: String,
+    pipeline: i64,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<PipelinePath>,
+) -> Response {
+    let project = &context.project;
+    let pipeline = match state.store.pipeline_by_id(path.pipeline).await {
+        Ok(Some(pipeline)) if pipeline.project_id == project.id => pipeline,
+        Ok(_) => return failure(ApiError::not_found("pipeline")),
+        Err(error) => return failure(error),
+    };
+    let jobs = match state.store.jobs_of(pipeline.id).await {
+        Ok(jobs) => jobs,
+        Err(error) => return failure(error),
+    };
+    let mut stages: Vec<(&str, Vec<&opsloop_store::Job>)> = Vec::new();
+    for job in &jobs {
+        match stages.iter_mut().find(|(stage, _)| *stage == job.stage) {
+            Some((_, list)) => list.push(job),
+            None => stages.push((&job.stage, vec![job])),
+        }
+    }
+    let base = format!("/projects/{}", project.name);
+    layout(&format!("Pipeline #{}", pipeline.id), Some(&principal), "/pipelines", html! {
+        @if running(&pipeline.status) { meta http-equiv="refresh" content="2"; }
+        p { a href={ (base) "/pipelines" } { "← Pipelines of " (project.name) } }
+        h1 { "Pipeline #" (pipeline.id) " " (status_badge(&pipeline.status)) }
+        dl.facts {
+            dt { "Ref" } dd { (pipeline.git_ref) }
+            dt { "Commit" } dd { code { (pipeline.sha) } }
+            dt { "Trigger" } dd { (pipeline.source) " by " (pipeline.created_by) }
+            dt { "Created" } dd { (human_time(pipeline.created_at)) }
+            @if let Some(finished) = pipeline.finished_at { dt { "Finished" } dd { (human_time(finished)) } }
+        }
+        @if !pipeline.error.is_empty() { pre.error role="alert" { (pipeline.error) } }
+        div.cards {
+            @for (stage, list) in &stages {
+                section.card aria-label={ "Stage " (stage) } {
+                    h2 { (stage) }
+                    ul {
+                        @for job in list {
+                            li { a href={ (base) "/jobs/" (job.id) } { (job.name) } " " (status_badge(&job.status)) }
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JobPath {
+    #[allow(dead_code)]
+    project: String,
+    job: i64,
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<JobPath>,
+) -> Response {
+    let project = &context.project;
+    let job = match state.store.job_by_id(path.job).await {
+        Ok(Some((job, project_id))) if project_id == project.id => job,
+        Ok(_) => return failure(ApiError::not_found("job")),
+        Err(error) => return failure(error),
+    };
+    let log = match state.store.job_log(job.id).await {
+        Ok(log) => log,
+        Err(error) => return failure(error),
+    };
+    let base = format!("/projects/{}", project.name);
+    layout(&format!("Job {}", job.name), Some(&principal), "/pipelines", html! {
+        @if running(&job.status) { meta http-equiv="refresh" content="2"; }
+        p { a href={ (base) "/pipelines/" (job.pipeline_id) } { "← Pipeline #" (job.pipeline_id) } }
+        h1 { (job.name) " " (status_badge(&job.status)) }
+        p.muted { "Stage " (job.stage) @if let Some(code) = job.exit_code { ", exit code " (code) } " · " a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw log" } }
+        pre.log aria-label="Job log" { (log) }
+    })
+    .into_response()
+}
