@@ -25,15 +25,17 @@ pub async fn trigger(
     state: &AppState,
     project: &Project,
     git_ref: &str,
+    commit: Option<&str>,
     source: &str,
     variables: Vec<(String, String)>,
     actor: Actor<'_>,
 ) -> Result<Pipeline, ApiError> {
     let pipeline = state.store.create_pipeline(project.id, git_ref, source, actor).await?;
     let (state, project, record) = (state.clone(), project.clone(), pipeline.clone());
+    let commit = commit.map(str::to_owned);
     tokio::spawn(async move {
         let id = record.id;
-        if let Err(message) = run(&state, &project, &record, variables).await {
+        if let Err(message) = run(&state, &project, &record, commit, variables).await {
             tracing::warn!(pipeline = id, %message, "pipeline could not run");
             if let Err(error) = state.store.finish_pipeline(id, "failed", &message).await {
                 tracing::error!(pipeline = id, %error, "could not record the pipeline's failure");
@@ -59,13 +61,18 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
 
 /// Clones `repo_url` into `target` and checks out `git_ref` (a branch, tag or commit);
 /// returns the commit. Arguments are vectors and the URL comes after `--`.
-fn checkout(repo_url: &str, git_ref: &str, target: &Path) -> Result<String, String> {
+fn checkout(repo_url: &str, git_ref: &str, commit: Option<&str>, target: &Path) -> Result<String, String> {
     let parent = target.parent().ok_or("no parent directory for the checkout")?;
     std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     let _ = std::fs::remove_dir_all(target);
     let target_text = target.to_str().ok_or("the data directory is not UTF-8")?;
     git(parent, &["clone", "--quiet", "--no-checkout", "--", repo_url, target_text])?;
-    let sha = [format!("origin/{git_ref}"), git_ref.to_owned()]
+    let candidates = match commit {
+        // A push names its commit: run exactly that, even if the branch moved on since.
+        Some(commit) => vec![commit.to_owned()],
+        None => vec![format!("origin/{git_ref}"), git_ref.to_owned()],
+    };
+    let sha = candidates
         .iter()
         .find_map(|candidate| {
             git(target, &["rev-parse", "--verify", "--quiet", &format!("{candidate}^{{commit}}")]).ok()
@@ -93,13 +100,14 @@ async fn run(
     state: &AppState,
     project: &Project,
     pipeline: &Pipeline,
+    commit: Option<String>,
     variables: Vec<(String, String)>,
 ) -> Result<(), String> {
     let _slot = state.pipeline_slots.acquire().await.map_err(|_| "the server is shutting down".to_owned())?;
     let dir = state.config.data_dir.join("pipelines").join(pipeline.id.to_string());
     let source_dir = dir.join("source");
     let (repo_url, git_ref, target) = (project.repo_url.clone(), pipeline.git_ref.clone(), source_dir.clone());
-    let sha = tokio::task::spawn_blocking(move || checkout(&repo_url, &git_ref, &target))
+    let sha = tokio::task::spawn_blocking(move || checkout(&repo_url, &git_ref, commit.as_deref(), &target))
         .await
         .map_err(|e| e.to_string())??;
     let files = opsloop_runner::workspace::project_files(&source_dir, ".opsloop").map_err(|e| e.to_string())?;

@@ -95,7 +95,8 @@ pub async fn run_first_pipeline(state: &crate::state::AppState) {
         .list_pipelines(project.id, &opsloop_store::PageRequest::first(1))
         .await
         .is_ok_and(|page| page.items.is_empty());
-    if none_yet && let Err(error) = crate::ci::trigger(state, &project, "main", "web", Vec::new(), Actor::SYSTEM).await
+    if none_yet
+        && let Err(error) = crate::ci::trigger(state, &project, "main", None, "web", Vec::new(), Actor::SYSTEM).await
     {
         tracing::warn!(error = %error.message, "could not start the demo pipeline");
     }

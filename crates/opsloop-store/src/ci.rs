@@ -305,3 +305,49 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// The project's webhook secret, made (from `fresh`) the first time it is asked for.
+    pub async fn webhook_secret(&self, project_id: i64, fresh: &str) -> Result<String> {
+        let secret: String = with_pool!(self, |pool| {
+            sqlx::query("UPDATE projects SET webhook_secret = $1 WHERE id = $2 AND webhook_secret = ''")
+                .bind(fresh)
+                .bind(project_id)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar("SELECT webhook_secret FROM projects WHERE id = $1")
+                .bind(project_id)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(secret)
+    }
+
+    /// The secret as stored, without making one (empty: webhooks are not set up).
+    pub async fn current_webhook_secret(&self, project_id: i64) -> Result<String> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT webhook_secret FROM projects WHERE id = $1")
+                .bind(project_id)
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    /// Records a webhook delivery; `false` when it was seen before (a replay).
+    pub async fn record_delivery(&self, project_id: i64, delivery: &str) -> Result<bool> {
+        let now = self.now_ms();
+        let inserted = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (project_id, delivery, received_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (project_id, delivery) DO NOTHING",
+            )
+            .bind(project_id)
+            .bind(delivery)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+}

@@ -74,6 +74,13 @@ pub enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// Git hooks that start pipelines (install in a bare repository on the server's machine).
+    Hook {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: HookCommand,
+    },
     /// Manage projects on a running server.
     Project {
         #[command(flatten)]
@@ -409,4 +416,17 @@ pub enum PipelineCommand {
 pub enum JobCommand {
     /// Print a job's log.
     Log { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Reads `old new ref` lines from git and starts a pipeline per pushed branch or tag.
+    ///
+    /// Install: printf '#!/bin/sh\nexec opsloop hook post-receive --project NAME\n' > hooks/post-receive
+    /// (with OPSLOOP_SERVER and OPSLOOP_TOKEN in the hook's environment).
+    PostReceive {
+        /// The opsloop project this repository belongs to.
+        #[arg(long)]
+        project: String,
+    },
 }

@@ -2,6 +2,7 @@
 //! pagination on lists, and an OpenAPI 3 document generated from these handlers.
 
 pub mod admin;
+pub mod hooks;
 pub mod page_cache;
 pub mod pipelines;
 pub mod projects;
@@ -47,6 +48,8 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines", Project(Viewer), pipelines::list)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
         .add(api, Method::GET, "/api/v1/jobs/{job}/log", Job(Viewer), pipelines::log)
+        .add(api, Method::POST, "/api/v1/projects/{project}/hooks/{forge}", Webhook, hooks::receive)
+        .add(api, Method::GET, "/api/v1/projects/{project}/webhook", Project(Maintainer), hooks::settings)
         .add(api, Method::GET, "/api/v1/tokens", Authenticated, tokens::list)
         .add(api, Method::POST, "/api/v1/tokens", AuthenticatedWrite, tokens::create)
         .add(api, Method::DELETE, "/api/v1/tokens/{id}", AuthenticatedWrite, tokens::revoke)
@@ -63,6 +66,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         projects::list, projects::create, projects::show, projects::update, projects::delete,
         projects::members, projects::set_member, projects::remove_member,
         pipelines::run, pipelines::list, pipelines::show, pipelines::log,
+        hooks::receive, hooks::settings,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,
     ),

@@ -77,6 +77,10 @@ pub struct RunPipeline {
     /// Variables for this pipeline; they win over the file's own.
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// The exact commit to run (a push's new commit); default: the ref's latest.
+    pub sha: Option<String>,
+    /// `api` (default), `push` (a git hook) or `web`.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,8 +107,26 @@ pub async fn run(
             return Err(ApiError::invalid(format!("variable name `{name}` may hold only letters, digits and `_`")));
         }
     }
+    if let Some(sha) = &input.sha
+        && (sha.len() < 7 || sha.len() > 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::invalid("sha must be a hexadecimal commit id"));
+    }
+    let source = input.source.as_deref().unwrap_or("api");
+    if !matches!(source, "api" | "push" | "web") {
+        return Err(ApiError::invalid("source is one of api, push, web"));
+    }
     let variables = input.variables.into_iter().collect();
-    let pipeline = crate::ci::trigger(&state, &context.project, &git_ref, "api", variables, principal.actor()).await?;
+    let pipeline = crate::ci::trigger(
+        &state,
+        &context.project,
+        &git_ref,
+        input.sha.as_deref(),
+        source,
+        variables,
+        principal.actor(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, ApiJson(pipeline.into())))
 }
 

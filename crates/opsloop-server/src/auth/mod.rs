@@ -22,6 +22,9 @@ pub const CSRF_FIELD: &str = "_csrf";
 pub enum Access {
     /// Anyone; kept to a short explicit list (health, metrics, login, the API document, assets).
     Public,
+    /// A forge's webhook: no user credentials; the handler checks the request's signature
+    /// against the project's secret before reading anything else.
+    Webhook,
     /// Any signed-in principal, reading.
     Authenticated,
     /// Any signed-in principal whose credential may write (a token role of developer or above).
@@ -38,6 +41,7 @@ impl Access {
     pub fn describe(self) -> String {
         match self {
             Access::Public => "public".to_owned(),
+            Access::Webhook => "webhook signature".to_owned(),
             Access::Authenticated => "authenticated".to_owned(),
             Access::AuthenticatedWrite => "authenticated, write".to_owned(),
             Access::Admin => "admin".to_owned(),
@@ -106,12 +110,12 @@ pub enum Decision {
 /// Decides whether `principal` may pass a route requiring `access`. For project routes,
 /// `membership` is `Some(role held)` or `None` when the user is no member.
 pub fn decide(access: Access, principal: Option<&Principal>, membership: Option<Role>) -> Decision {
-    if access == Access::Public {
+    if matches!(access, Access::Public | Access::Webhook) {
         return Decision::Allow;
     }
     let Some(principal) = principal else { return Decision::Unauthenticated };
     match access {
-        Access::Public | Access::Authenticated => Decision::Allow,
+        Access::Public | Access::Webhook | Access::Authenticated => Decision::Allow,
         Access::AuthenticatedWrite if principal.cap >= Role::Developer => Decision::Allow,
         Access::AuthenticatedWrite => {
             Decision::Forbidden(format!("this credential has the `{}` role, which cannot make changes", principal.cap))

@@ -147,7 +147,7 @@ pub async fn run(
     if let Err(message) = validate_branch(git_ref) {
         return render_list(&state, &principal, &context, Some((StatusCode::UNPROCESSABLE_ENTITY, &message))).await;
     }
-    match crate::ci::trigger(&state, &context.project, git_ref, "web", Vec::new(), principal.actor()).await {
+    match crate::ci::trigger(&state, &context.project, git_ref, None, "web", Vec::new(), principal.actor()).await {
         Ok(pipeline) => {
             Redirect::to(&format!("/projects/{}/pipelines/{}", context.project.name, pipeline.id)).into_response()
         }

@@ -18,6 +18,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/tokens") => r#"{"name": "made by test"}"#,
         ("POST", "/api/v1/admin/users") => r#"{"username": "newcomer"}"#,
         ("POST", "/api/v1/projects/{project}/pipelines") => r#"{"ref": "main"}"#,
+        ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,
         ("DELETE", _) | ("GET", _) => return Some(""),
         _ => return None,
     })
@@ -43,7 +44,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
 
         // The principal with exactly the least role the route needs.
         let (right_user, right_role) = match spec.access {
-            Access::Public => (app.admin.clone(), Role::Viewer),
+            Access::Public | Access::Webhook => (app.admin.clone(), Role::Viewer),
             Access::Authenticated => (app.user("reader").await, Role::Viewer),
             Access::AuthenticatedWrite => (app.user("writer").await, Role::Developer),
             Access::Admin => (app.admin.clone(), Role::Admin),
@@ -65,8 +66,14 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{job}", &jobs[0].id.to_string())
             .replace("{id}", &own_token_id.to_string());
 
-        // 1. No credentials: 401 unless the route is public.
+        // 1. No credentials: 401 unless the route is public; a webhook without its signature too.
         let anonymous = app.api(spec.method.clone(), &path, None, body).await;
+        if spec.access == Access::Webhook {
+            let path = path.replace("{forge}", "github");
+            let unsigned = app.api(spec.method.clone(), &path, None, Some(r#"{"ref": "refs/heads/main"}"#)).await;
+            assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED, "{label} without a signature");
+            continue;
+        }
         if spec.access == Access::Public {
             assert!(anonymous.status.is_success(), "{label}: public route answered {}", anonymous.status);
             continue;
@@ -186,6 +193,16 @@ async fn public_routes_are_a_short_explicit_list() {
             "GET /login",
             "POST /login"
         ]
+    );
+    let signed: Vec<String> = opsloop_server::route_specs()
+        .into_iter()
+        .filter(|spec| spec.access == Access::Webhook)
+        .map(|spec| format!("{} {}", spec.method, spec.path))
+        .collect();
+    assert_eq!(
+        signed,
+        ["POST /api/v1/projects/{project}/hooks/{forge}"],
+        "routes that trust a signature instead of a user"
     );
 }
 

@@ -9,3 +9,4 @@ mod app;
 mod auth_matrix;
 mod bad_input;
 mod browser_flows;
+mod webhooks;

@@ -33,6 +33,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Project { client, command } => project::run(&client, command).await,
         Command::Pipeline { client, command } => pipeline::run(&client, command).await,
         Command::Job { client, command } => pipeline::job(&client, command).await,
+        Command::Hook { client, command } => pipeline::hook(&client, command).await,
         Command::Run(args) => Ok(run::run(args).await),
         Command::Lint(args) => Ok(run::lint(args)),
     }

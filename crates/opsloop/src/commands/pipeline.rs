@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::fail;
-use crate::cli::{ClientArgs, JobCommand, PipelineCommand};
+use crate::cli::{ClientArgs, HookCommand, JobCommand, PipelineCommand};
 use crate::client::ApiClient;
 use crate::output;
 
@@ -27,6 +27,29 @@ pub async fn job(args: &ClientArgs, command: JobCommand) -> miette::Result<ExitC
         let text = client.get_text(&["jobs", &id.to_string(), "log"]).await?;
         print!("{text}");
         Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    Ok(result.unwrap_or_else(|error| fail(&error)))
+}
+
+/// `post-receive`: one pipeline per updated branch or tag, at the pushed commit.
+pub async fn hook(args: &ClientArgs, command: HookCommand) -> miette::Result<ExitCode> {
+    let HookCommand::PostReceive { project } = command;
+    let result = async {
+        let client = ApiClient::new(args)?;
+        let mut input = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+        for line in input.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(_old), Some(new), Some(git_ref)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let name = git_ref.strip_prefix("refs/heads/").or_else(|| git_ref.strip_prefix("refs/tags/"));
+            let Some(name) = name.filter(|_| !new.chars().all(|c| c == '0')) else { continue };
+            let body = json!({ "ref": name, "sha": new, "source": "push" });
+            let created: Value =
+                client.call(Method::POST, &["projects", &project, "pipelines"], Some(&body)).await?.unwrap_or_default();
+            eprintln!("opsloop: pipeline #{} started for {name}", created["id"]);
+        }
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     }
     .await;
     Ok(result.unwrap_or_else(|error| fail(&error)))

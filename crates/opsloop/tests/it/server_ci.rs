@@ -100,3 +100,70 @@ fn a_pipeline_interrupted_by_kill_9_is_failed_at_the_next_start() {
     assert!(detail["error"].as_str().unwrap_or_default().contains("runner_system_failure"), "{detail}");
     assert_eq!(detail["jobs"][0]["status"], "failed");
 }
+
+#[test]
+fn a_push_to_a_bare_repository_starts_a_pipeline_through_the_post_receive_hook() {
+    let server = Server::start();
+    let token = server.token("developer");
+    let root = tempfile::tempdir().unwrap();
+    let bare = root.path().join("app.git");
+    let git = |dir: &Path, args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(root.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    let hook = bare.join("hooks/post-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nOPSLOOP_SERVER='{}' OPSLOOP_TOKEN='{token}' exec '{}' hook post-receive --project app\n",
+            server.url,
+            crate::harness::BIN
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        opsloop_client(
+            &server,
+            &server.token("admin"),
+            &["project", "create", "app", "--repo", bare.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+
+    let work = root.path().join("work");
+    git(root.path(), &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+    std::fs::write(
+        work.join(".gitlab-ci.yml"),
+        "hello:\n  script: [echo \"pushed $CI_COMMIT_SHA via $CI_PIPELINE_SOURCE\"]\n",
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "first"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let listed = opsloop_client(&server, &token, &["pipeline", "list", "app", "--json"]);
+        let pipelines: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        if pipelines[0]["status"] == "success" {
+            break pipelines[0].clone();
+        }
+        assert!(pipelines[0]["status"] != "failed", "{pipelines}");
+        assert!(Instant::now() < deadline, "no pipeline after the push: {pipelines}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(detail["source"], "push");
+    let head = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&work).output().unwrap();
+    assert_eq!(detail["sha"].as_str().unwrap(), text(&head.stdout).trim(), "the pushed commit ran");
+}
