@@ -121,7 +121,16 @@ async fn run(
     if loaded.has_errors() {
         return Err(format!("{} is invalid:\n{}", project.pipeline_file, render(&loaded.diagnostics)));
     }
-    let options = PlanOptions { pipeline_variables: variables.clone(), ..PlanOptions::default() };
+    let secrets = project_variables(state, project, pipeline, &dir).await?;
+    // Project variables, then the pipeline's own: both win over the file's variables.
+    let mut given: Vec<(String, String)> = secrets
+        .overrides
+        .iter()
+        .filter(|o| o.environment.is_none())
+        .map(|o| (o.name.clone(), o.value.clone()))
+        .collect();
+    given.extend(variables.iter().cloned());
+    let options = PlanOptions { pipeline_variables: given, ..PlanOptions::default() };
     let planned = plan::plan(&loaded, &lookup, &files, &options)
         .map_err(|errors| format!("{} is invalid:\n{}", project.pipeline_file, render(&errors)))?;
     let names: Vec<(String, String)> = planned
@@ -140,12 +149,17 @@ async fn run(
         dirty: true,
         prepared_source: None,
         predefined,
-        overrides: variables
+        overrides: secrets
+            .overrides
             .into_iter()
-            .map(|(name, value)| opsloop_runner::Override { name, value, environment: None })
+            .chain(variables.into_iter().map(|(name, value)| opsloop_runner::Override {
+                name,
+                value,
+                environment: None,
+            }))
             .collect(),
         unset: Vec::new(),
-        masked: Vec::new(),
+        masked: secrets.masked,
         pipeline_id: u64::try_from(pipeline.id).unwrap_or(0),
         isolation: opsloop_runner::Isolation::None,
         container_engine: None,
@@ -159,6 +173,63 @@ async fn run(
     let outcome = outcome.map_err(|e| format!("the pipeline could not run: {e}"))?;
     let status = if outcome.success { "success" } else { "failed" };
     state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())
+}
+
+struct Secrets {
+    overrides: Vec<opsloop_runner::Override>,
+    masked: Vec<String>,
+}
+
+/// The project's CI/CD variables this pipeline may see, decrypted: protected ones only on the
+/// default branch, file-type ones written to private files, masked ones listed for masking.
+/// Their use is recorded in the audit log (names, never values).
+async fn project_variables(
+    state: &AppState,
+    project: &Project,
+    pipeline: &Pipeline,
+    dir: &Path,
+) -> Result<Secrets, String> {
+    let stored = state.store.list_variables(project.id).await.map_err(|e| e.to_string())?;
+    let protected_ref = pipeline.git_ref == project.default_branch;
+    let mut secrets = Secrets { overrides: Vec::new(), masked: Vec::new() };
+    let mut used = Vec::new();
+    for variable in stored {
+        if variable.protected && !protected_ref {
+            continue;
+        }
+        let value = crate::api::variables::reveal(state, project.id, &variable).map_err(|e| e.message)?;
+        if variable.masked {
+            secrets.masked.push(value.clone());
+        }
+        let value = if variable.file {
+            let files = dir.join("variables");
+            std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
+            let path = files.join(format!(
+                "{}-{}",
+                variable.key,
+                crate::auth::credentials::digest(&variable.environment_scope)
+            ));
+            let _ = std::fs::remove_file(&path);
+            opsloop_secure::write_private(&path, value.as_bytes()).map_err(|e| e.to_string())?;
+            path.display().to_string()
+        } else {
+            value
+        };
+        used.push(variable.key.clone());
+        let environment = (variable.environment_scope != "*").then_some(variable.environment_scope);
+        secrets.overrides.push(opsloop_runner::Override { name: variable.key, value, environment });
+    }
+    if !used.is_empty() {
+        let detail = format!("pipeline={} keys={}", pipeline.id, used.join(","));
+        let entry = opsloop_store::NewAuditEntry {
+            actor: Actor { name: &pipeline.created_by, source_ip: "" },
+            action: "variable.use",
+            target: &project.name,
+            detail: &detail,
+        };
+        state.store.append_audit(entry).await.map_err(|e| e.to_string())?;
+    }
+    Ok(secrets)
 }
 
 fn predefined(project: &Project, pipeline: &Pipeline, sha: &str) -> Vec<(String, String)> {

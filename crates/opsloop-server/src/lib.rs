@@ -145,6 +145,8 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;
+    // The vault's key is made now, on first start, rather than at the first secret.
+    opsloop_secure::Vault::open(&config.data_dir).map_err(|error| ServerError::Setup(error.to_string()))?;
     let interrupted = store.fail_interrupted().await?;
     if interrupted > 0 {
         tracing::warn!(pipelines = interrupted, "failed the pipelines an earlier run left unfinished");

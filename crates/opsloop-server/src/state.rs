@@ -29,6 +29,8 @@ pub struct Inner {
     pub password_checks: tokio::sync::Semaphore,
     /// Pipelines running at once on this server.
     pub pipeline_slots: tokio::sync::Semaphore,
+    /// The secrets vault, opened on first use (and at start by `serve`).
+    vault: std::sync::OnceLock<Result<opsloop_secure::Vault, String>>,
     /// Every route's access decision, keyed by method and matched path.
     pub routes: HashMap<(Method, &'static str), RouteSpec>,
 }
@@ -37,6 +39,19 @@ impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+impl Inner {
+    /// The vault for stored secrets; an error when its key cannot be read or made.
+    pub fn vault(&self) -> Result<&opsloop_secure::Vault, crate::error::ApiError> {
+        self.vault
+            .get_or_init(|| opsloop_secure::Vault::open(&self.config.data_dir).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|error| {
+                tracing::error!(%error, "the secrets vault is not available");
+                crate::error::ApiError::internal()
+            })
     }
 }
 
@@ -56,6 +71,7 @@ impl AppState {
             page_cache: PageCache::default(),
             password_checks: tokio::sync::Semaphore::new(4),
             pipeline_slots: tokio::sync::Semaphore::new(4),
+            vault: std::sync::OnceLock::new(),
             routes,
         }))
     }

@@ -12,6 +12,7 @@ mod error;
 mod migrate;
 mod projects;
 mod users;
+mod variables;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
@@ -30,6 +31,7 @@ pub use ci::{Job, Pipeline};
 pub use error::StoreError;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
 pub use users::{ApiToken, NewUser, Session, User};
+pub use variables::StoredVariable;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

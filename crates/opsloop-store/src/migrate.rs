@@ -32,9 +32,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_webhooks.sql"),
         postgres: include_str!("../migrations/postgres/0003_webhooks.sql"),
     },
+    Migration {
+        version: 4,
+        name: "variables",
+        sqlite: include_str!("../migrations/sqlite/0004_variables.sql"),
+        postgres: include_str!("../migrations/postgres/0004_variables.sql"),
+    },
 ];
 
-const LATEST: i64 = 3;
+const LATEST: i64 = 4;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -7,6 +7,7 @@ pub mod page_cache;
 pub mod pipelines;
 pub mod projects;
 pub mod tokens;
+pub mod variables;
 
 use axum::http::Method;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/jobs/{job}/log", Job(Viewer), pipelines::log)
         .add(api, Method::POST, "/api/v1/projects/{project}/hooks/{forge}", Webhook, hooks::receive)
         .add(api, Method::GET, "/api/v1/projects/{project}/webhook", Project(Maintainer), hooks::settings)
+        .add(api, Method::GET, "/api/v1/projects/{project}/variables", Project(Maintainer), variables::list)
+        .add(api, Method::PUT, "/api/v1/projects/{project}/variables/{key}", Project(Maintainer), variables::set)
+        .add(api, Method::DELETE, "/api/v1/projects/{project}/variables/{key}", Project(Maintainer), variables::delete)
         .add(api, Method::GET, "/api/v1/tokens", Authenticated, tokens::list)
         .add(api, Method::POST, "/api/v1/tokens", AuthenticatedWrite, tokens::create)
         .add(api, Method::DELETE, "/api/v1/tokens/{id}", AuthenticatedWrite, tokens::revoke)
@@ -67,6 +71,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         projects::members, projects::set_member, projects::remove_member,
         pipelines::run, pipelines::list, pipelines::show, pipelines::log,
         hooks::receive, hooks::settings,
+        variables::list, variables::set, variables::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,
     ),

@@ -22,6 +22,7 @@ pub struct TestApp {
     pub store: Store,
     pub admin: User,
     _db: Option<TestDatabase>,
+    data_dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 pub struct Reply {
@@ -46,13 +47,14 @@ impl TestApp {
     pub async fn new() -> TestApp {
         let db = TestDatabase::sqlite().await;
         let store = db.store.clone();
-        let router = Self::router(&store);
+        let data_dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let router = Self::router(&store, data_dir.path());
         let (admin, _) = accounts::create_user(&store, "admin", Some("admin password 123"), true, ACTOR).await.unwrap();
-        TestApp { router, store, admin, _db: Some(db) }
+        TestApp { router, store, admin, _db: Some(db), data_dir }
     }
 
-    fn router(store: &Store) -> Router {
-        let mut config = ServerConfig::with_data_dir(std::env::temp_dir());
+    fn router(store: &Store, data_dir: &std::path::Path) -> Router {
+        let mut config = ServerConfig::with_data_dir(data_dir.to_path_buf());
         config.login_attempts_per_window = 3;
         opsloop_server::build_app(store.clone(), config)
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))))
@@ -61,7 +63,8 @@ impl TestApp {
     /// The same database and users, served by an app whose time is `clock`.
     pub async fn with_clock(clock: Arc<dyn Clock>, app: &TestApp) -> TestApp {
         let store = app.store.with_clock(clock);
-        TestApp { router: Self::router(&store), store, admin: app.admin.clone(), _db: None }
+        let router = Self::router(&store, app.data_dir.path());
+        TestApp { router, store, admin: app.admin.clone(), _db: None, data_dir: app.data_dir.clone() }
     }
 
     pub async fn user(&self, name: &str) -> User {

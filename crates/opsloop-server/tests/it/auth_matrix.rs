@@ -18,6 +18,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/tokens") => r#"{"name": "made by test"}"#,
         ("POST", "/api/v1/admin/users") => r#"{"username": "newcomer"}"#,
         ("POST", "/api/v1/projects/{project}/pipelines") => r#"{"ref": "main"}"#,
+        ("PUT", "/api/v1/projects/{project}/variables/{key}") => r#"{"value": "a value"}"#,
         ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,
         ("DELETE", _) | ("GET", _) => return Some(""),
         _ => return None,
@@ -57,12 +58,23 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         let right_token = app.token(&right_user, right_role).await;
         let own_token_id = app.store.list_tokens(right_user.id).await.unwrap()[0].id;
         let pipeline = app.store.create_pipeline(project.id, "main", "api", crate::app::ACTOR).await.unwrap();
+        let variable = opsloop_store::StoredVariable {
+            key: "TOKEN".into(),
+            environment_scope: "*".into(),
+            ciphertext: "sealed".into(),
+            masked: false,
+            protected: false,
+            file: false,
+            updated_at: 0,
+        };
+        app.store.set_variable(&project, &variable, crate::app::ACTOR).await.unwrap();
         let jobs = app.store.start_pipeline(pipeline.id, "0", &[("build".into(), "build".into())]).await.unwrap();
         let path = spec
             .path
             .replace("{project}", &project.name)
             .replace("{username}", "bob")
             .replace("{pipeline}", &pipeline.id.to_string())
+            .replace("{key}", "TOKEN")
             .replace("{job}", &jobs[0].id.to_string())
             .replace("{id}", &own_token_id.to_string());
 

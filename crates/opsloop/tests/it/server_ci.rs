@@ -167,3 +167,85 @@ fn a_push_to_a_bare_repository_starts_a_pipeline_through_the_post_receive_hook()
     let head = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&work).output().unwrap();
     assert_eq!(detail["sha"].as_str().unwrap(), text(&head.stdout).trim(), "the pushed commit ran");
 }
+
+#[tokio::test]
+async fn encrypted_variables_reach_jobs_masked_and_never_the_database_in_clear() {
+    let server = Server::start();
+    let token = server.token("admin");
+    let repos = tempfile::tempdir().unwrap();
+    let repo = repos.path().join("secrets");
+    git_repo(
+        &repo,
+        "show:\n  script:\n    - echo \"token=$API_TOKEN\"\n    - cat \"$KUBECONFIG\"\n    - 'echo \"deploy key: ${DEPLOY_KEY:-absent}\"'\n",
+    );
+    let git = |args: &[&str]| {
+        Command::new("git").args(args).current_dir(&repo).stdout(Stdio::null()).status().unwrap();
+    };
+    git(&["branch", "feature"]);
+    assert!(
+        opsloop_client(&server, &token, &["project", "create", "secrets", "--repo", repo.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let client = Server::client();
+    let put = |key: &str, body: serde_json::Value| {
+        let request = client
+            .put(format!("{}/api/v1/projects/secrets/variables/{key}", server.url))
+            .bearer_auth(&token)
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(put("API_TOKEN", serde_json::json!({"value": "tok-9f8e7d6c5b", "masked": true})).await, 204);
+    assert_eq!(put("KUBECONFIG", serde_json::json!({"value": "apiVersion: v1", "file": true})).await, 204);
+    assert_eq!(put("DEPLOY_KEY", serde_json::json!({"value": "only-on-main", "protected": true})).await, 204);
+    assert_eq!(put("SHORT", serde_json::json!({"value": "abc", "masked": true})).await, 422, "too short to mask");
+    let listed: serde_json::Value = client
+        .get(format!("{}/api/v1/projects/secrets/variables", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!listed.to_string().contains("tok-9f8e7d6c5b"), "values are write-only: {listed}");
+
+    let run = |git_ref: &str| {
+        let output =
+            opsloop_client(&server, &token, &["pipeline", "run", "secrets", "--ref", git_ref, "--wait", "--json"]);
+        let detail: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(detail["status"], "success", "{detail}");
+        let log = opsloop_client(&server, &token, &["job", "log", &detail["jobs"][0]["id"].to_string()]);
+        text(&log.stdout)
+    };
+    let main_log = run("main");
+    assert!(main_log.contains("token=[MASKED]"), "{main_log}");
+    assert!(!main_log.contains("tok-9f8e7d6c5b"), "{main_log}");
+    assert!(main_log.contains("apiVersion: v1"), "the file variable holds a path to the value: {main_log}");
+    assert!(main_log.contains("deploy key: only-on-main"), "{main_log}");
+    let feature_log = run("feature");
+    assert!(
+        feature_log.contains("deploy key: absent"),
+        "protected variables stay on the default branch: {feature_log}"
+    );
+
+    let database = std::fs::read(server.data_dir.join("opsloop.db")).unwrap();
+    let wal = std::fs::read(server.data_dir.join("opsloop.db-wal")).unwrap_or_default();
+    for bytes in [&database, &wal] {
+        assert!(!bytes.windows(14).any(|w| w == b"tok-9f8e7d6c5b"), "a secret is stored in clear");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(server.data_dir.join("secrets.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let audit: serde_json::Value = client
+        .get(format!("{}/api/v1/admin/audit?limit=100", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(audit.to_string().contains("variable.use"), "{audit}");
+}
