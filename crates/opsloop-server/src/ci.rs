@@ -45,6 +45,17 @@ pub async fn trigger(
     Ok(pipeline)
 }
 
+/// Asks a pipeline running in this process to stop: running jobs are ended (their
+/// after_script runs), the rest never start. `false` when it is not running here.
+pub fn cancel(state: &AppState, pipeline_id: i64) -> bool {
+    state
+        .running_pipelines
+        .lock()
+        .ok()
+        .and_then(|running| running.get(&pipeline_id).map(|switch| switch.send(true).is_ok()))
+        .unwrap_or(false)
+}
+
 fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     let output = Command::new("git")
         .args(args)
@@ -165,13 +176,26 @@ async fn run(
         container_engine: None,
         force_shell: false,
     };
-    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
-    let outcome = opsloop_runner::run_pipeline(loaded, planned, run_options, sink.clone(), cancel).await;
+    let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    if let Ok(mut running) = state.running_pipelines.lock() {
+        running.insert(pipeline.id, cancel_tx);
+    }
+    let outcome = opsloop_runner::run_pipeline(loaded, planned, run_options, sink.clone(), cancel.clone()).await;
+    if let Ok(mut running) = state.running_pipelines.lock() {
+        running.remove(&pipeline.id);
+    }
+    let canceled = *cancel.borrow();
     drop(sink);
     let _ = writer.await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     let outcome = outcome.map_err(|e| format!("the pipeline could not run: {e}"))?;
-    let status = if outcome.success { "success" } else { "failed" };
+    let status = if canceled {
+        "canceled"
+    } else if outcome.success {
+        "success"
+    } else {
+        "failed"
+    };
     state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())
 }
 

@@ -29,6 +29,8 @@ pub struct Inner {
     pub password_checks: tokio::sync::Semaphore,
     /// Pipelines running at once on this server.
     pub pipeline_slots: tokio::sync::Semaphore,
+    /// Cancel switches of the pipelines running in this process.
+    pub running_pipelines: std::sync::Mutex<HashMap<i64, tokio::sync::watch::Sender<bool>>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
     vault: std::sync::OnceLock<Result<opsloop_secure::Vault, String>>,
     /// Every route's access decision, keyed by method and matched path.
@@ -72,6 +74,7 @@ impl AppState {
             password_checks: tokio::sync::Semaphore::new(4),
             pipeline_slots: tokio::sync::Semaphore::new(4),
             vault: std::sync::OnceLock::new(),
+            running_pipelines: std::sync::Mutex::new(HashMap::new()),
             routes,
         }))
     }

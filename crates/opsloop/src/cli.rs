@@ -403,6 +403,8 @@ pub enum PipelineCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a running pipeline: running jobs end (after_script still runs), the rest are skipped.
+    Cancel { project: String, id: i64 },
     /// Show one pipeline and its jobs.
     Show {
         project: String,

@@ -48,6 +48,13 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::POST, "/api/v1/projects/{project}/pipelines", Project(Developer), pipelines::run)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines", Project(Viewer), pipelines::list)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
+        .add(
+            api,
+            Method::POST,
+            "/api/v1/projects/{project}/pipelines/{pipeline}/cancel",
+            Project(Developer),
+            pipelines::cancel,
+        )
         .add(api, Method::GET, "/api/v1/jobs/{job}/log", Job(Viewer), pipelines::log)
         .add(api, Method::POST, "/api/v1/projects/{project}/hooks/{forge}", Webhook, hooks::receive)
         .add(api, Method::GET, "/api/v1/projects/{project}/webhook", Project(Maintainer), hooks::settings)
@@ -69,7 +76,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         tokens::me,
         projects::list, projects::create, projects::show, projects::update, projects::delete,
         projects::members, projects::set_member, projects::remove_member,
-        pipelines::run, pipelines::list, pipelines::show, pipelines::log,
+        pipelines::run, pipelines::list, pipelines::show, pipelines::cancel, pipelines::log,
         hooks::receive, hooks::settings,
         variables::list, variables::set, variables::delete,
         tokens::list, tokens::create, tokens::revoke,

@@ -172,3 +172,36 @@ pub async fn log(State(state): State<AppState>, ApiPath(job): ApiPath<i64>) -> R
     let text = state.store.job_log(job).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
+
+/// Cancel a running pipeline: its running jobs end (after_script still runs), the rest are skipped.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/pipelines/{pipeline}/cancel", tag = "pipelines",
+    params(("project" = String, Path), ("pipeline" = i64, Path)),
+    responses((status = 202, body = PipelineView), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiPath(path): ApiPath<PipelinePath>,
+) -> Result<(StatusCode, ApiJson<PipelineView>), ApiError> {
+    let pipeline = state
+        .store
+        .pipeline_by_id(path.pipeline)
+        .await?
+        .filter(|p| p.project_id == context.project.id)
+        .ok_or_else(|| ApiError::not_found("pipeline"))?;
+    if !crate::ci::cancel(&state, pipeline.id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("pipeline #{} is not running on this server (its status: {})", pipeline.id, pipeline.status),
+        ));
+    }
+    let entry = opsloop_store::NewAuditEntry {
+        actor: principal.actor(),
+        action: "pipeline.cancel",
+        target: &pipeline.id.to_string(),
+        detail: &context.project.name,
+    };
+    state.store.append_audit(entry).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(pipeline.into())))
+}

@@ -55,6 +55,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::GET, "/projects/{project}/pipelines", Project(Viewer), pipelines::list)
         .add(ui, Method::POST, "/projects/{project}/pipelines", Project(Developer), pipelines::run)
         .add(ui, Method::GET, "/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
+        .add(ui, Method::POST, "/projects/{project}/pipelines/{pipeline}/cancel", Project(Developer), pipelines::cancel)
         .add(ui, Method::GET, "/projects/{project}/jobs/{job}", Project(Viewer), pipelines::job)
         .add(ui, Method::GET, "/settings", Authenticated, account::settings)
         .add(ui, Method::POST, "/settings/tokens", AuthenticatedWrite, account::create_token)

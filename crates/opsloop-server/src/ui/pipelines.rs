@@ -198,6 +198,12 @@ pub async fn show(
             @if let Some(finished) = pipeline.finished_at { dt { "Finished" } dd { (human_time(finished)) } }
         }
         @if !pipeline.error.is_empty() { pre.error role="alert" { (pipeline.error) } }
+        @if running(&pipeline.status) && context.role >= Role::Developer {
+            form method="post" action={ (base) "/pipelines/" (pipeline.id) "/cancel" } {
+                (csrf_field(&principal))
+                button.danger type="submit" { "Cancel pipeline" }
+            }
+        }
         div.cards {
             @for (stage, list) in &stages {
                 section.card aria-label={ "Stage " (stage) } {
@@ -246,4 +252,30 @@ pub async fn job(
         pre.log aria-label="Job log" { (log) }
     })
     .into_response()
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<PipelinePath>,
+) -> Response {
+    match state.store.pipeline_by_id(path.pipeline).await {
+        Ok(Some(pipeline)) if pipeline.project_id == context.project.id => {
+            if crate::ci::cancel(&state, pipeline.id) {
+                let entry = opsloop_store::NewAuditEntry {
+                    actor: principal.actor(),
+                    action: "pipeline.cancel",
+                    target: &pipeline.id.to_string(),
+                    detail: &context.project.name,
+                };
+                if let Err(error) = state.store.append_audit(entry).await {
+                    return failure(error);
+                }
+            }
+            Redirect::to(&format!("/projects/{}/pipelines/{}", context.project.name, pipeline.id)).into_response()
+        }
+        Ok(_) => failure(ApiError::not_found("pipeline")),
+        Err(error) => failure(error),
+    }
 }

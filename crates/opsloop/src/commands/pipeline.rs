@@ -142,6 +142,17 @@ async fn execute(client: &ApiClient, command: PipelineCommand) -> anyhow::Result
             }
             Ok(ExitCode::SUCCESS)
         }
+        PipelineCommand::Cancel { project, id } => {
+            client
+                .call::<Value, Value>(
+                    Method::POST,
+                    &["projects", &project, "pipelines", &id.to_string(), "cancel"],
+                    None,
+                )
+                .await?;
+            println!("Pipeline #{id} is being canceled.");
+            Ok(ExitCode::SUCCESS)
+        }
         PipelineCommand::Show { project, id, json } => {
             let detail: Value = client
                 .call::<Value, _>(Method::GET, &["projects", &project, "pipelines", &id.to_string()], None)

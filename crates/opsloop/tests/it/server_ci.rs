@@ -249,3 +249,49 @@ async fn encrypted_variables_reach_jobs_masked_and_never_the_database_in_clear()
         .unwrap();
     assert!(audit.to_string().contains("variable.use"), "{audit}");
 }
+
+#[test]
+fn a_running_pipeline_can_be_canceled() {
+    let server = Server::start();
+    let token = server.token("admin");
+    let repos = tempfile::tempdir().unwrap();
+    let repo = repos.path().join("long");
+    git_repo(
+        &repo,
+        "long:\n  script: [echo started, sleep 30]\n  after_script: [echo \"cleanup after $CI_JOB_STATUS\"]\nlater:\n  stage: deploy\n  script: [echo never]\n",
+    );
+    assert!(
+        opsloop_client(&server, &token, &["project", "create", "long", "--repo", repo.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let started = opsloop_client(&server, &token, &["pipeline", "run", "long", "--json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].as_i64().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text(&opsloop_client(&server, &token, &["pipeline", "show", "long", &id, "--json"]).stdout)
+        .contains("\"running\"")
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let cancel = opsloop_client(&server, &token, &["pipeline", "cancel", "long", &id]);
+    assert!(cancel.status.success(), "{}", text(&cancel.stderr));
+    let began = Instant::now();
+    let detail = loop {
+        let shown = opsloop_client(&server, &token, &["pipeline", "show", "long", &id, "--json"]);
+        let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
+        if detail["status"] == "canceled" {
+            break detail;
+        }
+        assert!(began.elapsed() < Duration::from_secs(15), "not canceled: {detail}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let statuses: Vec<&str> =
+        detail["jobs"].as_array().unwrap().iter().map(|j| j["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["canceled", "canceled"], "{detail}");
+    let log = opsloop_client(&server, &token, &["job", "log", &detail["jobs"][0]["id"].to_string()]);
+    assert!(text(&log.stdout).contains("cleanup after canceled"), "{}", text(&log.stdout));
+    let again = opsloop_client(&server, &token, &["pipeline", "cancel", "long", &id]);
+    assert!(!again.status.success() && text(&again.stderr).contains("not running"));
+}
