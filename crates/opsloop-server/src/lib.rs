@@ -15,6 +15,7 @@ pub mod error;
 pub mod metrics;
 pub(crate) mod ops;
 pub mod routes;
+pub mod schedules;
 pub mod state;
 pub mod ui;
 pub mod views;
@@ -88,7 +89,8 @@ pub fn build_app(store: Store, config: ServerConfig) -> Router {
     build_app_and_state(store, config).0
 }
 
-fn build_app_and_state(store: Store, config: ServerConfig) -> (Router, AppState) {
+/// [`build_app`] and the state behind it (tests drive background work through it).
+pub fn build_app_and_state(store: Store, config: ServerConfig) -> (Router, AppState) {
     let (router, specs) = route_table().into_parts();
     let max_body_bytes = config.max_body_bytes;
     let request_timeout = Duration::from_secs(config.request_timeout_seconds);
@@ -164,6 +166,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     if demo {
         demo::run_first_pipeline(&state).await;
     }
+    let scheduler = tokio::spawn(schedules::run_forever(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();
@@ -187,6 +190,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         }
     }
     sweeper.abort();
+    scheduler.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

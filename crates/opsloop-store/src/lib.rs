@@ -11,6 +11,7 @@ mod ci;
 mod error;
 mod migrate;
 mod projects;
+mod schedules;
 mod users;
 mod variables;
 
@@ -30,6 +31,7 @@ pub use audit::{Actor, AuditEntry, NewAuditEntry};
 pub use ci::{Job, Pipeline};
 pub use error::StoreError;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
+pub use schedules::Schedule;
 pub use users::{ApiToken, NewUser, Session, User};
 pub use variables::StoredVariable;
 

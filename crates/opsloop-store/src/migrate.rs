@@ -38,9 +38,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_variables.sql"),
         postgres: include_str!("../migrations/postgres/0004_variables.sql"),
     },
+    Migration {
+        version: 5,
+        name: "schedules",
+        sqlite: include_str!("../migrations/sqlite/0005_schedules.sql"),
+        postgres: include_str!("../migrations/postgres/0005_schedules.sql"),
+    },
 ];
 
-const LATEST: i64 = 4;
+const LATEST: i64 = 5;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

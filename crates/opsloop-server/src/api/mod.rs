@@ -6,6 +6,7 @@ pub mod hooks;
 pub mod page_cache;
 pub mod pipelines;
 pub mod projects;
+pub mod schedules;
 pub mod tokens;
 pub mod variables;
 
@@ -58,6 +59,22 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/jobs/{job}/log", Job(Viewer), pipelines::log)
         .add(api, Method::POST, "/api/v1/projects/{project}/hooks/{forge}", Webhook, hooks::receive)
         .add(api, Method::GET, "/api/v1/projects/{project}/webhook", Project(Maintainer), hooks::settings)
+        .add(api, Method::GET, "/api/v1/projects/{project}/schedules", Project(Viewer), schedules::list)
+        .add(api, Method::POST, "/api/v1/projects/{project}/schedules", Project(Maintainer), schedules::create)
+        .add(
+            api,
+            Method::PATCH,
+            "/api/v1/projects/{project}/schedules/{schedule}",
+            Project(Maintainer),
+            schedules::update,
+        )
+        .add(
+            api,
+            Method::DELETE,
+            "/api/v1/projects/{project}/schedules/{schedule}",
+            Project(Maintainer),
+            schedules::delete,
+        )
         .add(api, Method::GET, "/api/v1/projects/{project}/variables", Project(Maintainer), variables::list)
         .add(api, Method::PUT, "/api/v1/projects/{project}/variables/{key}", Project(Maintainer), variables::set)
         .add(api, Method::DELETE, "/api/v1/projects/{project}/variables/{key}", Project(Maintainer), variables::delete)
@@ -79,6 +96,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         pipelines::run, pipelines::list, pipelines::show, pipelines::cancel, pipelines::log,
         hooks::receive, hooks::settings,
         variables::list, variables::set, variables::delete,
+        schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,
     ),

@@ -19,6 +19,7 @@ pub const ACTOR: Actor<'static> = Actor { name: "test", source_ip: "127.0.0.1" }
 
 pub struct TestApp {
     pub router: Router,
+    pub state: opsloop_server::AppState,
     pub store: Store,
     pub admin: User,
     _db: Option<TestDatabase>,
@@ -48,23 +49,23 @@ impl TestApp {
         let db = TestDatabase::sqlite().await;
         let store = db.store.clone();
         let data_dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-        let router = Self::router(&store, data_dir.path());
+        let (router, state) = Self::router(&store, data_dir.path());
         let (admin, _) = accounts::create_user(&store, "admin", Some("admin password 123"), true, ACTOR).await.unwrap();
-        TestApp { router, store, admin, _db: Some(db), data_dir }
+        TestApp { router, state, store, admin, _db: Some(db), data_dir }
     }
 
-    fn router(store: &Store, data_dir: &std::path::Path) -> Router {
+    fn router(store: &Store, data_dir: &std::path::Path) -> (Router, opsloop_server::AppState) {
         let mut config = ServerConfig::with_data_dir(data_dir.to_path_buf());
         config.login_attempts_per_window = 3;
-        opsloop_server::build_app(store.clone(), config)
-            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))))
+        let (router, state) = opsloop_server::build_app_and_state(store.clone(), config);
+        (router.layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)))), state)
     }
 
     /// The same database and users, served by an app whose time is `clock`.
     pub async fn with_clock(clock: Arc<dyn Clock>, app: &TestApp) -> TestApp {
         let store = app.store.with_clock(clock);
-        let router = Self::router(&store, app.data_dir.path());
-        TestApp { router, store, admin: app.admin.clone(), _db: None, data_dir: app.data_dir.clone() }
+        let (router, state) = Self::router(&store, app.data_dir.path());
+        TestApp { router, state, store, admin: app.admin.clone(), _db: None, data_dir: app.data_dir.clone() }
     }
 
     pub async fn user(&self, name: &str) -> User {

@@ -20,6 +20,8 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/projects/{project}/pipelines") => r#"{"ref": "main"}"#,
         ("PUT", "/api/v1/projects/{project}/variables/{key}") => r#"{"value": "a value"}"#,
         ("POST", "/api/v1/projects/{project}/pipelines/{pipeline}/cancel") => "",
+        ("POST", "/api/v1/projects/{project}/schedules") => r#"{"cron": "0 3 * * *"}"#,
+        ("PATCH", "/api/v1/projects/{project}/schedules/{schedule}") => r#"{"enabled": false}"#,
         ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,
         ("DELETE", _) | ("GET", _) => return Some(""),
         _ => return None,
@@ -30,7 +32,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
 async fn every_api_route_denies_by_default_and_allows_the_right_role() {
     let specs = opsloop_server::route_specs();
     let api_routes: Vec<_> = specs.iter().filter(|spec| spec.surface == Surface::Api).collect();
-    assert!(api_routes.len() >= 24, "the route table lost routes: {}", api_routes.len());
+    assert!(api_routes.len() >= 28, "the route table lost routes: {}", api_routes.len());
 
     for (index, spec) in api_routes.iter().enumerate() {
         let app = TestApp::new().await;
@@ -69,6 +71,20 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             updated_at: 0,
         };
         app.store.set_variable(&project, &variable, crate::app::ACTOR).await.unwrap();
+        let schedule = opsloop_store::Schedule {
+            id: 0,
+            project_id: project.id,
+            description: String::new(),
+            cron: "0 3 * * *".into(),
+            timezone: "UTC".into(),
+            git_ref: "main".into(),
+            variables: "{}".into(),
+            enabled: true,
+            next_run_at: i64::MAX,
+            last_pipeline_id: None,
+            created_at: 0,
+        };
+        let schedule = app.store.create_schedule(&project, &schedule, crate::app::ACTOR).await.unwrap();
         let jobs = app.store.start_pipeline(pipeline.id, "0", &[("build".into(), "build".into())]).await.unwrap();
         let path = spec
             .path
@@ -76,6 +92,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{username}", "bob")
             .replace("{pipeline}", &pipeline.id.to_string())
             .replace("{key}", "TOKEN")
+            .replace("{schedule}", &schedule.id.to_string())
             .replace("{job}", &jobs[0].id.to_string())
             .replace("{id}", &own_token_id.to_string());
 

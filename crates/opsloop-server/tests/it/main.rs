@@ -9,4 +9,5 @@ mod app;
 mod auth_matrix;
 mod bad_input;
 mod browser_flows;
+mod schedules;
 mod webhooks;
