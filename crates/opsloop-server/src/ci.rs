@@ -291,16 +291,36 @@ impl StoreSink {
     fn start(store: Store, job_ids: Vec<i64>) -> (Arc<StoreSink>, tokio::task::JoinHandle<()>) {
         let (events, mut receiver) = mpsc::unbounded_channel::<Event>();
         let writer = tokio::spawn(async move {
+            // Per job: text not yet stored, and the next chunk number.
             let mut buffers: HashMap<usize, (String, i64)> = HashMap::new();
-            let flush = |store: &Store, job_id: i64, text: String, seq: i64| {
-                let store = store.clone();
-                async move {
-                    if let Err(error) = store.append_job_log(job_id, seq, &text).await {
-                        tracing::error!(job = job_id, %error, "could not store a log chunk");
-                    }
+            async fn flush(store: &Store, job_id: i64, buffer: &mut (String, i64)) {
+                if buffer.0.is_empty() {
+                    return;
                 }
-            };
-            while let Some(event) = receiver.recv().await {
+                let text = std::mem::take(&mut buffer.0);
+                let seq = buffer.1;
+                buffer.1 += 1;
+                if let Err(error) = store.append_job_log(job_id, seq, &text).await {
+                    tracing::error!(job = job_id, %error, "could not store a log chunk");
+                }
+            }
+            // Lines reach the store within half a second, so live views see them.
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                let event = tokio::select! {
+                    event = receiver.recv() => match event {
+                        Some(event) => event,
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        for (job, buffer) in buffers.iter_mut() {
+                            if let Some(id) = job_ids.get(*job) {
+                                flush(&store, *id, buffer).await;
+                            }
+                        }
+                        continue;
+                    }
+                };
                 let (job, line) = match &event {
                     Event::JobStarted { job, .. } => {
                         if let Some(id) = job_ids.get(*job) {
@@ -315,10 +335,10 @@ impl StoreSink {
                     Event::AfterScript { job, .. } => (*job, "# running after_script".to_owned()),
                     Event::JobFinished { job, outcome, .. } => {
                         let Some(id) = job_ids.get(*job).copied() else { continue };
-                        if let Some((text, seq)) = buffers.remove(job)
-                            && !text.is_empty()
-                        {
-                            flush(&store, id, text, seq).await;
+                        // Flush, but keep the chunk counter: a child pipeline's jobs report under
+                        // their trigger job's index, one after another.
+                        if let Some(buffer) = buffers.get_mut(job) {
+                            flush(&store, id, buffer).await;
                         }
                         let status = match outcome.status {
                             JobStatus::Success => "success",
@@ -333,14 +353,16 @@ impl StoreSink {
                     }
                 };
                 let Some(id) = job_ids.get(job).copied() else { continue };
-                let (buffer, seq) = buffers.entry(job).or_insert_with(|| (String::new(), 0));
-                buffer.push_str(&line);
-                buffer.push('\n');
-                if buffer.len() >= CHUNK_BYTES {
-                    let text = std::mem::take(buffer);
-                    let this = *seq;
-                    *seq += 1;
-                    flush(&store, id, text, this).await;
+                let buffer = buffers.entry(job).or_insert_with(|| (String::new(), 0));
+                buffer.0.push_str(&line);
+                buffer.0.push('\n');
+                if buffer.0.len() >= CHUNK_BYTES {
+                    flush(&store, id, buffer).await;
+                }
+            }
+            for (job, buffer) in buffers.iter_mut() {
+                if let Some(id) = job_ids.get(*job) {
+                    flush(&store, *id, buffer).await;
                 }
             }
         });

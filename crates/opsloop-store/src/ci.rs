@@ -351,3 +351,18 @@ impl Store {
         Ok(inserted == 1)
     }
 }
+
+impl Store {
+    /// A job's log chunks from number `from` on, with their numbers (for live views).
+    pub async fn job_log_since(&self, job_id: i64, from: i64) -> Result<Vec<(i64, String)>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as::<_, (i64, String)>(
+                "SELECT seq, content FROM job_log_chunks WHERE job_id = $1 AND seq >= $2 ORDER BY seq LIMIT 64",
+            )
+            .bind(job_id)
+            .bind(from)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+}

@@ -3,6 +3,7 @@
 
 mod account;
 mod admin;
+mod ansi;
 mod login;
 mod pipelines;
 mod projects;
@@ -15,6 +16,7 @@ use crate::auth::{Access, CSRF_FIELD, Principal};
 use crate::routes::{RouteTable, Surface};
 
 pub const STYLESHEET: &str = include_str!("../../assets/style.css");
+const LIVE_SCRIPT: &str = include_str!("../../assets/live.js");
 
 /// The product areas, in navigation order; later issues fill the ones marked `coming`.
 pub const AREAS: &[(&str, &str, &str)] = &[
@@ -35,6 +37,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
     let ui = Surface::Ui;
     let mut table = table
         .add(ui, Method::GET, "/assets/style.css", Public, stylesheet)
+        .add(ui, Method::GET, "/assets/live.js", Public, live_script)
         .add(ui, Method::GET, "/login", Public, login::form)
         .add(ui, Method::POST, "/login", Public, login::submit)
         .add(ui, Method::POST, "/logout", Authenticated, login::logout)
@@ -57,6 +60,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::GET, "/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
         .add(ui, Method::POST, "/projects/{project}/pipelines/{pipeline}/cancel", Project(Developer), pipelines::cancel)
         .add(ui, Method::GET, "/projects/{project}/jobs/{job}", Project(Viewer), pipelines::job)
+        .add(ui, Method::GET, "/projects/{project}/jobs/{job}/live", Project(Viewer), pipelines::live)
         .add(ui, Method::GET, "/settings", Authenticated, account::settings)
         .add(ui, Method::POST, "/settings/tokens", AuthenticatedWrite, account::create_token)
         .add(ui, Method::POST, "/settings/tokens/{id}/revoke", AuthenticatedWrite, account::revoke_token)
@@ -75,6 +79,14 @@ pub fn routes(table: RouteTable) -> RouteTable {
 
 async fn stylesheet() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLESHEET)
+        .into_response()
+}
+
+async fn live_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        LIVE_SCRIPT,
+    )
         .into_response()
 }
 

@@ -239,17 +239,30 @@ pub async fn job(
         Ok(_) => return failure(ApiError::not_found("job")),
         Err(error) => return failure(error),
     };
-    let log = match state.store.job_log(job.id).await {
-        Ok(log) => log,
-        Err(error) => return failure(error),
-    };
+    let mut chunks = Vec::new();
+    loop {
+        let from = chunks.last().map_or(0, |(seq, _): &(i64, String)| seq + 1);
+        match state.store.job_log_since(job.id, from).await {
+            Ok(batch) if batch.is_empty() => break,
+            Ok(batch) => chunks.extend(batch),
+            Err(error) => return failure(error),
+        }
+    }
+    // What is stored renders now; the live stream carries on from the next chunk.
+    let next = chunks.last().map_or(0, |(seq, _)| seq + 1);
+    let mut log = String::new();
+    for (_, content) in &chunks {
+        log.push_str(&super::ansi::to_html(content));
+    }
     let base = format!("/projects/{}", project.name);
+    let live = running(&job.status).then(|| format!("{base}/jobs/{}/live?from={next}", job.id));
     layout(&format!("Job {}", job.name), Some(&principal), "/pipelines", html! {
-        @if running(&job.status) { meta http-equiv="refresh" content="2"; }
+        @if live.is_some() { noscript { meta http-equiv="refresh" content="2"; } }
         p { a href={ (base) "/pipelines/" (job.pipeline_id) } { "← Pipeline #" (job.pipeline_id) } }
         h1 { (job.name) " " (status_badge(&job.status)) }
         p.muted { "Stage " (job.stage) @if let Some(code) = job.exit_code { ", exit code " (code) } " · " a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw log" } }
-        pre.log aria-label="Job log" { (log) }
+        pre.log aria-label="Job log" aria-live="polite" data-live=[live.as_deref()] { (maud::PreEscaped(log)) }
+        @if live.is_some() { script src="/assets/live.js" {} }
     })
     .into_response()
 }
@@ -278,4 +291,56 @@ pub async fn cancel(
         Ok(_) => failure(ApiError::not_found("pipeline")),
         Err(error) => failure(error),
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LiveQuery {
+    #[serde(default)]
+    from: i64,
+}
+
+/// Server-sent events: each new log chunk as HTML (`log`), then `end` when the job is done.
+pub async fn live(
+    State(state): State<AppState>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<JobPath>,
+    axum::extract::Query(query): axum::extract::Query<LiveQuery>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    match state.store.job_by_id(path.job).await {
+        Ok(Some((_, project_id))) if project_id == context.project.id => {}
+        Ok(_) => return failure(ApiError::not_found("job")),
+        Err(error) => return failure(error),
+    }
+    let job_id = path.job;
+    // (next chunk, finished?, polls without news) — the stream ends after the job does, or
+    // after an hour of silence.
+    let stream = futures::stream::unfold((query.from.max(0), false, 0u32), move |(next, done, idle)| {
+        let store = state.store.clone();
+        async move {
+            if done || idle > 7200 {
+                return None;
+            }
+            loop {
+                let chunks = store.job_log_since(job_id, next).await.unwrap_or_default();
+                if let Some((last, _)) = chunks.last() {
+                    let html: String = chunks.iter().map(|(_, content)| super::ansi::to_html(content)).collect();
+                    let event = Event::default().event("log").data(html);
+                    return Some((Ok::<_, std::convert::Infallible>(event), (last + 1, false, 0)));
+                }
+                let finished =
+                    store.job_by_id(job_id).await.ok().flatten().is_none_or(|(job, _)| !running(&job.status));
+                if finished {
+                    // One more look: the last chunk may have landed with the status.
+                    if store.job_log_since(job_id, next).await.unwrap_or_default().is_empty() {
+                        return Some((Ok(Event::default().event("end").data("done")), (next, true, idle)));
+                    }
+                    continue;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                return Some((Ok(Event::default().comment("waiting")), (next, false, idle + 1)));
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

@@ -217,6 +217,7 @@ async fn public_routes_are_a_short_explicit_list() {
             "GET /metrics",
             "GET /api/v1/openapi.json",
             "GET /assets/style.css",
+            "GET /assets/live.js",
             "GET /login",
             "POST /login"
         ]

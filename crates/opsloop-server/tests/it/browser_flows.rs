@@ -232,3 +232,27 @@ async fn odd_methods_share_one_metrics_label() {
     assert!(metrics.contains(r#"method="OTHER""#), "{metrics}");
     assert!(!metrics.contains("FOO") && !metrics.contains("BAZ"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_job_log_streams_as_server_sent_events_with_colours_escaped() {
+    let app = TestApp::new().await;
+    let project = app.project("web").await;
+    let pipeline = app.store.create_pipeline(project.id, "main", "api", crate::app::ACTOR).await.unwrap();
+    let jobs = app.store.start_pipeline(pipeline.id, "0", &[("build".into(), "build".into())]).await.unwrap();
+    let job = jobs[0].id;
+    app.store.job_started(job).await.unwrap();
+    app.store.append_job_log(job, 0, "\u{1b}[32mcompiled\u{1b}[0m <ok>\n").await.unwrap();
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let page = get(&app, &format!("/projects/web/jobs/{job}"), &session).await.text();
+    assert!(page.contains("<span class=\"ansi-2\">compiled</span> &lt;ok&gt;"), "{page}");
+    assert!(page.contains(&format!("data-live=\"/projects/web/jobs/{job}/live?from=1\"")), "{page}");
+
+    app.store.append_job_log(job, 1, "linked\n").await.unwrap();
+    app.store.job_finished(job, "success", Some(0)).await.unwrap();
+    let stream = get(&app, &format!("/projects/web/jobs/{job}/live?from=1"), &session).await;
+    assert_eq!(stream.headers.get("content-type").unwrap(), "text/event-stream");
+    let body = stream.text();
+    assert!(body.contains("event: log\ndata: linked"), "{body}");
+    assert!(body.contains("event: end"), "{body}");
+    assert!(!body.contains("compiled"), "the stream starts where the page stopped");
+}
