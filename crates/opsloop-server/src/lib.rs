@@ -14,6 +14,7 @@ mod demo;
 pub mod error;
 pub mod metrics;
 pub(crate) mod ops;
+pub mod polling;
 pub mod routes;
 pub mod schedules;
 pub mod state;
@@ -167,6 +168,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         demo::run_first_pipeline(&state).await;
     }
     let scheduler = tokio::spawn(schedules::run_forever(state.clone()));
+    let poller = tokio::spawn(polling::run_forever(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();
@@ -191,6 +193,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     }
     sweeper.abort();
     scheduler.abort();
+    poller.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -10,6 +10,7 @@ mod audit;
 mod ci;
 mod error;
 mod migrate;
+mod polling;
 mod projects;
 mod schedules;
 mod users;

@@ -44,9 +44,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_schedules.sql"),
         postgres: include_str!("../migrations/postgres/0005_schedules.sql"),
     },
+    Migration {
+        version: 6,
+        name: "polling",
+        sqlite: include_str!("../migrations/sqlite/0006_polling.sql"),
+        postgres: include_str!("../migrations/postgres/0006_polling.sql"),
+    },
 ];
 
-const LATEST: i64 = 5;
+const LATEST: i64 = 6;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -266,3 +266,25 @@ store_test!(pipelines_jobs_and_logs_survive_and_interrupted_ones_fail, |store| {
     let rest = store.list_pipelines(project.id, &PageRequest { after: page.next_cursor, limit: 5 }).await.unwrap();
     assert_eq!(rest.items.iter().map(|p| p.id).collect::<Vec<_>>(), [pipeline.id]);
 });
+
+store_test!(a_due_poll_is_claimed_once_and_refs_are_replaced, |store| {
+    let alice = user(&store, "alice").await;
+    let project = store.create_project(new_project("web"), alice.id, ACTOR).await.unwrap();
+    assert!(store.claim_due_polls(1_000_000).await.unwrap().is_empty(), "polling is off by default");
+    store.set_poll_interval(&project, 60, ACTOR).await.unwrap();
+    let (first, second) = tokio::join!(store.claim_due_polls(1_000_000), store.claim_due_polls(1_000_000));
+    let claimed: Vec<_> = first.unwrap().into_iter().chain(second.unwrap()).collect();
+    assert_eq!(claimed.len(), 1, "two servers, one poll");
+    assert_eq!((claimed[0].0.id, claimed[0].1), (project.id, 0), "never polled before");
+    assert!(store.claim_due_polls(1_059_999).await.unwrap().is_empty(), "not due yet");
+    assert_eq!(store.claim_due_polls(1_060_000).await.unwrap()[0].1, 1_000_000);
+
+    store
+        .set_polled_refs(project.id, &[("refs/heads/main".into(), "a".into()), ("refs/tags/v1".into(), "b".into())])
+        .await
+        .unwrap();
+    store.set_polled_refs(project.id, &[("refs/heads/main".into(), "c".into())]).await.unwrap();
+    let refs = store.polled_refs(project.id).await.unwrap();
+    assert_eq!(refs.len(), 1, "a deleted tag is forgotten");
+    assert_eq!(refs["refs/heads/main"], "c");
+});

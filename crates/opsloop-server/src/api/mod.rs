@@ -5,6 +5,7 @@ pub mod admin;
 pub mod hooks;
 pub mod page_cache;
 pub mod pipelines;
+pub mod polling;
 pub mod projects;
 pub mod schedules;
 pub mod tokens;
@@ -59,6 +60,8 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/jobs/{job}/log", Job(Viewer), pipelines::log)
         .add(api, Method::POST, "/api/v1/projects/{project}/hooks/{forge}", Webhook, hooks::receive)
         .add(api, Method::GET, "/api/v1/projects/{project}/webhook", Project(Maintainer), hooks::settings)
+        .add(api, Method::GET, "/api/v1/projects/{project}/polling", Project(Viewer), polling::show)
+        .add(api, Method::PUT, "/api/v1/projects/{project}/polling", Project(Maintainer), polling::set)
         .add(api, Method::GET, "/api/v1/projects/{project}/schedules", Project(Viewer), schedules::list)
         .add(api, Method::POST, "/api/v1/projects/{project}/schedules", Project(Maintainer), schedules::create)
         .add(
@@ -96,6 +99,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         pipelines::run, pipelines::list, pipelines::show, pipelines::cancel, pipelines::log,
         hooks::receive, hooks::settings,
         variables::list, variables::set, variables::delete,
+        polling::show, polling::set,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,

@@ -20,6 +20,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/projects/{project}/pipelines") => r#"{"ref": "main"}"#,
         ("PUT", "/api/v1/projects/{project}/variables/{key}") => r#"{"value": "a value"}"#,
         ("POST", "/api/v1/projects/{project}/pipelines/{pipeline}/cancel") => "",
+        ("PUT", "/api/v1/projects/{project}/polling") => r#"{"interval_seconds": 60}"#,
         ("POST", "/api/v1/projects/{project}/schedules") => r#"{"cron": "0 3 * * *"}"#,
         ("PATCH", "/api/v1/projects/{project}/schedules/{schedule}") => r#"{"enabled": false}"#,
         ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,

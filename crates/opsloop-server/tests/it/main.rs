@@ -9,5 +9,6 @@ mod app;
 mod auth_matrix;
 mod bad_input;
 mod browser_flows;
+mod polling;
 mod schedules;
 mod webhooks;

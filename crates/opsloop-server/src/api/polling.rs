@@ -1,0 +1,52 @@
+//! `/api/v1/projects/{project}/polling`: poll the repository for new commits.
+
+use axum::Extension;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Principal, ProjectContext};
+use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::state::AppState;
+
+/// The shortest interval: polling is a `git ls-remote` against someone's server.
+pub const MIN_INTERVAL_SECONDS: i64 = 10;
+const MAX_INTERVAL_SECONDS: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PollingSettings {
+    /// Seconds between polls; 0 turns polling off. Each new or moved branch or tag starts a
+    /// `push` pipeline at its commit; the first poll only records what is there.
+    pub interval_seconds: i64,
+}
+
+/// How often the project's repository is polled.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/polling", tag = "pipelines", params(("project" = String, Path)),
+    responses((status = 200, body = PollingSettings), (status = 403, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(context): Extension<ProjectContext>,
+) -> Result<ApiJson<PollingSettings>, ApiError> {
+    Ok(ApiJson(PollingSettings { interval_seconds: state.store.poll_interval(context.project.id).await? }))
+}
+
+/// Turn repository polling on (an interval in seconds) or off (0).
+#[utoipa::path(put, path = "/api/v1/projects/{project}/polling", tag = "pipelines", params(("project" = String, Path)),
+    request_body = PollingSettings,
+    responses((status = 200, body = PollingSettings), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiJson(input): ApiJson<PollingSettings>,
+) -> Result<ApiJson<PollingSettings>, ApiError> {
+    let seconds = input.interval_seconds;
+    if seconds != 0 && !(MIN_INTERVAL_SECONDS..=MAX_INTERVAL_SECONDS).contains(&seconds) {
+        return Err(ApiError::invalid(format!(
+            "interval_seconds must be 0 (off) or between {MIN_INTERVAL_SECONDS} and {MAX_INTERVAL_SECONDS}"
+        )));
+    }
+    state.store.set_poll_interval(&context.project, seconds, principal.actor()).await?;
+    Ok(ApiJson(PollingSettings { interval_seconds: seconds }))
+}
