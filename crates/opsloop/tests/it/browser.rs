@@ -1,6 +1,7 @@
 //! The web UI in a real headless Chromium, driven over `WebDriver` (chromedriver + fantoccini):
 //! sign in with the one-time password, change it, create a project, create and revoke an API
-//! token (checked against the REST API), sign out.
+//! token (checked against the REST API), sign out. And a push through a `post-receive` hook, whose
+//! job's log lines reach the open job page live (server-sent events) until it turns `success`.
 //!
 //! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (`apt-get install chromium chromium-driver`).
 //! Without them the test is skipped, unless `CI` is set: there it fails, since CI installs them.
@@ -16,7 +17,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::StatusCode;
 
-use crate::harness::Server;
+use crate::harness::{Server, opsloop_client, text};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -359,6 +360,285 @@ async fn a_new_admin_walks_through_the_web_ui() {
     wait_for_location(&browser, "/login?next=%2Fprojects").await;
     let next = browser.find(Locator::Css("form[action='/login'] input[name=next]")).await.expect("the next field");
     assert_eq!(next.attr("value").await.expect("next value").as_deref(), Some("/projects"));
+
+    browser.close().await.expect("end the browser session");
+}
+
+/// The pipeline of the live-log test: a line, a pause long enough to open the job page, another line.
+const TALKING_JOB: &str = "talk:\n  script: [echo \"first line\", sleep 3, echo \"second line\"]\n";
+/// Where the observer armed on the job page records that it saw the second line arrive.
+const SEEN_KEY: &str = "opsloop-test-second-line";
+
+/// Runs git in `dir` and returns its standard error (where `remote:` lines of hooks go).
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run git");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "git {args:?} failed: {stderr}");
+    stderr
+}
+
+/// A bare repository under `root` whose `post-receive` hook starts pipelines of project `app`.
+fn bare_repository_with_hook(root: &Path, server: &Server, token: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bare = root.join("app.git");
+    git(root, &["init", "-q", "--bare", bare.to_str().expect("utf-8 path")]);
+    let hook = bare.join("hooks/post-receive");
+    let script = format!(
+        "#!/bin/sh\nOPSLOOP_SERVER='{}' OPSLOOP_TOKEN='{token}' exec '{}' hook post-receive --project app\n",
+        server.url,
+        crate::harness::BIN
+    );
+    std::fs::write(&hook, script).expect("write the post-receive hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("make the hook executable");
+    bare
+}
+
+/// Clones `bare`, commits `pipeline` as `.gitlab-ci.yml` and pushes it to `main`.
+fn push_pipeline(root: &Path, bare: &Path, pipeline: &str) {
+    let work = root.join("work");
+    git(root, &["clone", "-q", bare.to_str().expect("utf-8 path"), work.to_str().expect("utf-8 path")]);
+    std::fs::write(work.join(".gitlab-ci.yml"), pipeline).expect("write .gitlab-ci.yml");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "a job that talks slowly"]);
+    let pushed = git(&work, &["push", "origin", "HEAD:main"]);
+    assert!(pushed.contains("opsloop: pipeline #"), "the post-receive hook started no pipeline:\n{pushed}");
+}
+
+/// Signs in as `admin` with the one-time password and replaces it with [`NEW_PASSWORD`].
+async fn sign_in_as_admin(browser: &Client, server: &Server) {
+    browser.goto(&format!("{}/login", server.url)).await.expect("open /login");
+    wait_for_location(browser, "/login").await;
+    let login = form(browser, "/login").await;
+    fill(&login, "username", "admin").await;
+    fill(&login, "password", &server.admin_password).await;
+    submit(&login, "Sign in").await;
+    wait_for_location(browser, "/settings?notice=must-change").await;
+    let password = form(browser, "/settings/password").await;
+    fill(&password, "current_password", &server.admin_password).await;
+    fill(&password, "new_password", NEW_PASSWORD).await;
+    fill(&password, "confirm_password", NEW_PASSWORD).await;
+    submit(&password, "Change password").await;
+    wait_for_location(browser, "/settings?notice=password-changed").await;
+}
+
+/// Clicks the link matching `css` whose text contains `needle`, and waits for the page it leads
+/// to; returns that path. Pages of running pipelines refresh themselves, so a link can go stale
+/// between finding and clicking it: then it is looked up again.
+async fn follow(browser: &Client, css: &str, needle: &str) -> String {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let link = wait_for_text(browser, css, needle).await;
+        if let Ok(Some(href)) = link.attr("href").await
+            && link.click().await.is_ok()
+        {
+            wait_for_location(browser, &href).await;
+            return href;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "could not follow the link `{css}` {needle:?} at {}",
+            location(browser).await
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What the job page shows, read in one script so that it all comes from the same document.
+#[derive(Debug, serde::Deserialize)]
+struct JobPage {
+    /// Whether this is still the document the test marked: `false` once the page was reloaded.
+    marked: bool,
+    /// The `data-live` attribute of `pre.log`, present while the job runs.
+    live: Option<String>,
+    /// The visible text of `pre.log`.
+    log: String,
+    /// The status badge in the heading.
+    badge: String,
+    /// What the observer armed by [`arm_job_page`] recorded (it survives a reload): the marker,
+    /// a newline, and the log as the marked document showed it when the watched line arrived.
+    seen: Option<String>,
+}
+
+impl JobPage {
+    fn has_line(&self, line: &str) -> bool {
+        self.log.lines().any(|shown| shown.trim() == line)
+    }
+
+    /// The log the marked document showed when the observer saw its line, if it did.
+    fn seen_live(&self, marker: &str) -> Option<&str> {
+        self.seen.as_deref()?.strip_prefix(marker)?.strip_prefix('\n')
+    }
+}
+
+async fn job_page(browser: &Client, marker: &str) -> Option<JobPage> {
+    let script = r"
+        const log = document.querySelector('main pre.log');
+        const badge = document.querySelector('main h1 span.badge');
+        return {
+            marked: window.__opsloopTestMarker === arguments[0],
+            live: log ? log.getAttribute('data-live') : null,
+            log: log ? log.innerText : '',
+            badge: badge ? badge.className : '',
+            seen: sessionStorage.getItem(arguments[1]),
+        };";
+    // A failing script means the page is being replaced: nothing to read now.
+    let state = browser.execute(script, vec![marker.into(), SEEN_KEY.into()]).await.ok()?;
+    serde_json::from_value(state).ok()
+}
+
+/// Polls the job page until `done` holds, at most [`STEP_TIMEOUT`].
+async fn wait_for_job_page(browser: &Client, marker: &str, what: &str, done: impl Fn(&JobPage) -> bool) -> JobPage {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut last = None;
+    loop {
+        if let Some(page) = job_page(browser, marker).await {
+            if done(&page) {
+                return page;
+            }
+            last = Some(page);
+        }
+        if Instant::now() > deadline {
+            panic!("the job page never showed {what}; last seen: {last:#?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Marks the current document (a reload drops the mark) and watches its `pre.log`: when a line
+/// reading `line` is added to it, the observer notes `marker` and the log in session storage,
+/// which outlive the reload `live.js` does at the end of the job. Returns `armed`, or why it could not arm.
+async fn arm_job_page(browser: &Client, marker: &str, line: &str) -> String {
+    let script = r"
+        const [marker, line, key] = arguments;
+        window.__opsloopTestMarker = marker;
+        sessionStorage.removeItem(key);
+        const log = document.querySelector('main pre.log[data-live]');
+        if (!log) return 'not live';
+        const shows = () => log.innerText.split('\n').some((shown) => shown.trim() === line);
+        if (shows()) return 'already there';
+        new MutationObserver(() => {
+            if (shows()) sessionStorage.setItem(key, marker + '\n' + log.innerText);
+        }).observe(log, { childList: true, subtree: true, characterData: true });
+        return 'armed';";
+    let armed = browser.execute(script, vec![marker.into(), line.into(), SEEN_KEY.into()]).await.expect("arm the page");
+    armed.as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_shows_up_live_in_the_browser() {
+    let Some(driver) = ChromeDriver::start_or_skip().await else { return };
+    let server = tokio::task::spawn_blocking(Server::start).await.expect("start the server");
+    let browser = driver.open_browser().await;
+    let at = |path: &str| format!("{}{path}", server.url);
+
+    // 1. Signed in as admin; the project `app` made through the CLI, on a bare repository that
+    //    starts a pipeline on every push.
+    sign_in_as_admin(&browser, &server).await;
+    let root = tempfile::tempdir().expect("temporary directory");
+    let bare = tokio::task::block_in_place(|| {
+        let admin_token = server.token("admin");
+        let bare = bare_repository_with_hook(root.path(), &server, &server.token("developer"));
+        let created =
+            opsloop_client(&server, &admin_token, &["project", "create", "app", "--repo", bare.to_str().unwrap()]);
+        assert!(created.status.success(), "project create failed: {}", text(&created.stderr));
+        bare
+    });
+
+    // 2. A push of a job that prints a line, sleeps 3 s and prints another.
+    tokio::task::block_in_place(|| push_pipeline(root.path(), &bare, TALKING_JOB));
+
+    // 3. The pipeline shows up in the list (reloaded by the test until it does).
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let row = "main table tbody tr";
+    loop {
+        browser.goto(&at("/projects/app/pipelines")).await.expect("open the pipelines of app");
+        wait_for_location(&browser, "/projects/app/pipelines").await;
+        if !browser.find_all(Locator::Css(row)).await.expect("lookup").is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            panic!("no pipeline row after the push; the page shows:\n{}", page_text(&browser).await);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    wait_for_text(&browser, row, "push").await;
+    wait_for_text(&browser, &format!("{row} td span.badge[class*='status-']"), "").await;
+    let pipeline = follow(&browser, &format!("{row} td a[href^='/projects/app/pipelines/']"), "#").await;
+
+    // 4. The pipeline page lists the job; its page is live while the job runs.
+    wait_for_text(&browser, "main h1", "Pipeline #").await;
+    let job_link = "main section.card li a[href^='/projects/app/jobs/']";
+    let job = follow(&browser, job_link, "talk").await;
+    wait_for_text(&browser, "main h1", "talk").await;
+    let marker = format!("opsloop-test-{}", std::process::id());
+    let armed = arm_job_page(&browser, &marker, "second line").await;
+    assert_eq!(
+        armed,
+        "armed",
+        "the job page must be open while the job runs; it shows:\n{}",
+        page_text(&browser).await
+    );
+
+    // 5. The first line is there while the job runs (rendered with the page or streamed).
+    let page = wait_for_job_page(&browser, &marker, "the first line, live", |page| {
+        page.has_line("first line") || !page.marked
+    })
+    .await;
+    assert!(page.marked, "the job page reloaded before the first line showed: {page:#?}");
+    let live = page.live.clone().expect("pre.log has data-live while the job runs");
+    assert!(live.starts_with(&format!("{job}/live?from=")), "the live stream of this job: {live}");
+    assert!(!page.has_line("second line"), "the second line only comes after 3 s: {page:#?}");
+    assert!(page.badge.split_whitespace().any(|class| class == "status-running"), "{page:#?}");
+    let first = browser.find(Locator::Css("main pre.log")).await.expect("the log");
+    assert!(first.is_displayed().await.expect("log visibility"), "the log is visible");
+
+    // 6. The second line is appended to the same document by the live stream: the observer in
+    //    the marked document saw it (the end-of-job reload tends to follow within milliseconds,
+    //    too soon for polling alone), each output line once, in order.
+    let page = wait_for_job_page(&browser, &marker, "the second line, appended live", |page| {
+        page.seen_live(&marker).is_some()
+    })
+    .await;
+    let live_log = page.seen_live(&marker).unwrap_or_default();
+    let outputs: Vec<&str> =
+        live_log.lines().map(str::trim).filter(|shown| ["first line", "second line"].contains(shown)).collect();
+    assert_eq!(outputs, ["first line", "second line"], "the log as streamed:\n{live_log}");
+
+    // 7. At the end of the job live.js reloads the page (the test never did): a plain log, the
+    //    badge says success.
+    let page = wait_for_job_page(&browser, &marker, "the success badge after the reload", |page| {
+        !page.marked && page.badge.split_whitespace().any(|class| class == "status-success")
+    })
+    .await;
+    assert_eq!(location(&browser).await, job, "still the job page");
+    assert_eq!(page.live, None, "a finished job's log is not live: {page:#?}");
+    assert!(page.has_line("first line") && page.has_line("second line"), "the stored log has both lines: {page:#?}");
+    assert_eq!(
+        page.log.lines().filter(|shown| shown.trim() == "second line").count(),
+        1,
+        "the second line once: {page:#?}"
+    );
+    wait_for_text(&browser, "main h1 span.badge.status-success", "success").await;
+
+    // 8. And the pipeline is a success too.
+    follow(&browser, &format!("main a[href='{pipeline}']"), "Pipeline #").await;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while browser
+        .find_all(Locator::Css("main h1 span.badge.status-success"))
+        .await
+        .map_or(true, |found| found.is_empty())
+    {
+        if Instant::now() > deadline {
+            panic!("the pipeline never showed success; the page shows:\n{}", page_text(&browser).await);
+        }
+        tokio::time::sleep(POLL).await;
+    }
 
     browser.close().await.expect("end the browser session");
 }
