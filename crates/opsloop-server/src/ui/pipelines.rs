@@ -261,7 +261,7 @@ pub async fn job(
         p { a href={ (base) "/pipelines/" (job.pipeline_id) } { "← Pipeline #" (job.pipeline_id) } }
         h1 { (job.name) " " (status_badge(&job.status)) }
         p.muted { "Stage " (job.stage) @if let Some(code) = job.exit_code { ", exit code " (code) } " · " a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw log" } }
-        pre.log aria-label="Job log" aria-live="polite" data-live=[live.as_deref()] { (maud::PreEscaped(log)) }
+        pre.log aria-label="Job log" role=[live.is_some().then_some("log")] data-live=[live.as_deref()] { (maud::PreEscaped(log)) }
         @if live.is_some() { script src="/assets/live.js" {} }
     })
     .into_response()
@@ -305,8 +305,14 @@ pub async fn live(
     Extension(context): Extension<ProjectContext>,
     Path(path): Path<JobPath>,
     axum::extract::Query(query): axum::extract::Query<LiveQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    // A browser that lost the stream reconnects to the same address with the id of the last
+    // event it saw; starting from there (not from `from`) keeps lines from showing twice.
+    let resume =
+        headers.get("last-event-id").and_then(|value| value.to_str().ok()).and_then(|value| value.parse::<i64>().ok());
+    let from = resume.unwrap_or(query.from).max(0);
     match state.store.job_by_id(path.job).await {
         Ok(Some((_, project_id))) if project_id == context.project.id => {}
         Ok(_) => return failure(ApiError::not_found("job")),
@@ -315,7 +321,7 @@ pub async fn live(
     let job_id = path.job;
     // (next chunk, finished?, polls without news) — the stream ends after the job does, or
     // after an hour of silence.
-    let stream = futures::stream::unfold((query.from.max(0), false, 0u32), move |(next, done, idle)| {
+    let stream = futures::stream::unfold((from, false, 0u32), move |(next, done, idle)| {
         let store = state.store.clone();
         async move {
             if done || idle > 7200 {
@@ -325,7 +331,7 @@ pub async fn live(
                 let chunks = store.job_log_since(job_id, next).await.unwrap_or_default();
                 if let Some((last, _)) = chunks.last() {
                     let html: String = chunks.iter().map(|(_, content)| super::ansi::to_html(content)).collect();
-                    let event = Event::default().event("log").data(html);
+                    let event = Event::default().event("log").id((last + 1).to_string()).data(html);
                     return Some((Ok::<_, std::convert::Infallible>(event), (last + 1, false, 0)));
                 }
                 let finished =

@@ -252,7 +252,17 @@ async fn a_job_log_streams_as_server_sent_events_with_colours_escaped() {
     let stream = get(&app, &format!("/projects/web/jobs/{job}/live?from=1"), &session).await;
     assert_eq!(stream.headers.get("content-type").unwrap(), "text/event-stream");
     let body = stream.text();
-    assert!(body.contains("event: log\ndata: linked"), "{body}");
+    assert!(body.contains("data: linked") && body.contains("id: 2"), "{body}");
     assert!(body.contains("event: end"), "{body}");
     assert!(!body.contains("compiled"), "the stream starts where the page stopped");
+
+    // A browser reconnecting after a dropped stream names the last event it saw.
+    let request = Request::builder()
+        .uri(format!("/projects/web/jobs/{job}/live?from=1"))
+        .header(header::COOKIE, &session)
+        .header("last-event-id", "2")
+        .body(Body::empty())
+        .unwrap();
+    let resumed = app.send(request).await.text();
+    assert!(!resumed.contains("linked") && resumed.contains("event: end"), "no line twice: {resumed}");
 }
