@@ -287,19 +287,54 @@ struct StoreSink {
 /// Log text is stored in chunks of about this size.
 const CHUNK_BYTES: usize = 16 * 1024;
 
+/// A job's stored log stops growing here (GitLab Runner's default `output_limit`): a job that
+/// prints without end must not fill the disk. The job itself runs on.
+pub const MAX_JOB_LOG_BYTES: usize = 4 * 1024 * 1024;
+
+/// A job's log on its way to the store.
+#[derive(Default)]
+struct PendingLog {
+    text: String,
+    next_chunk: i64,
+    /// Bytes accepted so far, stored or pending.
+    bytes: usize,
+    truncated: bool,
+}
+
+impl PendingLog {
+    /// Adds a line unless the log is full; the first line refused leaves a note instead.
+    fn push_line(&mut self, line: &str) {
+        if self.truncated {
+            return;
+        }
+        if self.bytes + line.len() + 1 > MAX_JOB_LOG_BYTES {
+            self.truncated = true;
+            let note = format!(
+                "# the job log exceeded {} MiB; the job runs on, but no more output is kept\n",
+                MAX_JOB_LOG_BYTES / (1024 * 1024)
+            );
+            self.bytes += note.len();
+            self.text.push_str(&note);
+            return;
+        }
+        self.bytes += line.len() + 1;
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+}
+
 impl StoreSink {
     fn start(store: Store, job_ids: Vec<i64>) -> (Arc<StoreSink>, tokio::task::JoinHandle<()>) {
         let (events, mut receiver) = mpsc::unbounded_channel::<Event>();
         let writer = tokio::spawn(async move {
-            // Per job: text not yet stored, and the next chunk number.
-            let mut buffers: HashMap<usize, (String, i64)> = HashMap::new();
-            async fn flush(store: &Store, job_id: i64, buffer: &mut (String, i64)) {
-                if buffer.0.is_empty() {
+            let mut buffers: HashMap<usize, PendingLog> = HashMap::new();
+            async fn flush(store: &Store, job_id: i64, buffer: &mut PendingLog) {
+                if buffer.text.is_empty() {
                     return;
                 }
-                let text = std::mem::take(&mut buffer.0);
-                let seq = buffer.1;
-                buffer.1 += 1;
+                let text = std::mem::take(&mut buffer.text);
+                let seq = buffer.next_chunk;
+                buffer.next_chunk += 1;
                 if let Err(error) = store.append_job_log(job_id, seq, &text).await {
                     tracing::error!(job = job_id, %error, "could not store a log chunk");
                 }
@@ -353,10 +388,9 @@ impl StoreSink {
                     }
                 };
                 let Some(id) = job_ids.get(job).copied() else { continue };
-                let buffer = buffers.entry(job).or_insert_with(|| (String::new(), 0));
-                buffer.0.push_str(&line);
-                buffer.0.push('\n');
-                if buffer.0.len() >= CHUNK_BYTES {
+                let buffer = buffers.entry(job).or_default();
+                buffer.push_line(&line);
+                if buffer.text.len() >= CHUNK_BYTES {
                     flush(&store, id, buffer).await;
                 }
             }

@@ -295,3 +295,25 @@ fn a_running_pipeline_can_be_canceled() {
     let again = opsloop_client(&server, &token, &["pipeline", "cancel", "long", &id]);
     assert!(!again.status.success() && text(&again.stderr).contains("not running"));
 }
+
+#[test]
+fn a_job_that_prints_without_end_keeps_a_capped_log_and_runs_on() {
+    let server = Server::start();
+    let token = server.token("admin");
+    let repos = tempfile::tempdir().unwrap();
+    let repo = repos.path().join("loud");
+    // 6.9 MB of output, then a marker that shows the job carried on past the cap.
+    git_repo(&repo, "loud:\n  script:\n    - seq 1 1000000\n    - echo finished > done.txt\n    - cat done.txt >&2\n");
+    let run = |args: &[&str]| opsloop_client(&server, &token, args);
+    assert!(run(&["project", "create", "loud", "--repo", repo.to_str().unwrap()]).status.success());
+    let ran = run(&["pipeline", "run", "loud", "--wait", "--json"]);
+    assert_eq!(ran.status.code(), Some(0), "{}\n{}", text(&ran.stdout), text(&ran.stderr));
+    let detail: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let job = detail["jobs"][0]["id"].to_string();
+    let log = text(&run(&["job", "log", &job]).stdout);
+    assert!(log.len() <= 4 * 1024 * 1024 + 200, "the stored log is capped: {} bytes", log.len());
+    assert!(log.len() > 4 * 1024 * 1024 - 200, "the log is kept up to the cap: {} bytes", log.len());
+    assert!(log.contains("the job log exceeded 4 MiB"), "the cap is said in the log");
+    assert!(!log.contains("finished"), "nothing after the cap is stored");
+    assert_eq!(detail["jobs"][0]["status"], "success", "the job ran on to the end");
+}
