@@ -1,5 +1,6 @@
 //! Pipeline pages: a project's pipelines with a "Run pipeline" form, one pipeline's jobs by
-//! stage, and a job's log. Running pages refresh themselves (no JavaScript needed).
+//! stage, and a job's log. Running pages refresh themselves (a small script that waits while a
+//! form is in use, or a meta refresh without JavaScript).
 
 use axum::Extension;
 use axum::extract::{Form, Path, State};
@@ -23,6 +24,16 @@ pub struct RunForm {
 
 fn running(status: &str) -> bool {
     matches!(status, "created" | "pending" | "running")
+}
+
+/// Reloads a page of running work every `seconds`: through the embedded script, which waits
+/// while someone is filling in a form on it, or a plain meta refresh without JavaScript.
+fn auto_refresh(seconds: u32) -> Markup {
+    html! {
+        noscript { meta http-equiv="refresh" content=(seconds); }
+        span hidden data-refresh=(seconds) {}
+        script src="/assets/live.js" {}
+    }
 }
 
 fn status_badge(status: &str) -> Markup {
@@ -98,7 +109,7 @@ async fn render_list(
         Some(principal),
         "/pipelines",
         html! {
-            @if any_running { meta http-equiv="refresh" content="3"; }
+            @if any_running { (auto_refresh(3)) }
             p { a href=(base) { "← " (project.name) } }
             h1 { "Pipelines of " (project.name) }
             (error_box(error.map(|(_, message)| message)))
@@ -187,7 +198,7 @@ pub async fn show(
     }
     let base = format!("/projects/{}", project.name);
     layout(&format!("Pipeline #{}", pipeline.id), Some(&principal), "/pipelines", html! {
-        @if running(&pipeline.status) { meta http-equiv="refresh" content="2"; }
+        @if running(&pipeline.status) { (auto_refresh(2)) }
         p { a href={ (base) "/pipelines" } { "← Pipelines of " (project.name) } }
         h1 { "Pipeline #" (pipeline.id) " " (status_badge(&pipeline.status)) }
         dl.facts {

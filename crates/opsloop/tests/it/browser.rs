@@ -1,7 +1,8 @@
 //! The web UI in a real headless Chromium, driven over `WebDriver` (chromedriver + fantoccini):
 //! sign in with the one-time password, change it, create a project, create and revoke an API
 //! token (checked against the REST API), sign out. And a push through a `post-receive` hook, whose
-//! job's log lines reach the open job page live (server-sent events) until it turns `success`.
+//! job's log lines reach the open job page live (server-sent events) until it turns `success`;
+//! and a self-refreshing page that waits while someone types in its form.
 //!
 //! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (`apt-get install chromium chromium-driver`).
 //! Without them the test is skipped, unless `CI` is set: there it fails, since CI installs them.
@@ -641,4 +642,52 @@ async fn a_push_shows_up_live_in_the_browser() {
     }
 
     browser.close().await.expect("end the browser session");
+}
+
+/// Whether the open document still carries the marker set by the test (a reload drops it).
+async fn marked(browser: &Client) -> bool {
+    let value = browser.execute("return window.__opsloopRefreshMarker === 1;", vec![]).await.expect("read the marker");
+    value.as_bool().unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshing_page_waits_while_someone_types_in_its_form() {
+    let Some(driver) = ChromeDriver::start_or_skip().await else { return };
+    let server = tokio::task::spawn_blocking(Server::start).await.expect("start the server");
+    let browser = driver.open_browser().await;
+    sign_in_as_admin(&browser, &server).await;
+    let root = tempfile::tempdir().expect("temporary directory");
+    tokio::task::block_in_place(|| {
+        let admin_token = server.token("admin");
+        let bare = bare_repository_with_hook(root.path(), &server, &server.token("developer"));
+        let created =
+            opsloop_client(&server, &admin_token, &["project", "create", "app", "--repo", bare.to_str().unwrap()]);
+        assert!(created.status.success(), "project create failed: {}", text(&created.stderr));
+        push_pipeline(root.path(), &bare, "slow:\n  script: [sleep 30]\n");
+    });
+
+    // The list of a running pipeline refreshes itself every 3 s…
+    browser.goto(&format!("{}/projects/app/pipelines", server.url)).await.expect("open the pipelines");
+    wait_for_text(&browser, "main table tbody tr td span.badge", "running").await;
+    browser.execute("window.__opsloopRefreshMarker = 1;", vec![]).await.expect("mark the page");
+    // …but not while a ref is being typed into "Run pipeline": 7 s later it is the same page.
+    let run = form(&browser, "/projects/app/pipelines").await;
+    let field = run.find(Locator::Css("input[name='ref']")).await.expect("the ref field");
+    field.clear().await.expect("clear the ref");
+    field.send_keys("feature/half-typ").await.expect("type a ref");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(marked(&browser).await, "the page reloaded under the typing hand");
+    let kept = field.prop("value").await.expect("the ref's value");
+    assert_eq!(kept.as_deref(), Some("feature/half-typ"));
+
+    // Left alone again (the text undone, the focus gone), it refreshes as before.
+    browser
+        .execute("const f = document.querySelector('input[name=\"ref\"]'); f.value = f.defaultValue; f.blur();", vec![])
+        .await
+        .expect("undo the typing");
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while marked(&browser).await {
+        assert!(Instant::now() < deadline, "the idle page never refreshed");
+        tokio::time::sleep(POLL).await;
+    }
 }
