@@ -14,4 +14,4 @@ mod trigger;
 pub mod workspace;
 
 pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
-pub use pipeline::{Isolation, Override, PipelineOutcome, RunOptions, run_pipeline};
+pub use pipeline::{Isolation, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline};

@@ -46,7 +46,16 @@ pub struct RunOptions {
     pub container_engine: Option<String>,
     /// Run `image:` jobs in the shell anyway (with a note), for machines without an engine.
     pub force_shell: bool,
+    /// Job slots shared with other pipelines (the server's global limit); `None`: this
+    /// pipeline alone, `concurrency` at a time.
+    pub shared_slots: Option<Arc<Semaphore>>,
+    /// `resource_group` locks shared with other pipelines of the same project, so a group
+    /// holds across pipelines as on GitLab; `None`: within this pipeline only.
+    pub shared_resource_groups: Option<Arc<ResourceGroups>>,
 }
+
+/// `resource_group` name → its lock.
+pub type ResourceGroups = Mutex<HashMap<String, Arc<Mutex<()>>>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
@@ -90,7 +99,7 @@ struct Shared {
     options: RunOptions,
     sink: Arc<dyn EventSink>,
     masker: Masker,
-    resource_groups: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    resource_groups: Arc<ResourceGroups>,
     /// Where each job's workspace is copied from (a snapshot of HEAD, or the project itself).
     source_root: PathBuf,
     files: Vec<String>,
@@ -129,16 +138,9 @@ pub async fn run_pipeline(
     let masker = Masker::new(options.masked.iter().cloned());
     let count = plan.jobs.len();
     let concurrency = options.concurrency.max(1);
-    let shared = Arc::new(Shared {
-        config,
-        plan,
-        options,
-        sink,
-        masker,
-        resource_groups: Mutex::new(HashMap::new()),
-        source_root,
-        files,
-    });
+    let semaphore = options.shared_slots.clone().unwrap_or_else(|| Arc::new(Semaphore::new(concurrency)));
+    let resource_groups = options.shared_resource_groups.clone().unwrap_or_default();
+    let shared = Arc::new(Shared { config, plan, options, sink, masker, resource_groups, source_root, files });
 
     // Two kinds of waiting, both linear in jobs plus edges: a job with `needs` counts down its
     // needs; a job without waits for a stage barrier (every job of the earlier stages done),
@@ -170,7 +172,6 @@ pub async fn run_pipeline(
     // Failed, canceled, or skipped because something before it failed: what `when` reads.
     let mut failed_like: Vec<bool> = vec![false; count];
     let mut dotenv: Vec<Vec<(String, String)>> = vec![Vec::new(); count];
-    let semaphore = Arc::new(Semaphore::new(concurrency));
     let mut running: JoinSet<Finished> = JoinSet::new();
     let mut ready: Vec<usize> =
         (0..count).filter(|i| shared.plan.jobs[*i].needs.is_some() && waiting_on[*i] == 0).collect();
@@ -455,7 +456,7 @@ async fn run_job(
         }
         None => None,
     };
-    let _permit = tokio::select! {
+    let permit = tokio::select! {
         permit = semaphore.acquire_owned() => permit.ok(),
         () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
     };
@@ -468,6 +469,9 @@ async fn run_job(
         _ => "shell".to_owned(),
     };
     if let Some(trigger) = &job.trigger {
+        // A trigger job only waits for its child, whose jobs take slots of their own: holding
+        // one here could starve the child when the slots are shared.
+        drop(permit);
         shared.sink.emit(Event::JobStarted { job: index, name: name.clone(), executor: "child pipeline".to_owned() });
         let variables: Vec<(String, String)> =
             job.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect();

@@ -175,6 +175,12 @@ async fn run(
         isolation: opsloop_runner::Isolation::None,
         container_engine: None,
         force_shell: false,
+        shared_slots: Some(state.job_slots.clone()),
+        shared_resource_groups: state
+            .resource_groups
+            .lock()
+            .ok()
+            .map(|mut groups| groups.entry(project.id).or_default().clone()),
     };
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     if let Ok(mut running) = state.running_pipelines.lock() {

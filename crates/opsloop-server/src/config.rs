@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub login_window_seconds: u64,
     /// Register the demo project from the embedded `examples/demo`.
     pub demo: bool,
+    /// Jobs running at once on this server, over all pipelines (GitLab Runner's `concurrent`).
+    pub concurrent_jobs: usize,
 }
 
 impl ServerConfig {
@@ -52,6 +54,7 @@ impl ServerConfig {
             login_attempts_per_window: 10,
             login_window_seconds: 300,
             demo: false,
+            concurrent_jobs: 4,
         }
     }
 

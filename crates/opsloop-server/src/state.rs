@@ -29,6 +29,10 @@ pub struct Inner {
     pub password_checks: tokio::sync::Semaphore,
     /// Pipelines running at once on this server.
     pub pipeline_slots: tokio::sync::Semaphore,
+    /// Jobs running at once on this server, shared by all its pipelines.
+    pub job_slots: Arc<tokio::sync::Semaphore>,
+    /// Each project's `resource_group` locks, held across its pipelines.
+    pub resource_groups: std::sync::Mutex<HashMap<i64, Arc<opsloop_runner::ResourceGroups>>>,
     /// Cancel switches of the pipelines running in this process.
     pub running_pipelines: std::sync::Mutex<HashMap<i64, tokio::sync::watch::Sender<bool>>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
@@ -63,6 +67,7 @@ impl AppState {
         let login_limiter = LoginLimiter::new(config.login_attempts_per_window, config.login_window_seconds);
         let routes = specs.iter().map(|spec| ((spec.method.clone(), spec.path), spec.clone())).collect();
         let metrics = Metrics::new(store.clone());
+        let concurrent_jobs = config.concurrent_jobs.max(1);
         AppState(Arc::new(Inner {
             store,
             config,
@@ -72,7 +77,9 @@ impl AppState {
             token_cache: TokenCache::default(),
             page_cache: PageCache::default(),
             password_checks: tokio::sync::Semaphore::new(4),
-            pipeline_slots: tokio::sync::Semaphore::new(4),
+            pipeline_slots: tokio::sync::Semaphore::new(concurrent_jobs),
+            job_slots: Arc::new(tokio::sync::Semaphore::new(concurrent_jobs)),
+            resource_groups: std::sync::Mutex::new(HashMap::new()),
             vault: std::sync::OnceLock::new(),
             running_pipelines: std::sync::Mutex::new(HashMap::new()),
             routes,

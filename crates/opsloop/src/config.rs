@@ -31,6 +31,14 @@ struct FileConfig {
     http: HttpSection,
     #[serde(default)]
     auth: AuthSection,
+    #[serde(default)]
+    ci: CiSection,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CiSection {
+    concurrent_jobs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -206,6 +214,7 @@ pub fn resolve(
     server.session_ttl_hours = auth.session_ttl_hours.unwrap_or(server.session_ttl_hours);
     server.login_attempts_per_window = auth.login_attempts_per_window.unwrap_or(server.login_attempts_per_window);
     server.login_window_seconds = auth.login_window_seconds.unwrap_or(server.login_window_seconds);
+    server.concurrent_jobs = layer.ci.concurrent_jobs.unwrap_or(server.concurrent_jobs);
     validate_limits(&server)?;
 
     let log_format = match (log_format, &layer.log_format, &file) {
@@ -235,7 +244,8 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 }
 
 fn validate_limits(server: &ServerConfig) -> Result<(), ConfigError> {
-    let checks: [(bool, &str); 5] = [
+    let checks: [(bool, &str); 6] = [
+        ((1..=1000).contains(&server.concurrent_jobs), "ci.concurrent_jobs must be between 1 and 1000"),
         (server.max_body_bytes >= 1024, "http.max_body_bytes must be at least 1024"),
         (server.request_timeout_seconds >= 1, "http.request_timeout_seconds must be at least 1"),
         (server.session_ttl_hours >= 1, "auth.session_ttl_hours must be at least 1"),
@@ -262,6 +272,12 @@ pub struct Shown {
     pub demo: bool,
     pub http: ShownHttp,
     pub auth: ShownAuth,
+    pub ci: ShownCi,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownCi {
+    pub concurrent_jobs: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -308,6 +324,7 @@ impl Resolved {
                 login_attempts_per_window: server.login_attempts_per_window,
                 login_window_seconds: server.login_window_seconds,
             },
+            ci: ShownCi { concurrent_jobs: server.concurrent_jobs },
         }
     }
 }

@@ -471,6 +471,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         isolation,
         container_engine,
         force_shell: args.force_shell,
+        shared_slots: None,
+        shared_resource_groups: None,
     };
     let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
     let printer = Arc::new(Printer {

@@ -317,3 +317,70 @@ fn a_job_that_prints_without_end_keeps_a_capped_log_and_runs_on() {
     assert!(!log.contains("finished"), "nothing after the cap is stored");
     assert_eq!(detail["jobs"][0]["status"], "success", "the job ran on to the end");
 }
+
+/// The most intervals of `log` (lines `start <ns>` / `end <ns>`) open at one moment.
+fn most_at_once(log: &str) -> usize {
+    let mut points: Vec<(u128, i32)> = log
+        .lines()
+        .filter_map(|line| {
+            let (kind, at) = line.split_once(' ')?;
+            let at: u128 = at.trim().parse().ok()?;
+            Some((at, if kind == "start" { 1 } else { -1 }))
+        })
+        .collect();
+    // At the same instant an end comes before a start: touching intervals do not overlap.
+    points.sort();
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, delta) in points {
+        open += delta;
+        most = most.max(open);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+#[test]
+fn jobs_share_the_servers_slots_and_resource_groups_hold_across_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("opsloop.toml");
+    std::fs::write(&config, "[ci]\nconcurrent_jobs = 2\n").unwrap();
+    let server = Server::start_in(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let token = server.token("admin");
+    let (jobs_log, deploys_log) = (dir.path().join("jobs.log"), dir.path().join("deploys.log"));
+    let timed = |log: &Path| {
+        let log = log.display();
+        format!("[\"echo start $(date +%s%N) >> {log}\", \"sleep 1\", \"echo end $(date +%s%N) >> {log}\"]")
+    };
+    // Each pipeline: two plain jobs and a deploy in resource group `production`.
+    let pipeline = format!(
+        "a:\n  script: {jobs}\nb:\n  script: {jobs}\ndeploy:\n  resource_group: production\n  script: {deploys}\n",
+        jobs = timed(&jobs_log),
+        deploys = timed(&deploys_log)
+    );
+    let repo = dir.path().join("repo");
+    git_repo(&repo, &pipeline);
+    let run = |args: &[&str]| opsloop_client(&server, &token, args);
+    assert!(run(&["project", "create", "app", "--repo", repo.to_str().unwrap()]).status.success());
+
+    let both: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(crate::harness::BIN)
+                .args(["pipeline", "run", "app", "--wait"])
+                .env("OPSLOOP_SERVER", &server.url)
+                .env("OPSLOOP_TOKEN", &token)
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in both {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    }
+    let jobs = std::fs::read_to_string(&jobs_log).unwrap();
+    let deploys = std::fs::read_to_string(&deploys_log).unwrap();
+    assert_eq!((jobs.lines().count(), deploys.lines().count()), (8, 4), "every job ran once:\n{jobs}{deploys}");
+    let all = format!("{jobs}{deploys}");
+    assert!(most_at_once(&all) <= 2, "at most concurrent_jobs = 2 jobs at once over both pipelines:\n{all}");
+    assert_eq!(most_at_once(&deploys), 1, "one deploy at a time across pipelines:\n{deploys}");
+}
