@@ -2,8 +2,10 @@
 //! out at the ref, its file loaded and planned by the same engine `opsloop run` uses, and run by
 //! the same runner on this machine, with statuses and logs written to the store as they happen.
 //!
-//! Not yet here (issue 4): webhooks, polling and schedules, agents on other machines, live log
-//! streaming, artifacts in object storage, encrypted variables.
+//! What a pipeline was asked to run (the pushed commit, the trigger's variables, encrypted) is
+//! stored with it, so a pipeline still queued when the server stops starts after the restart.
+//!
+//! Not yet here (issue 4): agents on other machines, artifacts in object storage.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use opsloop_pipeline::config::{self, FileSource};
 use opsloop_pipeline::plan::{self, PlanOptions};
 use opsloop_runner::{Event, EventSink, JobStatus, RunOptions, Stream};
-use opsloop_store::{Actor, Pipeline, Project, Store};
+use opsloop_store::{Actor, Pipeline, PipelineRequest, Project, Store};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -30,9 +32,71 @@ pub async fn trigger(
     variables: Vec<(String, String)>,
     actor: Actor<'_>,
 ) -> Result<Pipeline, ApiError> {
-    let pipeline = state.store.create_pipeline(project.id, git_ref, source, actor).await?;
+    let encoded = if variables.is_empty() {
+        String::new()
+    } else {
+        let json = serde_json::to_string(&variables).map_err(|_| ApiError::internal())?;
+        state.vault()?.encrypt(&json, VARIABLES_CONTEXT).map_err(|error| {
+            tracing::error!(%error, "could not encrypt pipeline variables");
+            ApiError::internal()
+        })?
+    };
+    let request = PipelineRequest { sha: commit.unwrap_or_default().to_owned(), variables: encoded };
+    let pipeline = state.store.create_requested_pipeline(project.id, git_ref, source, &request, actor).await?;
+    spawn_run(state, project, &pipeline, commit.map(str::to_owned), variables);
+    Ok(pipeline)
+}
+
+/// The encryption context of stored pipeline variables.
+const VARIABLES_CONTEXT: &str = "pipeline-variables";
+
+/// Starts the pipelines an earlier process left queued, as they were requested; returns how many.
+pub async fn resume_queued(state: &AppState) -> usize {
+    let queued = match state.store.queued_pipelines().await {
+        Ok(queued) => queued,
+        Err(error) => {
+            tracing::error!(%error, "could not read the queued pipelines");
+            return 0;
+        }
+    };
+    let mut resumed = 0;
+    for (pipeline, request) in queued {
+        let project = match state.store.project_by_id(pipeline.project_id).await {
+            Ok(Some(project)) => project,
+            _ => continue,
+        };
+        let variables = if request.variables.is_empty() {
+            Ok(Vec::new())
+        } else {
+            state
+                .vault()
+                .map_err(|_| "the secrets vault is not available".to_owned())
+                .and_then(|vault| vault.decrypt(&request.variables, VARIABLES_CONTEXT).map_err(|e| e.to_string()))
+                .and_then(|json| serde_json::from_str::<Vec<(String, String)>>(&json).map_err(|e| e.to_string()))
+        };
+        match variables {
+            Ok(variables) => {
+                let commit = (!request.sha.is_empty()).then_some(request.sha);
+                spawn_run(state, &project, &pipeline, commit, variables);
+                resumed += 1;
+            }
+            Err(message) => {
+                let message = format!("its variables could not be read after the restart: {message}");
+                let _ = state.store.finish_pipeline(pipeline.id, "failed", &message).await;
+            }
+        }
+    }
+    resumed
+}
+
+fn spawn_run(
+    state: &AppState,
+    project: &Project,
+    pipeline: &Pipeline,
+    commit: Option<String>,
+    variables: Vec<(String, String)>,
+) {
     let (state, project, record) = (state.clone(), project.clone(), pipeline.clone());
-    let commit = commit.map(str::to_owned);
     tokio::spawn(async move {
         let id = record.id;
         if let Err(message) = run(&state, &project, &record, commit, variables).await {
@@ -42,7 +106,6 @@ pub async fn trigger(
             }
         }
     });
-    Ok(pipeline)
 }
 
 /// Asks a pipeline running in this process to stop: running jobs are ended (their

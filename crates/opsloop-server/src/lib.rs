@@ -167,6 +167,10 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     if demo {
         demo::run_first_pipeline(&state).await;
     }
+    let resumed = ci::resume_queued(&state).await;
+    if resumed > 0 {
+        tracing::info!(pipelines = resumed, "resumed the pipelines an earlier run left queued");
+    }
     let scheduler = tokio::spawn(schedules::run_forever(state.clone()));
     let poller = tokio::spawn(polling::run_forever(state.clone()));
 

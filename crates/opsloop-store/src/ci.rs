@@ -7,6 +7,15 @@
 use crate::audit::record_audit;
 use crate::{Actor, Page, PageRequest, Result, Store, with_pool};
 
+/// What a pipeline was asked to run, beyond its ref.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineRequest {
+    /// The pushed commit; empty: the ref's head when the pipeline starts.
+    pub sha: String,
+    /// The trigger's variables, encoded (and encrypted) by the caller; empty: none.
+    pub variables: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub id: i64,
@@ -78,12 +87,25 @@ impl Store {
         source: &str,
         actor: Actor<'_>,
     ) -> Result<Pipeline> {
+        self.create_requested_pipeline(project_id, git_ref, source, &PipelineRequest::default(), actor).await
+    }
+
+    /// A new pipeline with what it was asked to run, in the same row, so a pipeline still
+    /// queued at a crash can start after the restart as requested.
+    pub async fn create_requested_pipeline(
+        &self,
+        project_id: i64,
+        git_ref: &str,
+        source: &str,
+        request: &PipelineRequest,
+        actor: Actor<'_>,
+    ) -> Result<Pipeline> {
         let now = self.now_ms();
         let row: PipelineRow = with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let row = sqlx::query_as::<_, PipelineRow>(
-                "INSERT INTO pipelines (project_id, ref, source, status, created_by, created_at)
-                 VALUES ($1, $2, $3, 'created', $4, $5)
+                "INSERT INTO pipelines (project_id, ref, source, status, created_by, created_at, requested_sha, requested_variables)
+                 VALUES ($1, $2, $3, 'created', $4, $5, $6, $7)
                  RETURNING id, project_id, ref, sha, source, status, created_by, error, created_at, started_at, finished_at",
             )
             .bind(project_id)
@@ -91,6 +113,8 @@ impl Store {
             .bind(source)
             .bind(actor.name)
             .bind(now)
+            .bind(&request.sha)
+            .bind(&request.variables)
             .fetch_one(&mut *tx)
             .await?;
             let detail = format!("ref={git_ref} source={source}");
@@ -258,6 +282,27 @@ impl Store {
     /// After a restart: whatever was created, pending or running when the server stopped is
     /// failed (GitLab's `runner_system_failure`), never run a second time unasked. Returns how
     /// many pipelines that touched.
+    /// Pipelines that were created but never started (queued when the server stopped), oldest
+    /// first, with what they were asked to run.
+    pub async fn queued_pipelines(&self) -> Result<Vec<(Pipeline, PipelineRequest)>> {
+        let ids: Vec<(i64, String, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, requested_sha, requested_variables FROM pipelines WHERE status = 'created' ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        let mut queued = Vec::with_capacity(ids.len());
+        for (id, sha, variables) in ids {
+            if let Some(pipeline) = self.pipeline_by_id(id).await? {
+                queued.push((pipeline, PipelineRequest { sha, variables }));
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Fails what an earlier process was running when it stopped; pipelines still queued
+    /// (`created`) are left for [`Store::queued_pipelines`] to resume.
     pub async fn fail_interrupted(&self) -> Result<u64> {
         let now = self.now_ms();
         let error = "the server stopped while this pipeline ran (runner_system_failure)";
@@ -272,7 +317,7 @@ impl Store {
             .await?;
             let touched = sqlx::query(
                 "UPDATE pipelines SET status = 'failed', error = $1, finished_at = $2
-                 WHERE status IN ('created', 'pending', 'running')",
+                 WHERE status IN ('pending', 'running')",
             )
             .bind(error)
             .bind(now)

@@ -50,9 +50,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_polling.sql"),
         postgres: include_str!("../migrations/postgres/0006_polling.sql"),
     },
+    Migration {
+        version: 7,
+        name: "pipeline requests",
+        sqlite: include_str!("../migrations/sqlite/0007_pipeline_requests.sql"),
+        postgres: include_str!("../migrations/postgres/0007_pipeline_requests.sql"),
+    },
 ];
 
-const LATEST: i64 = 6;
+const LATEST: i64 = 7;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -288,3 +288,18 @@ store_test!(a_due_poll_is_claimed_once_and_refs_are_replaced, |store| {
     assert_eq!(refs.len(), 1, "a deleted tag is forgotten");
     assert_eq!(refs["refs/heads/main"], "c");
 });
+
+store_test!(a_queued_pipeline_outlives_a_restart_with_its_request, |store| {
+    let alice = user(&store, "alice").await;
+    let project = store.create_project(new_project("web"), alice.id, ACTOR).await.unwrap();
+    let request = crate::PipelineRequest { sha: "abc123".into(), variables: "sealed".into() };
+    let queued = store.create_requested_pipeline(project.id, "main", "push", &request, ACTOR).await.unwrap();
+    let running = store.create_pipeline(project.id, "main", "api", ACTOR).await.unwrap();
+    store.start_pipeline(running.id, "def456", &[("build".into(), "build".into())]).await.unwrap();
+
+    assert_eq!(store.fail_interrupted().await.unwrap(), 1, "only the running one fails");
+    let resumable = store.queued_pipelines().await.unwrap();
+    assert_eq!(resumable.len(), 1);
+    assert_eq!((resumable[0].0.id, &resumable[0].1), (queued.id, &request));
+    assert_eq!(store.pipeline_by_id(running.id).await.unwrap().unwrap().status, "failed");
+});

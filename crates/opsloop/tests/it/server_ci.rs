@@ -69,17 +69,23 @@ fn pipelines_run_on_the_server_with_their_logs() {
 }
 
 #[test]
-fn a_pipeline_interrupted_by_kill_9_is_failed_at_the_next_start() {
-    let mut server = Server::start();
+fn after_kill_9_a_running_pipeline_is_failed_and_a_queued_one_runs_as_requested() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("opsloop.toml");
+    // One job at a time, so the second pipeline waits in the queue behind the first.
+    std::fs::write(&config, "[ci]\nconcurrent_jobs = 1\n").unwrap();
+    let config_args = ["--config", config.to_str().unwrap()];
+    let data_dir = dir.path().join("data");
+    let mut server = Server::start_in(&data_dir, &config_args);
     let token = server.token("admin");
-    let repos = tempfile::tempdir().unwrap();
-    let slow = repos.path().join("slow");
+    let slow = dir.path().join("slow");
     git_repo(&slow, "long:\n  script: [echo started, sleep 30]\n");
-    assert!(
-        opsloop_client(&server, &token, &["project", "create", "slow", "--repo", slow.to_str().unwrap()])
-            .status
-            .success()
-    );
+    let quick = dir.path().join("quick");
+    git_repo(&quick, "greet:\n  script: [echo \"greeting=$GREETING\"]\n");
+    for (name, repo) in [("slow", &slow), ("quick", &quick)] {
+        let created = opsloop_client(&server, &token, &["project", "create", name, "--repo", repo.to_str().unwrap()]);
+        assert!(created.status.success());
+    }
     let started = opsloop_client(&server, &token, &["pipeline", "run", "slow", "--json"]);
     let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].as_i64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -92,13 +98,41 @@ fn a_pipeline_interrupted_by_kill_9_is_failed_at_the_next_start() {
         assert!(Instant::now() < deadline, "the job never started: {detail}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let queued =
+        opsloop_client(&server, &token, &["pipeline", "run", "quick", "--variable", "GREETING=hello", "--json"]);
+    let queued = serde_json::from_slice::<serde_json::Value>(&queued.stdout).unwrap()["id"].as_i64().unwrap();
+    let shown = opsloop_client(&server, &token, &["pipeline", "show", "quick", &queued.to_string(), "--json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(detail["status"], "created", "queued behind the running one: {detail}");
+
     server.kill_hard();
-    let restarted = Server::start_in(&server.data_dir, &[]);
+    let restarted = Server::start_in(&data_dir, &config_args);
     let shown = opsloop_client(&restarted, &token, &["pipeline", "show", "slow", &id.to_string(), "--json"]);
     let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(detail["status"], "failed", "{detail}");
     assert!(detail["error"].as_str().unwrap_or_default().contains("runner_system_failure"), "{detail}");
     assert_eq!(detail["jobs"][0]["status"], "failed");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let shown = opsloop_client(&restarted, &token, &["pipeline", "show", "quick", &queued.to_string(), "--json"]);
+        let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
+        if detail["status"] == "success" || detail["status"] == "failed" {
+            break detail;
+        }
+        assert!(Instant::now() < deadline, "the queued pipeline never ran after the restart: {detail}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(detail["status"], "success", "{detail}");
+    let log = opsloop_client(&restarted, &token, &["job", "log", &detail["jobs"][0]["id"].to_string()]);
+    assert!(text(&log.stdout).contains("greeting=hello"), "its variable survived: {}", text(&log.stdout));
+    // In clear the request would read `[["GREETING","hello"]]`; the job's own log echoes the name.
+    let needle = br#""GREETING","hello""#;
+    for file in ["opsloop.db", "opsloop.db-wal"] {
+        let stored = std::fs::read(data_dir.join(file)).unwrap_or_default();
+        let clear = stored.windows(needle.len()).any(|window| window == needle);
+        assert!(!clear, "pipeline variables are stored encrypted ({file})");
+    }
 }
 
 #[test]
