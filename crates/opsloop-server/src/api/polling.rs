@@ -41,12 +41,22 @@ pub async fn set(
     Extension(context): Extension<ProjectContext>,
     ApiJson(input): ApiJson<PollingSettings>,
 ) -> Result<ApiJson<PollingSettings>, ApiError> {
-    let seconds = input.interval_seconds;
+    set_interval(&state, &principal, &context, input.interval_seconds).await?;
+    Ok(ApiJson(input))
+}
+
+/// Sets the poll interval; shared by the API and the web UI so both apply the same rules.
+pub async fn set_interval(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    seconds: i64,
+) -> Result<(), ApiError> {
     if seconds != 0 && !(MIN_INTERVAL_SECONDS..=MAX_INTERVAL_SECONDS).contains(&seconds) {
         return Err(ApiError::invalid(format!(
             "interval_seconds must be 0 (off) or between {MIN_INTERVAL_SECONDS} and {MAX_INTERVAL_SECONDS}"
         )));
     }
     state.store.set_poll_interval(&context.project, seconds, principal.actor()).await?;
-    Ok(ApiJson(PollingSettings { interval_seconds: seconds }))
+    Ok(())
 }

@@ -99,6 +99,16 @@ pub async fn create(
     Extension(context): Extension<ProjectContext>,
     ApiJson(input): ApiJson<CreateSchedule>,
 ) -> Result<(StatusCode, ApiJson<ScheduleView>), ApiError> {
+    Ok((StatusCode::CREATED, ApiJson(create_schedule(&state, &principal, &context, input).await?)))
+}
+
+/// Creates a schedule; shared by the API and the web UI so both apply the same rules.
+pub async fn create_schedule(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    input: CreateSchedule,
+) -> Result<ScheduleView, ApiError> {
     let timezone = input.timezone.unwrap_or_else(|| "UTC".to_owned());
     let git_ref = input.git_ref.unwrap_or_else(|| context.project.default_branch.clone());
     validate_branch(&git_ref).map_err(ApiError::invalid)?;
@@ -121,7 +131,7 @@ pub async fn create(
         created_at: 0,
     };
     let created = state.store.create_schedule(&context.project, &schedule, principal.actor()).await?;
-    Ok((StatusCode::CREATED, ApiJson(created.into())))
+    Ok(created.into())
 }
 
 /// Turn a schedule on or off.
@@ -135,11 +145,23 @@ pub async fn update(
     ApiPath(path): ApiPath<SchedulePath>,
     ApiJson(input): ApiJson<UpdateSchedule>,
 ) -> Result<StatusCode, ApiError> {
-    let schedules = state.store.list_schedules(context.project.id).await?;
-    let schedule = schedules.iter().find(|s| s.id == path.schedule).ok_or_else(|| ApiError::not_found("schedule"))?;
-    let next = crate::schedules::next_run(&schedule.cron, &schedule.timezone, state.clock.now_ms()).unwrap_or(i64::MAX);
-    state.store.set_schedule_enabled(&context.project, schedule.id, input.enabled, next, principal.actor()).await?;
+    set_enabled(&state, &principal, &context, path.schedule, input.enabled).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Turns a schedule on (its next run counted from now) or off; shared by the API and the UI.
+pub async fn set_enabled(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    schedule_id: i64,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    let schedules = state.store.list_schedules(context.project.id).await?;
+    let schedule = schedules.iter().find(|s| s.id == schedule_id).ok_or_else(|| ApiError::not_found("schedule"))?;
+    let next = crate::schedules::next_run(&schedule.cron, &schedule.timezone, state.clock.now_ms()).unwrap_or(i64::MAX);
+    state.store.set_schedule_enabled(&context.project, schedule.id, enabled, next, principal.actor()).await?;
+    Ok(())
 }
 
 /// Delete a schedule.

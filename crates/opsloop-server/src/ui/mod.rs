@@ -7,6 +7,7 @@ mod ansi;
 mod login;
 mod pipelines;
 mod projects;
+mod schedules;
 
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -59,6 +60,30 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::POST, "/projects/{project}/pipelines", Project(Developer), pipelines::run)
         .add(ui, Method::GET, "/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
         .add(ui, Method::POST, "/projects/{project}/pipelines/{pipeline}/cancel", Project(Developer), pipelines::cancel)
+        .add(ui, Method::GET, "/projects/{project}/schedules", Project(Viewer), schedules::list)
+        .add(ui, Method::POST, "/projects/{project}/schedules", Project(Maintainer), schedules::create)
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/schedules/{schedule}/enable",
+            Project(Maintainer),
+            schedules::enable,
+        )
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/schedules/{schedule}/disable",
+            Project(Maintainer),
+            schedules::disable,
+        )
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/schedules/{schedule}/delete",
+            Project(Maintainer),
+            schedules::delete,
+        )
+        .add(ui, Method::POST, "/projects/{project}/polling", Project(Maintainer), schedules::polling)
         .add(ui, Method::GET, "/projects/{project}/jobs/{job}", Project(Viewer), pipelines::job)
         .add(ui, Method::GET, "/projects/{project}/jobs/{job}/live", Project(Viewer), pipelines::live)
         .add(ui, Method::GET, "/settings", Authenticated, account::settings)

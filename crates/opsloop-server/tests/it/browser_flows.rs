@@ -266,3 +266,45 @@ async fn a_job_log_streams_as_server_sent_events_with_colours_escaped() {
     let resumed = app.send(request).await.text();
     assert!(!resumed.contains("linked") && resumed.contains("event: end"), "no line twice: {resumed}");
 }
+
+#[tokio::test]
+async fn schedules_and_polling_are_managed_from_the_project_pages() {
+    let app = TestApp::new().await;
+    app.project("web").await;
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let pipelines = get(&app, "/projects/web/pipelines", &session).await.text();
+    assert!(pipelines.contains(r#"href="/projects/web/schedules""#), "linked from the pipelines: {pipelines}");
+    let page = get(&app, "/projects/web/schedules", &session).await.text();
+    assert!(page.contains("No schedules yet.") && page.contains("Off."), "{page}");
+    let csrf = hidden_csrf(&page);
+
+    let bad = form(&app, "/projects/web/schedules", &session, &[("cron", "every night"), ("_csrf", &csrf)]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text().contains("every night"), "the mistake is named: {}", bad.text());
+    let fields =
+        [("description", "nightly <build>"), ("cron", "0 3 * * *"), ("timezone", "Europe/Berlin"), ("_csrf", &csrf)];
+    let created = form(&app, "/projects/web/schedules", &session, &fields).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.text());
+    let page = get(&app, "/projects/web/schedules", &session).await.text();
+    assert!(page.contains("nightly &lt;build&gt;") && page.contains("Europe/Berlin"), "{page}");
+    assert!(page.contains("Disable"), "{page}");
+    let id = app.store.list_schedules(app.store.project_by_name("web").await.unwrap().unwrap().id).await.unwrap()[0].id;
+
+    let off = form(&app, &format!("/projects/web/schedules/{id}/disable"), &session, &[("_csrf", &csrf)]).await;
+    assert_eq!(off.status, StatusCode::SEE_OTHER);
+    let page = get(&app, "/projects/web/schedules", &session).await.text();
+    assert!(page.contains(">disabled<") && page.contains("Enable"), "{page}");
+
+    let too_often = form(&app, "/projects/web/polling", &session, &[("interval_seconds", "2"), ("_csrf", &csrf)]).await;
+    assert_eq!(too_often.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let polled = form(&app, "/projects/web/polling", &session, &[("interval_seconds", "120"), ("_csrf", &csrf)]).await;
+    assert_eq!(polled.status, StatusCode::SEE_OTHER);
+    let page = get(&app, "/projects/web/schedules", &session).await.text();
+    assert!(page.contains("polled every 120 seconds"), "{page}");
+
+    let deleted = form(&app, &format!("/projects/web/schedules/{id}/delete"), &session, &[("_csrf", &csrf)]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert!(get(&app, "/projects/web/schedules", &session).await.text().contains("No schedules yet."));
+    let forged = form(&app, "/projects/web/polling", &session, &[("interval_seconds", "0")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "no CSRF token, no change");
+}
