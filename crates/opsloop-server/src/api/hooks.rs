@@ -47,6 +47,99 @@ struct PushEvent {
     after: String,
 }
 
+/// GitHub's and Gitea's `pull_request` event: the fields a pipeline needs.
+#[derive(Debug, Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    number: u64,
+    pull_request: PullRequest,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequest {
+    head: PullRequestSide,
+    base: PullRequestSide,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequestSide {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    sha: String,
+}
+
+/// GitLab's `Merge Request Hook`.
+#[derive(Debug, Deserialize)]
+struct MergeRequestHook {
+    object_attributes: MergeRequestAttributes,
+}
+
+#[derive(Debug, Deserialize)]
+struct MergeRequestAttributes {
+    iid: u64,
+    #[serde(default)]
+    action: String,
+    source_branch: String,
+    target_branch: String,
+    last_commit: MergeRequestCommit,
+    /// Present on an `update` that brought new commits (absent when only the title changed).
+    #[serde(default)]
+    oldrev: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MergeRequestCommit {
+    id: String,
+}
+
+/// A merge request to run: its number, source branch, head commit, target branch.
+struct MergeRequest {
+    iid: u64,
+    source: String,
+    sha: String,
+    target: String,
+}
+
+/// The merge request a `pull_request`/`Merge Request Hook` event asks to build, or `None` for
+/// actions that bring no new code (closed, labelled, merged, …).
+fn merge_request(event: &str, body: &[u8]) -> Result<Option<MergeRequest>, ApiError> {
+    let malformed = |e: serde_json::Error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("not a merge request event: {e}"))
+    };
+    if event == "Merge Request Hook" {
+        let hook: MergeRequestHook = serde_json::from_slice(body).map_err(malformed)?;
+        let mr = hook.object_attributes;
+        // GitLab runs merge request pipelines on open, reopen and new commits (`update` with oldrev).
+        let new_code = match mr.action.as_str() {
+            "open" | "reopen" => true,
+            "update" => mr.oldrev.is_some(),
+            _ => false,
+        };
+        if !new_code {
+            return Ok(None);
+        }
+        return Ok(Some(MergeRequest {
+            iid: mr.iid,
+            source: mr.source_branch,
+            sha: mr.last_commit.id,
+            target: mr.target_branch,
+        }));
+    }
+    let pull: PullRequestEvent = serde_json::from_slice(body).map_err(malformed)?;
+    // GitHub says `synchronize`, Gitea `synchronized`.
+    if !matches!(pull.action.as_str(), "opened" | "reopened" | "synchronize" | "synchronized") {
+        return Ok(None);
+    }
+    let request = pull.pull_request;
+    Ok(Some(MergeRequest {
+        iid: pull.number,
+        source: request.head.git_ref,
+        sha: request.head.sha,
+        target: request.base.git_ref,
+    }))
+}
+
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
@@ -80,11 +173,11 @@ fn verify<'h>(forge: &str, headers: &'h HeaderMap, secret: &str, body: &[u8]) ->
     })
 }
 
-/// Receive a push from a forge and run the pipeline at the pushed commit.
+/// Receive a push, tag or merge/pull request from a forge and run the pipeline at its commit.
 #[utoipa::path(post, path = "/api/v1/projects/{project}/hooks/{forge}", tag = "pipelines",
     params(("project" = String, Path), ("forge" = String, Path, description = "github, gitlab or gitea")),
     security(()),
-    request_body(content = String, description = "the forge's push event (JSON), signed", content_type = "application/json"),
+    request_body(content = String, description = "the forge's push or merge request event (JSON), signed", content_type = "application/json"),
     responses((status = 201, body = HookAnswer), (status = 200, body = HookAnswer), (status = 401, body = ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
@@ -110,11 +203,36 @@ pub async fn receive(
     if event == "ping" {
         return Ok((StatusCode::OK, answer("pong", None)));
     }
-    if !matches!(event, "push" | "Push Hook" | "Tag Push Hook") {
+    let is_merge_request = matches!(event, "pull_request" | "Merge Request Hook");
+    if !is_merge_request && !matches!(event, "push" | "Push Hook" | "Tag Push Hook") {
         return Ok((StatusCode::OK, answer("ignored", None)));
     }
     if !delivery.is_empty() && !state.store.record_delivery(project.id, delivery).await? {
         return Ok((StatusCode::OK, answer("duplicate", None)));
+    }
+    let ip = peer.ip().to_string();
+    let actor_name = format!("webhook:{}", path.forge);
+    let actor = opsloop_store::Actor { name: &actor_name, source_ip: &ip };
+    if is_merge_request {
+        let Some(mr) = merge_request(event, &body)? else {
+            return Ok((StatusCode::OK, answer("ignored", None)));
+        };
+        crate::views::validate_branch(&mr.source).map_err(ApiError::invalid)?;
+        crate::views::validate_branch(&mr.target).map_err(ApiError::invalid)?;
+        if mr.sha.is_empty() || !mr.sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ApiError::invalid("the head commit is not a commit id"));
+        }
+        // GitLab's merge request variables, so `rules: if: $CI_MERGE_REQUEST_IID` works as there.
+        let variables = vec![
+            ("CI_MERGE_REQUEST_IID".to_owned(), mr.iid.to_string()),
+            ("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME".to_owned(), mr.source.clone()),
+            ("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA".to_owned(), mr.sha.clone()),
+            ("CI_MERGE_REQUEST_TARGET_BRANCH_NAME".to_owned(), mr.target.clone()),
+        ];
+        let pipeline =
+            crate::ci::trigger(&state, &project, &mr.source, Some(&mr.sha), "merge_request_event", variables, actor)
+                .await?;
+        return Ok((StatusCode::CREATED, answer("created", Some(pipeline.id))));
     }
     let push: PushEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("not a push event: {e}")))?;
@@ -127,9 +245,6 @@ pub async fn receive(
     if !push.after.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::invalid("`after` is not a commit id"));
     }
-    let ip = peer.ip().to_string();
-    let actor_name = format!("webhook:{}", path.forge);
-    let actor = opsloop_store::Actor { name: &actor_name, source_ip: &ip };
     let pipeline = crate::ci::trigger(&state, &project, git_ref, Some(&push.after), "push", Vec::new(), actor).await?;
     Ok((StatusCode::CREATED, answer("created", Some(pipeline.id))))
 }

@@ -1,5 +1,5 @@
 //! Forge webhooks: signatures checked before anything else, replays ignored, pushes become
-//! pipelines at the pushed commit.
+//! pipelines at the pushed commit, merge requests `merge_request_event` pipelines.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -96,4 +96,74 @@ async fn pushes_from_each_forge_need_their_signature_and_are_not_replayed() {
     assert_eq!(post(&app, "github", &deleted, deletion).await.json()["status"], "ignored");
     assert_eq!(post(&app, "bitbucket", &right, push).await.status, StatusCode::NOT_FOUND);
     assert_eq!(count().await, 3);
+}
+
+#[tokio::test]
+async fn merge_requests_from_each_forge_start_merge_request_pipelines() {
+    let app = TestApp::new().await;
+    let project = app.project("web").await;
+    let token = app.token(&app.admin, Role::Admin).await;
+    let settings = app.api(Method::GET, "/api/v1/projects/web/webhook", Some(&token), None).await.json();
+    let secret = settings["secret"].as_str().unwrap().to_owned();
+    let sha = "9fceb02d0ae598e95dc970b74767f19372d61af8";
+    let pipelines =
+        || async { app.store.list_pipelines(project.id, &opsloop_store::PageRequest::first(100)).await.unwrap().items };
+
+    // GitHub's pull_request shape (trimmed to what matters, plus noise it really sends).
+    let opened = format!(
+        r#"{{"action": "opened", "number": 7, "pull_request": {{"title": "x", "head": {{"ref": "feature/login", "sha": "{sha}"}}, "base": {{"ref": "main", "sha": "{sha}"}}}}, "repository": {{}}}}"#
+    );
+    let github = |body: &str, id: &str| {
+        [
+            ("x-github-event", "pull_request".to_owned()),
+            ("x-hub-signature-256", format!("sha256={}", sign(&secret, body))),
+            ("x-github-delivery", id.to_owned()),
+        ]
+    };
+    let created = post(&app, "github", &github(&opened, "pr-1"), &opened).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let labeled = opened.replace("\"opened\"", "\"labeled\"");
+    assert_eq!(post(&app, "github", &github(&labeled, "pr-2"), &labeled).await.json()["status"], "ignored");
+    let forged = post(&app, "github", &github(&opened, "pr-3"), &opened.replace("opened", "reopened")).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "the signature covers the body");
+
+    // GitLab's Merge Request Hook: an update without new commits runs nothing.
+    let hook = |action: &str, oldrev: &str| {
+        format!(
+            r#"{{"object_kind": "merge_request", "object_attributes": {{"iid": 12, "action": "{action}", "source_branch": "fix", "target_branch": "main", "last_commit": {{"id": "{sha}"}}{oldrev}}}}}"#
+        )
+    };
+    let gitlab = |id: &str| {
+        [
+            ("x-gitlab-event", "Merge Request Hook".to_owned()),
+            ("x-gitlab-token", secret.clone()),
+            ("x-gitlab-event-uuid", id.to_owned()),
+        ]
+    };
+    let retitled = hook("update", "");
+    assert_eq!(post(&app, "gitlab", &gitlab("mr-1"), &retitled).await.json()["status"], "ignored");
+    let pushed = hook("update", r#", "oldrev": "1111111111111111111111111111111111111111""#);
+    assert_eq!(post(&app, "gitlab", &gitlab("mr-2"), &pushed).await.status, StatusCode::CREATED);
+
+    // Gitea says `synchronized`.
+    let gitea_body = opened.replace("\"opened\"", "\"synchronized\"");
+    let gitea = [
+        ("x-gitea-event", "pull_request".to_owned()),
+        ("x-gitea-signature", sign(&secret, &gitea_body)),
+        ("x-gitea-delivery", "ge-1".to_owned()),
+    ];
+    assert_eq!(post(&app, "gitea", &gitea, &gitea_body).await.status, StatusCode::CREATED);
+
+    let made = pipelines().await;
+    let mut seen: Vec<(String, String)> = made.iter().map(|p| (p.git_ref.clone(), p.source.clone())).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("feature/login", "merge_request_event"),
+            ("feature/login", "merge_request_event"),
+            ("fix", "merge_request_event")
+        ]
+        .map(|(r, s)| (r.to_owned(), s.to_owned()))
+    );
 }
