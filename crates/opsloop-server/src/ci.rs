@@ -452,6 +452,17 @@ impl StoreSink {
                             JobStatus::Manual => "manual",
                             JobStatus::Canceled => "canceled",
                         };
+                        if let Some(tests) = &outcome.tests {
+                            let report = opsloop_store::TestReport {
+                                passed: i64::from(tests.passed),
+                                failed: i64::from(tests.failed),
+                                skipped: i64::from(tests.skipped),
+                                failures: tests.failures.clone(),
+                            };
+                            if let Err(error) = store.record_test_report(id, &report).await {
+                                tracing::error!(job = id, %error, "could not store a test report");
+                            }
+                        }
                         let _ = store.job_finished(id, status, outcome.exit_code.map(i64::from)).await;
                         continue;
                     }

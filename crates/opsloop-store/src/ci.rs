@@ -7,6 +7,16 @@
 use crate::audit::record_audit;
 use crate::{Actor, Page, PageRequest, Result, Store, with_pool};
 
+/// A job's JUnit summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestReport {
+    pub passed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    /// `classname.name: message` of each failed or erroring case.
+    pub failures: Vec<String>,
+}
+
 /// What a pipeline was asked to run, beyond its ref.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipelineRequest {
@@ -195,6 +205,53 @@ impl Store {
                 .await?;
         });
         Ok(())
+    }
+
+    /// Records a job's test summary (once; a second report for the job replaces the first).
+    pub async fn record_test_report(&self, job_id: i64, report: &TestReport) -> Result<()> {
+        let failures = serde_json::to_string(&report.failures).unwrap_or_else(|_| "[]".to_owned());
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM job_test_reports WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO job_test_reports (job_id, passed, failed, skipped, failures) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(job_id)
+            .bind(report.passed)
+            .bind(report.failed)
+            .bind(report.skipped)
+            .bind(failures)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The test summaries of a pipeline's jobs, in job order, as (job name, report).
+    pub async fn pipeline_test_reports(&self, pipeline_id: i64) -> Result<Vec<(String, TestReport)>> {
+        let rows: Vec<(String, i64, i64, i64, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT j.name, r.passed, r.failed, r.skipped, r.failures
+                 FROM job_test_reports r JOIN jobs j ON j.id = r.job_id
+                 WHERE j.pipeline_id = $1 ORDER BY j.position",
+            )
+            .bind(pipeline_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(name, passed, failed, skipped, failures)| {
+                let report = TestReport {
+                    passed,
+                    failed,
+                    skipped,
+                    failures: serde_json::from_str(&failures).unwrap_or_default(),
+                };
+                (name, report)
+            })
+            .collect())
     }
 
     /// Appends one chunk of a job's log.

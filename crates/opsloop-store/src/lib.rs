@@ -29,7 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::{Actor, AuditEntry, NewAuditEntry};
-pub use ci::{Job, Pipeline, PipelineRequest};
+pub use ci::{Job, Pipeline, PipelineRequest, TestReport};
 pub use error::StoreError;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
 pub use schedules::Schedule;

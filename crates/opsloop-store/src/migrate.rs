@@ -56,9 +56,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_pipeline_requests.sql"),
         postgres: include_str!("../migrations/postgres/0007_pipeline_requests.sql"),
     },
+    Migration {
+        version: 8,
+        name: "test reports",
+        sqlite: include_str!("../migrations/sqlite/0008_test_reports.sql"),
+        postgres: include_str!("../migrations/postgres/0008_test_reports.sql"),
+    },
 ];
 
-const LATEST: i64 = 7;
+const LATEST: i64 = 8;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -66,6 +66,39 @@ pub struct PipelineDetail {
     #[serde(flatten)]
     pub pipeline: PipelineView,
     pub jobs: Vec<JobView>,
+    /// The JUnit reports of its jobs summed (absent when no job reported tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestSummary {
+    pub passed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub failures: Vec<TestFailure>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestFailure {
+    pub job: String,
+    /// `classname.name: message`.
+    pub case: String,
+}
+
+/// Sums a pipeline's job reports; `None` when no job reported tests.
+pub fn test_summary(reports: Vec<(String, opsloop_store::TestReport)>) -> Option<TestSummary> {
+    if reports.is_empty() {
+        return None;
+    }
+    let mut summary = TestSummary { passed: 0, failed: 0, skipped: 0, failures: Vec::new() };
+    for (job, report) in reports {
+        summary.passed += report.passed;
+        summary.failed += report.failed;
+        summary.skipped += report.skipped;
+        summary.failures.extend(report.failures.into_iter().map(|case| TestFailure { job: job.clone(), case }));
+    }
+    Some(summary)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -162,7 +195,8 @@ pub async fn show(
         .into_iter()
         .map(|j| JobView { id: j.id, name: j.name, stage: j.stage, status: j.status, exit_code: j.exit_code })
         .collect();
-    Ok(ApiJson(PipelineDetail { pipeline: pipeline.into(), jobs }))
+    let tests = test_summary(state.store.pipeline_test_reports(pipeline.id).await?);
+    Ok(ApiJson(PipelineDetail { pipeline: pipeline.into(), jobs, tests }))
 }
 
 /// A job's log as plain text.

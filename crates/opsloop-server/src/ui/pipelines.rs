@@ -190,6 +190,10 @@ pub async fn show(
         Ok(jobs) => jobs,
         Err(error) => return failure(error),
     };
+    let tests = match state.store.pipeline_test_reports(pipeline.id).await {
+        Ok(reports) => crate::api::pipelines::test_summary(reports),
+        Err(error) => return failure(error),
+    };
     let mut stages: Vec<(&str, Vec<&opsloop_store::Job>)> = Vec::new();
     for job in &jobs {
         match stages.iter_mut().find(|(stage, _)| *stage == job.stage) {
@@ -223,6 +227,24 @@ pub async fn show(
                     ul {
                         @for job in list {
                             li { a href={ (base) "/jobs/" (job.id) } { (job.name) } " " (status_badge(&job.status)) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(tests) = &tests {
+            section.card aria-label="Tests" {
+                h2 { "Tests" }
+                p {
+                    (tests.passed + tests.failed + tests.skipped) " tests: "
+                    strong { (tests.passed) " passed" } ", "
+                    strong { (tests.failed) " failed" } ", "
+                    (tests.skipped) " skipped"
+                }
+                @if !tests.failures.is_empty() {
+                    ul.failures {
+                        @for failure in &tests.failures {
+                            li { (failure.job) ": " code { (failure.case) } }
                         }
                     }
                 }

@@ -308,3 +308,29 @@ async fn schedules_and_polling_are_managed_from_the_project_pages() {
     let forged = form(&app, "/projects/web/polling", &session, &[("interval_seconds", "0")]).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN, "no CSRF token, no change");
 }
+
+#[tokio::test]
+async fn the_pipeline_page_sums_its_jobs_test_reports() {
+    let app = TestApp::new().await;
+    let project = app.project("web").await;
+    let pipeline = app.store.create_pipeline(project.id, "main", "api", crate::app::ACTOR).await.unwrap();
+    let jobs = [("unit".into(), "test".into()), ("e2e".into(), "test".into()), ("lint".into(), "test".into())];
+    let jobs = app.store.start_pipeline(pipeline.id, "0", &jobs).await.unwrap();
+    let report = |passed, failed, failures: &[&str]| opsloop_store::TestReport {
+        passed,
+        failed,
+        skipped: 1,
+        failures: failures.iter().map(|f| (*f).to_owned()).collect(),
+    };
+    app.store.record_test_report(jobs[0].id, &report(10, 1, &["cart.totals: expected <3>"])).await.unwrap();
+    app.store.record_test_report(jobs[1].id, &report(4, 0, &[])).await.unwrap();
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let page = get(&app, &format!("/projects/web/pipelines/{}", pipeline.id), &session).await.text();
+    assert!(page.contains("17 tests: "), "{page}");
+    assert!(page.contains("14 passed") && page.contains("1 failed") && page.contains("2 skipped"), "{page}");
+    assert!(page.contains("unit: <code>cart.totals: expected &lt;3&gt;</code>"), "{page}");
+
+    let bare = app.store.create_pipeline(project.id, "main", "api", crate::app::ACTOR).await.unwrap();
+    let page = get(&app, &format!("/projects/web/pipelines/{}", bare.id), &session).await.text();
+    assert!(!page.contains("Tests"), "no test card without reports");
+}

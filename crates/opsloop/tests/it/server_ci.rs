@@ -418,3 +418,33 @@ fn jobs_share_the_servers_slots_and_resource_groups_hold_across_pipelines() {
     assert!(most_at_once(&all) <= 2, "at most concurrent_jobs = 2 jobs at once over both pipelines:\n{all}");
     assert_eq!(most_at_once(&deploys), 1, "one deploy at a time across pipelines:\n{deploys}");
 }
+
+#[test]
+fn junit_reports_become_the_pipelines_test_summary() {
+    let server = Server::start();
+    let token = server.token("admin");
+    let repos = tempfile::tempdir().unwrap();
+    let repo = repos.path().join("tested");
+    let report = r#"<testsuite><testcase classname="cart" name="adds"/><testcase classname="cart" name="totals"><failure message="expected 3, got 4"/></testcase><testcase classname="cart" name="later"><skipped/></testcase></testsuite>"#;
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("report.xml"), report).unwrap();
+    git_repo(
+        &repo,
+        "test:\n  script: [echo testing]\n  artifacts:\n    reports:\n      junit: report.xml\nlint:\n  script: [echo no tests here]\n",
+    );
+    let run = |args: &[&str]| opsloop_client(&server, &token, args);
+    assert!(run(&["project", "create", "tested", "--repo", repo.to_str().unwrap()]).status.success());
+    let ran = run(&["pipeline", "run", "tested", "--wait", "--json"]);
+    assert_eq!(ran.status.code(), Some(0), "{}\n{}", text(&ran.stdout), text(&ran.stderr));
+    let id = serde_json::from_slice::<serde_json::Value>(&ran.stdout).unwrap()["id"].to_string();
+    let shown = run(&["pipeline", "show", "tested", &id, "--json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let tests = &detail["tests"];
+    assert_eq!(
+        (tests["passed"].as_i64(), tests["failed"].as_i64(), tests["skipped"].as_i64()),
+        (Some(1), Some(1), Some(1)),
+        "{detail}"
+    );
+    assert_eq!(tests["failures"][0]["job"], "test");
+    assert!(tests["failures"][0]["case"].as_str().unwrap_or_default().contains("expected 3, got 4"), "{detail}");
+}
