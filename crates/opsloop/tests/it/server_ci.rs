@@ -22,6 +22,15 @@ fn git_repo(dir: &Path, pipeline: &str) {
     }
 }
 
+/// A repository under `root/name` holding `pipeline`, registered on `server` as project `name`.
+fn project_with_pipeline(server: &Server, token: &str, root: &Path, name: &str, pipeline: &str) -> std::path::PathBuf {
+    let repo = root.join(name);
+    git_repo(&repo, pipeline);
+    let created = opsloop_client(server, token, &["project", "create", name, "--repo", repo.to_str().unwrap()]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    repo
+}
+
 #[test]
 fn pipelines_run_on_the_server_with_their_logs() {
     let server = Server::start();
@@ -289,16 +298,8 @@ fn a_running_pipeline_can_be_canceled() {
     let server = Server::start();
     let token = server.token("admin");
     let repos = tempfile::tempdir().unwrap();
-    let repo = repos.path().join("long");
-    git_repo(
-        &repo,
-        "long:\n  script: [echo started, sleep 30]\n  after_script: [echo \"cleanup after $CI_JOB_STATUS\"]\nlater:\n  stage: deploy\n  script: [echo never]\n",
-    );
-    assert!(
-        opsloop_client(&server, &token, &["project", "create", "long", "--repo", repo.to_str().unwrap()])
-            .status
-            .success()
-    );
+    let pipeline = "long:\n  script: [echo started, sleep 30]\n  after_script: [echo \"cleanup after $CI_JOB_STATUS\"]\nlater:\n  stage: deploy\n  script: [echo never]\n";
+    project_with_pipeline(&server, &token, repos.path(), "long", pipeline);
     let started = opsloop_client(&server, &token, &["pipeline", "run", "long", "--json"]);
     let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].as_i64().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -335,11 +336,10 @@ fn a_job_that_prints_without_end_keeps_a_capped_log_and_runs_on() {
     let server = Server::start();
     let token = server.token("admin");
     let repos = tempfile::tempdir().unwrap();
-    let repo = repos.path().join("loud");
     // 6.9 MB of output, then a marker that shows the job carried on past the cap.
-    git_repo(&repo, "loud:\n  script:\n    - seq 1 1000000\n    - echo finished > done.txt\n    - cat done.txt >&2\n");
+    let pipeline = "loud:\n  script:\n    - seq 1 1000000\n    - echo finished > done.txt\n    - cat done.txt >&2\n";
+    project_with_pipeline(&server, &token, repos.path(), "loud", pipeline);
     let run = |args: &[&str]| opsloop_client(&server, &token, args);
-    assert!(run(&["project", "create", "loud", "--repo", repo.to_str().unwrap()]).status.success());
     let ran = run(&["pipeline", "run", "loud", "--wait", "--json"]);
     assert_eq!(ran.status.code(), Some(0), "{}\n{}", text(&ran.stdout), text(&ran.stderr));
     let detail: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
