@@ -3,7 +3,6 @@
 //! on one database a project is polled once per interval.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use opsloop_store::{Actor, Project};
@@ -13,13 +12,22 @@ use crate::state::AppState;
 /// A changed ref to run: (ref name as a pipeline sees it, commit).
 type Change = (String, String);
 
+/// How long one `git ls-remote` may take before it is killed: a silent remote must not hold up
+/// the polls of every other project.
+const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The branches and tags of `repo_url` (`refs/heads/main` → commit). Tags are peeled to the
 /// commit they name. The URL comes after `--` so it is never read as an option.
-fn remote_refs(repo_url: &str) -> Result<Vec<(String, String)>, String> {
-    let output = Command::new("git")
+async fn remote_refs(repo_url: &str) -> Result<Vec<(String, String)>, String> {
+    let command = tokio::process::Command::new("git")
         .args(["ls-remote", "--heads", "--tags", "--", repo_url])
         .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(LS_REMOTE_TIMEOUT, command)
+        .await
+        .map_err(|_| format!("git ls-remote gave no answer in {}s", LS_REMOTE_TIMEOUT.as_secs()))?
         .map_err(|e| format!("cannot run git: {e}"))?;
     if !output.status.success() {
         return Err(format!("git ls-remote failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
@@ -71,15 +79,10 @@ pub async fn poll_due(state: &AppState) -> usize {
 }
 
 async fn poll(state: &AppState, project: &Project, first_poll: bool) -> usize {
-    let url = project.repo_url.clone();
-    let refs = match tokio::task::spawn_blocking(move || remote_refs(&url)).await {
-        Ok(Ok(refs)) => refs,
-        Ok(Err(message)) => {
+    let refs = match remote_refs(&project.repo_url).await {
+        Ok(refs) => refs,
+        Err(message) => {
             tracing::warn!(project = %project.name, %message, "could not poll the repository");
-            return 0;
-        }
-        Err(error) => {
-            tracing::warn!(project = %project.name, %error, "the poll did not finish");
             return 0;
         }
     };
