@@ -178,6 +178,12 @@ async fn run(
     variables: Vec<(String, String)>,
 ) -> Result<(), String> {
     let _slot = state.pipeline_slots.acquire().await.map_err(|_| "the server is shutting down".to_owned())?;
+    // Claimed in the store (created → pending) so a pipeline runs once however many times it is
+    // handed to a runner: already claimed, or canceled while queued, it is left alone.
+    if !state.store.claim_pipeline(pipeline.id).await.map_err(|e| e.to_string())? {
+        tracing::debug!(pipeline = pipeline.id, "pipeline already claimed; not run again");
+        return Ok(());
+    }
     let dir = state.config.data_dir.join("pipelines").join(pipeline.id.to_string());
     let source_dir = dir.join("source");
     let (repo_url, git_ref, target) = (project.repo_url.clone(), pipeline.git_ref.clone(), source_dir.clone());

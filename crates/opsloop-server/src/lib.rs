@@ -164,12 +164,12 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let sweeper = tokio::spawn(sweep_sessions(store.clone()));
     let demo = config.demo;
     let (app, state) = build_app_and_state(store.clone(), config);
-    if demo {
-        demo::run_first_pipeline(&state).await;
-    }
     let resumed = ci::resume_queued(&state).await;
     if resumed > 0 {
         tracing::info!(pipelines = resumed, "resumed the pipelines an earlier run left queued");
+    }
+    if demo {
+        demo::run_first_pipeline(&state).await;
     }
     let scheduler = tokio::spawn(schedules::run_forever(state.clone()));
     let poller = tokio::spawn(polling::run_forever(state.clone()));

@@ -339,6 +339,19 @@ impl Store {
     /// After a restart: whatever was created, pending or running when the server stopped is
     /// failed (GitLab's `runner_system_failure`), never run a second time unasked. Returns how
     /// many pipelines that touched.
+    /// Takes a queued pipeline for running (created → pending); `false` when it is no longer
+    /// queued (claimed by another run, or canceled).
+    pub async fn claim_pipeline(&self, pipeline_id: i64) -> Result<bool> {
+        let claimed = with_pool!(self, |pool| {
+            sqlx::query("UPDATE pipelines SET status = 'pending' WHERE id = $1 AND status = 'created'")
+                .bind(pipeline_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(claimed == 1)
+    }
+
     /// Pipelines that were created but never started (queued when the server stopped), oldest
     /// first, with what they were asked to run.
     pub async fn queued_pipelines(&self) -> Result<Vec<(Pipeline, PipelineRequest)>> {

@@ -302,4 +302,9 @@ store_test!(a_queued_pipeline_outlives_a_restart_with_its_request, |store| {
     assert_eq!(resumable.len(), 1);
     assert_eq!((resumable[0].0.id, &resumable[0].1), (queued.id, &request));
     assert_eq!(store.pipeline_by_id(running.id).await.unwrap().unwrap().status, "failed");
+
+    // Handed to two runs at once, it is claimed by one.
+    let (first, second) = tokio::join!(store.claim_pipeline(queued.id), store.claim_pipeline(queued.id));
+    assert!(first.unwrap() != second.unwrap(), "exactly one claim wins");
+    assert!(store.queued_pipelines().await.unwrap().is_empty(), "a claimed pipeline is no longer queued");
 });
