@@ -110,13 +110,18 @@ fn spawn_run(
 
 /// Asks a pipeline running in this process to stop: running jobs are ended (their
 /// after_script runs), the rest never start. `false` when it is not running here.
-pub fn cancel(state: &AppState, pipeline_id: i64) -> bool {
-    state
+/// A pipeline still queued is canceled in the store, so it never starts.
+pub async fn cancel(state: &AppState, pipeline_id: i64) -> Result<bool, ApiError> {
+    let signalled = state
         .running_pipelines
         .lock()
         .ok()
         .and_then(|running| running.get(&pipeline_id).map(|switch| switch.send(true).is_ok()))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    if signalled {
+        return Ok(true);
+    }
+    Ok(state.store.cancel_queued_pipeline(pipeline_id).await?)
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<String, String> {

@@ -352,6 +352,22 @@ impl Store {
         Ok(claimed == 1)
     }
 
+    /// Cancels a pipeline that has not been claimed yet; `false` when it is no longer queued.
+    pub async fn cancel_queued_pipeline(&self, pipeline_id: i64) -> Result<bool> {
+        let now = self.now_ms();
+        let canceled = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE pipelines SET status = 'canceled', finished_at = $1 WHERE id = $2 AND status = 'created'",
+            )
+            .bind(now)
+            .bind(pipeline_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(canceled == 1)
+    }
+
     /// Pipelines that were created but never started (queued when the server stopped), oldest
     /// first, with what they were asked to run.
     pub async fn queued_pipelines(&self) -> Result<Vec<(Pipeline, PipelineRequest)>> {

@@ -207,7 +207,7 @@ pub async fn log(State(state): State<AppState>, ApiPath(job): ApiPath<i64>) -> R
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-/// Cancel a running pipeline: its running jobs end (after_script still runs), the rest are skipped.
+/// Cancel a pipeline: a queued one never starts; a running one's jobs end (after_script still runs), the rest are skipped.
 #[utoipa::path(post, path = "/api/v1/projects/{project}/pipelines/{pipeline}/cancel", tag = "pipelines",
     params(("project" = String, Path), ("pipeline" = i64, Path)),
     responses((status = 202, body = PipelineView), (status = 409, body = ErrorBody)))]
@@ -223,7 +223,7 @@ pub async fn cancel(
         .await?
         .filter(|p| p.project_id == context.project.id)
         .ok_or_else(|| ApiError::not_found("pipeline"))?;
-    if !crate::ci::cancel(&state, pipeline.id) {
+    if !crate::ci::cancel(&state, pipeline.id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_running",

@@ -309,7 +309,11 @@ pub async fn cancel(
 ) -> Response {
     match state.store.pipeline_by_id(path.pipeline).await {
         Ok(Some(pipeline)) if pipeline.project_id == context.project.id => {
-            if crate::ci::cancel(&state, pipeline.id) {
+            let canceled = match crate::ci::cancel(&state, pipeline.id).await {
+                Ok(canceled) => canceled,
+                Err(error) => return failure(error),
+            };
+            if canceled {
                 let entry = opsloop_store::NewAuditEntry {
                     actor: principal.actor(),
                     action: "pipeline.cancel",

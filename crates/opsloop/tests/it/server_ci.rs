@@ -113,6 +113,11 @@ fn after_kill_9_a_running_pipeline_is_failed_and_a_queued_one_runs_as_requested(
     let shown = opsloop_client(&server, &token, &["pipeline", "show", "quick", &queued.to_string(), "--json"]);
     let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(detail["status"], "created", "queued behind the running one: {detail}");
+    // A third, canceled while queued, never runs.
+    let dropped = opsloop_client(&server, &token, &["pipeline", "run", "quick", "--json"]);
+    let dropped = serde_json::from_slice::<serde_json::Value>(&dropped.stdout).unwrap()["id"].to_string();
+    let canceled = opsloop_client(&server, &token, &["pipeline", "cancel", "quick", &dropped]);
+    assert!(canceled.status.success(), "{}", text(&canceled.stderr));
 
     server.kill_hard();
     let restarted = Server::start_in(&data_dir, &config_args);
@@ -133,6 +138,13 @@ fn after_kill_9_a_running_pipeline_is_failed_and_a_queued_one_runs_as_requested(
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(detail["status"], "success", "{detail}");
+    let shown = opsloop_client(&restarted, &token, &["pipeline", "show", "quick", &dropped, "--json"]);
+    let never: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        (never["status"].as_str(), never["jobs"].as_array().map(Vec::len)),
+        (Some("canceled"), Some(0)),
+        "{never}"
+    );
     let log = opsloop_client(&restarted, &token, &["job", "log", &detail["jobs"][0]["id"].to_string()]);
     assert!(text(&log.stdout).contains("greeting=hello"), "its variable survived: {}", text(&log.stdout));
     // In clear the request would read `[["GREETING","hello"]]`; the job's own log echoes the name.
