@@ -63,7 +63,12 @@ pub async fn resume_queued(state: &AppState) -> usize {
     for (pipeline, request) in queued {
         let project = match state.store.project_by_id(pipeline.project_id).await {
             Ok(Some(project)) => project,
-            _ => continue,
+            // Deleting a project deletes its pipelines, so this is a race with that delete.
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::error!(pipeline = pipeline.id, %error, "could not read a queued pipeline's project");
+                continue;
+            }
         };
         let variables = if request.variables.is_empty() {
             Ok(Vec::new())
