@@ -146,7 +146,7 @@ impl When {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AllowFailure {
     No,
     Yes,
@@ -196,14 +196,14 @@ pub struct RefFilter {
     pub changes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ArtifactsWhen {
     OnSuccess,
     OnFailure,
     Always,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Artifacts {
     pub name: Option<String>,
     pub paths: Vec<String>,
@@ -215,14 +215,14 @@ pub struct Artifacts {
     pub dotenv: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CachePolicy {
     PullPush,
     Pull,
     Push,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum CacheKey {
     Text(String),
     /// `key: {files: […], prefix: …}`: a digest of the files' contents.
@@ -232,7 +232,7 @@ pub enum CacheKey {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cache {
     pub key: CacheKey,
     pub paths: Vec<String>,
@@ -249,7 +249,7 @@ pub enum Parallel {
     Matrix(Vec<Vec<(String, Vec<String>)>>),
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Retry {
     pub max: u32,
     pub when: Vec<String>,

@@ -6,6 +6,7 @@
 //! the server run the same engine.
 
 pub mod events;
+pub mod job;
 pub mod junit;
 pub mod mask;
 pub mod pipeline;
@@ -14,4 +15,5 @@ mod trigger;
 pub mod workspace;
 
 pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
+pub use job::{JobSpec, RemoteExecutor, RemoteJob, Workplace, execute};
 pub use pipeline::{Isolation, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline};

@@ -7,16 +7,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opsloop_pipeline::config::{AllowFailure, ArtifactsWhen, CacheKey, CachePolicy, Config, Job, When};
+use opsloop_pipeline::config::{Config, Job, When};
 use opsloop_pipeline::plan::{Plan, PlannedJob};
-use opsloop_pipeline::variables;
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::events::{Event, EventSink, JobOutcome, JobStatus, Stream};
+use crate::events::{Event, EventSink, JobOutcome, JobStatus};
+use crate::job::{JobSpec, RemoteExecutor, RemoteJob, Workplace, canceled_outcome};
 use crate::mask::Masker;
-use crate::shell::{self, Ending, Line};
+use crate::shell;
 use crate::workspace;
+
+pub use crate::job::parse_dotenv;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -52,6 +54,8 @@ pub struct RunOptions {
     /// `resource_group` locks shared with other pipelines of the same project, so a group
     /// holds across pipelines as on GitLab; `None`: within this pipeline only.
     pub shared_resource_groups: Option<Arc<ResourceGroups>>,
+    /// Another place to run jobs (the server's agents); jobs it does not take run here.
+    pub remote: Option<Arc<dyn RemoteExecutor>>,
 }
 
 /// `resource_group` name → its lock.
@@ -100,9 +104,8 @@ struct Shared {
     sink: Arc<dyn EventSink>,
     masker: Masker,
     resource_groups: Arc<ResourceGroups>,
-    /// Where each job's workspace is copied from (a snapshot of HEAD, or the project itself).
-    source_root: PathBuf,
-    files: Vec<String>,
+    /// Where and how each job runs on this machine.
+    workplace: Workplace,
 }
 
 /// Runs `plan` to the end (or until `cancel` turns true) and reports through `sink`.
@@ -140,7 +143,18 @@ pub async fn run_pipeline(
     let concurrency = options.concurrency.max(1);
     let semaphore = options.shared_slots.clone().unwrap_or_else(|| Arc::new(Semaphore::new(concurrency)));
     let resource_groups = options.shared_resource_groups.clone().unwrap_or_default();
-    let shared = Arc::new(Shared { config, plan, options, sink, masker, resource_groups, source_root, files });
+    let workplace = Workplace {
+        state_dir: options.state_dir.clone(),
+        source_root,
+        files: Arc::new(files),
+        project_dir: options.project_dir.clone(),
+        copy_back: true,
+        isolation: options.isolation,
+        container_engine: options.container_engine.clone(),
+        force_shell: options.force_shell,
+        keep_workspaces: options.keep_workspaces,
+    };
+    let shared = Arc::new(Shared { config, plan, options, sink, masker, resource_groups, workplace });
 
     // Two kinds of waiting, both linear in jobs plus edges: a job with `needs` counts down its
     // needs; a job without waits for a stage barrier (every job of the earlier stages done),
@@ -302,12 +316,8 @@ pub(crate) fn run_pipeline_boxed(
     Box::pin(run_pipeline(config, plan, options, sink, cancel))
 }
 
-fn job_variables(
-    shared: &Shared,
-    index: usize,
-    workspace: &std::path::Path,
-    inherited: &[(String, String)],
-) -> Vec<(String, String)> {
+/// The job's variables in rising precedence (see [`crate::job::JobSpec::layers`]).
+fn job_layers(shared: &Shared, index: usize, inherited: &[(String, String)]) -> Vec<(String, String, bool)> {
     let planned = &shared.plan.jobs[index];
     let job = &shared.config.jobs[planned.config_index];
     let mut layers: Vec<(String, String, bool)> =
@@ -319,8 +329,8 @@ fn job_variables(
         ("CI_JOB_NAME_SLUG", slug(&planned.name)),
         ("CI_JOB_STAGE", stage),
         ("CI_JOB_ID", job_id.to_string()),
-        ("CI_PROJECT_DIR", workspace.display().to_string()),
-        ("CI_BUILDS_DIR", workspace.parent().map(|p| p.display().to_string()).unwrap_or_default()),
+        (crate::job::PROJECT_DIR, String::new()),
+        (crate::job::BUILDS_DIR, String::new()),
         ("CI_JOB_URL", format!("http://localhost/jobs/{job_id}")),
     ];
     layers.extend(predefined_job.into_iter().map(|(k, v)| (k.to_owned(), v, false)));
@@ -355,7 +365,7 @@ fn job_variables(
             .map(|o| (o.name.clone(), o.value.clone(), false)),
     );
     layers.retain(|(name, _, _)| !shared.options.unset.contains(name));
-    variables::resolve(&layers, &|_| None)
+    layers
 }
 
 fn slug(text: &str) -> String {
@@ -371,53 +381,12 @@ fn slug(text: &str) -> String {
     slug.chars().take(63).collect()
 }
 
-fn cache_key(shared: &Shared, key: &CacheKey, workspace: &std::path::Path, env: &[(String, String)]) -> String {
-    let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    match key {
-        CacheKey::Text(text) => {
-            // GitLab's rule: a key that expands to nothing is the `default` cache.
-            let key = variables::expand(text, &lookup);
-            if key.trim().is_empty() { "default".to_owned() } else { key }
-        }
-        CacheKey::Files { files, prefix } => {
-            use sha2::Digest;
-            let mut digest = sha2::Sha256::new();
-            for pattern in files {
-                for file in opsloop_pipeline::config::glob_matches(pattern, &shared.files) {
-                    digest.update(file.as_bytes());
-                    digest.update(std::fs::read(workspace.join(&file)).unwrap_or_default());
-                }
-            }
-            let hash = hex::encode(digest.finalize());
-            match prefix {
-                Some(prefix) => format!("{}-{}", variables::expand(prefix, &lookup), &hash[..16]),
-                None => hash[..16].to_owned(),
-            }
-        }
-    }
-}
-
-/// Runs one job with its retries: workspace, caches and artifacts in, scripts, after_script,
-/// artifacts and caches out. Returns the outcome and the dotenv variables it reports.
 /// Waits for `cancel` to turn true (or its sender to go away).
 async fn canceled(mut cancel: watch::Receiver<bool>) {
     while !*cancel.borrow() {
         if cancel.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
-    }
-}
-
-fn canceled_outcome(started: Instant) -> JobOutcome {
-    JobOutcome {
-        status: JobStatus::Canceled,
-        exit_code: None,
-        duration: started.elapsed(),
-        coverage: None,
-        after_script_failed: false,
-        tail: Vec::new(),
-        attempts: 0,
-        tests: None,
     }
 }
 
@@ -456,22 +425,12 @@ async fn run_job(
         }
         None => None,
     };
-    let permit = tokio::select! {
-        permit = semaphore.acquire_owned() => permit.ok(),
-        () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
-    };
-    if *cancel.borrow() {
-        return (canceled_outcome(started), Vec::new());
-    }
-    let executor = match (&job.image, &shared.options.container_engine, shared.options.isolation) {
-        (Some(image), Some(_), _) if !shared.options.force_shell => image.clone(),
-        (_, _, Isolation::Sandbox { .. }) => "sandbox".to_owned(),
-        _ => "shell".to_owned(),
-    };
     if let Some(trigger) = &job.trigger {
         // A trigger job only waits for its child, whose jobs take slots of their own: holding
         // one here could starve the child when the slots are shared.
-        drop(permit);
+        if *cancel.borrow() {
+            return (canceled_outcome(started), Vec::new());
+        }
         shared.sink.emit(Event::JobStarted { job: index, name: name.clone(), executor: "child pipeline".to_owned() });
         let variables: Vec<(String, String)> =
             job.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect();
@@ -480,366 +439,44 @@ async fn run_job(
                 .await;
         return (outcome, Vec::new());
     }
-    shared.sink.emit(Event::JobStarted { job: index, name: name.clone(), executor });
-
-    let builds = shared.options.state_dir.join("builds");
-    let workspace_dir = builds.join(workspace::dir_name(&name));
-    let scripts_dir = shared.options.state_dir.join("scripts");
-    let prepared = {
-        let (project, workspace_dir, scripts_dir) =
-            (shared.source_root.clone(), workspace_dir.clone(), scripts_dir.clone());
-        let files = shared.files.clone();
-        let sources: Vec<PathBuf> = planned
-            .artifacts_from
-            .iter()
-            .map(|source| workspace::artifacts_dir(&shared.options.state_dir, &shared.plan.jobs[*source].name))
-            .collect();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let _ = std::fs::remove_dir_all(&workspace_dir);
-            std::fs::create_dir_all(&workspace_dir)?;
-            std::fs::create_dir_all(&scripts_dir)?;
-            workspace::copy_files(&project, &workspace_dir, &files)?;
-            for source in sources {
-                workspace::copy_tree(&source, &workspace_dir)?;
-            }
-            Ok(())
-        })
-        .await
+    let spec = JobSpec {
+        index,
+        name: name.clone(),
+        image: job.image.clone(),
+        commands: job.before_script.iter().chain(&job.script).cloned().collect(),
+        after_script: job.after_script.clone(),
+        layers: job_layers(shared, index, &inherited),
+        timeout: job.timeout.clone(),
+        retry: job.retry.clone(),
+        allow_failure: planned.allow_failure.clone(),
+        coverage: job.coverage.clone(),
+        artifacts: job.artifacts.clone(),
+        caches: job.cache.clone(),
+        masked: shared.options.masked.clone(),
+        upstream: planned.artifacts_from.iter().map(|source| shared.plan.jobs[*source].name.clone()).collect(),
     };
-    let fail_setup = |message: String| {
-        shared.sink.emit(Event::Output {
-            job: index,
-            name: name.clone(),
-            stream: Stream::Stderr,
-            line: message.clone(),
-        });
-        JobOutcome {
-            status: JobStatus::Failed,
-            exit_code: None,
-            duration: started.elapsed(),
-            coverage: None,
-            after_script_failed: false,
-            tail: vec![message],
-            attempts: 0,
-            tests: None,
+    let upstream: Vec<PathBuf> =
+        spec.upstream.iter().map(|name| workspace::artifacts_dir(&shared.options.state_dir, name)).collect();
+    // A job another machine takes never holds one of this machine's slots.
+    if let Some(remote) = shared.options.remote.as_ref().filter(|remote| remote.takes(&job.tags)) {
+        if *cancel.borrow() {
+            return (canceled_outcome(started), Vec::new());
         }
+        let request = RemoteJob {
+            spec,
+            tags: job.tags.clone(),
+            upstream,
+            artifacts_dir: workspace::artifacts_dir(&shared.options.state_dir, &name),
+            workplace: shared.workplace.clone(),
+        };
+        return remote.run(request, shared.sink.clone(), cancel).await;
+    }
+    let _permit = tokio::select! {
+        permit = semaphore.acquire_owned() => permit.ok(),
+        () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
     };
-    match prepared {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => return (fail_setup(format!("preparing the workspace failed: {error}")), Vec::new()),
-        Err(error) => return (fail_setup(format!("preparing the workspace failed: {error}")), Vec::new()),
+    if *cancel.borrow() {
+        return (canceled_outcome(started), Vec::new());
     }
-    let (launcher, mount) = match (&job.image, &shared.options.container_engine) {
-        (Some(_), _) if shared.options.force_shell => {
-            shared.sink.emit(Event::Note {
-                job: index,
-                name: name.clone(),
-                text: "runs in the shell although it names an image (--force-shell)".to_owned(),
-            });
-            (shell_launcher(shared.options.isolation), None)
-        }
-        (Some(image), Some(engine)) => {
-            let mount = format!("/builds/{}", workspace::dir_name(&name));
-            (
-                shell::Launcher::Container { engine: engine.clone(), image: image.clone(), mount: mount.clone() },
-                Some(mount),
-            )
-        }
-        (Some(image), None) => {
-            let message = format!(
-                "{name} needs the image `{image}`, but no container engine with it is available here (podman or docker); pass --force-shell to run it in the shell"
-            );
-            return (fail_setup(message), Vec::new());
-        }
-        (None, _) => (shell_launcher(shared.options.isolation), None),
-    };
-    let visible_workspace = mount.as_ref().map_or_else(|| workspace_dir.clone(), PathBuf::from);
-    let env = job_variables(shared, index, &visible_workspace, &inherited);
-
-    // Caches in.
-    let caches: Vec<(String, &opsloop_pipeline::config::Cache)> =
-        job.cache.iter().map(|cache| (cache_key(shared, &cache.key, &workspace_dir, &env), cache)).collect();
-    for (key, cache) in &caches {
-        if cache.policy != CachePolicy::Push {
-            let mut dirs = vec![workspace::cache_dir(&shared.options.state_dir, key)];
-            let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-            dirs.extend(
-                cache
-                    .fallback_keys
-                    .iter()
-                    .map(|k| workspace::cache_dir(&shared.options.state_dir, &variables::expand(k, &lookup))),
-            );
-            if let Some(dir) = dirs.into_iter().find(|d| d.exists()) {
-                let target = workspace_dir.clone();
-                let _ = tokio::task::spawn_blocking(move || workspace::copy_tree(&dir, &target)).await;
-            }
-        }
-    }
-
-    let coverage_regex = job.coverage.as_deref().and_then(|pattern| {
-        let body = pattern.trim().strip_prefix('/').and_then(|p| p.rsplit_once('/')).map_or(pattern, |(body, _)| body);
-        regex::Regex::new(body).ok()
-    });
-    let number_regex = regex::Regex::new(r"\d+(?:\.\d+)?").ok();
-    let timeout = job.timeout.as_deref().and_then(shell::parse_duration);
-    let mut commands: Vec<String> = job.before_script.clone();
-    commands.extend(job.script.iter().cloned());
-    let mut tail: Vec<String> = Vec::new();
-    let mut coverage = None;
-    let mut attempts = 0;
-    let ending = loop {
-        attempts += 1;
-        let script_path = scripts_dir.join(format!("{}-{attempts}.sh", workspace::dir_name(&name)));
-        let mut on_line = |line: Line| match line {
-            Line::Command(text) => {
-                let text = shared.masker.mask(&text);
-                shared.sink.emit(Event::Command { job: index, name: name.clone(), text });
-            }
-            Line::Output(stream, text) => {
-                let text = shared.masker.mask(&text);
-                if let Some(regex) = &coverage_regex
-                    && let Some(captures) = regex.captures(&text)
-                {
-                    // The first group when the regex has one (GitLab's rule), else the whole match.
-                    let found = captures.get(1).or_else(|| captures.get(0)).map_or("", |m| m.as_str());
-                    if let Some(number) = number_regex.as_ref().and_then(|n| n.find(found)) {
-                        coverage = Some(number.as_str().to_owned());
-                    }
-                }
-                tail.push(text.clone());
-                if tail.len() > 20 {
-                    tail.remove(0);
-                }
-                shared.sink.emit(Event::Output { job: index, name: name.clone(), stream, line: text });
-            }
-        };
-        let invocation = shell::Invocation {
-            script_path: &script_path,
-            dir: &workspace_dir,
-            env: &env,
-            timeout,
-            launcher: &launcher,
-        };
-        let ending = match shell::run(&shell::script(&commands), &invocation, cancel.clone(), &mut on_line).await {
-            Ok(ending) => ending,
-            Err(error) => {
-                shared.sink.emit(Event::Output {
-                    job: index,
-                    name: name.clone(),
-                    stream: Stream::Stderr,
-                    line: format!("cannot run bash: {error}"),
-                });
-                Ending::Exited(127)
-            }
-        };
-        let retryable = match ending {
-            Ending::Exited(0) | Ending::Canceled => false,
-            Ending::Exited(code) => {
-                (job.retry.when.is_empty() || job.retry.when.iter().any(|w| w == "always" || w == "script_failure"))
-                    && (job.retry.exit_codes.is_empty() || job.retry.exit_codes.contains(&code))
-            }
-            Ending::TimedOut => {
-                job.retry.when.is_empty()
-                    || job.retry.when.iter().any(|w| w == "always" || w == "job_execution_timeout")
-            }
-        };
-        if retryable && attempts <= job.retry.max {
-            shared.sink.emit(Event::Note {
-                job: index,
-                name: name.clone(),
-                text: format!("retrying (attempt {} of {})", attempts + 1, job.retry.max + 1),
-            });
-            continue;
-        }
-        break ending;
-    };
-    if ending == Ending::TimedOut {
-        shared.sink.emit(Event::Note {
-            job: index,
-            name: name.clone(),
-            text: format!("job timed out after {}", job.timeout.clone().unwrap_or_default()),
-        });
-    }
-    let (status, exit_code) = match ending {
-        Ending::Exited(0) => (JobStatus::Success, Some(0)),
-        Ending::Exited(code) if planned.allow_failure.allows(code) => (JobStatus::Warning, Some(code)),
-        Ending::Exited(code) => (JobStatus::Failed, Some(code)),
-        Ending::TimedOut if planned.allow_failure == AllowFailure::Yes => (JobStatus::Warning, None),
-        Ending::TimedOut => (JobStatus::Failed, None),
-        Ending::Canceled => (JobStatus::Canceled, None),
-    };
-
-    // after_script: always, in its own shell, never failing the job.
-    let mut after_script_failed = false;
-    if !job.after_script.is_empty() {
-        let job_status = match status {
-            JobStatus::Success | JobStatus::Warning => "success",
-            JobStatus::Canceled => "canceled",
-            _ => "failed",
-        };
-        let mut after_env = env.clone();
-        after_env.push(("CI_JOB_STATUS".to_owned(), job_status.to_owned()));
-        let script_path = scripts_dir.join(format!("{}-after.sh", workspace::dir_name(&name)));
-        shared.sink.emit(Event::AfterScript { job: index, name: name.clone() });
-        let (_never, not_canceled) = watch::channel(false);
-        let mut on_line = |line: Line| match line {
-            Line::Command(text) => {
-                shared.sink.emit(Event::Command { job: index, name: name.clone(), text: shared.masker.mask(&text) })
-            }
-            Line::Output(stream, text) => shared.sink.emit(Event::Output {
-                job: index,
-                name: name.clone(),
-                stream,
-                line: shared.masker.mask(&text),
-            }),
-        };
-        let invocation = shell::Invocation {
-            script_path: &script_path,
-            dir: &workspace_dir,
-            env: &after_env,
-            timeout: Some(Duration::from_secs(300)),
-            launcher: &launcher,
-        };
-        let ending = shell::run(&shell::script(&job.after_script), &invocation, not_canceled, &mut on_line).await;
-        after_script_failed = !matches!(ending, Ok(Ending::Exited(0)));
-    }
-
-    // Artifacts and caches out, and dotenv reports.
-    let succeeded = matches!(status, JobStatus::Success | JobStatus::Warning);
-    let mut reported = Vec::new();
-    let mut tests: Option<crate::junit::TestReport> = None;
-    if let Some(artifacts) = &job.artifacts {
-        let wanted = match artifacts.when {
-            ArtifactsWhen::OnSuccess => succeeded,
-            ArtifactsWhen::OnFailure => !succeeded,
-            ArtifactsWhen::Always => true,
-        };
-        if wanted {
-            let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-            let mut paths: Vec<String> = artifacts.paths.iter().map(|p| variables::expand(p, &lookup)).collect();
-            paths.extend(artifacts.dotenv.iter().chain(&artifacts.junit).map(|p| variables::expand(p, &lookup)));
-            let exclude: Vec<String> = artifacts.exclude.iter().map(|p| variables::expand(p, &lookup)).collect();
-            let (source, project, state) =
-                (workspace_dir.clone(), shared.options.project_dir.clone(), shared.options.state_dir.clone());
-            let target = workspace::artifacts_dir(&state, &name);
-            let (untracked, tracked) = (artifacts.untracked, shared.files.clone());
-            let copied = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
-                let mut files = workspace::collect(&source, &project, &paths, &exclude)?;
-                if untracked {
-                    // `untracked: true`: every file the job made that the project does not have.
-                    let tracked: std::collections::HashSet<&String> = tracked.iter().collect();
-                    let made = workspace::list_tree(&source)?.into_iter().filter(|f| !tracked.contains(f));
-                    let excluded = workspace::collect(&source, &project, &exclude, &[])?;
-                    files.extend(made.filter(|f| !excluded.contains(f)));
-                    files.sort();
-                    files.dedup();
-                }
-                let _ = std::fs::remove_dir_all(&target);
-                std::fs::create_dir_all(&target)?;
-                workspace::copy_files(&source, &target, &files)?;
-                // Like gitlab-ci-local: the files also land in the project directory.
-                workspace::copy_files(&source, &project, &files)?;
-                Ok(files.len())
-            })
-            .await;
-            if let Ok(Err(error)) = copied {
-                shared.sink.emit(Event::Note {
-                    job: index,
-                    name: name.clone(),
-                    text: format!("saving artifacts failed: {error}"),
-                });
-            }
-            if !artifacts.junit.is_empty() {
-                let patterns: Vec<String> = artifacts.junit.iter().map(|p| variables::expand(p, &lookup)).collect();
-                let project = shared.options.project_dir.clone();
-                for file in workspace::collect(&workspace_dir, &project, &patterns, &[]).unwrap_or_default() {
-                    let Ok(xml) = std::fs::read_to_string(workspace_dir.join(&file)) else { continue };
-                    match crate::junit::parse(&xml) {
-                        Ok(report) => tests.get_or_insert_with(Default::default).merge(report),
-                        Err(error) => shared.sink.emit(Event::Note {
-                            job: index,
-                            name: name.clone(),
-                            text: format!("{file}: {error}"),
-                        }),
-                    }
-                }
-            }
-            for file in &artifacts.dotenv {
-                if let Ok(text) = std::fs::read_to_string(workspace_dir.join(variables::expand(file, &lookup))) {
-                    reported.extend(parse_dotenv(&text));
-                }
-            }
-        }
-    }
-    for (key, cache) in &caches {
-        let wanted = match cache.when {
-            ArtifactsWhen::OnSuccess => succeeded,
-            ArtifactsWhen::OnFailure => !succeeded,
-            ArtifactsWhen::Always => true,
-        };
-        if wanted && cache.policy != CachePolicy::Pull {
-            let (workspace_dir, project, paths) =
-                (workspace_dir.clone(), shared.options.project_dir.clone(), cache.paths.clone());
-            let target = workspace::cache_dir(&shared.options.state_dir, key);
-            let (untracked, tracked) = (cache.untracked, shared.files.clone());
-            let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let mut files = workspace::collect(&workspace_dir, &project, &paths, &[])?;
-                if untracked {
-                    let tracked: std::collections::HashSet<&String> = tracked.iter().collect();
-                    files.extend(workspace::list_tree(&workspace_dir)?.into_iter().filter(|f| !tracked.contains(f)));
-                    files.sort();
-                    files.dedup();
-                }
-                std::fs::create_dir_all(&target)?;
-                workspace::copy_files(&workspace_dir, &target, &files)
-            })
-            .await;
-        }
-    }
-    if !shared.options.keep_workspaces {
-        let workspace_dir = workspace_dir.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(workspace_dir)).await;
-    }
-    let outcome = JobOutcome {
-        status,
-        exit_code,
-        duration: started.elapsed(),
-        coverage,
-        after_script_failed,
-        tail,
-        attempts,
-        tests,
-    };
-    (outcome, reported)
-}
-
-fn shell_launcher(isolation: Isolation) -> shell::Launcher {
-    match isolation {
-        Isolation::None => shell::Launcher::Shell,
-        Isolation::Sandbox { network } => shell::Launcher::Sandbox { network },
-    }
-}
-
-/// `KEY=value` lines, as GitLab reads `artifacts:reports:dotenv`.
-pub fn parse_dotenv(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                return None;
-            }
-            let (key, value) = line.split_once('=')?;
-            let key = key.trim().trim_start_matches("export ").trim();
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return None;
-            }
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(value);
-            Some((key.to_owned(), value.to_owned()))
-        })
-        .collect()
+    crate::job::execute(&spec, &shared.workplace, &upstream, &shared.masker, shared.sink.as_ref(), cancel).await
 }

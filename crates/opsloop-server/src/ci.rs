@@ -260,6 +260,7 @@ async fn run(
             .lock()
             .ok()
             .map(|mut groups| groups.entry(project.id).or_default().clone()),
+        remote: None,
     };
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     if let Ok(mut running) = state.running_pipelines.lock() {

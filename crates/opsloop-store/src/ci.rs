@@ -401,6 +401,13 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // Their jobs on agents are no one's now: an agent running one is told to stop.
+            sqlx::query(
+                "UPDATE agent_jobs SET state = 'done' WHERE state IN ('queued', 'running')
+                 AND pipeline_id IN (SELECT id FROM pipelines WHERE status IN ('pending', 'running'))",
+            )
+            .execute(&mut *tx)
+            .await?;
             let touched = sqlx::query(
                 "UPDATE pipelines SET status = 'failed', error = $1, finished_at = $2
                  WHERE status IN ('pending', 'running')",

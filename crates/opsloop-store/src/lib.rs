@@ -6,6 +6,7 @@
 //! backends accept (`$1` placeholders work on SQLite too) and dispatched to the right pool
 //! by [`with_pool!`], so each method is compiled for both backends and tested on both.
 
+mod agents;
 mod audit;
 mod ci;
 mod error;
@@ -28,6 +29,7 @@ use opsloop_core::{Clock, SystemClock};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use agents::{Agent, ClaimedAgentJob};
 pub use audit::{Actor, AuditEntry, NewAuditEntry};
 pub use ci::{Job, Pipeline, PipelineRequest, TestReport};
 pub use error::StoreError;

@@ -62,9 +62,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_test_reports.sql"),
         postgres: include_str!("../migrations/postgres/0008_test_reports.sql"),
     },
+    Migration {
+        version: 9,
+        name: "agents",
+        sqlite: include_str!("../migrations/sqlite/0009_agents.sql"),
+        postgres: include_str!("../migrations/postgres/0009_agents.sql"),
+    },
 ];
 
-const LATEST: i64 = 8;
+const LATEST: i64 = 9;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -308,3 +308,86 @@ store_test!(a_queued_pipeline_outlives_a_restart_with_its_request, |store| {
     assert!(first.unwrap() != second.unwrap(), "exactly one claim wins");
     assert!(store.queued_pipelines().await.unwrap().is_empty(), "a claimed pipeline is no longer queued");
 });
+
+store_test!(agent_jobs_are_claimed_once_by_fitting_agents, |store| {
+    let owner = user(&store, "agent-owner").await;
+    let project = store.create_project(new_project("agents"), owner.id, ACTOR).await.unwrap();
+    let pipeline = store.create_pipeline(project.id, "main", "api", ACTOR).await.unwrap();
+    let names: Vec<(String, String)> = (0..40).map(|i| (format!("job{i}"), "test".to_owned())).collect();
+    let jobs = store.start_pipeline(pipeline.id, "abc", &names).await.unwrap();
+    let linux = vec!["linux".to_owned()];
+    for (i, job) in jobs.iter().enumerate() {
+        let tags = if i % 4 == 0 { vec!["gpu".to_owned()] } else { linux.clone() };
+        store.queue_agent_job(job.id, pipeline.id, &tags, &format!("spec{i}")).await.unwrap();
+    }
+    let mut agents = Vec::new();
+    for name in ["a1", "a2", "a3", "a4"] {
+        let agent = store.create_agent(name, &format!("digest-{name}"), ACTOR).await.unwrap();
+        store.register_agent(agent.id, &linux, 2, "test", "host").await.unwrap();
+        agents.push(agent.id);
+    }
+    // Four agents claim at once until the queue has nothing left that fits them.
+    let mut tasks = Vec::new();
+    for agent in agents.clone() {
+        let (store, tags) = (store.clone(), linux.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(claimed) = store.claim_agent_job(agent, &tags).await.unwrap() {
+                mine.push(claimed.job_id);
+            }
+            mine
+        }));
+    }
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.unwrap());
+    }
+    claimed.sort_unstable();
+    let before = claimed.len();
+    claimed.dedup();
+    assert_eq!(before, claimed.len(), "a job was claimed twice");
+    assert_eq!(claimed.len(), 30, "every linux job is claimed, no gpu job");
+    let listed = store.list_agents().await.unwrap();
+    assert_eq!(listed.iter().map(|a| a.running_jobs).sum::<i64>(), 30);
+    assert_eq!(listed[0].tags, linux);
+
+    // Heartbeats, cancel, finish, loss.
+    let (job, other) = (claimed[0], claimed[1]);
+    let owner_of = |id: i64| {
+        let store = store.clone();
+        async move {
+            for agent in store.list_agents().await.unwrap() {
+                if store.agent_job_heartbeat(id, agent.id).await.unwrap().is_some() {
+                    return agent.id;
+                }
+            }
+            panic!("no agent holds job {id}");
+        }
+    };
+    let job_agent = owner_of(job).await;
+    assert!(store.agent_job_heartbeat(job, job_agent + 1000).await.unwrap().is_none());
+    assert!(!store.cancel_agent_job(job).await.unwrap());
+    assert_eq!(store.agent_job_heartbeat(job, job_agent).await.unwrap(), Some(true));
+    assert!(store.finish_agent_job(job, job_agent).await.unwrap());
+    assert!(!store.finish_agent_job(job, job_agent).await.unwrap());
+    assert!(store.agent_job_heartbeat(job, job_agent).await.unwrap().is_none());
+    let lost = store.take_lost_agent_jobs(store.now_ms() + 1).await.unwrap();
+    assert_eq!(lost.len(), 29);
+    assert!(lost.iter().any(|(id, _)| *id == other));
+    assert_eq!(store.agent_job_state(other).await.unwrap().as_deref(), Some("lost"));
+
+    // A requeued job can be claimed again; a queued one is canceled off the queue.
+    store.queue_agent_job(other, pipeline.id, &linux, "again").await.unwrap();
+    let again = store.claim_agent_job(agents[0], &linux).await.unwrap().unwrap();
+    assert_eq!((again.job_id, again.attempt, again.spec.as_str()), (other, 2, "again"));
+    let gpu = jobs[0].id;
+    assert!(store.cancel_agent_job(gpu).await.unwrap());
+    let next_gpu = store.claim_agent_job(agents[0], &["gpu".to_owned()]).await.unwrap().unwrap();
+    assert_eq!(next_gpu.job_id, jobs[4].id);
+
+    // A revoked agent's token no longer finds it.
+    assert!(store.agent_by_token("digest-a1").await.unwrap().is_some());
+    assert!(store.revoke_agent(agents[0], ACTOR).await.unwrap());
+    assert!(store.agent_by_token("digest-a1").await.unwrap().is_none());
+    assert!(!store.revoke_agent(agents[0], ACTOR).await.unwrap());
+});

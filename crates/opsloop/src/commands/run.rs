@@ -473,6 +473,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         force_shell: args.force_shell,
         shared_slots: None,
         shared_resource_groups: None,
+        remote: None,
     };
     let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
     let printer = Arc::new(Printer {
