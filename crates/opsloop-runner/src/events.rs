@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     Stdout,
     Stderr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobStatus {
     Success,
     /// Failed, but allowed to (`allow_failure`).
@@ -33,7 +33,7 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct JobOutcome {
     pub status: JobStatus,
     pub exit_code: Option<i32>,
@@ -49,7 +49,7 @@ pub struct JobOutcome {
     pub tests: Option<crate::junit::TestReport>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     /// `executor` says where it runs: `shell`, `sandbox`, or the container image.
     JobStarted {

@@ -76,6 +76,8 @@ pub(crate) const BUILDS_DIR: &str = "CI_BUILDS_DIR";
 pub struct Workplace {
     /// Holds `builds/`, `scripts/`, `artifacts/` and `caches/`.
     pub state_dir: PathBuf,
+    /// Holds `cache/`: caches outlive the job (and, on an agent, the pipeline).
+    pub cache_root: PathBuf,
     /// Where the workspace's files are copied from.
     pub source_root: PathBuf,
     /// The files of the source (tracked files: what `untracked` artifacts leave out).
@@ -244,13 +246,13 @@ pub async fn execute(
         spec.caches.iter().map(|cache| (cache_key(&place.files, &cache.key, &workspace_dir, &env), cache)).collect();
     for (key, cache) in &caches {
         if cache.policy != CachePolicy::Push {
-            let mut dirs = vec![workspace::cache_dir(&place.state_dir, key)];
+            let mut dirs = vec![workspace::cache_dir(&place.cache_root, key)];
             let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
             dirs.extend(
                 cache
                     .fallback_keys
                     .iter()
-                    .map(|k| workspace::cache_dir(&place.state_dir, &variables::expand(k, &lookup))),
+                    .map(|k| workspace::cache_dir(&place.cache_root, &variables::expand(k, &lookup))),
             );
             if let Some(dir) = dirs.into_iter().find(|d| d.exists()) {
                 let target = workspace_dir.clone();
@@ -458,7 +460,7 @@ pub async fn execute(
         if wanted && cache.policy != CachePolicy::Pull {
             let (workspace_dir, project, paths) =
                 (workspace_dir.clone(), place.project_dir.clone(), cache.paths.clone());
-            let target = workspace::cache_dir(&place.state_dir, key);
+            let target = workspace::cache_dir(&place.cache_root, key);
             let (untracked, tracked) = (cache.untracked, place.files.clone());
             let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 let mut files = workspace::collect(&workspace_dir, &project, &paths, &[])?;

@@ -6,7 +6,7 @@
 use quick_xml::Reader;
 use quick_xml::events::Event as XmlEvent;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TestReport {
     pub passed: u32,
     pub failed: u32,

@@ -145,6 +145,7 @@ pub async fn run_pipeline(
     let resource_groups = options.shared_resource_groups.clone().unwrap_or_default();
     let workplace = Workplace {
         state_dir: options.state_dir.clone(),
+        cache_root: options.state_dir.clone(),
         source_root,
         files: Arc::new(files),
         project_dir: options.project_dir.clone(),

@@ -140,6 +140,9 @@ pub async fn run_child(
         job.name = format!("{name}: {}", job.name);
     }
     let mut options = parent.clone();
+    // A child's jobs report under their trigger job's index, which a remote executor cannot
+    // map to jobs of its own: they run here.
+    options.remote = None;
     options.predefined = predefined.clone();
     options.overrides = parent
         .overrides

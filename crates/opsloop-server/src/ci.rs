@@ -5,7 +5,7 @@
 //! What a pipeline was asked to run (the pushed commit, the trigger's variables, encrypted) is
 //! stored with it, so a pipeline still queued when the server stops starts after the restart.
 //!
-//! Not yet here (issue 4): agents on other machines, artifacts in object storage.
+//! Jobs with tags (or all, with `ci.executor = "agents"`) run on agents: see `agents.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -230,7 +230,9 @@ async fn run(
         .collect();
     let jobs = state.store.start_pipeline(pipeline.id, &sha, &names).await.map_err(|e| e.to_string())?;
 
-    let (sink, writer) = StoreSink::start(state.store.clone(), jobs.iter().map(|j| j.id).collect());
+    let job_ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let agents = crate::agents::AgentExecutor::new(state.clone(), pipeline.id, job_ids.clone());
+    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids);
     let run_options = RunOptions {
         project_dir: source_dir.clone(),
         state_dir: source_dir.join(".opsloop"),
@@ -260,7 +262,7 @@ async fn run(
             .lock()
             .ok()
             .map(|mut groups| groups.entry(project.id).or_default().clone()),
-        remote: None,
+        remote: Some(Arc::new(agents)),
     };
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     if let Ok(mut running) = state.running_pipelines.lock() {

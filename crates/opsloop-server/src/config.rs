@@ -37,6 +37,11 @@ pub struct ServerConfig {
     pub demo: bool,
     /// Jobs running at once on this server, over all pipelines (GitLab Runner's `concurrent`).
     pub concurrent_jobs: usize,
+    /// Jobs without tags go to agents too (`[ci] executor = "agents"`); by default they run on
+    /// this server, and only tagged jobs wait for an agent with those tags.
+    pub untagged_jobs_on_agents: bool,
+    /// A job whose agent is silent this long is failed (or retried, `runner_system_failure`).
+    pub agent_timeout_seconds: u64,
 }
 
 impl ServerConfig {
@@ -55,6 +60,8 @@ impl ServerConfig {
             login_window_seconds: 300,
             demo: false,
             concurrent_jobs: 4,
+            untagged_jobs_on_agents: false,
+            agent_timeout_seconds: 30,
         }
     }
 

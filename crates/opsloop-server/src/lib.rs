@@ -6,6 +6,7 @@
 //! decision. Engines never depend on this crate; it depends on them.
 
 pub mod accounts;
+pub mod agents;
 pub mod api;
 pub mod auth;
 mod ci;
@@ -173,6 +174,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     }
     let scheduler = tokio::spawn(schedules::run_forever(state.clone()));
     let poller = tokio::spawn(polling::run_forever(state.clone()));
+    let heartbeats = tokio::spawn(agents::watch_heartbeats(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();
@@ -198,6 +200,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     sweeper.abort();
     scheduler.abort();
     poller.abort();
+    heartbeats.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -109,6 +109,18 @@ pub async fn enforce(
     let state_changing = is_state_changing(request.method());
     let source_ip = peer.ip().to_string();
 
+    if access == Access::Agent {
+        // Agents hold their own tokens, sent as bearer tokens: no cookies, so no CSRF check.
+        let agent = match crate::api::agents::resolve_agent(&state, request.headers()).await {
+            Ok(Some(agent)) => agent,
+            Ok(None) => return refuse(surface, ApiError::unauthorized(), ""),
+            Err(error) => return refuse(surface, error, ""),
+        };
+        let mut request = request;
+        request.extensions_mut().insert(agent);
+        return next.run(request).await;
+    }
+
     let principal = match auth::resolve_principal(&state.store, &state.token_cache, request.headers(), source_ip).await
     {
         Ok(principal) => principal,

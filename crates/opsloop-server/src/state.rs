@@ -35,6 +35,8 @@ pub struct Inner {
     pub resource_groups: std::sync::Mutex<HashMap<i64, Arc<opsloop_runner::ResourceGroups>>>,
     /// Cancel switches of the pipelines running in this process.
     pub running_pipelines: std::sync::Mutex<HashMap<i64, tokio::sync::watch::Sender<bool>>>,
+    /// Jobs handed to agents that this process waits for.
+    pub agent_hub: crate::agents::AgentHub,
     /// The secrets vault, opened on first use (and at start by `serve`).
     vault: std::sync::OnceLock<Result<opsloop_secure::Vault, String>>,
     /// Every route's access decision, keyed by method and matched path.
@@ -82,6 +84,7 @@ impl AppState {
             resource_groups: std::sync::Mutex::new(HashMap::new()),
             vault: std::sync::OnceLock::new(),
             running_pipelines: std::sync::Mutex::new(HashMap::new()),
+            agent_hub: crate::agents::AgentHub::default(),
             routes,
         }))
     }

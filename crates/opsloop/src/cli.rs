@@ -74,6 +74,11 @@ pub enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// Run the server's jobs on this machine (an agent; needs an agent token from an admin).
+    ///
+    /// Example:
+    ///   opsloop agent --server https://ci.example.com --token olpa_… --tags linux,docker --concurrency 4
+    Agent(AgentArgs),
     /// Git hooks that start pipelines (install in a bare repository on the server's machine).
     Hook {
         #[command(flatten)]
@@ -237,6 +242,34 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// Manage agents (machines that run jobs with `opsloop agent`).
+    Agent {
+        #[command(subcommand)]
+        command: AdminAgentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminAgentCommand {
+    /// Register an agent and print its token (only the token, so scripts can capture it).
+    ///
+    /// Example: opsloop agent --token $(opsloop admin agent create --name build-1) --tags linux
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The agent's name: lowercase letters, digits, `-`, `_`, `.`.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List agents: online or not, last seen, running jobs.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +321,34 @@ pub enum AdminTokenCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The opsloop server's URL.
+    #[arg(long, env = "OPSLOOP_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// The agent's token (`olpa_…`), from `opsloop admin agent create` or the Agents page.
+    #[arg(long, env = "OPSLOOP_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Run jobs whose tags are all among these (comma-separated); untagged jobs need none.
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Where jobs' workspaces and the local caches live.
+    #[arg(long, default_value = "./opsloop-agent")]
+    pub work_dir: std::path::PathBuf,
+    /// How shell jobs are isolated: plain bash, or bubblewrap (read-only root, network allowed).
+    #[arg(long, value_enum, default_value = "none")]
+    pub isolation: AgentIsolation,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AgentIsolation {
+    None,
+    Sandbox,
 }
 
 /// How to reach a running server.

@@ -39,6 +39,16 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct CiSection {
     concurrent_jobs: Option<usize>,
+    executor: Option<ExecutorSetting>,
+    agent_timeout_seconds: Option<u64>,
+}
+
+/// Where jobs without tags run.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ExecutorSetting {
+    Local,
+    Agents,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -215,6 +225,12 @@ pub fn resolve(
     server.login_attempts_per_window = auth.login_attempts_per_window.unwrap_or(server.login_attempts_per_window);
     server.login_window_seconds = auth.login_window_seconds.unwrap_or(server.login_window_seconds);
     server.concurrent_jobs = layer.ci.concurrent_jobs.unwrap_or(server.concurrent_jobs);
+    server.untagged_jobs_on_agents = match layer.ci.executor {
+        Some(ExecutorSetting::Agents) => true,
+        Some(ExecutorSetting::Local) => false,
+        None => server.untagged_jobs_on_agents,
+    };
+    server.agent_timeout_seconds = layer.ci.agent_timeout_seconds.unwrap_or(server.agent_timeout_seconds);
     validate_limits(&server)?;
 
     let log_format = match (log_format, &layer.log_format, &file) {
@@ -244,8 +260,9 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 }
 
 fn validate_limits(server: &ServerConfig) -> Result<(), ConfigError> {
-    let checks: [(bool, &str); 6] = [
+    let checks: [(bool, &str); 7] = [
         ((1..=1000).contains(&server.concurrent_jobs), "ci.concurrent_jobs must be between 1 and 1000"),
+        ((2..=3600).contains(&server.agent_timeout_seconds), "ci.agent_timeout_seconds must be between 2 and 3600"),
         (server.max_body_bytes >= 1024, "http.max_body_bytes must be at least 1024"),
         (server.request_timeout_seconds >= 1, "http.request_timeout_seconds must be at least 1"),
         (server.session_ttl_hours >= 1, "auth.session_ttl_hours must be at least 1"),
@@ -278,6 +295,8 @@ pub struct Shown {
 #[derive(Debug, Serialize)]
 pub struct ShownCi {
     pub concurrent_jobs: usize,
+    pub executor: &'static str,
+    pub agent_timeout_seconds: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -324,7 +343,11 @@ impl Resolved {
                 login_attempts_per_window: server.login_attempts_per_window,
                 login_window_seconds: server.login_window_seconds,
             },
-            ci: ShownCi { concurrent_jobs: server.concurrent_jobs },
+            ci: ShownCi {
+                concurrent_jobs: server.concurrent_jobs,
+                executor: if server.untagged_jobs_on_agents { "agents" } else { "local" },
+                agent_timeout_seconds: server.agent_timeout_seconds,
+            },
         }
     }
 }

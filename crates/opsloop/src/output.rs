@@ -33,6 +33,24 @@ pub fn note(message: &str) {
     }
 }
 
+pub fn warn(message: &str) {
+    if color() {
+        eprintln!("{} {message}", "warning:".yellow().bold());
+    } else {
+        eprintln!("warning: {message}");
+    }
+}
+
+/// A progress line of a long-running command (the agent), with the time.
+pub fn status(message: &str) {
+    let now = jiff::Zoned::now().strftime("%H:%M:%S");
+    if color() {
+        eprintln!("{} {message}", now.to_string().dimmed());
+    } else {
+        eprintln!("{now} {message}");
+    }
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

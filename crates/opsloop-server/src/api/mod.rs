@@ -2,6 +2,7 @@
 //! pagination on lists, and an OpenAPI 3 document generated from these handlers.
 
 pub mod admin;
+pub mod agents;
 pub mod hooks;
 pub mod page_cache;
 pub mod pipelines;
@@ -11,6 +12,8 @@ pub mod schedules;
 pub mod tokens;
 pub mod variables;
 
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::Method;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -87,6 +90,23 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/admin/users", Admin, admin::list_users)
         .add(api, Method::POST, "/api/v1/admin/users", Admin, admin::create_user)
         .add(api, Method::GET, "/api/v1/admin/audit", Admin, admin::audit)
+        .add(api, Method::GET, "/api/v1/admin/agents", Admin, agents::list)
+        .add(api, Method::POST, "/api/v1/admin/agents", Admin, agents::create)
+        .add(api, Method::DELETE, "/api/v1/admin/agents/{id}", Admin, agents::revoke)
+        .add(api, Method::POST, "/api/v1/agent/register", Agent, agents::register)
+        .add(api, Method::POST, "/api/v1/agent/jobs/request", Agent, agents::request_job)
+        .add(api, Method::GET, "/api/v1/agent/jobs/{job}/source", Agent, agents::source)
+        .add(api, Method::GET, "/api/v1/agent/jobs/{job}/upstream/{position}", Agent, agents::upstream)
+        .add(api, Method::POST, "/api/v1/agent/jobs/{job}/events", Agent, agents::events)
+        .add(
+            api,
+            Method::PUT,
+            "/api/v1/agent/jobs/{job}/artifacts",
+            Agent,
+            // Archives are far larger than API bodies; the handler counts against its own limit.
+            agents::upload_artifacts.layer(DefaultBodyLimit::disable()),
+        )
+        .add(api, Method::POST, "/api/v1/agent/jobs/{job}/finish", Agent, agents::finish)
 }
 
 #[derive(OpenApi)]
@@ -103,6 +123,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,
+        agents::list, agents::create, agents::revoke,
+        agents::register, agents::request_job, agents::source, agents::upstream, agents::events,
+        agents::upload_artifacts, agents::finish,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&BearerAuth),

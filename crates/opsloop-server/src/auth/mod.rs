@@ -35,6 +35,8 @@ pub enum Access {
     Project(Role),
     /// At least this role in the project that the route's `{job}` belongs to.
     Job(Role),
+    /// An agent, by its agent token (never a user's credential).
+    Agent,
 }
 
 impl Access {
@@ -47,6 +49,7 @@ impl Access {
             Access::Admin => "admin".to_owned(),
             Access::Project(role) => format!("project {role}"),
             Access::Job(role) => format!("project of the job, {role}"),
+            Access::Agent => "agent token".to_owned(),
         }
     }
 }
@@ -115,6 +118,8 @@ pub fn decide(access: Access, principal: Option<&Principal>, membership: Option<
     }
     let Some(principal) = principal else { return Decision::Unauthenticated };
     match access {
+        // Agent routes are decided by the agent's token alone (`routes::enforce`).
+        Access::Agent => Decision::Unauthenticated,
         Access::Public | Access::Webhook | Access::Authenticated => Decision::Allow,
         Access::AuthenticatedWrite if principal.cap >= Role::Developer => Decision::Allow,
         Access::AuthenticatedWrite => {
@@ -178,7 +183,7 @@ pub async fn resolve_principal(
     Ok(None)
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())

@@ -10,7 +10,9 @@ use opsloop_store::{Actor, PageRequest, Store};
 use serde::Serialize;
 
 use super::fail;
-use crate::cli::{AdminCommand, AdminTokenCommand, AdminUserCommand, ConfigArgs, LogFormatArg, ServeArgs};
+use crate::cli::{
+    AdminAgentCommand, AdminCommand, AdminTokenCommand, AdminUserCommand, ConfigArgs, LogFormatArg, ServeArgs,
+};
 use crate::{config, output};
 
 /// Changes made from the command line are audited as this actor.
@@ -25,12 +27,16 @@ pub async fn run(
         AdminCommand::User {
             command: AdminUserCommand::Create { config, .. } | AdminUserCommand::List { config, .. },
         }
-        | AdminCommand::Token { command: AdminTokenCommand::Create { config, .. } } => config.clone(),
+        | AdminCommand::Token { command: AdminTokenCommand::Create { config, .. } }
+        | AdminCommand::Agent {
+            command: AdminAgentCommand::Create { config, .. } | AdminAgentCommand::List { config, .. },
+        } => config.clone(),
     };
     let store = open(config_args, log_format, log_level).await?;
     let result = match command {
         AdminCommand::User { command } => user(&store, command).await,
         AdminCommand::Token { command } => token(&store, command).await,
+        AdminCommand::Agent { command } => agent(&store, command).await,
     };
     store.close().await;
     Ok(result.unwrap_or_else(|error| fail(&error)))
@@ -133,6 +139,55 @@ async fn token(store: &Store, command: AdminTokenCommand) -> anyhow::Result<Exit
         })?;
     } else {
         println!("{secret}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn agent(store: &Store, command: AdminAgentCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AdminAgentCommand::Create { name, json, .. } => {
+            let (token, agent) = opsloop_server::api::agents::issue_agent_token(store, &name, CLI_ACTOR)
+                .await
+                .map_err(|e| anyhow!(e.message))?;
+            if json {
+                output::json(&serde_json::json!({ "token": token, "id": agent.id, "name": agent.name }))?;
+            } else {
+                println!("{token}");
+            }
+        }
+        AdminAgentCommand::List { json, .. } => {
+            let now = store.now_ms();
+            let agents: Vec<opsloop_server::api::agents::AgentView> = store
+                .list_agents()
+                .await?
+                .into_iter()
+                .map(|agent| opsloop_server::api::agents::AgentView::new(agent, now))
+                .collect();
+            if json {
+                output::json(&agents)?;
+            } else {
+                let rows = agents
+                    .into_iter()
+                    .map(|a| {
+                        let state = if a.revoked {
+                            "revoked"
+                        } else if a.online {
+                            "online"
+                        } else {
+                            "offline"
+                        };
+                        vec![
+                            a.name,
+                            state.to_owned(),
+                            a.tags.join(","),
+                            a.running_jobs.to_string(),
+                            a.last_seen_at.unwrap_or_else(|| "never".to_owned()),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "STATE", "TAGS", "RUNNING", "LAST SEEN"], rows);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 mod admin;
+mod agent;
 mod pipeline;
 mod project;
 mod run;
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Job { client, command } => pipeline::job(&client, command).await,
         Command::Hook { client, command } => pipeline::hook(&client, command).await,
         Command::Run(args) => Ok(run::run(args).await),
+        Command::Agent(args) => Ok(agent::run(args).await),
         Command::Lint(args) => Ok(run::lint(args)),
     }
 }

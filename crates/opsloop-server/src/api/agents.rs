@@ -1,0 +1,456 @@
+//! The agent API (`/api/v1/agent/…`, agent tokens only) and agent administration
+//! (`/api/v1/admin/agents`, instance admins).
+//!
+//! An agent registers its tags, long-polls for a job, downloads the pipeline's source and the
+//! job's upstream artifacts as tar archives, posts its events in batches (each post is a
+//! heartbeat, and its answer says whether to cancel), uploads its artifacts and reports the
+//! end. Every job route checks that the job is running on the calling agent: anything else is
+//! 410 Gone, which tells the agent to drop the job.
+
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use opsloop_runner::{Event, JobOutcome, JobSpec};
+use opsloop_store::Agent;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::agents::{AGENT_TOKEN_PREFIX, AgentMessage, Waiter, spec_context};
+use crate::auth::Principal;
+use crate::auth::credentials::digest;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+/// The agent behind a bearer token, if it is an agent token that is not revoked.
+pub async fn resolve_agent(state: &AppState, headers: &HeaderMap) -> Result<Option<Agent>, ApiError> {
+    let Some(token) = crate::auth::bearer_token(headers) else { return Ok(None) };
+    if !token.starts_with(AGENT_TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    Ok(state.store.agent_by_token(&digest(token)).await?)
+}
+
+/// Longest an agent's request for work is held open.
+const MAX_WAIT_SECONDS: u64 = 20;
+/// Largest artifact archive an agent may upload.
+pub const MAX_ARTIFACT_BYTES: usize = 512 * 1024 * 1024;
+const MAX_TAGS: usize = 50;
+
+fn gone() -> ApiError {
+    ApiError::new(StatusCode::GONE, "job_gone", "this job is no longer running on this agent; drop it")
+}
+
+/// How often agents must heartbeat: four times per timeout.
+fn heartbeat_seconds(state: &AppState) -> u64 {
+    (state.config.agent_timeout_seconds / 4).max(1)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// Jobs whose tags are all among these may run on this agent.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Jobs it runs at once.
+    #[serde(default = "one")]
+    pub concurrency: u32,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub hostname: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Registered {
+    pub name: String,
+    pub tags: Vec<String>,
+    /// Post events (or an empty batch) at least this often while running a job.
+    pub heartbeat_seconds: u64,
+}
+
+fn valid_tag(tag: &str) -> bool {
+    (1..=64).contains(&tag.len()) && tag.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+}
+
+/// An agent says which tags it has and how many jobs it runs at once.
+#[utoipa::path(post, path = "/api/v1/agent/register", tag = "agents", request_body = Registration,
+    responses((status = 200, body = Registered), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn register(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiJson(input): ApiJson<Registration>,
+) -> Result<ApiJson<Registered>, ApiError> {
+    if input.tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid(format!("an agent has at most {MAX_TAGS} tags")));
+    }
+    if let Some(bad) = input.tags.iter().find(|t| !valid_tag(t)) {
+        return Err(ApiError::invalid(format!(
+            "tag `{bad}` is not allowed: use 1 to 64 letters, digits, `-`, `_`, `.`, `:` or `/`"
+        )));
+    }
+    if !(1..=256).contains(&input.concurrency) {
+        return Err(ApiError::invalid("concurrency must be between 1 and 256"));
+    }
+    if input.version.len() > 100 || input.hostname.len() > 255 {
+        return Err(ApiError::invalid("version or hostname is too long"));
+    }
+    state
+        .store
+        .register_agent(agent.id, &input.tags, i64::from(input.concurrency), &input.version, &input.hostname)
+        .await?;
+    let mut tags = input.tags;
+    tags.sort();
+    tags.dedup();
+    tracing::info!(agent = %agent.name, tags = %tags.join(","), "agent registered");
+    Ok(ApiJson(Registered { name: agent.name, tags, heartbeat_seconds: heartbeat_seconds(&state) }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Hold the request open this long for a job (0 to 20 s, default 20).
+    pub wait_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AssignedJob {
+    pub job_id: i64,
+    /// 1 for the first run; higher when the job was queued again after a lost agent.
+    pub attempt: i64,
+    pub heartbeat_seconds: u64,
+    /// What to run (`opsloop_runner::JobSpec`).
+    #[schema(value_type = Object)]
+    pub spec: JobSpec,
+}
+
+/// Claims the oldest queued job this agent's tags cover; waits for one up to `wait_seconds`.
+/// 204 when none came.
+#[utoipa::path(post, path = "/api/v1/agent/jobs/request", tag = "agents", params(WaitQuery),
+    responses((status = 200, body = AssignedJob), (status = 204), (status = 401, body = ErrorBody)))]
+pub async fn request_job(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let wait = Duration::from_secs(query.wait_seconds.unwrap_or(MAX_WAIT_SECONDS).min(MAX_WAIT_SECONDS));
+    let deadline = Instant::now() + wait;
+    state.store.agent_seen(agent.id).await?;
+    loop {
+        // Listen before looking, so a job queued in between still wakes this request.
+        let queued = state.agent_hub.queued.notified();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
+        if let Some(claimed) = state.store.claim_agent_job(agent.id, &agent.tags).await? {
+            let Some(waiter) = state.agent_hub.waiter(claimed.job_id) else {
+                // Nobody here waits for it (its pipeline ended): it is no one's job.
+                state.store.finish_agent_job(claimed.job_id, agent.id).await?;
+                continue;
+            };
+            let spec = state
+                .vault()
+                .and_then(|vault| {
+                    vault.decrypt(&claimed.spec, &spec_context(claimed.job_id)).map_err(|_| ApiError::internal())
+                })
+                .and_then(|json| serde_json::from_str::<JobSpec>(&json).map_err(|_| ApiError::internal()));
+            let Ok(spec) = spec else {
+                tracing::error!(job = claimed.job_id, "a queued job's spec could not be read");
+                state.store.finish_agent_job(claimed.job_id, agent.id).await?;
+                let _ = waiter.messages.send(AgentMessage::Lost("the job's spec could not be read".to_owned()));
+                continue;
+            };
+            tracing::info!(agent = %agent.name, job = claimed.job_id, "agent took a job");
+            let assigned = AssignedJob {
+                job_id: claimed.job_id,
+                attempt: claimed.attempt,
+                heartbeat_seconds: heartbeat_seconds(&state),
+                spec,
+            };
+            return Ok(ApiJson(assigned).into_response());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || tokio::time::timeout(left, queued).await.is_err() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+/// The job's waiter, if the job runs on this agent now; whether it should be canceled.
+async fn running_here(
+    state: &AppState,
+    agent: &Agent,
+    job_id: i64,
+) -> Result<(std::sync::Arc<Waiter>, bool), ApiError> {
+    let cancel = state.store.agent_job_heartbeat(job_id, agent.id).await?.ok_or_else(gone)?;
+    let waiter = state.agent_hub.waiter(job_id).ok_or_else(gone)?;
+    Ok((waiter, cancel))
+}
+
+fn tar_response(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response()
+}
+
+/// The pipeline's source files as a tar archive.
+#[utoipa::path(get, path = "/api/v1/agent/jobs/{job}/source", tag = "agents", params(("job" = i64, Path)),
+    responses((status = 200, content_type = "application/x-tar"), (status = 410, body = ErrorBody)))]
+pub async fn source(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiPath(job_id): ApiPath<i64>,
+) -> Result<Response, ApiError> {
+    let (waiter, _) = running_here(&state, &agent, job_id).await?;
+    let archive = waiter.source.archive().await.map_err(|error| {
+        tracing::error!(job = job_id, %error, "could not pack the pipeline's source");
+        ApiError::internal()
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from(archive.as_ref().clone())).into_response())
+}
+
+/// The artifacts of the job's `position`-th upstream job (as the spec's `upstream` lists them).
+#[utoipa::path(get, path = "/api/v1/agent/jobs/{job}/upstream/{position}", tag = "agents",
+    params(("job" = i64, Path), ("position" = usize, Path)),
+    responses((status = 200, content_type = "application/x-tar"), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn upstream(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiPath((job_id, position)): ApiPath<(i64, usize)>,
+) -> Result<Response, ApiError> {
+    let (waiter, _) = running_here(&state, &agent, job_id).await?;
+    let dir = waiter.upstream.get(position).cloned().ok_or_else(|| ApiError::not_found("upstream job"))?;
+    let packed = tokio::task::spawn_blocking(move || opsloop_runner::transfer::pack_tree(&dir))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|error| {
+            tracing::error!(job = job_id, %error, "could not pack upstream artifacts");
+            ApiError::internal()
+        })?;
+    Ok(tar_response(packed))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatch {
+    /// The job's events in order (`opsloop_runner::Event`); may be empty (a heartbeat).
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAnswer {
+    /// Stop the job: it was canceled.
+    pub cancel: bool,
+}
+
+const MAX_EVENTS_PER_BATCH: usize = 100_000;
+
+/// The job's events since the last post; also the job's heartbeat.
+#[utoipa::path(post, path = "/api/v1/agent/jobs/{job}/events", tag = "agents", params(("job" = i64, Path)),
+    request_body = EventBatch,
+    responses((status = 200, body = HeartbeatAnswer), (status = 410, body = ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiPath(job_id): ApiPath<i64>,
+    ApiJson(batch): ApiJson<EventBatch>,
+) -> Result<ApiJson<HeartbeatAnswer>, ApiError> {
+    if batch.events.len() > MAX_EVENTS_PER_BATCH {
+        return Err(ApiError::invalid(format!("at most {MAX_EVENTS_PER_BATCH} events per post")));
+    }
+    let (waiter, cancel) = running_here(&state, &agent, job_id).await?;
+    for event in batch.events {
+        let event = match event {
+            Event::JobStarted { job, name, executor } => {
+                Event::JobStarted { job, name, executor: format!("agent {} ({executor})", agent.name) }
+            }
+            other => other,
+        };
+        if waiter.messages.send(AgentMessage::Event(event)).is_err() {
+            return Err(gone());
+        }
+    }
+    Ok(ApiJson(HeartbeatAnswer { cancel }))
+}
+
+/// The job's artifacts as a tar archive (files and directories only). Replaces earlier ones.
+#[utoipa::path(put, path = "/api/v1/agent/jobs/{job}/artifacts", tag = "agents", params(("job" = i64, Path)),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 204), (status = 413, body = ErrorBody), (status = 410, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn upload_artifacts(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiPath(job_id): ApiPath<i64>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let (waiter, _) = running_here(&state, &agent, job_id).await?;
+    let mut archive = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was cut off"))?;
+        if archive.len() + chunk.len() > MAX_ARTIFACT_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "artifacts_too_large",
+                format!("artifacts are limited to {} MiB", MAX_ARTIFACT_BYTES / (1024 * 1024)),
+            ));
+        }
+        archive.extend_from_slice(&chunk);
+    }
+    let target = waiter.artifacts_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&target);
+        opsloop_runner::transfer::unpack(archive.as_slice(), &target)
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(|error| ApiError::invalid(format!("the artifact archive was refused: {error}")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobEnd {
+    /// How the job ended (`opsloop_runner::JobOutcome`).
+    #[schema(value_type = Object)]
+    pub outcome: JobOutcome,
+    /// Variables from `artifacts:reports:dotenv`.
+    #[serde(default)]
+    pub dotenv: Vec<(String, String)>,
+}
+
+/// The job ended; its artifacts were uploaded before.
+#[utoipa::path(post, path = "/api/v1/agent/jobs/{job}/finish", tag = "agents", params(("job" = i64, Path)),
+    request_body = JobEnd, responses((status = 204), (status = 410, body = ErrorBody)))]
+pub async fn finish(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiPath(job_id): ApiPath<i64>,
+    ApiJson(end): ApiJson<JobEnd>,
+) -> Result<StatusCode, ApiError> {
+    if matches!(end.outcome.status, opsloop_runner::JobStatus::Manual | opsloop_runner::JobStatus::Skipped) {
+        return Err(ApiError::invalid("a job that ran cannot end as manual or skipped"));
+    }
+    let waiter = state.agent_hub.waiter(job_id).ok_or_else(gone)?;
+    if !state.store.finish_agent_job(job_id, agent.id).await? {
+        return Err(gone());
+    }
+    let _ = waiter.messages.send(AgentMessage::Finished { outcome: end.outcome, dotenv: end.dotenv });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- administration ----
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub id: i64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub concurrency: i64,
+    pub version: String,
+    pub hostname: String,
+    /// Seen within the last two long-poll periods.
+    pub online: bool,
+    pub last_seen_at: Option<String>,
+    pub running_jobs: i64,
+    pub revoked: bool,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// An agent counts as online when it asked for work (or reported) this recently.
+pub const ONLINE_WINDOW_MS: i64 = 2 * (MAX_WAIT_SECONDS as i64) * 1000 + 5_000;
+
+impl AgentView {
+    pub fn new(agent: Agent, now: i64) -> Self {
+        AgentView {
+            id: agent.id,
+            online: agent.revoked_at.is_none()
+                && agent.last_seen_at > 0
+                && now - agent.last_seen_at <= ONLINE_WINDOW_MS,
+            last_seen_at: (agent.last_seen_at > 0).then(|| rfc3339(agent.last_seen_at)),
+            name: agent.name,
+            tags: agent.tags,
+            concurrency: agent.concurrency,
+            version: agent.version,
+            hostname: agent.hostname,
+            running_jobs: agent.running_jobs,
+            revoked: agent.revoked_at.is_some(),
+            created_at: rfc3339(agent.created_at),
+            created_by: agent.created_by,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedAgent {
+    pub agent: AgentView,
+    /// The agent's token (`olpa_…`), shown only now: pass it to `opsloop agent --token`.
+    pub token: String,
+}
+
+/// Every agent, online or not.
+#[utoipa::path(get, path = "/api/v1/admin/agents", tag = "admin",
+    responses((status = 200, body = Vec<AgentView>), (status = 403, body = ErrorBody)))]
+pub async fn list(State(state): State<AppState>) -> Result<ApiJson<Vec<AgentView>>, ApiError> {
+    let now = state.clock.now_ms();
+    Ok(ApiJson(state.store.list_agents().await?.into_iter().map(|a| AgentView::new(a, now)).collect()))
+}
+
+/// Creates an agent and its token (`olpa_…`), which is stored only as a digest.
+pub async fn issue_agent_token(
+    store: &opsloop_store::Store,
+    name: &str,
+    actor: opsloop_store::Actor<'_>,
+) -> Result<(String, Agent), ApiError> {
+    opsloop_core::validate_name("agent", name).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let token =
+        format!("{AGENT_TOKEN_PREFIX}{}", crate::auth::credentials::new_secret().map_err(|_| ApiError::internal())?);
+    let agent = store.create_agent(name, &digest(&token), actor).await?;
+    Ok((token, agent))
+}
+
+pub async fn create_agent(state: &AppState, principal: &Principal, name: &str) -> Result<CreatedAgent, ApiError> {
+    let (token, agent) = issue_agent_token(&state.store, name, principal.actor()).await?;
+    Ok(CreatedAgent { agent: AgentView::new(agent, state.clock.now_ms()), token })
+}
+
+/// Register a new agent; its token is shown once.
+#[utoipa::path(post, path = "/api/v1/admin/agents", tag = "admin", request_body = CreateAgent,
+    responses((status = 201, body = CreatedAgent), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(input): ApiJson<CreateAgent>,
+) -> Result<(StatusCode, ApiJson<CreatedAgent>), ApiError> {
+    Ok((StatusCode::CREATED, ApiJson(create_agent(&state, &principal, &input.name).await?)))
+}
+
+/// Revoke an agent's token: its next request is refused, its running jobs are lost.
+#[utoipa::path(delete, path = "/api/v1/admin/agents/{id}", tag = "admin", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.revoke_agent(id, principal.actor()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("agent"))
+    }
+}
