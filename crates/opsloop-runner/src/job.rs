@@ -105,18 +105,17 @@ pub struct RemoteJob {
     pub workplace: Workplace,
 }
 
+/// A job's outcome and the dotenv variables it reports, once it ends.
+pub type JobFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (JobOutcome, Vec<(String, String)>)> + Send + 'static>>;
+
 /// Runs jobs somewhere else (the server hands them to agents). The scheduler asks it first;
 /// what it does not take runs here.
 pub trait RemoteExecutor: Send + Sync + std::fmt::Debug {
     /// Whether a job with these `tags` runs remotely.
     fn takes(&self, tags: &[String]) -> bool;
     /// Runs the job to its end, reporting its events through `sink` as they come.
-    fn run(
-        &self,
-        job: RemoteJob,
-        sink: Arc<dyn EventSink>,
-        cancel: watch::Receiver<bool>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (JobOutcome, Vec<(String, String)>)> + Send + 'static>>;
+    fn run(&self, job: RemoteJob, sink: Arc<dyn EventSink>, cancel: watch::Receiver<bool>) -> JobFuture;
 }
 
 pub(crate) fn canceled_outcome(started: Instant) -> JobOutcome {

@@ -16,5 +16,5 @@ mod trigger;
 pub mod workspace;
 
 pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
-pub use job::{JobSpec, RemoteExecutor, RemoteJob, Workplace, execute};
+pub use job::{JobFuture, JobSpec, RemoteExecutor, RemoteJob, Workplace, execute};
 pub use pipeline::{Isolation, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline};

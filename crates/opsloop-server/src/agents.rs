@@ -12,11 +12,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opsloop_runner::{Event, EventSink, JobOutcome, JobStatus, RemoteExecutor, RemoteJob, Stream, Workplace};
+use opsloop_runner::{
+    Event, EventSink, JobFuture, JobOutcome, JobStatus, RemoteExecutor, RemoteJob, Stream, Workplace,
+};
 use tokio::sync::{OnceCell, mpsc, watch};
 
 use crate::state::AppState;
@@ -157,12 +158,7 @@ impl RemoteExecutor for AgentExecutor {
         !tags.is_empty() || self.0.state.config.untagged_jobs_on_agents
     }
 
-    fn run(
-        &self,
-        job: RemoteJob,
-        sink: Arc<dyn EventSink>,
-        mut cancel: watch::Receiver<bool>,
-    ) -> Pin<Box<dyn std::future::Future<Output = (JobOutcome, Vec<(String, String)>)> + Send + 'static>> {
+    fn run(&self, job: RemoteJob, sink: Arc<dyn EventSink>, mut cancel: watch::Receiver<bool>) -> JobFuture {
         let this = self.0.clone();
         Box::pin(async move {
             let started = Instant::now();

@@ -24,6 +24,15 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/projects/{project}/schedules") => r#"{"cron": "0 3 * * *"}"#,
         ("PATCH", "/api/v1/projects/{project}/schedules/{schedule}") => r#"{"enabled": false}"#,
         ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,
+        ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
+        ("POST", "/api/v1/agent/register") => r#"{"tags": ["linux"], "concurrency": 2}"#,
+        ("POST", "/api/v1/agent/jobs/request") => "",
+        ("POST", "/api/v1/agent/jobs/{job}/events") => r#"{"events": []}"#,
+        ("PUT", "/api/v1/agent/jobs/{job}/artifacts") => "",
+        ("POST", "/api/v1/agent/jobs/{job}/finish") => {
+            r#"{"outcome": {"status": "Success", "exit_code": 0, "duration": {"secs": 1, "nanos": 0}, "coverage": null,
+                "after_script_failed": false, "tail": [], "attempts": 1, "tests": null}}"#
+        }
         ("DELETE", _) | ("GET", _) => return Some(""),
         _ => return None,
     })
@@ -49,7 +58,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
 
         // The principal with exactly the least role the route needs.
         let (right_user, right_role) = match spec.access {
-            Access::Public | Access::Webhook => (app.admin.clone(), Role::Viewer),
+            Access::Public | Access::Webhook | Access::Agent => (app.admin.clone(), Role::Viewer),
             Access::Authenticated => (app.user("reader").await, Role::Viewer),
             Access::AuthenticatedWrite => (app.user("writer").await, Role::Developer),
             Access::Admin => (app.admin.clone(), Role::Admin),
@@ -87,6 +96,9 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         };
         let schedule = app.store.create_schedule(&project, &schedule, crate::app::ACTOR).await.unwrap();
         let jobs = app.store.start_pipeline(pipeline.id, "0", &[("build".into(), "build".into())]).await.unwrap();
+        let (agent_token, agent) =
+            opsloop_server::api::agents::issue_agent_token(&app.store, "fixture", crate::app::ACTOR).await.unwrap();
+        let id = if spec.path.starts_with("/api/v1/admin/agents/") { agent.id } else { own_token_id };
         let path = spec
             .path
             .replace("{project}", &project.name)
@@ -95,7 +107,10 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{key}", "TOKEN")
             .replace("{schedule}", &schedule.id.to_string())
             .replace("{job}", &jobs[0].id.to_string())
-            .replace("{id}", &own_token_id.to_string());
+            .replace("{position}", "0")
+            .replace("{id}", &id.to_string());
+        // An agent's request for work would wait for one.
+        let path = if spec.path == "/api/v1/agent/jobs/request" { format!("{path}?wait_seconds=0") } else { path };
 
         // 1. No credentials: 401 unless the route is public; a webhook without its signature too.
         let anonymous = app.api(spec.method.clone(), &path, None, body).await;
@@ -111,6 +126,21 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         }
         assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{label} without credentials");
         assert_eq!(anonymous.error_code(), "unauthorized", "{label}");
+        if spec.access == Access::Agent {
+            // Agent routes take agent tokens only: no user credential passes, not even an admin's.
+            for token in ["olpa_forged", right_token.as_str()] {
+                let refused = app.api(spec.method.clone(), &path, Some(token), body).await;
+                assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{label} with {token}");
+            }
+            // The agent passes; a job that is not running on it is gone for it.
+            let allowed = app.api(spec.method.clone(), &path, Some(&agent_token), body).await;
+            let passed = allowed.status.is_success() || allowed.error_code() == "job_gone";
+            assert!(passed, "{label} with an agent token answered {}: {}", allowed.status, allowed.text());
+            app.store.revoke_agent(agent.id, crate::app::ACTOR).await.unwrap();
+            let revoked = app.api(spec.method.clone(), &path, Some(&agent_token), body).await;
+            assert_eq!(revoked.status, StatusCode::UNAUTHORIZED, "{label} with a revoked agent token");
+            continue;
+        }
 
         // 2. A bad token is no better than none.
         let forged = app.api(spec.method.clone(), &path, Some("olp_forged"), body).await;
@@ -232,6 +262,15 @@ async fn public_routes_are_a_short_explicit_list() {
         signed,
         ["POST /api/v1/projects/{project}/hooks/{forge}"],
         "routes that trust a signature instead of a user"
+    );
+    let agents: Vec<String> = opsloop_server::route_specs()
+        .into_iter()
+        .filter(|spec| spec.access == Access::Agent)
+        .map(|spec| format!("{} {}", spec.method, spec.path))
+        .collect();
+    assert!(
+        agents.iter().all(|route| route.contains(" /api/v1/agent/")),
+        "agent tokens reach only the agent API: {agents:?}"
     );
 }
 

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod agents;
 mod browser;
 mod cli;
 mod conformance;

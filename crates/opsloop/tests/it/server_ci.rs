@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Server, opsloop_client, text};
 
-fn git_repo(dir: &Path, pipeline: &str) {
+pub fn git_repo(dir: &Path, pipeline: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(".gitlab-ci.yml"), pipeline).unwrap();
     for args in [&["init", "-q", "-b", "main"][..], &["add", "-A"], &["commit", "-qm", "pipeline"]] {
@@ -23,7 +23,13 @@ fn git_repo(dir: &Path, pipeline: &str) {
 }
 
 /// A repository under `root/name` holding `pipeline`, registered on `server` as project `name`.
-fn project_with_pipeline(server: &Server, token: &str, root: &Path, name: &str, pipeline: &str) -> std::path::PathBuf {
+pub fn project_with_pipeline(
+    server: &Server,
+    token: &str,
+    root: &Path,
+    name: &str,
+    pipeline: &str,
+) -> std::path::PathBuf {
     let repo = root.join(name);
     git_repo(&repo, pipeline);
     let created = opsloop_client(server, token, &["project", "create", name, "--repo", repo.to_str().unwrap()]);

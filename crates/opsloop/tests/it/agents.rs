@@ -1,0 +1,177 @@
+//! Agents as separate processes: jobs handed out to them run exactly once, their artifacts
+//! reach the jobs after them, and a job whose agent is killed fails or is retried.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{BIN, Server, opsloop, opsloop_client, text};
+use crate::server_ci::project_with_pipeline;
+
+/// A running `opsloop agent`, its stderr kept in a file.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(server: &Server, name: &str, root: &Path, extra: &[&str]) -> Agent {
+        let created =
+            opsloop(&["admin", "agent", "create", "--name", name, "--data-dir", server.data_dir.to_str().unwrap()]);
+        assert!(created.status.success(), "{}", text(&created.stderr));
+        let token = text(&created.stdout).trim().to_owned();
+        assert!(token.starts_with("olpa_"), "{token}");
+        let log = root.join(format!("{name}.log"));
+        let child = Command::new(BIN)
+            .args(["agent", "--server", &server.url, "--token", &token, "--work-dir"])
+            .arg(root.join(name))
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+fn agents_config(dir: &Path, timeout: u64) -> PathBuf {
+    let config = dir.join("opsloop.toml");
+    std::fs::write(&config, format!("[ci]\nexecutor = \"agents\"\nagent_timeout_seconds = {timeout}\n")).unwrap();
+    config
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_agents_run_fifty_jobs_each_exactly_once_with_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = agents_config(dir.path(), 10);
+    let server = Server::start_in(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let token = server.token("admin");
+    let ran = dir.path().join("ran.log");
+    let mut pipeline = format!(
+        "stages: [build, test]\nbuild:\n  stage: build\n  script: [mkdir -p out, echo \"made by build\" > out/made.txt, echo build >> {ran}]\n  artifacts:\n    paths: [out/]\n",
+        ran = ran.display()
+    );
+    pipeline.push_str(&format!(
+        "check:\n  stage: test\n  script: [cat out/made.txt, test \"$(cat out/made.txt)\" = \"made by build\", echo check >> {ran}]\n",
+        ran = ran.display()
+    ));
+    for i in 0..48 {
+        pipeline.push_str(&format!(
+            "job{i}:\n  stage: test\n  script: [sleep 0.05, echo $CI_JOB_NAME >> {ran}]\n",
+            ran = ran.display()
+        ));
+    }
+    project_with_pipeline(&server, &token, dir.path(), "fleet", &pipeline);
+    let agents = [
+        Agent::start(&server, "a1", dir.path(), &["--concurrency", "3"]),
+        Agent::start(&server, "a2", dir.path(), &["--concurrency", "3"]),
+    ];
+    let run = opsloop_client(&server, &token, &["pipeline", "run", "fleet", "--wait", "--json"]);
+    let outputs = || agents.iter().map(Agent::output).collect::<Vec<_>>().join("\n");
+    assert_eq!(run.status.code(), Some(0), "{}\n{}\nagents:\n{}", text(&run.stdout), text(&run.stderr), outputs());
+    let detail: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(detail["jobs"].as_array().unwrap().len(), 50);
+
+    let mut lines: Vec<String> = std::fs::read_to_string(&ran).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 50, "every job ran once: {lines:?}");
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), 50, "no job ran twice");
+    let started = |agent: &Agent| agent.output().matches(") started, attempt 1").count();
+    let (first, second) = (started(&agents[0]), started(&agents[1]));
+    assert_eq!(first + second, 50, "{}", outputs());
+    assert!(first > 0 && second > 0, "both agents took jobs ({first} and {second})");
+
+    // The check job read the build job's artifact, which went agent → server → agent.
+    let check = detail["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "check").unwrap();
+    let log = text(&opsloop_client(&server, &token, &["job", "log", &check["id"].to_string()]).stdout);
+    assert!(log.contains("made by build"), "{log}");
+    assert!(log.contains("waiting for an agent"), "{log}");
+
+    let listed = opsloop(&["admin", "agent", "list", "--json", "--data-dir", server.data_dir.to_str().unwrap()]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a1", "a2"]);
+    assert!(listed.as_array().unwrap().iter().all(|a| a["online"] == true && a["running_jobs"] == 0), "{listed}");
+}
+
+#[test]
+fn a_job_whose_agent_is_killed_is_retried_or_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = agents_config(dir.path(), 3);
+    let server = Server::start_in(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let token = server.token("admin");
+    let mark = dir.path().join("first-attempt");
+    let pipeline = format!(
+        "victim:\n  tags: [linux]\n  retry:\n    max: 1\n    when: runner_system_failure\n  script:\n    - if [ -f {mark} ]; then echo second attempt; else touch {mark}; echo first attempt; sleep 20; fi\n",
+        mark = mark.display()
+    );
+    project_with_pipeline(&server, &token, dir.path(), "retried", &pipeline);
+    project_with_pipeline(
+        &server,
+        &token,
+        dir.path(),
+        "lost",
+        "lonely:\n  tags: [linux]\n  script: [echo running, sleep 20]\n",
+    );
+    let run = |args: &[&str]| opsloop_client(&server, &token, args);
+
+    let mut doomed = Agent::start(&server, "doomed", dir.path(), &["--tags", "linux"]);
+    let started = run(&["pipeline", "run", "retried", "--json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].to_string();
+    wait_for("the first attempt", Duration::from_secs(30), || mark.exists());
+    doomed.kill_hard();
+    let mut rescuer = Agent::start(&server, "rescuer", dir.path(), &["--tags", "linux,docker"]);
+    let mut detail = serde_json::Value::Null;
+    wait_for("the retried pipeline to end", Duration::from_secs(40), || {
+        detail =
+            serde_json::from_slice(&run(&["pipeline", "show", "retried", &id, "--json"]).stdout).unwrap_or_default();
+        matches!(detail["status"].as_str(), Some("success" | "failed"))
+    });
+    assert_eq!(detail["status"], "success", "{detail}");
+    let job = detail["jobs"][0]["id"].to_string();
+    let log = text(&run(&["job", "log", &job]).stdout);
+    assert!(log.contains("first attempt") && log.contains("second attempt"), "{log}");
+    assert!(log.contains("agent doomed sent no heartbeat") && log.contains("retrying"), "{log}");
+
+    // Without `retry`, the job fails as a runner system failure, and the pipeline with it.
+    let started = run(&["pipeline", "run", "lost", "--json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].to_string();
+    wait_for("the job to start on the agent", Duration::from_secs(30), || {
+        rescuer.output().contains("(lonely) started")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    rescuer.kill_hard();
+    wait_for("the lost pipeline to end", Duration::from_secs(40), || {
+        detail = serde_json::from_slice(&run(&["pipeline", "show", "lost", &id, "--json"]).stdout).unwrap_or_default();
+        matches!(detail["status"].as_str(), Some("success" | "failed"))
+    });
+    assert_eq!(detail["status"], "failed", "{detail}");
+    let log = text(&run(&["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
+    assert!(log.contains("runner_system_failure"), "{log}");
+}
