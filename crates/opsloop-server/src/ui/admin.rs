@@ -1,4 +1,4 @@
-//! Admin pages: users and the audit log.
+//! Admin pages: users, agents and the audit log.
 
 use axum::Extension;
 use axum::extract::{Form, Query, State};
@@ -31,6 +31,8 @@ fn admin_tabs(current: &str) -> Markup {
         nav aria-label="Admin" {
             p {
                 a href="/admin/users" aria-current=[(current == "users").then_some("page")] { "Users" }
+                " · "
+                a href="/admin/agents" aria-current=[(current == "agents").then_some("page")] { "Agents" }
                 " · "
                 a href="/admin/audit" aria-current=[(current == "audit").then_some("page")] { "Audit log" }
             }
@@ -141,4 +143,117 @@ pub async fn audit(
         @if let Some(cursor) = &page.next_cursor { p { a href={ "/admin/audit?after=" (urlencode(cursor)) } { "Older entries" } } }
     })
     .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AgentForm {
+    name: String,
+}
+
+pub async fn agents(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    render_agents(&state, &principal, None, None).await
+}
+
+async fn render_agents(
+    state: &AppState,
+    principal: &Principal,
+    created: Option<(&str, &str)>,
+    error: Option<(StatusCode, &str)>,
+) -> Response {
+    let agents = match state.store.list_agents().await {
+        Ok(agents) => agents,
+        Err(error) => return failure(error),
+    };
+    let now = state.clock.now_ms();
+    let server = state.config.external_url.clone().unwrap_or_else(|| format!("http://{}", state.config.listen));
+    let markup = layout(
+        "Agents",
+        Some(principal),
+        "/admin",
+        html! {
+            h1 { "Agents" }
+            (admin_tabs("agents"))
+            p.hint {
+                "Agents run jobs on other machines with " code { "opsloop agent" } ". Jobs with " code { "tags:" }
+                " wait for an agent that has all of them."
+                @if state.config.untagged_jobs_on_agents { " Untagged jobs run on agents too." }
+                @else { " Untagged jobs run on this server." }
+            }
+            (error_box(error.map(|(_, message)| message)))
+            @if let Some((name, token)) = created {
+                div.notice role="status" {
+                    p { "Agent " strong { (name) } " registered. Its token is shown only now:" }
+                    p.secret { (token) }
+                    p { "Start it on the machine that runs the jobs:" }
+                    pre { code { "opsloop agent --server " (server) " --token " (token) " --tags linux" } }
+                }
+            }
+            @if agents.is_empty() {
+                p.muted { "No agents yet." }
+            } @else {
+                table {
+                    thead { tr {
+                        th scope="col" { "Name" } th scope="col" { "State" } th scope="col" { "Tags" }
+                        th scope="col" { "Running jobs" } th scope="col" { "Last seen" } th scope="col" { "Host" }
+                        th scope="col" { "Actions" }
+                    } }
+                    tbody {
+                        @for agent in agents {
+                            @let view = crate::api::agents::AgentView::new(agent.clone(), now);
+                            tr {
+                                td { (agent.name) }
+                                td {
+                                    @if view.revoked { span.badge.status-canceled { "revoked" } }
+                                    @else if view.online { span.badge.status-success { "online" } }
+                                    @else { span.badge { "offline" } }
+                                }
+                                td { @if agent.tags.is_empty() { span.muted { "none" } } @else { (agent.tags.join(", ")) } }
+                                td { (agent.running_jobs) " of " (agent.concurrency) }
+                                td { @if agent.last_seen_at > 0 { (human_time(agent.last_seen_at)) } @else { span.muted { "never" } } }
+                                td { (agent.hostname) @if !agent.version.is_empty() { " · " (agent.version) } }
+                                td {
+                                    @if !view.revoked {
+                                        form method="post" action={ "/admin/agents/" (agent.id) "/revoke" } {
+                                            (csrf_field(principal))
+                                            button type="submit" aria-label={ "Revoke agent " (agent.name) } { "Revoke" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 id="new-agent" { "New agent" }
+            form.stack method="post" action="/admin/agents" aria-labelledby="new-agent" {
+                (csrf_field(principal))
+                label { "Name" input type="text" name="name" required maxlength="64" placeholder="build-1"; }
+                button type="submit" { "Register agent" }
+            }
+        },
+    );
+    let status = error.map_or(StatusCode::OK, |(status, _)| status);
+    (status, markup).into_response()
+}
+
+pub async fn create_agent(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Form(form): Form<AgentForm>,
+) -> Response {
+    match crate::api::agents::create_agent(&state, &principal, form.name.trim()).await {
+        Ok(created) => render_agents(&state, &principal, Some((&created.agent.name, &created.token)), None).await,
+        Err(error) => render_agents(&state, &principal, None, Some((error.status, &error.message))).await,
+    }
+}
+
+pub async fn revoke_agent(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Response {
+    match state.store.revoke_agent(id, principal.actor()).await {
+        Ok(_) => axum::response::Redirect::to("/admin/agents").into_response(),
+        Err(error) => failure(error),
+    }
 }

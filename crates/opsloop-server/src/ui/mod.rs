@@ -92,6 +92,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::POST, "/settings/password", Authenticated, account::change_password)
         .add(ui, Method::GET, "/admin/users", Admin, admin::users)
         .add(ui, Method::POST, "/admin/users", Admin, admin::create_user)
+        .add(ui, Method::GET, "/admin/agents", Admin, admin::agents)
+        .add(ui, Method::POST, "/admin/agents", Admin, admin::create_agent)
+        .add(ui, Method::POST, "/admin/agents/{id}/revoke", Admin, admin::revoke_agent)
         .add(ui, Method::GET, "/admin/audit", Admin, admin::audit);
     table = table.add(ui, Method::GET, "/pipelines", Authenticated, pipelines::overview);
     for (path, _, blurb) in AREAS {

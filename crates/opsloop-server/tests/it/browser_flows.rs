@@ -334,3 +334,39 @@ async fn the_pipeline_page_sums_its_jobs_test_reports() {
     let page = get(&app, &format!("/projects/web/pipelines/{}", bare.id), &session).await.text();
     assert!(!page.contains("Tests"), "no test card without reports");
 }
+
+#[tokio::test]
+async fn admins_register_and_revoke_agents_on_the_agents_page() {
+    let app = TestApp::new().await;
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let page = get(&app, "/admin/agents", &session).await.text();
+    assert!(page.contains("No agents yet.") && page.contains("Untagged jobs run on this server."), "{page}");
+    let csrf = hidden_csrf(&page);
+    let bad = form(&app, "/admin/agents", &session, &[("name", "Not A Name!"), ("_csrf", &csrf)]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text());
+    let created = form(&app, "/admin/agents", &session, &[("name", "build-1"), ("_csrf", &csrf)]).await;
+    assert_eq!(created.status, StatusCode::OK);
+    let text = created.text();
+    let token = text.split("olpa_").nth(1).map(|rest| format!("olpa_{}", rest.split('<').next().unwrap())).unwrap();
+    assert!(text.contains("opsloop agent --server") && text.contains(">offline<"), "{text}");
+
+    // The token works on the agent API, and the agent shows as online with its tags.
+    let registered = app
+        .api(
+            Method::POST,
+            "/api/v1/agent/register",
+            Some(&token),
+            Some(r#"{"tags": ["linux", "gpu"], "hostname": "box"}"#),
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+    let page = get(&app, "/admin/agents", &session).await.text();
+    assert!(page.contains(">online<") && page.contains("gpu, linux") && page.contains("box"), "{page}");
+
+    let id = app.store.list_agents().await.unwrap()[0].id;
+    let revoked = form(&app, &format!("/admin/agents/{id}/revoke"), &session, &[("_csrf", &csrf)]).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert!(get(&app, "/admin/agents", &session).await.text().contains(">revoked<"));
+    let refused = app.api(Method::POST, "/api/v1/agent/register", Some(&token), Some("{}")).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}
