@@ -232,7 +232,22 @@ async fn run(
 
     let job_ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let agents = crate::agents::AgentExecutor::new(state.clone(), pipeline.id, job_ids.clone());
-    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids);
+    let uploads = match state.objects() {
+        Ok(objects) => Some(ArtifactUploads {
+            objects: objects.clone(),
+            state_dir: source_dir.join(".opsloop"),
+            names: planned.jobs.iter().map(|j| j.name.clone()).collect(),
+            keep_ms: planned
+                .jobs
+                .iter()
+                .map(|j| artifacts_keep_ms(&loaded.jobs[j.config_index], state.config.default_artifacts_expire_seconds))
+                .collect(),
+            project_id: project.id,
+            pipeline_id: pipeline.id,
+        }),
+        Err(_) => None,
+    };
+    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids, uploads);
     let run_options = RunOptions {
         project_dir: source_dir.clone(),
         state_dir: source_dir.join(".opsloop"),
@@ -285,6 +300,54 @@ async fn run(
         "failed"
     };
     state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())
+}
+
+/// How long a job's artifacts are kept, in milliseconds; `None`: `expire_in: never`.
+fn artifacts_keep_ms(job: &opsloop_pipeline::config::Job, default_seconds: u64) -> Option<i64> {
+    let seconds = match job.artifacts.as_ref().and_then(|a| a.expire_in.as_deref()) {
+        Some(text) if text.trim().eq_ignore_ascii_case("never") => return None,
+        Some(text) => opsloop_runner::shell::parse_duration(text).map_or(default_seconds, |d| d.as_secs()),
+        None => default_seconds,
+    };
+    Some(i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+/// What the sink needs to keep each job's artifacts in the object store when it ends.
+struct ArtifactUploads {
+    objects: crate::objects::ObjectStorage,
+    state_dir: PathBuf,
+    /// Job names by plan index (artifact directories are named after them).
+    names: Vec<String>,
+    keep_ms: Vec<Option<i64>>,
+    project_id: i64,
+    pipeline_id: i64,
+}
+
+impl ArtifactUploads {
+    /// Stores the job's artifacts, if it saved any; returns a line for its log on failure.
+    async fn upload(&self, store: &Store, index: usize, job_id: i64) -> Option<String> {
+        let name = self.names.get(index)?;
+        let dir = opsloop_runner::workspace::artifacts_dir(&self.state_dir, name);
+        if !dir.is_dir() {
+            return None;
+        }
+        let key = crate::objects::artifacts_key(self.project_id, self.pipeline_id, job_id);
+        let (size, files) = match self.objects.put_dir(&key, dir).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!(job = job_id, %error, "could not store artifacts");
+                return Some(format!("# storing the artifacts failed: {error}"));
+            }
+        };
+        let expire_at = self.keep_ms.get(index).copied().flatten().map(|ms| store.now_ms().saturating_add(ms));
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        let files = i64::try_from(files).unwrap_or(i64::MAX);
+        if let Err(error) = store.record_artifacts(job_id, &key, size, files, expire_at).await {
+            tracing::error!(job = job_id, %error, "could not record artifacts");
+            return Some(format!("# recording the artifacts failed: {error}"));
+        }
+        None
+    }
 }
 
 struct Secrets {
@@ -412,7 +475,11 @@ impl PendingLog {
 }
 
 impl StoreSink {
-    fn start(store: Store, job_ids: Vec<i64>) -> (Arc<StoreSink>, tokio::task::JoinHandle<()>) {
+    fn start(
+        store: Store,
+        job_ids: Vec<i64>,
+        uploads: Option<ArtifactUploads>,
+    ) -> (Arc<StoreSink>, tokio::task::JoinHandle<()>) {
         let (events, mut receiver) = mpsc::unbounded_channel::<Event>();
         let writer = tokio::spawn(async move {
             let mut buffers: HashMap<usize, PendingLog> = HashMap::new();
@@ -458,6 +525,13 @@ impl StoreSink {
                     Event::AfterScript { job, .. } => (*job, "# running after_script".to_owned()),
                     Event::JobFinished { job, outcome, .. } => {
                         let Some(id) = job_ids.get(*job).copied() else { continue };
+                        // Artifacts are stored before the job shows as finished, so a finished
+                        // job's artifacts can be downloaded.
+                        if let Some(uploads) = &uploads
+                            && let Some(line) = uploads.upload(&store, *job, id).await
+                        {
+                            buffers.entry(*job).or_default().push_line(&line);
+                        }
                         // Flush, but keep the chunk counter: a child pipeline's jobs report under
                         // their trigger job's index, one after another.
                         if let Some(buffer) = buffers.get_mut(job) {

@@ -19,6 +19,37 @@ pub enum DatabaseConfig {
     Postgres { url: String },
 }
 
+/// Where job artifacts are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactStorage {
+    /// `<data-dir>/objects`.
+    Local,
+    S3(S3Storage),
+}
+
+/// An S3-compatible bucket. The secret key is never printed (`Debug` redacts it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Storage {
+    pub bucket: String,
+    /// `http(s)://host:port` for S3-compatible services; AWS itself when absent.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Storage")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[redacted]")
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -42,6 +73,9 @@ pub struct ServerConfig {
     pub untagged_jobs_on_agents: bool,
     /// A job whose agent is silent this long is failed (or retried, `runner_system_failure`).
     pub agent_timeout_seconds: u64,
+    pub artifacts: ArtifactStorage,
+    /// How long artifacts are kept when a job sets no `artifacts:expire_in` (GitLab: 30 days).
+    pub default_artifacts_expire_seconds: u64,
 }
 
 impl ServerConfig {
@@ -62,6 +96,8 @@ impl ServerConfig {
             concurrent_jobs: 4,
             untagged_jobs_on_agents: false,
             agent_timeout_seconds: 30,
+            artifacts: ArtifactStorage::Local,
+            default_artifacts_expire_seconds: 30 * 86_400,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod config;
 mod demo;
 pub mod error;
 pub mod metrics;
+pub mod objects;
 pub(crate) mod ops;
 pub mod polling;
 pub mod routes;
@@ -175,6 +176,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let scheduler = tokio::spawn(schedules::run_forever(state.clone()));
     let poller = tokio::spawn(polling::run_forever(state.clone()));
     let heartbeats = tokio::spawn(agents::watch_heartbeats(state.clone()));
+    let artifact_sweeper = tokio::spawn(objects::sweep_forever(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();
@@ -201,6 +203,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     scheduler.abort();
     poller.abort();
     heartbeats.abort();
+    artifact_sweeper.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -37,6 +37,8 @@ pub struct Inner {
     pub running_pipelines: std::sync::Mutex<HashMap<i64, tokio::sync::watch::Sender<bool>>>,
     /// Jobs handed to agents that this process waits for.
     pub agent_hub: crate::agents::AgentHub,
+    /// Where artifacts are kept, opened on first use.
+    objects: std::sync::OnceLock<Result<crate::objects::ObjectStorage, String>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
     vault: std::sync::OnceLock<Result<opsloop_secure::Vault, String>>,
     /// Every route's access decision, keyed by method and matched path.
@@ -51,6 +53,17 @@ impl std::ops::Deref for AppState {
 }
 
 impl Inner {
+    /// The artifact store; an error when it cannot be opened (a bad S3 setting, say).
+    pub fn objects(&self) -> Result<&crate::objects::ObjectStorage, crate::error::ApiError> {
+        self.objects
+            .get_or_init(|| crate::objects::ObjectStorage::open(&self.config).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|error| {
+                tracing::error!(%error, "the artifact store is not available");
+                crate::error::ApiError::internal()
+            })
+    }
+
     /// The vault for stored secrets; an error when its key cannot be read or made.
     pub fn vault(&self) -> Result<&opsloop_secure::Vault, crate::error::ApiError> {
         self.vault
@@ -85,6 +98,7 @@ impl AppState {
             vault: std::sync::OnceLock::new(),
             running_pipelines: std::sync::Mutex::new(HashMap::new()),
             agent_hub: crate::agents::AgentHub::default(),
+            objects: std::sync::OnceLock::new(),
             routes,
         }))
     }

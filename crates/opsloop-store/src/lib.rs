@@ -7,6 +7,7 @@
 //! by [`with_pool!`], so each method is compiled for both backends and tested on both.
 
 mod agents;
+mod artifacts;
 mod audit;
 mod ci;
 mod error;
@@ -30,6 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use agents::{Agent, ClaimedAgentJob};
+pub use artifacts::JobArtifacts;
 pub use audit::{Actor, AuditEntry, NewAuditEntry};
 pub use ci::{Job, Pipeline, PipelineRequest, TestReport};
 pub use error::StoreError;

@@ -68,9 +68,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_agents.sql"),
         postgres: include_str!("../migrations/postgres/0009_agents.sql"),
     },
+    Migration {
+        version: 10,
+        name: "artifacts",
+        sqlite: include_str!("../migrations/sqlite/0010_artifacts.sql"),
+        postgres: include_str!("../migrations/postgres/0010_artifacts.sql"),
+    },
 ];
 
-const LATEST: i64 = 9;
+const LATEST: i64 = 10;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -391,3 +391,23 @@ store_test!(agent_jobs_are_claimed_once_by_fitting_agents, |store| {
     assert!(store.agent_by_token("digest-a1").await.unwrap().is_none());
     assert!(!store.revoke_agent(agents[0], ACTOR).await.unwrap());
 });
+
+store_test!(artifacts_are_found_until_they_expire, |store| {
+    let owner = user(&store, "artifact-owner").await;
+    let project = store.create_project(new_project("artifacts"), owner.id, ACTOR).await.unwrap();
+    let pipeline = store.create_pipeline(project.id, "main", "api", ACTOR).await.unwrap();
+    let jobs = store
+        .start_pipeline(pipeline.id, "abc", &[("build".into(), "build".into()), ("docs".into(), "build".into())])
+        .await
+        .unwrap();
+    let now = store.now_ms();
+    store.record_artifacts(jobs[0].id, "a/1.zip", 10, 2, Some(now + 1000)).await.unwrap();
+    store.record_artifacts(jobs[1].id, "a/2.zip", 20, 1, None).await.unwrap();
+    store.record_artifacts(jobs[1].id, "a/2b.zip", 30, 3, None).await.unwrap();
+    assert_eq!(store.job_artifacts(jobs[1].id).await.unwrap().unwrap().object_key, "a/2b.zip");
+    assert_eq!(store.pipeline_artifacts(pipeline.id).await.unwrap().len(), 2);
+    assert!(store.take_expired_artifacts(now).await.unwrap().is_empty());
+    assert_eq!(store.take_expired_artifacts(now + 1000).await.unwrap(), ["a/1.zip"]);
+    assert!(store.job_artifacts(jobs[0].id).await.unwrap().is_none());
+    assert_eq!(store.pipeline_artifacts(pipeline.id).await.unwrap().len(), 1);
+});

@@ -33,6 +33,27 @@ struct FileConfig {
     auth: AuthSection,
     #[serde(default)]
     ci: CiSection,
+    #[serde(default)]
+    artifacts: ArtifactsSection,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ArtifactsSection {
+    /// `local` (the data directory) or `s3`.
+    storage: Option<StorageSetting>,
+    s3_bucket: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_access_key_id: Option<String>,
+    default_expire_in_days: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum StorageSetting {
+    Local,
+    S3,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -231,6 +252,31 @@ pub fn resolve(
         None => server.untagged_jobs_on_agents,
     };
     server.agent_timeout_seconds = layer.ci.agent_timeout_seconds.unwrap_or(server.agent_timeout_seconds);
+    let artifacts = &layer.artifacts;
+    if let Some(days) = artifacts.default_expire_in_days {
+        server.default_artifacts_expire_seconds = days.saturating_mul(86_400);
+    }
+    if artifacts.storage == Some(StorageSetting::S3) {
+        let missing = |what: &str| {
+            ConfigError::Value {
+            message: format!("artifacts.storage = \"s3\" needs {what}"),
+            help: Some(
+                "set artifacts.s3_bucket and artifacts.s3_access_key_id in the file, and the secret in OPSLOOP_S3_SECRET_ACCESS_KEY"
+                    .to_owned(),
+            ),
+        }
+        };
+        let secret = std::env::var("OPSLOOP_S3_SECRET_ACCESS_KEY")
+            .or_else(|_| std::env::var("AWS_SECRET_ACCESS_KEY"))
+            .map_err(|_| missing("a secret key in OPSLOOP_S3_SECRET_ACCESS_KEY"))?;
+        server.artifacts = opsloop_server::config::ArtifactStorage::S3(opsloop_server::config::S3Storage {
+            bucket: artifacts.s3_bucket.clone().ok_or_else(|| missing("artifacts.s3_bucket"))?,
+            endpoint: artifacts.s3_endpoint.clone(),
+            region: artifacts.s3_region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+            access_key_id: artifacts.s3_access_key_id.clone().ok_or_else(|| missing("artifacts.s3_access_key_id"))?,
+            secret_access_key: secret,
+        });
+    }
     validate_limits(&server)?;
 
     let log_format = match (log_format, &layer.log_format, &file) {
@@ -290,6 +336,17 @@ pub struct Shown {
     pub http: ShownHttp,
     pub auth: ShownAuth,
     pub ci: ShownCi,
+    pub artifacts: ShownArtifacts,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownArtifacts {
+    pub storage: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    pub default_expire_in_days: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -347,6 +404,20 @@ impl Resolved {
                 concurrent_jobs: server.concurrent_jobs,
                 executor: if server.untagged_jobs_on_agents { "agents" } else { "local" },
                 agent_timeout_seconds: server.agent_timeout_seconds,
+            },
+            artifacts: match &server.artifacts {
+                opsloop_server::config::ArtifactStorage::Local => ShownArtifacts {
+                    storage: "local",
+                    s3_bucket: None,
+                    s3_endpoint: None,
+                    default_expire_in_days: server.default_artifacts_expire_seconds / 86_400,
+                },
+                opsloop_server::config::ArtifactStorage::S3(s3) => ShownArtifacts {
+                    storage: "s3",
+                    s3_bucket: Some(s3.bucket.clone()),
+                    s3_endpoint: s3.endpoint.clone(),
+                    default_expire_in_days: server.default_artifacts_expire_seconds / 86_400,
+                },
             },
         }
     }

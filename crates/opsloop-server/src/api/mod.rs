@@ -61,6 +61,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
             pipelines::cancel,
         )
         .add(api, Method::GET, "/api/v1/jobs/{job}/log", Job(Viewer), pipelines::log)
+        .add(api, Method::GET, "/api/v1/jobs/{job}/artifacts", Job(Viewer), pipelines::artifacts)
+        .add(api, Method::GET, "/api/v1/jobs/{job}/artifacts/files", Job(Viewer), pipelines::artifact_files)
+        .add(api, Method::GET, "/api/v1/jobs/{job}/artifacts/raw/{*path}", Job(Viewer), pipelines::artifact_file)
         .add(api, Method::POST, "/api/v1/projects/{project}/hooks/{forge}", Webhook, hooks::receive)
         .add(api, Method::GET, "/api/v1/projects/{project}/webhook", Project(Maintainer), hooks::settings)
         .add(api, Method::GET, "/api/v1/projects/{project}/polling", Project(Viewer), polling::show)
@@ -117,6 +120,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         projects::list, projects::create, projects::show, projects::update, projects::delete,
         projects::members, projects::set_member, projects::remove_member,
         pipelines::run, pipelines::list, pipelines::show, pipelines::cancel, pipelines::log,
+        pipelines::artifacts, pipelines::artifact_files, pipelines::artifact_file,
         hooks::receive, hooks::settings,
         variables::list, variables::set, variables::delete,
         polling::show, polling::set,

@@ -59,6 +59,32 @@ pub struct JobView {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
+    /// The job's artifacts, when it kept some that have not expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<ArtifactsView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactsView {
+    /// The zip archive's size.
+    pub size_bytes: i64,
+    pub files: i64,
+    /// Absent: kept until the job is deleted (`expire_in: never`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_at: Option<String>,
+    /// Where to download them (a zip).
+    pub download: String,
+}
+
+impl From<&opsloop_store::JobArtifacts> for ArtifactsView {
+    fn from(artifacts: &opsloop_store::JobArtifacts) -> Self {
+        ArtifactsView {
+            size_bytes: artifacts.size_bytes,
+            files: artifacts.file_count,
+            expire_at: artifacts.expire_at.map(crate::views::rfc3339),
+            download: format!("/api/v1/jobs/{}/artifacts", artifacts.job_id),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -191,9 +217,17 @@ pub async fn show(
         .filter(|p| p.project_id == context.project.id)
         .ok_or_else(|| ApiError::not_found("pipeline"))?;
     let jobs = state.store.jobs_of(pipeline.id).await?;
+    let artifacts = state.store.pipeline_artifacts(pipeline.id).await?;
     let jobs = jobs
         .into_iter()
-        .map(|j| JobView { id: j.id, name: j.name, stage: j.stage, status: j.status, exit_code: j.exit_code })
+        .map(|j| JobView {
+            artifacts: artifacts.iter().find(|a| a.job_id == j.id).map(ArtifactsView::from),
+            id: j.id,
+            name: j.name,
+            stage: j.stage,
+            status: j.status,
+            exit_code: j.exit_code,
+        })
         .collect();
     let tests = test_summary(state.store.pipeline_test_reports(pipeline.id).await?);
     Ok(ApiJson(PipelineDetail { pipeline: pipeline.into(), jobs, tests }))
@@ -238,4 +272,88 @@ pub async fn cancel(
     };
     state.store.append_audit(entry).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(pipeline.into())))
+}
+
+/// A job's artifacts archive and the object store, or 404.
+async fn stored_artifacts(state: &AppState, job: i64) -> Result<bytes::Bytes, ApiError> {
+    let artifacts = state.store.job_artifacts(job).await?.ok_or_else(|| ApiError::not_found("artifacts"))?;
+    state.objects()?.get(&artifacts.object_key).await.map_err(|error| {
+        tracing::error!(job, %error, "could not read an artifacts archive");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "artifact_store", "the artifact store did not answer; try again")
+    })
+}
+
+/// Download a job's artifacts as a zip archive.
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/artifacts", tag = "pipelines", params(("job" = i64, Path)),
+    responses((status = 200, content_type = "application/zip"), (status = 404, body = ErrorBody)))]
+pub async fn artifacts(State(state): State<AppState>, ApiPath(job): ApiPath<i64>) -> Result<Response, ApiError> {
+    let archive = stored_artifacts(&state, job).await?;
+    let disposition = format!("attachment; filename=\"artifacts-job-{job}.zip\"");
+    Ok(([(header::CONTENT_TYPE, "application/zip".to_owned()), (header::CONTENT_DISPOSITION, disposition)], archive)
+        .into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactFile {
+    pub path: String,
+    pub size_bytes: u64,
+}
+
+/// The files in a job's artifacts.
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/artifacts/files", tag = "pipelines", params(("job" = i64, Path)),
+    responses((status = 200, body = Vec<ArtifactFile>), (status = 404, body = ErrorBody)))]
+pub async fn artifact_files(
+    State(state): State<AppState>,
+    ApiPath(job): ApiPath<i64>,
+) -> Result<ApiJson<Vec<ArtifactFile>>, ApiError> {
+    let archive = stored_artifacts(&state, job).await?;
+    let entries = tokio::task::spawn_blocking(move || crate::objects::zip_entries(&archive))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|error| {
+            tracing::error!(job, %error, "an artifacts archive is unreadable");
+            ApiError::internal()
+        })?;
+    Ok(ApiJson(entries.into_iter().map(|(path, size_bytes)| ArtifactFile { path, size_bytes }).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ArtifactFilePath {
+    job: i64,
+    path: String,
+}
+
+/// Download one file of a job's artifacts. Always as an attachment: an artifact is the job's
+/// output, and must never run as a page of this site.
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/artifacts/raw/{path}", tag = "pipelines",
+    params(("job" = i64, Path), ("path" = String, Path, description = "the file's path in the archive")),
+    responses((status = 200, content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+pub async fn artifact_file(
+    State(state): State<AppState>,
+    ApiPath(ArtifactFilePath { job, path }): ApiPath<ArtifactFilePath>,
+) -> Result<Response, ApiError> {
+    let archive = stored_artifacts(&state, job).await?;
+    let wanted = path.clone();
+    let content = tokio::task::spawn_blocking(move || crate::objects::zip_file(&archive, &wanted))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|error| {
+            tracing::error!(job, %error, "an artifacts archive is unreadable");
+            ApiError::internal()
+        })?
+        .ok_or_else(|| ApiError::not_found("artifact file"))?;
+    let file_name: String = path
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect();
+    let disposition =
+        format!("attachment; filename=\"{}\"", if file_name.is_empty() { "artifact" } else { &file_name });
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        content,
+    )
+        .into_response())
 }

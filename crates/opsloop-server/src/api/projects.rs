@@ -242,6 +242,7 @@ pub async fn delete(
     Extension(context): Extension<ProjectContext>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_project(&context.project.name, principal.actor()).await?;
+    crate::objects::forget_project(&state, context.project.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

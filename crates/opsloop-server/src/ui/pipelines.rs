@@ -290,12 +290,50 @@ pub async fn job(
     }
     let base = format!("/projects/{}", project.name);
     let live = running(&job.status).then(|| format!("{base}/jobs/{}/live?from={next}", job.id));
+    let artifacts = match state.store.job_artifacts(job.id).await {
+        Ok(artifacts) => artifacts,
+        Err(error) => return failure(error),
+    };
+    let files = match &artifacts {
+        Some(stored) => match state.objects() {
+            Ok(objects) => match objects.get(&stored.object_key).await {
+                Ok(archive) => crate::objects::zip_entries(&archive).unwrap_or_default(),
+                Err(error) => {
+                    tracing::warn!(job = job.id, %error, "could not read an artifacts archive");
+                    Vec::new()
+                }
+            },
+            Err(error) => return failure(error),
+        },
+        None => Vec::new(),
+    };
     layout(&format!("Job {}", job.name), Some(&principal), "/pipelines", html! {
         @if live.is_some() { noscript { meta http-equiv="refresh" content="2"; } }
         p { a href={ (base) "/pipelines/" (job.pipeline_id) } { "← Pipeline #" (job.pipeline_id) } }
         h1 { (job.name) " " (status_badge(&job.status)) }
         p.muted { "Stage " (job.stage) @if let Some(code) = job.exit_code { ", exit code " (code) } " · " a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw log" } }
         pre.log aria-label="Job log" role=[live.is_some().then_some("log")] data-live=[live.as_deref()] { (maud::PreEscaped(log)) }
+        @if let Some(stored) = &artifacts {
+            section aria-labelledby="artifacts" {
+                h2 id="artifacts" { "Artifacts" }
+                p {
+                    a href={ "/api/v1/jobs/" (job.id) "/artifacts" } download { "Download all (zip, " (human_size(stored.size_bytes)) ")" }
+                    " · " (stored.file_count) " file(s)"
+                    @match stored.expire_at {
+                        Some(at) => { " · expire " (crate::views::human_time(at)) }
+                        None => { " · kept until the job is deleted" }
+                    }
+                }
+                @if !files.is_empty() {
+                    ul.files {
+                        @for (path, size) in files.iter().take(500) {
+                            li { a href={ "/api/v1/jobs/" (job.id) "/artifacts/raw/" (path) } download { (path) } " " span.muted { (human_size(i64::try_from(*size).unwrap_or(i64::MAX))) } }
+                        }
+                    }
+                    @if files.len() > 500 { p.muted { "… and " (files.len() - 500) " more in the zip." } }
+                }
+            }
+        }
         @if live.is_some() { script src="/assets/live.js" {} }
     })
     .into_response()
@@ -387,4 +425,19 @@ pub async fn live(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// A byte count for people: `512 B`, `3.4 KiB`, `12.0 MiB`.
+fn human_size(bytes: i64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }

@@ -317,7 +317,10 @@ pub async fn delete(
             .await;
     }
     match state.store.delete_project(&context.project.name, principal.actor()).await {
-        Ok(()) => Redirect::to("/projects?notice=deleted").into_response(),
+        Ok(()) => {
+            crate::objects::forget_project(&state, context.project.id);
+            Redirect::to("/projects?notice=deleted").into_response()
+        }
         Err(error) => super::failure(error),
     }
 }

@@ -6,6 +6,7 @@
 
 mod app;
 
+mod artifacts;
 mod auth_matrix;
 mod bad_input;
 mod browser_flows;
