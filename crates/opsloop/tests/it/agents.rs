@@ -51,6 +51,16 @@ impl Drop for Agent {
     }
 }
 
+/// A GET with a bearer token; the body, after asserting a 2xx.
+pub fn http_get(url: &str, token: &str) -> Vec<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let response = Server::client().get(url).bearer_auth(token).send().await.unwrap();
+        assert!(response.status().is_success(), "GET {url}: {}", response.status());
+        response.bytes().await.unwrap().to_vec()
+    })
+}
+
 fn agents_config(dir: &Path, timeout: u64) -> PathBuf {
     let config = dir.join("opsloop.toml");
     std::fs::write(&config, format!("[ci]\nexecutor = \"agents\"\nagent_timeout_seconds = {timeout}\n")).unwrap();
@@ -112,6 +122,12 @@ fn two_agents_run_fifty_jobs_each_exactly_once_with_artifacts() {
     let log = text(&opsloop_client(&server, &token, &["job", "log", &check["id"].to_string()]).stdout);
     assert!(log.contains("made by build"), "{log}");
     assert!(log.contains("waiting for an agent"), "{log}");
+
+    // The build job's artifacts, made on an agent, are in the object store for download.
+    let build = detail["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "build").unwrap();
+    assert_eq!(build["artifacts"]["files"], 1, "{build}");
+    let file = format!("{}/api/v1/jobs/{}/artifacts/raw/out/made.txt", server.url, build["id"]);
+    assert_eq!(text(&http_get(&file, &token)).trim(), "made by build");
 
     let listed = opsloop(&["admin", "agent", "list", "--json", "--data-dir", server.data_dir.to_str().unwrap()]);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();

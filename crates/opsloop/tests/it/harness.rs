@@ -30,6 +30,11 @@ impl Server {
 
     /// A server on `data_dir` (which may hold data from an earlier run).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// [`Server::start_in`] with extra environment variables (secrets that never go in files).
+    pub fn start_with_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -38,6 +43,7 @@ impl Server {
             .env("OPSLOOP_LOG_LEVEL", "warn")
             .env_remove("OPSLOOP_DATABASE_URL")
             .env_remove("OPSLOOP_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -7,6 +7,7 @@
 mod harness;
 
 mod agents;
+mod artifacts;
 mod browser;
 mod cli;
 mod conformance;
