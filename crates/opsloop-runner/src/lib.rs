@@ -17,4 +17,4 @@ pub mod workspace;
 
 pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
 pub use job::{JobFuture, JobSpec, RemoteExecutor, RemoteJob, Workplace, execute};
-pub use pipeline::{Isolation, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline};
+pub use pipeline::{Isolation, JobSwitches, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline};

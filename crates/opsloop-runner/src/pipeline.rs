@@ -56,6 +56,31 @@ pub struct RunOptions {
     pub shared_resource_groups: Option<Arc<ResourceGroups>>,
     /// Another place to run jobs (the server's agents); jobs it does not take run here.
     pub remote: Option<Arc<dyn RemoteExecutor>>,
+    /// Cancel switches of the running jobs, for canceling one job alone.
+    pub job_switches: Option<Arc<JobSwitches>>,
+}
+
+/// The cancel switch of each running job, by plan index.
+#[derive(Debug, Default)]
+pub struct JobSwitches(std::sync::Mutex<HashMap<usize, watch::Sender<bool>>>);
+
+impl JobSwitches {
+    fn insert(&self, index: usize, switch: watch::Sender<bool>) {
+        if let Ok(mut switches) = self.0.lock() {
+            switches.insert(index, switch);
+        }
+    }
+
+    fn remove(&self, index: usize) {
+        if let Ok(mut switches) = self.0.lock() {
+            switches.remove(&index);
+        }
+    }
+
+    /// Cancels the job if it is running (or waiting for a slot or lock); `false` when not.
+    pub fn cancel(&self, index: usize) -> bool {
+        self.0.lock().ok().and_then(|switches| switches.get(&index).map(|s| s.send(true).is_ok())).unwrap_or(false)
+    }
 }
 
 /// `resource_group` name → its lock.
@@ -255,7 +280,23 @@ pub async fn run_pipeline(
             let semaphore = semaphore.clone();
             let cancel = cancel.clone();
             running.spawn(async move {
-                let (outcome, env) = run_job(&shared, index, inherited, semaphore, cancel).await;
+                // The job stops when the pipeline is canceled or it alone is (`JobSwitches`).
+                let (switch, job_cancel) = watch::channel(false);
+                if let Some(switches) = &shared.options.job_switches {
+                    switches.insert(index, switch.clone());
+                }
+                let forward = async {
+                    self::canceled(cancel).await;
+                    let _ = switch.send(true);
+                    std::future::pending::<()>().await
+                };
+                let (outcome, env) = tokio::select! {
+                    ended = run_job(&shared, index, inherited, semaphore, job_cancel) => ended,
+                    () = forward => (canceled_outcome(Instant::now()), Vec::new()),
+                };
+                if let Some(switches) = &shared.options.job_switches {
+                    switches.remove(index);
+                }
                 (index, outcome, env)
             });
         }

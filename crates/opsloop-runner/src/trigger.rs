@@ -143,6 +143,7 @@ pub async fn run_child(
     // A child's jobs report under their trigger job's index, which a remote executor cannot
     // map to jobs of its own: they run here.
     options.remote = None;
+    options.job_switches = None;
     options.predefined = predefined.clone();
     options.overrides = parent
         .overrides

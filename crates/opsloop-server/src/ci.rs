@@ -15,7 +15,7 @@ use std::sync::Arc;
 use opsloop_pipeline::config::{self, FileSource};
 use opsloop_pipeline::plan::{self, PlanOptions};
 use opsloop_runner::{Event, EventSink, JobStatus, RunOptions, Stream};
-use opsloop_store::{Actor, Pipeline, PipelineRequest, Project, Store};
+use opsloop_store::{Actor, Job, Pipeline, PipelineRequest, Project, Store};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -70,15 +70,7 @@ pub async fn resume_queued(state: &AppState) -> usize {
                 continue;
             }
         };
-        let variables = if request.variables.is_empty() {
-            Ok(Vec::new())
-        } else {
-            state
-                .vault()
-                .map_err(|_| "the secrets vault is not available".to_owned())
-                .and_then(|vault| vault.decrypt(&request.variables, VARIABLES_CONTEXT).map_err(|e| e.to_string()))
-                .and_then(|json| serde_json::from_str::<Vec<(String, String)>>(&json).map_err(|e| e.to_string()))
-        };
+        let variables = decode_variables(state, &request.variables);
         match variables {
             Ok(variables) => {
                 let commit = (!request.sha.is_empty()).then_some(request.sha);
@@ -121,7 +113,7 @@ pub async fn cancel(state: &AppState, pipeline_id: i64) -> Result<bool, ApiError
         .running_pipelines
         .lock()
         .ok()
-        .and_then(|running| running.get(&pipeline_id).map(|switch| switch.send(true).is_ok()))
+        .and_then(|running| running.get(&pipeline_id).map(|pipeline| pipeline.cancel.send(true).is_ok()))
         .unwrap_or(false);
     if signalled {
         return Ok(true);
@@ -194,7 +186,23 @@ async fn run(
         tracing::debug!(pipeline = pipeline.id, "pipeline already claimed; not run again");
         return Ok(());
     }
-    let dir = state.config.data_dir.join("pipelines").join(pipeline.id.to_string());
+    execute(state, project, pipeline, commit, variables, None).await
+}
+
+/// Runs a pipeline (`only: None`) or one of its jobs again (`only: Some(job)`, a retry or a
+/// played manual job: its upstream jobs' stored artifacts are restored first).
+async fn execute(
+    state: &AppState,
+    project: &Project,
+    pipeline: &Pipeline,
+    commit: Option<String>,
+    variables: Vec<(String, String)>,
+    only: Option<&Job>,
+) -> Result<(), String> {
+    let dir = match only {
+        None => state.config.data_dir.join("pipelines").join(pipeline.id.to_string()),
+        Some(job) => state.config.data_dir.join("pipelines").join(format!("{}-job-{}", pipeline.id, job.id)),
+    };
     let source_dir = dir.join("source");
     let (repo_url, git_ref, target) = (project.repo_url.clone(), pipeline.git_ref.clone(), source_dir.clone());
     let sha = tokio::task::spawn_blocking(move || checkout(&repo_url, &git_ref, commit.as_deref(), &target))
@@ -221,16 +229,26 @@ async fn run(
         .collect();
     given.extend(variables.iter().cloned());
     let options = PlanOptions { pipeline_variables: given, ..PlanOptions::default() };
-    let planned = plan::plan(&loaded, &lookup, &files, &options)
+    let mut planned = plan::plan(&loaded, &lookup, &files, &options)
         .map_err(|errors| format!("{} is invalid:\n{}", project.pipeline_file, render(&errors)))?;
-    let names: Vec<(String, String)> = planned
-        .jobs
-        .iter()
-        .map(|j| (j.name.clone(), planned.stages.get(j.stage).cloned().unwrap_or_default()))
-        .collect();
-    let jobs = state.store.start_pipeline(pipeline.id, &sha, &names).await.map_err(|e| e.to_string())?;
+    let jobs = match only {
+        None => {
+            let names: Vec<(String, String)> = planned
+                .jobs
+                .iter()
+                .map(|j| (j.name.clone(), planned.stages.get(j.stage).cloned().unwrap_or_default()))
+                .collect();
+            state.store.start_pipeline(pipeline.id, &sha, &names).await.map_err(|e| e.to_string())?
+        }
+        Some(job) => {
+            let upstream = single_job_plan(&mut planned, &job.name)?;
+            restore_upstream_artifacts(state, pipeline.id, &upstream, &source_dir).await?;
+            vec![job.clone()]
+        }
+    };
 
     let job_ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let switches = Arc::new(opsloop_runner::JobSwitches::default());
     let agents = crate::agents::AgentExecutor::new(state.clone(), pipeline.id, job_ids.clone());
     let uploads = match state.objects() {
         Ok(objects) => Some(ArtifactUploads {
@@ -278,10 +296,12 @@ async fn run(
             .ok()
             .map(|mut groups| groups.entry(project.id).or_default().clone()),
         remote: Some(Arc::new(agents)),
+        job_switches: Some(switches.clone()),
     };
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let job_index: HashMap<i64, usize> = jobs.iter().enumerate().map(|(index, job)| (job.id, index)).collect();
     if let Ok(mut running) = state.running_pipelines.lock() {
-        running.insert(pipeline.id, cancel_tx);
+        running.insert(pipeline.id, RunningPipeline { cancel: cancel_tx, switches: switches.clone(), job_index });
     }
     let outcome = opsloop_runner::run_pipeline(loaded, planned, run_options, sink.clone(), cancel.clone()).await;
     if let Ok(mut running) = state.running_pipelines.lock() {
@@ -292,14 +312,128 @@ async fn run(
     let _ = writer.await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     let outcome = outcome.map_err(|e| format!("the pipeline could not run: {e}"))?;
-    let status = if canceled {
+    if only.is_some() {
+        return state.store.settle_pipeline(pipeline.id).await.map(|_| ()).map_err(|e| e.to_string());
+    }
+    let failed = outcome.jobs.iter().any(|(_, o)| o.status == JobStatus::Failed);
+    let any_canceled = outcome.jobs.iter().any(|(_, o)| o.status == JobStatus::Canceled);
+    // As on GitLab: a canceled job without a failed one makes the pipeline canceled.
+    let status = if canceled || (!failed && any_canceled) {
         "canceled"
-    } else if outcome.success {
-        "success"
-    } else {
+    } else if failed {
         "failed"
+    } else {
+        "success"
     };
     state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())
+}
+
+/// A pipeline running in this process: its cancel switch, and each job's.
+pub struct RunningPipeline {
+    pub cancel: tokio::sync::watch::Sender<bool>,
+    pub switches: Arc<opsloop_runner::JobSwitches>,
+    /// Store job id → plan index.
+    pub job_index: HashMap<i64, usize>,
+}
+
+/// Cuts `plan` down to the job named `name`, ready at once (a played manual job runs as if
+/// `when: on_success`); returns the names of the jobs whose artifacts it receives.
+fn single_job_plan(plan: &mut opsloop_pipeline::plan::Plan, name: &str) -> Result<Vec<String>, String> {
+    let index = plan
+        .jobs
+        .iter()
+        .position(|j| j.name == name)
+        .ok_or_else(|| format!("the pipeline file at this commit no longer plans a job `{name}`"))?;
+    let upstream: Vec<String> = plan.jobs[index].artifacts_from.iter().map(|i| plan.jobs[*i].name.clone()).collect();
+    let mut job = plan.jobs.swap_remove(index);
+    job.needs = Some(Vec::new());
+    job.artifacts_from.clear();
+    if job.when == opsloop_pipeline::config::When::Manual {
+        job.when = opsloop_pipeline::config::When::OnSuccess;
+    }
+    plan.jobs = vec![job];
+    Ok(upstream)
+}
+
+/// Unpacks the stored artifacts of this pipeline's jobs named `upstream` into `target`.
+async fn restore_upstream_artifacts(
+    state: &AppState,
+    pipeline_id: i64,
+    upstream: &[String],
+    target: &Path,
+) -> Result<(), String> {
+    if upstream.is_empty() {
+        return Ok(());
+    }
+    let jobs = state.store.jobs_of(pipeline_id).await.map_err(|e| e.to_string())?;
+    let objects = state.objects().map_err(|e| e.message)?;
+    for name in upstream {
+        let Some(job) = jobs.iter().find(|j| &j.name == name) else { continue };
+        let Some(stored) = state.store.job_artifacts(job.id).await.map_err(|e| e.to_string())? else { continue };
+        let archive = objects.get(&stored.object_key).await.map_err(|e| e.to_string())?;
+        let target = target.to_owned();
+        tokio::task::spawn_blocking(move || crate::objects::unzip_into(&archive, &target))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("the artifacts of `{name}` could not be restored: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs one job of a finished pipeline again: a retry, or a manual job played. The job was
+/// reopened in the store (`Store::reopen_job`) by the caller.
+pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, job: Job) {
+    let (state, project, pipeline) = (state.clone(), project.clone(), pipeline.clone());
+    tokio::spawn(async move {
+        let variables = match pipeline_variables(&state, pipeline.id).await {
+            Ok(variables) => variables,
+            Err(message) => {
+                let _ = state.store.job_finished(job.id, "failed", None).await;
+                let _ = state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await;
+                let _ = state.store.settle_pipeline(pipeline.id).await;
+                return;
+            }
+        };
+        let commit = (!pipeline.sha.is_empty()).then(|| pipeline.sha.clone());
+        let _slot = state.pipeline_slots.acquire().await;
+        if let Err(message) = execute(&state, &project, &pipeline, commit, variables, Some(&job)).await {
+            tracing::warn!(pipeline = pipeline.id, job = job.id, %message, "a job could not run again");
+            let _ = state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await;
+            let _ = state.store.job_finished(job.id, "failed", None).await;
+            let _ = state.store.settle_pipeline(pipeline.id).await;
+        }
+    });
+}
+
+/// The trigger variables a pipeline was started with, decrypted.
+async fn pipeline_variables(state: &AppState, pipeline_id: i64) -> Result<Vec<(String, String)>, String> {
+    let request = state.store.pipeline_request(pipeline_id).await.map_err(|e| e.to_string())?.unwrap_or_default();
+    decode_variables(state, &request.variables)
+}
+
+fn decode_variables(state: &AppState, stored: &str) -> Result<Vec<(String, String)>, String> {
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
+    state
+        .vault()
+        .map_err(|_| "the secrets vault is not available".to_owned())
+        .and_then(|vault| vault.decrypt(stored, VARIABLES_CONTEXT).map_err(|e| e.to_string()))
+        .and_then(|json| serde_json::from_str::<Vec<(String, String)>>(&json).map_err(|e| e.to_string()))
+}
+
+/// Cancels one running (or waiting) job of a pipeline running here; `false` when it is not.
+pub fn cancel_job(state: &AppState, pipeline_id: i64, job_id: i64) -> bool {
+    state
+        .running_pipelines
+        .lock()
+        .ok()
+        .and_then(|running| {
+            let pipeline = running.get(&pipeline_id)?;
+            let index = *pipeline.job_index.get(&job_id)?;
+            Some(pipeline.switches.cancel(index))
+        })
+        .unwrap_or(false)
 }
 
 /// How long a job's artifacts are kept, in milliseconds; `None`: `expire_in: never`.

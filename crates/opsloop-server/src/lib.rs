@@ -9,7 +9,7 @@ pub mod accounts;
 pub mod agents;
 pub mod api;
 pub mod auth;
-mod ci;
+pub mod ci;
 pub mod config;
 mod demo;
 pub mod error;

@@ -187,6 +187,13 @@ pub fn zip_dir(dir: &Path) -> std::io::Result<(Vec<u8>, usize)> {
     Ok((archive, files))
 }
 
+/// Unpacks an archive into `target` (paths that would leave it are refused by the zip crate).
+pub fn unzip_into(archive: &[u8], target: &Path) -> Result<(), ObjectError> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive))?;
+    zip.extract(target)?;
+    Ok(())
+}
+
 /// The files in an archive, with their sizes.
 pub fn zip_entries(archive: &[u8]) -> Result<Vec<(String, u64)>, ObjectError> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive))?;

@@ -34,7 +34,7 @@ pub struct Inner {
     /// Each project's `resource_group` locks, held across its pipelines.
     pub resource_groups: std::sync::Mutex<HashMap<i64, Arc<opsloop_runner::ResourceGroups>>>,
     /// Cancel switches of the pipelines running in this process.
-    pub running_pipelines: std::sync::Mutex<HashMap<i64, tokio::sync::watch::Sender<bool>>>,
+    pub running_pipelines: std::sync::Mutex<HashMap<i64, crate::ci::RunningPipeline>>,
     /// Jobs handed to agents that this process waits for.
     pub agent_hub: crate::agents::AgentHub,
     /// Where artifacts are kept, opened on first use.

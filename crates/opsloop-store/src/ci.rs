@@ -425,6 +425,83 @@ impl Store {
 }
 
 impl Store {
+    /// What the pipeline was asked to run (its trigger variables, still encrypted).
+    pub async fn pipeline_request(&self, pipeline_id: i64) -> Result<Option<PipelineRequest>> {
+        let row: Option<(String, String)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT requested_sha, requested_variables FROM pipelines WHERE id = $1")
+                .bind(pipeline_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(sha, variables)| PipelineRequest { sha, variables }))
+    }
+
+    /// Opens a finished pipeline's job to run again (retry, or play a manual one): the
+    /// pipeline turns `running`, the job `pending` with its log and test report cleared.
+    /// `false` when the pipeline is not finished or the job's status is not one of `from`:
+    /// a compare-and-set, so two clicks start it once.
+    pub async fn reopen_job(
+        &self,
+        job_id: i64,
+        pipeline_id: i64,
+        from: &[&str],
+        actor: Actor<'_>,
+        action: &str,
+    ) -> Result<bool> {
+        let now = self.now_ms();
+        let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+        let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 2)).collect();
+        let job_sql = format!(
+            "UPDATE jobs SET status = 'pending', exit_code = NULL, started_at = NULL, finished_at = NULL
+             WHERE id = $1 AND status IN ({})",
+            placeholders.join(", ")
+        );
+        Ok(with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let opened = sqlx::query(
+                "UPDATE pipelines SET status = 'running', finished_at = NULL, error = ''
+                 WHERE id = $1 AND status IN ('success', 'failed', 'canceled')",
+            )
+            .bind(pipeline_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(job_sql.clone())).bind(job_id);
+            for status in &from {
+                query = query.bind(status);
+            }
+            let reopened = opened == 1 && query.execute(&mut *tx).await?.rows_affected() == 1;
+            if !reopened {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM job_log_chunks WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM job_test_reports WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+            record_audit!(&mut *tx, now, actor, action, &job_id.to_string(), &format!("pipeline={pipeline_id}"));
+            tx.commit().await?;
+            true
+        }))
+    }
+
+    /// Ends a pipeline whose job ran again, with the status its jobs now give it.
+    pub async fn settle_pipeline(&self, pipeline_id: i64) -> Result<String> {
+        let statuses: Vec<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT status FROM jobs WHERE pipeline_id = $1")
+                .bind(pipeline_id)
+                .fetch_all(pool)
+                .await?
+        });
+        let status = if statuses.iter().any(|s| s == "failed") {
+            "failed"
+        } else if statuses.iter().any(|s| s == "canceled") {
+            "canceled"
+        } else {
+            "success"
+        };
+        self.finish_pipeline(pipeline_id, status, "").await?;
+        Ok(status.to_owned())
+    }
+
     /// The project a job belongs to (for access checks on job routes).
     pub async fn project_of_job(&self, job_id: i64) -> Result<Option<crate::Project>> {
         type ProjectRow = (i64, String, String, String, String, String, i64, i64);

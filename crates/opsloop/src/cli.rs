@@ -479,6 +479,24 @@ pub enum PipelineCommand {
 pub enum JobCommand {
     /// Print a job's log.
     Log { id: i64 },
+    /// Run a finished job again (when its pipeline has finished).
+    Retry {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a manual job.
+    Play {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a running job (its after_script still runs).
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

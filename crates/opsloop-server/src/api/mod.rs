@@ -61,6 +61,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
             pipelines::cancel,
         )
         .add(api, Method::GET, "/api/v1/jobs/{job}/log", Job(Viewer), pipelines::log)
+        .add(api, Method::POST, "/api/v1/jobs/{job}/retry", Job(Developer), pipelines::retry_job)
+        .add(api, Method::POST, "/api/v1/jobs/{job}/play", Job(Developer), pipelines::play_job)
+        .add(api, Method::POST, "/api/v1/jobs/{job}/cancel", Job(Developer), pipelines::cancel_job)
         .add(api, Method::GET, "/api/v1/jobs/{job}/artifacts", Job(Viewer), pipelines::artifacts)
         .add(api, Method::GET, "/api/v1/jobs/{job}/artifacts/files", Job(Viewer), pipelines::artifact_files)
         .add(api, Method::GET, "/api/v1/jobs/{job}/artifacts/raw/{*path}", Job(Viewer), pipelines::artifact_file)
@@ -121,6 +124,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         projects::members, projects::set_member, projects::remove_member,
         pipelines::run, pipelines::list, pipelines::show, pipelines::cancel, pipelines::log,
         pipelines::artifacts, pipelines::artifact_files, pipelines::artifact_file,
+        pipelines::retry_job, pipelines::play_job, pipelines::cancel_job,
         hooks::receive, hooks::settings,
         variables::list, variables::set, variables::delete,
         polling::show, polling::set,

@@ -357,3 +357,122 @@ pub async fn artifact_file(
     )
         .into_response())
 }
+
+/// A job of this project, with its pipeline.
+async fn job_in_project(
+    state: &AppState,
+    context: &ProjectContext,
+    job_id: i64,
+) -> Result<(opsloop_store::Job, opsloop_store::Pipeline), ApiError> {
+    let (job, project_id) = state.store.job_by_id(job_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    if project_id != context.project.id {
+        return Err(ApiError::not_found("job"));
+    }
+    let pipeline = state.store.pipeline_by_id(job.pipeline_id).await?.ok_or_else(|| ApiError::not_found("pipeline"))?;
+    Ok((job, pipeline))
+}
+
+fn job_view(job: opsloop_store::Job) -> JobView {
+    JobView {
+        id: job.id,
+        name: job.name,
+        stage: job.stage,
+        status: job.status,
+        exit_code: job.exit_code,
+        artifacts: None,
+    }
+}
+
+/// Runs a job of a finished pipeline again (`retry`), or a manual job (`play`).
+pub async fn run_again(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    job_id: i64,
+    play: bool,
+) -> Result<JobView, ApiError> {
+    let (job, pipeline) = job_in_project(state, context, job_id).await?;
+    let (from, action): (&[&str], &str) =
+        if play { (&["manual"], "job.play") } else { (&["success", "warning", "failed", "canceled"], "job.retry") };
+    if !from.contains(&job.status.as_str()) {
+        let what = if play { "only a manual job can be played" } else { "only a finished job can be retried" };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "wrong_status",
+            format!("{what}; job {} is {}", job.id, job.status),
+        ));
+    }
+    if !state.store.reopen_job(job.id, pipeline.id, from, principal.actor(), action).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "pipeline_running",
+            format!("pipeline #{} is {}; wait for it to finish", pipeline.id, pipeline.status),
+        ));
+    }
+    let mut reopened = job.clone();
+    reopened.status = "pending".to_owned();
+    reopened.exit_code = None;
+    crate::ci::spawn_job_run(state, &context.project, &pipeline, reopened.clone());
+    Ok(job_view(reopened))
+}
+
+/// Run a finished job again (its pipeline must be finished too).
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/retry", tag = "pipelines", params(("job" = i64, Path)),
+    responses((status = 202, body = JobView), (status = 409, body = ErrorBody)))]
+pub async fn retry_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiPath(job): ApiPath<i64>,
+) -> Result<(StatusCode, ApiJson<JobView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, ApiJson(run_again(&state, &principal, &context, job, false).await?)))
+}
+
+/// Run a manual job (its pipeline must be finished).
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/play", tag = "pipelines", params(("job" = i64, Path)),
+    responses((status = 202, body = JobView), (status = 409, body = ErrorBody)))]
+pub async fn play_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiPath(job): ApiPath<i64>,
+) -> Result<(StatusCode, ApiJson<JobView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, ApiJson(run_again(&state, &principal, &context, job, true).await?)))
+}
+
+/// Cancels one job of a pipeline running here.
+pub async fn cancel_one(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    job_id: i64,
+) -> Result<JobView, ApiError> {
+    let (job, pipeline) = job_in_project(state, context, job_id).await?;
+    if !matches!(job.status.as_str(), "pending" | "running") || !crate::ci::cancel_job(state, pipeline.id, job.id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("job {} is not running on this server (its status: {})", job.id, job.status),
+        ));
+    }
+    let entry = opsloop_store::NewAuditEntry {
+        actor: principal.actor(),
+        action: "job.cancel",
+        target: &job.id.to_string(),
+        detail: &format!("pipeline={}", pipeline.id),
+    };
+    state.store.append_audit(entry).await?;
+    Ok(job_view(job))
+}
+
+/// Cancel one job: it ends (its after_script still runs); jobs that need it are skipped.
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/cancel", tag = "pipelines", params(("job" = i64, Path)),
+    responses((status = 202, body = JobView), (status = 409, body = ErrorBody)))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiPath(job): ApiPath<i64>,
+) -> Result<(StatusCode, ApiJson<JobView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, ApiJson(cancel_one(&state, &principal, &context, job).await?)))
+}

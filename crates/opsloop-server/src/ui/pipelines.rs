@@ -226,7 +226,16 @@ pub async fn show(
                     h2 { (stage) }
                     ul {
                         @for job in list {
-                            li { a href={ (base) "/jobs/" (job.id) } { (job.name) } " " (status_badge(&job.status)) }
+                            li {
+                                a href={ (base) "/jobs/" (job.id) } { (job.name) } " " (status_badge(&job.status))
+                                @if job.status == "manual" && !running(&pipeline.status) && context.role >= Role::Developer {
+                                    " "
+                                    form.inline method="post" action={ (base) "/jobs/" (job.id) "/play" } {
+                                        (csrf_field(&principal))
+                                        button type="submit" aria-label={ "Run manual job " (job.name) } { "▶ Run" }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -312,6 +321,20 @@ pub async fn job(
         p { a href={ (base) "/pipelines/" (job.pipeline_id) } { "← Pipeline #" (job.pipeline_id) } }
         h1 { (job.name) " " (status_badge(&job.status)) }
         p.muted { "Stage " (job.stage) @if let Some(code) = job.exit_code { ", exit code " (code) } " · " a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw log" } }
+        @if context.role >= opsloop_core::Role::Developer {
+            @let action = match job.status.as_str() {
+                "manual" => Some(("play", "Run this manual job")),
+                "success" | "warning" | "failed" | "canceled" => Some(("retry", "Retry")),
+                "pending" | "running" => Some(("cancel", "Cancel job")),
+                _ => None,
+            };
+            @if let Some((action, label)) = action {
+                form.inline method="post" action={ (base) "/jobs/" (job.id) "/" (action) } {
+                    (super::csrf_field(&principal))
+                    button type="submit" { (label) }
+                }
+            }
+        }
         pre.log aria-label="Job log" role=[live.is_some().then_some("log")] data-live=[live.as_deref()] { (maud::PreEscaped(log)) }
         @if let Some(stored) = &artifacts {
             section aria-labelledby="artifacts" {
@@ -440,4 +463,51 @@ fn human_size(bytes: i64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+async fn job_action(
+    state: AppState,
+    principal: Principal,
+    context: ProjectContext,
+    job: i64,
+    action: &str,
+) -> Response {
+    let done = match action {
+        "retry" => crate::api::pipelines::run_again(&state, &principal, &context, job, false).await,
+        "play" => crate::api::pipelines::run_again(&state, &principal, &context, job, true).await,
+        _ => crate::api::pipelines::cancel_one(&state, &principal, &context, job).await,
+    };
+    match done {
+        Ok(_) => {
+            axum::response::Redirect::to(&format!("/projects/{}/jobs/{job}", context.project.name)).into_response()
+        }
+        Err(error) => crate::ui::error_page(error.status, &error.message),
+    }
+}
+
+pub async fn retry_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<JobPath>,
+) -> Response {
+    job_action(state, principal, context, path.job, "retry").await
+}
+
+pub async fn play_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<JobPath>,
+) -> Response {
+    job_action(state, principal, context, path.job, "play").await
+}
+
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<JobPath>,
+) -> Response {
+    job_action(state, principal, context, path.job, "cancel").await
 }

@@ -23,10 +23,29 @@ pub async fn run(args: &ClientArgs, command: PipelineCommand) -> miette::Result<
 pub async fn job(args: &ClientArgs, command: JobCommand) -> miette::Result<ExitCode> {
     let result = async {
         let client = ApiClient::new(args)?;
-        let JobCommand::Log { id } = command;
-        let text = client.get_text(&["jobs", &id.to_string(), "log"]).await?;
-        print!("{text}");
-        Ok(ExitCode::SUCCESS)
+        let (id, action, json) = match command {
+            JobCommand::Log { id } => {
+                let text = client.get_text(&["jobs", &id.to_string(), "log"]).await?;
+                print!("{text}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            JobCommand::Retry { id, json } => (id, "retry", json),
+            JobCommand::Play { id, json } => (id, "play", json),
+            JobCommand::Cancel { id, json } => (id, "cancel", json),
+        };
+        let job: Value =
+            client.call(Method::POST, &["jobs", &id.to_string(), action], None::<&Value>).await?.unwrap_or_default();
+        if json {
+            crate::output::json(&job)?;
+        } else {
+            let done = match action {
+                "retry" => "runs again",
+                "play" => "started",
+                _ => "is being canceled",
+            };
+            eprintln!("job {id} ({}) {done}", job["name"].as_str().unwrap_or("?"));
+        }
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     }
     .await;
     Ok(result.unwrap_or_else(|error| fail(&error)))

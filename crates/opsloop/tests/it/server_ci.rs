@@ -466,3 +466,97 @@ fn junit_reports_become_the_pipelines_test_summary() {
     assert_eq!(tests["failures"][0]["job"], "test");
     assert!(tests["failures"][0]["case"].as_str().unwrap_or_default().contains("expected 3, got 4"), "{detail}");
 }
+
+fn wait_for_pipeline(server: &Server, token: &str, project: &str, id: &str, done: &[&str]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = opsloop_client(server, token, &["pipeline", "show", project, id, "--json"]);
+        let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
+        if done.contains(&detail["status"].as_str().unwrap_or_default()) {
+            return detail;
+        }
+        assert!(Instant::now() < deadline, "pipeline {id} never reached {done:?}: {detail}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn job_named<'a>(detail: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    detail["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap()
+}
+
+#[test]
+fn a_failed_job_is_retried_with_its_upstream_artifacts_and_a_manual_job_is_played() {
+    let server = Server::start();
+    let token = server.token("maintainer");
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("flaky-ran-once");
+    let pipeline = format!(
+        "stages: [build, test, deploy]\n\
+         build:\n  stage: build\n  script: [mkdir -p out, echo 'built artifact' > out/x.txt]\n  artifacts:\n    paths: [out/]\n\
+         flaky:\n  stage: test\n  script: ['cat out/x.txt', 'test -f {mark} || {{ touch {mark}; echo first try fails; exit 3; }}']\n\
+         deploy:\n  stage: deploy\n  when: manual\n  script: [echo deployed $CI_COMMIT_SHORT_SHA]\n",
+        mark = mark.display()
+    );
+    project_with_pipeline(&server, &token, dir.path(), "shop", &pipeline);
+    let run = |args: &[&str]| opsloop_client(&server, &token, args);
+    let first = run(&["pipeline", "run", "shop", "--wait", "--json"]);
+    assert_eq!(first.status.code(), Some(1), "the flaky job fails the first time: {}", text(&first.stdout));
+    let detail: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let id = detail["id"].to_string();
+    assert_eq!(job_named(&detail, "deploy")["status"], "manual");
+    let flaky = job_named(&detail, "flaky")["id"].to_string();
+    let deploy = job_named(&detail, "deploy")["id"].to_string();
+
+    // A manual job is played, not retried; a finished job is retried, not played.
+    let refused = run(&["job", "retry", &deploy]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("only a finished job can be retried"), "{}", text(&refused.stderr));
+
+    let retried = run(&["job", "retry", &flaky, "--json"]);
+    assert!(retried.status.success(), "{}", text(&retried.stderr));
+    let detail = wait_for_pipeline(&server, &token, "shop", &id, &["success", "failed"]);
+    assert_eq!(detail["status"], "success", "{detail}");
+    let log = text(&run(&["job", "log", &flaky]).stdout);
+    assert!(log.contains("built artifact"), "the build job's stored artifact was restored: {log}");
+    assert!(!log.lines().any(|line| line == "first try fails"), "the log is the new attempt's: {log}");
+
+    let played = run(&["job", "play", &deploy]);
+    assert!(played.status.success(), "{}", text(&played.stderr));
+    let detail = wait_for_pipeline(&server, &token, "shop", &id, &["success", "failed"]);
+    assert_eq!(job_named(&detail, "deploy")["status"], "success", "{detail}");
+    assert!(text(&run(&["job", "log", &deploy]).stdout).contains("deployed "));
+}
+
+#[test]
+fn one_job_is_canceled_and_what_needs_it_is_skipped() {
+    let server = Server::start();
+    let token = server.token("developer");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "slow:\n  script: [echo slow started, sleep 30]\nquick:\n  script: [sleep 1, echo quick done]\nafter:\n  needs: [slow]\n  script: [echo never]\n";
+    let admin = server.token("admin");
+    project_with_pipeline(&server, &admin, dir.path(), "mixed", pipeline);
+    let run = |args: &[&str]| opsloop_client(&server, &token, args);
+    let started = run(&["pipeline", "run", "mixed", "--json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let slow = loop {
+        let detail: serde_json::Value =
+            serde_json::from_slice(&run(&["pipeline", "show", "mixed", &id, "--json"]).stdout).unwrap_or_default();
+        if let Some(jobs) = detail["jobs"].as_array()
+            && let Some(slow) = jobs.iter().find(|j| j["name"] == "slow" && j["status"] == "running")
+        {
+            break slow["id"].to_string();
+        }
+        assert!(Instant::now() < deadline, "slow never started: {detail}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let canceled = run(&["job", "cancel", &slow]);
+    assert!(canceled.status.success(), "{}", text(&canceled.stderr));
+    let detail = wait_for_pipeline(&server, &token, "mixed", &id, &["success", "failed", "canceled"]);
+    assert_eq!(detail["status"], "canceled", "{detail}");
+    assert_eq!(job_named(&detail, "slow")["status"], "canceled");
+    assert_eq!(job_named(&detail, "quick")["status"], "success");
+    assert_eq!(job_named(&detail, "after")["status"], "skipped");
+    let again = run(&["job", "cancel", &slow]);
+    assert_eq!(again.status.code(), Some(1), "a finished job cannot be canceled");
+}
