@@ -102,6 +102,7 @@ fn spawn_run(
                 tracing::error!(pipeline = id, %error, "could not record the pipeline's failure");
             }
         }
+        crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, id).await;
     });
 }
 
@@ -238,7 +239,10 @@ async fn execute(
                 .iter()
                 .map(|j| (j.name.clone(), planned.stages.get(j.stage).cloned().unwrap_or_default()))
                 .collect();
-            state.store.start_pipeline(pipeline.id, &sha, &names).await.map_err(|e| e.to_string())?
+            let jobs = state.store.start_pipeline(pipeline.id, &sha, &names).await.map_err(|e| e.to_string())?;
+            crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), project, pipeline.id)
+                .await;
+            jobs
         }
         Some(job) => {
             let upstream = single_job_plan(&mut planned, &job.name)?;
@@ -265,7 +269,13 @@ async fn execute(
         }),
         Err(_) => None,
     };
-    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids, uploads);
+    let notifier = Notifier {
+        project: project.clone(),
+        external_url: state.config.external_url.clone(),
+        // Read once per run: a hook added while it runs starts with the next pipeline's jobs.
+        enabled: !state.store.notification_hooks(project.id).await.map_err(|e| e.to_string())?.is_empty(),
+    };
+    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids, uploads, notifier);
     let run_options = RunOptions {
         project_dir: source_dir.clone(),
         state_dir: source_dir.join(".opsloop"),
@@ -391,6 +401,13 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
                 let _ = state.store.job_finished(job.id, "failed", None).await;
                 let _ = state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await;
                 let _ = state.store.settle_pipeline(pipeline.id).await;
+                crate::notify::pipeline_event(
+                    &state.store,
+                    state.config.external_url.as_deref(),
+                    &project,
+                    pipeline.id,
+                )
+                .await;
                 return;
             }
         };
@@ -402,6 +419,7 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
             let _ = state.store.job_finished(job.id, "failed", None).await;
             let _ = state.store.settle_pipeline(pipeline.id).await;
         }
+        crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, pipeline.id).await;
     });
 }
 
@@ -444,6 +462,13 @@ fn artifacts_keep_ms(job: &opsloop_pipeline::config::Job, default_seconds: u64) 
         None => default_seconds,
     };
     Some(i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+/// Whether, and for which project, the sink queues job notifications.
+struct Notifier {
+    project: Project,
+    external_url: Option<String>,
+    enabled: bool,
 }
 
 /// What the sink needs to keep each job's artifacts in the object store when it ends.
@@ -613,6 +638,7 @@ impl StoreSink {
         store: Store,
         job_ids: Vec<i64>,
         uploads: Option<ArtifactUploads>,
+        notifier: Notifier,
     ) -> (Arc<StoreSink>, tokio::task::JoinHandle<()>) {
         let (events, mut receiver) = mpsc::unbounded_channel::<Event>();
         let writer = tokio::spawn(async move {
@@ -691,6 +717,10 @@ impl StoreSink {
                             }
                         }
                         let _ = store.job_finished(id, status, outcome.exit_code.map(i64::from)).await;
+                        if notifier.enabled {
+                            crate::notify::job_event(&store, notifier.external_url.as_deref(), &notifier.project, id)
+                                .await;
+                        }
                         continue;
                     }
                 };

@@ -14,6 +14,7 @@ pub mod config;
 mod demo;
 pub mod error;
 pub mod metrics;
+pub mod notify;
 pub mod objects;
 pub(crate) mod ops;
 pub mod polling;
@@ -177,6 +178,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let poller = tokio::spawn(polling::run_forever(state.clone()));
     let heartbeats = tokio::spawn(agents::watch_heartbeats(state.clone()));
     let artifact_sweeper = tokio::spawn(objects::sweep_forever(state.clone()));
+    let notifier = tokio::spawn(notify::deliver_forever(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();
@@ -204,6 +206,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     poller.abort();
     heartbeats.abort();
     artifact_sweeper.abort();
+    notifier.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -74,9 +74,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_artifacts.sql"),
         postgres: include_str!("../migrations/postgres/0010_artifacts.sql"),
     },
+    Migration {
+        version: 11,
+        name: "notifications",
+        sqlite: include_str!("../migrations/sqlite/0011_notifications.sql"),
+        postgres: include_str!("../migrations/postgres/0011_notifications.sql"),
+    },
 ];
 
-const LATEST: i64 = 10;
+const LATEST: i64 = 11;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -411,3 +411,37 @@ store_test!(artifacts_are_found_until_they_expire, |store| {
     assert!(store.job_artifacts(jobs[0].id).await.unwrap().is_none());
     assert_eq!(store.pipeline_artifacts(pipeline.id).await.unwrap().len(), 1);
 });
+
+store_test!(deliveries_are_queued_per_hook_claimed_once_and_retried, |store| {
+    let owner = user(&store, "hook-owner").await;
+    let project = store.create_project(new_project("hooked"), owner.id, ACTOR).await.unwrap();
+    let both = ["pipeline".to_owned(), "job".to_owned()];
+    let all = store.create_notification_hook(&project, "http://a.example/hook", "s1", &both, ACTOR).await.unwrap();
+    let jobs_only = store
+        .create_notification_hook(&project, "http://b.example/hook", "s2", &["job".to_owned()], ACTOR)
+        .await
+        .unwrap();
+    assert_eq!(store.notification_hooks(project.id).await.unwrap().len(), 2);
+    assert_eq!(store.queue_deliveries(project.id, "pipeline", "{\"p\":1}").await.unwrap(), 1);
+    assert_eq!(store.queue_deliveries(project.id, "job", "{\"j\":1}").await.unwrap(), 2);
+
+    let now = store.now_ms();
+    let first = store.claim_due_deliveries(now, 30_000, 10).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(store.claim_due_deliveries(now, 30_000, 10).await.unwrap().is_empty(), "claimed once");
+    let failing = first.iter().find(|d| d.hook_id == jobs_only.id).unwrap();
+    store.record_delivery_attempt(failing.id, false, Some(500), "HTTP 500", Some(now + 1000)).await.unwrap();
+    for delivered in first.iter().filter(|d| d.id != failing.id) {
+        store.record_delivery_attempt(delivered.id, true, Some(200), "", None).await.unwrap();
+    }
+    let retry = store.claim_due_deliveries(now + 1000, 30_000, 10).await.unwrap();
+    assert_eq!(retry.iter().map(|d| d.id).collect::<Vec<_>>(), [failing.id]);
+    assert_eq!(retry[0].attempts, 1);
+    store.record_delivery_attempt(failing.id, false, None, "connection refused", None).await.unwrap();
+    let log = store.deliveries(jobs_only.id, 10).await.unwrap();
+    assert_eq!((log[0].state.as_str(), log[0].attempts), ("failed", 2));
+    assert_eq!(store.deliveries(all.id, 10).await.unwrap().iter().filter(|d| d.state == "delivered").count(), 2);
+
+    assert!(store.delete_notification_hook(&project, jobs_only.id, ACTOR).await.unwrap());
+    assert!(store.deliveries(jobs_only.id, 10).await.unwrap().is_empty());
+});

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod agents;
 pub mod hooks;
+pub mod notifications;
 pub mod page_cache;
 pub mod pipelines;
 pub mod polling;
@@ -69,6 +70,22 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/jobs/{job}/artifacts/raw/{*path}", Job(Viewer), pipelines::artifact_file)
         .add(api, Method::POST, "/api/v1/projects/{project}/hooks/{forge}", Webhook, hooks::receive)
         .add(api, Method::GET, "/api/v1/projects/{project}/webhook", Project(Maintainer), hooks::settings)
+        .add(api, Method::GET, "/api/v1/projects/{project}/notifications", Project(Maintainer), notifications::list)
+        .add(api, Method::POST, "/api/v1/projects/{project}/notifications", Project(Maintainer), notifications::create)
+        .add(
+            api,
+            Method::DELETE,
+            "/api/v1/projects/{project}/notifications/{hook}",
+            Project(Maintainer),
+            notifications::delete,
+        )
+        .add(
+            api,
+            Method::GET,
+            "/api/v1/projects/{project}/notifications/{hook}/deliveries",
+            Project(Maintainer),
+            notifications::deliveries,
+        )
         .add(api, Method::GET, "/api/v1/projects/{project}/polling", Project(Viewer), polling::show)
         .add(api, Method::PUT, "/api/v1/projects/{project}/polling", Project(Maintainer), polling::set)
         .add(api, Method::GET, "/api/v1/projects/{project}/schedules", Project(Viewer), schedules::list)
@@ -128,6 +145,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         hooks::receive, hooks::settings,
         variables::list, variables::set, variables::delete,
         polling::show, polling::set,
+        notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,

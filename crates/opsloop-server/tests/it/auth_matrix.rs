@@ -26,6 +26,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("PATCH", "/api/v1/projects/{project}/schedules/{schedule}") => r#"{"enabled": false}"#,
         ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,
         ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
+        ("POST", "/api/v1/projects/{project}/notifications") => r#"{"url": "https://hooks.example.com/opsloop"}"#,
         ("POST", "/api/v1/agent/register") => r#"{"tags": ["linux"], "concurrency": 2}"#,
         ("POST", "/api/v1/agent/jobs/request") => "",
         ("POST", "/api/v1/agent/jobs/{job}/events") => r#"{"events": []}"#,
@@ -102,6 +103,11 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         let key = format!("fixture/{}.zip", jobs[0].id);
         app.state.objects().unwrap().put_dir(&key, staged.path().to_path_buf()).await.unwrap();
         app.store.record_artifacts(jobs[0].id, &key, 1, 1, None).await.unwrap();
+        let hook = app
+            .store
+            .create_notification_hook(&project, "https://h.example/x", "sealed", &["job".to_owned()], crate::app::ACTOR)
+            .await
+            .unwrap();
         let (agent_token, agent) =
             opsloop_server::api::agents::issue_agent_token(&app.store, "fixture", crate::app::ACTOR).await.unwrap();
         let id = if spec.path.starts_with("/api/v1/admin/agents/") { agent.id } else { own_token_id };
@@ -114,6 +120,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{schedule}", &schedule.id.to_string())
             .replace("{job}", &jobs[0].id.to_string())
             .replace("{position}", "0")
+            .replace("{hook}", &hook.id.to_string())
             .replace("{*path}", "out.txt")
             .replace("{id}", &id.to_string());
         // An agent's request for work would wait for one.

@@ -1,0 +1,200 @@
+//! Outgoing webhooks on pipeline and job events. An event becomes one queued delivery per hook
+//! that wants it (in the store, so a restart loses none); [`deliver_forever`] sends them,
+//! signed, and retries failures with exponential backoff.
+//!
+//! The request: `POST <url>` with a JSON body (below), `Content-Type: application/json`,
+//! `X-Opsloop-Event: pipeline|job`, `X-Opsloop-Delivery: <id>` (the same on every attempt, so
+//! receivers can drop repeats) and `X-Opsloop-Signature-256: sha256=<hex>`, the HMAC-SHA256 of
+//! the body under the hook's secret (GitHub's scheme). Any 2xx answer is a delivery.
+//!
+//! Pipeline events: `{"object_kind": "pipeline", "project": {"id", "name"}, "pipeline":
+//! {"id", "ref", "sha", "source", "status", "created_by", "created_at", "finished_at", "url"}}`.
+//! Job events: `{"object_kind": "job", "project": {…}, "pipeline": {"id", "ref", "sha"},
+//! "job": {"id", "name", "stage", "status", "exit_code", "url"}}`.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use opsloop_store::{Delivery, Job, Pipeline, Project, Store};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+/// Attempts per delivery before it is marked failed.
+pub const MAX_ATTEMPTS: i64 = 8;
+/// How long a claimed delivery is held by its sender before another may try.
+const LEASE_MS: i64 = 60_000;
+
+/// The encryption context of a hook's secret.
+pub fn secret_context(project_id: i64) -> String {
+    format!("notification-hook:project:{project_id}")
+}
+
+fn base_url(state_url: Option<&str>) -> String {
+    state_url.unwrap_or("").trim_end_matches('/').to_owned()
+}
+
+pub fn pipeline_payload(external_url: Option<&str>, project: &Project, pipeline: &Pipeline) -> String {
+    json!({
+        "object_kind": "pipeline",
+        "project": { "id": project.id, "name": project.name },
+        "pipeline": {
+            "id": pipeline.id,
+            "ref": pipeline.git_ref,
+            "sha": pipeline.sha,
+            "source": pipeline.source,
+            "status": pipeline.status,
+            "created_by": pipeline.created_by,
+            "created_at": rfc3339(pipeline.created_at),
+            "finished_at": pipeline.finished_at.map(rfc3339),
+            "url": format!("{}/projects/{}/pipelines/{}", base_url(external_url), project.name, pipeline.id),
+        },
+    })
+    .to_string()
+}
+
+pub fn job_payload(external_url: Option<&str>, project: &Project, pipeline: &Pipeline, job: &Job) -> String {
+    json!({
+        "object_kind": "job",
+        "project": { "id": project.id, "name": project.name },
+        "pipeline": { "id": pipeline.id, "ref": pipeline.git_ref, "sha": pipeline.sha },
+        "job": {
+            "id": job.id,
+            "name": job.name,
+            "stage": job.stage,
+            "status": job.status,
+            "exit_code": job.exit_code,
+            "url": format!("{}/projects/{}/jobs/{}", base_url(external_url), project.name, job.id),
+        },
+    })
+    .to_string()
+}
+
+/// Queues a pipeline's current state for the project's hooks.
+pub async fn pipeline_event(store: &Store, external_url: Option<&str>, project: &Project, pipeline_id: i64) {
+    let Ok(Some(pipeline)) = store.pipeline_by_id(pipeline_id).await else { return };
+    let payload = pipeline_payload(external_url, project, &pipeline);
+    if let Err(error) = store.queue_deliveries(project.id, "pipeline", &payload).await {
+        tracing::error!(pipeline = pipeline_id, %error, "could not queue pipeline notifications");
+    }
+}
+
+/// Queues a job's current state for the project's hooks.
+pub async fn job_event(store: &Store, external_url: Option<&str>, project: &Project, job_id: i64) {
+    let Ok(Some((job, _))) = store.job_by_id(job_id).await else { return };
+    let Ok(Some(pipeline)) = store.pipeline_by_id(job.pipeline_id).await else { return };
+    let payload = job_payload(external_url, project, &pipeline, &job);
+    if let Err(error) = store.queue_deliveries(project.id, "job", &payload).await {
+        tracing::error!(job = job_id, %error, "could not queue job notifications");
+    }
+}
+
+/// The signature header's value for `body` under `secret`.
+pub fn signature(secret: &str, body: &str) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// When to try again after `attempts` failed ones: 1 s, 2 s, 4 s … up to an hour.
+pub fn backoff_ms(attempts: i64) -> i64 {
+    1000_i64.saturating_mul(1 << attempts.clamp(0, 12)).min(3_600_000)
+}
+
+/// Sends due deliveries every half second, until the server stops.
+pub async fn deliver_forever(state: AppState) {
+    // The binary installs ring as the TLS provider; tests that start the app in-process may not.
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("opsloop-webhook/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "no HTTP client for notifications; none will be sent");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let due = match state.store.claim_due_deliveries(state.store.now_ms(), LEASE_MS, 20).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "could not read due notifications");
+                continue;
+            }
+        };
+        for delivery in due {
+            deliver(&state, &http, delivery).await;
+        }
+    }
+}
+
+async fn deliver(state: &AppState, http: &reqwest::Client, delivery: Delivery) {
+    let hook = match state.store.notification_hook(delivery.hook_id).await {
+        Ok(Some(hook)) => hook,
+        // Deleted meanwhile: its deliveries went with it.
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, "could not read a notification hook");
+            return;
+        }
+    };
+    let secret = state
+        .vault()
+        .map_err(|e| e.message)
+        .and_then(|vault| vault.decrypt(&hook.secret, &secret_context(hook.project_id)).map_err(|e| e.to_string()));
+    let result = match secret {
+        Ok(secret) => http
+            .post(&hook.url)
+            .header("content-type", "application/json")
+            .header("x-opsloop-event", &delivery.event)
+            .header("x-opsloop-delivery", delivery.id.to_string())
+            .header("x-opsloop-signature-256", signature(&secret, &delivery.payload))
+            .body(delivery.payload.clone())
+            .send()
+            .await
+            .map(|response| response.status())
+            .map_err(|error| error.to_string()),
+        Err(error) => Err(format!("the hook's secret cannot be read: {error}")),
+    };
+    let attempts = delivery.attempts + 1;
+    let retry_at = (attempts < MAX_ATTEMPTS).then(|| state.store.now_ms() + backoff_ms(attempts - 1));
+    let recorded = match result {
+        Ok(status) if status.is_success() => {
+            state.store.record_delivery_attempt(delivery.id, true, Some(i64::from(status.as_u16())), "", None).await
+        }
+        Ok(status) => {
+            let error = format!("the receiver answered {status}");
+            state
+                .store
+                .record_delivery_attempt(delivery.id, false, Some(i64::from(status.as_u16())), &error, retry_at)
+                .await
+        }
+        Err(error) => state.store.record_delivery_attempt(delivery.id, false, None, &error, retry_at).await,
+    };
+    if let Err(error) = recorded {
+        tracing::warn!(delivery = delivery.id, %error, "could not record a notification attempt");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_githubs_scheme_and_backoff_grows_to_an_hour() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", "what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!([backoff_ms(0), backoff_ms(1), backoff_ms(2)], [1000, 2000, 4000]);
+        assert_eq!(backoff_ms(40), 3_600_000);
+    }
+}
