@@ -514,32 +514,43 @@ struct Secrets {
     masked: Vec<String>,
 }
 
-/// The project's CI/CD variables this pipeline may see, decrypted: protected ones only on the
-/// default branch, file-type ones written to private files, masked ones listed for masking.
-/// Their use is recorded in the audit log (names, never values).
+/// The CI/CD variables this pipeline may see, decrypted: the instance's, then the project's
+/// (which win: later overrides take precedence); protected ones only on the default branch,
+/// file-type ones written to private files, masked ones listed for masking. Their use is
+/// recorded in the audit log (names, never values).
 async fn project_variables(
     state: &AppState,
     project: &Project,
     pipeline: &Pipeline,
     dir: &Path,
 ) -> Result<Secrets, String> {
-    let stored = state.store.list_variables(project.id).await.map_err(|e| e.to_string())?;
+    use crate::api::variables::Owner;
+    let instance = state.store.list_instance_variables().await.map_err(|e| e.to_string())?;
+    let own = state.store.list_variables(project.id).await.map_err(|e| e.to_string())?;
+    let stored = instance
+        .into_iter()
+        .map(|v| (Owner::Instance, v))
+        .chain(own.into_iter().map(|v| (Owner::Project(project.id), v)));
     let protected_ref = pipeline.git_ref == project.default_branch;
     let mut secrets = Secrets { overrides: Vec::new(), masked: Vec::new() };
     let mut used = Vec::new();
-    for variable in stored {
+    for (owner, variable) in stored {
         if variable.protected && !protected_ref {
             continue;
         }
-        let value = crate::api::variables::reveal(state, project.id, &variable).map_err(|e| e.message)?;
+        let value = crate::api::variables::reveal(state, owner, &variable).map_err(|e| e.message)?;
         if variable.masked {
             secrets.masked.push(value.clone());
         }
         let value = if variable.file {
             let files = dir.join("variables");
             std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
+            let owner_tag = match owner {
+                Owner::Instance => "instance",
+                Owner::Project(_) => "project",
+            };
             let path = files.join(format!(
-                "{}-{}",
+                "{}-{owner_tag}-{}",
                 variable.key,
                 crate::auth::credentials::digest(&variable.environment_scope)
             ));

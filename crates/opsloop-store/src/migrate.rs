@@ -80,9 +80,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0011_notifications.sql"),
         postgres: include_str!("../migrations/postgres/0011_notifications.sql"),
     },
+    Migration {
+        version: 12,
+        name: "instance variables",
+        sqlite: include_str!("../migrations/sqlite/0012_instance_variables.sql"),
+        postgres: include_str!("../migrations/postgres/0012_instance_variables.sql"),
+    },
 ];
 
-const LATEST: i64 = 11;
+const LATEST: i64 = 12;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

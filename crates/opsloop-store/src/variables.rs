@@ -1,4 +1,4 @@
-//! A project's CI/CD variables. This module only ever sees ciphertext: encryption happens in
+//! CI/CD variables of a project or of the whole instance. This module only ever sees ciphertext: encryption happens in
 //! the server with `opsloop-secure`, so a database dump holds no secret.
 
 use crate::audit::record_audit;
@@ -83,17 +83,75 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(key, environment_scope, ciphertext, masked, protected, file, updated_at)| StoredVariable {
-                key,
-                environment_scope,
-                ciphertext,
-                masked,
-                protected,
-                file,
-                updated_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(variable_from).collect())
     }
+
+    /// Creates or replaces an instance-wide variable (per key and environment scope).
+    pub async fn set_instance_variable(&self, variable: &StoredVariable, actor: Actor<'_>) -> Result<()> {
+        let now = self.now_ms();
+        let detail = format!(
+            "key={} scope={} masked={} protected={} file={}",
+            variable.key, variable.environment_scope, variable.masked, variable.protected, variable.file
+        );
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO instance_variables (key, environment_scope, ciphertext, masked, protected, file, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (key, environment_scope) DO UPDATE SET
+                    ciphertext = excluded.ciphertext, masked = excluded.masked, protected = excluded.protected,
+                    file = excluded.file, updated_at = excluded.updated_at",
+            )
+            .bind(&variable.key)
+            .bind(&variable.environment_scope)
+            .bind(&variable.ciphertext)
+            .bind(variable.masked)
+            .bind(variable.protected)
+            .bind(variable.file)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            record_audit!(&mut *tx, now, actor, "instance_variable.set", "instance", &detail);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn delete_instance_variable(&self, key: &str, scope: &str, actor: Actor<'_>) -> Result<()> {
+        let now = self.now_ms();
+        let detail = format!("key={key} scope={scope}");
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let removed = sqlx::query("DELETE FROM instance_variables WHERE key = $1 AND environment_scope = $2")
+                .bind(key)
+                .bind(scope)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if removed == 0 {
+                return Err(StoreError::NotFound { what: "variable" });
+            }
+            record_audit!(&mut *tx, now, actor, "instance_variable.delete", "instance", &detail);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn list_instance_variables(&self) -> Result<Vec<StoredVariable>> {
+        let rows: Vec<VariableRow> = with_pool!(self, |pool| {
+            sqlx::query_as::<_, VariableRow>(
+                "SELECT key, environment_scope, ciphertext, masked, protected, file, updated_at
+                 FROM instance_variables ORDER BY key, environment_scope",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(variable_from).collect())
+    }
+}
+
+fn variable_from(
+    (key, environment_scope, ciphertext, masked, protected, file, updated_at): VariableRow,
+) -> StoredVariable {
+    StoredVariable { key, environment_scope, ciphertext, masked, protected, file, updated_at }
 }

@@ -113,6 +113,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/admin/users", Admin, admin::list_users)
         .add(api, Method::POST, "/api/v1/admin/users", Admin, admin::create_user)
         .add(api, Method::GET, "/api/v1/admin/audit", Admin, admin::audit)
+        .add(api, Method::GET, "/api/v1/admin/variables", Admin, variables::list_instance)
+        .add(api, Method::PUT, "/api/v1/admin/variables/{key}", Admin, variables::set_instance)
+        .add(api, Method::DELETE, "/api/v1/admin/variables/{key}", Admin, variables::delete_instance)
         .add(api, Method::GET, "/api/v1/admin/agents", Admin, agents::list)
         .add(api, Method::POST, "/api/v1/admin/agents", Admin, agents::create)
         .add(api, Method::DELETE, "/api/v1/admin/agents/{id}", Admin, agents::revoke)
@@ -144,6 +147,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         pipelines::retry_job, pipelines::play_job, pipelines::cancel_job,
         hooks::receive, hooks::settings,
         variables::list, variables::set, variables::delete,
+        variables::list_instance, variables::set_instance, variables::delete_instance,
         polling::show, polling::set,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         schedules::list, schedules::create, schedules::update, schedules::delete,

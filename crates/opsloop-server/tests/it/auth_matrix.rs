@@ -18,7 +18,9 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/tokens") => r#"{"name": "made by test"}"#,
         ("POST", "/api/v1/admin/users") => r#"{"username": "newcomer"}"#,
         ("POST", "/api/v1/projects/{project}/pipelines") => r#"{"ref": "main"}"#,
-        ("PUT", "/api/v1/projects/{project}/variables/{key}") => r#"{"value": "a value"}"#,
+        ("PUT", "/api/v1/projects/{project}/variables/{key}" | "/api/v1/admin/variables/{key}") => {
+            r#"{"value": "a value"}"#
+        }
         ("POST", "/api/v1/projects/{project}/pipelines/{pipeline}/cancel") => "",
         ("POST", "/api/v1/jobs/{job}/retry" | "/api/v1/jobs/{job}/play" | "/api/v1/jobs/{job}/cancel") => "",
         ("PUT", "/api/v1/projects/{project}/polling") => r#"{"interval_seconds": 60}"#,
@@ -83,6 +85,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             updated_at: 0,
         };
         app.store.set_variable(&project, &variable, crate::app::ACTOR).await.unwrap();
+        app.store.set_instance_variable(&variable, crate::app::ACTOR).await.unwrap();
         let schedule = opsloop_store::Schedule {
             id: 0,
             project_id: project.id,

@@ -560,3 +560,41 @@ fn one_job_is_canceled_and_what_needs_it_is_skipped() {
     let again = run(&["job", "cancel", &slow]);
     assert_eq!(again.status.code(), Some(1), "a finished job cannot be canceled");
 }
+
+#[test]
+fn instance_variables_reach_every_project_and_a_projects_own_wins() {
+    let server = Server::start();
+    let admin = server.token("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "show:\n  script: ['echo \"secret=$INSTANCE_SECRET shared=$SHARED\"']\n";
+    project_with_pipeline(&server, &admin, dir.path(), "one", pipeline);
+    project_with_pipeline(&server, &admin, dir.path(), "two", pipeline);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let put = |path: &str, body: serde_json::Value| {
+        let status = runtime.block_on(async {
+            crate::harness::Server::client()
+                .put(format!("{}{path}", server.url))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert_eq!(status.as_u16(), 204, "PUT {path}");
+    };
+    put(
+        "/api/v1/admin/variables/INSTANCE_SECRET",
+        serde_json::json!({"value": "instance-wide-secret", "masked": true}),
+    );
+    put("/api/v1/admin/variables/SHARED", serde_json::json!({"value": "from-instance"}));
+    put("/api/v1/projects/two/variables/SHARED", serde_json::json!({"value": "from-project"}));
+    for (project, shared) in [("one", "from-instance"), ("two", "from-project")] {
+        let run = opsloop_client(&server, &admin, &["pipeline", "run", project, "--wait", "--json"]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let detail: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let log = text(&opsloop_client(&server, &admin, &["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
+        assert!(log.contains(&format!("secret=[MASKED] shared={shared}")), "{project}: {log}");
+        assert!(!log.contains("instance-wide-secret"), "{log}");
+    }
+}
