@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub remote: Option<Arc<dyn RemoteExecutor>>,
     /// Cancel switches of the running jobs, for canceling one job alone.
     pub job_switches: Option<Arc<JobSwitches>>,
+    /// A second limit (a project's own), held by every job here or remote while it runs.
+    pub project_slots: Option<Arc<Semaphore>>,
 }
 
 /// The cancel switch of each running job, by plan index.
@@ -499,6 +501,14 @@ async fn run_job(
     };
     let upstream: Vec<PathBuf> =
         spec.upstream.iter().map(|name| workspace::artifacts_dir(&shared.options.state_dir, name)).collect();
+    // The project's own limit holds for its jobs wherever they run.
+    let _project_permit = match &shared.options.project_slots {
+        Some(slots) => tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.ok(),
+            () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
+        },
+        None => None,
+    };
     // A job another machine takes never holds one of this machine's slots.
     if let Some(remote) = shared.options.remote.as_ref().filter(|remote| remote.takes(&job.tags)) {
         if *cancel.borrow() {

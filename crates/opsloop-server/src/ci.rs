@@ -251,6 +251,7 @@ async fn execute(
         }
     };
 
+    let settings = state.store.ci_settings(project.id).await.map_err(|e| e.to_string())?;
     let job_ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let switches = Arc::new(opsloop_runner::JobSwitches::default());
     let agents = crate::agents::AgentExecutor::new(state.clone(), pipeline.id, job_ids.clone());
@@ -307,11 +308,24 @@ async fn execute(
             .map(|mut groups| groups.entry(project.id).or_default().clone()),
         remote: Some(Arc::new(agents)),
         job_switches: Some(switches.clone()),
+        project_slots: project_slots(state, project.id, settings.max_concurrent_jobs),
     };
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let job_index: HashMap<i64, usize> = jobs.iter().enumerate().map(|(index, job)| (job.id, index)).collect();
+    let interruptible: Vec<bool> = planned.jobs.iter().map(|j| loaded.jobs[j.config_index].interruptible).collect();
+    if only.is_none() && settings.auto_cancel_redundant {
+        auto_cancel_older(state, project, pipeline).await;
+    }
     if let Ok(mut running) = state.running_pipelines.lock() {
-        running.insert(pipeline.id, RunningPipeline { cancel: cancel_tx, switches: switches.clone(), job_index });
+        let entry = RunningPipeline {
+            cancel: cancel_tx,
+            switches: switches.clone(),
+            job_index,
+            project_id: project.id,
+            git_ref: pipeline.git_ref.clone(),
+            interruptible,
+        };
+        running.insert(pipeline.id, entry);
     }
     let outcome = opsloop_runner::run_pipeline(loaded, planned, run_options, sink.clone(), cancel.clone()).await;
     if let Ok(mut running) = state.running_pipelines.lock() {
@@ -344,6 +358,63 @@ pub struct RunningPipeline {
     pub switches: Arc<opsloop_runner::JobSwitches>,
     /// Store job id → plan index.
     pub job_index: HashMap<i64, usize>,
+    pub project_id: i64,
+    pub git_ref: String,
+    /// Whether each job (by plan index) may be interrupted by a newer pipeline.
+    pub interruptible: Vec<bool>,
+}
+
+/// The project's own job slots, made anew when its limit changed; `None` without a limit.
+fn project_slots(state: &AppState, project_id: i64, limit: i64) -> Option<Arc<tokio::sync::Semaphore>> {
+    let size = usize::try_from(limit).ok().filter(|size| *size > 0)?;
+    let mut slots = state.project_slots.lock().ok()?;
+    let entry = slots.entry(project_id).or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(size))));
+    if entry.0 != limit {
+        *entry = (limit, Arc::new(tokio::sync::Semaphore::new(size)));
+    }
+    Some(entry.1.clone())
+}
+
+/// GitLab's "auto-cancel redundant pipelines": older pipelines of the same project and ref
+/// running here are canceled when every job they started is `interruptible` (jobs not yet
+/// started never start).
+async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline) {
+    let candidates: Vec<(i64, HashMap<i64, usize>, Vec<bool>)> = match state.running_pipelines.lock() {
+        Ok(running) => running
+            .iter()
+            .filter(|(id, p)| **id < newer.id && p.project_id == project.id && p.git_ref == newer.git_ref)
+            .map(|(id, p)| (*id, p.job_index.clone(), p.interruptible.clone()))
+            .collect(),
+        Err(_) => return,
+    };
+    for (older, job_index, interruptible) in candidates {
+        let Ok(jobs) = state.store.jobs_of(older).await else { continue };
+        let started = |status: &str| !matches!(status, "pending" | "created" | "manual" | "skipped");
+        let all_interruptible = jobs
+            .iter()
+            .filter(|job| started(&job.status))
+            .all(|job| job_index.get(&job.id).and_then(|index| interruptible.get(*index)).copied().unwrap_or(false));
+        if !all_interruptible {
+            continue;
+        }
+        let signalled = state
+            .running_pipelines
+            .lock()
+            .ok()
+            .and_then(|running| running.get(&older).map(|p| p.cancel.send(true).is_ok()))
+            .unwrap_or(false);
+        if signalled {
+            tracing::info!(pipeline = older, newer = newer.id, "auto-canceled a redundant pipeline");
+            let detail = format!("superseded by pipeline {} on {}", newer.id, newer.git_ref);
+            let entry = opsloop_store::NewAuditEntry {
+                actor: Actor { name: "opsloop", source_ip: "" },
+                action: "pipeline.auto_cancel",
+                target: &older.to_string(),
+                detail: &detail,
+            };
+            let _ = state.store.append_audit(entry).await;
+        }
+    }
 }
 
 /// Cuts `plan` down to the job named `name`, ready at once (a played manual job runs as if

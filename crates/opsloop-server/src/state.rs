@@ -35,6 +35,8 @@ pub struct Inner {
     pub resource_groups: std::sync::Mutex<HashMap<i64, Arc<opsloop_runner::ResourceGroups>>>,
     /// Cancel switches of the pipelines running in this process.
     pub running_pipelines: std::sync::Mutex<HashMap<i64, crate::ci::RunningPipeline>>,
+    /// Each project's own job limit and its slots (`project_ci_settings.max_concurrent_jobs`).
+    pub project_slots: std::sync::Mutex<HashMap<i64, (i64, Arc<tokio::sync::Semaphore>)>>,
     /// Jobs handed to agents that this process waits for.
     pub agent_hub: crate::agents::AgentHub,
     /// Where artifacts are kept, opened on first use.
@@ -98,6 +100,7 @@ impl AppState {
             vault: std::sync::OnceLock::new(),
             running_pipelines: std::sync::Mutex::new(HashMap::new()),
             agent_hub: crate::agents::AgentHub::default(),
+            project_slots: std::sync::Mutex::new(HashMap::new()),
             objects: std::sync::OnceLock::new(),
             routes,
         }))

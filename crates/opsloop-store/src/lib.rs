@@ -37,6 +37,7 @@ pub use audit::{Actor, AuditEntry, NewAuditEntry};
 pub use ci::{Job, Pipeline, PipelineRequest, TestReport};
 pub use error::StoreError;
 pub use notifications::{Delivery, NotificationHook};
+pub use polling::CiSettings;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
 pub use schedules::Schedule;
 pub use users::{ApiToken, NewUser, Session, User};

@@ -86,9 +86,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0012_instance_variables.sql"),
         postgres: include_str!("../migrations/postgres/0012_instance_variables.sql"),
     },
+    Migration {
+        version: 13,
+        name: "ci settings",
+        sqlite: include_str!("../migrations/sqlite/0013_ci_settings.sql"),
+        postgres: include_str!("../migrations/postgres/0013_ci_settings.sql"),
+    },
 ];
 
-const LATEST: i64 = 12;
+const LATEST: i64 = 13;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

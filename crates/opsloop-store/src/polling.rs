@@ -92,4 +92,52 @@ impl Store {
         });
         Ok(())
     }
+
+    /// The project's CI settings (defaults when never set).
+    pub async fn ci_settings(&self, project_id: i64) -> Result<CiSettings> {
+        let row: Option<(i64, bool)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT max_concurrent_jobs, auto_cancel_redundant FROM project_ci_settings WHERE project_id = $1",
+            )
+            .bind(project_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map_or_else(CiSettings::default, |(max_concurrent_jobs, auto_cancel_redundant)| CiSettings {
+            max_concurrent_jobs,
+            auto_cancel_redundant,
+        }))
+    }
+
+    pub async fn set_ci_settings(&self, project: &Project, settings: &CiSettings, actor: Actor<'_>) -> Result<()> {
+        let now = self.now_ms();
+        let detail = format!(
+            "max_concurrent_jobs={} auto_cancel_redundant={}",
+            settings.max_concurrent_jobs, settings.auto_cancel_redundant
+        );
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO project_ci_settings (project_id, max_concurrent_jobs, auto_cancel_redundant) VALUES ($1, $2, $3)
+                 ON CONFLICT (project_id) DO UPDATE SET max_concurrent_jobs = $2, auto_cancel_redundant = $3",
+            )
+            .bind(project.id)
+            .bind(settings.max_concurrent_jobs)
+            .bind(settings.auto_cancel_redundant)
+            .execute(&mut *tx)
+            .await?;
+            record_audit!(&mut *tx, now, actor, "project.ci_settings", &project.name, &detail);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
+
+/// A project's CI settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CiSettings {
+    /// Jobs of this project running at once, here and on agents; 0: no limit of its own.
+    pub max_concurrent_jobs: i64,
+    /// A new pipeline cancels older ones on the same ref whose started jobs are all interruptible.
+    pub auto_cancel_redundant: bool,
 }

@@ -87,6 +87,8 @@ pub fn routes(table: RouteTable) -> RouteTable {
             notifications::deliveries,
         )
         .add(api, Method::GET, "/api/v1/projects/{project}/polling", Project(Viewer), polling::show)
+        .add(api, Method::GET, "/api/v1/projects/{project}/ci-settings", Project(Viewer), polling::ci_settings)
+        .add(api, Method::PUT, "/api/v1/projects/{project}/ci-settings", Project(Maintainer), polling::set_ci_settings)
         .add(api, Method::PUT, "/api/v1/projects/{project}/polling", Project(Maintainer), polling::set)
         .add(api, Method::GET, "/api/v1/projects/{project}/schedules", Project(Viewer), schedules::list)
         .add(api, Method::POST, "/api/v1/projects/{project}/schedules", Project(Maintainer), schedules::create)
@@ -148,7 +150,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         hooks::receive, hooks::settings,
         variables::list, variables::set, variables::delete,
         variables::list_instance, variables::set_instance, variables::delete_instance,
-        polling::show, polling::set,
+        polling::show, polling::set, polling::ci_settings, polling::set_ci_settings,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,

@@ -1,4 +1,5 @@
-//! `/api/v1/projects/{project}/polling`: poll the repository for new commits.
+//! `/api/v1/projects/{project}/polling` (poll the repository for new commits) and
+//! `/api/v1/projects/{project}/ci-settings` (the project's job limit, auto-cancel).
 
 use axum::Extension;
 use axum::extract::State;
@@ -59,4 +60,50 @@ pub async fn set_interval(
     }
     state.store.set_poll_interval(&context.project, seconds, principal.actor()).await?;
     Ok(())
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CiSettingsView {
+    /// Jobs of this project running at once, on the server and on agents; 0: only the
+    /// server-wide limit applies.
+    pub max_concurrent_jobs: i64,
+    /// A new pipeline cancels older running ones on the same ref whose started jobs are all
+    /// `interruptible` (GitLab's "auto-cancel redundant pipelines").
+    pub auto_cancel_redundant: bool,
+}
+
+/// The project's CI settings.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/ci-settings", tag = "pipelines",
+    params(("project" = String, Path)), responses((status = 200, body = CiSettingsView)))]
+pub async fn ci_settings(
+    State(state): State<AppState>,
+    Extension(context): Extension<ProjectContext>,
+) -> Result<ApiJson<CiSettingsView>, ApiError> {
+    let settings = state.store.ci_settings(context.project.id).await?;
+    Ok(ApiJson(CiSettingsView {
+        max_concurrent_jobs: settings.max_concurrent_jobs,
+        auto_cancel_redundant: settings.auto_cancel_redundant,
+    }))
+}
+
+/// Change the project's CI settings.
+#[utoipa::path(put, path = "/api/v1/projects/{project}/ci-settings", tag = "pipelines",
+    params(("project" = String, Path)), request_body = CiSettingsView,
+    responses((status = 200, body = CiSettingsView), (status = 422, body = ErrorBody)))]
+pub async fn set_ci_settings(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiJson(input): ApiJson<CiSettingsView>,
+) -> Result<ApiJson<CiSettingsView>, ApiError> {
+    if !(0..=1000).contains(&input.max_concurrent_jobs) {
+        return Err(ApiError::invalid("max_concurrent_jobs must be between 0 (no limit of its own) and 1000"));
+    }
+    let settings = opsloop_store::CiSettings {
+        max_concurrent_jobs: input.max_concurrent_jobs,
+        auto_cancel_redundant: input.auto_cancel_redundant,
+    };
+    state.store.set_ci_settings(&context.project, &settings, principal.actor()).await?;
+    Ok(ApiJson(input))
 }

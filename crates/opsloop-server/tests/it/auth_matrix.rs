@@ -24,6 +24,9 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/projects/{project}/pipelines/{pipeline}/cancel") => "",
         ("POST", "/api/v1/jobs/{job}/retry" | "/api/v1/jobs/{job}/play" | "/api/v1/jobs/{job}/cancel") => "",
         ("PUT", "/api/v1/projects/{project}/polling") => r#"{"interval_seconds": 60}"#,
+        ("PUT", "/api/v1/projects/{project}/ci-settings") => {
+            r#"{"max_concurrent_jobs": 2, "auto_cancel_redundant": true}"#
+        }
         ("POST", "/api/v1/projects/{project}/schedules") => r#"{"cron": "0 3 * * *"}"#,
         ("PATCH", "/api/v1/projects/{project}/schedules/{schedule}") => r#"{"enabled": false}"#,
         ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,

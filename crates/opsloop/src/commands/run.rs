@@ -475,6 +475,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         shared_resource_groups: None,
         remote: None,
         job_switches: None,
+        project_slots: None,
     };
     let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
     let printer = Arc::new(Printer {

@@ -598,3 +598,75 @@ fn instance_variables_reach_every_project_and_a_projects_own_wins() {
         assert!(!log.contains("instance-wide-secret"), "{log}");
     }
 }
+
+/// PUTs a JSON body to the server's API and asserts a 2xx.
+fn api_put(server: &Server, token: &str, path: &str, body: serde_json::Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = runtime.block_on(async {
+        Server::client()
+            .put(format!("{}{path}", server.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "PUT {path}: {status}");
+}
+
+#[test]
+fn a_projects_own_job_limit_holds_and_redundant_pipelines_are_auto_canceled() {
+    let server = Server::start();
+    let token = server.token("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("jobs.log");
+    let timed = format!(
+        "[\"echo start $(date +%s%N) >> {log}\", \"sleep 0.5\", \"echo end $(date +%s%N) >> {log}\"]",
+        log = log.display()
+    );
+    let pipeline = format!("a:\n  script: {timed}\nb:\n  script: {timed}\nc:\n  script: {timed}\n");
+    project_with_pipeline(&server, &token, dir.path(), "limited", &pipeline);
+    api_put(
+        &server,
+        &token,
+        "/api/v1/projects/limited/ci-settings",
+        serde_json::json!({"max_concurrent_jobs": 1, "auto_cancel_redundant": false}),
+    );
+    let run = opsloop_client(&server, &token, &["pipeline", "run", "limited", "--wait"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log.lines().count(), 6, "{log}");
+    assert_eq!(most_at_once(&log), 1, "one job of the project at a time although the server allows 4:\n{log}");
+
+    let pipeline = "long:\n  interruptible: true\n  script: [echo working, sleep 30]\n";
+    project_with_pipeline(&server, &token, dir.path(), "busy", pipeline);
+    api_put(
+        &server,
+        &token,
+        "/api/v1/projects/busy/ci-settings",
+        serde_json::json!({"max_concurrent_jobs": 0, "auto_cancel_redundant": true}),
+    );
+    let run = |args: &[&str]| opsloop_client(&server, &token, args);
+    let first = serde_json::from_slice::<serde_json::Value>(&run(&["pipeline", "run", "busy", "--json"]).stdout)
+        .unwrap()["id"]
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let detail: serde_json::Value =
+            serde_json::from_slice(&run(&["pipeline", "show", "busy", &first, "--json"]).stdout).unwrap_or_default();
+        if detail["jobs"][0]["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first pipeline never ran: {detail}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = serde_json::from_slice::<serde_json::Value>(&run(&["pipeline", "run", "busy", "--json"]).stdout)
+        .unwrap()["id"]
+        .to_string();
+    let detail = wait_for_pipeline(&server, &token, "busy", &first, &["canceled", "success", "failed"]);
+    assert_eq!(detail["status"], "canceled", "the newer pipeline on main canceled it: {detail}");
+    let newer = wait_for_pipeline(&server, &token, "busy", &second, &["running"]);
+    assert_eq!(newer["status"], "running");
+    assert!(run(&["pipeline", "cancel", "busy", &second]).status.success());
+}
