@@ -240,6 +240,16 @@ async fn execute(
                 .map(|j| (j.name.clone(), planned.stages.get(j.stage).cloned().unwrap_or_default()))
                 .collect();
             let jobs = state.store.start_pipeline(pipeline.id, &sha, &names).await.map_err(|e| e.to_string())?;
+            let graph: std::collections::BTreeMap<&str, Vec<&str>> = planned
+                .jobs
+                .iter()
+                .filter_map(|j| {
+                    let needs = j.needs.as_ref()?;
+                    Some((j.name.as_str(), needs.iter().map(|n| planned.jobs[n.job].name.as_str()).collect()))
+                })
+                .collect();
+            let graph = serde_json::to_string(&graph).map_err(|e| e.to_string())?;
+            state.store.set_needs_graph(pipeline.id, &graph).await.map_err(|e| e.to_string())?;
             crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), project, pipeline.id)
                 .await;
             jobs

@@ -425,6 +425,28 @@ impl Store {
 }
 
 impl Store {
+    /// Records the pipeline's `needs` graph (JSON, opaque to the store).
+    pub async fn set_needs_graph(&self, pipeline_id: i64, graph: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE pipelines SET needs_graph = $1 WHERE id = $2")
+                .bind(graph)
+                .bind(pipeline_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn needs_graph(&self, pipeline_id: i64) -> Result<String> {
+        let graph: Option<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT needs_graph FROM pipelines WHERE id = $1")
+                .bind(pipeline_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(graph.unwrap_or_else(|| "{}".to_owned()))
+    }
+
     /// What the pipeline was asked to run (its trigger variables, still encrypted).
     pub async fn pipeline_request(&self, pipeline_id: i64) -> Result<Option<PipelineRequest>> {
         let row: Option<(String, String)> = with_pool!(self, |pool| {

@@ -92,9 +92,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0013_ci_settings.sql"),
         postgres: include_str!("../migrations/postgres/0013_ci_settings.sql"),
     },
+    Migration {
+        version: 14,
+        name: "pipeline graph",
+        sqlite: include_str!("../migrations/sqlite/0014_pipeline_graph.sql"),
+        postgres: include_str!("../migrations/postgres/0014_pipeline_graph.sql"),
+    },
 ];
 
-const LATEST: i64 = 13;
+const LATEST: i64 = 14;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -62,6 +62,9 @@ pub struct JobView {
     /// The job's artifacts, when it kept some that have not expired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<ArtifactsView>,
+    /// The jobs it `needs`; absent when it waits for the earlier stages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -218,10 +221,12 @@ pub async fn show(
         .ok_or_else(|| ApiError::not_found("pipeline"))?;
     let jobs = state.store.jobs_of(pipeline.id).await?;
     let artifacts = state.store.pipeline_artifacts(pipeline.id).await?;
+    let graph = needs_graph(&state, pipeline.id).await?;
     let jobs = jobs
         .into_iter()
         .map(|j| JobView {
             artifacts: artifacts.iter().find(|a| a.job_id == j.id).map(ArtifactsView::from),
+            needs: graph.get(&j.name).cloned(),
             id: j.id,
             name: j.name,
             stage: j.stage,
@@ -380,6 +385,7 @@ fn job_view(job: opsloop_store::Job) -> JobView {
         status: job.status,
         exit_code: job.exit_code,
         artifacts: None,
+        needs: None,
     }
 }
 
@@ -475,4 +481,10 @@ pub async fn cancel_job(
     ApiPath(job): ApiPath<i64>,
 ) -> Result<(StatusCode, ApiJson<JobView>), ApiError> {
     Ok((StatusCode::ACCEPTED, ApiJson(cancel_one(&state, &principal, &context, job).await?)))
+}
+
+/// Each job's `needs` as the pipeline recorded them when it started.
+pub async fn needs_graph(state: &AppState, pipeline_id: i64) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    let text = state.store.needs_graph(pipeline_id).await?;
+    Ok(serde_json::from_str(&text).unwrap_or_default())
 }

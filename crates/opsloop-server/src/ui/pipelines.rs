@@ -201,7 +201,12 @@ pub async fn show(
             None => stages.push((&job.stage, vec![job])),
         }
     }
+    let graph = match crate::api::pipelines::needs_graph(&state, pipeline.id).await {
+        Ok(graph) => graph,
+        Err(error) => return failure(error),
+    };
     let base = format!("/projects/{}", project.name);
+    let drawn = (!graph.is_empty()).then(|| needs_svg(&jobs, &graph, &base));
     layout(&format!("Pipeline #{}", pipeline.id), Some(&principal), "/pipelines", html! {
         @if running(&pipeline.status) { (auto_refresh(2)) }
         p { a href={ (base) "/pipelines" } { "← Pipelines of " (project.name) } }
@@ -237,6 +242,17 @@ pub async fn show(
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+        @if let Some(drawn) = drawn {
+            section aria-labelledby="needs-graph" {
+                h2 id="needs-graph" { "Needs" }
+                (drawn)
+                ul.muted aria-label="What each job needs" {
+                    @for (job, needs) in &graph {
+                        li { (job) " needs " @if needs.is_empty() { "nothing (starts at once)" } @else { (needs.join(", ")) } }
                     }
                 }
             }
@@ -510,4 +526,89 @@ pub async fn cancel_job(
     Path(path): Path<JobPath>,
 ) -> Response {
     job_action(state, principal, context, path.job, "cancel").await
+}
+
+/// The pipeline's `needs` as an SVG: a column per depth (a job with needs sits right of what
+/// it needs; one without sits in its stage's column), an arrow per need, boxes in the
+/// colours of their status, each a link to its job.
+fn needs_svg(
+    jobs: &[opsloop_store::Job],
+    graph: &std::collections::BTreeMap<String, Vec<String>>,
+    base: &str,
+) -> Markup {
+    const WIDTH: i64 = 170;
+    const HEIGHT: i64 = 28;
+    const COLUMN: i64 = 230;
+    const ROW: i64 = 42;
+    let mut stages: Vec<&str> = Vec::new();
+    for job in jobs {
+        if !stages.contains(&job.stage.as_str()) {
+            stages.push(&job.stage);
+        }
+    }
+    let index_of = |name: &str| jobs.iter().position(|j| j.name == name);
+    // Depths by repeated relaxation: needs are acyclic (the planner refuses cycles), so this
+    // settles within as many rounds as there are jobs.
+    let mut depth: Vec<i64> = jobs
+        .iter()
+        .map(|j| {
+            if graph.contains_key(&j.name) { 0 } else { stages.iter().position(|s| *s == j.stage).unwrap_or(0) as i64 }
+        })
+        .collect();
+    for _ in 0..jobs.len() {
+        let mut changed = false;
+        for (i, job) in jobs.iter().enumerate() {
+            let Some(needs) = graph.get(&job.name) else { continue };
+            let wanted = needs.iter().filter_map(|n| index_of(n)).map(|n| depth[n] + 1).max().unwrap_or(0);
+            if wanted != depth[i] {
+                depth[i] = wanted;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut rows_used: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    let position: Vec<(i64, i64)> = depth
+        .iter()
+        .map(|d| {
+            let row = rows_used.entry(*d).or_insert(0);
+            let at = (10 + d * COLUMN, 10 + *row * ROW);
+            *row += 1;
+            at
+        })
+        .collect();
+    let width = 20 + (depth.iter().max().copied().unwrap_or(0) + 1) * COLUMN;
+    let height = 20 + rows_used.values().max().copied().unwrap_or(1) * ROW;
+    let label = |name: &str| -> String {
+        if name.chars().count() > 22 {
+            format!("{}…", name.chars().take(21).collect::<String>())
+        } else {
+            name.to_owned()
+        }
+    };
+    html! {
+        svg.needs role="img" aria-label="Needs graph: arrows go from a job to the jobs that need it"
+            width=(width) height=(height) viewBox={ "0 0 " (width) " " (height) } {
+            @for (i, job) in jobs.iter().enumerate() {
+                @if let Some(needs) = graph.get(&job.name) {
+                    @for need in needs {
+                        @if let Some(from) = index_of(need) {
+                            @let (x1, y1) = (position[from].0 + WIDTH, position[from].1 + HEIGHT / 2);
+                            @let (x2, y2) = (position[i].0, position[i].1 + HEIGHT / 2);
+                            path.edge d={ "M" (x1) " " (y1) " C" (x1 + 30) " " (y1) " " (x2 - 30) " " (y2) " " (x2) " " (y2) } {}
+                        }
+                    }
+                }
+            }
+            @for (i, job) in jobs.iter().enumerate() {
+                a href={ (base) "/jobs/" (job.id) } {
+                    title { (job.name) ": " (job.status) }
+                    rect class={ "node status-" (job.status) } x=(position[i].0) y=(position[i].1) width=(WIDTH) height=(HEIGHT) rx="6" {}
+                    text x=(position[i].0 + 10) y=(position[i].1 + 18) { (label(&job.name)) }
+                }
+            }
+        }
+    }
 }

@@ -370,3 +370,23 @@ async fn admins_register_and_revoke_agents_on_the_agents_page() {
     let refused = app.api(Method::POST, "/api/v1/agent/register", Some(&token), Some("{}")).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_pipeline_page_draws_the_needs_graph() {
+    let app = TestApp::new().await;
+    let project = app.project("dag").await;
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let pipeline = app.store.create_pipeline(project.id, "main", "api", crate::app::ACTOR).await.unwrap();
+    let jobs = [("compile", "build"), ("lint", "test"), ("unit <tests>", "test"), ("ship", "deploy")]
+        .map(|(name, stage)| (name.to_owned(), stage.to_owned()));
+    app.store.start_pipeline(pipeline.id, "abc", &jobs).await.unwrap();
+    app.store
+        .set_needs_graph(pipeline.id, r#"{"unit <tests>": ["compile"], "ship": ["unit <tests>", "lint"], "lint": []}"#)
+        .await
+        .unwrap();
+    let page = get(&app, &format!("/projects/dag/pipelines/{}", pipeline.id), &session).await.text();
+    assert!(page.contains(r#"<svg class="needs""#), "{page}");
+    assert_eq!(page.matches(r#"class="edge""#).count(), 3, "one arrow per need: {page}");
+    assert!(page.contains("unit &lt;tests&gt; needs compile"), "a text list for screen readers: {page}");
+    assert!(page.contains("ship needs unit &lt;tests&gt;, lint"), "{page}");
+}

@@ -557,6 +557,8 @@ fn one_job_is_canceled_and_what_needs_it_is_skipped() {
     assert_eq!(job_named(&detail, "slow")["status"], "canceled");
     assert_eq!(job_named(&detail, "quick")["status"], "success");
     assert_eq!(job_named(&detail, "after")["status"], "skipped");
+    assert_eq!(job_named(&detail, "after")["needs"], serde_json::json!(["slow"]));
+    assert!(job_named(&detail, "quick")["needs"].is_null(), "stage-ordered jobs have no needs: {detail}");
     let again = run(&["job", "cancel", &slow]);
     assert_eq!(again.status.code(), Some(1), "a finished job cannot be canceled");
 }
