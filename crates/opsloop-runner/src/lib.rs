@@ -10,6 +10,7 @@ pub mod job;
 pub mod junit;
 pub mod mask;
 pub mod pipeline;
+pub mod reap;
 pub mod shell;
 pub mod transfer;
 mod trigger;

@@ -60,6 +60,9 @@ pub struct RunOptions {
     pub job_switches: Option<Arc<JobSwitches>>,
     /// A second limit (a project's own), held by every job here or remote while it runs.
     pub project_slots: Option<Arc<Semaphore>>,
+    /// Where caches live when not in `state_dir` (the server keeps one per project, so they
+    /// outlive a pipeline's checkout).
+    pub cache_root: Option<PathBuf>,
 }
 
 /// The cancel switch of each running job, by plan index.
@@ -172,7 +175,7 @@ pub async fn run_pipeline(
     let resource_groups = options.shared_resource_groups.clone().unwrap_or_default();
     let workplace = Workplace {
         state_dir: options.state_dir.clone(),
-        cache_root: options.state_dir.clone(),
+        cache_root: options.cache_root.clone().unwrap_or_else(|| options.state_dir.clone()),
         source_root,
         files: Arc::new(files),
         project_dir: options.project_dir.clone(),

@@ -319,6 +319,7 @@ async fn execute(
         remote: Some(Arc::new(agents)),
         job_switches: Some(switches.clone()),
         project_slots: project_slots(state, project.id, settings.max_concurrent_jobs),
+        cache_root: Some(state.config.data_dir.join("caches").join(project.id.to_string())),
     };
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let job_index: HashMap<i64, usize> = jobs.iter().enumerate().map(|(index, job)| (job.id, index)).collect();

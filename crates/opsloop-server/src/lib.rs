@@ -153,6 +153,14 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;
     // The vault's key is made now, on first start, rather than at the first secret.
     opsloop_secure::Vault::open(&config.data_dir).map_err(|error| ServerError::Setup(error.to_string()))?;
+    // Nothing runs yet: job processes still alive under the pipelines directory were left by
+    // an earlier process that was killed, and their checkouts with them.
+    let pipelines_dir = config.data_dir.join("pipelines");
+    let orphans = opsloop_runner::reap::kill_orphans(&pipelines_dir);
+    if orphans > 0 {
+        tracing::warn!(processes = orphans, "killed job processes an earlier run left behind");
+    }
+    let _ = std::fs::remove_dir_all(&pipelines_dir);
     let interrupted = store.fail_interrupted().await?;
     if interrupted > 0 {
         tracing::warn!(pipelines = interrupted, "failed the pipelines an earlier run left unfinished");

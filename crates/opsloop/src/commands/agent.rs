@@ -104,6 +104,13 @@ async fn serve(args: AgentArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("cannot create the work directory {}", args.work_dir.display()))?;
     let work_dir = std::fs::canonicalize(&args.work_dir)?;
+    // Jobs an earlier agent here left running when it was killed are no one's now: the
+    // server has failed or requeued them.
+    let orphans = opsloop_runner::reap::kill_orphans(&work_dir.join("jobs"));
+    if orphans > 0 {
+        output::warn(&format!("ended {orphans} job process(es) an earlier agent left running"));
+    }
+    let _ = std::fs::remove_dir_all(work_dir.join("jobs"));
     let isolation = match args.isolation {
         AgentIsolation::None => Isolation::None,
         AgentIsolation::Sandbox => Isolation::Sandbox { network: true },

@@ -672,3 +672,77 @@ fn a_projects_own_job_limit_holds_and_redundant_pipelines_are_auto_canceled() {
     assert_eq!(newer["status"], "running");
     assert!(run(&["pipeline", "cancel", "busy", &second]).status.success());
 }
+
+#[test]
+fn caches_outlive_a_pipeline_on_the_server() {
+    let server = Server::start();
+    let token = server.token("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "fill:\n  cache:\n    key: deps\n    paths: [deps/]\n  script:\n    - 'if [ -f deps/made ]; then echo \"cache hit: $(cat deps/made)\"; else echo cache miss; fi'\n    - mkdir -p deps && echo $CI_PIPELINE_ID > deps/made\n";
+    project_with_pipeline(&server, &token, dir.path(), "cached", pipeline);
+    let mut logs = Vec::new();
+    for _ in 0..2 {
+        let run = opsloop_client(&server, &token, &["pipeline", "run", "cached", "--wait", "--json"]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let detail: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        logs.push(text(&opsloop_client(&server, &token, &["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout));
+    }
+    assert!(logs[0].lines().any(|l| l == "cache miss"), "{}", logs[0]);
+    assert!(
+        logs[1].lines().any(|l| l.starts_with("cache hit: ")),
+        "the second pipeline found the first's cache: {}",
+        logs[1]
+    );
+}
+
+#[test]
+fn kill_9_with_twenty_jobs_running_fails_them_all_and_ends_their_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("opsloop.toml");
+    std::fs::write(&config, "[ci]\nconcurrent_jobs = 20\n").unwrap();
+    let config_args = ["--config", config.to_str().unwrap()];
+    let data_dir = dir.path().join("data");
+    let mut server = Server::start_in(&data_dir, &config_args);
+    let token = server.token("admin");
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let pipeline = format!(
+        "first:\n  stage: build\n  script: [echo done early]\nmany:\n  stage: test\n  parallel: 20\n  script: ['echo $$ > {marks}/$CI_NODE_INDEX', 'sleep 60']\n",
+        marks = marks.display()
+    );
+    project_with_pipeline(&server, &token, dir.path(), "crowd", &pipeline);
+    let started = opsloop_client(&server, &token, &["pipeline", "run", "crowd", "--json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&marks).unwrap().count() < 20 {
+        assert!(Instant::now() < deadline, "twenty jobs never ran at once");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pids: Vec<String> = std::fs::read_dir(&marks)
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap().trim().to_owned())
+        .collect();
+    assert!(pids.iter().all(|pid| Path::new(&format!("/proc/{pid}")).exists()));
+
+    server.kill_hard();
+    let restarted = Server::start_in(&data_dir, &config_args);
+    let shown = opsloop_client(&restarted, &token, &["pipeline", "show", "crowd", &id, "--json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(detail["status"], "failed", "{detail}");
+    let jobs = detail["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 21);
+    assert_eq!(job_named(&detail, "first")["status"], "success", "what finished stays finished: {detail}");
+    let failed = jobs.iter().filter(|j| j["status"] == "failed").count();
+    assert_eq!(failed, 20, "every running job failed, none lost or left running: {detail}");
+    // The jobs' processes did not outlive the server that started them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids
+        .iter()
+        .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z ")))
+    {
+        assert!(Instant::now() < deadline, "job processes outlived the killed server: {pids:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!data_dir.join("pipelines").join(&id).exists(), "the interrupted checkout is cleaned up");
+}

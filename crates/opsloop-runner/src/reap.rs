@@ -1,0 +1,49 @@
+//! Ending job processes that outlived their runner. A `kill -9` of the server (or an agent)
+//! gives it no chance to end its jobs' process groups; at the next start, every process whose
+//! environment says it belongs to a job under this runner's directory is killed. Jobs are
+//! found by their `CI_PROJECT_DIR`, which every job process inherits (also after a `cd`).
+
+use std::path::Path;
+
+/// Kills (SIGKILL) the processes whose `CI_PROJECT_DIR` lies under `root`; returns how many.
+/// Linux only (it reads `/proc`); elsewhere it finds none.
+pub fn kill_orphans(root: &Path) -> usize {
+    let Some(root) = root.to_str() else { return 0 };
+    let marker = format!("CI_PROJECT_DIR={}/", root.trim_end_matches('/'));
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let own = std::process::id();
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+        if u32::try_from(pid).is_ok_and(|pid| pid == own) {
+            continue;
+        }
+        // Unreadable (another user's process, or gone): not ours.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let belongs = environ.split(|byte| *byte == 0).any(|variable| variable.starts_with(marker.as_bytes()));
+        if belongs && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_of_a_job_under_the_root_is_killed_and_others_are_not() {
+        let root = tempfile::tempdir().unwrap();
+        let job_dir = root.path().join("pipelines/7/source/.opsloop/builds/test");
+        let mut orphan = std::process::Command::new("sleep").arg("30").env("CI_PROJECT_DIR", &job_dir).spawn().unwrap();
+        let mut bystander =
+            std::process::Command::new("sleep").arg("30").env("CI_PROJECT_DIR", "/somewhere/else").spawn().unwrap();
+        assert_eq!(kill_orphans(&root.path().join("pipelines")), 1);
+        assert!(!orphan.wait().unwrap().success());
+        assert!(bystander.try_wait().unwrap().is_none(), "a process of someone else's job is left alone");
+        let _ = bystander.kill();
+        let _ = bystander.wait();
+    }
+}
