@@ -286,7 +286,8 @@ async fn execute(
         // Read once per run: a hook added while it runs starts with the next pipeline's jobs.
         enabled: !state.store.notification_hooks(project.id).await.map_err(|e| e.to_string())?.is_empty(),
     };
-    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids, uploads, notifier);
+    let (sink, writer) =
+        StoreSink::start(state.store.clone(), job_ids, uploads, notifier, state.config.max_job_log_bytes);
     let run_options = RunOptions {
         project_dir: source_dir.clone(),
         state_dir: source_dir.join(".opsloop"),
@@ -690,13 +691,11 @@ struct StoreSink {
 /// Log text is stored in chunks of about this size.
 const CHUNK_BYTES: usize = 16 * 1024;
 
-/// A job's stored log stops growing here (GitLab Runner's default `output_limit`): a job that
-/// prints without end must not fill the disk. The job itself runs on.
-pub const MAX_JOB_LOG_BYTES: usize = 4 * 1024 * 1024;
-
-/// A job's log on its way to the store.
-#[derive(Default)]
+/// A job's log on its way to the store. It stops growing at `limit` (`ci.max_job_log_mib`,
+/// 4 MiB by default as GitLab Runner's `output_limit`): a job that prints without end must not
+/// fill the disk. The job itself runs on.
 struct PendingLog {
+    limit: usize,
     text: String,
     next_chunk: i64,
     /// Bytes accepted so far, stored or pending.
@@ -705,16 +704,20 @@ struct PendingLog {
 }
 
 impl PendingLog {
+    fn new(limit: usize) -> Self {
+        PendingLog { limit, text: String::new(), next_chunk: 0, bytes: 0, truncated: false }
+    }
+
     /// Adds a line unless the log is full; the first line refused leaves a note instead.
     fn push_line(&mut self, line: &str) {
         if self.truncated {
             return;
         }
-        if self.bytes + line.len() + 1 > MAX_JOB_LOG_BYTES {
+        if self.bytes + line.len() + 1 > self.limit {
             self.truncated = true;
             let note = format!(
                 "# the job log exceeded {} MiB; the job runs on, but no more output is kept\n",
-                MAX_JOB_LOG_BYTES / (1024 * 1024)
+                self.limit / (1024 * 1024)
             );
             self.bytes += note.len();
             self.text.push_str(&note);
@@ -732,6 +735,7 @@ impl StoreSink {
         job_ids: Vec<i64>,
         uploads: Option<ArtifactUploads>,
         notifier: Notifier,
+        log_limit: usize,
     ) -> (Arc<StoreSink>, tokio::task::JoinHandle<()>) {
         let (events, mut receiver) = mpsc::unbounded_channel::<Event>();
         let writer = tokio::spawn(async move {
@@ -783,7 +787,7 @@ impl StoreSink {
                         if let Some(uploads) = &uploads
                             && let Some(line) = uploads.upload(&store, *job, id).await
                         {
-                            buffers.entry(*job).or_default().push_line(&line);
+                            buffers.entry(*job).or_insert_with(|| PendingLog::new(log_limit)).push_line(&line);
                         }
                         // Flush, but keep the chunk counter: a child pipeline's jobs report under
                         // their trigger job's index, one after another.
@@ -818,7 +822,7 @@ impl StoreSink {
                     }
                 };
                 let Some(id) = job_ids.get(job).copied() else { continue };
-                let buffer = buffers.entry(job).or_default();
+                let buffer = buffers.entry(job).or_insert_with(|| PendingLog::new(log_limit));
                 buffer.push_line(&line);
                 if buffer.text.len() >= CHUNK_BYTES {
                     flush(&store, id, buffer).await;

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub untagged_jobs_on_agents: bool,
     /// A job whose agent is silent this long is failed (or retried, `runner_system_failure`).
     pub agent_timeout_seconds: u64,
+    /// A job's stored log stops here, with a note; the job runs on.
+    pub max_job_log_bytes: usize,
     pub artifacts: ArtifactStorage,
     /// How long artifacts are kept when a job sets no `artifacts:expire_in` (GitLab: 30 days).
     pub default_artifacts_expire_seconds: u64,
@@ -96,6 +98,7 @@ impl ServerConfig {
             concurrent_jobs: 4,
             untagged_jobs_on_agents: false,
             agent_timeout_seconds: 30,
+            max_job_log_bytes: 4 * 1024 * 1024,
             artifacts: ArtifactStorage::Local,
             default_artifacts_expire_seconds: 30 * 86_400,
         }

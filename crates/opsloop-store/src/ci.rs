@@ -255,27 +255,42 @@ impl Store {
     }
 
     /// Appends one chunk of a job's log.
+    /// Appends a chunk of a job's log, deflated (logs are repetitive: typically 5 to 20 times
+    /// smaller).
     pub async fn append_job_log(&self, job_id: i64, seq: i64, content: &str) -> Result<()> {
+        let deflated = deflate(content);
         with_pool!(self, |pool| {
-            sqlx::query("INSERT INTO job_log_chunks (job_id, seq, content) VALUES ($1, $2, $3)")
+            sqlx::query("INSERT INTO job_log_chunks (job_id, seq, content, gz) VALUES ($1, $2, '', $3)")
                 .bind(job_id)
                 .bind(seq)
-                .bind(content)
+                .bind(&deflated)
                 .execute(pool)
                 .await?;
         });
         Ok(())
     }
 
-    /// A job's whole log, chunks in order.
-    pub async fn job_log(&self, job_id: i64) -> Result<String> {
-        let chunks: Vec<String> = with_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT content FROM job_log_chunks WHERE job_id = $1 ORDER BY seq")
+    /// Bytes a job's log takes in the database (deflated chunks plus any stored as text).
+    pub async fn job_log_stored_bytes(&self, job_id: i64) -> Result<i64> {
+        let sizes: Vec<(String, Option<Vec<u8>>)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT content, gz FROM job_log_chunks WHERE job_id = $1")
                 .bind(job_id)
                 .fetch_all(pool)
                 .await?
         });
-        Ok(chunks.concat())
+        let total: usize = sizes.iter().map(|(content, gz)| content.len() + gz.as_ref().map_or(0, Vec::len)).sum();
+        Ok(i64::try_from(total).unwrap_or(i64::MAX))
+    }
+
+    /// A job's whole log, chunks in order.
+    pub async fn job_log(&self, job_id: i64) -> Result<String> {
+        let chunks: Vec<(String, Option<Vec<u8>>)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT content, gz FROM job_log_chunks WHERE job_id = $1 ORDER BY seq")
+                .bind(job_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(chunks.into_iter().map(|(content, gz)| inflate(content, gz)).collect())
     }
 
     pub async fn pipeline_by_id(&self, pipeline_id: i64) -> Result<Option<Pipeline>> {
@@ -592,14 +607,46 @@ impl Store {
 impl Store {
     /// A job's log chunks from number `from` on, with their numbers (for live views).
     pub async fn job_log_since(&self, job_id: i64, from: i64) -> Result<Vec<(i64, String)>> {
-        Ok(with_pool!(self, |pool| {
-            sqlx::query_as::<_, (i64, String)>(
-                "SELECT seq, content FROM job_log_chunks WHERE job_id = $1 AND seq >= $2 ORDER BY seq LIMIT 64",
+        let rows: Vec<(i64, String, Option<Vec<u8>>)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT seq, content, gz FROM job_log_chunks WHERE job_id = $1 AND seq >= $2 ORDER BY seq LIMIT 64",
             )
             .bind(job_id)
             .bind(from)
             .fetch_all(pool)
             .await?
-        }))
+        });
+        Ok(rows.into_iter().map(|(seq, content, gz)| (seq, inflate(content, gz))).collect())
+    }
+}
+
+fn deflate(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(text.as_bytes());
+    encoder.finish().unwrap_or_default()
+}
+
+/// A stored chunk's text: deflated in `gz`, or (written by an earlier version) in `content`.
+fn inflate(content: String, gz: Option<Vec<u8>>) -> String {
+    use std::io::Read;
+    let Some(gz) = gz else { return content };
+    let mut text = String::new();
+    match flate2::read::DeflateDecoder::new(gz.as_slice()).read_to_string(&mut text) {
+        Ok(_) => text,
+        Err(_) => "# this part of the log is damaged and cannot be read\n".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod compression {
+    #[test]
+    fn chunks_deflate_and_inflate() {
+        let text = "$ make\ncc -O2 main.c\n".repeat(500);
+        let deflated = super::deflate(&text);
+        assert!(deflated.len() * 10 < text.len(), "{} -> {}", text.len(), deflated.len());
+        assert_eq!(super::inflate(String::new(), Some(deflated)), text);
+        assert_eq!(super::inflate("old text".to_owned(), None), "old text");
     }
 }

@@ -98,9 +98,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0014_pipeline_graph.sql"),
         postgres: include_str!("../migrations/postgres/0014_pipeline_graph.sql"),
     },
+    Migration {
+        version: 15,
+        name: "compressed logs",
+        sqlite: include_str!("../migrations/sqlite/0015_compressed_logs.sql"),
+        postgres: include_str!("../migrations/postgres/0015_compressed_logs.sql"),
+    },
 ];
 
-const LATEST: i64 = 14;
+const LATEST: i64 = 15;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -62,6 +62,7 @@ struct CiSection {
     concurrent_jobs: Option<usize>,
     executor: Option<ExecutorSetting>,
     agent_timeout_seconds: Option<u64>,
+    max_job_log_mib: Option<usize>,
 }
 
 /// Where jobs without tags run.
@@ -252,6 +253,9 @@ pub fn resolve(
         None => server.untagged_jobs_on_agents,
     };
     server.agent_timeout_seconds = layer.ci.agent_timeout_seconds.unwrap_or(server.agent_timeout_seconds);
+    if let Some(mib) = layer.ci.max_job_log_mib {
+        server.max_job_log_bytes = mib.saturating_mul(1024 * 1024);
+    }
     let artifacts = &layer.artifacts;
     if let Some(days) = artifacts.default_expire_in_days {
         server.default_artifacts_expire_seconds = days.saturating_mul(86_400);
@@ -306,7 +310,11 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 }
 
 fn validate_limits(server: &ServerConfig) -> Result<(), ConfigError> {
-    let checks: [(bool, &str); 7] = [
+    let checks: [(bool, &str); 8] = [
+        (
+            (1024 * 1024..=1024 * 1024 * 1024).contains(&server.max_job_log_bytes),
+            "ci.max_job_log_mib must be between 1 and 1024",
+        ),
         ((1..=1000).contains(&server.concurrent_jobs), "ci.concurrent_jobs must be between 1 and 1000"),
         ((2..=3600).contains(&server.agent_timeout_seconds), "ci.agent_timeout_seconds must be between 2 and 3600"),
         (server.max_body_bytes >= 1024, "http.max_body_bytes must be at least 1024"),
@@ -354,6 +362,7 @@ pub struct ShownCi {
     pub concurrent_jobs: usize,
     pub executor: &'static str,
     pub agent_timeout_seconds: u64,
+    pub max_job_log_mib: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -404,6 +413,7 @@ impl Resolved {
                 concurrent_jobs: server.concurrent_jobs,
                 executor: if server.untagged_jobs_on_agents { "agents" } else { "local" },
                 agent_timeout_seconds: server.agent_timeout_seconds,
+                max_job_log_mib: server.max_job_log_bytes / (1024 * 1024),
             },
             artifacts: match &server.artifacts {
                 opsloop_server::config::ArtifactStorage::Local => ShownArtifacts {

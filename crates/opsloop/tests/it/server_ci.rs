@@ -746,3 +746,29 @@ fn kill_9_with_twenty_jobs_running_fails_them_all_and_ends_their_processes() {
     }
     assert!(!data_dir.join("pipelines").join(&id).exists(), "the interrupted checkout is cleaned up");
 }
+
+#[test]
+fn the_log_cap_is_configurable_and_logs_are_stored_deflated() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("opsloop.toml");
+    std::fs::write(&config, "[ci]\nmax_job_log_mib = 1\n").unwrap();
+    let data_dir = dir.path().join("data");
+    let server = Server::start_in(&data_dir, &["--config", config.to_str().unwrap()]);
+    let token = server.token("admin");
+    project_with_pipeline(&server, &token, dir.path(), "chatty", "talk:\n  script: [seq 1 400000]\n");
+    let ran = opsloop_client(&server, &token, &["pipeline", "run", "chatty", "--wait", "--json"]);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let detail: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let log = text(&opsloop_client(&server, &token, &["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
+    assert!(log.contains("the job log exceeded 1 MiB"), "{}", &log[log.len().saturating_sub(300)..]);
+    assert!(log.len() > 1024 * 1024 - 200 && log.len() <= 1024 * 1024 + 200, "{} bytes", log.len());
+    // A megabyte of numbers, deflated, takes far less room than itself.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stored = runtime.block_on(async {
+        let store = opsloop_store::Store::open(opsloop_store::Location::SqliteFile(&data_dir.join("opsloop.db")))
+            .await
+            .unwrap();
+        store.job_log_stored_bytes(detail["jobs"][0]["id"].as_i64().unwrap()).await.unwrap()
+    });
+    assert!(stored * 3 < 1024 * 1024, "the log takes {stored} bytes in the database");
+}
