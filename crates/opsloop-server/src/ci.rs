@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use opsloop_pipeline::config::{self, FileSource};
@@ -122,43 +121,6 @@ pub async fn cancel(state: &AppState, pipeline_id: i64) -> Result<bool, ApiError
     Ok(state.store.cancel_queued_pipeline(pipeline_id).await?)
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(format!("git {} failed: {}", args.first().unwrap_or(&""), String::from_utf8_lossy(&output.stderr).trim()))
-    }
-}
-
-/// Clones `repo_url` into `target` and checks out `git_ref` (a branch, tag or commit);
-/// returns the commit. Arguments are vectors and the URL comes after `--`.
-fn checkout(repo_url: &str, git_ref: &str, commit: Option<&str>, target: &Path) -> Result<String, String> {
-    let parent = target.parent().ok_or("no parent directory for the checkout")?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    let _ = std::fs::remove_dir_all(target);
-    let target_text = target.to_str().ok_or("the data directory is not UTF-8")?;
-    git(parent, &["clone", "--quiet", "--no-checkout", "--", repo_url, target_text])?;
-    let candidates = match commit {
-        // A push names its commit: run exactly that, even if the branch moved on since.
-        Some(commit) => vec![commit.to_owned()],
-        None => vec![format!("origin/{git_ref}"), git_ref.to_owned()],
-    };
-    let sha = candidates
-        .iter()
-        .find_map(|candidate| {
-            git(target, &["rev-parse", "--verify", "--quiet", &format!("{candidate}^{{commit}}")]).ok()
-        })
-        .ok_or_else(|| format!("`{git_ref}` is no branch, tag or commit of {repo_url}"))?;
-    git(target, &["checkout", "--quiet", "--detach", &sha])?;
-    Ok(sha)
-}
-
 struct Checkout {
     root: PathBuf,
     files: Vec<String>,
@@ -205,10 +167,15 @@ async fn execute(
         Some(job) => state.config.data_dir.join("pipelines").join(format!("{}-job-{}", pipeline.id, job.id)),
     };
     let source_dir = dir.join("source");
-    let (repo_url, git_ref, target) = (project.repo_url.clone(), pipeline.git_ref.clone(), source_dir.clone());
-    let sha = tokio::task::spawn_blocking(move || checkout(&repo_url, &git_ref, commit.as_deref(), &target))
-        .await
-        .map_err(|e| e.to_string())??;
+    let sha = crate::mirror::checkout(
+        state,
+        project.id,
+        &project.repo_url,
+        &pipeline.git_ref,
+        commit.as_deref(),
+        &source_dir,
+    )
+    .await?;
     let files = opsloop_runner::workspace::project_files(&source_dir, ".opsloop").map_err(|e| e.to_string())?;
     let predefined = predefined(project, pipeline, &sha);
     let lookup = |name: &str| predefined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());

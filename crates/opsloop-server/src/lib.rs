@@ -14,6 +14,7 @@ pub mod config;
 mod demo;
 pub mod error;
 pub mod metrics;
+mod mirror;
 pub mod notify;
 pub mod objects;
 pub(crate) mod ops;

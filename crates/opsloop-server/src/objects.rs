@@ -134,7 +134,11 @@ pub async fn sweep_forever(state: crate::state::AppState) {
 /// Deletes a deleted project's artifacts and caches in the background.
 pub fn forget_project(state: &crate::state::AppState, project_id: i64) {
     let caches = state.config.data_dir.join("caches").join(project_id.to_string());
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(caches));
+    let mirror = state.config.data_dir.join("mirrors").join(format!("{project_id}.git"));
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(caches);
+        let _ = std::fs::remove_dir_all(mirror);
+    });
     let Ok(objects) = state.objects().cloned() else { return };
     tokio::spawn(async move {
         if let Err(error) = objects.delete_prefix(&project_prefix(project_id)).await {

@@ -37,6 +37,8 @@ pub struct Inner {
     pub running_pipelines: std::sync::Mutex<HashMap<i64, crate::ci::RunningPipeline>>,
     /// Each project's own job limit and its slots (`project_ci_settings.max_concurrent_jobs`).
     pub project_slots: std::sync::Mutex<HashMap<i64, (i64, Arc<tokio::sync::Semaphore>)>>,
+    /// Fetches of a project's mirror take turns.
+    pub mirror_locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Jobs handed to agents that this process waits for.
     pub agent_hub: crate::agents::AgentHub,
     /// Where artifacts are kept, opened on first use.
@@ -101,6 +103,7 @@ impl AppState {
             running_pipelines: std::sync::Mutex::new(HashMap::new()),
             agent_hub: crate::agents::AgentHub::default(),
             project_slots: std::sync::Mutex::new(HashMap::new()),
+            mirror_locks: std::sync::Mutex::new(HashMap::new()),
             objects: std::sync::OnceLock::new(),
             routes,
         }))

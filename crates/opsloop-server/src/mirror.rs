@@ -1,0 +1,106 @@
+//! One mirror per project (`<data-dir>/mirrors/<id>.git`, `git clone --mirror`), fetched
+//! before each pipeline, and a cheap checkout per pipeline from it (`git clone --shared`,
+//! which borrows the mirror's objects instead of copying them). A repository is downloaded
+//! once, then only what is new; every git command has a time limit, so a silent remote fails
+//! the pipeline instead of hanging it. Fetches of one project's mirror take turns.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::state::AppState;
+
+/// Cloning or fetching from the project's remote.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Local work: cloning from the mirror, resolving and checking out the commit.
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs git in `dir`; arguments are a vector, never a shell line, and URLs come after `--`.
+async fn git(dir: &Path, args: &[&str], limit: Duration) -> Result<String, String> {
+    let command = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let name = args.first().copied().unwrap_or("");
+    let output = tokio::time::timeout(limit, command)
+        .await
+        .map_err(|_| format!("git {name} did not finish in {}s", limit.as_secs()))?
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!("git {name} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+/// Where a project's mirror lives.
+pub fn mirror_dir(state: &AppState, project_id: i64) -> std::path::PathBuf {
+    state.config.data_dir.join("mirrors").join(format!("{project_id}.git"))
+}
+
+/// Brings the project's mirror up to date with `repo_url` (making it the first time, or anew
+/// when the project's URL changed).
+async fn update_mirror(state: &AppState, project_id: i64, repo_url: &str) -> Result<std::path::PathBuf, String> {
+    let lock = state
+        .mirror_locks
+        .lock()
+        .map_err(|_| "the mirror locks are poisoned".to_owned())?
+        .entry(project_id)
+        .or_default()
+        .clone();
+    let _turn = lock.lock().await;
+    let mirror = mirror_dir(state, project_id);
+    let parent = mirror.parent().ok_or("no parent directory for the mirror")?;
+    tokio::fs::create_dir_all(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
+    let url_file = mirror.join("opsloop-url");
+    let current = tokio::fs::read_to_string(&url_file).await.ok();
+    if current.as_deref() == Some(repo_url) && mirror.join("HEAD").exists() {
+        git(&mirror, &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT).await?;
+        return Ok(mirror);
+    }
+    let _ = tokio::fs::remove_dir_all(&mirror).await;
+    let target = mirror.to_str().ok_or("the data directory is not UTF-8")?;
+    let made = git(parent, &["clone", "--mirror", "--quiet", "--", repo_url, target], FETCH_TIMEOUT).await;
+    if let Err(error) = made {
+        let _ = tokio::fs::remove_dir_all(&mirror).await;
+        return Err(error);
+    }
+    tokio::fs::write(&url_file, repo_url).await.map_err(|e| e.to_string())?;
+    Ok(mirror)
+}
+
+/// Checks out `git_ref` (a branch, tag or commit) — or exactly `commit` when a push named it —
+/// of the project's repository into `target`; returns the commit.
+pub async fn checkout(
+    state: &AppState,
+    project_id: i64,
+    repo_url: &str,
+    git_ref: &str,
+    commit: Option<&str>,
+    target: &Path,
+) -> Result<String, String> {
+    let mirror = update_mirror(state, project_id, repo_url).await?;
+    let parent = target.parent().ok_or("no parent directory for the checkout")?;
+    tokio::fs::create_dir_all(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
+    let _ = tokio::fs::remove_dir_all(target).await;
+    let (from, to) = (mirror.to_str().ok_or("not UTF-8")?, target.to_str().ok_or("not UTF-8")?);
+    git(parent, &["clone", "--quiet", "--shared", "--no-checkout", "--", from, to], LOCAL_TIMEOUT).await?;
+    let candidates = match commit {
+        // A push names its commit: run exactly that, even if the branch moved on since.
+        Some(commit) => vec![commit.to_owned()],
+        None => vec![format!("origin/{git_ref}"), git_ref.to_owned()],
+    };
+    let mut sha = None;
+    for candidate in &candidates {
+        let spec = format!("{candidate}^{{commit}}");
+        if let Ok(found) = git(target, &["rev-parse", "--verify", "--quiet", &spec], LOCAL_TIMEOUT).await {
+            sha = Some(found);
+            break;
+        }
+    }
+    let sha = sha.ok_or_else(|| format!("`{git_ref}` is no branch, tag or commit of {repo_url}"))?;
+    git(target, &["checkout", "--quiet", "--detach", &sha], LOCAL_TIMEOUT).await?;
+    Ok(sha)
+}
