@@ -115,6 +115,16 @@ pub async fn create(
     Extension(context): Extension<ProjectContext>,
     ApiJson(input): ApiJson<CreateHook>,
 ) -> Result<(StatusCode, ApiJson<CreatedHook>), ApiError> {
+    Ok((StatusCode::CREATED, ApiJson(create_hook(&state, &principal, &context, input).await?)))
+}
+
+/// Validates and stores a hook (its secret sealed); shared by the API and the web UI.
+pub async fn create_hook(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    input: CreateHook,
+) -> Result<CreatedHook, ApiError> {
     validate_url(&input.url)?;
     let mut events = if input.events.is_empty() { EVENTS.map(str::to_owned).to_vec() } else { input.events };
     events.sort();
@@ -133,7 +143,7 @@ pub async fn create(
         .map_err(|_| ApiError::internal())?;
     let hook =
         state.store.create_notification_hook(&context.project, &input.url, &sealed, &events, principal.actor()).await?;
-    Ok((StatusCode::CREATED, ApiJson(CreatedHook { hook: hook.into(), secret })))
+    Ok(CreatedHook { hook: hook.into(), secret })
 }
 
 /// Remove a webhook and its delivery log.

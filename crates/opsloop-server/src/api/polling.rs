@@ -97,6 +97,17 @@ pub async fn set_ci_settings(
     Extension(context): Extension<ProjectContext>,
     ApiJson(input): ApiJson<CiSettingsView>,
 ) -> Result<ApiJson<CiSettingsView>, ApiError> {
+    apply_ci_settings(&state, &principal, &context, &input).await?;
+    Ok(ApiJson(input))
+}
+
+/// Validates and stores a project's CI settings; shared by the API and the web UI.
+pub async fn apply_ci_settings(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    input: &CiSettingsView,
+) -> Result<(), ApiError> {
     if !(0..=1000).contains(&input.max_concurrent_jobs) {
         return Err(ApiError::invalid("max_concurrent_jobs must be between 0 (no limit of its own) and 1000"));
     }
@@ -105,5 +116,5 @@ pub async fn set_ci_settings(
         auto_cancel_redundant: input.auto_cancel_redundant,
     };
     state.store.set_ci_settings(&context.project, &settings, principal.actor()).await?;
-    Ok(ApiJson(input))
+    Ok(())
 }

@@ -115,6 +115,20 @@ pub async fn create_schedule(
     if input.description.chars().count() > 255 {
         return Err(ApiError::invalid("description is at most 255 characters"));
     }
+    if input.variables.len() > 50 {
+        return Err(ApiError::invalid("a schedule has at most 50 variables"));
+    }
+    for (key, value) in &input.variables {
+        let valid = key.len() <= 255
+            && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ApiError::invalid(format!("`{key}` is not a variable name: letters, digits and `_`")));
+        }
+        if value.len() > 10 * 1024 {
+            return Err(ApiError::invalid(format!("the value of `{key}` is over 10 KiB")));
+        }
+    }
     let next_run_at =
         crate::schedules::next_run(&input.cron, &timezone, state.clock.now_ms()).map_err(ApiError::invalid)?;
     let schedule = opsloop_store::Schedule {

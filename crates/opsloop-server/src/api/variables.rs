@@ -158,9 +158,33 @@ pub async fn set(
     ApiPath(path): ApiPath<VariablePath>,
     ApiJson(input): ApiJson<SetVariable>,
 ) -> Result<StatusCode, ApiError> {
-    let stored = seal(&state, Owner::Project(project.project.id), path.key, input)?;
-    state.store.set_variable(&project.project, &stored, principal.actor()).await?;
+    set_project_variable(&state, &principal, &project, path.key, input).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Validates, encrypts and stores a project variable; shared by the API and the web UI.
+pub async fn set_project_variable(
+    state: &AppState,
+    principal: &Principal,
+    project: &ProjectContext,
+    key: String,
+    input: SetVariable,
+) -> Result<(), ApiError> {
+    let stored = seal(state, Owner::Project(project.project.id), key, input)?;
+    state.store.set_variable(&project.project, &stored, principal.actor()).await?;
+    Ok(())
+}
+
+/// Validates, encrypts and stores an instance variable; shared by the API and the web UI.
+pub async fn set_instance_variable(
+    state: &AppState,
+    principal: &Principal,
+    key: String,
+    input: SetVariable,
+) -> Result<(), ApiError> {
+    let stored = seal(state, Owner::Instance, key, input)?;
+    state.store.set_instance_variable(&stored, principal.actor()).await?;
+    Ok(())
 }
 
 /// Delete a variable.
@@ -199,8 +223,7 @@ pub async fn set_instance(
     ApiPath(path): ApiPath<InstanceVariablePath>,
     ApiJson(input): ApiJson<SetVariable>,
 ) -> Result<StatusCode, ApiError> {
-    let stored = seal(&state, Owner::Instance, path.key, input)?;
-    state.store.set_instance_variable(&stored, principal.actor()).await?;
+    set_instance_variable(&state, &principal, path.key, input).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -26,13 +26,15 @@ pub struct UserForm {
     admin: Option<String>,
 }
 
-fn admin_tabs(current: &str) -> Markup {
+pub fn admin_tabs(current: &str) -> Markup {
     html! {
         nav aria-label="Admin" {
             p {
                 a href="/admin/users" aria-current=[(current == "users").then_some("page")] { "Users" }
                 " · "
                 a href="/admin/agents" aria-current=[(current == "agents").then_some("page")] { "Agents" }
+                " · "
+                a href="/admin/variables" aria-current=[(current == "variables").then_some("page")] { "Variables" }
                 " · "
                 a href="/admin/audit" aria-current=[(current == "audit").then_some("page")] { "Audit log" }
             }

@@ -8,6 +8,7 @@ mod login;
 mod pipelines;
 mod projects;
 mod schedules;
+mod settings;
 
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -95,6 +96,28 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::POST, "/settings/password", Authenticated, account::change_password)
         .add(ui, Method::GET, "/admin/users", Admin, admin::users)
         .add(ui, Method::POST, "/admin/users", Admin, admin::create_user)
+        .add(ui, Method::GET, "/admin/variables", Admin, settings::instance_variables)
+        .add(ui, Method::POST, "/admin/variables", Admin, settings::set_instance_variable)
+        .add(ui, Method::POST, "/admin/variables/delete", Admin, settings::delete_instance_variable)
+        .add(ui, Method::GET, "/projects/{project}/settings/ci", Project(Maintainer), settings::page)
+        .add(ui, Method::POST, "/projects/{project}/settings/ci/variables", Project(Maintainer), settings::set_variable)
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/settings/ci/variables/delete",
+            Project(Maintainer),
+            settings::delete_variable,
+        )
+        .add(ui, Method::POST, "/projects/{project}/settings/ci/limits", Project(Maintainer), settings::set_limits)
+        .add(ui, Method::POST, "/projects/{project}/settings/ci/hooks", Project(Maintainer), settings::add_hook)
+        .add(ui, Method::GET, "/projects/{project}/settings/ci/hooks/{hook}", Project(Maintainer), settings::hook_log)
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/settings/ci/hooks/{hook}/delete",
+            Project(Maintainer),
+            settings::delete_hook,
+        )
         .add(ui, Method::GET, "/admin/agents", Admin, admin::agents)
         .add(ui, Method::POST, "/admin/agents", Admin, admin::create_agent)
         .add(ui, Method::POST, "/admin/agents/{id}/revoke", Admin, admin::revoke_agent)

@@ -112,7 +112,10 @@ async fn render_list(
             @if any_running { (auto_refresh(3)) }
             p { a href=(base) { "← " (project.name) } }
             h1 { "Pipelines of " (project.name) }
-            p { a href={ (base) "/schedules" } { "Schedules and polling" } }
+            p {
+                a href={ (base) "/schedules" } { "Schedules and polling" }
+                @if context.role >= Role::Maintainer { " · " a href={ (base) "/settings/ci" } { "CI/CD settings" } }
+            }
             (error_box(error.map(|(_, message)| message)))
             @if context.role >= Role::Developer {
                 form.inline method="post" action={ (base) "/pipelines" } aria-label="Run pipeline" {

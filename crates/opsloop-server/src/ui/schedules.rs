@@ -26,6 +26,9 @@ pub struct ScheduleForm {
     timezone: String,
     #[serde(rename = "ref", default)]
     git_ref: String,
+    /// One `KEY=value` per line.
+    #[serde(default)]
+    variables: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +82,7 @@ async fn render(
                 table {
                     thead { tr {
                         th scope="col" { "Description" } th scope="col" { "Cron" } th scope="col" { "Time zone" }
-                        th scope="col" { "Ref" } th scope="col" { "Next run" } th scope="col" { "Last pipeline" }
+                        th scope="col" { "Ref" } th scope="col" { "Variables" } th scope="col" { "Next run" } th scope="col" { "Last pipeline" }
                         @if maintainer { th scope="col" { "Actions" } }
                     } }
                     tbody {
@@ -92,6 +95,7 @@ async fn render(
                                 td { code { (schedule.cron) } }
                                 td { (schedule.timezone) }
                                 td { (schedule.git_ref) }
+                                td { @for name in &view.variables { code { (name) } " " } }
                                 td { @match &view.next_run_at { Some(at) => (at), None => span.muted { "disabled" } } }
                                 td { @if let Some(pipeline) = view.last_pipeline {
                                     a href={ (base) "/pipelines/" (pipeline) } { "#" (pipeline) }
@@ -123,6 +127,7 @@ async fn render(
                         label { "Cron (minute hour day month weekday) " input type="text" name="cron" placeholder="30 2 * * 1-5" required; }
                         label { "Time zone " input type="text" name="timezone" value="UTC"; }
                         label { "Ref " input type="text" name="ref" value=(project.default_branch); }
+                        label { "Variables, one KEY=value per line " textarea name="variables" rows="3" placeholder="DEPLOY_TARGET=staging" {} }
                         button type="submit" { "Create schedule" }
                     }
                 }
@@ -159,12 +164,24 @@ pub async fn create(
     Form(form): Form<ScheduleForm>,
 ) -> Response {
     let non_empty = |text: String| (!text.trim().is_empty()).then(|| text.trim().to_owned());
+    let mut variables = std::collections::BTreeMap::new();
+    for line in form.variables.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        match line.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                variables.insert(key.trim().to_owned(), value.to_owned());
+            }
+            _ => {
+                let message = format!("`{line}` is not KEY=value");
+                return render(&state, &principal, &context, Some((StatusCode::UNPROCESSABLE_ENTITY, &message))).await;
+            }
+        }
+    }
     let input = CreateSchedule {
         cron: form.cron.trim().to_owned(),
         timezone: non_empty(form.timezone),
         git_ref: non_empty(form.git_ref),
         description: form.description.trim().to_owned(),
-        variables: Default::default(),
+        variables,
     };
     match create_schedule(&state, &principal, &context, input).await {
         Ok(_) => back(&context),

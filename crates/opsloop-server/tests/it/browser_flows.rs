@@ -390,3 +390,130 @@ async fn the_pipeline_page_draws_the_needs_graph() {
     assert!(page.contains("unit &lt;tests&gt; needs compile"), "a text list for screen readers: {page}");
     assert!(page.contains("ship needs unit &lt;tests&gt;, lint"), "{page}");
 }
+
+#[tokio::test]
+async fn maintainers_manage_variables_limits_and_webhooks_on_the_ci_settings_page() {
+    let app = TestApp::new().await;
+    app.project("shop").await;
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let pipelines = get(&app, "/projects/shop/pipelines", &session).await.text();
+    assert!(pipelines.contains(r#"href="/projects/shop/settings/ci""#), "linked for maintainers: {pipelines}");
+    let page = get(&app, "/projects/shop/settings/ci", &session).await.text();
+    assert!(page.contains("No variables yet.") && page.contains("No webhooks yet."), "{page}");
+    let csrf = hidden_csrf(&page);
+    let base = "/projects/shop/settings/ci";
+
+    let short = form(
+        &app,
+        &format!("{base}/variables"),
+        &session,
+        &[("key", "TOKEN"), ("value", "abc"), ("masked", "on"), ("_csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY, "too short to mask");
+    let saved = form(
+        &app,
+        &format!("{base}/variables"),
+        &session,
+        &[
+            ("key", "DEPLOY_TOKEN"),
+            ("value", "s3cret-value-123"),
+            ("masked", "on"),
+            ("environment_scope", "*"),
+            ("_csrf", &csrf),
+        ],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.text());
+    let page = get(&app, base, &session).await.text();
+    assert!(page.contains("DEPLOY_TOKEN") && page.contains(">masked<"), "{page}");
+    assert!(!page.contains("s3cret-value-123"), "values are never shown");
+
+    let limits = form(
+        &app,
+        &format!("{base}/limits"),
+        &session,
+        &[("max_concurrent_jobs", "2"), ("auto_cancel_redundant", "on"), ("_csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(limits.status, StatusCode::SEE_OTHER);
+    let settings = app.store.ci_settings(app.store.project_by_name("shop").await.unwrap().unwrap().id).await.unwrap();
+    assert_eq!((settings.max_concurrent_jobs, settings.auto_cancel_redundant), (2, true));
+
+    let bad =
+        form(&app, &format!("{base}/hooks"), &session, &[("url", "ftp://x"), ("pipeline", "on"), ("_csrf", &csrf)])
+            .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let added = form(
+        &app,
+        &format!("{base}/hooks"),
+        &session,
+        &[("url", "https://chat.example.com/ci"), ("job", "on"), ("_csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::OK);
+    assert!(added.text().contains("signing secret is shown only now"), "{}", added.text());
+    let page = get(&app, base, &session).await.text();
+    assert!(page.contains("https://chat.example.com/ci") && page.contains("none yet"), "{page}");
+    let hook = app.store.notification_hooks(1).await.unwrap()[0].id;
+    let log = get(&app, &format!("{base}/hooks/{hook}"), &session).await.text();
+    assert!(log.contains("Nothing delivered yet."), "{log}");
+
+    let deleted = form(
+        &app,
+        &format!("{base}/variables/delete"),
+        &session,
+        &[("key", "DEPLOY_TOKEN"), ("environment_scope", "*"), ("_csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    let removed = form(&app, &format!("{base}/hooks/{hook}/delete"), &session, &[("_csrf", &csrf)]).await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    let page = get(&app, base, &session).await.text();
+    assert!(page.contains("No variables yet.") && page.contains("No webhooks yet."), "{page}");
+
+    // Instance variables, on the admin pages.
+    let admin = get(&app, "/admin/variables", &session).await.text();
+    assert!(admin.contains("Instance variables") && admin.contains("every project"), "{admin}");
+    let saved = form(
+        &app,
+        "/admin/variables",
+        &session,
+        &[("key", "REGISTRY"), ("value", "registry.example.com"), ("_csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    assert!(get(&app, "/admin/variables", &session).await.text().contains("REGISTRY"));
+
+    // A developer sees no settings link and may not open the page.
+    let dana = app.user("dana").await;
+    let project = app.store.project_by_name("shop").await.unwrap().unwrap();
+    app.store.set_member(&project, &dana, opsloop_core::Role::Developer, crate::app::ACTOR).await.unwrap();
+    let dana_session = sign_in(&app, "dana", "a long enough password").await.map_err(|r| r.text()).unwrap();
+    assert!(!get(&app, "/projects/shop/pipelines", &dana_session).await.text().contains("/settings/ci"));
+    assert_eq!(get(&app, base, &dana_session).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_schedule_made_in_the_ui_keeps_its_variables() {
+    let app = TestApp::new().await;
+    app.project("nightly").await;
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let csrf = hidden_csrf(&get(&app, "/projects/nightly/schedules", &session).await.text());
+    let bad = form(
+        &app,
+        "/projects/nightly/schedules",
+        &session,
+        &[("cron", "0 3 * * *"), ("variables", "no equals sign"), ("_csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields = [("cron", "0 3 * * *"), ("variables", "TARGET=staging\nDRY_RUN=1\n"), ("_csrf", &csrf)];
+    assert_eq!(form(&app, "/projects/nightly/schedules", &session, &fields).await.status, StatusCode::SEE_OTHER);
+    let schedule = &app.store.list_schedules(1).await.unwrap()[0];
+    let variables: std::collections::BTreeMap<String, String> = serde_json::from_str(&schedule.variables).unwrap();
+    assert_eq!(variables["TARGET"], "staging");
+    assert_eq!(variables["DRY_RUN"], "1");
+    let page = get(&app, "/projects/nightly/schedules", &session).await.text();
+    assert!(page.contains("<code>DRY_RUN</code>") && page.contains("<code>TARGET</code>"), "{page}");
+}
