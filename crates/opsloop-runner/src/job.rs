@@ -90,6 +90,21 @@ pub struct Workplace {
     pub container_engine: Option<String>,
     pub force_shell: bool,
     pub keep_workspaces: bool,
+    /// A cache store shared between machines, behind the local `cache_root`.
+    pub shared_cache: Option<Arc<dyn SharedCache>>,
+}
+
+/// A future a shared cache returns.
+pub type CacheFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A cache store shared between machines (the server's object store, reached directly on the
+/// server and over HTTP from an agent). The local cache directory sits in front of it: a key
+/// missing here is fetched, a saved cache is also stored there.
+pub trait SharedCache: Send + Sync + std::fmt::Debug {
+    /// Unpacks the cache `key` into `dir`; `false` when the store has none.
+    fn fetch<'a>(&'a self, key: &'a str, dir: &'a Path) -> CacheFuture<'a, bool>;
+    /// Stores the cache `key` from `dir`.
+    fn store<'a>(&'a self, key: &'a str, dir: &'a Path) -> CacheFuture<'a, ()>;
 }
 
 /// A job handed to another machine, with what that machine needs from this one.
@@ -245,15 +260,23 @@ pub async fn execute(
         spec.caches.iter().map(|cache| (cache_key(&place.files, &cache.key, &workspace_dir, &env), cache)).collect();
     for (key, cache) in &caches {
         if cache.policy != CachePolicy::Push {
-            let mut dirs = vec![workspace::cache_dir(&place.cache_root, key)];
             let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-            dirs.extend(
-                cache
-                    .fallback_keys
-                    .iter()
-                    .map(|k| workspace::cache_dir(&place.cache_root, &variables::expand(k, &lookup))),
-            );
-            if let Some(dir) = dirs.into_iter().find(|d| d.exists()) {
+            let mut keys = vec![key.clone()];
+            keys.extend(cache.fallback_keys.iter().map(|k| variables::expand(k, &lookup)));
+            let mut found = None;
+            for candidate in &keys {
+                let dir = workspace::cache_dir(&place.cache_root, candidate);
+                let here = dir.exists()
+                    || match &place.shared_cache {
+                        Some(shared) => shared.fetch(candidate, &dir).await,
+                        None => false,
+                    };
+                if here {
+                    found = Some(dir);
+                    break;
+                }
+            }
+            if let Some(dir) = found {
                 let target = workspace_dir.clone();
                 let _ = tokio::task::spawn_blocking(move || workspace::copy_tree(&dir, &target)).await;
             }
@@ -461,7 +484,8 @@ pub async fn execute(
                 (workspace_dir.clone(), place.project_dir.clone(), cache.paths.clone());
             let target = workspace::cache_dir(&place.cache_root, key);
             let (untracked, tracked) = (cache.untracked, place.files.clone());
-            let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let saved_dir = target.clone();
+            let saved = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 let mut files = workspace::collect(&workspace_dir, &project, &paths, &[])?;
                 if untracked {
                     let tracked: std::collections::HashSet<&String> = tracked.iter().collect();
@@ -473,6 +497,9 @@ pub async fn execute(
                 workspace::copy_files(&workspace_dir, &target, &files)
             })
             .await;
+            if let (Ok(Ok(())), Some(shared)) = (saved, &place.shared_cache) {
+                shared.store(key, &saved_dir).await;
+            }
         }
     }
     if !place.keep_workspaces {

@@ -17,5 +17,5 @@ mod trigger;
 pub mod workspace;
 
 pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
-pub use job::{JobFuture, JobSpec, RemoteExecutor, RemoteJob, Workplace, execute};
+pub use job::{CacheFuture, JobFuture, JobSpec, RemoteExecutor, RemoteJob, SharedCache, Workplace, execute};
 pub use pipeline::{Isolation, JobSwitches, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline};

@@ -63,6 +63,8 @@ pub struct RunOptions {
     /// Where caches live when not in `state_dir` (the server keeps one per project, so they
     /// outlive a pipeline's checkout).
     pub cache_root: Option<PathBuf>,
+    /// A cache store shared with other machines, behind the local caches.
+    pub shared_cache: Option<Arc<dyn crate::job::SharedCache>>,
 }
 
 /// The cancel switch of each running job, by plan index.
@@ -184,6 +186,7 @@ pub async fn run_pipeline(
         container_engine: options.container_engine.clone(),
         force_shell: options.force_shell,
         keep_workspaces: options.keep_workspaces,
+        shared_cache: options.shared_cache.clone(),
     };
     let shared = Arc::new(Shared { config, plan, options, sink, masker, resource_groups, workplace });
 

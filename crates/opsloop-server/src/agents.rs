@@ -41,6 +41,8 @@ pub enum AgentMessage {
 #[derive(Debug)]
 pub struct Waiter {
     pub index: usize,
+    /// The job's project: its caches are the agent's to fetch and store.
+    pub project_id: i64,
     pub source: Arc<PipelineSource>,
     /// Upstream artifact directories, in the order of the spec's `upstream`.
     pub upstream: Vec<PathBuf>,
@@ -109,6 +111,7 @@ pub struct AgentExecutor(Arc<ExecutorInner>);
 
 struct ExecutorInner {
     state: AppState,
+    project_id: i64,
     pipeline_id: i64,
     /// Store ids of the pipeline's jobs, by plan index.
     job_ids: Vec<i64>,
@@ -122,8 +125,8 @@ impl std::fmt::Debug for AgentExecutor {
 }
 
 impl AgentExecutor {
-    pub fn new(state: AppState, pipeline_id: i64, job_ids: Vec<i64>) -> Self {
-        AgentExecutor(Arc::new(ExecutorInner { state, pipeline_id, job_ids, source: OnceCell::new() }))
+    pub fn new(state: AppState, project_id: i64, pipeline_id: i64, job_ids: Vec<i64>) -> Self {
+        AgentExecutor(Arc::new(ExecutorInner { state, project_id, pipeline_id, job_ids, source: OnceCell::new() }))
     }
 }
 
@@ -192,6 +195,7 @@ impl RemoteExecutor for AgentExecutor {
                 job_id,
                 Arc::new(Waiter {
                     index,
+                    project_id: this.project_id,
                     source,
                     upstream: job.upstream.clone(),
                     artifacts_dir: job.artifacts_dir.clone(),

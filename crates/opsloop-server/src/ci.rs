@@ -231,7 +231,7 @@ async fn execute(
     let settings = state.store.ci_settings(project.id).await.map_err(|e| e.to_string())?;
     let job_ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let switches = Arc::new(opsloop_runner::JobSwitches::default());
-    let agents = crate::agents::AgentExecutor::new(state.clone(), pipeline.id, job_ids.clone());
+    let agents = crate::agents::AgentExecutor::new(state.clone(), project.id, pipeline.id, job_ids.clone());
     let uploads = match state.objects() {
         Ok(objects) => Some(ArtifactUploads {
             objects: objects.clone(),
@@ -288,6 +288,10 @@ async fn execute(
         job_switches: Some(switches.clone()),
         project_slots: project_slots(state, project.id, settings.max_concurrent_jobs),
         cache_root: Some(state.config.data_dir.join("caches").join(project.id.to_string())),
+        shared_cache: state.objects().ok().map(|objects| {
+            Arc::new(crate::objects::ObjectCache { objects: objects.clone(), project_id: project.id })
+                as Arc<dyn opsloop_runner::SharedCache>
+        }),
     };
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let job_index: HashMap<i64, usize> = jobs.iter().enumerate().map(|(index, job)| (job.id, index)).collect();

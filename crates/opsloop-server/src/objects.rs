@@ -78,6 +78,20 @@ impl ObjectStorage {
         Ok((size, files))
     }
 
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError> {
+        self.store.put(&ObjectPath::from(key), Bytes::from(bytes).into()).await?;
+        Ok(())
+    }
+
+    /// The object at `key`, or `None` when there is none.
+    pub async fn get_if_any(&self, key: &str) -> Result<Option<Bytes>, ObjectError> {
+        match self.get(key).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(ObjectError::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
         Ok(self.store.get(&ObjectPath::from(key)).await?.bytes().await?)
     }
@@ -145,6 +159,50 @@ pub fn forget_project(state: &crate::state::AppState, project_id: i64) {
             tracing::warn!(project = project_id, %error, "could not delete a deleted project's artifacts");
         }
     });
+}
+
+/// Where a project's cache `key` is kept (a tar archive).
+pub fn cache_key(project_id: i64, key: &str) -> String {
+    format!("projects/{project_id}/caches/{}.tar", opsloop_runner::workspace::dir_name(key))
+}
+
+/// A project's caches in the object store, shared by the server's own jobs and its agents'.
+#[derive(Debug)]
+pub struct ObjectCache {
+    pub objects: ObjectStorage,
+    pub project_id: i64,
+}
+
+impl opsloop_runner::SharedCache for ObjectCache {
+    fn fetch<'a>(&'a self, key: &'a str, dir: &'a Path) -> opsloop_runner::CacheFuture<'a, bool> {
+        Box::pin(async move {
+            let archive = match self.objects.get_if_any(&cache_key(self.project_id, key)).await {
+                Ok(Some(archive)) => archive,
+                Ok(None) => return false,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read a cache");
+                    return false;
+                }
+            };
+            let dir = dir.to_owned();
+            let unpacked =
+                tokio::task::spawn_blocking(move || opsloop_runner::transfer::unpack(archive.as_ref(), &dir)).await;
+            matches!(unpacked, Ok(Ok(_)))
+        })
+    }
+
+    fn store<'a>(&'a self, key: &'a str, dir: &'a Path) -> opsloop_runner::CacheFuture<'a, ()> {
+        Box::pin(async move {
+            let dir = dir.to_owned();
+            let Ok(Ok(archive)) = tokio::task::spawn_blocking(move || opsloop_runner::transfer::pack_tree(&dir)).await
+            else {
+                return;
+            };
+            if let Err(error) = self.objects.put(&cache_key(self.project_id, key), archive).await {
+                tracing::warn!(%error, "could not store a cache");
+            }
+        })
+    }
 }
 
 /// Where a job's artifacts archive is kept.

@@ -292,19 +292,7 @@ pub async fn upload_artifacts(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let (waiter, _) = running_here(&state, &agent, job_id).await?;
-    let mut archive = Vec::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was cut off"))?;
-        if archive.len() + chunk.len() > MAX_ARTIFACT_BYTES {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "artifacts_too_large",
-                format!("artifacts are limited to {} MiB", MAX_ARTIFACT_BYTES / (1024 * 1024)),
-            ));
-        }
-        archive.extend_from_slice(&chunk);
-    }
+    let archive = read_limited(body).await?;
     let target = waiter.artifacts_dir.clone();
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&target);
@@ -314,6 +302,90 @@ pub async fn upload_artifacts(
     .map_err(|_| ApiError::internal())?
     .map_err(|error| ApiError::invalid(format!("the artifact archive was refused: {error}")))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CachePath {
+    job: i64,
+    key: String,
+}
+
+/// A cache of the job's project (a tar archive), if there is one.
+#[utoipa::path(get, path = "/api/v1/agent/jobs/{job}/caches/{key}", tag = "agents",
+    params(("job" = i64, Path), ("key" = String, Path)),
+    responses((status = 200, content_type = "application/x-tar"), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn fetch_cache(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiPath(path): ApiPath<CachePath>,
+) -> Result<Response, ApiError> {
+    let (waiter, _) = running_here(&state, &agent, path.job).await?;
+    let key = crate::objects::cache_key(waiter.project_id, &path.key);
+    let archive = state.objects()?.get_if_any(&key).await.map_err(|error| {
+        tracing::error!(%error, "could not read a cache");
+        ApiError::internal()
+    })?;
+    match archive {
+        Some(archive) => Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from(archive)).into_response()),
+        None => Err(ApiError::not_found("cache")),
+    }
+}
+
+/// Store a cache of the job's project (a tar archive), replacing the one of that key.
+#[utoipa::path(put, path = "/api/v1/agent/jobs/{job}/caches/{key}", tag = "agents",
+    params(("job" = i64, Path), ("key" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 204), (status = 413, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn store_cache(
+    State(state): State<AppState>,
+    Extension(agent): Extension<Agent>,
+    ApiPath(path): ApiPath<CachePath>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let (waiter, _) = running_here(&state, &agent, path.job).await?;
+    let archive = read_limited(body).await?;
+    // Only a well-formed archive is kept, so a later fetch never unpacks garbage.
+    let checked = archive.clone();
+    let scratch = tempfile_dir(&state)?;
+    let target = scratch.clone();
+    tokio::task::spawn_blocking(move || {
+        let unpacked = opsloop_runner::transfer::unpack(checked.as_slice(), &target);
+        let _ = std::fs::remove_dir_all(&target);
+        unpacked
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(|error| ApiError::invalid(format!("the cache archive was refused: {error}")))?;
+    let key = crate::objects::cache_key(waiter.project_id, &path.key);
+    state.objects()?.put(&key, archive).await.map_err(|error| {
+        tracing::error!(%error, "could not store a cache");
+        ApiError::internal()
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A fresh scratch directory under the data directory.
+fn tempfile_dir(state: &AppState) -> Result<std::path::PathBuf, ApiError> {
+    let name = crate::auth::credentials::new_secret().map_err(|_| ApiError::internal())?;
+    Ok(state.config.data_dir.join("scratch").join(name))
+}
+
+/// Reads a request body up to [`MAX_ARTIFACT_BYTES`].
+async fn read_limited(body: Body) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was cut off"))?;
+        if bytes.len() + chunk.len() > MAX_ARTIFACT_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "upload_too_large",
+                format!("uploads are limited to {} MiB", MAX_ARTIFACT_BYTES / (1024 * 1024)),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -135,6 +135,14 @@ pub fn routes(table: RouteTable) -> RouteTable {
             agents::upload_artifacts.layer(DefaultBodyLimit::disable()),
         )
         .add(api, Method::POST, "/api/v1/agent/jobs/{job}/finish", Agent, agents::finish)
+        .add(api, Method::GET, "/api/v1/agent/jobs/{job}/caches/{key}", Agent, agents::fetch_cache)
+        .add(
+            api,
+            Method::PUT,
+            "/api/v1/agent/jobs/{job}/caches/{key}",
+            Agent,
+            agents::store_cache.layer(DefaultBodyLimit::disable()),
+        )
 }
 
 #[derive(OpenApi)]
@@ -157,7 +165,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         admin::list_users, admin::create_user, admin::audit,
         agents::list, agents::create, agents::revoke,
         agents::register, agents::request_job, agents::source, agents::upstream, agents::events,
-        agents::upload_artifacts, agents::finish,
+        agents::upload_artifacts, agents::finish, agents::fetch_cache, agents::store_cache,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&BearerAuth),

@@ -35,7 +35,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/agent/register") => r#"{"tags": ["linux"], "concurrency": 2}"#,
         ("POST", "/api/v1/agent/jobs/request") => "",
         ("POST", "/api/v1/agent/jobs/{job}/events") => r#"{"events": []}"#,
-        ("PUT", "/api/v1/agent/jobs/{job}/artifacts") => "",
+        ("PUT", "/api/v1/agent/jobs/{job}/artifacts" | "/api/v1/agent/jobs/{job}/caches/{key}") => "",
         ("POST", "/api/v1/agent/jobs/{job}/finish") => {
             r#"{"outcome": {"status": "Success", "exit_code": 0, "duration": {"secs": 1, "nanos": 0}, "coverage": null,
                 "after_script_failed": false, "tail": [], "attempts": 1, "tests": null}}"#

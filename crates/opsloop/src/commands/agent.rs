@@ -276,7 +276,11 @@ async fn run_job(agent: &Arc<Agent>, assigned: AssignedJob) -> anyhow::Result<Jo
 }
 
 async fn fetch_tar(agent: &Agent, path: &str, target: &Path) -> anyhow::Result<Vec<String>> {
-    let response = agent.send(agent.request(reqwest::Method::GET, path)?).await?;
+    fetch_tar_from(agent, agent.request(reqwest::Method::GET, path)?, target).await
+}
+
+async fn fetch_tar_from(agent: &Agent, request: reqwest::RequestBuilder, target: &Path) -> anyhow::Result<Vec<String>> {
+    let response = agent.send(request).await?;
     let bytes = response.bytes().await.context("downloading from the server")?;
     let target = target.to_owned();
     let files =
@@ -309,9 +313,12 @@ async fn run_job_in(agent: &Arc<Agent>, assigned: &AssignedJob, dir: &Path) -> a
     .await;
     let (outcome, dotenv) = match prepared {
         Ok((files, upstream)) => {
+            // Local caches per project, as GitLab Runner keeps them.
+            let project =
+                spec.layers.iter().find(|(name, _, _)| name == "CI_PROJECT_PATH").map_or("default", |l| l.1.as_str());
             let workplace = Workplace {
                 state_dir: dir.join("state"),
-                cache_root: agent.work_dir.clone(),
+                cache_root: agent.work_dir.join("caches").join(opsloop_runner::workspace::dir_name(project)),
                 source_root: source.clone(),
                 files: Arc::new(files),
                 project_dir: source.clone(),
@@ -323,6 +330,7 @@ async fn run_job_in(agent: &Arc<Agent>, assigned: &AssignedJob, dir: &Path) -> a
                 },
                 force_shell: false,
                 keep_workspaces: false,
+                shared_cache: Some(Arc::new(ServerCache { agent: agent.clone(), job_id })),
             };
             let masker = Masker::new(spec.masked.iter().cloned());
             opsloop_runner::execute(spec, &workplace, &upstream, &masker, &sink, cancel_rx).await
@@ -371,6 +379,58 @@ async fn run_job_in(agent: &Arc<Agent>, assigned: &AssignedJob, dir: &Path) -> a
         .send(agent.request(reqwest::Method::POST, &path)?.json(&json!({ "outcome": outcome, "dotenv": dotenv })))
         .await?;
     Ok(status)
+}
+
+/// The project's caches on the server: fetched when this machine has no copy, stored after
+/// each job, so agents and the server share them.
+#[derive(Debug)]
+struct ServerCache {
+    agent: Arc<Agent>,
+    job_id: i64,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("server", &self.base.as_str()).finish()
+    }
+}
+
+impl ServerCache {
+    fn path(&self, key: &str) -> String {
+        let key: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        format!("api/v1/agent/jobs/{}/caches/{key}", self.job_id)
+    }
+}
+
+impl opsloop_runner::SharedCache for ServerCache {
+    fn fetch<'a>(&'a self, key: &'a str, dir: &'a Path) -> opsloop_runner::CacheFuture<'a, bool> {
+        Box::pin(async move {
+            let Ok(request) = self.agent.request(reqwest::Method::GET, &self.path(key)) else { return false };
+            // 404 (no such cache) and trouble alike: the job runs without it.
+            match fetch_tar_from(&self.agent, request, dir).await {
+                Ok(_) => true,
+                Err(_) => false,
+            }
+        })
+    }
+
+    fn store<'a>(&'a self, key: &'a str, dir: &'a Path) -> opsloop_runner::CacheFuture<'a, ()> {
+        Box::pin(async move {
+            let dir = dir.to_owned();
+            let Ok(Ok(packed)) = tokio::task::spawn_blocking(move || opsloop_runner::transfer::pack_tree(&dir)).await
+            else {
+                return;
+            };
+            let Ok(request) = self.agent.request(reqwest::Method::PUT, &self.path(key)) else { return };
+            let sent = self.agent.send(request.header("content-type", "application/x-tar").body(packed)).await;
+            if let Err(error) = sent {
+                output::warn(&format!(
+                    "job {}: the cache `{key}` was not stored on the server: {error:#}",
+                    self.job_id
+                ));
+            }
+        })
+    }
 }
 
 /// podman or docker, whichever has `image` here.

@@ -477,6 +477,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         job_switches: None,
         project_slots: None,
         cache_root: None,
+        shared_cache: None,
     };
     let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
     let printer = Arc::new(Printer {

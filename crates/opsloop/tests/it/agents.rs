@@ -191,3 +191,24 @@ fn a_job_whose_agent_is_killed_is_retried_or_failed() {
     let log = text(&run(&["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
     assert!(log.contains("runner_system_failure"), "{log}");
 }
+
+#[test]
+fn caches_are_shared_between_the_server_and_its_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("opsloop.toml");
+    std::fs::write(&config, "[ci]\nagent_timeout_seconds = 10\n").unwrap();
+    let server = Server::start_in(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let token = server.token("admin");
+    // `fill` has no tags and runs on the server; `use` needs an agent with `linux`.
+    let pipeline = "stages: [build, test]\n\
+        fill:\n  stage: build\n  cache: {key: deps, paths: [deps/]}\n  script: [mkdir -p deps, echo from-the-server > deps/marker]\n\
+        use:\n  stage: test\n  tags: [linux]\n  cache: {key: deps, paths: [deps/], policy: pull}\n  script: ['cat deps/marker']\n";
+    project_with_pipeline(&server, &token, dir.path(), "shared", pipeline);
+    let _agent = Agent::start(&server, "cacher", dir.path(), &["--tags", "linux"]);
+    let run = opsloop_client(&server, &token, &["pipeline", "run", "shared", "--wait", "--json"]);
+    assert_eq!(run.status.code(), Some(0), "{}{}", text(&run.stdout), text(&run.stderr));
+    let detail: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let used = detail["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "use").unwrap();
+    let log = text(&opsloop_client(&server, &token, &["job", "log", &used["id"].to_string()]).stdout);
+    assert!(log.lines().any(|line| line == "from-the-server"), "the agent got the server's cache: {log}");
+}
