@@ -407,10 +407,7 @@ impl opsloop_runner::SharedCache for ServerCache {
         Box::pin(async move {
             let Ok(request) = self.agent.request(reqwest::Method::GET, &self.path(key)) else { return false };
             // 404 (no such cache) and trouble alike: the job runs without it.
-            match fetch_tar_from(&self.agent, request, dir).await {
-                Ok(_) => true,
-                Err(_) => false,
-            }
+            fetch_tar_from(&self.agent, request, dir).await.is_ok()
         })
     }
 
