@@ -39,7 +39,7 @@ pub use error::StoreError;
 pub use notifications::{Delivery, NotificationHook};
 pub use polling::CiSettings;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
-pub use schedules::Schedule;
+pub use schedules::{PipelineTrigger, Schedule};
 pub use users::{ApiToken, NewUser, Session, User};
 pub use variables::StoredVariable;
 

@@ -104,9 +104,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0015_compressed_logs.sql"),
         postgres: include_str!("../migrations/postgres/0015_compressed_logs.sql"),
     },
+    Migration {
+        version: 16,
+        name: "pipeline triggers",
+        sqlite: include_str!("../migrations/sqlite/0016_pipeline_triggers.sql"),
+        postgres: include_str!("../migrations/postgres/0016_pipeline_triggers.sql"),
+    },
 ];
 
-const LATEST: i64 = 15;
+const LATEST: i64 = 16;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

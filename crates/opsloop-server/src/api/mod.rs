@@ -11,6 +11,7 @@ pub mod polling;
 pub mod projects;
 pub mod schedules;
 pub mod tokens;
+pub mod triggers;
 pub mod variables;
 
 use axum::extract::DefaultBodyLimit;
@@ -86,6 +87,17 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Maintainer),
             notifications::deliveries,
         )
+        .add(api, Method::GET, "/api/v1/projects/{project}/triggers", Project(Maintainer), triggers::list)
+        .add(api, Method::POST, "/api/v1/projects/{project}/triggers", Project(Maintainer), triggers::create)
+        .add(
+            api,
+            Method::DELETE,
+            "/api/v1/projects/{project}/triggers/{trigger}",
+            Project(Maintainer),
+            triggers::delete,
+        )
+        // The trigger token in the body is the credential; the handler checks it.
+        .add(api, Method::POST, "/api/v1/projects/{project}/trigger/pipeline", Webhook, triggers::trigger_pipeline)
         .add(api, Method::GET, "/api/v1/projects/{project}/polling", Project(Viewer), polling::show)
         .add(api, Method::GET, "/api/v1/projects/{project}/ci-settings", Project(Viewer), polling::ci_settings)
         .add(api, Method::PUT, "/api/v1/projects/{project}/ci-settings", Project(Maintainer), polling::set_ci_settings)
@@ -159,6 +171,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         variables::list, variables::set, variables::delete,
         variables::list_instance, variables::set_instance, variables::delete_instance,
         polling::show, polling::set, polling::ci_settings, polling::set_ci_settings,
+        triggers::list, triggers::create, triggers::delete, triggers::trigger_pipeline,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,

@@ -110,6 +110,14 @@ pub fn routes(table: RouteTable) -> RouteTable {
         )
         .add(ui, Method::POST, "/projects/{project}/settings/ci/limits", Project(Maintainer), settings::set_limits)
         .add(ui, Method::POST, "/projects/{project}/settings/ci/hooks", Project(Maintainer), settings::add_hook)
+        .add(ui, Method::POST, "/projects/{project}/settings/ci/triggers", Project(Maintainer), settings::add_trigger)
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/settings/ci/triggers/{trigger}/delete",
+            Project(Maintainer),
+            settings::delete_trigger,
+        )
         .add(ui, Method::GET, "/projects/{project}/settings/ci/hooks/{hook}", Project(Maintainer), settings::hook_log)
         .add(
             ui,

@@ -65,6 +65,18 @@ pub struct HookForm {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct TriggerForm {
+    description: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TriggerPath {
+    #[allow(dead_code)]
+    project: String,
+    trigger: i64,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct HookPath {
     #[allow(dead_code)]
     project: String,
@@ -149,13 +161,14 @@ async fn render(
         let variables = state.store.list_variables(project.id).await?;
         let settings = state.store.ci_settings(project.id).await?;
         let hooks = state.store.notification_hooks(project.id).await?;
+        let triggers = state.store.list_triggers(project.id).await?;
         let mut last = Vec::with_capacity(hooks.len());
         for hook in &hooks {
             last.push(state.store.deliveries(hook.id, 1).await?.into_iter().next());
         }
-        Ok::<_, opsloop_store::StoreError>((variables, settings, hooks, last))
+        Ok::<_, opsloop_store::StoreError>((variables, settings, hooks, last, triggers))
     };
-    let (variables, settings, hooks, last) = match loaded.await {
+    let (variables, settings, hooks, last, triggers) = match loaded.await {
         Ok(loaded) => loaded,
         Err(error) => return failure(error),
     };
@@ -168,11 +181,22 @@ async fn render(
             p { a href={ "/projects/" (project.name) "/pipelines" } { "← Pipelines of " (project.name) } }
             h1 { "CI/CD settings of " (project.name) }
             (error_box(error.map(|(_, message)| message)))
-            @if let Some((url, secret)) = secret {
-                div.notice role="status" {
-                    p { "Webhook for " strong { (url) } " added. Its signing secret is shown only now:" }
-                    p.secret { (secret) }
-                    p { "Each POST carries " code { "X-Opsloop-Signature-256: sha256=…" } ", the HMAC-SHA256 of the body under this secret." }
+            @if let Some((what, secret)) = secret {
+                @if let Some(description) = what.strip_prefix("trigger:") {
+                    div.notice role="status" {
+                        p { "Trigger token " strong { (description) } " made. It is shown only now:" }
+                        p.secret { (secret) }
+                        p { "Start a pipeline with it:" }
+                        pre { code { "curl -X POST -d token=" (secret) " -d ref=" (project.default_branch) " "
+                            (state.config.external_url.clone().unwrap_or_else(|| format!("http://{}", state.config.listen)))
+                            "/api/v1/projects/" (project.name) "/trigger/pipeline" } }
+                    }
+                } @else {
+                    div.notice role="status" {
+                        p { "Webhook for " strong { (what) } " added. Its signing secret is shown only now:" }
+                        p.secret { (secret) }
+                        p { "Each POST carries " code { "X-Opsloop-Signature-256: sha256=…" } ", the HMAC-SHA256 of the body under this secret." }
+                    }
                 }
             }
             (variables_section(principal, &variables, &format!("{base}/variables"),
@@ -188,6 +212,37 @@ async fn render(
                         " Cancel older pipelines of the same ref when a new one starts (if their started jobs are all interruptible)"
                     } }
                     button type="submit" { "Save" }
+                }
+            }
+            section aria-labelledby="triggers" {
+                h2 id="triggers" { "Trigger tokens" }
+                p.hint { "A script holding a trigger token starts pipelines of this project (source " code { "trigger" } ") without an account." }
+                @if triggers.is_empty() {
+                    p.muted { "No trigger tokens yet." }
+                } @else {
+                    table {
+                        thead { tr { th scope="col" { "Description" } th scope="col" { "Made by" } th scope="col" { "Last used" } th scope="col" { "Actions" } } }
+                        tbody {
+                            @for trigger in &triggers {
+                                tr {
+                                    td { (trigger.description) }
+                                    td { (trigger.created_by) }
+                                    td { @match trigger.last_used_at { Some(at) => (human_time(at)), None => span.muted { "never" } } }
+                                    td {
+                                        form.inline method="post" action={ (base) "/triggers/" (trigger.id) "/delete" } {
+                                            (csrf_field(principal))
+                                            button type="submit" aria-label={ "Revoke trigger token " (trigger.description) } { "Revoke" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                form.stack method="post" action={ (base) "/triggers" } aria-label="Make a trigger token" {
+                    (csrf_field(principal))
+                    label { "Description " input type="text" name="description" required maxlength="255" placeholder="release script"; }
+                    button type="submit" { "Make trigger token" }
                 }
             }
             section aria-labelledby="hooks" {
@@ -342,6 +397,36 @@ pub async fn delete_hook(
     let result = match state.store.delete_notification_hook(&context.project, path.hook, principal.actor()).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(ApiError::not_found("webhook")),
+        Err(error) => Err(ApiError::from(error)),
+    };
+    done(&state, &principal, &context, result).await
+}
+
+pub async fn add_trigger(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Form(form): Form<TriggerForm>,
+) -> Response {
+    let input = crate::api::triggers::CreateTrigger { description: form.description };
+    match crate::api::triggers::create_trigger(&state, &principal, &context, input).await {
+        Ok(created) => {
+            let what = format!("trigger:{}", created.trigger.description);
+            render(&state, &principal, &context, Some((&what, &created.token)), None).await
+        }
+        Err(error) => render(&state, &principal, &context, None, Some((error.status, &error.message))).await,
+    }
+}
+
+pub async fn delete_trigger(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<TriggerPath>,
+) -> Response {
+    let result = match state.store.delete_trigger(&context.project, path.trigger, principal.actor()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::not_found("trigger")),
         Err(error) => Err(ApiError::from(error)),
     };
     done(&state, &principal, &context, result).await

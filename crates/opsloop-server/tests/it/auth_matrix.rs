@@ -30,6 +30,8 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/projects/{project}/schedules") => r#"{"cron": "0 3 * * *"}"#,
         ("PATCH", "/api/v1/projects/{project}/schedules/{schedule}") => r#"{"enabled": false}"#,
         ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,
+        ("POST", "/api/v1/projects/{project}/trigger/pipeline") => r#"{"token": "olpt_forged", "ref": "main"}"#,
+        ("POST", "/api/v1/projects/{project}/triggers") => r#"{"description": "deploy script"}"#,
         ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
         ("POST", "/api/v1/projects/{project}/notifications") => r#"{"url": "https://hooks.example.com/opsloop"}"#,
         ("POST", "/api/v1/agent/register") => r#"{"tags": ["linux"], "concurrency": 2}"#,
@@ -114,6 +116,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .create_notification_hook(&project, "https://h.example/x", "sealed", &["job".to_owned()], crate::app::ACTOR)
             .await
             .unwrap();
+        let trigger = app.store.create_trigger(&project, "fixture", "digest", crate::app::ACTOR).await.unwrap();
         let (agent_token, agent) =
             opsloop_server::api::agents::issue_agent_token(&app.store, "fixture", crate::app::ACTOR).await.unwrap();
         let id = if spec.path.starts_with("/api/v1/admin/agents/") { agent.id } else { own_token_id };
@@ -127,6 +130,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{job}", &jobs[0].id.to_string())
             .replace("{position}", "0")
             .replace("{hook}", &hook.id.to_string())
+            .replace("{trigger}", &trigger.id.to_string())
             .replace("{*path}", "out.txt")
             .replace("{id}", &id.to_string());
         // An agent's request for work would wait for one.
@@ -136,7 +140,8 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         let anonymous = app.api(spec.method.clone(), &path, None, body).await;
         if spec.access == Access::Webhook {
             let path = path.replace("{forge}", "github");
-            let unsigned = app.api(spec.method.clone(), &path, None, Some(r#"{"ref": "refs/heads/main"}"#)).await;
+            let unsigned_body = if path.contains("/trigger/") { body } else { Some(r#"{"ref": "refs/heads/main"}"#) };
+            let unsigned = app.api(spec.method.clone(), &path, None, unsigned_body).await;
             assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED, "{label} without a signature");
             continue;
         }
@@ -282,7 +287,7 @@ async fn public_routes_are_a_short_explicit_list() {
         .collect();
     assert_eq!(
         signed,
-        ["POST /api/v1/projects/{project}/hooks/{forge}"],
+        ["POST /api/v1/projects/{project}/hooks/{forge}", "POST /api/v1/projects/{project}/trigger/pipeline"],
         "routes that trust a signature instead of a user"
     );
     let agents: Vec<String> = opsloop_server::route_specs()

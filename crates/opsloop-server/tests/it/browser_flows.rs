@@ -472,6 +472,16 @@ async fn maintainers_manage_variables_limits_and_webhooks_on_the_ci_settings_pag
     let page = get(&app, base, &session).await.text();
     assert!(page.contains("No variables yet.") && page.contains("No webhooks yet."), "{page}");
 
+    // Trigger tokens: shown once with a curl line, then revoked.
+    let made =
+        form(&app, &format!("{base}/triggers"), &session, &[("description", "release script"), ("_csrf", &csrf)]).await;
+    assert_eq!(made.status, StatusCode::OK);
+    assert!(made.text().contains("olpt_") && made.text().contains("/trigger/pipeline"), "{}", made.text());
+    let trigger = app.store.list_triggers(1).await.unwrap()[0].id;
+    let revoked = form(&app, &format!("{base}/triggers/{trigger}/delete"), &session, &[("_csrf", &csrf)]).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert!(get(&app, base, &session).await.text().contains("No trigger tokens yet."));
+
     // Instance variables, on the admin pages.
     let admin = get(&app, "/admin/variables", &session).await.text();
     assert!(admin.contains("Instance variables") && admin.contains("every project"), "{admin}");

@@ -772,3 +772,63 @@ fn the_log_cap_is_configurable_and_logs_are_stored_deflated() {
     });
     assert!(stored * 3 < 1024 * 1024, "the log takes {stored} bytes in the database");
 }
+
+#[test]
+fn a_trigger_token_starts_a_trigger_pipeline_without_an_account() {
+    let server = Server::start();
+    let token = server.token("maintainer");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "report:\n  script: ['echo \"source=$CI_PIPELINE_SOURCE target=$TARGET\"']\n";
+    project_with_pipeline(&server, &token, dir.path(), "triggered", pipeline);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = Server::client();
+    let created: serde_json::Value = runtime.block_on(async {
+        http.post(format!("{}/api/v1/projects/triggered/triggers", server.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"description": "nightly deploy script"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let trigger_token = created["token"].as_str().unwrap().to_owned();
+    assert!(trigger_token.starts_with("olpt_"), "{created}");
+    let fire = |token: &str| {
+        runtime.block_on(async {
+            // GitLab's documented form: token, ref, variables[KEY].
+            let response = http
+                .post(format!("{}/api/v1/projects/triggered/trigger/pipeline", server.url))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}&ref=main&variables%5BTARGET%5D=staging"))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap_or_default())
+        })
+    };
+    assert_eq!(fire("olpt_wrong").0, 401);
+    let (status, pipeline) = fire(&trigger_token);
+    assert_eq!(status, 201, "{pipeline}");
+    assert_eq!(pipeline["source"], "trigger");
+    let id = pipeline["id"].to_string();
+    let detail = wait_for_pipeline(&server, &token, "triggered", &id, &["success", "failed"]);
+    assert_eq!(detail["status"], "success", "{detail}");
+    assert_eq!(detail["created_by"], "trigger:nightly deploy script", "{detail}");
+    let log = text(&opsloop_client(&server, &token, &["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
+    assert!(log.contains("source=trigger target=staging"), "{log}");
+
+    let trigger_id = created["id"].to_string();
+    let revoked = runtime.block_on(async {
+        http.delete(format!("{}/api/v1/projects/triggered/triggers/{trigger_id}", server.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(revoked, 204);
+    assert_eq!(fire(&trigger_token).0, 401, "a revoked token starts nothing");
+}
