@@ -32,11 +32,21 @@ pub struct PipelineView {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Seconds from start to end (absent until it has both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+/// How long a pipeline ran, when it started and ended.
+pub fn duration_ms(pipeline: &opsloop_store::Pipeline) -> Option<i64> {
+    Some(pipeline.finished_at? - pipeline.started_at?).filter(|ms| *ms >= 0)
 }
 
 impl From<opsloop_store::Pipeline> for PipelineView {
     fn from(p: opsloop_store::Pipeline) -> Self {
+        let duration_seconds = duration_ms(&p).map(|ms| ms as f64 / 1000.0);
         PipelineView {
+            duration_seconds,
             id: p.id,
             git_ref: p.git_ref,
             sha: p.sha,

@@ -71,6 +71,10 @@ pub async fn overview(State(state): State<AppState>, Extension(principal): Exten
                                 td { a href={ "/projects/" (project.name) "/pipelines/" (pipeline.id) } { "#" (pipeline.id) } " " (status_badge(&pipeline.status)) }
                                 td { (pipeline.git_ref) }
                                 td { (human_time(pipeline.created_at)) }
+                                td { @match crate::api::pipelines::duration_ms(pipeline) {
+                                    Some(ms) => (human_duration(ms)),
+                                    None => span.muted { "—" },
+                                } }
                             } @else {
                                 td.muted colspan="3" { "none yet" }
                             }
@@ -129,7 +133,7 @@ async fn render_list(
                 p.muted { "No pipelines yet." }
             } @else {
                 table {
-                    thead { tr { th scope="col" { "Pipeline" } th scope="col" { "Status" } th scope="col" { "Ref" } th scope="col" { "Commit" } th scope="col" { "Trigger" } th scope="col" { "Started by" } th scope="col" { "Created" } } }
+                    thead { tr { th scope="col" { "Pipeline" } th scope="col" { "Status" } th scope="col" { "Ref" } th scope="col" { "Commit" } th scope="col" { "Trigger" } th scope="col" { "Started by" } th scope="col" { "Created" } th scope="col" { "Duration" } } }
                     tbody {
                         @for pipeline in &page.items {
                             tr {
@@ -140,6 +144,10 @@ async fn render_list(
                                 td { (pipeline.source) }
                                 td { (pipeline.created_by) }
                                 td { (human_time(pipeline.created_at)) }
+                                td { @match crate::api::pipelines::duration_ms(pipeline) {
+                                    Some(ms) => (human_duration(ms)),
+                                    None => span.muted { "—" },
+                                } }
                             }
                         }
                     }
@@ -613,5 +621,16 @@ fn needs_svg(
                 }
             }
         }
+    }
+}
+
+/// A duration for people: `850 ms`, `42 s`, `3 min 5 s`, `1 h 2 min`.
+fn human_duration(ms: i64) -> String {
+    let seconds = ms / 1000;
+    match seconds {
+        0 => format!("{ms} ms"),
+        1..60 => format!("{seconds} s"),
+        60..3600 => format!("{} min {} s", seconds / 60, seconds % 60),
+        _ => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
     }
 }

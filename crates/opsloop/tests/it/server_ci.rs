@@ -59,6 +59,7 @@ fn pipelines_run_on_the_server_with_their_logs() {
     assert_eq!(detail["status"], "success");
     assert_eq!(detail["source"], "api");
     assert_eq!(detail["sha"].as_str().unwrap().len(), 40);
+    assert!(detail["duration_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{detail}");
     let build = detail["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "build").unwrap().clone();
     assert_eq!(build["status"], "success");
     let log = run(&["job", "log", &build["id"].to_string()]);
