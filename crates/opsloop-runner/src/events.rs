@@ -69,6 +69,12 @@ pub enum Event {
         stream: Stream,
         line: String,
     },
+    /// The job waits `seconds` before it starts (`when: delayed`, `start_in`).
+    Delayed {
+        job: usize,
+        name: String,
+        seconds: u64,
+    },
     /// `after_script` is about to run.
     AfterScript {
         job: usize,

@@ -455,11 +455,7 @@ async fn run_job(
     if planned.when == When::Delayed
         && let Some(delay) = planned.start_in.as_deref().and_then(shell::parse_duration)
     {
-        shared.sink.emit(Event::Note {
-            job: index,
-            name: name.clone(),
-            text: format!("delayed: starting in {}s", delay.as_secs()),
-        });
+        shared.sink.emit(Event::Delayed { job: index, name: name.clone(), seconds: delay.as_secs() });
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),

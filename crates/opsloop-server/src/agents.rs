@@ -259,6 +259,7 @@ fn reindex(event: Event, index: usize, name: &str) -> Event {
         Event::Command { text, .. } => Event::Command { job: index, name, text },
         Event::Output { stream, line, .. } => Event::Output { job: index, name, stream, line },
         Event::AfterScript { .. } => Event::AfterScript { job: index, name },
+        Event::Delayed { seconds, .. } => Event::Delayed { job: index, name, seconds },
         Event::Note { text, .. } => Event::Note { job: index, name, text },
         // The end is reported through `finish`, never as an event.
         Event::JobFinished { .. } => Event::Output {

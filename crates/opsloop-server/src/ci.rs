@@ -372,7 +372,7 @@ async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline
     };
     for (older, job_index, interruptible) in candidates {
         let Ok(jobs) = state.store.jobs_of(older).await else { continue };
-        let started = |status: &str| !matches!(status, "pending" | "created" | "manual" | "skipped");
+        let started = |status: &str| !matches!(status, "pending" | "scheduled" | "created" | "manual" | "skipped");
         let all_interruptible = jobs
             .iter()
             .filter(|job| started(&job.status))
@@ -751,6 +751,12 @@ impl StoreSink {
                     Event::Output { job, line, stream: Stream::Stderr, .. } => (*job, line.clone()),
                     Event::Note { job, text, .. } => (*job, format!("# {text}")),
                     Event::AfterScript { job, .. } => (*job, "# running after_script".to_owned()),
+                    Event::Delayed { job, seconds, .. } => {
+                        if let Some(id) = job_ids.get(*job) {
+                            let _ = store.job_scheduled(*id).await;
+                        }
+                        (*job, format!("# delayed: starting in {seconds}s"))
+                    }
                     Event::JobFinished { job, outcome, .. } => {
                         let Some(id) = job_ids.get(*job).copied() else { continue };
                         // Artifacts are stored before the job shows as finished, so a finished

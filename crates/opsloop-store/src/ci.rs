@@ -181,6 +181,17 @@ impl Store {
         Ok(())
     }
 
+    /// The job waits for its `start_in` (GitLab's `scheduled`).
+    pub async fn job_scheduled(&self, job_id: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE jobs SET status = 'scheduled' WHERE id = $1 AND status = 'pending'")
+                .bind(job_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     pub async fn job_started(&self, job_id: i64) -> Result<()> {
         let now = self.now_ms();
         with_pool!(self, |pool| {
@@ -411,7 +422,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "UPDATE jobs SET status = 'failed', finished_at = $1
-                 WHERE status IN ('created', 'pending', 'running')",
+                 WHERE status IN ('created', 'pending', 'scheduled', 'running')",
             )
             .bind(now)
             .execute(&mut *tx)

@@ -65,7 +65,7 @@ pub struct JobView {
     pub id: i64,
     pub name: String,
     pub stage: String,
-    /// pending, running, success, warning, failed, skipped, manual, canceled.
+    /// pending, scheduled, running, success, warning, failed, skipped, manual, canceled.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
@@ -464,7 +464,9 @@ pub async fn cancel_one(
     job_id: i64,
 ) -> Result<JobView, ApiError> {
     let (job, pipeline) = job_in_project(state, context, job_id).await?;
-    if !matches!(job.status.as_str(), "pending" | "running") || !crate::ci::cancel_job(state, pipeline.id, job.id) {
+    if !matches!(job.status.as_str(), "pending" | "scheduled" | "running")
+        || !crate::ci::cancel_job(state, pipeline.id, job.id)
+    {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_running",

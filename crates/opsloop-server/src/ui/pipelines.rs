@@ -23,7 +23,7 @@ pub struct RunForm {
 }
 
 fn running(status: &str) -> bool {
-    matches!(status, "created" | "pending" | "running")
+    matches!(status, "created" | "pending" | "scheduled" | "running")
 }
 
 /// Reloads a page of running work every `seconds`: through the embedded script, which waits
@@ -352,7 +352,7 @@ pub async fn job(
             @let action = match job.status.as_str() {
                 "manual" => Some(("play", "Run this manual job")),
                 "success" | "warning" | "failed" | "canceled" => Some(("retry", "Retry")),
-                "pending" | "running" => Some(("cancel", "Cancel job")),
+                "pending" | "scheduled" | "running" => Some(("cancel", "Cancel job")),
                 _ => None,
             };
             @if let Some((action, label)) = action {

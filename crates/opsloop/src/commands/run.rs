@@ -847,6 +847,9 @@ impl EventSink for Printer {
                 Event::AfterScript { job, name } => {
                     serde_json::json!({"event": "after_script", "job": job, "name": name})
                 }
+                Event::Delayed { job, name, seconds } => {
+                    serde_json::json!({"event": "note", "job": job, "name": name, "text": format!("delayed: starting in {seconds}s")})
+                }
                 Event::JobFinished { job, name, outcome } => serde_json::json!({
                     "event": "job_finished", "job": job, "name": name, "status": outcome.status.as_str(),
                     "exit_code": outcome.exit_code, "duration_ms": outcome.duration.as_millis() as u64,
@@ -871,6 +874,9 @@ impl EventSink for Printer {
                 lines.push((*stream == Stream::Stderr, format!("{} > {line}", self.prefix(name))));
             }
             Event::Note { name, text, .. } => lines.push((true, format!("{} {text}", self.prefix(name)))),
+            Event::Delayed { name, seconds, .. } => {
+                lines.push((true, format!("{} delayed: starting in {seconds}s", self.prefix(name))))
+            }
             Event::AfterScript { name, .. } => {
                 lines.push((false, format!("{} Running after script...", self.prefix(name))))
             }

@@ -833,3 +833,30 @@ fn a_trigger_token_starts_a_trigger_pipeline_without_an_account() {
     assert_eq!(revoked, 204);
     assert_eq!(fire(&trigger_token).0, 401, "a revoked token starts nothing");
 }
+
+#[test]
+fn a_delayed_job_is_scheduled_until_its_start_in_passes() {
+    let server = Server::start();
+    let token = server.token("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "later:\n  when: delayed\n  start_in: 2 seconds\n  script: [echo on time]\n";
+    project_with_pipeline(&server, &token, dir.path(), "delayed", pipeline);
+    let run = |args: &[&str]| opsloop_client(&server, &token, args);
+    let id = serde_json::from_slice::<serde_json::Value>(&run(&["pipeline", "run", "delayed", "--json"]).stdout)
+        .unwrap()["id"]
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let detail: serde_json::Value =
+            serde_json::from_slice(&run(&["pipeline", "show", "delayed", &id, "--json"]).stdout).unwrap_or_default();
+        if detail["jobs"][0]["status"] == "scheduled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was never shown as scheduled: {detail}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let detail = wait_for_pipeline(&server, &token, "delayed", &id, &["success", "failed"]);
+    assert_eq!(detail["jobs"][0]["status"], "success", "{detail}");
+    let log = text(&run(&["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
+    assert!(log.contains("# delayed: starting in 2s") && log.contains("on time"), "{log}");
+}
