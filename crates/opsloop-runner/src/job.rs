@@ -41,6 +41,10 @@ pub struct JobSpec {
     pub masked: Vec<String>,
     /// The jobs whose artifacts are restored into the workspace, in order.
     pub upstream: Vec<String>,
+    /// File-type variables to write where the job runs (name, contents): the variable then
+    /// holds the path of a private file there.
+    #[serde(default)]
+    pub file_variables: Vec<(String, String)>,
 }
 
 impl JobSpec {
@@ -92,6 +96,8 @@ pub struct Workplace {
     pub keep_workspaces: bool,
     /// A cache store shared between machines, behind the local `cache_root`.
     pub shared_cache: Option<Arc<dyn SharedCache>>,
+    /// Jobs do not inherit this process's environment (see `shell::Invocation::clean_env`).
+    pub clean_env: bool,
 }
 
 /// A future a shared cache returns.
@@ -253,7 +259,20 @@ pub async fn execute(
         (None, _) => (shell_launcher(place.isolation), None),
     };
     let visible_workspace = mount.as_ref().map_or_else(|| workspace_dir.clone(), PathBuf::from);
-    let env = spec.variables(&visible_workspace);
+    let mut env = spec.variables(&visible_workspace);
+    if !spec.file_variables.is_empty() {
+        let dir = place.state_dir.join("variables");
+        for (variable, contents) in &spec.file_variables {
+            let path = dir.join(workspace::dir_name(variable));
+            if let Err(error) = write_private(&path, contents) {
+                return (fail_setup(format!("writing the file variable {variable} failed: {error}")), Vec::new());
+            }
+            let path = path.display().to_string();
+            for entry in env.iter_mut().filter(|(name, _)| name == variable) {
+                entry.1 = path.clone();
+            }
+        }
+    }
 
     // Caches in.
     let caches: Vec<(String, &opsloop_pipeline::config::Cache)> =
@@ -325,6 +344,7 @@ pub async fn execute(
             env: &env,
             timeout,
             launcher: &launcher,
+            clean_env: place.clean_env,
         };
         let ending = match shell::run(&shell::script(commands), &invocation, cancel.clone(), &mut on_line).await {
             Ok(ending) => ending,
@@ -402,6 +422,7 @@ pub async fn execute(
             env: &after_env,
             timeout: Some(Duration::from_secs(300)),
             launcher: &launcher,
+            clean_env: place.clean_env,
         };
         let ending = shell::run(&shell::script(&spec.after_script), &invocation, not_canceled, &mut on_line).await;
         after_script_failed = !matches!(ending, Ok(Ending::Exited(0)));
@@ -517,6 +538,20 @@ pub async fn execute(
         tests,
     };
     (outcome, reported)
+}
+
+/// Writes a file only its owner can read (file-type variables hold secrets).
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 fn shell_launcher(isolation: Isolation) -> shell::Launcher {

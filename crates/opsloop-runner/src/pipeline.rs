@@ -65,28 +65,51 @@ pub struct RunOptions {
     pub cache_root: Option<PathBuf>,
     /// A cache store shared with other machines, behind the local caches.
     pub shared_cache: Option<Arc<dyn crate::job::SharedCache>>,
+    /// Jobs do not inherit this process's environment (the server's holds its own secrets).
+    pub clean_env: bool,
 }
 
-/// The cancel switch of each running job, by plan index.
+/// The cancel switch of each started job, by plan index, and the jobs canceled before they
+/// started (they end as canceled the moment they would start).
 #[derive(Debug, Default)]
-pub struct JobSwitches(std::sync::Mutex<HashMap<usize, watch::Sender<bool>>>);
+pub struct JobSwitches(std::sync::Mutex<Switches>);
+
+#[derive(Debug, Default)]
+struct Switches {
+    running: HashMap<usize, watch::Sender<bool>>,
+    canceled_early: std::collections::HashSet<usize>,
+    finished: std::collections::HashSet<usize>,
+}
 
 impl JobSwitches {
     fn insert(&self, index: usize, switch: watch::Sender<bool>) {
         if let Ok(mut switches) = self.0.lock() {
-            switches.insert(index, switch);
+            if switches.canceled_early.contains(&index) {
+                let _ = switch.send(true);
+            }
+            switches.running.insert(index, switch);
         }
     }
 
     fn remove(&self, index: usize) {
         if let Ok(mut switches) = self.0.lock() {
-            switches.remove(&index);
+            switches.running.remove(&index);
+            switches.finished.insert(index);
         }
     }
 
-    /// Cancels the job if it is running (or waiting for a slot or lock); `false` when not.
+    /// Cancels the job: at once if it started (or waits for a slot or lock), else when it
+    /// would start. `false` when it has finished already.
     pub fn cancel(&self, index: usize) -> bool {
-        self.0.lock().ok().and_then(|switches| switches.get(&index).map(|s| s.send(true).is_ok())).unwrap_or(false)
+        let Ok(mut switches) = self.0.lock() else { return false };
+        if let Some(switch) = switches.running.get(&index) {
+            return switch.send(true).is_ok();
+        }
+        if switches.finished.contains(&index) {
+            return false;
+        }
+        switches.canceled_early.insert(index);
+        true
     }
 }
 
@@ -187,6 +210,7 @@ pub async fn run_pipeline(
         force_shell: options.force_shell,
         keep_workspaces: options.keep_workspaces,
         shared_cache: options.shared_cache.clone(),
+        clean_env: options.clean_env,
     };
     let shared = Arc::new(Shared { config, plan, options, sink, masker, resource_groups, workplace });
 
@@ -500,6 +524,7 @@ async fn run_job(
         caches: job.cache.clone(),
         masked: shared.options.masked.clone(),
         upstream: planned.artifacts_from.iter().map(|source| shared.plan.jobs[*source].name.clone()).collect(),
+        file_variables: Vec::new(),
     };
     let upstream: Vec<PathBuf> =
         spec.upstream.iter().map(|name| workspace::artifacts_dir(&shared.options.state_dir, name)).collect();

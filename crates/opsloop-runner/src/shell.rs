@@ -77,6 +77,25 @@ pub struct Invocation<'a> {
     pub env: &'a [(String, String)],
     pub timeout: Option<Duration>,
     pub launcher: &'a Launcher,
+    /// Start from an empty environment (plus a few basics such as PATH and HOME) instead of
+    /// this process's: on the server and on agents, whose environments hold their own secrets.
+    pub clean_env: bool,
+}
+
+/// What a job keeps of its runner's environment when `clean_env` is set.
+const KEPT_VARIABLES: [&str; 11] =
+    ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "TMPDIR"];
+
+fn set_env(command: &mut Command, invocation: &Invocation<'_>) {
+    if invocation.clean_env {
+        command.env_clear();
+        for name in KEPT_VARIABLES {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+    }
+    command.envs(invocation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
 }
 
 fn command_for(invocation: &Invocation<'_>, container_name: &str) -> Command {
@@ -85,7 +104,7 @@ fn command_for(invocation: &Invocation<'_>, container_name: &str) -> Command {
         Launcher::Shell => {
             let mut command = Command::new("bash");
             command.arg("--noprofile").arg("--norc").arg(script).current_dir(invocation.dir);
-            command.envs(invocation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            set_env(&mut command, invocation);
             command
         }
         Launcher::Sandbox { network } => {
@@ -125,7 +144,7 @@ fn command_for(invocation: &Invocation<'_>, container_name: &str) -> Command {
                 .args(["bash", "--noprofile", "--norc"])
                 .arg(script)
                 .current_dir(invocation.dir);
-            command.envs(invocation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            set_env(&mut command, invocation);
             command
         }
         Launcher::Container { engine, image, mount } => {
@@ -385,7 +404,7 @@ mod tests {
         timeout: Option<Duration>,
         launcher: &'a Launcher,
     ) -> Invocation<'a> {
-        Invocation { script_path, dir, env: &[], timeout, launcher }
+        Invocation { script_path, dir, env: &[], timeout, launcher, clean_env: false }
     }
 
     #[tokio::test]

@@ -5,11 +5,18 @@
 use std::io::{self, Read};
 use std::path::{Component, Path};
 
-/// A tar archive of `files` (paths relative to `root`), in memory.
+/// A tar archive of `files` (paths relative to `root`), in memory. Symbolic links are left
+/// out, never followed: a committed link to `/etc/…` or the server's data must not carry that
+/// file's contents to another machine.
 pub fn pack(root: &Path, files: &[String]) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
     for file in files {
-        builder.append_path_with_name(root.join(file), file)?;
+        let path = root.join(file);
+        if std::fs::symlink_metadata(&path)?.file_type().is_symlink() {
+            continue;
+        }
+        builder.append_path_with_name(path, file)?;
     }
     builder.into_inner()
 }
@@ -88,6 +95,20 @@ mod tests {
             let mode = std::fs::metadata(to.path().join("bin/run.sh")).unwrap().permissions().mode();
             assert_eq!(mode & 0o111, 0o111);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_not_followed_when_packing() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "server secret").unwrap();
+        let from = tempfile::tempdir().unwrap();
+        std::fs::write(from.path().join("kept"), "kept").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), from.path().join("leak")).unwrap();
+        let archive = pack_tree(from.path()).unwrap();
+        assert!(!archive.windows(13).any(|w| w == b"server secret"), "a link's target is never packed");
+        let to = tempfile::tempdir().unwrap();
+        assert_eq!(unpack(archive.as_slice(), to.path()).unwrap(), ["kept"]);
     }
 
     #[test]

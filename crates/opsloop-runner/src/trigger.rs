@@ -137,6 +137,16 @@ pub async fn run_child(
             return fail(format!("{name}: the child pipeline is invalid:\n{}", messages.join("\n")));
         }
     };
+    // A child's jobs run on this machine (see below): a job the parent's policy sends to
+    // another machine must not run here instead.
+    if let Some(remote) = &parent.remote
+        && let Some(job) = planned.jobs.iter().find(|j| remote.takes(&child.jobs[j.config_index].tags))
+    {
+        return fail(format!(
+            "{name}: the child pipeline's job `{}` must run on an agent, and child pipelines do not run on agents yet",
+            job.name
+        ));
+    }
     for job in &mut planned.jobs {
         job.name = format!("{name}: {}", job.name);
     }

@@ -43,6 +43,8 @@ pub struct Waiter {
     pub index: usize,
     /// The job's project: its caches are the agent's to fetch and store.
     pub project_id: i64,
+    /// The pipeline runs on a protected ref (its caches are kept apart).
+    pub protected: bool,
     pub source: Arc<PipelineSource>,
     /// Upstream artifact directories, in the order of the spec's `upstream`.
     pub upstream: Vec<PathBuf>,
@@ -54,19 +56,20 @@ pub struct Waiter {
 #[derive(Debug)]
 pub struct PipelineSource {
     workplace: Workplace,
-    packed: OnceCell<Arc<Vec<u8>>>,
+    packed: OnceCell<bytes::Bytes>,
 }
 
 impl PipelineSource {
     /// The pipeline's source files as a tar archive.
-    pub async fn archive(&self) -> std::io::Result<Arc<Vec<u8>>> {
+    /// Packed once; every request shares the same bytes.
+    pub async fn archive(&self) -> std::io::Result<bytes::Bytes> {
         self.packed
             .get_or_try_init(|| async {
                 let (root, files) = (self.workplace.source_root.clone(), self.workplace.files.clone());
                 let packed = tokio::task::spawn_blocking(move || opsloop_runner::transfer::pack(&root, &files))
                     .await
                     .map_err(std::io::Error::other)??;
-                Ok(Arc::new(packed))
+                Ok(bytes::Bytes::from(packed))
             })
             .await
             .cloned()
@@ -112,6 +115,7 @@ pub struct AgentExecutor(Arc<ExecutorInner>);
 struct ExecutorInner {
     state: AppState,
     project_id: i64,
+    protected: bool,
     pipeline_id: i64,
     /// Store ids of the pipeline's jobs, by plan index.
     job_ids: Vec<i64>,
@@ -125,8 +129,15 @@ impl std::fmt::Debug for AgentExecutor {
 }
 
 impl AgentExecutor {
-    pub fn new(state: AppState, project_id: i64, pipeline_id: i64, job_ids: Vec<i64>) -> Self {
-        AgentExecutor(Arc::new(ExecutorInner { state, project_id, pipeline_id, job_ids, source: OnceCell::new() }))
+    pub fn new(state: AppState, project_id: i64, protected: bool, pipeline_id: i64, job_ids: Vec<i64>) -> Self {
+        AgentExecutor(Arc::new(ExecutorInner {
+            state,
+            project_id,
+            protected,
+            pipeline_id,
+            job_ids,
+            source: OnceCell::new(),
+        }))
     }
 }
 
@@ -175,6 +186,19 @@ impl RemoteExecutor for AgentExecutor {
             let Some(&job_id) = this.job_ids.get(index) else {
                 return fail("the job has no record to hand to an agent".to_owned());
             };
+            // File-type variables point at files on this machine: their contents travel in the
+            // (encrypted) spec, and the agent writes them where the job runs.
+            let mut job = job;
+            let variables_root = this.state.config.data_dir.join("pipelines");
+            for (name, value, _) in &job.spec.layers {
+                let path = std::path::Path::new(value);
+                if path.starts_with(&variables_root)
+                    && path.parent().is_some_and(|dir| dir.ends_with("variables"))
+                    && let Ok(contents) = tokio::fs::read_to_string(path).await
+                {
+                    job.spec.file_variables.push((name.clone(), contents));
+                }
+            }
             let ciphertext = match serde_json::to_string(&job.spec).map_err(|e| e.to_string()).and_then(|json| {
                 let vault = this.state.vault().map_err(|e| e.message)?;
                 vault.encrypt(&json, &spec_context(job_id)).map_err(|e| e.to_string())
@@ -196,6 +220,7 @@ impl RemoteExecutor for AgentExecutor {
                 Arc::new(Waiter {
                     index,
                     project_id: this.project_id,
+                    protected: this.protected,
                     source,
                     upstream: job.upstream.clone(),
                     artifacts_dir: job.artifacts_dir.clone(),

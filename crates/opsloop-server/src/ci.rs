@@ -223,15 +223,17 @@ async fn execute(
         }
         Some(job) => {
             let upstream = single_job_plan(&mut planned, &job.name)?;
-            restore_upstream_artifacts(state, pipeline.id, &upstream, &source_dir).await?;
+            restore_upstream_artifacts(state, pipeline.id, &upstream, &source_dir.join(".opsloop")).await?;
             vec![job.clone()]
         }
     };
 
     let settings = state.store.ci_settings(project.id).await.map_err(|e| e.to_string())?;
+    let protected = pipeline.git_ref == project.default_branch;
+    let cache_side = if protected { "protected" } else { "non_protected" };
     let job_ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let switches = Arc::new(opsloop_runner::JobSwitches::default());
-    let agents = crate::agents::AgentExecutor::new(state.clone(), project.id, pipeline.id, job_ids.clone());
+    let agents = crate::agents::AgentExecutor::new(state.clone(), project.id, protected, pipeline.id, job_ids.clone());
     let uploads = match state.objects() {
         Ok(objects) => Some(ArtifactUploads {
             objects: objects.clone(),
@@ -287,11 +289,12 @@ async fn execute(
         remote: Some(Arc::new(agents)),
         job_switches: Some(switches.clone()),
         project_slots: project_slots(state, project.id, settings.max_concurrent_jobs),
-        cache_root: Some(state.config.data_dir.join("caches").join(project.id.to_string())),
+        cache_root: Some(state.config.data_dir.join("caches").join(project.id.to_string()).join(cache_side)),
         shared_cache: state.objects().ok().map(|objects| {
-            Arc::new(crate::objects::ObjectCache { objects: objects.clone(), project_id: project.id })
+            Arc::new(crate::objects::ObjectCache { objects: objects.clone(), project_id: project.id, protected })
                 as Arc<dyn opsloop_runner::SharedCache>
         }),
+        clean_env: true,
     };
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let job_index: HashMap<i64, usize> = jobs.iter().enumerate().map(|(index, job)| (job.id, index)).collect();
@@ -401,30 +404,41 @@ async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline
 }
 
 /// Cuts `plan` down to the job named `name`, ready at once (a played manual job runs as if
-/// `when: on_success`); returns the names of the jobs whose artifacts it receives.
+/// `when: on_success`), at index 0; the jobs whose artifacts it receives follow it as jobs
+/// that never run, so the runner hands their restored artifacts to it. Returns their names.
 fn single_job_plan(plan: &mut opsloop_pipeline::plan::Plan, name: &str) -> Result<Vec<String>, String> {
+    use opsloop_pipeline::config::When;
     let index = plan
         .jobs
         .iter()
         .position(|j| j.name == name)
         .ok_or_else(|| format!("the pipeline file at this commit no longer plans a job `{name}`"))?;
-    let upstream: Vec<String> = plan.jobs[index].artifacts_from.iter().map(|i| plan.jobs[*i].name.clone()).collect();
-    let mut job = plan.jobs.swap_remove(index);
+    let mut job = plan.jobs[index].clone();
+    let upstream: Vec<_> = job.artifacts_from.iter().map(|i| plan.jobs[*i].clone()).collect();
+    let names = upstream.iter().map(|j| j.name.clone()).collect();
     job.needs = Some(Vec::new());
-    job.artifacts_from.clear();
-    if job.when == opsloop_pipeline::config::When::Manual {
-        job.when = opsloop_pipeline::config::When::OnSuccess;
+    job.artifacts_from = (1..=upstream.len()).collect();
+    if job.when == When::Manual {
+        job.when = When::OnSuccess;
     }
-    plan.jobs = vec![job];
-    Ok(upstream)
+    let mut jobs = vec![job];
+    jobs.extend(upstream.into_iter().map(|mut source| {
+        source.when = When::Never;
+        source.needs = Some(Vec::new());
+        source.artifacts_from.clear();
+        source
+    }));
+    plan.jobs = jobs;
+    Ok(names)
 }
 
-/// Unpacks the stored artifacts of this pipeline's jobs named `upstream` into `target`.
+/// Unpacks the stored artifacts of this pipeline's jobs named `upstream` where the runner
+/// looks for them (`<state_dir>/artifacts/<job>`).
 async fn restore_upstream_artifacts(
     state: &AppState,
     pipeline_id: i64,
     upstream: &[String],
-    target: &Path,
+    state_dir: &Path,
 ) -> Result<(), String> {
     if upstream.is_empty() {
         return Ok(());
@@ -435,7 +449,7 @@ async fn restore_upstream_artifacts(
         let Some(job) = jobs.iter().find(|j| &j.name == name) else { continue };
         let Some(stored) = state.store.job_artifacts(job.id).await.map_err(|e| e.to_string())? else { continue };
         let archive = objects.get(&stored.object_key).await.map_err(|e| e.to_string())?;
-        let target = target.to_owned();
+        let target = opsloop_runner::workspace::artifacts_dir(state_dir, name);
         tokio::task::spawn_blocking(move || crate::objects::unzip_into(&archive, &target))
             .await
             .map_err(|e| e.to_string())?

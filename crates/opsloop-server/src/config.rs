@@ -76,6 +76,9 @@ pub struct ServerConfig {
     /// A job's stored log stops here, with a note; the job runs on.
     pub max_job_log_bytes: usize,
     pub artifacts: ArtifactStorage,
+    /// Outgoing webhooks may target loopback and private addresses (off: a maintainer could
+    /// otherwise probe the server's own network through them).
+    pub allow_private_webhook_targets: bool,
     /// How long artifacts are kept when a job sets no `artifacts:expire_in` (GitLab: 30 days).
     pub default_artifacts_expire_seconds: u64,
 }
@@ -100,6 +103,7 @@ impl ServerConfig {
             agent_timeout_seconds: 30,
             max_job_log_bytes: 4 * 1024 * 1024,
             artifacts: ArtifactStorage::Local,
+            allow_private_webhook_targets: false,
             default_artifacts_expire_seconds: 30 * 86_400,
         }
     }

@@ -35,40 +35,30 @@ async fn git(dir: &Path, args: &[&str], limit: Duration) -> Result<String, Strin
     }
 }
 
-/// Where a project's mirror lives.
-pub fn mirror_dir(state: &AppState, project_id: i64) -> std::path::PathBuf {
-    state.config.data_dir.join("mirrors").join(format!("{project_id}.git"))
+/// Where a project's mirror of `repo_url` lives: one directory per URL, so a project whose
+/// URL changes gets a new mirror while checkouts borrowing from the old one finish.
+pub fn mirror_dir(state: &AppState, project_id: i64, repo_url: &str) -> std::path::PathBuf {
+    let digest = crate::auth::credentials::digest(repo_url);
+    state.config.data_dir.join("mirrors").join(format!("{project_id}-{}.git", &digest[..12]))
 }
 
-/// Brings the project's mirror up to date with `repo_url` (making it the first time, or anew
-/// when the project's URL changed).
-async fn update_mirror(state: &AppState, project_id: i64, repo_url: &str) -> Result<std::path::PathBuf, String> {
-    let lock = state
-        .mirror_locks
-        .lock()
-        .map_err(|_| "the mirror locks are poisoned".to_owned())?
-        .entry(project_id)
-        .or_default()
-        .clone();
-    let _turn = lock.lock().await;
-    let mirror = mirror_dir(state, project_id);
+/// Brings the project's mirror up to date with `repo_url`, making it the first time. The
+/// caller holds the project's mirror lock.
+async fn update_mirror(mirror: &Path, repo_url: &str) -> Result<(), String> {
     let parent = mirror.parent().ok_or("no parent directory for the mirror")?;
     tokio::fs::create_dir_all(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
-    let url_file = mirror.join("opsloop-url");
-    let current = tokio::fs::read_to_string(&url_file).await.ok();
-    if current.as_deref() == Some(repo_url) && mirror.join("HEAD").exists() {
-        git(&mirror, &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT).await?;
-        return Ok(mirror);
+    if mirror.join("HEAD").exists() {
+        git(mirror, &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT).await?;
+        return Ok(());
     }
-    let _ = tokio::fs::remove_dir_all(&mirror).await;
+    let _ = tokio::fs::remove_dir_all(mirror).await;
     let target = mirror.to_str().ok_or("the data directory is not UTF-8")?;
     let made = git(parent, &["clone", "--mirror", "--quiet", "--", repo_url, target], FETCH_TIMEOUT).await;
     if let Err(error) = made {
-        let _ = tokio::fs::remove_dir_all(&mirror).await;
+        let _ = tokio::fs::remove_dir_all(mirror).await;
         return Err(error);
     }
-    tokio::fs::write(&url_file, repo_url).await.map_err(|e| e.to_string())?;
-    Ok(mirror)
+    Ok(())
 }
 
 /// Checks out `git_ref` (a branch, tag or commit) — or exactly `commit` when a push named it —
@@ -81,12 +71,24 @@ pub async fn checkout(
     commit: Option<&str>,
     target: &Path,
 ) -> Result<String, String> {
-    let mirror = update_mirror(state, project_id, repo_url).await?;
+    // Fetching and cloning from the mirror take turns per project, so a fetch never changes
+    // the mirror under a clone.
+    let lock = state
+        .mirror_locks
+        .lock()
+        .map_err(|_| "the mirror locks are poisoned".to_owned())?
+        .entry(project_id)
+        .or_default()
+        .clone();
+    let turn = lock.lock().await;
+    let mirror = mirror_dir(state, project_id, repo_url);
+    update_mirror(&mirror, repo_url).await?;
     let parent = target.parent().ok_or("no parent directory for the checkout")?;
     tokio::fs::create_dir_all(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
     let _ = tokio::fs::remove_dir_all(target).await;
     let (from, to) = (mirror.to_str().ok_or("not UTF-8")?, target.to_str().ok_or("not UTF-8")?);
     git(parent, &["clone", "--quiet", "--shared", "--no-checkout", "--", from, to], LOCAL_TIMEOUT).await?;
+    drop(turn);
     let candidates = match commit {
         // A push names its commit: run exactly that, even if the branch moved on since.
         Some(commit) => vec![commit.to_owned()],

@@ -99,6 +99,53 @@ pub fn signature(secret: &str, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// Refuses URLs whose host resolves to loopback, private, link-local or otherwise internal
+/// addresses. (The HTTP client resolves again when it connects; a receiver that answers with
+/// another address the second time could slip through, which an admin can rule out by
+/// keeping the server's own network unreachable from it.)
+async fn public_target(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|_| "the URL cannot be read".to_owned())?;
+    let host = parsed.host_str().ok_or("the URL has no host")?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addresses = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| format!("{host}: {e}"))?;
+    for address in addresses {
+        if internal(address.ip()) {
+            return Err(format!(
+                "refused: {host} is {}, an internal address ([notifications] allow_private_targets allows it)",
+                address.ip()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                // 100.64.0.0/10, carrier-grade NAT.
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return internal(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link-local.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 /// When to try again after `attempts` failed ones: 1 s, 2 s, 4 s … up to an hour.
 pub fn backoff_ms(attempts: i64) -> i64 {
     1000_i64.saturating_mul(1 << attempts.clamp(0, 12)).min(3_600_000)
@@ -129,9 +176,13 @@ pub async fn deliver_forever(state: AppState) {
                 continue;
             }
         };
+        // Side by side: one slow receiver must not hold up the others.
+        let mut sending = tokio::task::JoinSet::new();
         for delivery in due {
-            deliver(&state, &http, delivery).await;
+            let (state, http) = (state.clone(), http.clone());
+            sending.spawn(async move { deliver(&state, &http, delivery).await });
         }
+        while sending.join_next().await.is_some() {}
     }
 }
 
@@ -149,8 +200,10 @@ async fn deliver(state: &AppState, http: &reqwest::Client, delivery: Delivery) {
         .vault()
         .map_err(|e| e.message)
         .and_then(|vault| vault.decrypt(&hook.secret, &secret_context(hook.project_id)).map_err(|e| e.to_string()));
-    let result = match secret {
-        Ok(secret) => http
+    let allowed = if state.config.allow_private_webhook_targets { Ok(()) } else { public_target(&hook.url).await };
+    let result = match (allowed, secret) {
+        (Err(refused), _) => Err(refused),
+        (Ok(()), Ok(secret)) => http
             .post(&hook.url)
             .header("content-type", "application/json")
             .header("x-opsloop-event", &delivery.event)
@@ -161,7 +214,7 @@ async fn deliver(state: &AppState, http: &reqwest::Client, delivery: Delivery) {
             .await
             .map(|response| response.status())
             .map_err(|error| error.to_string()),
-        Err(error) => Err(format!("the hook's secret cannot be read: {error}")),
+        (Ok(()), Err(error)) => Err(format!("the hook's secret cannot be read: {error}")),
     };
     let attempts = delivery.attempts + 1;
     let retry_at = (attempts < MAX_ATTEMPTS).then(|| state.store.now_ms() + backoff_ms(attempts - 1));
@@ -196,5 +249,27 @@ mod tests {
         );
         assert_eq!([backoff_ms(0), backoff_ms(1), backoff_ms(2)], [1000, 2000, 4000]);
         assert_eq!(backoff_ms(40), 3_600_000);
+    }
+
+    #[test]
+    fn internal_addresses_are_told_apart() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.9",
+            "172.16.5.5",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"] {
+            assert!(!internal(ip.parse().unwrap()), "{ip}");
+        }
     }
 }

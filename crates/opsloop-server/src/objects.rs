@@ -148,10 +148,15 @@ pub async fn sweep_forever(state: crate::state::AppState) {
 /// Deletes a deleted project's artifacts and caches in the background.
 pub fn forget_project(state: &crate::state::AppState, project_id: i64) {
     let caches = state.config.data_dir.join("caches").join(project_id.to_string());
-    let mirror = state.config.data_dir.join("mirrors").join(format!("{project_id}.git"));
+    let mirrors = state.config.data_dir.join("mirrors");
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(caches);
-        let _ = std::fs::remove_dir_all(mirror);
+        let prefix = format!("{project_id}-");
+        for entry in std::fs::read_dir(&mirrors).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     });
     let Ok(objects) = state.objects().cloned() else { return };
     tokio::spawn(async move {
@@ -161,9 +166,12 @@ pub fn forget_project(state: &crate::state::AppState, project_id: i64) {
     });
 }
 
-/// Where a project's cache `key` is kept (a tar archive).
-pub fn cache_key(project_id: i64, key: &str) -> String {
-    format!("projects/{project_id}/caches/{}.tar", opsloop_runner::workspace::dir_name(key))
+/// Where a project's cache `key` is kept (a tar archive). Pipelines of protected refs (the
+/// default branch) and the others keep separate caches, as on GitLab, so a branch cannot
+/// plant a cache that a pipeline holding protected variables restores.
+pub fn cache_key(project_id: i64, protected: bool, key: &str) -> String {
+    let side = if protected { "protected" } else { "non_protected" };
+    format!("projects/{project_id}/caches/{side}/{}.tar", opsloop_runner::workspace::dir_name(key))
 }
 
 /// A project's caches in the object store, shared by the server's own jobs and its agents'.
@@ -171,12 +179,14 @@ pub fn cache_key(project_id: i64, key: &str) -> String {
 pub struct ObjectCache {
     pub objects: ObjectStorage,
     pub project_id: i64,
+    /// The pipeline runs on a protected ref.
+    pub protected: bool,
 }
 
 impl opsloop_runner::SharedCache for ObjectCache {
     fn fetch<'a>(&'a self, key: &'a str, dir: &'a Path) -> opsloop_runner::CacheFuture<'a, bool> {
         Box::pin(async move {
-            let archive = match self.objects.get_if_any(&cache_key(self.project_id, key)).await {
+            let archive = match self.objects.get_if_any(&cache_key(self.project_id, self.protected, key)).await {
                 Ok(Some(archive)) => archive,
                 Ok(None) => return false,
                 Err(error) => {
@@ -198,7 +208,7 @@ impl opsloop_runner::SharedCache for ObjectCache {
             else {
                 return;
             };
-            if let Err(error) = self.objects.put(&cache_key(self.project_id, key), archive).await {
+            if let Err(error) = self.objects.put(&cache_key(self.project_id, self.protected, key), archive).await {
                 tracing::warn!(%error, "could not store a cache");
             }
         })
@@ -223,7 +233,12 @@ pub fn zip_dir(dir: &Path) -> std::io::Result<(Vec<u8>, usize)> {
     let mut files = 0;
     for file in &entries {
         let path = dir.join(file);
-        if path.is_dir() {
+        let kind = std::fs::symlink_metadata(&path)?.file_type();
+        // A link's target may lie outside the job's files: it is left out, never followed.
+        if kind.is_symlink() {
+            continue;
+        }
+        if kind.is_dir() {
             // Kept, so an empty directory survives as an artifact.
             writer
                 .add_directory(file.as_str(), zip::write::SimpleFileOptions::default())

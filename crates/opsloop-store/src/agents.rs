@@ -1,5 +1,5 @@
 //! Agents and the queue of jobs handed to them. A job is claimed by exactly one agent: on
-//! PostgreSQL the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent claims pass
+//! PostgreSQL the chosen row is locked with `FOR UPDATE SKIP LOCKED`, so concurrent claims pass
 //! each other instead of queueing on the same row; on both backends the claim itself is a
 //! compare-and-set on the job's state.
 
@@ -75,8 +75,8 @@ fn agent_fits(agent_tags: &[String], job_tags: &str) -> bool {
     split_tags(job_tags).iter().all(|tag| agent_tags.contains(tag))
 }
 
-/// How many queued jobs one claim looks at for one whose tags fit.
-const CLAIM_WINDOW: i64 = 200;
+/// How many queued jobs one claim reads at a time, looking for one whose tags fit.
+const CLAIM_WINDOW: i64 = 500;
 
 impl Store {
     pub async fn create_agent(&self, name: &str, token_digest: &str, actor: Actor<'_>) -> Result<Agent> {
@@ -203,63 +203,82 @@ impl Store {
         Ok(())
     }
 
-    /// Claims the oldest queued job whose tags `agent_tags` cover, for agent `agent_id`.
+    /// Claims the oldest queued job whose tags `agent_tags` cover, for agent `agent_id`. The
+    /// queue is read in pages, so jobs no online agent can take never hide the ones behind
+    /// them; on PostgreSQL only the chosen row is locked (`FOR UPDATE SKIP LOCKED`), so
+    /// agents claiming at once pass each other.
     pub async fn claim_agent_job(&self, agent_id: i64, agent_tags: &[String]) -> Result<Option<ClaimedAgentJob>> {
         let now = self.now_ms();
-        let claimed: Option<(i64, i64, String, i64)> = match &self.backend {
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let candidates: Vec<(i64, String)> = sqlx::query_as(
-                    "SELECT job_id, tags FROM agent_jobs WHERE state = 'queued'
-                     ORDER BY job_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let mut after = 0_i64;
+        loop {
+            let page: Vec<(i64, String)> = with_pool!(self, |pool| {
+                sqlx::query_as(
+                    "SELECT job_id, tags FROM agent_jobs WHERE state = 'queued' AND job_id > $1
+                     ORDER BY job_id LIMIT $2",
                 )
-                .bind(CLAIM_WINDOW)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut claimed = None;
-                if let Some((job_id, _)) = candidates.iter().find(|(_, tags)| agent_fits(agent_tags, tags)) {
-                    claimed = sqlx::query_as(
-                        "UPDATE agent_jobs SET state = 'running', agent_id = $1, claimed_at = $2, heartbeat_at = $2
-                         WHERE job_id = $3 AND state = 'queued'
-                         RETURNING job_id, pipeline_id, spec, attempt",
-                    )
-                    .bind(agent_id)
-                    .bind(now)
-                    .bind(job_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                claimed
-            }
-            Backend::Sqlite(pool) => {
-                // SQLite has one writer at a time; the state check in the UPDATE is the claim.
-                let candidates: Vec<(i64, String)> = sqlx::query_as(
-                    "SELECT job_id, tags FROM agent_jobs WHERE state = 'queued' ORDER BY job_id LIMIT $1",
-                )
+                .bind(after)
                 .bind(CLAIM_WINDOW)
                 .fetch_all(pool)
-                .await?;
-                let mut claimed = None;
-                for (job_id, _) in candidates.iter().filter(|(_, tags)| agent_fits(agent_tags, tags)) {
-                    claimed = sqlx::query_as(
-                        "UPDATE agent_jobs SET state = 'running', agent_id = $1, claimed_at = $2, heartbeat_at = $2
-                         WHERE job_id = $3 AND state = 'queued'
-                         RETURNING job_id, pipeline_id, spec, attempt",
-                    )
-                    .bind(agent_id)
-                    .bind(now)
-                    .bind(job_id)
-                    .fetch_optional(pool)
-                    .await?;
-                    if claimed.is_some() {
-                        break;
-                    }
-                }
-                claimed
+                .await?
+            });
+            let Some(last) = page.last().map(|(id, _)| *id) else { return Ok(None) };
+            after = last;
+            let fitting: Vec<i64> =
+                page.iter().filter(|(_, tags)| agent_fits(agent_tags, tags)).map(|(id, _)| *id).collect();
+            if fitting.is_empty() {
+                continue;
             }
-        };
-        Ok(claimed.map(|(job_id, pipeline_id, spec, attempt)| ClaimedAgentJob { job_id, pipeline_id, spec, attempt }))
+            let claimed: Option<(i64, i64, String, i64)> = match &self.backend {
+                Backend::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    let locked: Option<i64> = sqlx::query_scalar(
+                        "SELECT job_id FROM agent_jobs WHERE job_id = ANY($1) AND state = 'queued'
+                         ORDER BY job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    )
+                    .bind(&fitting)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let mut claimed = None;
+                    if let Some(job_id) = locked {
+                        claimed = sqlx::query_as(
+                            "UPDATE agent_jobs SET state = 'running', agent_id = $1, claimed_at = $2, heartbeat_at = $2
+                             WHERE job_id = $3 AND state = 'queued'
+                             RETURNING job_id, pipeline_id, spec, attempt",
+                        )
+                        .bind(agent_id)
+                        .bind(now)
+                        .bind(job_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    claimed
+                }
+                Backend::Sqlite(pool) => {
+                    // SQLite has one writer at a time; the state check in the UPDATE is the claim.
+                    let mut claimed = None;
+                    for job_id in &fitting {
+                        claimed = sqlx::query_as(
+                            "UPDATE agent_jobs SET state = 'running', agent_id = $1, claimed_at = $2, heartbeat_at = $2
+                             WHERE job_id = $3 AND state = 'queued'
+                             RETURNING job_id, pipeline_id, spec, attempt",
+                        )
+                        .bind(agent_id)
+                        .bind(now)
+                        .bind(job_id)
+                        .fetch_optional(pool)
+                        .await?;
+                        if claimed.is_some() {
+                            break;
+                        }
+                    }
+                    claimed
+                }
+            };
+            if let Some((job_id, pipeline_id, spec, attempt)) = claimed {
+                return Ok(Some(ClaimedAgentJob { job_id, pipeline_id, spec, attempt }));
+            }
+        }
     }
 
     /// The agent still runs the job: `Some(cancel_requested)`, or `None` when the job is no

@@ -224,6 +224,8 @@ impl Store {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM job_test_reports WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+            // The earlier run's artifacts are not this run's (the new run overwrites the object).
+            sqlx::query("DELETE FROM job_artifacts WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO job_test_reports (job_id, passed, failed, skipped, failures) VALUES ($1, $2, $3, $4, $5)",
             )

@@ -385,6 +385,18 @@ store_test!(agent_jobs_are_claimed_once_by_fitting_agents, |store| {
     let next_gpu = store.claim_agent_job(agents[0], &["gpu".to_owned()]).await.unwrap().unwrap();
     assert_eq!(next_gpu.job_id, jobs[4].id);
 
+    // A long queue of jobs nobody can take does not hide the one behind it.
+    let names: Vec<(String, String)> = (0..1200).map(|i| (format!("blocked{i}"), "test".to_owned())).collect();
+    let pipeline = store.create_pipeline(project.id, "main", "api", ACTOR).await.unwrap();
+    let blocked = store.start_pipeline(pipeline.id, "abc", &names).await.unwrap();
+    for job in &blocked[..1199] {
+        store.queue_agent_job(job.id, pipeline.id, &["arm64".to_owned()], "spec").await.unwrap();
+    }
+    let last = blocked[1199].id;
+    store.queue_agent_job(last, pipeline.id, &linux, "spec").await.unwrap();
+    let found = store.claim_agent_job(agents[1], &linux).await.unwrap().unwrap();
+    assert_eq!(found.job_id, last);
+
     // A revoked agent's token no longer finds it.
     assert!(store.agent_by_token("digest-a1").await.unwrap().is_some());
     assert!(store.revoke_agent(agents[0], ACTOR).await.unwrap());

@@ -77,7 +77,7 @@ pub enum Command {
     /// Run the server's jobs on this machine (an agent; needs an agent token from an admin).
     ///
     /// Example:
-    ///   opsloop agent --server https://ci.example.com --token olpa_… --tags linux,docker --concurrency 4
+    ///   opsloop agent --server https://ci.example.com --token-file /etc/opsloop/agent-token --tags linux,docker
     Agent(AgentArgs),
     /// Git hooks that start pipelines (install in a bare repository on the server's machine).
     Hook {
@@ -329,8 +329,12 @@ pub struct AgentArgs {
     #[arg(long, env = "OPSLOOP_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// The agent's token (`olpa_…`), from `opsloop admin agent create` or the Agents page.
+    /// Prefer --token-file or the variable: a flag is visible in the process list.
     #[arg(long, env = "OPSLOOP_AGENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the token from this file (keep it readable by the agent's user only).
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Run jobs whose tags are all among these (comma-separated); untagged jobs need none.
     #[arg(long, value_delimiter = ',')]
     pub tags: Vec<String>,

@@ -35,6 +35,14 @@ struct FileConfig {
     ci: CiSection,
     #[serde(default)]
     artifacts: ArtifactsSection,
+    #[serde(default)]
+    notifications: NotificationsSection,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationsSection {
+    allow_private_targets: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -256,6 +264,8 @@ pub fn resolve(
     if let Some(mib) = layer.ci.max_job_log_mib {
         server.max_job_log_bytes = mib.saturating_mul(1024 * 1024);
     }
+    server.allow_private_webhook_targets =
+        layer.notifications.allow_private_targets.unwrap_or(server.allow_private_webhook_targets);
     let artifacts = &layer.artifacts;
     if let Some(days) = artifacts.default_expire_in_days {
         server.default_artifacts_expire_seconds = days.saturating_mul(86_400);
@@ -345,6 +355,12 @@ pub struct Shown {
     pub auth: ShownAuth,
     pub ci: ShownCi,
     pub artifacts: ShownArtifacts,
+    pub notifications: ShownNotifications,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownNotifications {
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -415,6 +431,7 @@ impl Resolved {
                 agent_timeout_seconds: server.agent_timeout_seconds,
                 max_job_log_mib: server.max_job_log_bytes / (1024 * 1024),
             },
+            notifications: ShownNotifications { allow_private_targets: server.allow_private_webhook_targets },
             artifacts: match &server.artifacts {
                 opsloop_server::config::ArtifactStorage::Local => ShownArtifacts {
                     storage: "local",

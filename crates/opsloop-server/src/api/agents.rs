@@ -213,7 +213,7 @@ pub async fn source(
         tracing::error!(job = job_id, %error, "could not pack the pipeline's source");
         ApiError::internal()
     })?;
-    Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from(archive.as_ref().clone())).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from(archive)).into_response())
 }
 
 /// The artifacts of the job's `position`-th upstream job (as the spec's `upstream` lists them).
@@ -267,6 +267,10 @@ pub async fn events(
         return Err(ApiError::invalid(format!("at most {MAX_EVENTS_PER_BATCH} events per post")));
     }
     let (waiter, cancel) = running_here(&state, &agent, job_id).await?;
+    // A busy agent is online too (its long polls are rare then); recorded at most every 10 s.
+    if state.store.now_ms() - agent.last_seen_at > 10_000 {
+        state.store.agent_seen(agent.id).await?;
+    }
     for event in batch.events {
         let event = match event {
             Event::JobStarted { job, name, executor } => {
@@ -293,6 +297,8 @@ pub async fn upload_artifacts(
 ) -> Result<StatusCode, ApiError> {
     let (waiter, _) = running_here(&state, &agent, job_id).await?;
     let archive = read_limited(body).await?;
+    // Still this agent's job after the upload (not lost and queued again meanwhile).
+    running_here(&state, &agent, job_id).await?;
     let target = waiter.artifacts_dir.clone();
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&target);
@@ -320,7 +326,7 @@ pub async fn fetch_cache(
     ApiPath(path): ApiPath<CachePath>,
 ) -> Result<Response, ApiError> {
     let (waiter, _) = running_here(&state, &agent, path.job).await?;
-    let key = crate::objects::cache_key(waiter.project_id, &path.key);
+    let key = crate::objects::cache_key(waiter.project_id, waiter.protected, &path.key);
     let archive = state.objects()?.get_if_any(&key).await.map_err(|error| {
         tracing::error!(%error, "could not read a cache");
         ApiError::internal()
@@ -344,6 +350,7 @@ pub async fn store_cache(
 ) -> Result<StatusCode, ApiError> {
     let (waiter, _) = running_here(&state, &agent, path.job).await?;
     let archive = read_limited(body).await?;
+    running_here(&state, &agent, path.job).await?;
     // Only a well-formed archive is kept, so a later fetch never unpacks garbage.
     let checked = archive.clone();
     let scratch = tempfile_dir(&state)?;
@@ -356,7 +363,7 @@ pub async fn store_cache(
     .await
     .map_err(|_| ApiError::internal())?
     .map_err(|error| ApiError::invalid(format!("the cache archive was refused: {error}")))?;
-    let key = crate::objects::cache_key(waiter.project_id, &path.key);
+    let key = crate::objects::cache_key(waiter.project_id, waiter.protected, &path.key);
     state.objects()?.put(&key, archive).await.map_err(|error| {
         tracing::error!(%error, "could not store a cache");
         ApiError::internal()
@@ -438,7 +445,7 @@ pub struct AgentView {
     pub created_by: String,
 }
 
-/// An agent counts as online when it asked for work (or reported) this recently.
+/// An agent counts as online when it asked for work or reported on a job this recently.
 pub const ONLINE_WINDOW_MS: i64 = 2 * (MAX_WAIT_SECONDS as i64) * 1000 + 5_000;
 
 impl AgentView {

@@ -186,8 +186,8 @@ async fn render_agents(
                 div.notice role="status" {
                     p { "Agent " strong { (name) } " registered. Its token is shown only now:" }
                     p.secret { (token) }
-                    p { "Start it on the machine that runs the jobs:" }
-                    pre { code { "opsloop agent --server " (server) " --token " (token) " --tags linux" } }
+                    p { "Save it in a file only the agent's user can read, then start the agent on the machine that runs the jobs:" }
+                    pre { code { "opsloop agent --server " (server) " --token-file ./agent-token --tags linux" } }
                 }
             }
             @if agents.is_empty() {

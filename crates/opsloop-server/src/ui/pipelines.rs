@@ -330,7 +330,9 @@ pub async fn job(
         Ok(artifacts) => artifacts,
         Err(error) => return failure(error),
     };
+    // Listing reads the whole archive: only for archives of a sensible size.
     let files = match &artifacts {
+        Some(stored) if stored.size_bytes > 32 * 1024 * 1024 => Vec::new(),
         Some(stored) => match state.objects() {
             Ok(objects) => match objects.get(&stored.object_key).await {
                 Ok(archive) => crate::objects::zip_entries(&archive).unwrap_or_default(),

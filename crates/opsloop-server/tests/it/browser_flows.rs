@@ -348,7 +348,10 @@ async fn admins_register_and_revoke_agents_on_the_agents_page() {
     assert_eq!(created.status, StatusCode::OK);
     let text = created.text();
     let token = text.split("olpa_").nth(1).map(|rest| format!("olpa_{}", rest.split('<').next().unwrap())).unwrap();
-    assert!(text.contains("opsloop agent --server") && text.contains(">offline<"), "{text}");
+    assert!(
+        text.contains("opsloop agent --server") && text.contains("--token-file") && text.contains(">offline<"),
+        "{text}"
+    );
 
     // The token works on the agent API, and the agent shows as online with its tags.
     let registered = app

@@ -2,8 +2,12 @@
 //! HTTP access to the server: it registers its tags, long-polls for jobs, fetches the
 //! pipeline's source and upstream artifacts, runs the job with the same engine as `opsloop
 //! run`, streams its events (each post is a heartbeat, and the answer says whether to
-//! cancel), uploads its artifacts and reports the end. Caches stay on this machine, as with
-//! GitLab Runner's local cache.
+//! cancel), uploads its artifacts and reports the end. Caches are kept on this machine and
+//! shared through the server's object store.
+//!
+//! Jobs start from a clean environment (PATH, HOME and a few more), so the agent's token is
+//! not theirs to read; a job running as the agent's user can still read the agent's process
+//! files, so run untrusted jobs with `--isolation sandbox` or as another user.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,8 +94,17 @@ pub async fn run(args: AgentArgs) -> ExitCode {
 }
 
 async fn serve(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let token = args.token.clone().filter(|t| !t.is_empty()).ok_or_else(|| {
-        anyhow!("no agent token: pass --token or set OPSLOOP_AGENT_TOKEN (an admin creates one with `opsloop admin agent create --name NAME`)")
+    let from_file = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let token = from_file.or_else(|| args.token.clone()).filter(|t| !t.is_empty()).ok_or_else(|| {
+        anyhow!("no agent token: pass --token-file, or set OPSLOOP_AGENT_TOKEN (an admin creates one with `opsloop admin agent create --name NAME`)")
     })?;
     let mut base = url::Url::parse(&args.server).with_context(|| format!("--server `{}` is not a URL", args.server))?;
     if !base.path().ends_with('/') {
@@ -295,8 +308,8 @@ async fn run_job_in(agent: &Arc<Agent>, assigned: &AssignedJob, dir: &Path) -> a
     let source = dir.join("source");
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let heartbeat = Duration::from_secs(assigned.heartbeat_seconds.max(1));
-    let forwarder = tokio::spawn(forward_events(agent.clone(), job_id, heartbeat, events_rx, cancel_tx));
+    let heartbeat_every = Duration::from_secs(assigned.heartbeat_seconds.max(1));
+    let forwarder = tokio::spawn(forward_events(agent.clone(), job_id, heartbeat_every, events_rx, cancel_tx));
     let sink = ForwardingSink { events: events_tx };
 
     let prepared: anyhow::Result<(Vec<String>, Vec<PathBuf>)> = async {
@@ -331,6 +344,8 @@ async fn run_job_in(agent: &Arc<Agent>, assigned: &AssignedJob, dir: &Path) -> a
                 force_shell: false,
                 keep_workspaces: false,
                 shared_cache: Some(Arc::new(ServerCache { agent: agent.clone(), job_id })),
+                // The agent's own environment (its token among it) is not the job's.
+                clean_env: true,
             };
             let masker = Masker::new(spec.masked.iter().cloned());
             opsloop_runner::execute(spec, &workplace, &upstream, &masker, &sink, cancel_rx).await
@@ -363,6 +378,43 @@ async fn run_job_in(agent: &Arc<Agent>, assigned: &AssignedJob, dir: &Path) -> a
     };
     drop(sink);
     forwarder.await.map_err(|e| anyhow!("the event forwarder failed: {e}"))??;
+    // Heartbeats go on while artifacts upload, or a long upload would lose the job.
+    let beats = tokio::spawn(heartbeat(agent.clone(), job_id, heartbeat_every));
+    let reported = report(agent, spec, job_id, dir, outcome, dotenv).await;
+    beats.abort();
+    reported
+}
+
+/// Posts empty event batches (heartbeats) until aborted.
+async fn heartbeat(agent: Arc<Agent>, job_id: i64, every: Duration) {
+    let path = format!("api/v1/agent/jobs/{job_id}/events");
+    loop {
+        tokio::time::sleep(every).await;
+        if let Ok(request) = agent.request(reqwest::Method::POST, &path) {
+            let _ = agent.send(request.json(&json!({ "events": [] }))).await;
+        }
+    }
+}
+
+/// Uploads the job's artifacts and reports its end.
+async fn report(
+    agent: &Arc<Agent>,
+    spec: &JobSpec,
+    job_id: i64,
+    dir: &Path,
+    mut outcome: JobOutcome,
+    dotenv: Vec<(String, String)>,
+) -> anyhow::Result<JobStatus> {
+    // The end must fit the server's body limit: long lines and endless failure lists are cut.
+    for line in &mut outcome.tail {
+        truncate(line, 2000);
+    }
+    if let Some(tests) = &mut outcome.tests {
+        tests.failures.truncate(200);
+        for failure in &mut tests.failures {
+            truncate(failure, 2000);
+        }
+    }
 
     let artifacts = opsloop_runner::workspace::artifacts_dir(&dir.join("state"), &spec.name);
     if artifacts.is_dir() {
@@ -427,6 +479,18 @@ impl opsloop_runner::SharedCache for ServerCache {
                 ));
             }
         })
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
     }
 }
 

@@ -478,6 +478,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         project_slots: None,
         cache_root: None,
         shared_cache: None,
+        // A local run is the user's own: jobs see their environment, as with gitlab-ci-local.
+        clean_env: false,
     };
     let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
     let printer = Arc::new(Printer {

@@ -22,10 +22,12 @@ impl Agent {
         let token = text(&created.stdout).trim().to_owned();
         assert!(token.starts_with("olpa_"), "{token}");
         let log = root.join(format!("{name}.log"));
+        // The token through the environment, as a service manager would pass it: jobs must not see it.
         let child = Command::new(BIN)
-            .args(["agent", "--server", &server.url, "--token", &token, "--work-dir"])
+            .args(["agent", "--server", &server.url, "--work-dir"])
             .arg(root.join(name))
             .args(extra)
+            .env("OPSLOOP_AGENT_TOKEN", &token)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -87,7 +89,7 @@ fn two_agents_run_fifty_jobs_each_exactly_once_with_artifacts() {
         ran = ran.display()
     );
     pipeline.push_str(&format!(
-        "check:\n  stage: test\n  script: [cat out/made.txt, test \"$(cat out/made.txt)\" = \"made by build\", echo check >> {ran}]\n",
+        "check:\n  stage: test\n  script: [cat out/made.txt, test \"$(cat out/made.txt)\" = \"made by build\", echo check >> {ran}, 'echo \"token=${{OPSLOOP_AGENT_TOKEN:-absent}}\"']\n",
         ran = ran.display()
     ));
     for i in 0..48 {
@@ -121,6 +123,7 @@ fn two_agents_run_fifty_jobs_each_exactly_once_with_artifacts() {
     let check = detail["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "check").unwrap();
     let log = text(&opsloop_client(&server, &token, &["job", "log", &check["id"].to_string()]).stdout);
     assert!(log.contains("made by build"), "{log}");
+    assert!(log.lines().any(|l| l == "token=absent"), "jobs do not inherit the agent's environment: {log}");
     assert!(log.contains("waiting for an agent"), "{log}");
 
     // The build job's artifacts, made on an agent, are in the object store for download.
@@ -202,13 +205,55 @@ fn caches_are_shared_between_the_server_and_its_agents() {
     // `fill` has no tags and runs on the server; `use` needs an agent with `linux`.
     let pipeline = "stages: [build, test]\n\
         fill:\n  stage: build\n  cache: {key: deps, paths: [deps/]}\n  script: [mkdir -p deps, echo from-the-server > deps/marker]\n\
-        use:\n  stage: test\n  tags: [linux]\n  cache: {key: deps, paths: [deps/], policy: pull}\n  script: ['cat deps/marker']\n";
+        use:\n  stage: test\n  tags: [linux]\n  cache: {key: deps, paths: [deps/], policy: pull}\n  script: ['cat deps/marker', 'cat \"$CONFIG_FILE\"; echo', 'stat -c %a \"$CONFIG_FILE\"']\n";
     project_with_pipeline(&server, &token, dir.path(), "shared", pipeline);
     let _agent = Agent::start(&server, "cacher", dir.path(), &["--tags", "linux"]);
+    // A file-type variable reaches the agent's job as a private file there.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = runtime.block_on(async {
+        Server::client()
+            .put(format!("{}/api/v1/projects/shared/variables/CONFIG_FILE", server.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"value": "apiVersion: v1", "file": true}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status.as_u16(), 204);
     let run = opsloop_client(&server, &token, &["pipeline", "run", "shared", "--wait", "--json"]);
     assert_eq!(run.status.code(), Some(0), "{}{}", text(&run.stdout), text(&run.stderr));
     let detail: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let used = detail["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "use").unwrap();
     let log = text(&opsloop_client(&server, &token, &["job", "log", &used["id"].to_string()]).stdout);
     assert!(log.lines().any(|line| line == "from-the-server"), "the agent got the server's cache: {log}");
+    assert!(log.lines().any(|line| line == "apiVersion: v1"), "the file variable's contents: {log}");
+    assert!(log.lines().any(|line| line == "600"), "written for the job's user only: {log}");
+}
+
+#[test]
+fn a_child_pipeline_that_would_need_agents_fails_instead_of_running_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = agents_config(dir.path(), 10);
+    let server = Server::start_in(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let token = server.token("admin");
+    let marker = dir.path().join("ran-on-the-server");
+    let repo =
+        project_with_pipeline(&server, &token, dir.path(), "parent", "child:\n  trigger:\n    include: child.yml\n");
+    std::fs::write(repo.join("child.yml"), format!("inner:\n  script: [touch {}]\n", marker.display())).unwrap();
+    for args in [&["add", "-A"][..], &["commit", "-qm", "child"]] {
+        let status = Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(&repo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let run = opsloop_client(&server, &token, &["pipeline", "run", "parent", "--wait", "--json"]);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stdout));
+    let detail: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let log = text(&opsloop_client(&server, &token, &["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
+    assert!(log.contains("must run on an agent"), "{log}");
+    assert!(!marker.exists(), "with executor = agents, no job ran on the server");
 }

@@ -68,9 +68,12 @@ fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
 
 #[test]
 fn pipeline_and_job_events_are_signed_retried_and_logged() {
-    let server = Server::start();
-    let token = server.token("maintainer");
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("opsloop.toml");
+    // The receiver listens on loopback, which webhooks may only reach when allowed.
+    std::fs::write(&config, "[notifications]\nallow_private_targets = true\n").unwrap();
+    let server = Server::start_in(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let token = server.token("maintainer");
     project_with_pipeline(&server, &token, dir.path(), "notified", "hello:\n  script: [echo hi]\n");
     let (url, received) = receiver();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -123,7 +126,44 @@ fn pipeline_and_job_events_are_signed_retried_and_logged() {
 
     let log = http_get(&format!("{}/api/v1/projects/notified/notifications/{hook}/deliveries", server.url), &token);
     let log: serde_json::Value = serde_json::from_slice(&log).unwrap();
-    let first = log.as_array().unwrap().last().unwrap();
+    let first = log.as_array().unwrap().iter().find(|d| d["id"].to_string().as_str() == first_id).unwrap();
     assert_eq!((first["state"].as_str(), first["attempts"].as_i64()), (Some("delivered"), Some(2)), "{log}");
     assert_eq!(first["response_status"], 200);
+}
+
+#[test]
+fn webhooks_to_internal_addresses_are_refused_by_default() {
+    let server = Server::start();
+    let token = server.token("maintainer");
+    let dir = tempfile::tempdir().unwrap();
+    project_with_pipeline(&server, &token, dir.path(), "probe", "hello:\n  script: [echo hi]\n");
+    let (url, received) = receiver();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let created: serde_json::Value = runtime.block_on(async {
+        Server::client()
+            .post(format!("{}/api/v1/projects/probe/notifications", server.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "url": url, "events": ["pipeline"] }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let run = opsloop_client(&server, &token, &["pipeline", "run", "probe", "--wait"]);
+    assert!(run.status.success());
+    let path = format!("{}/api/v1/projects/probe/notifications/{}/deliveries", server.url, created["id"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log: serde_json::Value = serde_json::from_slice(&http_get(&path, &token)).unwrap();
+        let refused =
+            log.as_array().unwrap().iter().any(|d| d["last_error"].as_str().unwrap_or("").contains("refused"));
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(received.lock().unwrap().is_empty(), "nothing reached the loopback receiver");
 }

@@ -498,7 +498,18 @@ fn a_failed_job_is_retried_with_its_upstream_artifacts_and_a_manual_job_is_playe
          deploy:\n  stage: deploy\n  when: manual\n  script: [echo deployed $CI_COMMIT_SHORT_SHA]\n",
         mark = mark.display()
     );
-    project_with_pipeline(&server, &token, dir.path(), "shop", &pipeline);
+    let repo = project_with_pipeline(&server, &token, dir.path(), "shop", &pipeline);
+    // Build output is ignored by git, as it usually is: a retry must still get it.
+    std::fs::write(repo.join(".gitignore"), "out/\n").unwrap();
+    for args in [&["add", "-A"][..], &["commit", "-qm", "ignore build output"]] {
+        let status = Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(&repo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     let run = |args: &[&str]| opsloop_client(&server, &token, args);
     let first = run(&["pipeline", "run", "shop", "--wait", "--json"]);
     assert_eq!(first.status.code(), Some(1), "the flaky job fails the first time: {}", text(&first.stdout));
@@ -694,6 +705,11 @@ fn caches_outlive_a_pipeline_on_the_server() {
         "the second pipeline found the first's cache: {}",
         logs[1]
     );
+    // Both pipelines were checked out from the project's one mirror.
+    let mirrors: Vec<_> = std::fs::read_dir(server.data_dir.join("mirrors")).unwrap().collect();
+    assert_eq!(mirrors.len(), 1);
+    let mirror = mirrors[0].as_ref().unwrap().path();
+    assert!(mirror.file_name().unwrap().to_string_lossy().starts_with("1-") && mirror.join("HEAD").exists());
 }
 
 #[test]
