@@ -48,6 +48,12 @@ pub enum Command {
     Run(RunArgs),
     /// Check a .gitlab-ci.yml: every problem at once, with file:line:column and a hint.
     Lint(LintArgs),
+    /// Run the built-in reverse proxy alone, with fixed routes (deployments drive the same
+    /// proxy and switch its routes live).
+    ///
+    /// Example:
+    ///   opsloop proxy --listen 127.0.0.1:8000 --route /=127.0.0.1:9001,127.0.0.1:9002 --route api.example.com/=127.0.0.1:9100
+    Proxy(ProxyArgs),
     /// Run the opsloop server: API, web UI, and (with later features) pipelines and monitors.
     Serve(ServeArgs),
     /// Show the resolved configuration.
@@ -321,6 +327,20 @@ pub enum AdminTokenCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Where the proxy listens.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: std::net::SocketAddr,
+    /// `[HOST]/PREFIX=ADDRESS[,ADDRESS…]`: requests for HOST (any host when left out) under
+    /// PREFIX go to the addresses in turn. Repeat for more routes; the longest prefix wins.
+    #[arg(long = "route", required = true)]
+    pub routes: Vec<String>,
+    /// Seconds an upstream may take to answer.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,6 +4,7 @@ mod admin;
 mod agent;
 mod pipeline;
 mod project;
+mod proxy;
 mod run;
 mod serve;
 
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Run(args) => Ok(run::run(args).await),
         Command::Agent(args) => Ok(agent::run(args).await),
         Command::Lint(args) => Ok(run::lint(args)),
+        Command::Proxy(args) => Ok(proxy::run(args).await),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod harness;
 mod notifications;
+mod proxy;
 
 mod agents;
 mod artifacts;

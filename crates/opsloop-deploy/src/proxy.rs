@@ -1,0 +1,367 @@
+//! The built-in reverse proxy: routes by host and path prefix to weighted backends (the
+//! instances of a service version), over keep-alive connection pools, with streamed bodies
+//! and X-Forwarded-* headers. A route change is [`Proxy::switch`]: one pointer swap inside
+//! the running process, never a restart or reload, so requests in flight finish on the old
+//! backends while new ones go to the new. Every request is counted in the golden
+//! [`Signals`](crate::signals::Signals) of its service and version.
+//!
+//! Written on hyper directly (not a crate like pingora) because the switch, the weights and
+//! the signals must be ours, and hyper already sits under the server's HTTP stack.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::signals::{Signals, VersionSignals};
+
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// One instance that serves a route, with its share of the traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub address: SocketAddr,
+    /// The release it runs (signals are kept per version).
+    pub version: String,
+    /// Relative share; 0 takes no new requests (draining).
+    pub weight: u32,
+}
+
+/// Requests for `host` (any host when `None`) under `path_prefix` go to `service`'s backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub service: String,
+    pub backends: Vec<Backend>,
+}
+
+struct CompiledRoute {
+    route: Route,
+    /// Running sums of the backends' weights, for a weighted pick by binary search.
+    cumulative: Vec<u64>,
+    next: AtomicU64,
+    signals: Vec<Arc<VersionSignals>>,
+}
+
+/// The routes in matching order: host-specific before any-host, longer prefixes first.
+pub struct RouteTable {
+    routes: Vec<CompiledRoute>,
+}
+
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.routes.iter().map(|r| &r.route)).finish()
+    }
+}
+
+impl RouteTable {
+    fn new(routes: Vec<Route>, signals: &Signals) -> Self {
+        let mut routes: Vec<CompiledRoute> = routes
+            .into_iter()
+            .map(|mut route| {
+                route.host = route.host.map(|h| h.to_ascii_lowercase());
+                let mut total = 0;
+                let cumulative = route
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        total += u64::from(b.weight);
+                        total
+                    })
+                    .collect();
+                let signals = route.backends.iter().map(|b| signals.of(&route.service, &b.version)).collect();
+                CompiledRoute { route, cumulative, next: AtomicU64::new(0), signals }
+            })
+            .collect();
+        routes.sort_by(|a, b| {
+            (b.route.host.is_some(), b.route.path_prefix.len())
+                .cmp(&(a.route.host.is_some(), a.route.path_prefix.len()))
+        });
+        RouteTable { routes }
+    }
+
+    fn find(&self, host: &str, path: &str) -> Option<&CompiledRoute> {
+        self.routes
+            .iter()
+            .find(|r| r.route.host.as_deref().is_none_or(|h| h == host) && path_under(path, &r.route.path_prefix))
+    }
+
+    pub fn routes(&self) -> Vec<Route> {
+        self.routes.iter().map(|r| r.route.clone()).collect()
+    }
+}
+
+/// `/api/users` is under `/api` and `/api/`, not under `/ap`.
+fn path_under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+impl CompiledRoute {
+    /// The next backend by weight (smooth over requests, no randomness, no lock).
+    fn pick(&self) -> Option<usize> {
+        let total = *self.cumulative.last()?;
+        if total == 0 {
+            return None;
+        }
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed) % total;
+        Some(self.cumulative.partition_point(|sum| *sum <= ticket))
+    }
+}
+
+/// Headers that describe one connection, not the message, and are not passed on (RFC 9110).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub struct Proxy {
+    table: RwLock<Arc<RouteTable>>,
+    client: Client<HttpConnector, Incoming>,
+    signals: Signals,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("routes", &self.routes()).finish()
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response =
+        Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+impl Proxy {
+    /// A proxy with no routes (every request is a 404 until the first switch).
+    pub fn new(signals: Signals, timeout: Duration) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Arc::new(Proxy {
+            table: RwLock::new(Arc::new(RouteTable::new(Vec::new(), &signals))),
+            client,
+            signals,
+            timeout,
+        })
+    }
+
+    /// Replaces every route at once. Requests already routed finish where they went.
+    pub fn switch(&self, routes: Vec<Route>) {
+        let table = Arc::new(RouteTable::new(routes, &self.signals));
+        if let Ok(mut current) = self.table.write() {
+            *current = table;
+        }
+    }
+
+    pub fn routes(&self) -> Vec<Route> {
+        self.table.read().map(|t| t.routes()).unwrap_or_default()
+    }
+
+    pub fn signals(&self) -> &Signals {
+        &self.signals
+    }
+
+    fn current(&self) -> Option<Arc<RouteTable>> {
+        self.table.read().ok().map(|t| t.clone())
+    }
+
+    /// Passes one request to its route's next backend.
+    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let host = request
+            .uri()
+            .host()
+            .map(str::to_owned)
+            .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+            .unwrap_or_default();
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host.as_str(), |(h, _)| h)
+            .to_ascii_lowercase();
+        let Some(table) = self.current() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no routes\n") };
+        let Some(route) = table.find(&host, request.uri().path()) else {
+            return plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
+        };
+        let Some(index) = route.pick() else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend takes traffic on this route\n");
+        };
+        let backend = &route.route.backends[index];
+        let signals = route.signals[index].clone();
+
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let Ok(uri) = Uri::builder().scheme("http").authority(backend.address.to_string()).path_and_query(path).build()
+        else {
+            return plain(StatusCode::BAD_REQUEST, "the request's path cannot be passed on\n");
+        };
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Ok(value) = HeaderValue::from_str(&host) {
+            headers.insert("x-forwarded-host", value);
+        }
+        // HTTP/2 requests carry the host in the URI; HTTP/1 upstreams want the header.
+        if !headers.contains_key(header::HOST)
+            && let Ok(value) = HeaderValue::from_str(&host)
+        {
+            headers.insert(header::HOST, value);
+        }
+        *request.version_mut() = http::Version::HTTP_11;
+
+        signals.started();
+        let began = Instant::now();
+        let answer = tokio::time::timeout(self.timeout, self.client.request(request)).await;
+        match answer {
+            Ok(Ok(mut response)) => {
+                signals.finished(began.elapsed(), response.status().is_server_error());
+                for name in &HOP_BY_HOP {
+                    response.headers_mut().remove(name);
+                }
+                response.map(BodyExt::boxed)
+            }
+            Ok(Err(error)) => {
+                signals.finished(began.elapsed(), true);
+                tracing::debug!(%error, backend = %backend.address, "upstream failed");
+                plain(StatusCode::BAD_GATEWAY, "the upstream did not answer\n")
+            }
+            Err(_) => {
+                signals.finished(began.elapsed(), true);
+                plain(StatusCode::GATEWAY_TIMEOUT, "the upstream took too long\n")
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` resolves, then lets open
+    /// connections finish their requests.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "the proxy could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer).await) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "a proxy connection ended with an error");
+                }
+            });
+        }
+        graceful.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(port: u16, version: &str, weight: u32) -> Backend {
+        Backend { address: SocketAddr::from(([127, 0, 0, 1], port)), version: version.to_owned(), weight }
+    }
+
+    #[test]
+    fn routes_match_host_then_the_longest_prefix() {
+        let signals = Signals::default();
+        let table = RouteTable::new(
+            vec![
+                Route {
+                    host: None,
+                    path_prefix: "/".into(),
+                    service: "site".into(),
+                    backends: vec![backend(1, "a", 1)],
+                },
+                Route {
+                    host: None,
+                    path_prefix: "/api".into(),
+                    service: "api".into(),
+                    backends: vec![backend(2, "a", 1)],
+                },
+                Route {
+                    host: Some("Admin.Example.com".into()),
+                    path_prefix: "/".into(),
+                    service: "admin".into(),
+                    backends: vec![backend(3, "a", 1)],
+                },
+            ],
+            &signals,
+        );
+        let service = |host: &str, path: &str| table.find(host, path).map(|r| r.route.service.clone());
+        assert_eq!(service("shop.example.com", "/api/users").as_deref(), Some("api"));
+        assert_eq!(service("shop.example.com", "/apiary").as_deref(), Some("site"));
+        assert_eq!(service("shop.example.com", "/api").as_deref(), Some("api"));
+        assert_eq!(service("admin.example.com", "/api/users").as_deref(), Some("admin"));
+    }
+
+    #[test]
+    fn weights_split_traffic_exactly_and_zero_weight_takes_none() {
+        let signals = Signals::default();
+        let table = RouteTable::new(
+            vec![Route {
+                host: None,
+                path_prefix: "/".into(),
+                service: "web".into(),
+                backends: vec![backend(1, "blue", 9), backend(2, "green", 1), backend(3, "old", 0)],
+            }],
+            &signals,
+        );
+        let route = table.find("x", "/").unwrap();
+        let mut counts = [0; 3];
+        for _ in 0..1000 {
+            counts[route.pick().unwrap()] += 1;
+        }
+        assert_eq!(counts, [900, 100, 0]);
+    }
+}

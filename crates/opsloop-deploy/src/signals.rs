@@ -1,0 +1,228 @@
+//! Golden signals per service and version, recorded by the proxy on every request: traffic
+//! (requests), errors (5xx answers and upstream failures), latency (a histogram) and
+//! saturation (requests in flight). Counters only grow, so a bake window is the difference of
+//! two snapshots; all updates are atomic adds, so recording costs a few nanoseconds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket is everything above).
+pub const BUCKETS_MICROS: [u64; 14] = [
+    500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000,
+    10_000_000,
+];
+
+/// The live counters of one service version.
+#[derive(Debug, Default)]
+pub struct VersionSignals {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    in_flight: AtomicI64,
+    latency_total_micros: AtomicU64,
+    buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
+}
+
+/// A copy of one version's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub requests: u64,
+    pub errors: u64,
+    pub in_flight: i64,
+    pub latency_total_micros: u64,
+    pub buckets: [u64; BUCKETS_MICROS.len() + 1],
+}
+
+impl Snapshot {
+    /// What happened between `earlier` and this snapshot (in flight is this one's).
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        let mut buckets = [0; BUCKETS_MICROS.len() + 1];
+        for (i, bucket) in buckets.iter_mut().enumerate() {
+            *bucket = self.buckets[i].saturating_sub(earlier.buckets[i]);
+        }
+        Snapshot {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            in_flight: self.in_flight,
+            latency_total_micros: self.latency_total_micros.saturating_sub(earlier.latency_total_micros),
+            buckets,
+        }
+    }
+
+    /// Errors per request (0 without traffic).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
+    }
+
+    /// The latency under which `quantile` (0..1) of the requests finished, as the upper bound
+    /// of its bucket; `None` without traffic.
+    pub fn latency_quantile(&self, quantile: f64) -> Option<Duration> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = (quantile.clamp(0.0, 1.0) * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= wanted.max(1) {
+                let micros = BUCKETS_MICROS.get(i).copied().unwrap_or(u64::MAX / 2);
+                return Some(Duration::from_micros(micros));
+            }
+        }
+        None
+    }
+}
+
+impl VersionSignals {
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request ended after `elapsed`; `error` for a 5xx answer or an upstream failure.
+    pub fn finished(&self, elapsed: Duration, error: bool) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency_total_micros.fetch_add(micros, Ordering::Relaxed);
+        let bucket = BUCKETS_MICROS.iter().position(|bound| micros <= *bound).unwrap_or(BUCKETS_MICROS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut buckets = [0; BUCKETS_MICROS.len() + 1];
+        for (i, bucket) in buckets.iter_mut().enumerate() {
+            *bucket = self.buckets[i].load(Ordering::Relaxed);
+        }
+        Snapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            latency_total_micros: self.latency_total_micros.load(Ordering::Relaxed),
+            buckets,
+        }
+    }
+}
+
+/// (service, version) → its counters.
+type ByVersion = HashMap<(String, String), Arc<VersionSignals>>;
+
+/// Every service version's signals, created on first use.
+#[derive(Debug, Default, Clone)]
+pub struct Signals(Arc<RwLock<ByVersion>>);
+
+impl Signals {
+    /// The counters of `service` at `version`.
+    pub fn of(&self, service: &str, version: &str) -> Arc<VersionSignals> {
+        let key = (service.to_owned(), version.to_owned());
+        if let Some(found) = self.0.read().ok().and_then(|map| map.get(&key).cloned()) {
+            return found;
+        }
+        match self.0.write() {
+            Ok(mut map) => map.entry(key).or_default().clone(),
+            Err(_) => Arc::new(VersionSignals::default()),
+        }
+    }
+
+    /// Every version's snapshot, sorted by service and version.
+    pub fn snapshots(&self) -> Vec<(String, String, Snapshot)> {
+        let mut all: Vec<(String, String, Snapshot)> = self
+            .0
+            .read()
+            .map(|map| map.iter().map(|((s, v), signals)| (s.clone(), v.clone(), signals.snapshot())).collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        all
+    }
+
+    /// The Prometheus text exposition of every version's signals.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP opsloop_proxy_requests_total Requests the proxy passed on, by service and version.\n");
+        out.push_str("# TYPE opsloop_proxy_requests_total counter\n");
+        let all = self.snapshots();
+        for (service, version, s) in &all {
+            out.push_str(&format!(
+                "opsloop_proxy_requests_total{{service=\"{}\",version=\"{}\"}} {}\n",
+                escape(service),
+                escape(version),
+                s.requests
+            ));
+        }
+        out.push_str("# HELP opsloop_proxy_errors_total 5xx answers and upstream failures.\n");
+        out.push_str("# TYPE opsloop_proxy_errors_total counter\n");
+        for (service, version, s) in &all {
+            out.push_str(&format!(
+                "opsloop_proxy_errors_total{{service=\"{}\",version=\"{}\"}} {}\n",
+                escape(service),
+                escape(version),
+                s.errors
+            ));
+        }
+        out.push_str("# HELP opsloop_proxy_in_flight Requests in flight (saturation).\n");
+        out.push_str("# TYPE opsloop_proxy_in_flight gauge\n");
+        for (service, version, s) in &all {
+            out.push_str(&format!(
+                "opsloop_proxy_in_flight{{service=\"{}\",version=\"{}\"}} {}\n",
+                escape(service),
+                escape(version),
+                s.in_flight
+            ));
+        }
+        out.push_str("# HELP opsloop_proxy_request_duration_seconds Time to the upstream's answer.\n");
+        out.push_str("# TYPE opsloop_proxy_request_duration_seconds histogram\n");
+        for (service, version, s) in &all {
+            let labels = format!("service=\"{}\",version=\"{}\"", escape(service), escape(version));
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS_MICROS.iter().enumerate() {
+                cumulative += s.buckets[i];
+                out.push_str(&format!(
+                    "opsloop_proxy_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {cumulative}\n",
+                    *bound as f64 / 1e6
+                ));
+            }
+            cumulative += s.buckets[BUCKETS_MICROS.len()];
+            out.push_str(&format!(
+                "opsloop_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cumulative}\n"
+            ));
+            out.push_str(&format!(
+                "opsloop_proxy_request_duration_seconds_sum{{{labels}}} {}\n",
+                s.latency_total_micros as f64 / 1e6
+            ));
+            out.push_str(&format!("opsloop_proxy_request_duration_seconds_count{{{labels}}} {}\n", s.requests));
+        }
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_rates_and_quantiles() {
+        let signals = Signals::default();
+        let web = signals.of("web", "v2");
+        let before = web.snapshot();
+        for i in 0..100 {
+            web.started();
+            web.finished(Duration::from_millis(if i < 95 { 1 } else { 150 }), i % 10 == 0);
+        }
+        let window = web.snapshot().since(&before);
+        assert_eq!((window.requests, window.errors, window.in_flight), (100, 10, 0));
+        assert!((window.error_rate() - 0.1).abs() < 1e-9);
+        assert_eq!(window.latency_quantile(0.5), Some(Duration::from_millis(1)));
+        assert_eq!(window.latency_quantile(0.99), Some(Duration::from_millis(200)));
+        let text = signals.render_prometheus();
+        assert!(text.contains("opsloop_proxy_requests_total{service=\"web\",version=\"v2\"} 100"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 100"), "{text}");
+    }
+}
