@@ -6,11 +6,12 @@ as a proxy, in front of the same upstream (an nginx that answers a small 200), o
   p99 latency                                target: opsloop <= nginx
   proxy CPU per request (user + system)      target: <= 17 us
 
-Usage: bench/proxy.py [--skip-build] [--seconds N]
+Usage: bench/proxy.py [--skip-build] [--seconds N] [--rounds N]
+Rounds alternate upstream / nginx / opsloop; each figure is the median over the rounds.
 Installs nginx and wrk with apt-get when they are missing (as root). Every figure is from
 this run; machines are noisy, so compare the ratios.
 """
-import argparse, os, re, shutil, socket, subprocess, sys, tempfile, time
+import argparse, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -66,7 +67,14 @@ def wait_port(port, deadline_s=10):
 
 
 def nginx(work, name, port, body):
+    """An nginx answering `body` (a string), or proxying to the port `body` (an int)."""
     conf = os.path.join(work, f"{name}.conf")
+    if isinstance(body, int):
+        upstream = f"upstream app {{ server 127.0.0.1:{body}; keepalive 128; }}"
+        location = 'proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
+    else:
+        upstream = ""
+        location = f"return 200 '{body}';"
     with open(conf, "w") as f:
         f.write(f"""
 worker_processes auto;
@@ -76,10 +84,10 @@ error_log {work}/{name}.error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
-  upstream app {{ server 127.0.0.1:{body if isinstance(body, int) else 1}; keepalive 128; }}
+  {upstream}
   server {{
     listen 127.0.0.1:{port} reuseport;
-    location / {{ {"proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";" if isinstance(body, int) else f"return 200 '{body}';"} }}
+    location / {{ {location} }}
   }}
 }}
 """)
@@ -109,7 +117,8 @@ def wrk(port, seconds):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-build", action="store_true")
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     need("nginx", "nginx")
     need("wrk", "wrk")
@@ -129,16 +138,24 @@ def main():
         processes.append(opsloop)
         wait_port(opsloop_port)
 
+        # Rounds alternate between the two proxies, and each figure is the median of its
+        # rounds: this machine's noise then hits both alike.
+        samples = {"upstream directly": [], "nginx as proxy": [], "opsloop proxy": []}
+        targets = [("upstream directly", upstream_port, None),
+                   ("nginx as proxy", nginx_port, lambda: [nginx_proxy.pid] + children(nginx_proxy.pid)),
+                   ("opsloop proxy", opsloop_port, lambda: [opsloop.pid])]
+        for _, port, _ in targets:
+            wrk(port, 2)  # warm-up: connections, pools, caches
+        for _ in range(args.rounds):
+            for name, port, pids in targets:
+                before = cpu_seconds(pids()) if pids else 0.0
+                rps, p50, p99, total, errors = wrk(port, args.seconds)
+                cpu_us = (cpu_seconds(pids()) - before) / max(total, 1) * 1e6 if pids else None
+                samples[name].append((rps, p50, p99, total, errors, cpu_us))
         rows = {}
-        wrk(upstream_port, 2)  # warm-up
-        rows["upstream directly"] = wrk(upstream_port, args.seconds) + (None,)
-        for name, port, pids in [("nginx as proxy", nginx_port, lambda: [nginx_proxy.pid] + children(nginx_proxy.pid)),
-                                 ("opsloop proxy", opsloop_port, lambda: [opsloop.pid])]:
-            wrk(port, 2)
-            before = cpu_seconds(pids())
-            rps, p50, p99, total, errors = wrk(port, args.seconds)
-            cpu_us = (cpu_seconds(pids()) - before) / max(total, 1) * 1e6
-            rows[name] = (rps, p50, p99, total, errors, cpu_us)
+        for name, runs in samples.items():
+            column = lambda i: statistics.median(r[i] for r in runs) if runs[0][i] is not None else None
+            rows[name] = (column(0), column(1), column(2), sum(r[3] for r in runs), sum(r[4] for r in runs), column(5))
     finally:
         for process in processes:
             process.terminate()

@@ -9,15 +9,14 @@
 //! the signals must be ours, and hyper already sits under the server's HTTP stack.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -25,7 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::signals::{Signals, VersionSignals};
 
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The upstream's streamed body, or a short answer of the proxy's own (no boxing per request).
+pub type ProxyBody = http_body_util::Either<Incoming, Full<Bytes>>;
 
 /// One instance that serves a route, with its share of the traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,8 @@ pub struct Route {
 
 struct CompiledRoute {
     route: Route,
+    /// Each backend's address as a URI authority, parsed once.
+    authorities: Vec<http::uri::Authority>,
     /// Running sums of the backends' weights, for a weighted pick by binary search.
     cumulative: Vec<u64>,
     next: AtomicU64,
@@ -81,7 +83,15 @@ impl RouteTable {
                     })
                     .collect();
                 let signals = route.backends.iter().map(|b| signals.of(&route.service, &b.version)).collect();
-                CompiledRoute { route, cumulative, next: AtomicU64::new(0), signals }
+                let authorities = route
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        http::uri::Authority::try_from(b.address.to_string())
+                            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"))
+                    })
+                    .collect();
+                CompiledRoute { route, authorities, cumulative, next: AtomicU64::new(0), signals }
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -92,9 +102,10 @@ impl RouteTable {
     }
 
     fn find(&self, host: &str, path: &str) -> Option<&CompiledRoute> {
-        self.routes
-            .iter()
-            .find(|r| r.route.host.as_deref().is_none_or(|h| h == host) && path_under(path, &r.route.path_prefix))
+        self.routes.iter().find(|r| {
+            r.route.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(host))
+                && path_under(path, &r.route.path_prefix)
+        })
     }
 
     pub fn routes(&self) -> Vec<Route> {
@@ -120,6 +131,16 @@ impl CompiledRoute {
     }
 }
 
+/// A pooled HTTP client for upstreams (keep-alive, no Nagle delay).
+fn upstream_client() -> Client<HttpConnector, Incoming> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
 /// Headers that describe one connection, not the message, and are not passed on (RFC 9110).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -132,7 +153,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 pub struct Proxy {
-    table: RwLock<Arc<RouteTable>>,
+    /// Read on every request without a lock; replaced whole by `switch`.
+    table: arc_swap::ArcSwap<RouteTable>,
     client: Client<HttpConnector, Incoming>,
     signals: Signals,
     timeout: Duration,
@@ -145,8 +167,7 @@ impl std::fmt::Debug for Proxy {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response =
-        Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(http_body_util::Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
@@ -155,66 +176,65 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 impl Proxy {
     /// A proxy with no routes (every request is a 404 until the first switch).
     pub fn new(signals: Signals, timeout: Duration) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Arc::new(Proxy {
-            table: RwLock::new(Arc::new(RouteTable::new(Vec::new(), &signals))),
-            client,
-            signals,
-            timeout,
-        })
+        let client = upstream_client();
+        let table = arc_swap::ArcSwap::from_pointee(RouteTable::new(Vec::new(), &signals));
+        Arc::new(Proxy { table, client, signals, timeout })
     }
 
     /// Replaces every route at once. Requests already routed finish where they went.
     pub fn switch(&self, routes: Vec<Route>) {
-        let table = Arc::new(RouteTable::new(routes, &self.signals));
-        if let Ok(mut current) = self.table.write() {
-            *current = table;
-        }
+        self.table.store(Arc::new(RouteTable::new(routes, &self.signals)));
     }
 
     pub fn routes(&self) -> Vec<Route> {
-        self.table.read().map(|t| t.routes()).unwrap_or_default()
+        self.table.load().routes()
     }
 
     pub fn signals(&self) -> &Signals {
         &self.signals
     }
 
-    fn current(&self) -> Option<Arc<RouteTable>> {
-        self.table.read().ok().map(|t| t.clone())
+    /// Passes one request to its route's next backend.
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok();
+        self.handle_with(&self.client, request, peer, peer_ip.as_ref()).await
     }
 
-    /// Passes one request to its route's next backend.
-    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let host = request
-            .uri()
-            .host()
-            .map(str::to_owned)
-            .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
-            .unwrap_or_default();
-        let host = host
+    /// [`Proxy::handle`] through `client` (each worker thread keeps its own pool).
+    async fn handle_with(
+        &self,
+        client: &Client<HttpConnector, Incoming>,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        peer_ip: Option<&HeaderValue>,
+    ) -> Response<ProxyBody> {
+        // HTTP/2 carries the host in the URI, HTTP/1 in the header.
+        let host_header = match request.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => request.headers().get(header::HOST).cloned(),
+        };
+        let host_text = host_header.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let host = host_text
             .rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map_or(host.as_str(), |(h, _)| h)
-            .to_ascii_lowercase();
-        let Some(table) = self.current() else { return plain(StatusCode::SERVICE_UNAVAILABLE, "no routes\n") };
-        let Some(route) = table.find(&host, request.uri().path()) else {
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host_text, |(name, _)| name);
+        let table = self.table.load();
+        let Some(route) = table.find(host, request.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
         let Some(index) = route.pick() else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend takes traffic on this route\n");
         };
-        let backend = &route.route.backends[index];
+        let backend_address = route.route.backends[index].address;
         let signals = route.signals[index].clone();
 
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let Ok(uri) = Uri::builder().scheme("http").authority(backend.address.to_string()).path_and_query(path).build()
-        else {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(route.authorities[index].clone());
+        parts.path_and_query =
+            Some(request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        drop(table);
+        let Ok(uri) = Uri::from_parts(parts) else {
             return plain(StatusCode::BAD_REQUEST, "the request's path cannot be passed on\n");
         };
         *request.uri_mut() = uri;
@@ -222,39 +242,37 @@ impl Proxy {
         for name in &HOP_BY_HOP {
             headers.remove(name);
         }
+        // The peer's address is made into a header once per connection (`peer_ip`).
         let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {}", peer.ip()),
-            None => peer.ip().to_string(),
+            Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", peer.ip())).ok(),
+            None => peer_ip.cloned(),
         };
-        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        if let Some(value) = forwarded_for {
             headers.insert("x-forwarded-for", value);
         }
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        if let Ok(value) = HeaderValue::from_str(&host) {
-            headers.insert("x-forwarded-host", value);
-        }
-        // HTTP/2 requests carry the host in the URI; HTTP/1 upstreams want the header.
-        if !headers.contains_key(header::HOST)
-            && let Ok(value) = HeaderValue::from_str(&host)
-        {
-            headers.insert(header::HOST, value);
+        if let Some(value) = host_header {
+            headers.insert("x-forwarded-host", value.clone());
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, value);
+            }
         }
         *request.version_mut() = http::Version::HTTP_11;
 
         signals.started();
         let began = Instant::now();
-        let answer = tokio::time::timeout(self.timeout, self.client.request(request)).await;
+        let answer = tokio::time::timeout(self.timeout, client.request(request)).await;
         match answer {
             Ok(Ok(mut response)) => {
                 signals.finished(began.elapsed(), response.status().is_server_error());
                 for name in &HOP_BY_HOP {
                     response.headers_mut().remove(name);
                 }
-                response.map(BodyExt::boxed)
+                response.map(http_body_util::Either::Left)
             }
             Ok(Err(error)) => {
                 signals.finished(began.elapsed(), true);
-                tracing::debug!(%error, backend = %backend.address, "upstream failed");
+                tracing::debug!(%error, backend = %backend_address, "upstream failed");
                 plain(StatusCode::BAD_GATEWAY, "the upstream did not answer\n")
             }
             Err(_) => {
@@ -264,11 +282,66 @@ impl Proxy {
         }
     }
 
+    /// Serves on `address` with `workers` threads, each with its own event loop, listening
+    /// socket (`SO_REUSEPORT`, so the kernel spreads connections) and upstream pool, as nginx
+    /// runs its workers: no work stealing and no cross-thread wake-ups on the request path.
+    /// `on_bound` learns the address once every worker's socket is bound. Returns when
+    /// `shutdown` flips, after open connections have finished their requests.
+    pub fn serve_workers(
+        self: Arc<Self>,
+        address: SocketAddr,
+        workers: usize,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        on_bound: impl FnOnce(SocketAddr),
+    ) -> std::io::Result<()> {
+        let first = reuseport_listener(address)?;
+        let bound = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers.max(1) {
+            listeners.push(reuseport_listener(bound)?);
+        }
+        on_bound(bound);
+        let mut threads = Vec::new();
+        for listener in listeners {
+            let (proxy, mut shutdown) = (self.clone(), shutdown.clone());
+            threads.push(std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                    let client = upstream_client();
+                    proxy
+                        .serve_with(listener, client, async move {
+                            while !*shutdown.borrow() {
+                                if shutdown.changed().await.is_err() {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                });
+            }));
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
+        Ok(())
+    }
+
     /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` resolves, then lets open
     /// connections finish their requests.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let client = self.client.clone();
+        self.serve_with(listener, client, shutdown).await;
+    }
+
+    async fn serve_with(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        client: Client<HttpConnector, Incoming>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -287,10 +360,13 @@ impl Proxy {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
+            let (proxy, client) = (self.clone(), client.clone());
+            let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer).await) }
+                let (proxy, client, peer_ip) = (proxy.clone(), client.clone(), peer_ip.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(proxy.handle_with(&client, request, peer, peer_ip.as_ref()).await)
+                }
             });
             let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
             let connection = graceful.watch(connection);
@@ -302,6 +378,18 @@ impl Proxy {
         }
         graceful.shutdown().await;
     }
+}
+
+/// A listening socket that other workers can bind too (`SO_REUSEPORT`).
+fn reuseport_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    let listener = socket.listen(4096)?;
+    listener.into_std()
 }
 
 #[cfg(test)]

@@ -36,21 +36,31 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         Ok(routes) => routes,
         Err(error) => return super::fail(&error),
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(listener) => listener,
-        Err(error) => return super::fail(&anyhow!("cannot listen on {}: {error}", args.listen)),
-    };
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(args.timeout));
     proxy.switch(routes);
-    let address = listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string());
-    println!("opsloop proxy listening on {address}");
-    output::status("Ctrl-C stops it after the requests in flight");
-    proxy
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let listen = args.listen;
+    // The workers bind at once; the address is known before they serve.
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let serving = tokio::task::spawn_blocking(move || {
+        proxy.serve_workers(listen, workers, stopped, move |address| {
+            let _ = bound_tx.send(address);
         })
-        .await;
-    ExitCode::SUCCESS
+    });
+    if let Ok(address) = bound_rx.recv() {
+        println!("opsloop proxy listening on {address}");
+        output::status(&format!("{workers} worker(s); Ctrl-C stops it after the requests in flight"));
+    }
+    match serving.await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(error)) => super::fail(&anyhow!("cannot listen on {listen}: {error}")),
+        Err(error) => super::fail(&anyhow!("the proxy failed: {error}")),
+    }
 }
 
 #[cfg(test)]
