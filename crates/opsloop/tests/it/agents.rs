@@ -209,18 +209,9 @@ fn caches_are_shared_between_the_server_and_its_agents() {
     project_with_pipeline(&server, &token, dir.path(), "shared", pipeline);
     let _agent = Agent::start(&server, "cacher", dir.path(), &["--tags", "linux"]);
     // A file-type variable reaches the agent's job as a private file there.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let status = runtime.block_on(async {
-        Server::client()
-            .put(format!("{}/api/v1/projects/shared/variables/CONFIG_FILE", server.url))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"value": "apiVersion: v1", "file": true}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert_eq!(status.as_u16(), 204);
+    let url = format!("{}/api/v1/projects/shared/variables/CONFIG_FILE", server.url);
+    let body = serde_json::json!({"value": "apiVersion: v1", "file": true});
+    assert_eq!(crate::harness::call_json(reqwest::Method::PUT, &url, &token, Some(body)).0, 204);
     let run = opsloop_client(&server, &token, &["pipeline", "run", "shared", "--wait", "--json"]);
     assert_eq!(run.status.code(), Some(0), "{}{}", text(&run.stdout), text(&run.stderr));
     let detail: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
@@ -241,15 +232,7 @@ fn a_child_pipeline_that_would_need_agents_fails_instead_of_running_on_the_serve
     let repo =
         project_with_pipeline(&server, &token, dir.path(), "parent", "child:\n  trigger:\n    include: child.yml\n");
     std::fs::write(repo.join("child.yml"), format!("inner:\n  script: [touch {}]\n", marker.display())).unwrap();
-    for args in [&["add", "-A"][..], &["commit", "-qm", "child"]] {
-        let status = Command::new("git")
-            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
-            .args(args)
-            .current_dir(&repo)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    crate::harness::commit_all(&repo, "child");
     let run = opsloop_client(&server, &token, &["pipeline", "run", "parent", "--wait", "--json"]);
     assert_eq!(run.status.code(), Some(1), "{}", text(&run.stdout));
     let detail: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();

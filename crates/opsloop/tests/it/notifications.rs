@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 
 use crate::agents::http_get;
-use crate::harness::{Server, opsloop_client, text};
+use crate::harness::{Server, call_json, opsloop_client, text};
 use crate::server_ci::project_with_pipeline;
 
 #[derive(Debug, Clone)]
@@ -76,19 +76,13 @@ fn pipeline_and_job_events_are_signed_retried_and_logged() {
     let token = server.token("maintainer");
     project_with_pipeline(&server, &token, dir.path(), "notified", "hello:\n  script: [echo hi]\n");
     let (url, received) = receiver();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let created: serde_json::Value = runtime.block_on(async {
-        Server::client()
-            .post(format!("{}/api/v1/projects/notified/notifications", server.url))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "url": url, "secret": "a shared secret of some length" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let endpoint = format!("{}/api/v1/projects/notified/notifications", server.url);
+    let (_, created) = call_json(
+        reqwest::Method::POST,
+        &endpoint,
+        &token,
+        Some(serde_json::json!({ "url": url, "secret": "a shared secret of some length" })),
+    );
     let hook = created["id"].to_string();
     assert_eq!(created["events"], serde_json::json!(["job", "pipeline"]), "{created}");
 
@@ -138,19 +132,13 @@ fn webhooks_to_internal_addresses_are_refused_by_default() {
     let dir = tempfile::tempdir().unwrap();
     project_with_pipeline(&server, &token, dir.path(), "probe", "hello:\n  script: [echo hi]\n");
     let (url, received) = receiver();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let created: serde_json::Value = runtime.block_on(async {
-        Server::client()
-            .post(format!("{}/api/v1/projects/probe/notifications", server.url))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "url": url, "events": ["pipeline"] }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let endpoint = format!("{}/api/v1/projects/probe/notifications", server.url);
+    let (_, created) = call_json(
+        reqwest::Method::POST,
+        &endpoint,
+        &token,
+        Some(serde_json::json!({ "url": url, "events": ["pipeline"] })),
+    );
     let run = opsloop_client(&server, &token, &["pipeline", "run", "probe", "--wait"]);
     assert!(run.status.success());
     let path = format!("{}/api/v1/projects/probe/notifications/{}/deliveries", server.url, created["id"]);

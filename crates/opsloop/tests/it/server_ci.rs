@@ -501,15 +501,7 @@ fn a_failed_job_is_retried_with_its_upstream_artifacts_and_a_manual_job_is_playe
     let repo = project_with_pipeline(&server, &token, dir.path(), "shop", &pipeline);
     // Build output is ignored by git, as it usually is: a retry must still get it.
     std::fs::write(repo.join(".gitignore"), "out/\n").unwrap();
-    for args in [&["add", "-A"][..], &["commit", "-qm", "ignore build output"]] {
-        let status = Command::new("git")
-            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
-            .args(args)
-            .current_dir(&repo)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    crate::harness::commit_all(&repo, "ignore build output");
     let run = |args: &[&str]| opsloop_client(&server, &token, args);
     let first = run(&["pipeline", "run", "shop", "--wait", "--json"]);
     assert_eq!(first.status.code(), Some(1), "the flaky job fails the first time: {}", text(&first.stdout));
@@ -583,20 +575,7 @@ fn instance_variables_reach_every_project_and_a_projects_own_wins() {
     let pipeline = "show:\n  script: ['echo \"secret=$INSTANCE_SECRET shared=$SHARED\"']\n";
     project_with_pipeline(&server, &admin, dir.path(), "one", pipeline);
     project_with_pipeline(&server, &admin, dir.path(), "two", pipeline);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let put = |path: &str, body: serde_json::Value| {
-        let status = runtime.block_on(async {
-            crate::harness::Server::client()
-                .put(format!("{}{path}", server.url))
-                .bearer_auth(&admin)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        });
-        assert_eq!(status.as_u16(), 204, "PUT {path}");
-    };
+    let put = |path: &str, body: serde_json::Value| api_put(&server, &admin, path, body);
     put(
         "/api/v1/admin/variables/INSTANCE_SECRET",
         serde_json::json!({"value": "instance-wide-secret", "masked": true}),
@@ -615,18 +594,9 @@ fn instance_variables_reach_every_project_and_a_projects_own_wins() {
 
 /// PUTs a JSON body to the server's API and asserts a 2xx.
 fn api_put(server: &Server, token: &str, path: &str, body: serde_json::Value) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let status = runtime.block_on(async {
-        Server::client()
-            .put(format!("{}{path}", server.url))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert!(status.is_success(), "PUT {path}: {status}");
+    let (status, answer) =
+        crate::harness::call_json(reqwest::Method::PUT, &format!("{}{path}", server.url), token, Some(body));
+    assert!((200..300).contains(&status), "PUT {path}: {status} {answer}");
 }
 
 #[test]
