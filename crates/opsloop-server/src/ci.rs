@@ -152,7 +152,7 @@ async fn run(
     execute(state, project, pipeline, commit, variables, None).await
 }
 
-/// Runs a pipeline (`only: None`) or one of its jobs again (`only: Some(job)`, a retry or a
+/// Runs a pipeline (`only: None`) or some of its jobs again (`only: Some(jobs)`: a retry, a
 /// played manual job: its upstream jobs' stored artifacts are restored first).
 async fn execute(
     state: &AppState,
@@ -160,11 +160,15 @@ async fn execute(
     pipeline: &Pipeline,
     commit: Option<String>,
     variables: Vec<(String, String)>,
-    only: Option<&Job>,
+    only: Option<&[Job]>,
 ) -> Result<(), String> {
     let dir = match only {
         None => state.config.data_dir.join("pipelines").join(pipeline.id.to_string()),
-        Some(job) => state.config.data_dir.join("pipelines").join(format!("{}-job-{}", pipeline.id, job.id)),
+        Some(jobs) => state.config.data_dir.join("pipelines").join(format!(
+            "{}-job-{}",
+            pipeline.id,
+            jobs.first().map_or(0, |j| j.id)
+        )),
     };
     let source_dir = dir.join("source");
     let sha = crate::mirror::checkout(
@@ -221,10 +225,18 @@ async fn execute(
                 .await;
             jobs
         }
-        Some(job) => {
-            let upstream = single_job_plan(&mut planned, &job.name)?;
+        Some(chosen) => {
+            let names: Vec<String> = chosen.iter().map(|j| j.name.clone()).collect();
+            let upstream = subset_plan(&mut planned, &names)?;
             restore_upstream_artifacts(state, pipeline.id, &upstream, &source_dir.join(".opsloop")).await?;
-            vec![job.clone()]
+            // In plan order, which `subset_plan` keeps.
+            let mut ordered = Vec::with_capacity(chosen.len());
+            for planned_job in planned.jobs.iter().take(chosen.len()) {
+                if let Some(job) = chosen.iter().find(|j| j.name == planned_job.name) {
+                    ordered.push(job.clone());
+                }
+            }
+            ordered
         }
     };
 
@@ -403,33 +415,63 @@ async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline
     }
 }
 
-/// Cuts `plan` down to the job named `name`, ready at once (a played manual job runs as if
-/// `when: on_success`), at index 0; the jobs whose artifacts it receives follow it as jobs
-/// that never run, so the runner hands their restored artifacts to it. Returns their names.
-fn single_job_plan(plan: &mut opsloop_pipeline::plan::Plan, name: &str) -> Result<Vec<String>, String> {
+/// Cuts `plan` down to the jobs named `names` (in plan order, first), each run as if played
+/// when it is manual; `needs` among them stay, needs on others are met (those ran). The jobs
+/// whose artifacts they receive from outside follow as jobs that never run, so the runner
+/// hands their restored artifacts on. Returns those jobs' names.
+fn subset_plan(plan: &mut opsloop_pipeline::plan::Plan, names: &[String]) -> Result<Vec<String>, String> {
     use opsloop_pipeline::config::When;
-    let index = plan
-        .jobs
-        .iter()
-        .position(|j| j.name == name)
-        .ok_or_else(|| format!("the pipeline file at this commit no longer plans a job `{name}`"))?;
-    let mut job = plan.jobs[index].clone();
-    let upstream: Vec<_> = job.artifacts_from.iter().map(|i| plan.jobs[*i].clone()).collect();
-    let names = upstream.iter().map(|j| j.name.clone()).collect();
-    job.needs = Some(Vec::new());
-    job.artifacts_from = (1..=upstream.len()).collect();
-    if job.when == When::Manual {
-        job.when = When::OnSuccess;
+    let mut chosen = Vec::with_capacity(names.len());
+    for name in names {
+        let index = plan
+            .jobs
+            .iter()
+            .position(|j| &j.name == name)
+            .ok_or_else(|| format!("the pipeline file at this commit no longer plans a job `{name}`"))?;
+        chosen.push(index);
     }
-    let mut jobs = vec![job];
-    jobs.extend(upstream.into_iter().map(|mut source| {
+    chosen.sort_unstable();
+    chosen.dedup();
+    let new_index: HashMap<usize, usize> = chosen.iter().enumerate().map(|(new, old)| (*old, new)).collect();
+    let mut outside: Vec<usize> = Vec::new();
+    let mut jobs = Vec::with_capacity(chosen.len());
+    for old in &chosen {
+        let mut job = plan.jobs[*old].clone();
+        if let Some(needs) = &mut job.needs {
+            needs.retain(|need| new_index.contains_key(&need.job));
+            for need in needs.iter_mut() {
+                need.job = new_index[&need.job];
+            }
+        }
+        job.artifacts_from = job
+            .artifacts_from
+            .iter()
+            .map(|source| match new_index.get(source) {
+                Some(inside) => *inside,
+                None => {
+                    let slot = outside.iter().position(|o| o == source).unwrap_or_else(|| {
+                        outside.push(*source);
+                        outside.len() - 1
+                    });
+                    chosen.len() + slot
+                }
+            })
+            .collect();
+        if job.when == When::Manual {
+            job.when = When::OnSuccess;
+        }
+        jobs.push(job);
+    }
+    let upstream = outside.iter().map(|i| plan.jobs[*i].name.clone()).collect();
+    jobs.extend(outside.iter().map(|i| {
+        let mut source = plan.jobs[*i].clone();
         source.when = When::Never;
         source.needs = Some(Vec::new());
         source.artifacts_from.clear();
         source
     }));
     plan.jobs = jobs;
-    Ok(names)
+    Ok(upstream)
 }
 
 /// Unpacks the stored artifacts of this pipeline's jobs named `upstream` where the runner
@@ -481,7 +523,9 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
         };
         let commit = (!pipeline.sha.is_empty()).then(|| pipeline.sha.clone());
         let _slot = state.pipeline_slots.acquire().await;
-        if let Err(message) = execute(&state, &project, &pipeline, commit, variables, Some(&job)).await {
+        if let Err(message) =
+            execute(&state, &project, &pipeline, commit, variables, Some(std::slice::from_ref(&job))).await
+        {
             tracing::warn!(pipeline = pipeline.id, job = job.id, %message, "a job could not run again");
             let _ = state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await;
             let _ = state.store.job_finished(job.id, "failed", None).await;
@@ -489,6 +533,91 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
         }
         crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, pipeline.id).await;
     });
+}
+
+/// Runs again what pipelines interrupted by a crash had not finished, when GitLab would: every
+/// job that was running allows `retry: when: runner_system_failure` (or `always`), and no job
+/// had failed before the crash (its dependents' fate was already decided). `interrupted` is
+/// [`Store::interrupted_jobs`], read before the pipelines were failed. Runs in the background.
+pub fn resume_interrupted(state: &AppState, interrupted: Vec<(i64, i64, String)>) {
+    let mut by_pipeline: std::collections::BTreeMap<i64, Vec<(i64, String)>> = Default::default();
+    for (pipeline, job, status) in interrupted {
+        by_pipeline.entry(pipeline).or_default().push((job, status));
+    }
+    for (pipeline_id, jobs) in by_pipeline {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(message) = resume_one(&state, pipeline_id, &jobs).await {
+                tracing::warn!(pipeline = pipeline_id, %message, "an interrupted pipeline was not resumed");
+            }
+        });
+    }
+}
+
+async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, String)]) -> Result<(), String> {
+    let running: Vec<i64> = interrupted.iter().filter(|(_, s)| s == "running").map(|(id, _)| *id).collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    let store_error = |e: opsloop_store::StoreError| e.to_string();
+    let Some(pipeline) = state.store.pipeline_by_id(pipeline_id).await.map_err(store_error)? else { return Ok(()) };
+    let Some(project) = state.store.project_by_id(pipeline.project_id).await.map_err(store_error)? else {
+        return Ok(());
+    };
+    let jobs = state.store.jobs_of(pipeline_id).await.map_err(store_error)?;
+    let reopened: Vec<Job> = jobs.iter().filter(|j| interrupted.iter().any(|(id, _)| *id == j.id)).cloned().collect();
+    if jobs.iter().any(|j| j.status == "failed" && !reopened.iter().any(|r| r.id == j.id)) {
+        return Ok(());
+    }
+    // The retry rules come from the pipeline file at the pipeline's commit.
+    let dir = state.config.data_dir.join("pipelines").join(format!("{pipeline_id}-resume-check"));
+    let source_dir = dir.join("source");
+    let sha = crate::mirror::checkout(
+        state,
+        project.id,
+        &project.repo_url,
+        &pipeline.git_ref,
+        Some(&pipeline.sha),
+        &source_dir,
+    )
+    .await?;
+    let files = opsloop_runner::workspace::project_files(&source_dir, ".opsloop").map_err(|e| e.to_string())?;
+    let predefined = predefined(&project, &pipeline, &sha);
+    let lookup = |name: &str| predefined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let loaded =
+        config::load(&Checkout { root: source_dir.clone(), files: files.clone() }, &project.pipeline_file, &lookup);
+    let variables = pipeline_variables(state, pipeline_id).await?;
+    let options = PlanOptions { pipeline_variables: variables.clone(), ..PlanOptions::default() };
+    let planned =
+        plan::plan(&loaded, &lookup, &files, &options).map_err(|_| "the pipeline file does not plan".to_owned())?;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let retries = |job: &Job| {
+        planned.jobs.iter().find(|p| p.name == job.name).is_some_and(|p| {
+            let retry = &loaded.jobs[p.config_index].retry;
+            retry.max >= 1
+                && (retry.when.is_empty() || retry.when.iter().any(|w| w == "always" || w == "runner_system_failure"))
+        })
+    };
+    if !reopened.iter().filter(|j| running.contains(&j.id)).all(retries) {
+        return Ok(());
+    }
+    let actor = Actor { name: "opsloop", source_ip: "" };
+    let ids: Vec<i64> = reopened.iter().map(|j| j.id).collect();
+    if !state.store.reopen_interrupted(pipeline_id, &ids, actor).await.map_err(store_error)? {
+        return Ok(());
+    }
+    tracing::info!(
+        pipeline = pipeline_id,
+        jobs = ids.len(),
+        "resuming an interrupted pipeline (runner_system_failure)"
+    );
+    let _slot = state.pipeline_slots.acquire().await;
+    let commit = Some(pipeline.sha.clone());
+    if let Err(message) = execute(state, &project, &pipeline, commit, variables, Some(&reopened)).await {
+        let _ = state.store.finish_pipeline(pipeline_id, "failed", &message).await;
+    }
+    crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, pipeline_id).await;
+    Ok(())
 }
 
 /// The trigger variables a pipeline was started with, decrypted.

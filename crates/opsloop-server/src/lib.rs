@@ -162,6 +162,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         tracing::warn!(processes = orphans, "killed job processes an earlier run left behind");
     }
     let _ = std::fs::remove_dir_all(&pipelines_dir);
+    let unfinished = store.interrupted_jobs().await?;
     let interrupted = store.fail_interrupted().await?;
     if interrupted > 0 {
         tracing::warn!(pipelines = interrupted, "failed the pipelines an earlier run left unfinished");
@@ -176,6 +177,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let sweeper = tokio::spawn(sweep_sessions(store.clone()));
     let demo = config.demo;
     let (app, state) = build_app_and_state(store.clone(), config);
+    ci::resume_interrupted(&state, unfinished);
     let resumed = ci::resume_queued(&state).await;
     if resumed > 0 {
         tracing::info!(pipelines = resumed, "resumed the pipelines an earlier run left queued");

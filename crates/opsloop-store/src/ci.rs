@@ -533,6 +533,58 @@ impl Store {
         }))
     }
 
+    /// The unfinished jobs of the pipelines an earlier process left running: `(pipeline, job,
+    /// status)`. Read before [`Store::fail_interrupted`] turns them failed.
+    pub async fn interrupted_jobs(&self) -> Result<Vec<(i64, i64, String)>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT j.pipeline_id, j.id, j.status FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
+                 WHERE p.status IN ('pending', 'running') AND j.status IN ('created', 'pending', 'scheduled', 'running')
+                 ORDER BY j.pipeline_id, j.id",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Opens the jobs an interrupted (now failed) pipeline had not finished, to run again: the
+    /// pipeline turns `running`, the jobs `pending` with their logs cleared. `false` when the
+    /// pipeline is no longer failed (a compare-and-set).
+    pub async fn reopen_interrupted(&self, pipeline_id: i64, job_ids: &[i64], actor: Actor<'_>) -> Result<bool> {
+        let now = self.now_ms();
+        Ok(with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let opened = sqlx::query(
+                "UPDATE pipelines SET status = 'running', finished_at = NULL, error = '' WHERE id = $1 AND status = 'failed'",
+            )
+            .bind(pipeline_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if opened != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            for job_id in job_ids {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'pending', exit_code = NULL, started_at = NULL, finished_at = NULL
+                     WHERE id = $1 AND pipeline_id = $2",
+                )
+                .bind(job_id)
+                .bind(pipeline_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM job_log_chunks WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM job_test_reports WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM job_artifacts WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+            }
+            let detail = format!("runner_system_failure; jobs={job_ids:?}");
+            record_audit!(&mut *tx, now, actor, "pipeline.resume", &pipeline_id.to_string(), &detail);
+            tx.commit().await?;
+            true
+        }))
+    }
+
     /// Ends a pipeline whose job ran again, with the status its jobs now give it.
     pub async fn settle_pipeline(&self, pipeline_id: i64) -> Result<String> {
         let statuses: Vec<String> = with_pool!(self, |pool| {

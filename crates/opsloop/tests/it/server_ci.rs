@@ -846,3 +846,42 @@ fn a_delayed_job_is_scheduled_until_its_start_in_passes() {
     let log = text(&run(&["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
     assert!(log.contains("# delayed: starting in 2s") && log.contains("on time"), "{log}");
 }
+
+#[test]
+fn after_kill_9_a_job_that_retries_runner_system_failures_runs_again_with_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = Server::start_in(&data_dir, &[]);
+    let token = server.token("admin");
+    let mark = dir.path().join("first-attempt");
+    let pipeline = format!(
+        "stages: [build, test, deploy]\n\
+         build:\n  stage: build\n  script: [mkdir -p out, echo built > out/app.txt]\n  artifacts:\n    paths: [out/]\n\
+         flaky-runner:\n  stage: test\n  retry:\n    max: 1\n    when: runner_system_failure\n  script:\n    - cat out/app.txt\n    - 'if [ -f {mark} ]; then echo second attempt; else touch {mark}; sleep 60; fi'\n\
+         deploy:\n  stage: deploy\n  script: [echo deployed]\n",
+        mark = mark.display()
+    );
+    project_with_pipeline(&server, &token, dir.path(), "resilient", &pipeline);
+    let started = opsloop_client(&server, &token, &["pipeline", "run", "resilient", "--json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "the first attempt never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill_hard();
+    let restarted = Server::start_in(&data_dir, &[]);
+    let detail = wait_for_pipeline(&restarted, &token, "resilient", &id, &["success"]);
+    let statuses: Vec<(&str, &str)> = detail["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["name"].as_str().unwrap(), j["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [("build", "success"), ("flaky-runner", "success"), ("deploy", "success")], "{detail}");
+    let log = text(
+        &opsloop_client(&restarted, &token, &["job", "log", &job_named(&detail, "flaky-runner")["id"].to_string()])
+            .stdout,
+    );
+    assert!(log.contains("built") && log.contains("second attempt"), "the retry got build's artifacts: {log}");
+}
