@@ -3,6 +3,7 @@
 //! signals it records per service version ([`signals`]). Releases, the supervisor, the
 //! strategies and rollback (issue 5) build on these.
 
+pub mod pool;
 pub mod proxy;
 pub mod signals;
 

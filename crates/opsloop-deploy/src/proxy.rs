@@ -18,14 +18,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use crate::pool::{Pool, PooledBody};
 use crate::signals::{Signals, VersionSignals};
 
 /// The upstream's streamed body, or a short answer of the proxy's own (no boxing per request).
-pub type ProxyBody = http_body_util::Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = http_body_util::Either<PooledBody, Full<Bytes>>;
 
 /// One instance that serves a route, with its share of the traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +47,6 @@ pub struct Route {
 
 struct CompiledRoute {
     route: Route,
-    /// Each backend's address as a URI authority, parsed once.
-    authorities: Vec<http::uri::Authority>,
     /// Running sums of the backends' weights, for a weighted pick by binary search.
     cumulative: Vec<u64>,
     next: AtomicU64,
@@ -83,15 +80,7 @@ impl RouteTable {
                     })
                     .collect();
                 let signals = route.backends.iter().map(|b| signals.of(&route.service, &b.version)).collect();
-                let authorities = route
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        http::uri::Authority::try_from(b.address.to_string())
-                            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"))
-                    })
-                    .collect();
-                CompiledRoute { route, authorities, cumulative, next: AtomicU64::new(0), signals }
+                CompiledRoute { route, cumulative, next: AtomicU64::new(0), signals }
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -131,16 +120,6 @@ impl CompiledRoute {
     }
 }
 
-/// A pooled HTTP client for upstreams (keep-alive, no Nagle delay).
-fn upstream_client() -> Client<HttpConnector, Incoming> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
-
 /// Headers that describe one connection, not the message, and are not passed on (RFC 9110).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -155,7 +134,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 pub struct Proxy {
     /// Read on every request without a lock; replaced whole by `switch`.
     table: arc_swap::ArcSwap<RouteTable>,
-    client: Client<HttpConnector, Incoming>,
+    client: Pool,
     signals: Signals,
     timeout: Duration,
 }
@@ -176,7 +155,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 impl Proxy {
     /// A proxy with no routes (every request is a 404 until the first switch).
     pub fn new(signals: Signals, timeout: Duration) -> Arc<Self> {
-        let client = upstream_client();
+        let client = Pool::default();
         let table = arc_swap::ArcSwap::from_pointee(RouteTable::new(Vec::new(), &signals));
         Arc::new(Proxy { table, client, signals, timeout })
     }
@@ -203,7 +182,7 @@ impl Proxy {
     /// [`Proxy::handle`] through `client` (each worker thread keeps its own pool).
     async fn handle_with(
         &self,
-        client: &Client<HttpConnector, Incoming>,
+        client: &Pool,
         mut request: Request<Incoming>,
         peer: SocketAddr,
         peer_ip: Option<&HeaderValue>,
@@ -228,16 +207,10 @@ impl Proxy {
         let backend_address = route.route.backends[index].address;
         let signals = route.signals[index].clone();
 
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(route.authorities[index].clone());
-        parts.path_and_query =
-            Some(request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        // Upstreams get the origin form (`/path?query`); the Host header says the rest.
+        let path = request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         drop(table);
-        let Ok(uri) = Uri::from_parts(parts) else {
-            return plain(StatusCode::BAD_REQUEST, "the request's path cannot be passed on\n");
-        };
-        *request.uri_mut() = uri;
+        *request.uri_mut() = Uri::from(path);
         let headers = request.headers_mut();
         for name in &HOP_BY_HOP {
             headers.remove(name);
@@ -261,7 +234,7 @@ impl Proxy {
 
         signals.started();
         let began = Instant::now();
-        let answer = tokio::time::timeout(self.timeout, client.request(request)).await;
+        let answer = tokio::time::timeout(self.timeout, client.send(backend_address, request)).await;
         match answer {
             Ok(Ok(mut response)) => {
                 signals.finished(began.elapsed(), response.status().is_server_error());
@@ -308,7 +281,7 @@ impl Proxy {
                 let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
                 runtime.block_on(async move {
                     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                    let client = upstream_client();
+                    let client = Pool::default();
                     proxy
                         .serve_with(listener, client, async move {
                             while !*shutdown.borrow() {
@@ -341,7 +314,7 @@ impl Proxy {
     async fn serve_with(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
-        client: Client<HttpConnector, Incoming>,
+        client: Pool,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
