@@ -153,3 +153,37 @@ async fn a_dead_upstream_is_a_bad_gateway_counted_as_an_error() {
     let unrouted = client.get(format!("http://{front}/x").parse::<hyper::Uri>().unwrap()).await.unwrap();
     assert_eq!(unrouted.status(), 404);
 }
+
+#[tokio::test]
+async fn an_upstream_that_closes_its_connections_loses_no_request() {
+    // Every answer ends its connection, so pooled connections go stale all the time.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request: hyper::Request<Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"once"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
+    proxy.switch(route(only(closing, "v1")));
+    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = front_listener.local_addr().unwrap();
+    tokio::spawn(proxy.clone().serve(front_listener, std::future::pending()));
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    for _ in 0..100 {
+        let response = client.get(format!("http://{front}/").parse().unwrap()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "once");
+    }
+    let (_, _, signals) = &proxy.signals().snapshots()[0];
+    assert_eq!((signals.requests, signals.errors), (100, 0));
+}
