@@ -1,12 +1,14 @@
 //! Deployments. For now the parts every strategy stands on: the built-in reverse proxy
 //! ([`proxy`]), whose routes switch atomically inside the running process; the golden
-//! signals it records per service version ([`signals`]); and the [`supervisor`] that runs,
-//! health-checks, restarts and stops instances. Releases, the strategies and rollback
-//! (issue 5) build on these.
+//! signals it records per service version ([`signals`]); the [`supervisor`] that runs,
+//! health-checks, restarts and stops instances; and the [`strategy`] that deploys a release
+//! blue-green or canary with automatic rollback. The deployment model (`opsloop.yml`), its
+//! records and the CLI/API (issue 5) build on these.
 
 pub mod pool;
 pub mod proxy;
 pub mod signals;
+pub mod strategy;
 pub mod supervisor;
 
 pub use proxy::{Backend, Proxy, Route};
