@@ -1,6 +1,6 @@
 //! The built-in reverse proxy: routes by host and path prefix to weighted backends (the
-//! instances of a service version), over keep-alive connection pools, with streamed bodies
-//! and X-Forwarded-* headers. A route change is [`Proxy::switch`]: one pointer swap inside
+//! instances of a service version), over keep-alive connection pools, with streamed bodies,
+//! X-Forwarded-* headers and upgrades (WebSocket). A route change is [`Proxy::switch`]: one pointer swap inside
 //! the running process, never a restart or reload, so requests in flight finish on the old
 //! backends while new ones go to the new. Every request is counted in the golden
 //! [`Signals`](crate::signals::Signals) of its service and version.
@@ -120,6 +120,45 @@ impl CompiledRoute {
     }
 }
 
+/// `Connection: upgrade` with an `Upgrade` header (a WebSocket handshake, typically).
+fn wants_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Passes an upgrade request on a connection of its own; when the upstream switches
+/// protocols, joins the two upgraded connections byte for byte until either side closes.
+async fn upgrade_through(address: SocketAddr, mut request: Request<Incoming>) -> Result<Response<ProxyBody>, String> {
+    let client_side = hyper::upgrade::on(&mut request);
+    let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let mut response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Not switched: an ordinary answer, passed on as it is (its connection is its own).
+        let (parts, body) = response.into_parts();
+        let bytes = http_body_util::BodyExt::collect(body).await.map_err(|e| e.to_string())?.to_bytes();
+        return Ok(Response::from_parts(parts, http_body_util::Either::Right(Full::new(bytes))));
+    }
+    let upstream_side = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(upstream)) = (client_side.await, upstream_side.await) else { return };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, http_body_util::Either::Right(Full::new(Bytes::new()))))
+}
+
 /// Headers that describe one connection, not the message, and are not passed on (RFC 9110).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -211,9 +250,14 @@ impl Proxy {
         let path = request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         drop(table);
         *request.uri_mut() = Uri::from(path);
+        // An upgrade (WebSocket) keeps its Connection and Upgrade headers: the upstream must
+        // agree to it, then bytes flow both ways untouched.
+        let upgrade = wants_upgrade(request.headers());
         let headers = request.headers_mut();
         for name in &HOP_BY_HOP {
-            headers.remove(name);
+            if !(upgrade && *name == header::CONNECTION) {
+                headers.remove(name);
+            }
         }
         // The peer's address is made into a header once per connection (`peer_ip`).
         let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -234,6 +278,19 @@ impl Proxy {
 
         signals.started();
         let began = Instant::now();
+        if upgrade {
+            let answer = tokio::time::timeout(self.timeout, upgrade_through(backend_address, request)).await;
+            let error = !matches!(&answer, Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS);
+            signals.finished(began.elapsed(), error);
+            return match answer {
+                Ok(Ok(response)) => response,
+                Ok(Err(message)) => {
+                    tracing::debug!(%message, backend = %backend_address, "upgrade failed");
+                    plain(StatusCode::BAD_GATEWAY, "the upstream did not take the upgrade\n")
+                }
+                Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "the upstream took too long\n"),
+            };
+        }
         let answer = tokio::time::timeout(self.timeout, client.send(backend_address, request)).await;
         match answer {
             Ok(Ok(mut response)) => {
@@ -341,7 +398,7 @@ impl Proxy {
                     Ok::<_, std::convert::Infallible>(proxy.handle_with(&client, request, peer, peer_ip.as_ref()).await)
                 }
             });
-            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(error) = connection.await {

@@ -187,3 +187,66 @@ async fn an_upstream_that_closes_its_connections_loses_no_request() {
     let (_, _, signals) = &proxy.signals().snapshots()[0];
     assert_eq!((signals.requests, signals.errors), (100, 0));
 }
+
+#[tokio::test]
+async fn an_upgraded_connection_carries_bytes_both_ways() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    // An upstream that switches protocols, then echoes what it reads.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let mut asked_upgrade = false;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).await.unwrap();
+            asked_upgrade |= line.to_ascii_lowercase().starts_with("upgrade: echo");
+            if line == "\r\n" {
+                break;
+            }
+        }
+        assert!(asked_upgrade, "the Upgrade header reached the upstream");
+        let mut stream = reader.into_inner();
+        stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 64];
+        loop {
+            let read = stream.read(&mut buffer).await.unwrap();
+            if read == 0 {
+                break;
+            }
+            stream.write_all(&buffer[..read]).await.unwrap();
+        }
+    });
+    let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
+    proxy.switch(route(only(echo, "v1")));
+    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = front_listener.local_addr().unwrap();
+    tokio::spawn(proxy.clone().serve(front_listener, std::future::pending()));
+
+    let mut client = tokio::net::TcpStream::connect(front).await.unwrap();
+    client
+        .write_all(b"GET /socket HTTP/1.1\r\nHost: chat.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reader = BufReader::new(client);
+    let mut status = String::new();
+    reader.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).await.unwrap();
+    }
+    let mut client = reader.into_inner();
+    for message in ["ping", "pong and more"] {
+        client.write_all(message.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; message.len()];
+        client.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, message.as_bytes());
+    }
+}
