@@ -1,0 +1,468 @@
+//! `opsloop.yml`: a project's services, environments and routes, read with every value's
+//! file:line:column so each mistake is reported where it is (all of them at once, as
+//! `opsloop lint` does for pipelines). The YAML node tree and the diagnostics are the
+//! pipeline engine's, so both files read and report alike.
+//!
+//! ```yaml
+//! services:
+//!   web:
+//!     command: [python3, server.py]      # or one string, run by bash -c; $PORT is its port
+//!     env: {VERSION: "2"}
+//!     secrets: [API_TOKEN]               # CI/CD variables given to it
+//!     replicas: 2
+//!     health: {http: /health, status: 200}   # or {tcp: true}
+//!     slo: {max_error_rate: 1%, max_p99: 300ms, bake: 30s}
+//! environments:
+//!   production: {tier: production, targets: [local], protected: true, approvals: 1}
+//! routes:
+//!   - {host: shop.example.com, path: /, service: web, environment: production}
+//! ```
+
+use std::time::Duration;
+
+use opsloop_pipeline::diagnostic::Diagnostic;
+use opsloop_pipeline::yaml::{Node, Span, Value};
+
+use crate::strategy::Slo;
+use crate::supervisor::HealthCheck;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub span: Span,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+    pub replicas: u32,
+    pub health: HealthCheck,
+    pub slo: Slo,
+    pub bake: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Local,
+    /// `ssh://user@host[:port]`.
+    Ssh {
+        user: String,
+        host: String,
+        port: u16,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub name: String,
+    pub span: Span,
+    pub tier: String,
+    pub targets: Vec<Target>,
+    pub protected: bool,
+    pub approvals: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub span: Span,
+    pub host: Option<String>,
+    pub path: String,
+    pub service: String,
+    pub environment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Manifest {
+    pub services: Vec<Service>,
+    pub environments: Vec<Environment>,
+    pub routes: Vec<RouteSpec>,
+}
+
+const TIERS: [&str; 5] = ["production", "staging", "testing", "development", "other"];
+
+/// Reads `text`; the manifest holds what could be read, the diagnostics every problem.
+pub fn parse(text: &str) -> (Manifest, Vec<Diagnostic>) {
+    let mut reader = Reader { problems: Vec::new() };
+    let manifest = match opsloop_pipeline::yaml::parse(text) {
+        Ok(root) => reader.manifest(&root),
+        Err(error) => {
+            reader.problems.push(Diagnostic::error(error.message, Some(error.span)));
+            Manifest::default()
+        }
+    };
+    (manifest, reader.problems)
+}
+
+struct Reader {
+    problems: Vec<Diagnostic>,
+}
+
+fn with_hint(mut diagnostic: Diagnostic, hint: &str) -> Diagnostic {
+    diagnostic.hint = Some(hint.to_owned());
+    diagnostic
+}
+
+/// `30s`, `500ms`, `2m`, `1h`.
+fn duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+impl Reader {
+    fn error(&mut self, message: String, span: Span, hint: Option<&str>) {
+        let diagnostic = Diagnostic::error(message, Some(span));
+        self.problems.push(match hint {
+            Some(hint) => with_hint(diagnostic, hint),
+            None => diagnostic,
+        });
+    }
+
+    /// Refuses keys this place does not know, naming the ones it does.
+    fn known_keys(&mut self, node: &Node, what: &str, known: &[&str]) {
+        for (key, _) in node.as_mapping().unwrap_or_default() {
+            if !known.contains(&key.name.as_str()) {
+                let hint = format!("{what} takes {}", known.join(", "));
+                self.error(format!("unknown key `{}` in {what}", key.name), key.span, Some(&hint));
+            }
+        }
+    }
+
+    fn mapping<'a>(&mut self, node: &'a Node, what: &str) -> &'a [(opsloop_pipeline::yaml::Key, Node)] {
+        match node.as_mapping() {
+            Some(entries) => entries,
+            None if matches!(node.value, Value::Null) => &[],
+            None => {
+                self.error(format!("{what} must be a mapping, not {}", node.kind()), node.span, None);
+                &[]
+            }
+        }
+    }
+
+    fn text(&mut self, node: &Node, what: &str) -> Option<String> {
+        match &node.value {
+            Value::String(text) => Some(text.clone()),
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => node.scalar_text(),
+            _ => {
+                self.error(format!("{what} must be text, not {}", node.kind()), node.span, None);
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, node: &Node, what: &str) -> Vec<String> {
+        match &node.value {
+            Value::Sequence(items) => items.iter().filter_map(|item| self.text(item, what)).collect(),
+            _ => {
+                self.error(format!("{what} must be a list, not {}", node.kind()), node.span, None);
+                Vec::new()
+            }
+        }
+    }
+
+    fn count(&mut self, node: &Node, what: &str, range: std::ops::RangeInclusive<i64>) -> Option<u32> {
+        match node.value {
+            Value::Int(n) if range.contains(&n) => u32::try_from(n).ok(),
+            _ => {
+                let message = format!("{what} must be a whole number from {} to {}", range.start(), range.end());
+                self.error(message, node.span, None);
+                None
+            }
+        }
+    }
+
+    fn duration_of(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        let parsed = node.scalar_text().as_deref().and_then(duration);
+        if parsed.is_none() {
+            self.error(format!("{what} must be a duration such as 500ms, 30s or 5m"), node.span, None);
+        }
+        parsed
+    }
+
+    fn manifest(&mut self, root: &Node) -> Manifest {
+        self.known_keys(root, "opsloop.yml", &["services", "environments", "routes"]);
+        let mut manifest = Manifest::default();
+        if let Some(services) = root.get("services") {
+            for (key, node) in self.mapping(services, "services") {
+                if let Some(service) = self.service(&key.name, key.span, node) {
+                    manifest.services.push(service);
+                }
+            }
+        }
+        if let Some(environments) = root.get("environments") {
+            for (key, node) in self.mapping(environments, "environments") {
+                manifest.environments.push(self.environment(&key.name, key.span, node));
+            }
+        }
+        if let Some(routes) = root.get("routes") {
+            match &routes.value {
+                Value::Sequence(items) => {
+                    for item in items {
+                        if let Some(route) = self.route(item, &manifest) {
+                            manifest.routes.push(route);
+                        }
+                    }
+                }
+                _ => self.error(format!("routes must be a list, not {}", routes.kind()), routes.span, None),
+            }
+        }
+        manifest
+    }
+
+    fn service(&mut self, name: &str, span: Span, node: &Node) -> Option<Service> {
+        let what = format!("service `{name}`");
+        self.known_keys(node, &what, &["command", "env", "secrets", "replicas", "health", "slo"]);
+        let command = match node.get("command") {
+            Some(command) if matches!(command.value, Value::Sequence(_)) => self.strings(command, "command"),
+            Some(command) => {
+                self.text(command, "command").map(|line| vec!["bash".into(), "-c".into(), line]).unwrap_or_default()
+            }
+            None => {
+                self.error(
+                    format!("{what} has no command"),
+                    span,
+                    Some("command: [program, arguments…]; $PORT is its port"),
+                );
+                return None;
+            }
+        };
+        let mut env = Vec::new();
+        if let Some(node) = node.get("env") {
+            for (key, value) in self.mapping(node, "env") {
+                if let Some(value) = self.text(value, "an env value") {
+                    env.push((key.name.clone(), value));
+                }
+            }
+        }
+        let secrets = node.get("secrets").map(|n| self.strings(n, "secrets")).unwrap_or_default();
+        let replicas = node.get("replicas").and_then(|n| self.count(n, "replicas", 1..=100)).unwrap_or(1);
+        let health = match node.get("health") {
+            None => HealthCheck::Tcp,
+            Some(health) => {
+                self.known_keys(health, "health", &["http", "status", "tcp"]);
+                match (health.get("http"), health.get("tcp")) {
+                    (Some(path), _) => {
+                        let path = self.text(path, "health.http").unwrap_or_else(|| "/".into());
+                        if !path.starts_with('/') {
+                            self.error("health.http is a path starting with /".into(), health.span, None);
+                        }
+                        let status =
+                            health.get("status").and_then(|n| self.count(n, "health.status", 100..=599)).unwrap_or(200);
+                        HealthCheck::Http { path, status: u16::try_from(status).unwrap_or(200) }
+                    }
+                    (None, Some(_)) => HealthCheck::Tcp,
+                    (None, None) => {
+                        self.error("health needs `http: /path` or `tcp: true`".into(), health.span, None);
+                        HealthCheck::Tcp
+                    }
+                }
+            }
+        };
+        let mut slo = Slo { max_error_rate: 0.01, max_p99: Duration::from_millis(500), min_requests: 20 };
+        let mut bake = Duration::from_secs(30);
+        if let Some(node) = node.get("slo") {
+            self.known_keys(node, "slo", &["max_error_rate", "max_p99", "bake"]);
+            if let Some(rate) = node.get("max_error_rate") {
+                let text = rate.scalar_text().unwrap_or_default();
+                let value = text.trim().strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()).map(|p| p / 100.0);
+                match value.or_else(|| text.trim().parse::<f64>().ok()).filter(|v| (0.0..=1.0).contains(v)) {
+                    Some(value) => slo.max_error_rate = value,
+                    None => self.error("max_error_rate is a share such as 1% or 0.01".into(), rate.span, None),
+                }
+            }
+            if let Some(p99) = node.get("max_p99").and_then(|n| self.duration_of(n, "max_p99")) {
+                slo.max_p99 = p99;
+            }
+            if let Some(window) = node.get("bake").and_then(|n| self.duration_of(n, "bake")) {
+                bake = window;
+            }
+        }
+        Some(Service { name: name.to_owned(), span, command, env, secrets, replicas, health, slo, bake })
+    }
+
+    fn environment(&mut self, name: &str, span: Span, node: &Node) -> Environment {
+        let what = format!("environment `{name}`");
+        self.known_keys(node, &what, &["tier", "targets", "protected", "approvals"]);
+        let tier = node.get("tier").and_then(|n| self.text(n, "tier")).unwrap_or_else(|| "other".into());
+        if !TIERS.contains(&tier.as_str())
+            && let Some(node) = node.get("tier")
+        {
+            self.error(
+                format!("tier `{tier}` is unknown"),
+                node.span,
+                Some("one of production, staging, testing, development, other"),
+            );
+        }
+        let mut targets = Vec::new();
+        if let Some(list) = node.get("targets") {
+            for (text, item) in match &list.value {
+                Value::Sequence(items) => {
+                    items.iter().filter_map(|i| i.scalar_text().map(|t| (t, i.span))).collect::<Vec<_>>()
+                }
+                _ => {
+                    self.error("targets must be a list".into(), list.span, None);
+                    Vec::new()
+                }
+            } {
+                match target(&text) {
+                    Some(target) => targets.push(target),
+                    None => {
+                        self.error(format!("target `{text}` is neither `local` nor ssh://user@host[:port]"), item, None)
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            targets.push(Target::Local);
+        }
+        let protected = match node.get("protected").map(|n| &n.value) {
+            None => false,
+            Some(Value::Bool(value)) => *value,
+            Some(_) => {
+                if let Some(node) = node.get("protected") {
+                    self.error("protected is true or false".into(), node.span, None);
+                }
+                false
+            }
+        };
+        let approvals = node.get("approvals").and_then(|n| self.count(n, "approvals", 0..=10)).unwrap_or(0);
+        Environment { name: name.to_owned(), span, tier, targets, protected, approvals }
+    }
+
+    fn route(&mut self, node: &Node, manifest: &Manifest) -> Option<RouteSpec> {
+        self.known_keys(node, "a route", &["host", "path", "service", "environment"]);
+        let host = node.get("host").and_then(|n| self.text(n, "host"));
+        let path = node.get("path").and_then(|n| self.text(n, "path")).unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            self.error(format!("path `{path}` must start with /"), node.span, None);
+        }
+        let Some(service_node) = node.get("service") else {
+            self.error("a route needs `service`".into(), node.span, None);
+            return None;
+        };
+        let service = self.text(service_node, "service")?;
+        if !manifest.services.iter().any(|s| s.name == service) {
+            let known: Vec<&str> = manifest.services.iter().map(|s| s.name.as_str()).collect();
+            let hint = format!("services here: {}", known.join(", "));
+            self.error(format!("route to unknown service `{service}`"), service_node.span, Some(&hint));
+        }
+        let Some(environment_node) = node.get("environment") else {
+            self.error("a route needs `environment`".into(), node.span, None);
+            return None;
+        };
+        let environment = self.text(environment_node, "environment")?;
+        if !manifest.environments.iter().any(|e| e.name == environment) {
+            self.error(format!("route to unknown environment `{environment}`"), environment_node.span, None);
+        }
+        Some(RouteSpec { span: node.span, host, path, service, environment })
+    }
+}
+
+fn target(text: &str) -> Option<Target> {
+    if text == "local" {
+        return Some(Target::Local);
+    }
+    let rest = text.strip_prefix("ssh://")?;
+    let (user, address) = rest.split_once('@')?;
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => (address, 22),
+    };
+    let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    (valid(user) && valid(host)).then(|| Target::Ssh { user: user.to_owned(), host: host.to_owned(), port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+services:
+  web:
+    command: [python3, server.py]
+    env: {VERSION: 2}
+    secrets: [API_TOKEN]
+    replicas: 2
+    health: {http: /health, status: 200}
+    slo: {max_error_rate: 2%, max_p99: 300ms, bake: 45s}
+  worker:
+    command: ./run-worker --port $PORT
+environments:
+  production: {tier: production, targets: [local, 'ssh://deploy@10.0.0.5:2222'], protected: true, approvals: 1}
+  staging: {tier: staging}
+routes:
+  - {host: shop.example.com, path: /, service: web, environment: production}
+  - {path: /jobs, service: worker, environment: staging}
+";
+
+    #[test]
+    fn a_whole_manifest_reads() {
+        let (manifest, problems) = parse(GOOD);
+        assert!(problems.is_empty(), "{problems:?}");
+        let web = &manifest.services[0];
+        assert_eq!(web.command, ["python3", "server.py"]);
+        assert_eq!(web.env, [("VERSION".to_owned(), "2".to_owned())]);
+        assert_eq!((web.replicas, web.bake), (2, Duration::from_secs(45)));
+        assert_eq!(web.health, HealthCheck::Http { path: "/health".into(), status: 200 });
+        assert!((web.slo.max_error_rate - 0.02).abs() < 1e-9 && web.slo.max_p99 == Duration::from_millis(300));
+        assert_eq!(manifest.services[1].command, ["bash", "-c", "./run-worker --port $PORT"]);
+        let production = &manifest.environments[0];
+        assert_eq!(production.targets[1], Target::Ssh { user: "deploy".into(), host: "10.0.0.5".into(), port: 2222 });
+        assert!(production.protected && production.approvals == 1);
+        assert_eq!(manifest.routes[1].path, "/jobs");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_where_it_is() {
+        let text = "\
+services:
+  web:
+    comand: [x]
+    replicas: 0
+  api:
+    command: [x]
+    slo: {max_error_rate: lots, bake: soon}
+environments:
+  prod: {tier: prod, targets: [ftp://x]}
+routes:
+  - {service: nope, environment: prod, path: jobs}
+";
+        let (_, problems) = parse(text);
+        let found: Vec<(u32, u32, &str)> = problems
+            .iter()
+            .map(|p| {
+                let span = p.span.unwrap();
+                (span.line, span.column, p.message.as_str())
+            })
+            .collect();
+        let has = |line: u32, part: &str| found.iter().any(|(l, _, m)| *l == line && m.contains(part));
+        assert!(has(3, "unknown key `comand`"), "{found:?}");
+        assert!(has(2, "has no command"), "{found:?}");
+        assert!(has(7, "max_error_rate"), "{found:?}");
+        assert!(has(7, "bake must be a duration"), "{found:?}");
+        assert!(has(9, "tier `prod` is unknown"), "{found:?}");
+        assert!(has(9, "target `ftp://x`"), "{found:?}");
+        assert!(has(11, "unknown service `nope`"), "{found:?}");
+        assert!(has(11, "path `jobs` must start with /"), "{found:?}");
+        let hinted = problems.iter().find(|p| p.message.contains("comand")).unwrap();
+        assert!(hinted.hint.as_deref().unwrap_or("").contains("command"), "{hinted:?}");
+        let (_, broken) = parse("services: [unclosed");
+        assert_eq!(broken.len(), 1);
+    }
+
+    #[test]
+    fn durations_read() {
+        assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(duration("soon"), None);
+        assert_eq!(duration("5"), None);
+    }
+}
