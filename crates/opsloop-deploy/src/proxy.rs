@@ -204,6 +204,19 @@ impl Proxy {
         self.table.store(Arc::new(RouteTable::new(routes, &self.signals)));
     }
 
+    /// Replaces the route for `route`'s host and path prefix (or adds it), leaving the others;
+    /// also one atomic swap. Two callers updating different routes at once both land.
+    pub fn set_route(&self, route: Route) {
+        self.table.rcu(|current| {
+            let mut routes = current.routes();
+            match routes.iter_mut().find(|r| r.host == route.host && r.path_prefix == route.path_prefix) {
+                Some(existing) => *existing = route.clone(),
+                None => routes.push(route.clone()),
+            }
+            RouteTable::new(routes, &self.signals)
+        });
+    }
+
     pub fn routes(&self) -> Vec<Route> {
         self.table.load().routes()
     }
@@ -461,6 +474,24 @@ mod tests {
         assert_eq!(service("shop.example.com", "/apiary").as_deref(), Some("site"));
         assert_eq!(service("shop.example.com", "/api").as_deref(), Some("api"));
         assert_eq!(service("admin.example.com", "/api/users").as_deref(), Some("admin"));
+    }
+
+    #[test]
+    fn one_route_changes_and_the_others_stay() {
+        let proxy = Proxy::new(Signals::default(), Duration::from_secs(1));
+        let route = |prefix: &str, port: u16| Route {
+            host: None,
+            path_prefix: prefix.into(),
+            service: prefix.into(),
+            backends: vec![backend(port, "v1", 1)],
+        };
+        proxy.set_route(route("/a", 1));
+        proxy.set_route(route("/b", 2));
+        proxy.set_route(route("/a", 3));
+        let mut ports: Vec<(String, u16)> =
+            proxy.routes().into_iter().map(|r| (r.path_prefix, r.backends[0].address.port())).collect();
+        ports.sort();
+        assert_eq!(ports, [("/a".to_owned(), 3), ("/b".to_owned(), 2)]);
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Deployer {
 
     /// Puts `running` behind the route on its own (the first deployment, or a rollback).
     pub fn serve(&self, service: &str, running: &Running) {
-        self.proxy.switch(vec![self.route(service, Self::backends(running, 1))]);
+        self.proxy.set_route(self.route(service, Self::backends(running, 1)));
     }
 
     /// Waits until no request to `version` is in flight (at most `limit`).
@@ -223,7 +223,7 @@ impl Deployer {
             if percent < 100 {
                 backends.extend(Self::backends(&current, 100 - percent));
             }
-            self.proxy.switch(vec![self.route(&service, backends)]);
+            self.proxy.set_route(self.route(&service, backends));
             note(format!("{percent}% of traffic to {}", release.version));
             if let Err(reason) = self.bake(&service, &next).await {
                 self.serve(&service, &current);
