@@ -1,5 +1,5 @@
-//! Deployment strategies on one machine: blue-green and canary, each health-gated and watched
-//! through a bake window, with automatic rollback. The proxy carries the traffic, the
+//! Deployment strategies on one machine: recreate, rolling, blue-green and canary, each
+//! health-gated and watched through a bake window, with automatic rollback. The proxy carries the traffic, the
 //! supervisor runs the instances, the golden signals decide.
 //!
 //! Blue-green: green instances start on new ports; only once all are healthy does traffic
@@ -42,8 +42,15 @@ pub struct Slo {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Strategy {
+    /// Stop the old version, then start the new: a gap in service, for what cannot run twice.
+    Recreate,
+    /// Replace the old instances `batch` at a time, each batch health-gated and baked.
+    Rolling {
+        batch: u32,
+    },
     BlueGreen,
-    /// Percentages of traffic for the new version, in order; the last should be 100.
+    /// Percentages of traffic for the new version, in order; the last should be 100. While
+    /// the old version still takes traffic, the new one is also compared with it.
     Canary {
         steps: Vec<u32>,
     },
@@ -69,12 +76,16 @@ pub struct Step {
     pub text: String,
 }
 
-/// The instances serving one route, with their version.
+/// The instances serving one route, with their release (to start more of them again).
 #[derive(Debug)]
 pub struct Running {
     pub version: String,
+    pub release: Release,
     pub instances: Vec<Instance>,
 }
+
+/// Requests in flight to an instance that left a route get this long before it is stopped.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
 
 /// Deploys releases of one service behind one route of a proxy.
 pub struct Deployer {
@@ -98,13 +109,12 @@ impl Deployer {
         Route { host: self.host.clone(), path_prefix: self.path_prefix.clone(), service: service.to_owned(), backends }
     }
 
-    fn backends(running: &Running, weight: u32) -> Vec<Backend> {
-        running
-            .instances
+    fn backends(instances: &[Instance], version: &str, weight: u32) -> Vec<Backend> {
+        instances
             .iter()
             .map(|i| Backend {
                 address: std::net::SocketAddr::from(([127, 0, 0, 1], i.spec.port)),
-                version: running.version.clone(),
+                version: version.to_owned(),
                 weight,
             })
             .collect()
@@ -112,8 +122,15 @@ impl Deployer {
 
     /// Starts `release`'s instances and waits until all are healthy.
     pub async fn start(&self, release: &Release) -> Result<Running, String> {
+        let instances = self.start_instances(release, release.replicas.max(1), 1).await?;
+        Ok(Running { version: release.version.clone(), release: release.clone(), instances })
+    }
+
+    /// Starts `count` instances of `release` numbered from `first`, all health-gated; on a
+    /// failure none is left running.
+    async fn start_instances(&self, release: &Release, count: u32, first: u32) -> Result<Vec<Instance>, String> {
         let mut instances = Vec::new();
-        for n in 1..=release.replicas.max(1) {
+        for n in first..first + count {
             let spec = InstanceSpec {
                 name: format!("{}@{}#{n}", release.service, release.version),
                 command: release.command.clone(),
@@ -135,12 +152,12 @@ impl Deployer {
                 return Err(reason);
             }
         }
-        Ok(Running { version: release.version.clone(), instances })
+        Ok(instances)
     }
 
     /// Puts `running` behind the route on its own (the first deployment, or a rollback).
     pub fn serve(&self, service: &str, running: &Running) {
-        self.proxy.set_route(self.route(service, Self::backends(running, 1)));
+        self.proxy.set_route(self.route(service, Self::backends(&running.instances, &running.version, 1)));
     }
 
     /// Waits until no request to `version` is in flight (at most `limit`).
@@ -152,15 +169,24 @@ impl Deployer {
         }
     }
 
-    /// Holds the new version's traffic for the bake time; `Err(reason)` on a breach.
-    async fn bake(&self, service: &str, running: &Running) -> Result<(), String> {
-        let signals = self.proxy.signals().of(service, &running.version);
+    /// Holds `version`'s traffic for the bake time; `Err(reason)` on a breach of the SLO, a
+    /// crash loop, or (with a `baseline` version taking traffic beside it) a clearly worse
+    /// error rate or p99 than the baseline's.
+    async fn bake(
+        &self,
+        service: &str,
+        version: &str,
+        instances: &[Instance],
+        baseline: Option<&str>,
+    ) -> Result<(), String> {
+        let signals = self.proxy.signals().of(service, version);
         let start: Snapshot = signals.snapshot();
+        let base = baseline.map(|v| self.proxy.signals().of(service, v));
+        let base_start = base.as_ref().map(|b| b.snapshot());
         let deadline = Instant::now() + self.bake;
         loop {
             let window = signals.snapshot().since(&start);
-            if let Some(dead) = running.instances.iter().find(|i| matches!(i.state(), InstanceState::CrashLoop { .. }))
-            {
+            if let Some(dead) = instances.iter().find(|i| matches!(i.state(), InstanceState::CrashLoop { .. })) {
                 return Err(format!("{} crash-loops", dead.spec.name));
             }
             if window.requests >= self.slo.min_requests {
@@ -183,6 +209,32 @@ impl Deployer {
                         self.slo.max_p99.as_millis()
                     ));
                 }
+                if let (Some(base), Some(base_start)) = (&base, &base_start) {
+                    let reference = base.snapshot().since(base_start);
+                    if reference.requests >= self.slo.min_requests {
+                        let (ours, theirs) = (rate, reference.error_rate());
+                        // Worse by more than noise: a point over, and twice the baseline's.
+                        if ours > theirs + 0.01 && ours > 2.0 * theirs {
+                            return Err(format!(
+                                "error rate {:.1}% against the baseline's {:.1}% over {} requests",
+                                ours * 100.0,
+                                theirs * 100.0,
+                                window.requests
+                            ));
+                        }
+                        if let (Some(p99), Some(base_p99)) =
+                            (window.latency_quantile(0.99), reference.latency_quantile(0.99))
+                            && p99 > base_p99 * 2
+                            && p99 > Duration::from_millis(50)
+                        {
+                            return Err(format!(
+                                "p99 {} ms against the baseline's {} ms",
+                                p99.as_millis(),
+                                base_p99.as_millis()
+                            ));
+                        }
+                    }
+                }
             }
             if Instant::now() >= deadline {
                 return Ok(());
@@ -200,47 +252,185 @@ impl Deployer {
         release: &Release,
         strategy: &Strategy,
     ) -> (Running, Outcome, Vec<Step>) {
-        let began = Instant::now();
-        let mut timeline = Vec::new();
-        let mut note = |text: String| timeline.push(Step { at: began.elapsed(), text });
+        let mut timeline = Timeline { began: Instant::now(), steps: Vec::new() };
+        let (serving, outcome) = match strategy {
+            Strategy::Recreate => self.recreate(current, release, &mut timeline).await,
+            Strategy::Rolling { batch } => self.rolling(current, release, (*batch).max(1), &mut timeline).await,
+            Strategy::BlueGreen => self.shift(current, release, &[100], &mut timeline).await,
+            Strategy::Canary { steps } => self.shift(current, release, steps, &mut timeline).await,
+        };
+        (serving, outcome, timeline.steps)
+    }
+
+    /// Blue-green and canary: the new version beside the old, traffic moved in steps.
+    async fn shift(
+        &self,
+        current: Running,
+        release: &Release,
+        steps: &[u32],
+        timeline: &mut Timeline,
+    ) -> (Running, Outcome) {
         let service = release.service.clone();
-        note(format!("starting {} instance(s) of {}", release.replicas.max(1), release.version));
+        timeline.note(format!("starting {} instance(s) of {}", release.replicas.max(1), release.version));
         let next = match self.start(release).await {
             Ok(next) => next,
             Err(reason) => {
-                note(format!("{} never became healthy; it took no traffic", release.version));
-                return (current, Outcome::Failed { reason }, timeline);
+                timeline.note(format!("{} never became healthy; it took no traffic", release.version));
+                return (current, Outcome::Failed { reason });
             }
         };
-        note(format!("{} is healthy", release.version));
-        let steps = match strategy {
-            Strategy::BlueGreen => vec![100],
-            Strategy::Canary { steps } => steps.clone(),
-        };
-        for percent in steps {
-            let percent = percent.min(100);
-            let mut backends = Self::backends(&next, percent);
+        timeline.note(format!("{} is healthy", release.version));
+        for percent in steps.iter().map(|p| (*p).min(100)) {
+            let mut backends = Self::backends(&next.instances, &next.version, percent);
             if percent < 100 {
-                backends.extend(Self::backends(&current, 100 - percent));
+                backends.extend(Self::backends(&current.instances, &current.version, 100 - percent));
             }
             self.proxy.set_route(self.route(&service, backends));
-            note(format!("{percent}% of traffic to {}", release.version));
-            if let Err(reason) = self.bake(&service, &next).await {
+            timeline.note(format!("{percent}% of traffic to {}", release.version));
+            let baseline = (percent < 100).then_some(current.version.as_str());
+            if let Err(reason) = self.bake(&service, &next.version, &next.instances, baseline).await {
                 self.serve(&service, &current);
-                note(format!("rolled back to {}: {reason}", current.version));
+                timeline.note(format!("rolled back to {}: {reason}", current.version));
                 self.drain(&service, &next.version, Duration::from_secs(10)).await;
                 for instance in next.instances {
                     instance.stop().await;
                 }
-                return (current, Outcome::RolledBack { reason }, timeline);
+                return (current, Outcome::RolledBack { reason });
             }
         }
-        note(format!("{} passed its bake window", release.version));
+        timeline.note(format!("{} passed its bake window", release.version));
         self.drain(&service, &current.version, Duration::from_secs(10)).await;
         for instance in current.instances {
             instance.stop().await;
         }
-        note(format!("{} stopped", current.version));
-        (next, Outcome::Succeeded, timeline)
+        timeline.note(format!("{} stopped", current.version));
+        (next, Outcome::Succeeded)
+    }
+
+    /// Replaces the old instances `batch` at a time: new ones start and pass their health
+    /// check, join the route, bake; then as many old ones leave the route and stop. A breach
+    /// brings the old version back to full strength, alone on the route.
+    async fn rolling(
+        &self,
+        current: Running,
+        release: &Release,
+        batch: u32,
+        timeline: &mut Timeline,
+    ) -> (Running, Outcome) {
+        let service = release.service.clone();
+        let wanted = release.replicas.max(1);
+        let Running { version: old_version, release: old_release, instances: mut old } = current;
+        let mut new: Vec<Instance> = Vec::new();
+        while (new.len() as u32) < wanted {
+            let count = batch.min(wanted - new.len() as u32);
+            let started = match self.start_instances(release, count, new.len() as u32 + 1).await {
+                Ok(started) => started,
+                Err(reason) => {
+                    timeline.note(format!("{} never became healthy", release.version));
+                    let old = Running { version: old_version, release: old_release, instances: old };
+                    return (self.restore(old, new, &service).await, Outcome::Failed { reason });
+                }
+            };
+            new.extend(started);
+            let mut backends = Self::backends(&old, &old_version, 1);
+            backends.extend(Self::backends(&new, &release.version, 1));
+            self.proxy.set_route(self.route(&service, backends));
+            timeline.note(format!("{} of {wanted} instance(s) on {}", new.len(), release.version));
+            if let Err(reason) = self.bake(&service, &release.version, &new, None).await {
+                timeline.note(format!("rolled back to {old_version}: {reason}"));
+                let old = Running { version: old_version, release: old_release, instances: old };
+                return (self.restore(old, new, &service).await, Outcome::RolledBack { reason });
+            }
+            let leaving: Vec<Instance> = old.drain(..(count as usize).min(old.len())).collect();
+            let mut backends = Self::backends(&old, &old_version, 1);
+            backends.extend(Self::backends(&new, &release.version, 1));
+            self.proxy.set_route(self.route(&service, backends));
+            tokio::time::sleep(LEAVE_GRACE).await;
+            for instance in leaving {
+                instance.stop().await;
+            }
+        }
+        let next = Running { version: release.version.clone(), release: release.clone(), instances: new };
+        self.serve(&service, &next);
+        tokio::time::sleep(LEAVE_GRACE).await;
+        for instance in old {
+            instance.stop().await;
+        }
+        timeline.note(format!("{} replaced {old_version}", release.version));
+        (next, Outcome::Succeeded)
+    }
+
+    /// After a failed rolling step: the old version back to its replica count, alone on the
+    /// route; the new instances stopped.
+    async fn restore(&self, mut old: Running, new: Vec<Instance>, service: &str) -> Running {
+        let missing = old.release.replicas.max(1).saturating_sub(old.instances.len() as u32);
+        if missing > 0 {
+            match self.start_instances(&old.release, missing, old.instances.len() as u32 + 1).await {
+                Ok(more) => old.instances.extend(more),
+                Err(error) => {
+                    (self.log)(&old.release.service, &format!("{} did not come back in full: {error}", old.version))
+                }
+            }
+        }
+        self.serve(service, &old);
+        tokio::time::sleep(LEAVE_GRACE).await;
+        for instance in new {
+            instance.stop().await;
+        }
+        old
+    }
+
+    /// Stops the old version, then starts the new one; if the new one fails its health check
+    /// or its bake window, the old version is started again.
+    async fn recreate(&self, current: Running, release: &Release, timeline: &mut Timeline) -> (Running, Outcome) {
+        let service = release.service.clone();
+        self.proxy.set_route(self.route(&service, Vec::new()));
+        tokio::time::sleep(LEAVE_GRACE).await;
+        let Running { version: old_version, release: old_release, instances } = current;
+        for instance in instances {
+            instance.stop().await;
+        }
+        timeline.note(format!("{old_version} stopped"));
+        let failure = match self.start(release).await {
+            Ok(next) => {
+                self.serve(&service, &next);
+                timeline.note(format!("{} serves", release.version));
+                match self.bake(&service, &next.version, &next.instances, None).await {
+                    Ok(()) => return (next, Outcome::Succeeded),
+                    Err(reason) => {
+                        self.proxy.set_route(self.route(&service, Vec::new()));
+                        for instance in next.instances {
+                            instance.stop().await;
+                        }
+                        Outcome::RolledBack { reason }
+                    }
+                }
+            }
+            Err(reason) => Outcome::Failed { reason },
+        };
+        timeline.note(format!("{} failed; starting {old_version} again", release.version));
+        match self.start(&old_release).await {
+            Ok(old) => {
+                self.serve(&service, &old);
+                (old, failure)
+            }
+            Err(error) => {
+                let reason = format!("{failure:?}; and {old_version} did not start again: {error}");
+                let nothing = Running { version: old_version, release: old_release, instances: Vec::new() };
+                (nothing, Outcome::Failed { reason })
+            }
+        }
+    }
+}
+
+/// The steps of one deployment, timed from its start.
+struct Timeline {
+    began: Instant,
+    steps: Vec<Step>,
+}
+
+impl Timeline {
+    fn note(&mut self, text: String) {
+        self.steps.push(Step { at: self.began.elapsed(), text });
     }
 }
