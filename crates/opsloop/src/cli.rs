@@ -184,7 +184,7 @@ pub enum IsolationArg {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct LintArgs {
-    /// The pipeline file.
+    /// The pipeline file; a file named `opsloop.yml` is checked as the deployment manifest.
     #[arg(long, default_value = ".gitlab-ci.yml")]
     pub file: String,
     /// The project directory (default: the current directory).

@@ -261,6 +261,9 @@ fn load(cwd: Option<&Path>, file: &str, lookup: &dyn Fn(&str) -> Option<String>)
 }
 
 pub fn lint(args: LintArgs) -> ExitCode {
+    if Path::new(&args.file).file_name().is_some_and(|name| name == "opsloop.yml") {
+        return lint_manifest(&args);
+    }
     let project = args.cwd.clone().unwrap_or_else(|| PathBuf::from("."));
     let defined = predefined(&project, 1);
     let lookup = |name: &str| defined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -308,6 +311,50 @@ pub fn lint(args: LintArgs) -> ExitCode {
 }
 
 /// Renders diagnostics with the source line under them (miette), to stderr.
+/// `opsloop lint --file opsloop.yml`: the deployment manifest, checked the same way.
+fn lint_manifest(args: &LintArgs) -> ExitCode {
+    let path = args.cwd.clone().unwrap_or_else(|| PathBuf::from(".")).join(&args.file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) => {
+            output::error(&format!("cannot read {}: {error}", path.display()));
+            return ExitCode::from(INVALID);
+        }
+    };
+    let (manifest, diagnostics) = opsloop_deploy::manifest::parse(&text);
+    let mut sources = opsloop_pipeline::diagnostic::Sources::default();
+    sources.add(&args.file, &text);
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    if args.json {
+        let items: Vec<serde_json::Value> = diagnostics
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "severity": if d.is_error() { "error" } else { "warning" },
+                    "message": d.message,
+                    "file": args.file,
+                    "line": d.span.map(|s| s.line),
+                    "column": d.span.map(|s| s.column),
+                    "hint": d.hint,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+    } else {
+        print_miette(&sources, &diagnostics);
+        if errors == 0 {
+            println!(
+                "{} is valid: {} service(s), {} environment(s), {} route(s).",
+                args.file,
+                manifest.services.len(),
+                manifest.environments.len(),
+                manifest.routes.len()
+            );
+        }
+    }
+    if errors > 0 { ExitCode::from(INVALID) } else { ExitCode::SUCCESS }
+}
+
 fn print_miette(sources: &opsloop_pipeline::diagnostic::Sources, diagnostics: &[Diagnostic]) {
     for diagnostic in diagnostics {
         let severity = if diagnostic.is_error() { miette::Severity::Error } else { miette::Severity::Warning };

@@ -82,3 +82,29 @@ fn the_proxy_passes_requests_to_its_route_with_forwarded_headers() {
     assert!(lower.contains("x-forwarded-proto: http"), "{answer}");
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn lint_checks_a_deployment_manifest_with_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("opsloop.yml"),
+        "services:\n  web:\n    command: [python3, server.py]\n    replicas: 0\nroutes:\n  - {service: api, environment: production}\n",
+    )
+    .unwrap();
+    let output =
+        crate::harness::opsloop(&["lint", "--file", "opsloop.yml", "--cwd", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(output.status.code(), Some(2), "{}", crate::harness::text(&output.stderr));
+    let problems: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let at: Vec<(i64, String)> = problems
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["line"].as_i64().unwrap(), p["message"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(at.iter().any(|(line, m)| *line == 4 && m.contains("replicas")), "{at:?}");
+    assert!(at.iter().any(|(line, m)| *line == 6 && m.contains("unknown service `api`")), "{at:?}");
+    std::fs::write(dir.path().join("opsloop.yml"), "services:\n  web: {command: [python3, server.py]}\n").unwrap();
+    let fine = crate::harness::opsloop(&["lint", "--file", "opsloop.yml", "--cwd", dir.path().to_str().unwrap()]);
+    assert!(fine.status.success());
+    assert!(crate::harness::text(&fine.stdout).contains("opsloop.yml is valid: 1 service(s)"));
+}
