@@ -1,6 +1,7 @@
 //! Strategies with real processes behind the real proxy, under load: a good blue-green
 //! deployment, a canary that fails 20% of its requests and is rolled back inside its bake
-//! window, and a release whose health check fails and never takes traffic.
+//! window, a release whose health check fails and never takes traffic, a rolling deployment,
+//! a failed rolling step, and recreate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,60 +33,105 @@ fn release(version: &str, extra: &[(&str, &str)]) -> Release {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blue_green_succeeds_a_failing_canary_rolls_back_and_an_unhealthy_release_takes_no_traffic() {
-    if std::process::Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
-        return;
-    }
+/// A proxy on a free port with a deployer for its `/` route.
+async fn deployer(min_requests: u64, bake: Duration, health_timeout: Duration) -> (Deployer, std::net::SocketAddr) {
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let front = listener.local_addr().unwrap();
     tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
     let deployer = Deployer {
-        proxy: proxy.clone(),
+        proxy,
         host: None,
         path_prefix: "/".into(),
-        slo: Slo { max_error_rate: 0.05, max_p99: Duration::from_millis(500), min_requests: 30 },
-        bake: Duration::from_millis(1500),
-        health_timeout: Duration::from_secs(4),
+        slo: Slo { max_error_rate: 0.05, max_p99: Duration::from_millis(500), min_requests },
+        bake,
+        health_timeout,
         log: Arc::new(|_, _| {}),
     };
+    (deployer, front)
+}
+
+/// Clients requesting through the proxy until stopped, counting answers that are not 200.
+struct Load {
+    running: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    bad: Arc<AtomicU64>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(front: std::net::SocketAddr, clients: usize) -> Load {
+        let running = Arc::new(AtomicBool::new(true));
+        let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let clients = (0..clients)
+            .map(|_| {
+                let (running, ok, bad) = (running.clone(), ok.clone(), bad.clone());
+                tokio::spawn(async move {
+                    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+                    while running.load(Ordering::Relaxed) {
+                        match client.get(format!("http://{front}/").parse().unwrap()).await {
+                            Ok(response) if response.status() == 200 => {
+                                let _ = response.into_body().collect().await;
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {
+                                bad.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { running, ok, bad, clients }
+    }
+
+    fn failed(&self) -> u64 {
+        self.bad.load(Ordering::Relaxed)
+    }
+
+    fn served(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) {
+        self.running.store(false, Ordering::Relaxed);
+        for client in self.clients {
+            client.await.unwrap();
+        }
+    }
+}
+
+/// One request through the proxy: its status and body.
+async fn ask(front: std::net::SocketAddr) -> (u16, String) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let response = client.get(format!("http://{front}/").parse().unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    (status, String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+}
+
+fn python_missing() -> bool {
+    let missing = std::process::Command::new("python3").arg("--version").output().is_err();
+    if missing {
+        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+    }
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_succeeds_a_failing_canary_rolls_back_and_an_unhealthy_release_takes_no_traffic() {
+    if python_missing() {
+        return;
+    }
+    let (deployer, front) = deployer(30, Duration::from_millis(1500), Duration::from_secs(4)).await;
     let v1 = deployer.start(&release("v1", &[])).await.unwrap();
     deployer.serve("web", &v1);
-
-    // Steady load through the proxy, counting what is not a 200.
-    let running = Arc::new(AtomicBool::new(true));
-    let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut clients = Vec::new();
-    for _ in 0..6 {
-        let (running, ok, bad) = (running.clone(), ok.clone(), bad.clone());
-        clients.push(tokio::spawn(async move {
-            let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-            while running.load(Ordering::Relaxed) {
-                match client.get(format!("http://{front}/").parse().unwrap()).await {
-                    Ok(response) if response.status() == 200 => {
-                        let _ = response.into_body().collect().await;
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        bad.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
-    let ask = || async move {
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let response = client.get(format!("http://{front}/").parse().unwrap()).await.unwrap();
-        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
-    };
+    let load = Load::start(front, 6);
 
     // 1. A good release, blue-green: no request fails, and v2 serves afterwards.
     let (serving, outcome, timeline) = deployer.deploy(v1, &release("v2", &[]), &Strategy::BlueGreen).await;
     assert_eq!(outcome, Outcome::Succeeded, "{timeline:?}");
-    assert_eq!(ask().await.trim(), "v2");
-    assert_eq!(bad.load(Ordering::Relaxed), 0, "the switch lost no request ({} served)", ok.load(Ordering::Relaxed));
+    assert_eq!(ask(front).await, (200, "v2\n".to_owned()));
+    assert_eq!(load.failed(), 0, "the switch lost no request ({} served)", load.served());
 
     // 2. A canary that fails 20% of its requests: rolled back within its first bake window.
     let (serving, outcome, timeline) = deployer
@@ -96,23 +142,21 @@ async fn blue_green_succeeds_a_failing_canary_rolls_back_and_an_unhealthy_releas
     assert!(timeline.iter().any(|s| s.text.starts_with("rolled back to v2")), "{timeline:?}");
     assert!(timeline.last().unwrap().at < Duration::from_secs(10), "{timeline:?}");
     assert_eq!(serving.version, "v2");
-    let leaked = bad.load(Ordering::Relaxed);
+    let leaked = load.failed();
     for _ in 0..20 {
-        assert_eq!(ask().await.trim(), "v2");
+        assert_eq!(ask(front).await, (200, "v2\n".to_owned()));
     }
 
     // 3. A release whose health check fails never receives traffic.
     let (serving, outcome, _) =
         deployer.deploy(serving, &release("v4", &[("HEALTH", "fail")]), &Strategy::BlueGreen).await;
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
-    assert_eq!(proxy.signals().of("web", "v4").snapshot().requests, 0);
+    assert_eq!(deployer.proxy.signals().of("web", "v4").snapshot().requests, 0);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    running.store(false, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
-    assert_eq!(bad.load(Ordering::Relaxed), leaked, "after the rollback no request failed");
-    assert_eq!(ask().await.trim(), "v2");
+    let failed = load.failed();
+    load.stop().await;
+    assert_eq!(failed, leaked, "after the rollback no request failed");
+    assert_eq!(ask(front).await, (200, "v2\n".to_owned()));
     for instance in serving.instances {
         instance.stop().await;
     }
@@ -120,80 +164,37 @@ async fn blue_green_succeeds_a_failing_canary_rolls_back_and_an_unhealthy_releas
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_replaces_instances_without_a_failed_request_and_recreate_restarts() {
-    if std::process::Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+    if python_missing() {
         return;
     }
-    let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
-    let deployer = Deployer {
-        proxy: proxy.clone(),
-        host: None,
-        path_prefix: "/".into(),
-        slo: Slo { max_error_rate: 0.05, max_p99: Duration::from_millis(500), min_requests: 20 },
-        bake: Duration::from_millis(700),
-        health_timeout: Duration::from_secs(10),
-        log: Arc::new(|_, _| {}),
-    };
+    let (deployer, front) = deployer(20, Duration::from_millis(700), Duration::from_secs(10)).await;
     let three = |version: &str, extra: &[(&str, &str)]| Release { replicas: 3, ..release(version, extra) };
     let v1 = deployer.start(&three("v1", &[])).await.unwrap();
     deployer.serve("web", &v1);
-    let ask = || async move {
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let response = client.get(format!("http://{front}/").parse().unwrap()).await.unwrap();
-        (
-            response.status().as_u16(),
-            String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap(),
-        )
-    };
+    let load = Load::start(front, 4);
 
-    let running = Arc::new(AtomicBool::new(true));
-    let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (running, ok, bad) = (running.clone(), ok.clone(), bad.clone());
-        clients.push(tokio::spawn(async move {
-            let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-            while running.load(Ordering::Relaxed) {
-                match client.get(format!("http://{front}/").parse().unwrap()).await {
-                    Ok(response) if response.status() == 200 => {
-                        let _ = response.into_body().collect().await;
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        bad.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
     let (v2, outcome, timeline) = deployer.deploy(v1, &three("v2", &[]), &Strategy::Rolling { batch: 1 }).await;
     assert_eq!(outcome, Outcome::Succeeded, "{timeline:?}");
     assert_eq!(timeline.iter().filter(|s| s.text.contains(" instance(s) on v2")).count(), 3, "{timeline:?}");
-    assert_eq!(bad.load(Ordering::Relaxed), 0, "rolling lost no request ({} served)", ok.load(Ordering::Relaxed));
+    assert_eq!(load.failed(), 0, "rolling lost no request ({} served)", load.served());
     assert_eq!(v2.instances.len(), 3);
-    assert_eq!(ask().await, (200, "v2\n".to_owned()));
+    assert_eq!(ask(front).await, (200, "v2\n".to_owned()));
 
     // A rolling step whose instance fails every request (under the same load) brings the old
     // version back at full strength.
     let (serving, outcome, timeline) =
         deployer.deploy(v2, &three("v3", &[("FAIL_PERCENT", "100")]), &Strategy::Rolling { batch: 1 }).await;
     assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?} {timeline:?}");
-    running.store(false, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
+    load.stop().await;
     assert_eq!((serving.version.as_str(), serving.instances.len()), ("v2", 3));
     for _ in 0..10 {
-        assert_eq!(ask().await, (200, "v2\n".to_owned()));
+        assert_eq!(ask(front).await, (200, "v2\n".to_owned()));
     }
 
     // Recreate: the old version stops, the new one starts and serves.
     let (v4, outcome, timeline) = deployer.deploy(serving, &three("v4", &[]), &Strategy::Recreate).await;
     assert_eq!(outcome, Outcome::Succeeded, "{timeline:?}");
-    assert_eq!(ask().await, (200, "v4\n".to_owned()));
+    assert_eq!(ask(front).await, (200, "v4\n".to_owned()));
     for instance in v4.instances {
         instance.stop().await;
     }
