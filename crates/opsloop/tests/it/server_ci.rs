@@ -102,18 +102,8 @@ fn after_kill_9_a_running_pipeline_is_failed_and_a_queued_one_runs_as_requested(
         let created = opsloop_client(&server, &token, &["project", "create", name, "--repo", repo.to_str().unwrap()]);
         assert!(created.status.success());
     }
-    let started = opsloop_client(&server, &token, &["pipeline", "run", "slow", "--json"]);
-    let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let shown = opsloop_client(&server, &token, &["pipeline", "show", "slow", &id.to_string(), "--json"]);
-        let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
-        if detail["jobs"][0]["status"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job never started: {detail}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let id = start_pipeline(&server, &token, "slow");
+    wait_for_job(&server, &token, "slow", &id, "", "running");
     let queued =
         opsloop_client(&server, &token, &["pipeline", "run", "quick", "--variable", "GREETING=hello", "--json"]);
     let queued = serde_json::from_slice::<serde_json::Value>(&queued.stdout).unwrap()["id"].as_i64().unwrap();
@@ -481,6 +471,29 @@ fn wait_for_pipeline(server: &Server, token: &str, project: &str, id: &str, done
     }
 }
 
+/// Starts a pipeline of `project` and returns its id.
+fn start_pipeline(server: &Server, token: &str, project: &str) -> String {
+    let started = opsloop_client(server, token, &["pipeline", "run", project, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].to_string()
+}
+
+/// Waits until the pipeline's job `name` (its first job when empty) has `status`; returns it.
+fn wait_for_job(server: &Server, token: &str, project: &str, id: &str, name: &str, status: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = opsloop_client(server, token, &["pipeline", "show", project, id, "--json"]);
+        let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
+        let job = detail["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| if name.is_empty() { true } else { j["name"] == name }).cloned());
+        if let Some(job) = job.filter(|j| j["status"] == status) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job `{name}` never became {status}: {detail}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn job_named<'a>(detail: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     detail["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap()
 }
@@ -540,20 +553,8 @@ fn one_job_is_canceled_and_what_needs_it_is_skipped() {
     let admin = server.token("admin");
     project_with_pipeline(&server, &admin, dir.path(), "mixed", pipeline);
     let run = |args: &[&str]| opsloop_client(&server, &token, args);
-    let started = run(&["pipeline", "run", "mixed", "--json"]);
-    let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let slow = loop {
-        let detail: serde_json::Value =
-            serde_json::from_slice(&run(&["pipeline", "show", "mixed", &id, "--json"]).stdout).unwrap_or_default();
-        if let Some(jobs) = detail["jobs"].as_array()
-            && let Some(slow) = jobs.iter().find(|j| j["name"] == "slow" && j["status"] == "running")
-        {
-            break slow["id"].to_string();
-        }
-        assert!(Instant::now() < deadline, "slow never started: {detail}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = start_pipeline(&server, &token, "mixed");
+    let slow = wait_for_job(&server, &token, "mixed", &id, "slow", "running")["id"].to_string();
     let canceled = run(&["job", "cancel", &slow]);
     assert!(canceled.status.success(), "{}", text(&canceled.stderr));
     let detail = wait_for_pipeline(&server, &token, "mixed", &id, &["success", "failed", "canceled"]);
@@ -632,22 +633,9 @@ fn a_projects_own_job_limit_holds_and_redundant_pipelines_are_auto_canceled() {
         serde_json::json!({"max_concurrent_jobs": 0, "auto_cancel_redundant": true}),
     );
     let run = |args: &[&str]| opsloop_client(&server, &token, args);
-    let first = serde_json::from_slice::<serde_json::Value>(&run(&["pipeline", "run", "busy", "--json"]).stdout)
-        .unwrap()["id"]
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let detail: serde_json::Value =
-            serde_json::from_slice(&run(&["pipeline", "show", "busy", &first, "--json"]).stdout).unwrap_or_default();
-        if detail["jobs"][0]["status"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the first pipeline never ran: {detail}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let second = serde_json::from_slice::<serde_json::Value>(&run(&["pipeline", "run", "busy", "--json"]).stdout)
-        .unwrap()["id"]
-        .to_string();
+    let first = start_pipeline(&server, &token, "busy");
+    wait_for_job(&server, &token, "busy", &first, "", "running");
+    let second = start_pipeline(&server, &token, "busy");
     let detail = wait_for_pipeline(&server, &token, "busy", &first, &["canceled", "success", "failed"]);
     assert_eq!(detail["status"], "canceled", "the newer pipeline on main canceled it: {detail}");
     let newer = wait_for_pipeline(&server, &token, "busy", &second, &["running"]);
@@ -828,19 +816,8 @@ fn a_delayed_job_is_scheduled_until_its_start_in_passes() {
     let pipeline = "later:\n  when: delayed\n  start_in: 2 seconds\n  script: [echo on time]\n";
     project_with_pipeline(&server, &token, dir.path(), "delayed", pipeline);
     let run = |args: &[&str]| opsloop_client(&server, &token, args);
-    let id = serde_json::from_slice::<serde_json::Value>(&run(&["pipeline", "run", "delayed", "--json"]).stdout)
-        .unwrap()["id"]
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let detail: serde_json::Value =
-            serde_json::from_slice(&run(&["pipeline", "show", "delayed", &id, "--json"]).stdout).unwrap_or_default();
-        if detail["jobs"][0]["status"] == "scheduled" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job was never shown as scheduled: {detail}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let id = start_pipeline(&server, &token, "delayed");
+    wait_for_job(&server, &token, "delayed", &id, "", "scheduled");
     let detail = wait_for_pipeline(&server, &token, "delayed", &id, &["success", "failed"]);
     assert_eq!(detail["jobs"][0]["status"], "success", "{detail}");
     let log = text(&run(&["job", "log", &detail["jobs"][0]["id"].to_string()]).stdout);
