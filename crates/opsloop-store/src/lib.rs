@@ -16,6 +16,7 @@ mod notifications;
 mod polling;
 mod projects;
 mod schedules;
+mod triggers;
 mod users;
 mod variables;
 
@@ -39,7 +40,8 @@ pub use error::StoreError;
 pub use notifications::{Delivery, NotificationHook};
 pub use polling::CiSettings;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
-pub use schedules::{PipelineTrigger, Schedule};
+pub use schedules::Schedule;
+pub use triggers::PipelineTrigger;
 pub use users::{ApiToken, NewUser, Session, User};
 pub use variables::StoredVariable;
 
