@@ -110,9 +110,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0016_pipeline_triggers.sql"),
         postgres: include_str!("../migrations/postgres/0016_pipeline_triggers.sql"),
     },
+    Migration {
+        version: 17,
+        name: "deployments",
+        sqlite: include_str!("../migrations/sqlite/0017_deployments.sql"),
+        postgres: include_str!("../migrations/postgres/0017_deployments.sql"),
+    },
 ];
 
-const LATEST: i64 = 16;
+const LATEST: i64 = 17;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -210,6 +210,50 @@ store_test!(a_failed_change_leaves_no_audit_record, |store| {
     assert_eq!(store.list_audit(&PageRequest::first(100)).await.unwrap().items.len(), before);
 });
 
+store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |store| {
+    let owner = user(&store, "dana").await;
+    let project = store.create_project(new_project("shop"), owner.id, ACTOR).await.unwrap();
+    let v1 = store.create_release(project.id, "web", "v1", "aaa", "{}").await.unwrap();
+    let v2 = store.create_release(project.id, "web", "v2", "bbb", "{}").await.unwrap();
+    let new = |release_id| crate::NewDeployment {
+        environment: "production",
+        service: "web",
+        release_id,
+        strategy: "blue-green",
+        triggered_by: "dana",
+        job_id: None,
+    };
+    let first = store.create_deployment(&project, new(v1.id), Actor::SYSTEM).await.unwrap();
+    assert_eq!((first.status.as_str(), first.previous_release_id), ("queued", None));
+    assert!(store.claim_deployment(first.id).await.unwrap());
+    assert!(!store.claim_deployment(first.id).await.unwrap(), "claimed twice");
+    store.finish_deployment(&first, "success", None, "[]", Some(v1.id)).await.unwrap();
+    let serving = store.serving_releases(Some(project.id)).await.unwrap();
+    assert_eq!(serving.len(), 1);
+    assert_eq!((serving[0].release_id, serving[0].deployment_id), (v1.id, first.id));
+
+    let second = store.create_deployment(&project, new(v2.id), Actor::SYSTEM).await.unwrap();
+    assert_eq!(second.previous_release_id, Some(v1.id));
+    assert!(store.claim_deployment(second.id).await.unwrap());
+    // Rolled back: v1 still serves, and since when is unchanged.
+    store.finish_deployment(&second, "rolled_back", Some("error rate"), "[]", Some(v1.id)).await.unwrap();
+    let after = store.serving_releases(None).await.unwrap();
+    assert_eq!(after, serving);
+    let listed = store.list_deployments(project.id, Some("web"), Some("production"), 10).await.unwrap();
+    assert_eq!(listed.iter().map(|d| d.status.as_str()).collect::<Vec<_>>(), ["rolled_back", "success"]);
+    assert_eq!(listed[0].version, "v2");
+    assert_eq!(listed[0].reason.as_deref(), Some("error rate"));
+
+    // A process that stops mid-deployment: the running one fails on the next start.
+    let third = store.create_deployment(&project, new(v2.id), Actor::SYSTEM).await.unwrap();
+    let queued = store.create_deployment(&project, new(v2.id), Actor::SYSTEM).await.unwrap();
+    assert!(store.claim_deployment(third.id).await.unwrap());
+    let failed = store.fail_interrupted_deployments("interrupted").await.unwrap();
+    assert_eq!(failed.iter().map(|d| d.id).collect::<Vec<_>>(), [third.id]);
+    assert_eq!(store.deployment(third.id).await.unwrap().unwrap().status, "failed");
+    assert_eq!(store.queued_deployments().await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [queued.id]);
+});
+
 #[test]
 fn redact_url_hides_passwords() {
     assert_eq!(redact_url("postgres://ops:s3cret@db:5432/ops"), "postgres://ops:REDACTED@db:5432/ops");
