@@ -23,7 +23,7 @@ use std::time::Duration;
 use opsloop_pipeline::diagnostic::Diagnostic;
 use opsloop_pipeline::yaml::{Node, Span, Value};
 
-use crate::strategy::Slo;
+use crate::strategy::{Slo, Strategy};
 use crate::supervisor::HealthCheck;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +37,13 @@ pub struct Service {
     pub health: HealthCheck,
     pub slo: Slo,
     pub bake: Duration,
+    /// Run once in the release's directory before its first instance starts.
+    pub build: Option<String>,
+    /// The strategy a deployment uses when none is asked for.
+    pub strategy: Strategy,
+    /// After a blue-green or canary deployment, the old version keeps running (out of the
+    /// route) this long, so a rollback to it is a switch, not a cold start.
+    pub keep_warm: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +65,68 @@ pub struct Environment {
     pub targets: Vec<Target>,
     pub protected: bool,
     pub approvals: u32,
+    /// Deploy freezes: no deployment starts inside one of these windows.
+    pub freezes: Vec<Freeze>,
+}
+
+/// A deploy freeze window, `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freeze {
+    pub from: jiff::Timestamp,
+    pub to: jiff::Timestamp,
+}
+
+impl Environment {
+    /// The freeze window `now` falls in, if any.
+    pub fn frozen_at(&self, now: jiff::Timestamp) -> Option<&Freeze> {
+        self.freezes.iter().find(|freeze| freeze.from <= now && now < freeze.to)
+    }
+}
+
+/// `blue-green`, `canary` (10% → 50% → 100%), `canary:5,25,100`, `rolling` (one at a time),
+/// `rolling:2`, `recreate`.
+pub fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    let (name, argument) = match text.trim().split_once(':') {
+        Some((name, argument)) => (name, Some(argument)),
+        None => (text.trim(), None),
+    };
+    let numbers = |argument: &str| -> Result<Vec<u32>, String> {
+        argument
+            .split(',')
+            .map(|n| n.trim().parse::<u32>().map_err(|_| format!("`{n}` in `{text}` is not a whole number")))
+            .collect()
+    };
+    match (name, argument) {
+        ("blue-green", None) => Ok(Strategy::BlueGreen),
+        ("recreate", None) => Ok(Strategy::Recreate),
+        ("canary", None) => Ok(Strategy::Canary { steps: vec![10, 50, 100] }),
+        ("canary", Some(steps)) => {
+            let steps = numbers(steps)?;
+            let rising = steps.windows(2).all(|pair| pair[0] < pair[1]);
+            if steps.last() != Some(&100) || !rising || steps.iter().any(|p| *p == 0) {
+                return Err(format!("canary steps `{text}` must rise and end at 100, e.g. canary:10,50,100"));
+            }
+            Ok(Strategy::Canary { steps })
+        }
+        ("rolling", None) => Ok(Strategy::Rolling { batch: 1 }),
+        ("rolling", Some(batch)) => match numbers(batch)?.as_slice() {
+            [batch] if *batch >= 1 => Ok(Strategy::Rolling { batch: *batch }),
+            _ => Err(format!("`{text}`: rolling takes one batch size, e.g. rolling:2")),
+        },
+        _ => Err(format!("unknown strategy `{text}`: blue-green, canary[:STEPS], rolling[:BATCH] or recreate")),
+    }
+}
+
+/// The name [`parse_strategy`] reads back.
+pub fn strategy_name(strategy: &Strategy) -> String {
+    match strategy {
+        Strategy::BlueGreen => "blue-green".to_owned(),
+        Strategy::Recreate => "recreate".to_owned(),
+        Strategy::Rolling { batch } => format!("rolling:{batch}"),
+        Strategy::Canary { steps } => {
+            format!("canary:{}", steps.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -218,7 +287,11 @@ impl Reader {
 
     fn service(&mut self, name: &str, span: Span, node: &Node) -> Option<Service> {
         let what = format!("service `{name}`");
-        self.known_keys(node, &what, &["command", "env", "secrets", "replicas", "health", "slo"]);
+        self.known_keys(
+            node,
+            &what,
+            &["command", "env", "secrets", "replicas", "health", "slo", "build", "strategy", "keep_warm"],
+        );
         let command = match node.get("command") {
             Some(command) if matches!(command.value, Value::Sequence(_)) => self.strings(command, "command"),
             Some(command) => {
@@ -284,12 +357,39 @@ impl Reader {
                 bake = window;
             }
         }
-        Some(Service { name: name.to_owned(), span, command, env, secrets, replicas, health, slo, bake })
+        let build = node.get("build").and_then(|n| self.text(n, "build"));
+        let strategy = match node.get("strategy") {
+            None => Strategy::BlueGreen,
+            Some(node) => match self.text(node, "strategy").map(|text| parse_strategy(&text)) {
+                Some(Ok(strategy)) => strategy,
+                Some(Err(message)) => {
+                    self.error(message, node.span, Some("blue-green, canary, canary:10,50,100, rolling, rolling:2, recreate"));
+                    Strategy::BlueGreen
+                }
+                None => Strategy::BlueGreen,
+            },
+        };
+        let keep_warm =
+            node.get("keep_warm").and_then(|n| self.duration_of(n, "keep_warm")).unwrap_or(Duration::from_secs(300));
+        Some(Service {
+            name: name.to_owned(),
+            span,
+            command,
+            env,
+            secrets,
+            replicas,
+            health,
+            slo,
+            bake,
+            build,
+            strategy,
+            keep_warm,
+        })
     }
 
     fn environment(&mut self, name: &str, span: Span, node: &Node) -> Environment {
         let what = format!("environment `{name}`");
-        self.known_keys(node, &what, &["tier", "targets", "protected", "approvals"]);
+        self.known_keys(node, &what, &["tier", "targets", "protected", "approvals", "freeze"]);
         let tier = node.get("tier").and_then(|n| self.text(n, "tier")).unwrap_or_else(|| "other".into());
         if !TIERS.contains(&tier.as_str())
             && let Some(node) = node.get("tier")
@@ -333,7 +433,42 @@ impl Reader {
             }
         };
         let approvals = node.get("approvals").and_then(|n| self.count(n, "approvals", 0..=10)).unwrap_or(0);
-        Environment { name: name.to_owned(), span, tier, targets, protected, approvals }
+        let mut freezes = Vec::new();
+        if let Some(list) = node.get("freeze") {
+            match &list.value {
+                Value::Sequence(items) => {
+                    for item in items {
+                        if let Some(freeze) = self.freeze(item) {
+                            freezes.push(freeze);
+                        }
+                    }
+                }
+                _ => self.error("freeze must be a list of {from, to}".into(), list.span, None),
+            }
+        }
+        Environment { name: name.to_owned(), span, tier, targets, protected, approvals, freezes }
+    }
+
+    fn freeze(&mut self, node: &Node) -> Option<Freeze> {
+        self.known_keys(node, "a freeze window", &["from", "to"]);
+        let hint = "RFC 3339 times, e.g. {from: 2026-12-24T00:00:00Z, to: 2026-12-27T00:00:00Z}";
+        let mut time = |key: &str| {
+            let Some(value) = node.get(key) else {
+                self.error(format!("a freeze window needs `{key}`"), node.span, Some(hint));
+                return None;
+            };
+            let parsed = value.scalar_text().and_then(|text| text.parse::<jiff::Timestamp>().ok());
+            if parsed.is_none() {
+                self.error(format!("freeze `{key}` is not a time"), value.span, Some(hint));
+            }
+            parsed
+        };
+        let (from, to) = (time("from")?, time("to")?);
+        if from >= to {
+            self.error("a freeze window must end after it starts".into(), node.span, None);
+            return None;
+        }
+        Some(Freeze { from, to })
     }
 
     fn route(&mut self, node: &Node, manifest: &Manifest) -> Option<RouteSpec> {
@@ -395,7 +530,12 @@ services:
   worker:
     command: ./run-worker --port $PORT
 environments:
-  production: {tier: production, targets: [local, 'ssh://deploy@10.0.0.5:2222'], protected: true, approvals: 1}
+  production:
+    tier: production
+    targets: [local, 'ssh://deploy@10.0.0.5:2222']
+    protected: true
+    approvals: 1
+    freeze: [{from: '2026-12-24T00:00:00Z', to: '2026-12-27T00:00:00Z'}]
   staging: {tier: staging}
 routes:
   - {host: shop.example.com, path: /, service: web, environment: production}
@@ -416,6 +556,9 @@ routes:
         let production = &manifest.environments[0];
         assert_eq!(production.targets[1], Target::Ssh { user: "deploy".into(), host: "10.0.0.5".into(), port: 2222 });
         assert!(production.protected && production.approvals == 1);
+        assert!(production.frozen_at("2026-12-25T12:00:00Z".parse().unwrap()).is_some());
+        assert!(production.frozen_at("2026-12-27T00:00:00Z".parse().unwrap()).is_none());
+        assert_eq!(web.strategy, Strategy::BlueGreen);
         assert_eq!(manifest.routes[1].path, "/jobs");
     }
 
@@ -429,8 +572,9 @@ services:
   api:
     command: [x]
     slo: {max_error_rate: lots, bake: soon}
+    strategy: canary:50,20
 environments:
-  prod: {tier: prod, targets: [ftp://x]}
+  prod: {tier: prod, targets: [ftp://x], freeze: [{from: '2026-12-24T00:00:00Z', to: monday}]}
 routes:
   - {service: nope, environment: prod, path: jobs}
 ";
@@ -447,14 +591,27 @@ routes:
         assert!(has(2, "has no command"), "{found:?}");
         assert!(has(7, "max_error_rate"), "{found:?}");
         assert!(has(7, "bake must be a duration"), "{found:?}");
-        assert!(has(9, "tier `prod` is unknown"), "{found:?}");
-        assert!(has(9, "target `ftp://x`"), "{found:?}");
-        assert!(has(11, "unknown service `nope`"), "{found:?}");
-        assert!(has(11, "path `jobs` must start with /"), "{found:?}");
+        assert!(has(8, "must rise and end at 100"), "{found:?}");
+        assert!(has(10, "tier `prod` is unknown"), "{found:?}");
+        assert!(has(10, "target `ftp://x`"), "{found:?}");
+        assert!(has(10, "freeze `to` is not a time"), "{found:?}");
+        assert!(has(12, "unknown service `nope`"), "{found:?}");
+        assert!(has(12, "path `jobs` must start with /"), "{found:?}");
         let hinted = problems.iter().find(|p| p.message.contains("comand")).unwrap();
         assert!(hinted.hint.as_deref().unwrap_or("").contains("command"), "{hinted:?}");
         let (_, broken) = parse("services: [unclosed");
         assert_eq!(broken.len(), 1);
+    }
+
+    #[test]
+    fn strategies_read_back_as_written() {
+        for text in ["blue-green", "recreate", "canary:10,50,100", "rolling:2"] {
+            assert_eq!(strategy_name(&parse_strategy(text).unwrap()), text);
+        }
+        assert_eq!(parse_strategy("canary").unwrap(), Strategy::Canary { steps: vec![10, 50, 100] });
+        assert!(parse_strategy("canary:0,100").is_err());
+        assert!(parse_strategy("rolling:0").is_err());
+        assert!(parse_strategy("yolo").is_err());
     }
 
     #[test]

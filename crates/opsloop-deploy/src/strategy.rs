@@ -84,6 +84,19 @@ pub struct Running {
     pub instances: Vec<Instance>,
 }
 
+/// What a deployment left: what serves now, the old version when it was kept running (see
+/// [`Deployer::deploy_keeping_old`]), the outcome and the timeline.
+#[derive(Debug)]
+pub struct Deployed {
+    pub serving: Running,
+    pub retired: Option<Running>,
+    pub outcome: Outcome,
+    pub steps: Vec<Step>,
+}
+
+/// Called with each step as it happens (a deployment's page shows them live).
+pub type StepSink = Arc<dyn Fn(&Step) + Send + Sync>;
+
 /// Requests in flight to an instance that left a route get this long before it is stopped.
 const LEAVE_GRACE: Duration = Duration::from_millis(500);
 
@@ -96,6 +109,7 @@ pub struct Deployer {
     pub bake: Duration,
     pub health_timeout: Duration,
     pub log: LogSink,
+    pub on_step: Option<StepSink>,
 }
 
 impl std::fmt::Debug for Deployer {
@@ -252,14 +266,69 @@ impl Deployer {
         release: &Release,
         strategy: &Strategy,
     ) -> (Running, Outcome, Vec<Step>) {
-        let mut timeline = Timeline { began: Instant::now(), steps: Vec::new() };
-        let (serving, outcome) = match strategy {
-            Strategy::Recreate => self.recreate(current, release, &mut timeline).await,
-            Strategy::Rolling { batch } => self.rolling(current, release, (*batch).max(1), &mut timeline).await,
+        let deployed = self.deploy_keeping_old(current, release, strategy).await;
+        if let Some(retired) = deployed.retired {
+            self.retire(retired).await;
+        }
+        (deployed.serving, deployed.outcome, deployed.steps)
+    }
+
+    /// [`Deployer::deploy`], except that after a successful blue-green or canary deployment
+    /// the old version is not stopped but handed back (out of the route, still running), so
+    /// a rollback to it within its keep-warm time is a route switch. Stop it with
+    /// [`Deployer::retire`].
+    pub async fn deploy_keeping_old(&self, current: Running, release: &Release, strategy: &Strategy) -> Deployed {
+        let mut timeline = self.timeline();
+        let (serving, retired, outcome) = match strategy {
+            Strategy::Recreate => {
+                let (serving, outcome) = self.recreate(current, release, &mut timeline).await;
+                (serving, None, outcome)
+            }
+            Strategy::Rolling { batch } => {
+                let (serving, outcome) = self.rolling(current, release, (*batch).max(1), &mut timeline).await;
+                (serving, None, outcome)
+            }
             Strategy::BlueGreen => self.shift(current, release, &[100], &mut timeline).await,
             Strategy::Canary { steps } => self.shift(current, release, steps, &mut timeline).await,
         };
-        (serving, outcome, timeline.steps)
+        Deployed { serving, retired, outcome, steps: timeline.steps }
+    }
+
+    /// The first deployment of a service (nothing serves yet): started, health-gated, put on
+    /// the route and baked. A breach leaves the route empty; there is nothing to go back to.
+    pub async fn deploy_first(&self, release: &Release) -> (Option<Running>, Outcome, Vec<Step>) {
+        let mut timeline = self.timeline();
+        let service = release.service.clone();
+        timeline.note(format!("starting {} instance(s) of {}", release.replicas.max(1), release.version));
+        let next = match self.start(release).await {
+            Ok(next) => next,
+            Err(reason) => {
+                timeline.note(format!("{} never became healthy; it took no traffic", release.version));
+                return (None, Outcome::Failed { reason }, timeline.steps);
+            }
+        };
+        self.serve(&service, &next);
+        timeline.note(format!("100% of traffic to {}", release.version));
+        if let Err(reason) = self.bake(&service, &next.version, &next.instances, None).await {
+            self.proxy.set_route(self.route(&service, Vec::new()));
+            timeline.note(format!("{} stopped: {reason}", release.version));
+            self.retire(next).await;
+            return (None, Outcome::Failed { reason }, timeline.steps);
+        }
+        timeline.note(format!("{} passed its bake window", release.version));
+        (Some(next), Outcome::Succeeded, timeline.steps)
+    }
+
+    /// Drains what is still in flight to `old` (already out of the route) and stops it.
+    pub async fn retire(&self, old: Running) {
+        self.drain(&old.release.service, &old.version, Duration::from_secs(10)).await;
+        for instance in old.instances {
+            instance.stop().await;
+        }
+    }
+
+    fn timeline(&self) -> Timeline {
+        Timeline { began: Instant::now(), steps: Vec::new(), on_step: self.on_step.clone() }
     }
 
     /// Blue-green and canary: the new version beside the old, traffic moved in steps.
@@ -269,14 +338,14 @@ impl Deployer {
         release: &Release,
         steps: &[u32],
         timeline: &mut Timeline,
-    ) -> (Running, Outcome) {
+    ) -> (Running, Option<Running>, Outcome) {
         let service = release.service.clone();
         timeline.note(format!("starting {} instance(s) of {}", release.replicas.max(1), release.version));
         let next = match self.start(release).await {
             Ok(next) => next,
             Err(reason) => {
                 timeline.note(format!("{} never became healthy; it took no traffic", release.version));
-                return (current, Outcome::Failed { reason });
+                return (current, None, Outcome::Failed { reason });
             }
         };
         timeline.note(format!("{} is healthy", release.version));
@@ -295,16 +364,11 @@ impl Deployer {
                 for instance in next.instances {
                     instance.stop().await;
                 }
-                return (current, Outcome::RolledBack { reason });
+                return (current, None, Outcome::RolledBack { reason });
             }
         }
         timeline.note(format!("{} passed its bake window", release.version));
-        self.drain(&service, &current.version, Duration::from_secs(10)).await;
-        for instance in current.instances {
-            instance.stop().await;
-        }
-        timeline.note(format!("{} stopped", current.version));
-        (next, Outcome::Succeeded)
+        (next, Some(current), Outcome::Succeeded)
     }
 
     /// Replaces the old instances `batch` at a time: new ones start and pass their health
@@ -427,10 +491,15 @@ impl Deployer {
 struct Timeline {
     began: Instant,
     steps: Vec<Step>,
+    on_step: Option<StepSink>,
 }
 
 impl Timeline {
     fn note(&mut self, text: String) {
-        self.steps.push(Step { at: self.began.elapsed(), text });
+        let step = Step { at: self.began.elapsed(), text };
+        if let Some(on_step) = &self.on_step {
+            on_step(&step);
+        }
+        self.steps.push(step);
     }
 }

@@ -47,6 +47,7 @@ async fn deployer(min_requests: u64, bake: Duration, health_timeout: Duration) -
         bake,
         health_timeout,
         log: Arc::new(|_, _| {}),
+        on_step: None,
     };
     (deployer, front)
 }

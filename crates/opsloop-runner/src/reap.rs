@@ -8,8 +8,14 @@ use std::path::Path;
 /// Kills (SIGKILL) the processes whose `CI_PROJECT_DIR` lies under `root`; returns how many.
 /// Linux only (it reads `/proc`); elsewhere it finds none.
 pub fn kill_orphans(root: &Path) -> usize {
+    kill_marked("CI_PROJECT_DIR", root)
+}
+
+/// Kills (SIGKILL) the processes whose environment variable `variable` names a path under
+/// `root` (deployed instances are found this way by their release directory).
+pub fn kill_marked(variable: &str, root: &Path) -> usize {
     let Some(root) = root.to_str() else { return 0 };
-    let marker = format!("CI_PROJECT_DIR={}/", root.trim_end_matches('/'));
+    let marker = format!("{variable}={}/", root.trim_end_matches('/'));
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     let own = std::process::id();
     let mut killed = 0;

@@ -81,6 +81,10 @@ pub struct ServerConfig {
     pub allow_private_webhook_targets: bool,
     /// How long artifacts are kept when a job sets no `artifacts:expire_in` (GitLab: 30 days).
     pub default_artifacts_expire_seconds: u64,
+    /// Where the deployment proxy listens (`None`: no proxy, deployments still run).
+    pub proxy_listen: Option<SocketAddr>,
+    /// How long a new instance may take to pass its health check.
+    pub deploy_health_timeout_seconds: u64,
 }
 
 impl ServerConfig {
@@ -105,6 +109,8 @@ impl ServerConfig {
             artifacts: ArtifactStorage::Local,
             allow_private_webhook_targets: false,
             default_artifacts_expire_seconds: 30 * 86_400,
+            proxy_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            deploy_health_timeout_seconds: 60,
         }
     }
 

@@ -219,6 +219,10 @@ pub struct ServeArgs {
     /// The URL people reach opsloop at; `https://…` makes session cookies Secure.
     #[arg(long, env = "OPSLOOP_EXTERNAL_URL", value_name = "URL")]
     pub external_url: Option<String>,
+    /// Where the deployment proxy listens (services deployed from opsloop.yml are reached
+    /// through it); `off` runs no proxy.
+    #[arg(long, env = "OPSLOOP_PROXY_LISTEN", value_name = "ADDR:PORT|off")]
+    pub proxy_listen: Option<String>,
     /// Register a demo project (files from examples/demo) so there is something to look at.
     #[arg(long)]
     pub demo: bool,

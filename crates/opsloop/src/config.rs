@@ -37,6 +37,15 @@ struct FileConfig {
     artifacts: ArtifactsSection,
     #[serde(default)]
     notifications: NotificationsSection,
+    #[serde(default)]
+    deploy: DeploySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploySection {
+    proxy_listen: Option<Spanned<String>>,
+    health_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -211,6 +220,18 @@ pub fn resolve(
         _ => server.listen,
     };
 
+    server.proxy_listen = match (&args.proxy_listen, &layer.deploy.proxy_listen, &file) {
+        (Some(flag), _, _) => parse_proxy_listen(flag).map_err(|message| ConfigError::Value {
+            message,
+            help: Some("--proxy-listen / OPSLOOP_PROXY_LISTEN takes ADDRESS:PORT or `off`".to_owned()),
+        })?,
+        (None, Some(value), Some(loaded)) => parse_proxy_listen(value.get_ref())
+            .map_err(|message| loaded.error_at(value.span(), message, "write ADDRESS:PORT, e.g. \"127.0.0.1:8000\", or \"off\""))?,
+        _ => server.proxy_listen,
+    };
+    server.deploy_health_timeout_seconds =
+        layer.deploy.health_timeout_seconds.unwrap_or(server.deploy_health_timeout_seconds);
+
     let database_url = match (&args.config.database_url, &layer.database_url) {
         (Some(url), _) => Some((url.clone(), None)),
         (None, Some(value)) => Some((value.get_ref().clone(), Some(value.span()))),
@@ -319,8 +340,12 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     text.parse::<SocketAddr>().map_err(|_| format!("`{text}` is not an ADDRESS:PORT to listen on"))
 }
 
+fn parse_proxy_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" { Ok(None) } else { parse_listen(text).map(Some) }
+}
+
 fn validate_limits(server: &ServerConfig) -> Result<(), ConfigError> {
-    let checks: [(bool, &str); 8] = [
+    let checks: [(bool, &str); 9] = [
         (
             (1024 * 1024..=1024 * 1024 * 1024).contains(&server.max_job_log_bytes),
             "ci.max_job_log_mib must be between 1 and 1024",
@@ -332,6 +357,10 @@ fn validate_limits(server: &ServerConfig) -> Result<(), ConfigError> {
         (server.session_ttl_hours >= 1, "auth.session_ttl_hours must be at least 1"),
         (server.login_attempts_per_window >= 1, "auth.login_attempts_per_window must be at least 1"),
         (server.login_window_seconds >= 1, "auth.login_window_seconds must be at least 1"),
+        (
+            (1..=3600).contains(&server.deploy_health_timeout_seconds),
+            "deploy.health_timeout_seconds must be between 1 and 3600",
+        ),
     ];
     match checks.iter().find(|(ok, _)| !ok) {
         Some((_, message)) => Err(ConfigError::Value { message: (*message).to_owned(), help: None }),
@@ -356,6 +385,13 @@ pub struct Shown {
     pub ci: ShownCi,
     pub artifacts: ShownArtifacts,
     pub notifications: ShownNotifications,
+    pub deploy: ShownDeploy,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownDeploy {
+    pub proxy_listen: String,
+    pub health_timeout_seconds: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -432,6 +468,10 @@ impl Resolved {
                 max_job_log_mib: server.max_job_log_bytes / (1024 * 1024),
             },
             notifications: ShownNotifications { allow_private_targets: server.allow_private_webhook_targets },
+            deploy: ShownDeploy {
+                proxy_listen: server.proxy_listen.map_or_else(|| "off".to_owned(), |address| address.to_string()),
+                health_timeout_seconds: server.deploy_health_timeout_seconds,
+            },
             artifacts: match &server.artifacts {
                 opsloop_server::config::ArtifactStorage::Local => ShownArtifacts {
                     storage: "local",
