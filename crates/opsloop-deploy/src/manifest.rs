@@ -10,10 +10,17 @@
 //!     env: {VERSION: "2"}
 //!     secrets: [API_TOKEN]               # CI/CD variables given to it
 //!     replicas: 2
-//!     health: {http: /health, status: 200}   # or {tcp: true}
+//!     health: {http: /health, status: 200, start_timeout: 60s}   # or {tcp: true}
+//!     strategy: canary:10,50,100         # or blue-green (default), rolling[:N], recreate
+//!     keep_warm: 5m                      # the old version stays up this long after a switch
+//!     build: make release                # run once in a new release's directory
 //!     slo: {max_error_rate: 1%, max_p99: 300ms, bake: 30s}
 //! environments:
-//!   production: {tier: production, targets: [local], protected: true, approvals: 1}
+//!   production:
+//!     tier: production
+//!     targets: [local]
+//!     protected: true                    # deploying needs the maintainer role
+//!     freeze: [{from: 2026-12-24T00:00:00Z, to: 2026-12-27T00:00:00Z}]
 //! routes:
 //!   - {host: shop.example.com, path: /, service: web, environment: production}
 //! ```
@@ -44,6 +51,9 @@ pub struct Service {
     /// After a blue-green or canary deployment, the old version keeps running (out of the
     /// route) this long, so a rollback to it is a switch, not a cold start.
     pub keep_warm: Duration,
+    /// How long a new instance may take to pass its health check (`health.start_timeout`);
+    /// the server's default when unset.
+    pub start_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +113,7 @@ pub fn parse_strategy(text: &str) -> Result<Strategy, String> {
         ("canary", Some(steps)) => {
             let steps = numbers(steps)?;
             let rising = steps.windows(2).all(|pair| pair[0] < pair[1]);
-            if steps.last() != Some(&100) || !rising || steps.iter().any(|p| *p == 0) {
+            if steps.last() != Some(&100) || !rising || steps.contains(&0) {
                 return Err(format!("canary steps `{text}` must rise and end at 100, e.g. canary:10,50,100"));
             }
             Ok(Strategy::Canary { steps })
@@ -319,7 +329,7 @@ impl Reader {
         let health = match node.get("health") {
             None => HealthCheck::Tcp,
             Some(health) => {
-                self.known_keys(health, "health", &["http", "status", "tcp"]);
+                self.known_keys(health, "health", &["http", "status", "tcp", "start_timeout"]);
                 match (health.get("http"), health.get("tcp")) {
                     (Some(path), _) => {
                         let path = self.text(path, "health.http").unwrap_or_else(|| "/".into());
@@ -338,6 +348,10 @@ impl Reader {
                 }
             }
         };
+        let start_timeout = node
+            .get("health")
+            .and_then(|h| h.get("start_timeout"))
+            .and_then(|n| self.duration_of(n, "health.start_timeout"));
         let mut slo = Slo { max_error_rate: 0.01, max_p99: Duration::from_millis(500), min_requests: 20 };
         let mut bake = Duration::from_secs(30);
         if let Some(node) = node.get("slo") {
@@ -363,7 +377,11 @@ impl Reader {
             Some(node) => match self.text(node, "strategy").map(|text| parse_strategy(&text)) {
                 Some(Ok(strategy)) => strategy,
                 Some(Err(message)) => {
-                    self.error(message, node.span, Some("blue-green, canary, canary:10,50,100, rolling, rolling:2, recreate"));
+                    self.error(
+                        message,
+                        node.span,
+                        Some("blue-green, canary, canary:10,50,100, rolling, rolling:2, recreate"),
+                    );
                     Strategy::BlueGreen
                 }
                 None => Strategy::BlueGreen,
@@ -384,6 +402,7 @@ impl Reader {
             build,
             strategy,
             keep_warm,
+            start_timeout,
         })
     }
 

@@ -110,7 +110,8 @@ impl Instance {
     }
 }
 
-async fn check(health: &HealthCheck, port: u16) -> bool {
+/// Whether something on 127.0.0.1:`port` passes `health` now.
+pub async fn check(health: &HealthCheck, port: u16) -> bool {
     let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
     let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), connect).await else { return false };
     match health {

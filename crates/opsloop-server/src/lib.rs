@@ -12,6 +12,7 @@ pub mod auth;
 pub mod ci;
 pub mod config;
 mod demo;
+pub mod deploy;
 pub mod error;
 pub mod metrics;
 mod mirror;
@@ -141,6 +142,8 @@ pub fn build_app_and_state(store: Store, config: ServerConfig) -> (Router, AppSt
 #[derive(Debug, Clone)]
 pub struct StartupReport {
     pub address: SocketAddr,
+    /// Where the deployment proxy listens (none with `--proxy-listen off`).
+    pub proxy_address: Option<SocketAddr>,
     pub initial_admin_password: Option<String>,
 }
 
@@ -176,7 +179,20 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let sweeper = tokio::spawn(sweep_sessions(store.clone()));
     let demo = config.demo;
+    let proxy_listen = config.proxy_listen;
     let (app, state) = build_app_and_state(store.clone(), config);
+    let (proxy_stop, proxy_stopped) = tokio::sync::watch::channel(false);
+    let proxy_address = match proxy_listen {
+        Some(address) => Some(
+            deploy::serve_proxy(&state, address, proxy_stopped)
+                .map_err(|source| ServerError::Bind { address, source })?,
+        ),
+        None => None,
+    };
+    let restorer = {
+        let state = state.clone();
+        tokio::spawn(async move { deploy::restore(&state).await })
+    };
     ci::resume_interrupted(&state, unfinished);
     let resumed = ci::resume_queued(&state).await;
     if resumed > 0 {
@@ -196,7 +212,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { stop_waiter.notified().await });
     let mut server = tokio::spawn(async move { server.await });
-    on_ready(&StartupReport { address, initial_admin_password });
+    on_ready(&StartupReport { address, proxy_address, initial_admin_password });
     tracing::info!(%address, "listening");
 
     tokio::select! {
@@ -212,6 +228,11 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
             }
         }
     }
+    let _ = proxy_stop.send(true);
+    restorer.abort();
+    // The instances go with the server; the next start brings back what each environment
+    // was serving.
+    state.deploy.stop_all().await;
     sweeper.abort();
     scheduler.abort();
     poller.abort();

@@ -34,7 +34,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    // opsloop's own metrics, then the golden signals of every deployed service version.
+    let mut text = state.metrics.render();
+    let signals = state.deploy.proxy.signals().render_prometheus();
+    if let Some(own) = text.strip_suffix("# EOF\n") {
+        text = format!("{own}{signals}# EOF\n");
+    } else {
+        text.push_str(&signals);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 pub async fn not_found(State(state): State<AppState>, method: Method, uri: Uri) -> Response {

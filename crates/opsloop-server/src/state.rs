@@ -41,6 +41,8 @@ pub struct Inner {
     pub mirror_locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Jobs handed to agents that this process waits for.
     pub agent_hub: crate::agents::AgentHub,
+    /// The deployment proxy and what it routes to.
+    pub deploy: crate::deploy::DeployHub,
     /// Where artifacts are kept, opened on first use.
     objects: std::sync::OnceLock<Result<crate::objects::ObjectStorage, String>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
@@ -102,6 +104,7 @@ impl AppState {
             vault: std::sync::OnceLock::new(),
             running_pipelines: std::sync::Mutex::new(HashMap::new()),
             agent_hub: crate::agents::AgentHub::default(),
+            deploy: crate::deploy::DeployHub::default(),
             project_slots: std::sync::Mutex::new(HashMap::new()),
             mirror_locks: std::sync::Mutex::new(HashMap::new()),
             objects: std::sync::OnceLock::new(),

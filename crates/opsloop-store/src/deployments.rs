@@ -169,8 +169,9 @@ impl Store {
 
     pub async fn release(&self, release_id: i64) -> Result<Option<Release>> {
         let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1");
-        let row: Option<ReleaseRow> =
-            with_pool!(self, |pool| { sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(release_id).fetch_optional(pool).await? });
+        let row: Option<ReleaseRow> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(release_id).fetch_optional(pool).await?
+        });
         Ok(row.map(release_from))
     }
 
@@ -218,8 +219,9 @@ impl Store {
 
     pub async fn deployment(&self, deployment_id: i64) -> Result<Option<Deployment>> {
         let sql = format!("{DEPLOYMENT_SELECT} WHERE d.id = $1");
-        let row: Option<DeploymentRow> =
-            with_pool!(self, |pool| { sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(deployment_id).fetch_optional(pool).await? });
+        let row: Option<DeploymentRow> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(deployment_id).fetch_optional(pool).await?
+        });
         Ok(row.map(deployment_from))
     }
 
@@ -237,7 +239,13 @@ impl Store {
              ORDER BY d.id DESC LIMIT $4"
         );
         let rows: Vec<DeploymentRow> = with_pool!(self, |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(project_id).bind(service).bind(environment).bind(limit).fetch_all(pool).await?
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(project_id)
+                .bind(service)
+                .bind(environment)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
         });
         Ok(rows.into_iter().map(deployment_from).collect())
     }
@@ -245,7 +253,8 @@ impl Store {
     /// Every queued deployment, oldest first (to start again after a restart).
     pub async fn queued_deployments(&self) -> Result<Vec<Deployment>> {
         let sql = format!("{DEPLOYMENT_SELECT} WHERE d.status = 'queued' ORDER BY d.id");
-        let rows: Vec<DeploymentRow> = with_pool!(self, |pool| { sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).fetch_all(pool).await? });
+        let rows: Vec<DeploymentRow> =
+            with_pool!(self, |pool| { sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).fetch_all(pool).await? });
         Ok(rows.into_iter().map(deployment_from).collect())
     }
 
@@ -253,12 +262,14 @@ impl Store {
     pub async fn claim_deployment(&self, deployment_id: i64) -> Result<bool> {
         let now = self.now_ms();
         let changed = with_pool!(self, |pool| {
-            sqlx::query("UPDATE deployments SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'")
-                .bind(now)
-                .bind(deployment_id)
-                .execute(pool)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE deployments SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'",
+            )
+            .bind(now)
+            .bind(deployment_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         Ok(changed == 1)
     }

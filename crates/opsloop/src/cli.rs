@@ -45,6 +45,7 @@ pub enum Command {
     ///   opsloop run                      the whole pipeline
     ///   opsloop run test --needs         `test` and everything it needs
     ///   opsloop run --list               the jobs, their stages and when they run
+    #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Check a .gitlab-ci.yml: every problem at once, with file:line:column and a hint.
     Lint(LintArgs),
@@ -53,7 +54,42 @@ pub enum Command {
     ///
     /// Example:
     ///   opsloop proxy --listen 127.0.0.1:8000 --route /=127.0.0.1:9001,127.0.0.1:9002 --route api.example.com/=127.0.0.1:9100
+    #[command(verbatim_doc_comment)]
     Proxy(ProxyArgs),
+    /// Deploy a service of the project's opsloop.yml to an environment, on a running server.
+    ///
+    /// The server checks out VERSION (default: the default branch), starts the new release
+    /// beside the old one, health-gates it, moves traffic by the strategy and watches its
+    /// golden signals; a breach of the service's SLO sends traffic back on its own.
+    ///
+    /// Examples:
+    ///   opsloop deploy web --env production --version v1.4.0 --wait
+    ///   opsloop deploy web --env staging --strategy canary:10,50,100 --wait
+    ///
+    /// With --wait: exit 0 when the deployment succeeds, 1 when it fails or rolls back.
+    /// In a pipeline job, the server and a job token are already in the environment.
+    #[command(verbatim_doc_comment, disable_version_flag = true)]
+    Deploy {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: DeployArgs,
+    },
+    /// Go back to an earlier release of a service in an environment (the one before the
+    /// current, or --to VERSION). Instant when the old version is still kept warm.
+    Rollback {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: RollbackArgs,
+    },
+    /// A service's deployments in an environment, newest first.
+    Deployments {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: DeploymentsArgs,
+    },
     /// Run the opsloop server: API, web UI, and (with later features) pipelines and monitors.
     Serve(ServeArgs),
     /// Show the resolved configuration.
@@ -84,6 +120,7 @@ pub enum Command {
     ///
     /// Example:
     ///   opsloop agent --server https://ci.example.com --token-file /etc/opsloop/agent-token --tags linux,docker
+    #[command(verbatim_doc_comment)]
     Agent(AgentArgs),
     /// Git hooks that start pipelines (install in a bare repository on the server's machine).
     Hook {
@@ -264,6 +301,7 @@ pub enum AdminAgentCommand {
     /// Register an agent and print its token (only the token, so scripts can capture it).
     ///
     /// Example: opsloop agent --token $(opsloop admin agent create --name build-1) --tags linux
+    #[command(verbatim_doc_comment)]
     Create {
         #[command(flatten)]
         config: ConfigArgs,
@@ -313,6 +351,7 @@ pub enum AdminTokenCommand {
     /// Create an API token and print it (only the token, so scripts can capture it).
     ///
     /// Example: export OPSLOOP_TOKEN=$(opsloop admin token create --name ci --role admin)
+    #[command(verbatim_doc_comment)]
     Create {
         #[command(flatten)]
         config: ConfigArgs,
@@ -467,11 +506,82 @@ pub enum MemberCommand {
     Remove { project: String, username: String },
 }
 
+/// The project a deployment command acts on: `--project`, else `OPSLOOP_PROJECT`, else the
+/// pipeline job's own project (`CI_PROJECT_NAME`).
+#[derive(Debug, Clone, Args)]
+pub struct ProjectArg {
+    #[arg(long, env = "OPSLOOP_PROJECT")]
+    pub project: Option<String>,
+}
+
+impl ProjectArg {
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        self.project
+            .clone()
+            .or_else(|| std::env::var("CI_PROJECT_NAME").ok())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("which project? pass --project NAME (or set OPSLOOP_PROJECT)"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// The service, as named under `services:` in opsloop.yml.
+    pub service: String,
+    /// The environment, as named under `environments:`.
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// A branch, tag or commit (default: the project's default branch; in a job, its commit).
+    #[arg(long, env = "CI_COMMIT_SHA")]
+    pub version: Option<String>,
+    /// blue-green, canary, canary:10,50,100, rolling, rolling:2 or recreate (default: the service's).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Follow the deployment to its end; exit 0 on success, 1 when it fails or rolls back.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    pub service: String,
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// The version to go back to (default: the release before the current one).
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Follow it to its end; exit 0 on success, 1 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeploymentsArgs {
+    pub service: Option<String>,
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: Option<String>,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PipelineCommand {
     /// Run a project's pipeline at a ref on the server.
     ///
     /// Example: opsloop pipeline run web --ref main --variable DEPLOY=no --wait
+    #[command(verbatim_doc_comment)]
     Run {
         project: String,
         /// Branch, tag or commit (default: the project's default branch).

@@ -225,8 +225,9 @@ pub fn resolve(
             message,
             help: Some("--proxy-listen / OPSLOOP_PROXY_LISTEN takes ADDRESS:PORT or `off`".to_owned()),
         })?,
-        (None, Some(value), Some(loaded)) => parse_proxy_listen(value.get_ref())
-            .map_err(|message| loaded.error_at(value.span(), message, "write ADDRESS:PORT, e.g. \"127.0.0.1:8000\", or \"off\""))?,
+        (None, Some(value), Some(loaded)) => parse_proxy_listen(value.get_ref()).map_err(|message| {
+            loaded.error_at(value.span(), message, "write ADDRESS:PORT, e.g. \"127.0.0.1:8000\", or \"off\"")
+        })?,
         _ => server.proxy_listen,
     };
     server.deploy_health_timeout_seconds =

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod deployments;
 pub mod hooks;
 pub mod notifications;
 pub mod page_cache;
@@ -52,6 +53,17 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Maintainer),
             projects::remove_member,
         )
+        .add(api, Method::POST, "/api/v1/projects/{project}/deployments", Project(Developer), deployments::create)
+        .add(api, Method::GET, "/api/v1/projects/{project}/deployments", Project(Viewer), deployments::list)
+        .add(
+            api,
+            Method::GET,
+            "/api/v1/projects/{project}/deployments/{deployment}",
+            Project(Viewer),
+            deployments::show,
+        )
+        .add(api, Method::POST, "/api/v1/projects/{project}/rollbacks", Project(Developer), deployments::rollback)
+        .add(api, Method::GET, "/api/v1/projects/{project}/environments", Project(Viewer), deployments::environments)
         .add(api, Method::POST, "/api/v1/projects/{project}/pipelines", Project(Developer), pipelines::run)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines", Project(Viewer), pipelines::list)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
@@ -173,6 +185,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         polling::show, polling::set, polling::ci_settings, polling::set_ci_settings,
         triggers::list, triggers::create, triggers::delete, triggers::trigger_pipeline,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
+        deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,

@@ -31,6 +31,9 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("PATCH", "/api/v1/projects/{project}/schedules/{schedule}") => r#"{"enabled": false}"#,
         ("POST", "/api/v1/projects/{project}/hooks/{forge}") => r#"{"ref": "refs/heads/main", "after": "00"}"#,
         ("POST", "/api/v1/projects/{project}/trigger/pipeline") => r#"{"token": "olpt_forged", "ref": "main"}"#,
+        ("POST", "/api/v1/projects/{project}/deployments" | "/api/v1/projects/{project}/rollbacks") => {
+            r#"{"service": "web", "environment": "production"}"#
+        }
         ("POST", "/api/v1/projects/{project}/triggers") => r#"{"description": "deploy script"}"#,
         ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
         ("POST", "/api/v1/projects/{project}/notifications") => r#"{"url": "https://hooks.example.com/opsloop"}"#,
@@ -117,6 +120,16 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .await
             .unwrap();
         let trigger = app.store.create_trigger(&project, "fixture", "digest", crate::app::ACTOR).await.unwrap();
+        let release = app.store.create_release(project.id, "web", "v1", "abc", "{}").await.unwrap();
+        let fixture_deployment = opsloop_store::NewDeployment {
+            environment: "production",
+            service: "web",
+            release_id: release.id,
+            strategy: "blue-green",
+            triggered_by: "fixture",
+            job_id: None,
+        };
+        let deployment = app.store.create_deployment(&project, fixture_deployment, crate::app::ACTOR).await.unwrap();
         let (agent_token, agent) =
             opsloop_server::api::agents::issue_agent_token(&app.store, "fixture", crate::app::ACTOR).await.unwrap();
         let id = if spec.path.starts_with("/api/v1/admin/agents/") { agent.id } else { own_token_id };
@@ -131,6 +144,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{position}", "0")
             .replace("{hook}", &hook.id.to_string())
             .replace("{trigger}", &trigger.id.to_string())
+            .replace("{deployment}", &deployment.id.to_string())
             .replace("{*path}", "out.txt")
             .replace("{id}", &id.to_string());
         // An agent's request for work would wait for one.
@@ -209,9 +223,10 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         // 5. The right role succeeds.
         let allowed = app.api(spec.method.clone(), &path, Some(&right_token), body).await;
         // Cancelling a pipeline that is not running is refused for what it is, after access passed.
-        // So is acting on a job in the wrong state (the fixture job is pending).
-        let passed =
-            allowed.status.is_success() || matches!(allowed.error_code().as_str(), "not_running" | "wrong_status");
+        // So is acting on a job in the wrong state (the fixture job is pending), and deploying
+        // from a project whose repository is not there.
+        let passed = allowed.status.is_success()
+            || matches!(allowed.error_code().as_str(), "not_running" | "wrong_status" | "release_unavailable");
         assert!(passed, "{label} with a {right_role} token answered {}: {}", allowed.status, allowed.text());
     }
 }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod agent;
+mod deploy;
 mod pipeline;
 mod project;
 mod proxy;
@@ -34,6 +35,9 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Admin { command } => admin::run(command, cli.log_format, cli.log_level.as_deref()).await,
         Command::Project { client, command } => project::run(&client, command).await,
         Command::Pipeline { client, command } => pipeline::run(&client, command).await,
+        Command::Deploy { client, args } => deploy::deploy(&client, args).await,
+        Command::Rollback { client, args } => deploy::rollback(&client, args).await,
+        Command::Deployments { client, args } => deploy::list(&client, args).await,
         Command::Job { client, command } => pipeline::job(&client, command).await,
         Command::Hook { client, command } => pipeline::hook(&client, command).await,
         Command::Run(args) => Ok(run::run(args).await),

@@ -27,6 +27,9 @@ pub async fn run(resolved: Resolved) -> miette::Result<ExitCode> {
             println!("First start: created the user `admin` with the one-time password:\n\n    {password}\n");
             println!("It is shown only now. Sign in and choose a new one.");
         }
+        if let Some(proxy) = report.proxy_address {
+            println!("opsloop proxy listening on http://{proxy}");
+        }
         println!("opsloop listening on http://{}", report.address);
         if demo {
             println!("Demo project registered: http://{}/projects/demo", report.address);

@@ -12,6 +12,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_opsloop");
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// The deployment proxy (`--proxy-listen 127.0.0.1:0`, so tests never collide).
+    pub proxy_url: String,
     pub data_dir: PathBuf,
     /// The one-time admin password printed at first start (empty on later starts).
     pub admin_password: String,
@@ -36,7 +38,7 @@ impl Server {
     /// [`Server::start_in`] with extra environment variables (secrets that never go in files).
     pub fn start_with_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra_args)
             .env("NO_COLOR", "1")
@@ -60,6 +62,7 @@ impl Server {
         });
         let mut admin_password = String::new();
         let mut expect_password = false;
+        let mut proxy_url = String::new();
         let url = loop {
             let line = lines_rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address in time");
             if expect_password && !line.trim().is_empty() {
@@ -69,11 +72,14 @@ impl Server {
             if line.contains("one-time password") {
                 expect_password = true;
             }
+            if let Some(address) = line.strip_prefix("opsloop proxy listening on ") {
+                proxy_url = address.trim().to_owned();
+            }
             if let Some(address) = line.strip_prefix("opsloop listening on ") {
                 break address.trim().to_owned();
             }
         };
-        Server { child: Some(child), url, data_dir: data_dir.to_path_buf(), admin_password, _dir: None }
+        Server { child: Some(child), url, proxy_url, data_dir: data_dir.to_path_buf(), admin_password, _dir: None }
     }
 
     /// A new API token for `admin` with `role`, made by the CLI against this server's data.

@@ -14,5 +14,6 @@ mod browser;
 mod cli;
 mod conformance;
 mod crash;
+mod deploy;
 mod run;
 mod server_ci;

@@ -1,0 +1,968 @@
+//! Deployments on the server: the deploy engine (`opsloop-deploy`) wired to projects, the
+//! store and the API.
+//!
+//! A deployment request names a service, an environment and a version (a branch, tag or
+//! commit; the default branch's head when none). Two readings of `opsloop.yml` decide it:
+//! the **default branch's** says which environments exist and how they are guarded
+//! (protected, freeze windows), so a branch cannot lift its own protection; the **release's
+//! commit's** says how the service runs (command, health, SLO, strategy). The release is that
+//! commit checked out under `<data-dir>/releases/<project>/<service>/<commit>` plus the
+//! service's configuration, kept as JSON with the release.
+//!
+//! One deployment at a time per environment: each waits for its environment's turn (a
+//! fair lock), then claims its row (`queued` → `running`), so a queue survives a restart.
+//! The proxy's routes are named `<project>/<environment>/<service>`, which is also the
+//! `service` label of the golden signals.
+//!
+//! When opsloop stops, the instances it supervised are not adopted by the next process: it
+//! kills what is left of them (found by `OPSLOOP_RELEASE_DIR` in their environment) and
+//! starts the release each environment was serving again, health-gated, before routing to
+//! it. A deployment that was running is marked `failed` (interrupted) and what served before
+//! it serves again.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use opsloop_deploy::manifest::{self, Manifest};
+use opsloop_deploy::strategy::{Deployer, Outcome, Release as EngineRelease, Running, Slo, Step};
+use opsloop_deploy::supervisor::HealthCheck;
+use opsloop_deploy::{Proxy, Signals};
+use opsloop_store::{Actor, Deployment, NewDeployment, Project, Release};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const MANIFEST_FILE: &str = "opsloop.yml";
+/// Every instance carries its release directory in this variable, so a later process can
+/// find the instances an earlier one left behind.
+const INSTANCE_MARKER: &str = "OPSLOOP_RELEASE_DIR";
+const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A service's configuration at a release's commit, kept as the release's `config`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseConfig {
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+    pub replicas: u32,
+    /// `tcp`, or the HTTP path whose answer must be `health_status`.
+    pub health_http: Option<String>,
+    pub health_status: u16,
+    pub max_error_rate: f64,
+    pub max_p99_ms: u64,
+    pub min_requests: u64,
+    pub bake_ms: u64,
+    pub build: Option<String>,
+    pub strategy: String,
+    pub keep_warm_ms: u64,
+    #[serde(default)]
+    pub start_timeout_ms: Option<u64>,
+    /// `(environment, host, path prefix)` of the routes to this service.
+    pub routes: Vec<(String, Option<String>, String)>,
+}
+
+impl ReleaseConfig {
+    fn of(service: &manifest::Service, manifest: &Manifest) -> ReleaseConfig {
+        let (health_http, health_status) = match &service.health {
+            HealthCheck::Http { path, status } => (Some(path.clone()), *status),
+            HealthCheck::Tcp => (None, 200),
+        };
+        ReleaseConfig {
+            command: service.command.clone(),
+            env: service.env.clone(),
+            secrets: service.secrets.clone(),
+            replicas: service.replicas,
+            health_http,
+            health_status,
+            max_error_rate: service.slo.max_error_rate,
+            max_p99_ms: u64::try_from(service.slo.max_p99.as_millis()).unwrap_or(u64::MAX),
+            min_requests: service.slo.min_requests,
+            bake_ms: u64::try_from(service.bake.as_millis()).unwrap_or(u64::MAX),
+            build: service.build.clone(),
+            strategy: manifest::strategy_name(&service.strategy),
+            keep_warm_ms: u64::try_from(service.keep_warm.as_millis()).unwrap_or(u64::MAX),
+            start_timeout_ms: service.start_timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            routes: manifest
+                .routes
+                .iter()
+                .filter(|route| route.service == service.name)
+                .map(|route| (route.environment.clone(), route.host.clone(), route.path.clone()))
+                .collect(),
+        }
+    }
+
+    fn start_timeout(&self, state: &AppState) -> Duration {
+        self.start_timeout_ms
+            .map_or_else(|| Duration::from_secs(state.config.deploy_health_timeout_seconds), Duration::from_millis)
+    }
+
+    fn health(&self) -> HealthCheck {
+        match &self.health_http {
+            Some(path) => HealthCheck::Http { path: path.clone(), status: self.health_status },
+            None => HealthCheck::Tcp,
+        }
+    }
+
+    /// Where the service is reached in `environment`: its route from `opsloop.yml`, or by
+    /// default the host `<service>.<environment>.localhost`.
+    fn route(&self, service: &str, environment: &str) -> (Option<String>, String) {
+        self.routes
+            .iter()
+            .find(|(env, _, _)| env == environment)
+            .map(|(_, host, path)| (host.clone(), path.clone()))
+            .unwrap_or_else(|| (Some(format!("{service}.{environment}.localhost")), "/".to_owned()))
+    }
+}
+
+type Key = (i64, String, String);
+type Turn = Arc<tokio::sync::Mutex<()>>;
+
+struct Live {
+    release_id: i64,
+    running: Running,
+}
+
+struct Warm {
+    release_id: i64,
+    running: Running,
+    until: Instant,
+}
+
+/// Something that happened to a deployment, for whoever listens (the incident engine to
+/// come; today the outgoing webhooks and the log).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployEvent {
+    pub project_id: i64,
+    pub project: String,
+    pub deployment_id: i64,
+    pub environment: String,
+    pub service: String,
+    pub version: String,
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+/// The deployments side of the server's state.
+pub struct DeployHub {
+    pub proxy: Arc<Proxy>,
+    /// Where the proxy listens, once it does.
+    pub proxy_address: OnceLock<SocketAddr>,
+    /// One deployment at a time per (project, environment).
+    turns: Mutex<HashMap<(i64, String), Turn>>,
+    serving: Mutex<HashMap<Key, Live>>,
+    warm: Mutex<HashMap<Key, Warm>>,
+    pub events: tokio::sync::broadcast::Sender<DeployEvent>,
+}
+
+impl Default for DeployHub {
+    fn default() -> Self {
+        DeployHub {
+            proxy: Proxy::new(Signals::default(), PROXY_TIMEOUT),
+            proxy_address: OnceLock::new(),
+            turns: Mutex::default(),
+            serving: Mutex::default(),
+            warm: Mutex::default(),
+            events: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+}
+
+impl DeployHub {
+    fn turn(&self, project_id: i64, environment: &str) -> Turn {
+        let mut turns = self.turns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        turns.entry((project_id, environment.to_owned())).or_default().clone()
+    }
+
+    fn take_serving(&self, key: &Key) -> Option<Live> {
+        self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key)
+    }
+
+    fn put_serving(&self, key: Key, live: Live) {
+        self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, live);
+    }
+
+    /// The warm version of `key` if it is release `release_id` (a failed deployment leaves
+    /// any other warm version where it is).
+    fn take_warm(&self, key: &Key, release_id: i64) -> Option<Warm> {
+        let mut warm = self.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match warm.get(key) {
+            Some(entry) if entry.release_id == release_id => warm.remove(key),
+            _ => None,
+        }
+    }
+
+    /// How many instances of what serves `key` pass their health check now, of how many.
+    pub async fn health(&self, project_id: i64, environment: &str, service: &str) -> Option<(usize, usize)> {
+        let key = (project_id, environment.to_owned(), service.to_owned());
+        let ports: Vec<(u16, HealthCheck)> = {
+            let serving = self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let live = serving.get(&key)?;
+            live.running.instances.iter().map(|i| (i.spec.port, i.spec.health.clone())).collect()
+        };
+        let mut healthy = 0;
+        for (port, health) in &ports {
+            if opsloop_deploy::supervisor::check(health, *port).await {
+                healthy += 1;
+            }
+        }
+        Some((healthy, ports.len()))
+    }
+
+    /// Stops every instance this process runs (the server's shutdown).
+    pub async fn stop_all(&self) {
+        let serving: Vec<Live> = {
+            let mut serving = self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            serving.drain().map(|(_, live)| live).collect()
+        };
+        let warm: Vec<Warm> = {
+            let mut warm = self.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            warm.drain().map(|(_, warm)| warm).collect()
+        };
+        for running in serving.into_iter().map(|l| l.running).chain(warm.into_iter().map(|w| w.running)) {
+            for instance in running.instances {
+                instance.stop().await;
+            }
+        }
+    }
+}
+
+/// The route name (and signals label) of a service in an environment.
+pub fn route_name(project: &str, environment: &str, service: &str) -> String {
+    format!("{project}/{environment}/{service}")
+}
+
+/// The signals label of a release: its version, made unique by its id.
+pub fn version_label(release: &Release) -> String {
+    format!("{}#{}", release.version, release.id)
+}
+
+fn releases_dir(state: &AppState) -> PathBuf {
+    state.config.data_dir.join("releases")
+}
+
+/// Where a release's files are.
+pub fn release_dir(state: &AppState, release: &Release) -> PathBuf {
+    releases_dir(state).join(release.project_id.to_string()).join(&release.service).join(&release.commit_sha)
+}
+
+/// The log file of a service in an environment (its instances' output, masked).
+pub fn service_log(state: &AppState, project_id: i64, environment: &str, service: &str) -> PathBuf {
+    state
+        .config
+        .data_dir
+        .join("deploy-logs")
+        .join(project_id.to_string())
+        .join(environment)
+        .join(format!("{service}.log"))
+}
+
+/// What a person or a job asks for.
+#[derive(Debug, Clone, Default)]
+pub struct DeployRequest {
+    pub service: String,
+    pub environment: String,
+    pub version: Option<String>,
+    pub strategy: Option<String>,
+    pub triggered_by: String,
+    pub job_id: Option<i64>,
+}
+
+/// A checked-out commit with its `opsloop.yml`.
+struct Checkout {
+    dir: PathBuf,
+    sha: String,
+    manifest: Manifest,
+}
+
+/// The version's files or its `opsloop.yml` cannot be had (checked after access passed).
+fn unavailable(message: String) -> ApiError {
+    ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "release_unavailable", message)
+}
+
+async fn checkout(state: &AppState, project: &Project, git_ref: &str) -> Result<Checkout, ApiError> {
+    let dir = releases_dir(state).join(project.id.to_string()).join(format!(".checkout-{}", uuid::Uuid::new_v4()));
+    let sha = match crate::mirror::checkout(state, project.id, &project.repo_url, git_ref, None, &dir).await {
+        Ok(sha) => sha,
+        Err(message) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(unavailable(message));
+        }
+    };
+    let text = match tokio::fs::read_to_string(dir.join(MANIFEST_FILE)).await {
+        Ok(text) => text,
+        Err(_) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(unavailable(format!("{git_ref} ({}) has no {MANIFEST_FILE}", &sha[..sha.len().min(12)])));
+        }
+    };
+    let (manifest, problems) = manifest::parse(&text);
+    if let Some(first) = problems.first() {
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        let place = first.span.map(|s| format!(":{}:{}", s.line, s.column)).unwrap_or_default();
+        let hint = first.hint.as_deref().map(|h| format!(" (hint: {h})")).unwrap_or_default();
+        return Err(unavailable(format!(
+            "{MANIFEST_FILE}{place} at {}: {}{hint}{}",
+            &sha[..sha.len().min(12)],
+            first.message,
+            if problems.len() > 1 { format!(" and {} more problem(s)", problems.len() - 1) } else { String::new() }
+        )));
+    }
+    Ok(Checkout { dir, sha, manifest })
+}
+
+/// The default branch's environment named `name`, with its guards checked for `role`.
+async fn guarded_environment(
+    state: &AppState,
+    project: &Project,
+    name: &str,
+    role: opsloop_core::Role,
+) -> Result<manifest::Environment, ApiError> {
+    let governing = checkout(state, project, &project.default_branch).await?;
+    let _ = tokio::fs::remove_dir_all(&governing.dir).await;
+    let Some(environment) = governing.manifest.environments.into_iter().find(|e| e.name == name) else {
+        return Err(ApiError::invalid(format!(
+            "no environment `{name}` in {MANIFEST_FILE} on {}",
+            project.default_branch
+        )));
+    };
+    if environment.protected && role < opsloop_core::Role::Maintainer {
+        return Err(ApiError::forbidden(format!("`{name}` is protected: deploying to it needs the maintainer role")));
+    }
+    if let Some(freeze) =
+        environment.frozen_at(jiff::Timestamp::from_millisecond(state.clock.now_ms()).unwrap_or_default())
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "frozen",
+            format!("`{name}` is in a deploy freeze until {}", freeze.to),
+        ));
+    }
+    Ok(environment)
+}
+
+/// Resolves the request into a release and queues its deployment; the deployment runs in
+/// the background (its environment's turn permitting).
+pub async fn request(
+    state: &AppState,
+    project: &Project,
+    role: opsloop_core::Role,
+    request: DeployRequest,
+    actor: Actor<'_>,
+) -> Result<Deployment, ApiError> {
+    guarded_environment(state, project, &request.environment, role).await?;
+    if let Some(strategy) = &request.strategy {
+        manifest::parse_strategy(strategy).map_err(ApiError::invalid)?;
+    }
+    let git_ref = request.version.clone().unwrap_or_else(|| project.default_branch.clone());
+    let checkout = checkout(state, project, &git_ref).await?;
+    let Some(service) = checkout.manifest.services.iter().find(|s| s.name == request.service) else {
+        let _ = tokio::fs::remove_dir_all(&checkout.dir).await;
+        let known: Vec<&str> = checkout.manifest.services.iter().map(|s| s.name.as_str()).collect();
+        return Err(ApiError::invalid(format!(
+            "no service `{}` in {MANIFEST_FILE} at {git_ref} (services: {})",
+            request.service,
+            known.join(", ")
+        )));
+    };
+    let config = ReleaseConfig::of(service, &checkout.manifest);
+    let version = match &request.version {
+        Some(version) if !checkout.sha.starts_with(version.as_str()) => version.clone(),
+        _ => checkout.sha[..12.min(checkout.sha.len())].to_owned(),
+    };
+    let config_json = serde_json::to_string(&config).map_err(|_| ApiError::internal())?;
+    let release =
+        state.store.create_release(project.id, &request.service, &version, &checkout.sha, &config_json).await?;
+    let target = release_dir(state, &release);
+    if target.exists() {
+        let _ = tokio::fs::remove_dir_all(&checkout.dir).await;
+    } else {
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|_| ApiError::internal())?;
+        }
+        tokio::fs::rename(&checkout.dir, &target).await.map_err(|error| {
+            tracing::error!(%error, "cannot keep a release's files");
+            ApiError::internal()
+        })?;
+    }
+    let strategy = request.strategy.clone().unwrap_or_else(|| config.strategy.clone());
+    queue(state, project, &release, &request, &strategy, actor).await
+}
+
+async fn queue(
+    state: &AppState,
+    project: &Project,
+    release: &Release,
+    request: &DeployRequest,
+    strategy: &str,
+    actor: Actor<'_>,
+) -> Result<Deployment, ApiError> {
+    let new = NewDeployment {
+        environment: &request.environment,
+        service: &request.service,
+        release_id: release.id,
+        strategy,
+        triggered_by: &request.triggered_by,
+        job_id: request.job_id,
+    };
+    let deployment = state.store.create_deployment(project, new, actor).await?;
+    spawn_run(state, deployment.clone());
+    Ok(deployment)
+}
+
+pub struct RollbackRequest {
+    pub service: String,
+    pub environment: String,
+    pub to: Option<String>,
+    pub triggered_by: String,
+}
+
+/// Deploys an earlier release again: `to` names its version (or a commit prefix); without
+/// it, the release that served before the current one.
+pub async fn rollback(
+    state: &AppState,
+    project: &Project,
+    role: opsloop_core::Role,
+    request: RollbackRequest,
+    actor: Actor<'_>,
+) -> Result<Deployment, ApiError> {
+    let RollbackRequest { service, environment, to, triggered_by } = request;
+    let (service, environment, to) = (service.as_str(), environment.as_str(), to.as_deref());
+    guarded_environment(state, project, environment, role).await?;
+    let history = state.store.list_deployments(project.id, Some(service), Some(environment), 500).await?;
+    let serving = state
+        .store
+        .serving_releases(Some(project.id))
+        .await?
+        .into_iter()
+        .find(|s| s.environment == environment && s.service == service)
+        .map(|s| s.release_id);
+    let target = match to {
+        Some(to) => history
+            .iter()
+            .find(|d| d.version == to || (to.len() >= 7 && d.commit_sha.starts_with(to)))
+            .map(|d| d.release_id)
+            .ok_or_else(|| ApiError::invalid(format!("`{service}` was never deployed to `{environment}` as `{to}`")))?,
+        None => history
+            .iter()
+            .find(|d| d.status == "success" && Some(d.release_id) != serving)
+            .map(|d| d.release_id)
+            .ok_or_else(|| {
+            ApiError::invalid(format!("no earlier release of `{service}` in `{environment}` to go back to"))
+        })?,
+    };
+    let release = state.store.release(target).await?.ok_or_else(|| ApiError::not_found("release"))?;
+    if !release_dir(state, &release).exists() {
+        return Err(ApiError::invalid(format!(
+            "the files of release {} are gone; deploy it by version",
+            release.version
+        )));
+    }
+    let request = DeployRequest {
+        service: service.to_owned(),
+        environment: environment.to_owned(),
+        triggered_by: format!("{triggered_by} (rollback)"),
+        ..DeployRequest::default()
+    };
+    queue(state, project, &release, &request, "blue-green", actor).await
+}
+
+fn spawn_run(state: &AppState, deployment: Deployment) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let id = deployment.id;
+        if let Err(message) = run(&state, deployment).await {
+            tracing::error!(deployment = id, %message, "a deployment could not run");
+        }
+    });
+}
+
+/// One step as it is stored and shown.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepRecord {
+    pub at_ms: u64,
+    pub text: String,
+}
+
+/// A version's golden signals over a deployment, for its page.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VersionFigures {
+    pub version: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// What a deployment's `timeline` column holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimelineRecord {
+    pub steps: Vec<StepRecord>,
+    #[serde(default)]
+    pub figures: Vec<VersionFigures>,
+}
+
+impl TimelineRecord {
+    pub fn parse(text: &str) -> TimelineRecord {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+}
+
+async fn run(state: &AppState, deployment: Deployment) -> Result<(), String> {
+    let hub = &state.deploy;
+    let turn = hub.turn(deployment.project_id, &deployment.environment);
+    let _turn = turn.lock().await;
+    if !state.store.claim_deployment(deployment.id).await.map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    let project = state.store.project_by_id(deployment.project_id).await.map_err(|e| e.to_string())?;
+    let Some(project) = project else { return Ok(()) };
+    let release = state.store.release(deployment.release_id).await.map_err(|e| e.to_string())?;
+    let Some(release) = release else { return Ok(()) };
+    let steps: Arc<Mutex<Vec<StepRecord>>> = Arc::default();
+    let result = deploy_release(state, &project, &deployment, &release, steps.clone()).await;
+    let (status, reason, serving_release, figures) = match result {
+        Ok(done) => done,
+        Err(reason) => ("failed", Some(reason), deployment.previous_release_id, Vec::new()),
+    };
+    let mut timeline =
+        TimelineRecord { steps: steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(), figures };
+    if let Some(reason) = &reason {
+        tracing::warn!(deployment = deployment.id, status, %reason, "deployment did not succeed");
+        if timeline.steps.last().is_none_or(|s| !s.text.contains(reason.as_str())) {
+            let at_ms = timeline.steps.last().map_or(0, |s| s.at_ms);
+            timeline.steps.push(StepRecord { at_ms, text: format!("{status}: {reason}") });
+        }
+    }
+    let timeline_json = serde_json::to_string(&timeline).unwrap_or_else(|_| "{}".to_owned());
+    state
+        .store
+        .finish_deployment(&deployment, status, reason.as_deref(), &timeline_json, serving_release)
+        .await
+        .map_err(|e| e.to_string())?;
+    emit(state, &project, &deployment, &release, status, reason).await;
+    Ok(())
+}
+
+async fn emit(
+    state: &AppState,
+    project: &Project,
+    deployment: &Deployment,
+    release: &Release,
+    status: &str,
+    reason: Option<String>,
+) {
+    let event = DeployEvent {
+        project_id: project.id,
+        project: project.name.clone(),
+        deployment_id: deployment.id,
+        environment: deployment.environment.clone(),
+        service: deployment.service.clone(),
+        version: release.version.clone(),
+        status: status.to_owned(),
+        reason,
+    };
+    let _ = state.deploy.events.send(event.clone());
+    let base = state.config.external_url.as_deref().unwrap_or("").trim_end_matches('/');
+    let payload = serde_json::json!({
+        "object_kind": "deployment",
+        "project": { "id": project.id, "name": project.name },
+        "deployment": {
+            "id": deployment.id,
+            "environment": event.environment,
+            "service": event.service,
+            "version": event.version,
+            "commit": release.commit_sha,
+            "status": event.status,
+            "reason": event.reason,
+            "url": format!("{base}/projects/{}/deployments/{}", project.name, deployment.id),
+        },
+    })
+    .to_string();
+    if let Err(error) = state.store.queue_deliveries(project.id, "deployment", &payload).await {
+        tracing::error!(deployment = deployment.id, %error, "could not queue deployment notifications");
+    }
+}
+
+type Finished = (&'static str, Option<String>, Option<i64>, Vec<VersionFigures>);
+
+/// Runs the deployment; returns its status, reason, the release serving afterwards and the
+/// versions' figures. Errors are failures before any traffic moved.
+async fn deploy_release(
+    state: &AppState,
+    project: &Project,
+    deployment: &Deployment,
+    release: &Release,
+    steps: Arc<Mutex<Vec<StepRecord>>>,
+) -> Result<Finished, String> {
+    let config: ReleaseConfig =
+        serde_json::from_str(&release.config).map_err(|e| format!("the release's configuration is unreadable: {e}"))?;
+    let dir = release_dir(state, release);
+    let (env, masked) = service_env(state, project, &deployment.environment, &config, &dir).await?;
+    let log = service_logger(state, project.id, &deployment.environment, &deployment.service, masked)?;
+    let note = {
+        let steps = steps.clone();
+        let store = state.store.clone();
+        let id = deployment.id;
+        let began = Instant::now();
+        move |text: String| {
+            let record = StepRecord { at_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(0), text };
+            let json = {
+                let mut steps = steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                steps.push(record);
+                serde_json::to_string(&TimelineRecord { steps: steps.clone(), figures: Vec::new() })
+            };
+            if let Ok(json) = json {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let _ = store.set_deployment_timeline(id, &json).await;
+                });
+            }
+        }
+    };
+    let note = Arc::new(note);
+    if let Some(build) = &config.build {
+        let marker = dir.join(".opsloop-built");
+        if !marker.exists() {
+            note(format!("building: {build}"));
+            build_release(build, &dir, &env, &log).await?;
+            let _ = std::fs::write(&marker, b"");
+        }
+    }
+    let route = route_name(&project.name, &deployment.environment, &deployment.service);
+    let engine_release = EngineRelease {
+        service: route.clone(),
+        version: version_label(release),
+        command: config.command.clone(),
+        env,
+        dir,
+        replicas: config.replicas,
+        health: config.health(),
+    };
+    let strategy = manifest::parse_strategy(&deployment.strategy)?;
+    let (host, path_prefix) = config.route(&deployment.service, &deployment.environment);
+    let deployer = Deployer {
+        proxy: state.deploy.proxy.clone(),
+        host,
+        path_prefix,
+        slo: Slo {
+            max_error_rate: config.max_error_rate,
+            max_p99: Duration::from_millis(config.max_p99_ms),
+            min_requests: config.min_requests,
+        },
+        bake: Duration::from_millis(config.bake_ms),
+        health_timeout: config.start_timeout(state),
+        log: log.clone(),
+        on_step: Some({
+            let note = note.clone();
+            Arc::new(move |step: &Step| note(step.text.clone()))
+        }),
+    };
+    let key: Key = (project.id, deployment.environment.clone(), deployment.service.clone());
+    let hub = &state.deploy;
+    let current = hub.take_serving(&key);
+    let warm = hub.take_warm(&key, release.id);
+    let old_label = current.as_ref().map(|live| live.running.version.clone());
+    let before: Vec<(String, opsloop_deploy::Snapshot)> = [Some(engine_release.version.clone()), old_label.clone()]
+        .into_iter()
+        .flatten()
+        .map(|label| {
+            let snapshot = hub.proxy.signals().of(&route, &label).snapshot();
+            (label, snapshot)
+        })
+        .collect();
+
+    let (serving, retired, outcome) = match (current, warm) {
+        // The release asked for is still warm: a route switch, no cold start.
+        (Some(current), Some(warm)) => {
+            note(format!("{} is still running (kept warm); switching traffic back to it", release.version));
+            deployer.serve(&route, &warm.running);
+            note(format!("100% of traffic to {}", warm.running.version));
+            (Some(Live { release_id: warm.release_id, running: warm.running }), Some(current), Outcome::Succeeded)
+        }
+        (current, warm) => {
+            if let Some(warm) = warm {
+                // Nothing serves, yet its release was warm: it cannot be (a restart stops
+                // both), but should it be, it is started afresh instead.
+                deployer.retire(warm.running).await;
+            }
+            match current {
+                Some(current) => {
+                    let current_id = current.release_id;
+                    let deployed = deployer.deploy_keeping_old(current.running, &engine_release, &strategy).await;
+                    let serving_id = if deployed.outcome == Outcome::Succeeded { release.id } else { current_id };
+                    let retired = deployed.retired.map(|running| Live { release_id: current_id, running });
+                    (Some(Live { release_id: serving_id, running: deployed.serving }), retired, deployed.outcome)
+                }
+                None => {
+                    let (running, outcome, _) = deployer.deploy_first(&engine_release).await;
+                    (running.map(|running| Live { release_id: release.id, running }), None, outcome)
+                }
+            }
+        }
+    };
+    let figures = before
+        .iter()
+        .map(|(label, start)| {
+            let window = hub.proxy.signals().of(&route, label).snapshot().since(start);
+            let ms = |q: f64| window.latency_quantile(q).map(|d| d.as_secs_f64() * 1000.0);
+            VersionFigures {
+                version: label.clone(),
+                requests: window.requests,
+                errors: window.errors,
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+            }
+        })
+        .collect();
+    if let Some(retired) = retired {
+        if config.keep_warm_ms > 0 {
+            let until = Instant::now() + Duration::from_millis(config.keep_warm_ms);
+            note(format!(
+                "{} kept warm for {} s for an instant rollback",
+                retired.running.version,
+                config.keep_warm_ms / 1000
+            ));
+            keep_warm(state, key.clone(), Warm { release_id: retired.release_id, running: retired.running, until });
+        } else {
+            deployer.retire(retired.running).await;
+        }
+    }
+    let serving_id = serving.as_ref().map(|live| live.release_id);
+    if let Some(live) = serving {
+        hub.put_serving(key, live);
+    }
+    Ok(match outcome {
+        Outcome::Succeeded => ("success", None, serving_id, figures),
+        Outcome::RolledBack { reason } => ("rolled_back", Some(reason), serving_id, figures),
+        Outcome::Failed { reason } => ("failed", Some(reason), serving_id, figures),
+    })
+}
+
+/// Keeps `warm` running out of the route until its time is up (unless a rollback takes it
+/// first, or a newer version takes its place).
+fn keep_warm(state: &AppState, key: Key, warm: Warm) {
+    let until = warm.until;
+    if let Some(older) =
+        state.deploy.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone(), warm)
+    {
+        tokio::spawn(stop_running(older.running));
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+        let expired = {
+            let mut warm = state.deploy.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match warm.get(&key) {
+                Some(entry) if entry.until == until => warm.remove(&key),
+                _ => None,
+            }
+        };
+        if let Some(expired) = expired {
+            stop_running(expired.running).await;
+        }
+    });
+}
+
+async fn stop_running(running: Running) {
+    for instance in running.instances {
+        instance.stop().await;
+    }
+}
+
+/// The service's environment: `opsloop.yml`'s `env`, then its `secrets` from the project's
+/// (or the instance's) CI/CD variables for this environment (an exact environment scope
+/// wins over `*`, a project's over the instance's), then the release marker. Returns the
+/// secret values too, for masking.
+async fn service_env(
+    state: &AppState,
+    project: &Project,
+    environment: &str,
+    config: &ReleaseConfig,
+    dir: &Path,
+) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+    use crate::api::variables::{Owner, reveal};
+    let mut env = config.env.clone();
+    let mut masked = Vec::new();
+    if !config.secrets.is_empty() {
+        let instance = state.store.list_instance_variables().await.map_err(|e| e.to_string())?;
+        let own = state.store.list_variables(project.id).await.map_err(|e| e.to_string())?;
+        for name in &config.secrets {
+            // Rank: project over instance, exact scope over `*`.
+            let candidates = own
+                .iter()
+                .map(|v| (Owner::Project(project.id), v, 2))
+                .chain(instance.iter().map(|v| (Owner::Instance, v, 0)))
+                .filter(|(_, v, _)| {
+                    &v.key == name && (v.environment_scope == "*" || v.environment_scope == environment)
+                })
+                .map(|(owner, v, rank)| (owner, v, rank + usize::from(v.environment_scope == environment)));
+            let Some((owner, variable, _)) = candidates.max_by_key(|(_, _, rank)| *rank) else {
+                return Err(format!("secret `{name}` is not a CI/CD variable of this project for `{environment}`"));
+            };
+            let value = reveal(state, owner, variable).map_err(|e| e.message)?;
+            if !value.is_empty() {
+                masked.push(value.clone());
+            }
+            env.push((name.clone(), value));
+        }
+    }
+    env.push((INSTANCE_MARKER.to_owned(), dir.display().to_string()));
+    Ok((env, masked))
+}
+
+/// A log sink appending `[instance] line` to the service's log file, secrets masked.
+fn service_logger(
+    state: &AppState,
+    project_id: i64,
+    environment: &str,
+    service: &str,
+    masked: Vec<String>,
+) -> Result<opsloop_deploy::supervisor::LogSink, String> {
+    let path = service_log(state, project_id, environment, service);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = Mutex::new(file);
+    let masker = opsloop_runner::mask::Masker::new(masked);
+    Ok(Arc::new(move |instance: &str, line: &str| {
+        let line = masker.mask(line);
+        let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = writeln!(file, "[{instance}] {line}");
+    }))
+}
+
+async fn build_release(
+    build: &str,
+    dir: &Path,
+    env: &[(String, String)],
+    log: &opsloop_deploy::supervisor::LogSink,
+) -> Result<(), String> {
+    // The command is the project's own, from its repository, run as a pipeline job's script
+    // would be; nothing from a request is spliced into it.
+    let output = tokio::process::Command::new("bash")
+        .args(["-c", build])
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(1800), output)
+        .await
+        .map_err(|_| "the build ran longer than 30 minutes".to_owned())?
+        .map_err(|e| format!("cannot run the build: {e}"))?;
+    for line in String::from_utf8_lossy(&output.stdout).lines().chain(String::from_utf8_lossy(&output.stderr).lines()) {
+        log("build", line);
+    }
+    if output.status.success() { Ok(()) } else { Err(format!("the build failed ({})", output.status)) }
+}
+
+/// At start: deployments a stopped process left running fail; instances it left behind are
+/// killed; every environment's serving release starts again and takes its route; queued
+/// deployments run.
+pub async fn restore(state: &AppState) {
+    let interrupted =
+        match state.store.fail_interrupted_deployments("interrupted: opsloop stopped during the deployment").await {
+            Ok(interrupted) => interrupted,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the deployments left running");
+                Vec::new()
+            }
+        };
+    for deployment in &interrupted {
+        tracing::warn!(deployment = deployment.id, service = %deployment.service, environment = %deployment.environment,
+            "a deployment was interrupted by a restart; the release serving before it serves again");
+        if let (Ok(Some(project)), Ok(Some(release))) =
+            (state.store.project_by_id(deployment.project_id).await, state.store.release(deployment.release_id).await)
+        {
+            emit(state, &project, deployment, &release, "failed", Some("interrupted by a restart".to_owned())).await;
+        }
+    }
+    let root = releases_dir(state);
+    let killed = opsloop_runner::reap::kill_marked(INSTANCE_MARKER, &root);
+    if killed > 0 {
+        tracing::info!(processes = killed, "stopped the service instances an earlier run left behind");
+    }
+    let serving = state.store.serving_releases(None).await.unwrap_or_default();
+    for entry in serving {
+        if let Err(message) = start_serving(state, &entry).await {
+            tracing::error!(project = entry.project_id, environment = %entry.environment, service = %entry.service,
+                %message, "could not start a service again");
+        }
+    }
+    for deployment in state.store.queued_deployments().await.unwrap_or_default() {
+        spawn_run(state, deployment);
+    }
+}
+
+async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) -> Result<(), String> {
+    let project = state.store.project_by_id(entry.project_id).await.map_err(|e| e.to_string())?.ok_or("no project")?;
+    let release = state.store.release(entry.release_id).await.map_err(|e| e.to_string())?.ok_or("no release")?;
+    let config: ReleaseConfig = serde_json::from_str(&release.config).map_err(|e| e.to_string())?;
+    let dir = release_dir(state, &release);
+    let (env, masked) = service_env(state, &project, &entry.environment, &config, &dir).await?;
+    let log = service_logger(state, project.id, &entry.environment, &entry.service, masked)?;
+    let route = route_name(&project.name, &entry.environment, &entry.service);
+    let (host, path_prefix) = config.route(&entry.service, &entry.environment);
+    let deployer = Deployer {
+        proxy: state.deploy.proxy.clone(),
+        host,
+        path_prefix,
+        slo: Slo { max_error_rate: 1.0, max_p99: Duration::MAX, min_requests: u64::MAX },
+        bake: Duration::ZERO,
+        health_timeout: config.start_timeout(state),
+        log,
+        on_step: None,
+    };
+    let engine_release = EngineRelease {
+        service: route.clone(),
+        version: version_label(&release),
+        command: config.command.clone(),
+        env,
+        dir,
+        replicas: config.replicas,
+        health: config.health(),
+    };
+    let running = deployer.start(&engine_release).await?;
+    deployer.serve(&route, &running);
+    tracing::info!(route, version = %release.version, "serving again after a restart");
+    state.deploy.put_serving(
+        (project.id, entry.environment.clone(), entry.service.clone()),
+        Live { release_id: release.id, running },
+    );
+    Ok(())
+}
+
+/// Runs the proxy on `address` until `shutdown` turns true; `Err` when it cannot listen.
+pub fn serve_proxy(
+    state: &AppState,
+    address: SocketAddr,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr, std::io::Error> {
+    let proxy = state.deploy.proxy.clone();
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new().name("opsloop-proxy".into()).spawn(move || {
+        // The listening sockets are made with tokio's socket type, which wants a runtime.
+        let _runtime = runtime.enter();
+        let result = proxy.serve_workers(address, workers, shutdown, |bound| {
+            let _ = bound_tx.send(Ok(bound));
+        });
+        if let Err(error) = result {
+            let _ = bound_tx.send(Err(error));
+        }
+    })?;
+    let bound = bound_rx.recv().map_err(|_| std::io::Error::other("the proxy stopped before it listened"))??;
+    let _ = state.deploy.proxy_address.set(bound);
+    Ok(bound)
+}

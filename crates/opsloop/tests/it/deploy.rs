@@ -1,0 +1,258 @@
+//! Deployments through the real server and its CLI: `opsloop deploy … --wait` against a
+//! project whose `opsloop.yml` runs the example service, with clients requesting through the
+//! server's proxy the whole time; a bad canary rolled back, an unhealthy release that never
+//! takes traffic, a rollback to the warm old version, guards (protected, frozen), and a
+//! `kill -9` of opsloop in the middle of a deployment.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::harness::{Server, call_json, commit_all, opsloop_client, text};
+
+const SERVICE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/service/server.py");
+
+fn python_missing() -> bool {
+    let missing = std::process::Command::new("python3").arg("--version").output().is_err();
+    if missing {
+        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+    }
+    missing
+}
+
+fn manifest(version: &str, extra_env: &str, bake: &str) -> String {
+    format!(
+        "\
+services:
+  web:
+    command: [python3, server.py]
+    env: {{VERSION: {version}{extra_env}}}
+    health: {{http: /health, start_timeout: 5s}}
+    slo: {{max_error_rate: 5%, max_p99: 2s, bake: {bake}}}
+    keep_warm: 5m
+environments:
+  production: {{tier: production, protected: true}}
+  staging: {{tier: staging}}
+  frozen:
+    freeze: [{{from: '2020-01-01T00:00:00Z', to: '2099-01-01T00:00:00Z'}}]
+routes:
+  - {{path: /, service: web, environment: production}}
+  - {{host: staging.test, path: /, service: web, environment: staging}}
+"
+    )
+}
+
+/// A repository holding the example service and an `opsloop.yml`, registered as `shop`.
+fn shop(server: &Server, token: &str, root: &Path) -> std::path::PathBuf {
+    let repo = root.join("shop");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::copy(SERVICE, repo.join("server.py")).unwrap();
+    std::fs::write(repo.join("opsloop.yml"), manifest("v1", "", "1s")).unwrap();
+    let init = std::process::Command::new("git").args(["init", "-q", "-b", "main"]).current_dir(&repo).status();
+    assert!(init.unwrap().success());
+    commit_all(&repo, "v1");
+    let created = opsloop_client(server, token, &["project", "create", "shop", "--repo", repo.to_str().unwrap()]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    repo
+}
+
+/// Clients requesting through the proxy until stopped: answers by status, and socket errors.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    bad: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: &str, clients: usize) -> Load {
+        let (stop, ok, bad) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (url, flags) = (url.to_owned(), (stop.clone(), ok.clone(), bad.clone()));
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let client = Server::client();
+                let mut tasks = Vec::new();
+                for _ in 0..clients {
+                    let (client, url, (stop, ok, bad)) = (client.clone(), url.clone(), flags.clone());
+                    tasks.push(tokio::spawn(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            match client.get(&url).send().await {
+                                Ok(response) if response.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                                _ => bad.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
+                    }));
+                }
+                for task in tasks {
+                    let _ = task.await;
+                }
+            });
+        });
+        Load { stop, ok, bad, thread: Some(thread) }
+    }
+
+    fn bad(&self) -> u64 {
+        self.bad.load(Ordering::Relaxed)
+    }
+
+    fn stop(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        (self.ok.load(Ordering::Relaxed), self.bad.load(Ordering::Relaxed))
+    }
+}
+
+fn get(url: &str, host: Option<&str>) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut request = Server::client().get(url);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        match request.send().await {
+            Ok(response) => (response.status().as_u16(), response.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    })
+}
+
+fn deploy(server: &Server, token: &str, args: &[&str]) -> (Option<i32>, Value, String) {
+    let mut all = vec!["deploy", "web", "--project", "shop", "--wait", "--json"];
+    all.extend_from_slice(args);
+    let output = opsloop_client(server, token, &all);
+    let detail = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    (output.status.code(), detail, text(&output.stderr))
+}
+
+/// Kills what a test server left running under its data directory when dropped after it (a
+/// `kill -9` leaves the instances to the next start, which a test may never make).
+struct Reaper(std::path::PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        opsloop_runner::reap::kill_marked("OPSLOOP_RELEASE_DIR", &self.0.join("releases"));
+    }
+}
+
+#[test]
+fn deploy_roll_back_and_guard_through_the_cli_under_load() {
+    if python_missing() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(root.path().join("data"));
+    let server = Server::start_in(&root.path().join("data"), &[]);
+    let token = server.token("admin");
+    let repo = shop(&server, &token, root.path());
+    let front = format!("{}/", server.proxy_url);
+
+    // The first release.
+    let (code, first, stderr) = deploy(&server, &token, &["--env", "production"]);
+    assert_eq!(code, Some(0), "{first}\n{stderr}");
+    assert_eq!(first["status"], "success");
+    assert_eq!(first["version"].as_str().unwrap().len(), 12, "a short commit: {first}");
+    assert_eq!(get(&front, None), (200, "v1\n".to_owned()));
+
+    // v2 blue-green while clients keep asking: not one request fails.
+    std::fs::write(repo.join("opsloop.yml"), manifest("v2", "", "1s")).unwrap();
+    commit_all(&repo, "v2");
+    let load = Load::start(&front, 4);
+    let (code, second, stderr) = deploy(&server, &token, &["--env", "production"]);
+    assert_eq!(code, Some(0), "{second}\n{stderr}");
+    assert_eq!(get(&front, None), (200, "v2\n".to_owned()));
+    assert_eq!(load.bad(), 0, "the switch lost no request");
+    let steps: Vec<&str> = second["steps"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap()).collect();
+    assert!(steps.iter().any(|s| s.contains("kept warm")), "{steps:?}");
+    assert!(second["figures"].as_array().unwrap().len() == 2, "old and new version's figures: {second}");
+
+    // v3 fails 20% of its requests: the canary is rolled back inside its bake window.
+    std::fs::write(repo.join("opsloop.yml"), manifest("v3", ", FAIL_PERCENT: 20", "3s")).unwrap();
+    commit_all(&repo, "v3 (bad)");
+    let (code, third, stderr) = deploy(&server, &token, &["--env", "production", "--strategy", "canary:50,100"]);
+    assert_eq!(code, Some(1), "a rollback exits 1: {third}\n{stderr}");
+    assert_eq!(third["status"], "rolled_back");
+    assert!(third["reason"].as_str().unwrap().contains("error rate"), "{third}");
+    assert_eq!(get(&front, None), (200, "v2\n".to_owned()));
+    let leaked = load.bad();
+
+    // v4's health check fails: it never takes traffic.
+    std::fs::write(repo.join("opsloop.yml"), manifest("v4", ", HEALTH: fail", "1s")).unwrap();
+    commit_all(&repo, "v4 (unhealthy)");
+    let started = Instant::now();
+    let (code, fourth, _) = deploy(&server, &token, &["--env", "production"]);
+    assert_eq!((code, fourth["status"].as_str()), (Some(1), Some("failed")), "{fourth}");
+    assert!(started.elapsed() < Duration::from_secs(90));
+    assert_eq!(load.bad(), leaked, "nothing failed after the rollback, and v4 took no traffic");
+
+    // Roll back to the release before v2: v1, still warm, so a switch.
+    let output = opsloop_client(
+        &server,
+        &token,
+        &["rollback", "web", "--env", "production", "--project", "shop", "--wait", "--json"],
+    );
+    let rolled: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(output.status.code(), Some(0), "{rolled}\n{}", text(&output.stderr));
+    assert_eq!(rolled["version"], first["version"]);
+    let steps = rolled["steps"].to_string();
+    assert!(steps.contains("still running (kept warm)"), "{steps}");
+    assert_eq!(get(&front, None), (200, "v1\n".to_owned()));
+    let (served, bad) = load.stop();
+    assert_eq!(bad, leaked, "the rollback lost no request ({served} served)");
+
+    // History, newest first, as a script reads it.
+    let output =
+        opsloop_client(&server, &token, &["deployments", "web", "--env", "production", "--project", "shop", "--json"]);
+    let history: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let statuses: Vec<&str> = history.iter().map(|d| d["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["success", "failed", "rolled_back", "success", "success"]);
+    assert!(history[0]["triggered_by"].as_str().unwrap().ends_with("(rollback)"));
+
+    // What runs where, and the golden signals on /metrics.
+    let (status, environments) =
+        call_json(Method::GET, &format!("{}/api/v1/projects/shop/environments", server.url), &token, None);
+    assert_eq!(status, 200);
+    assert_eq!(environments[0]["version"], first["version"], "{environments}");
+    assert_eq!((environments[0]["healthy"].as_u64(), environments[0]["instances"].as_u64()), (Some(1), Some(1)));
+    let metrics = get(&format!("{}/metrics", server.url), None).1;
+    assert!(metrics.contains("opsloop_proxy_requests_total{service=\"shop/production/web\""), "{metrics}");
+
+    // Another environment on another host, on the same proxy.
+    let v2_commit = second["commit"].as_str().unwrap().to_owned();
+    let (code, staged, _) = deploy(&server, &token, &["--env", "staging", "--version", &v2_commit]);
+    assert_eq!(code, Some(0), "{staged}");
+    assert_eq!(get(&front, Some("staging.test")), (200, "v2\n".to_owned()));
+    assert_eq!(get(&front, None), (200, "v1\n".to_owned()), "production is untouched");
+
+    // Guards: a developer may not deploy to the protected environment; nobody in a freeze.
+    let developer = server.token("developer");
+    let (status, body) = call_json(
+        Method::POST,
+        &format!("{}/api/v1/projects/shop/deployments", server.url),
+        &developer,
+        Some(serde_json::json!({"service": "web", "environment": "production"})),
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call_json(
+        Method::POST,
+        &format!("{}/api/v1/projects/shop/deployments", server.url),
+        &token,
+        Some(serde_json::json!({"service": "web", "environment": "frozen"})),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("freeze"), "{body}");
+    let (status, body) = call_json(
+        Method::POST,
+        &format!("{}/api/v1/projects/shop/deployments", server.url),
+        &token,
+        Some(serde_json::json!({"service": "nope", "environment": "production"})),
+    );
+    assert_eq!(status, 422, "{body}");
+}
