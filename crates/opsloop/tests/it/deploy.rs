@@ -256,3 +256,84 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
     );
     assert_eq!(status, 422, "{body}");
 }
+
+/// The processes of deployed instances under `data_dir` whose release directory contains
+/// `needle` (a commit).
+fn instance_pids(data_dir: &Path, needle: &str) -> Vec<i32> {
+    let marker = format!("OPSLOOP_RELEASE_DIR={}/", data_dir.join("releases").display());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let found = environ.split(|b| *b == 0).any(|v| {
+            let v = String::from_utf8_lossy(v);
+            v.starts_with(&marker) && v.contains(needle)
+        });
+        if found {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_crashed_instance_restarts_and_a_kill_9_mid_deployment_leaves_the_old_release_serving() {
+    if python_missing() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _reaper = Reaper(data.clone());
+    let mut server = Server::start_in(&data, &[]);
+    let token = server.token("admin");
+    let repo = shop(&server, &token, root.path());
+    let (code, first, _) = deploy(&server, &token, &["--env", "production"]);
+    assert_eq!(code, Some(0), "{first}");
+    let v1 = first["commit"].as_str().unwrap().to_owned();
+
+    // An instance dies: its supervisor starts it again, and it serves again.
+    let pids = instance_pids(&data, &v1);
+    assert_eq!(pids.len(), 1, "one instance of v1: {pids:?}");
+    let _ = std::process::Command::new("kill").args(["-9", &pids[0].to_string()]).status();
+    let front = format!("{}/", server.proxy_url);
+    wait_for("v1 serving again after its crash", Duration::from_secs(10), || {
+        get(&front, None) == (200, "v1\n".to_owned()) && instance_pids(&data, &v1).first() != Some(&pids[0])
+    });
+
+    // v2 bakes for a long time; opsloop is killed while v2 takes all the traffic.
+    std::fs::write(repo.join("opsloop.yml"), manifest("v2", "", "60s")).unwrap();
+    commit_all(&repo, "v2");
+    let output = opsloop_client(&server, &token, &["deploy", "web", "--env", "production", "--project", "shop", "--json"]);
+    let queued: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = queued["id"].as_i64().unwrap();
+    let show = |server: &Server| {
+        call_json(Method::GET, &format!("{}/api/v1/projects/shop/deployments/{id}", server.url), &token, None).1
+    };
+    wait_for("v2 taking the traffic", Duration::from_secs(20), || {
+        show(&server)["steps"].to_string().contains("100% of traffic")
+    });
+    assert_eq!(get(&front, None), (200, "v2\n".to_owned()));
+    let v2 = show(&server)["commit"].as_str().unwrap().to_owned();
+    server.kill_hard();
+
+    // The next start: the deployment failed as interrupted, v2's instance is gone, v1 serves.
+    let server = Server::start_in(&data, &[]);
+    let deployment = show(&server);
+    assert_eq!(deployment["status"], "failed", "{deployment}");
+    assert!(deployment["reason"].as_str().unwrap().contains("interrupted"), "{deployment}");
+    let front = format!("{}/", server.proxy_url);
+    wait_for("v1 serving after the restart", Duration::from_secs(30), || get(&front, None) == (200, "v1\n".to_owned()));
+    assert!(instance_pids(&data, &v2).is_empty(), "v2's instance was stopped at the restart");
+    assert_eq!(instance_pids(&data, &v1).len(), 1, "exactly one v1 instance, started again");
+    let (_, environments) =
+        call_json(Method::GET, &format!("{}/api/v1/projects/shop/environments", server.url), &token, None);
+    assert_eq!(environments[0]["commit"].as_str(), Some(v1.as_str()), "{environments}");
+}
