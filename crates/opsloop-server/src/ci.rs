@@ -191,7 +191,8 @@ async fn execute(
     if loaded.has_errors() {
         return Err(format!("{} is invalid:\n{}", project.pipeline_file, render(&loaded.diagnostics)));
     }
-    let secrets = project_variables(state, project, pipeline, &dir).await?;
+    let mut secrets = project_variables(state, project, pipeline, &dir).await?;
+    let pipeline_token = pipeline_token(state, project, pipeline, &mut secrets).await?;
     // Project variables, then the pipeline's own: both win over the file's variables.
     let mut given: Vec<(String, String)> = secrets
         .overrides
@@ -332,6 +333,9 @@ async fn execute(
     let canceled = *cancel.borrow();
     drop(sink);
     let _ = writer.await;
+    if let Err(error) = state.store.delete_pipeline_token(&pipeline_token).await {
+        tracing::warn!(pipeline = pipeline.id, %error, "could not delete the pipeline's token; it expires by itself");
+    }
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     let outcome = outcome.map_err(|e| format!("the pipeline could not run: {e}"))?;
     if only.is_some() {
@@ -704,6 +708,53 @@ impl ArtifactUploads {
         }
         None
     }
+}
+
+/// How long a pipeline's token lasts at most (it is deleted when the run ends).
+const PIPELINE_TOKEN_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+
+/// Makes the run's token and gives it to its jobs (masked): `CI_JOB_TOKEN` as on GitLab,
+/// and `OPSLOOP_TOKEN`, `OPSLOOP_SERVER`, `OPSLOOP_PROJECT`, so `opsloop deploy` in a job
+/// needs no setup. Returns the token's digest (to delete it when the run ends).
+async fn pipeline_token(
+    state: &AppState,
+    project: &Project,
+    pipeline: &Pipeline,
+    secrets: &mut Secrets,
+) -> Result<String, String> {
+    let token = format!(
+        "{}{}",
+        crate::auth::PIPELINE_TOKEN_PREFIX,
+        crate::auth::credentials::new_secret().map_err(|e| e.to_string())?
+    );
+    let digest = crate::auth::credentials::digest(&token);
+    let record = opsloop_store::PipelineToken {
+        pipeline_id: pipeline.id,
+        project_id: project.id,
+        username: pipeline.created_by.clone(),
+        expires_at: state.store.now_ms() + PIPELINE_TOKEN_LIFETIME_MS,
+    };
+    state.store.create_pipeline_token(&digest, &record).await.map_err(|e| e.to_string())?;
+    let server = match &state.config.external_url {
+        Some(url) => url.clone(),
+        None => {
+            let address = state.bound_address.get().copied().unwrap_or(state.config.listen);
+            let host = if address.ip().is_unspecified() { "127.0.0.1".to_owned() } else { address.ip().to_string() };
+            format!("http://{host}:{}", address.port())
+        }
+    };
+    for (name, value) in [
+        ("CI_JOB_TOKEN", token.clone()),
+        ("OPSLOOP_TOKEN", token.clone()),
+        ("OPSLOOP_SERVER", server),
+        ("OPSLOOP_PROJECT", project.name.clone()),
+        // This very binary, for jobs on this machine where `opsloop` is not on the PATH.
+        ("OPSLOOP_BIN", std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "opsloop".into())),
+    ] {
+        secrets.overrides.push(opsloop_runner::Override { name: name.to_owned(), value, environment: None });
+    }
+    secrets.masked.push(token);
+    Ok(digest)
 }
 
 struct Secrets {

@@ -11,6 +11,8 @@ const FILES: &[(&str, &str, bool)] = &[
     ("README.md", include_str!("../../../examples/demo/README.md"), false),
     ("app.sh", include_str!("../../../examples/demo/app.sh"), true),
     ("test.sh", include_str!("../../../examples/demo/test.sh"), true),
+    ("opsloop.yml", include_str!("../../../examples/demo/opsloop.yml"), false),
+    ("server.py", include_str!("../../../examples/demo/server.py"), true),
 ];
 
 pub const DEMO_PROJECT: &str = "demo";

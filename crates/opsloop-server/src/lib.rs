@@ -181,6 +181,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let demo = config.demo;
     let proxy_listen = config.proxy_listen;
     let (app, state) = build_app_and_state(store.clone(), config);
+    let _ = state.bound_address.set(address);
     let (proxy_stop, proxy_stopped) = tokio::sync::watch::channel(false);
     let proxy_address = match proxy_listen {
         Some(address) => Some(

@@ -151,7 +151,7 @@ pub async fn enforce(
                 _ => state.store.project_by_name(param("project").unwrap_or_default()).await.map_err(ApiError::from),
             };
             let loaded = match project {
-                Ok(Some(project)) => match state.store.member_role(project.id, principal.user.id).await {
+                Ok(Some(project)) => match auth::membership(&state.store, principal, &project).await {
                     Ok(membership) => Ok(Some((project, membership))),
                     Err(error) => Err(ApiError::from(error)),
                 },
@@ -226,7 +226,7 @@ async fn check_csrf(
             Some(value) => value.to_owned(),
             None => return Err(csrf_error()),
         },
-        Some(Credential::Token { .. }) => return Ok(request),
+        Some(Credential::Token { .. } | Credential::Pipeline { .. }) => return Ok(request),
         Some(Credential::Session { csrf_token, .. }) => csrf_token.clone(),
         None => return Ok(request),
     };

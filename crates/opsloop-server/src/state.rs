@@ -41,6 +41,8 @@ pub struct Inner {
     pub mirror_locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Jobs handed to agents that this process waits for.
     pub agent_hub: crate::agents::AgentHub,
+    /// Where this server listens, once it does (jobs call back to it).
+    pub bound_address: std::sync::OnceLock<std::net::SocketAddr>,
     /// The deployment proxy and what it routes to.
     pub deploy: crate::deploy::DeployHub,
     /// Where artifacts are kept, opened on first use.
@@ -105,6 +107,7 @@ impl AppState {
             running_pipelines: std::sync::Mutex::new(HashMap::new()),
             agent_hub: crate::agents::AgentHub::default(),
             deploy: crate::deploy::DeployHub::default(),
+            bound_address: std::sync::OnceLock::new(),
             project_slots: std::sync::Mutex::new(HashMap::new()),
             mirror_locks: std::sync::Mutex::new(HashMap::new()),
             objects: std::sync::OnceLock::new(),

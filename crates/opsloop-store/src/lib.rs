@@ -43,7 +43,7 @@ pub use notifications::{Delivery, NotificationHook};
 pub use polling::CiSettings;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
 pub use schedules::Schedule;
-pub use triggers::PipelineTrigger;
+pub use triggers::{PipelineToken, PipelineTrigger};
 pub use users::{ApiToken, NewUser, Session, User};
 pub use variables::StoredVariable;
 

@@ -116,9 +116,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0017_deployments.sql"),
         postgres: include_str!("../migrations/postgres/0017_deployments.sql"),
     },
+    Migration {
+        version: 18,
+        name: "pipeline tokens",
+        sqlite: include_str!("../migrations/sqlite/0018_pipeline_tokens.sql"),
+        postgres: include_str!("../migrations/postgres/0018_pipeline_tokens.sql"),
+    },
 ];
 
-const LATEST: i64 = 17;
+const LATEST: i64 = 18;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

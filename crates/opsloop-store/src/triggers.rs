@@ -100,3 +100,64 @@ impl Store {
         Ok(row.map(trigger_from))
     }
 }
+
+/// What a pipeline's token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineToken {
+    pub pipeline_id: i64,
+    pub project_id: i64,
+    /// Who started the pipeline (a user's name, or a source such as `schedule`).
+    pub username: String,
+    pub expires_at: i64,
+}
+
+impl Store {
+    pub async fn create_pipeline_token(&self, token_digest: &str, token: &PipelineToken) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO pipeline_tokens (token_digest, pipeline_id, project_id, username, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(token_digest)
+            .bind(token.pipeline_id)
+            .bind(token.project_id)
+            .bind(&token.username)
+            .bind(token.expires_at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The unexpired pipeline token with this digest.
+    pub async fn pipeline_token(&self, token_digest: &str) -> Result<Option<PipelineToken>> {
+        let now = self.now_ms();
+        let row: Option<(i64, i64, String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT pipeline_id, project_id, username, expires_at FROM pipeline_tokens
+                 WHERE token_digest = $1 AND expires_at > $2",
+            )
+            .bind(token_digest)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(pipeline_id, project_id, username, expires_at)| PipelineToken {
+            pipeline_id,
+            project_id,
+            username,
+            expires_at,
+        }))
+    }
+
+    pub async fn delete_pipeline_token(&self, token_digest: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM pipeline_tokens WHERE token_digest = $1 OR expires_at < $2")
+                .bind(token_digest)
+                .bind(self.now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}

@@ -528,8 +528,8 @@ impl ProjectArg {
 pub struct DeployArgs {
     /// The service, as named under `services:` in opsloop.yml.
     pub service: String,
-    /// The environment, as named under `environments:`.
-    #[arg(long = "env", value_name = "ENV")]
+    /// The environment, as named under `environments:` (in a job: its `environment:name`).
+    #[arg(long = "env", value_name = "ENV", env = "CI_ENVIRONMENT_NAME")]
     pub environment: String,
     #[command(flatten)]
     pub project: ProjectArg,

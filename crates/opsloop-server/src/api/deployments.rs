@@ -110,6 +110,19 @@ pub struct ServingView {
     pub instances: usize,
 }
 
+/// Who asked: a user, or a pipeline (through its token) for the user who started it.
+fn triggered_by(principal: &Principal) -> String {
+    match principal.credential {
+        crate::auth::Credential::Pipeline { pipeline_id, .. } if principal.user.id == 0 => {
+            format!("pipeline #{pipeline_id}")
+        }
+        crate::auth::Credential::Pipeline { pipeline_id, .. } => {
+            format!("{} (pipeline #{pipeline_id})", principal.user.username)
+        }
+        _ => principal.user.username.clone(),
+    }
+}
+
 fn check_names(service: &str, environment: &str) -> Result<(), ApiError> {
     for (what, name) in [("service", service), ("environment", environment)] {
         opsloop_core::validate_name(what, name).map_err(|error| ApiError::invalid(error.to_string()))?;
@@ -138,7 +151,7 @@ pub async fn create(
         environment: input.environment,
         version: input.version,
         strategy: input.strategy,
-        triggered_by: principal.user.username.clone(),
+        triggered_by: triggered_by(&principal),
         job_id: None,
     };
     let deployment = deploy::request(&state, &context.project, context.role, request, principal.actor()).await?;
@@ -160,7 +173,7 @@ pub async fn rollback(
         service: input.service,
         environment: input.environment,
         to: input.to,
-        triggered_by: principal.user.username.clone(),
+        triggered_by: triggered_by(&principal),
     };
     let deployment = deploy::rollback(&state, &context.project, context.role, request, principal.actor()).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(deployment.into())))

@@ -80,6 +80,7 @@ pub async fn me(Extension(principal): Extension<Principal>) -> ApiJson<Me> {
     let credential = match principal.credential {
         Credential::Token { .. } => "token",
         Credential::Session { .. } => "session",
+        Credential::Pipeline { .. } => "pipeline",
     };
     ApiJson(Me {
         username: principal.user.username.clone(),

@@ -56,8 +56,18 @@ impl Access {
 
 #[derive(Debug, Clone)]
 pub enum Credential {
-    Token { id: i64 },
-    Session { session_hash: String, csrf_token: String },
+    Token {
+        id: i64,
+    },
+    /// A running pipeline's token (`CI_JOB_TOKEN`): its own project's routes only.
+    Pipeline {
+        pipeline_id: i64,
+        project_id: i64,
+    },
+    Session {
+        session_hash: String,
+        csrf_token: String,
+    },
 }
 
 /// An authenticated caller.
@@ -82,14 +92,16 @@ impl Principal {
     /// The role this principal acts with in a project where the user holds `membership`.
     /// Instance admins act as owners everywhere; a token never exceeds its own role.
     pub fn project_role(&self, membership: Option<Role>) -> Option<Role> {
-        let held = if self.user.is_admin { Some(Role::Owner) } else { membership }?;
+        // A pipeline's token has no admin shortcut: its membership already says where it may go.
+        let admin = self.user.is_admin && !matches!(self.credential, Credential::Pipeline { .. });
+        let held = if admin { Some(Role::Owner) } else { membership }?;
         Some(held.min(self.cap.min(Role::Owner)))
     }
 
     pub fn csrf_token(&self) -> Option<&str> {
         match &self.credential {
             Credential::Session { csrf_token, .. } => Some(csrf_token),
-            Credential::Token { .. } => None,
+            Credential::Token { .. } | Credential::Pipeline { .. } => None,
         }
     }
 }
@@ -117,6 +129,9 @@ pub fn decide(access: Access, principal: Option<&Principal>, membership: Option<
         return Decision::Allow;
     }
     let Some(principal) = principal else { return Decision::Unauthenticated };
+    if matches!(principal.credential, Credential::Pipeline { .. }) && !matches!(access, Access::Project(_)) {
+        return Decision::Forbidden("a pipeline's token reaches only its own project's routes".to_owned());
+    }
     match access {
         // Agent routes are decided by the agent's token alone (`routes::enforce`).
         Access::Agent => Decision::Unauthenticated,
@@ -146,6 +161,11 @@ pub async fn resolve_principal(
     source_ip: String,
 ) -> Result<Option<Principal>, StoreError> {
     let now = store.now_ms();
+    if let Some(token) = bearer_token(headers)
+        && token.starts_with(PIPELINE_TOKEN_PREFIX)
+    {
+        return pipeline_principal(store, token, source_ip).await;
+    }
     if let Some(token) = bearer_token(headers) {
         let digest = credentials::digest(token);
         let (mut token, user, cached) = match cache.get(&digest) {
@@ -181,6 +201,46 @@ pub async fn resolve_principal(
         return Ok(Some(Principal { user, cap, credential, source_ip }));
     }
     Ok(None)
+}
+
+/// Every pipeline token starts with this.
+pub const PIPELINE_TOKEN_PREFIX: &str = "olpj_";
+
+/// A pipeline token acts for whoever started the pipeline, at most as a maintainer; a
+/// pipeline no user started (a webhook, a schedule) acts as a developer of its project.
+async fn pipeline_principal(store: &Store, token: &str, source_ip: String) -> Result<Option<Principal>, StoreError> {
+    let Some(found) = store.pipeline_token(&credentials::digest(token)).await? else { return Ok(None) };
+    let credential = Credential::Pipeline { pipeline_id: found.pipeline_id, project_id: found.project_id };
+    let (user, cap) = match store.user_by_username(&found.username).await? {
+        Some(user) if user.disabled => return Ok(None),
+        Some(user) => (user, Role::Maintainer),
+        None => {
+            let user = User {
+                id: 0,
+                username: format!("pipeline-{}", found.pipeline_id),
+                display_name: format!("pipeline #{} ({})", found.pipeline_id, found.username),
+                password_hash: String::new(),
+                is_admin: false,
+                must_change_password: false,
+                disabled: false,
+                created_at: 0,
+            };
+            (user, Role::Developer)
+        }
+    };
+    Ok(Some(Principal { user, cap, credential, source_ip }))
+}
+
+/// The role a principal holds in `project`: a project member's role, except that a
+/// pipeline's token holds none outside its own project, and inside it, its starter's role
+/// (a developer's when no user started it).
+pub async fn membership(store: &Store, principal: &Principal, project: &Project) -> Result<Option<Role>, StoreError> {
+    match principal.credential {
+        Credential::Pipeline { project_id, .. } if project_id != project.id => Ok(None),
+        Credential::Pipeline { .. } if principal.user.id == 0 => Ok(Some(Role::Developer)),
+        Credential::Pipeline { .. } if principal.user.is_admin => Ok(Some(Role::Owner)),
+        _ => store.member_role(project.id, principal.user.id).await,
+    }
 }
 
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {

@@ -216,7 +216,7 @@ pub async fn change_password(
     };
     let current_session = match &principal.credential {
         crate::auth::Credential::Session { session_hash, .. } => Some(session_hash.as_str()),
-        crate::auth::Credential::Token { .. } => None,
+        crate::auth::Credential::Token { .. } | crate::auth::Credential::Pipeline { .. } => None,
     };
     match state.store.set_password(&principal.user, &hash, false, current_session, principal.actor()).await {
         Ok(()) => {

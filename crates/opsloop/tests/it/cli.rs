@@ -169,6 +169,19 @@ async fn the_demo_project_is_registered_as_a_git_repository() {
         assert!(std::time::Instant::now() < deadline, "the demo pipeline did not finish: {pipelines}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+
+    // Its `deploy` job deployed the service blue-green with the pipeline's own token, so the
+    // proxy serves it, and the deployment says who asked.
+    let listed = opsloop_client(&server, &token, &["deployments", "--project", "demo", "--json"]);
+    let deployments: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+    assert_eq!(deployments[0]["status"], "success", "{deployments}\n{}", text(&listed.stderr));
+    assert_eq!(deployments[0]["strategy"], "blue-green");
+    assert!(deployments[0]["triggered_by"].as_str().unwrap_or_default().contains("pipeline #"), "{deployments}");
+    let answer = Server::client().get(format!("{}/", server.proxy_url)).send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), "1.0.0\n");
+    let releases = server.data_dir.join("releases");
+    drop(server);
+    opsloop_runner::reap::kill_marked("OPSLOOP_RELEASE_DIR", &releases);
 }
 
 /// The same server and CLI on PostgreSQL (skipped with a notice when none is configured).

@@ -311,7 +311,8 @@ fn a_crashed_instance_restarts_and_a_kill_9_mid_deployment_leaves_the_old_releas
     // v2 bakes for a long time; opsloop is killed while v2 takes all the traffic.
     std::fs::write(repo.join("opsloop.yml"), manifest("v2", "", "60s")).unwrap();
     commit_all(&repo, "v2");
-    let output = opsloop_client(&server, &token, &["deploy", "web", "--env", "production", "--project", "shop", "--json"]);
+    let output =
+        opsloop_client(&server, &token, &["deploy", "web", "--env", "production", "--project", "shop", "--json"]);
     let queued: Value = serde_json::from_slice(&output.stdout).unwrap();
     let id = queued["id"].as_i64().unwrap();
     let show = |server: &Server| {
