@@ -74,6 +74,8 @@ pub enum Outcome {
 pub struct Step {
     pub at: Duration,
     pub text: String,
+    /// The new version's share of the traffic from this step on, when the step moved it.
+    pub traffic: Option<u32>,
 }
 
 /// The instances serving one route, with their release (to start more of them again).
@@ -308,10 +310,10 @@ impl Deployer {
             }
         };
         self.serve(&service, &next);
-        timeline.note(format!("100% of traffic to {}", release.version));
+        timeline.traffic(format!("100% of traffic to {}", release.version), 100);
         if let Err(reason) = self.bake(&service, &next.version, &next.instances, None).await {
             self.proxy.set_route(self.route(&service, Vec::new()));
-            timeline.note(format!("{} stopped: {reason}", release.version));
+            timeline.traffic(format!("{} stopped: {reason}", release.version), 0);
             self.retire(next).await;
             return (None, Outcome::Failed { reason }, timeline.steps);
         }
@@ -355,11 +357,11 @@ impl Deployer {
                 backends.extend(Self::backends(&current.instances, &current.version, 100 - percent));
             }
             self.proxy.set_route(self.route(&service, backends));
-            timeline.note(format!("{percent}% of traffic to {}", release.version));
+            timeline.traffic(format!("{percent}% of traffic to {}", release.version), percent);
             let baseline = (percent < 100).then_some(current.version.as_str());
             if let Err(reason) = self.bake(&service, &next.version, &next.instances, baseline).await {
                 self.serve(&service, &current);
-                timeline.note(format!("rolled back to {}: {reason}", current.version));
+                timeline.traffic(format!("rolled back to {}: {reason}", current.version), 0);
                 self.drain(&service, &next.version, Duration::from_secs(10)).await;
                 for instance in next.instances {
                     instance.stop().await;
@@ -399,9 +401,10 @@ impl Deployer {
             let mut backends = Self::backends(&old, &old_version, 1);
             backends.extend(Self::backends(&new, &release.version, 1));
             self.proxy.set_route(self.route(&service, backends));
-            timeline.note(format!("{} of {wanted} instance(s) on {}", new.len(), release.version));
+            let share = u32::try_from(new.len() * 100 / (new.len() + old.len()).max(1)).unwrap_or(100);
+            timeline.traffic(format!("{} of {wanted} instance(s) on {}", new.len(), release.version), share);
             if let Err(reason) = self.bake(&service, &release.version, &new, None).await {
-                timeline.note(format!("rolled back to {old_version}: {reason}"));
+                timeline.traffic(format!("rolled back to {old_version}: {reason}"), 0);
                 let old = Running { version: old_version, release: old_release, instances: old };
                 return (self.restore(old, new, &service).await, Outcome::RolledBack { reason });
             }
@@ -420,7 +423,7 @@ impl Deployer {
         for instance in old {
             instance.stop().await;
         }
-        timeline.note(format!("{} replaced {old_version}", release.version));
+        timeline.traffic(format!("{} replaced {old_version}", release.version), 100);
         (next, Outcome::Succeeded)
     }
 
@@ -458,7 +461,7 @@ impl Deployer {
         let failure = match self.start(release).await {
             Ok(next) => {
                 self.serve(&service, &next);
-                timeline.note(format!("{} serves", release.version));
+                timeline.traffic(format!("{} serves", release.version), 100);
                 match self.bake(&service, &next.version, &next.instances, None).await {
                     Ok(()) => return (next, Outcome::Succeeded),
                     Err(reason) => {
@@ -472,7 +475,7 @@ impl Deployer {
             }
             Err(reason) => Outcome::Failed { reason },
         };
-        timeline.note(format!("{} failed; starting {old_version} again", release.version));
+        timeline.traffic(format!("{} failed; starting {old_version} again", release.version), 0);
         match self.start(&old_release).await {
             Ok(old) => {
                 self.serve(&service, &old);
@@ -496,7 +499,15 @@ struct Timeline {
 
 impl Timeline {
     fn note(&mut self, text: String) {
-        let step = Step { at: self.began.elapsed(), text };
+        self.push(text, None);
+    }
+
+    fn traffic(&mut self, text: String, percent: u32) {
+        self.push(text, Some(percent));
+    }
+
+    fn push(&mut self, text: String, traffic: Option<u32>) {
+        let step = Step { at: self.began.elapsed(), text, traffic };
         if let Some(on_step) = &self.on_step {
             on_step(&step);
         }

@@ -486,6 +486,9 @@ fn spawn_run(state: &AppState, deployment: Deployment) {
 pub struct StepRecord {
     pub at_ms: u64,
     pub text: String,
+    /// The new version's share of the traffic from this step on (percent), when it moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_percent: Option<u32>,
 }
 
 /// A version's golden signals over a deployment, for its page.
@@ -535,7 +538,7 @@ async fn run(state: &AppState, deployment: Deployment) -> Result<(), String> {
         tracing::warn!(deployment = deployment.id, status, %reason, "deployment did not succeed");
         if timeline.steps.last().is_none_or(|s| !s.text.contains(reason.as_str())) {
             let at_ms = timeline.steps.last().map_or(0, |s| s.at_ms);
-            timeline.steps.push(StepRecord { at_ms, text: format!("{status}: {reason}") });
+            timeline.steps.push(StepRecord { at_ms, text: format!("{status}: {reason}"), traffic_percent: None });
         }
     }
     let timeline_json = serde_json::to_string(&timeline).unwrap_or_else(|_| "{}".to_owned());
@@ -609,8 +612,9 @@ async fn deploy_release(
         let store = state.store.clone();
         let id = deployment.id;
         let began = Instant::now();
-        move |text: String| {
-            let record = StepRecord { at_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(0), text };
+        move |text: String, traffic_percent: Option<u32>| {
+            let at_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(0);
+            let record = StepRecord { at_ms, text, traffic_percent };
             let json = {
                 let mut steps = steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 steps.push(record);
@@ -628,7 +632,7 @@ async fn deploy_release(
     if let Some(build) = &config.build {
         let marker = dir.join(".opsloop-built");
         if !marker.exists() {
-            note(format!("building: {build}"));
+            note(format!("building: {build}"), None);
             build_release(build, &dir, &env, &log).await?;
             let _ = std::fs::write(&marker, b"");
         }
@@ -659,7 +663,7 @@ async fn deploy_release(
         log: log.clone(),
         on_step: Some({
             let note = note.clone();
-            Arc::new(move |step: &Step| note(step.text.clone()))
+            Arc::new(move |step: &Step| note(step.text.clone(), step.traffic))
         }),
     };
     let key: Key = (project.id, deployment.environment.clone(), deployment.service.clone());
@@ -679,9 +683,9 @@ async fn deploy_release(
     let (serving, retired, outcome) = match (current, warm) {
         // The release asked for is still warm: a route switch, no cold start.
         (Some(current), Some(warm)) => {
-            note(format!("{} is still running (kept warm); switching traffic back to it", release.version));
+            note(format!("{} is still running (kept warm); switching traffic back to it", release.version), None);
             deployer.serve(&route, &warm.running);
-            note(format!("100% of traffic to {}", warm.running.version));
+            note(format!("100% of traffic to {}", warm.running.version), Some(100));
             (Some(Live { release_id: warm.release_id, running: warm.running }), Some(current), Outcome::Succeeded)
         }
         (current, warm) => {
@@ -722,11 +726,14 @@ async fn deploy_release(
     if let Some(retired) = retired {
         if config.keep_warm_ms > 0 {
             let until = Instant::now() + Duration::from_millis(config.keep_warm_ms);
-            note(format!(
-                "{} kept warm for {} s for an instant rollback",
-                retired.running.version,
-                config.keep_warm_ms / 1000
-            ));
+            note(
+                format!(
+                    "{} kept warm for {} s for an instant rollback",
+                    retired.running.version,
+                    config.keep_warm_ms / 1000
+                ),
+                None,
+            );
             keep_warm(state, key.clone(), Warm { release_id: retired.release_id, running: retired.running, until });
         } else {
             deployer.retire(retired.running).await;

@@ -15,7 +15,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs git in `dir`; arguments are a vector, never a shell line, and URLs come after `--`.
-async fn git(dir: &Path, args: &[&str], limit: Duration) -> Result<String, String> {
+pub(crate) async fn git(dir: &Path, args: &[&str], limit: Duration) -> Result<String, String> {
     let command = tokio::process::Command::new("git")
         .args(args)
         .current_dir(dir)

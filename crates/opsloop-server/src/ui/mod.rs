@@ -4,6 +4,7 @@
 mod account;
 mod admin;
 mod ansi;
+mod deployments;
 mod login;
 mod pipelines;
 mod projects;
@@ -61,6 +62,10 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::POST, "/projects/{project}/pipelines", Project(Developer), pipelines::run)
         .add(ui, Method::GET, "/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
         .add(ui, Method::POST, "/projects/{project}/pipelines/{pipeline}/cancel", Project(Developer), pipelines::cancel)
+        .add(ui, Method::GET, "/projects/{project}/environments", Project(Viewer), deployments::environments)
+        .add(ui, Method::POST, "/projects/{project}/deployments", Project(Developer), deployments::deploy_form)
+        .add(ui, Method::GET, "/projects/{project}/deployments/{deployment}", Project(Viewer), deployments::show)
+        .add(ui, Method::POST, "/projects/{project}/rollbacks", Project(Developer), deployments::rollback_form)
         .add(ui, Method::GET, "/projects/{project}/schedules", Project(Viewer), schedules::list)
         .add(ui, Method::POST, "/projects/{project}/schedules", Project(Maintainer), schedules::create)
         .add(

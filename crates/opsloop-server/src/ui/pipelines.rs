@@ -28,7 +28,7 @@ fn running(status: &str) -> bool {
 
 /// Reloads a page of running work every `seconds`: through the embedded script, which waits
 /// while someone is filling in a form on it, or a plain meta refresh without JavaScript.
-fn auto_refresh(seconds: u32) -> Markup {
+pub(crate) fn auto_refresh(seconds: u32) -> Markup {
     html! {
         noscript { meta http-equiv="refresh" content=(seconds); }
         span hidden data-refresh=(seconds) {}
@@ -36,7 +36,7 @@ fn auto_refresh(seconds: u32) -> Markup {
     }
 }
 
-fn status_badge(status: &str) -> Markup {
+pub(crate) fn status_badge(status: &str) -> Markup {
     html! { span class={ "badge status-" (status) } { (status) } }
 }
 

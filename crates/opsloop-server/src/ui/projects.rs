@@ -188,7 +188,7 @@ async fn render_project(
                 dt { "Created" } dd { (human_time(project.created_at)) }
                 dt { "Updated" } dd { (human_time(project.updated_at)) }
             }
-            p { a.button href={ (base) "/pipelines" } { "Pipelines" } }
+            p { a.button href={ (base) "/pipelines" } { "Pipelines" } " " a.button href={ (base) "/environments" } { "Environments" } }
         h2 { "Members" }
             table {
                 thead { tr { th scope="col" { "User" } th scope="col" { "Role" } th scope="col" { "Added" } @if can_manage { th scope="col" { span.muted { "Actions" } } } } }

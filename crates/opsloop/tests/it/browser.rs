@@ -691,3 +691,67 @@ async fn a_refreshing_page_waits_while_someone_types_in_its_form() {
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// The deployments UI: the demo's pipeline deploys its service; a person deploys it again from
+/// the Environments page, watches the steps and traffic share on the deployment's page, and
+/// rolls back with one button (a switch to the version kept warm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_and_roll_back_from_the_environments_page() {
+    let Some(driver) = ChromeDriver::start_or_skip().await else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let server = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || Server::start_in(&data, &["--demo"])).await.expect("start the server")
+    };
+    let token = tokio::task::block_in_place(|| server.token("admin"));
+    // The demo pipeline's deploy job puts the first release on production.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let listed = tokio::task::block_in_place(|| {
+            opsloop_client(&server, &token, &["deployments", "--project", "demo", "--json"])
+        });
+        let deployments: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        if deployments[0]["status"] == "success" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo was not deployed: {deployments}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let browser = driver.open_browser().await;
+    sign_in_as_admin(&browser, &server).await;
+    let at = |path: &str| format!("{}{path}", server.url);
+
+    browser.goto(&at("/projects/demo")).await.expect("open the demo project");
+    follow(&browser, "a.button", "Environments").await;
+    wait_for_text(&browser, "main table tbody tr", "production").await;
+    wait_for_text(&browser, "main table tbody tr td span.badge", "healthy 1/1").await;
+    assert!(assert_inputs_are_labelled(&browser).await >= 3, "the deploy form's fields are labelled");
+
+    // Deploy the same service again, blue-green, from the form.
+    let deploy = form(&browser, "/projects/demo/deployments").await;
+    fill(&deploy, "service", "web").await;
+    fill(&deploy, "environment", "production").await;
+    let strategy = deploy.find(Locator::Css("select[name='strategy'] option[value='blue-green']")).await;
+    strategy.expect("a blue-green option").click().await.expect("choose blue-green");
+    submit(&deploy, "Deploy").await;
+    let heading = wait_for_text(&browser, "h1 span.badge", "success").await;
+    drop(heading);
+    let steps = wait_for_text(&browser, "ol.timeline", "100% of traffic").await;
+    assert!(steps.text().await.expect("steps").contains("kept warm"), "the old version is kept warm");
+    assert!(browser.find(Locator::Css("ol.timeline .weights .new")).await.is_ok(), "the traffic share is drawn");
+    wait_for_text(&browser, "main table tbody tr td span.badge", "new").await;
+    wait_for_text(&browser, "main table tbody tr td span.badge", "old").await;
+
+    // Roll back from the deployment's page: a switch back to the warm version.
+    let rollback = form(&browser, "/projects/demo/rollbacks").await;
+    submit(&rollback, "Roll back from this version").await;
+    wait_for_text(&browser, "ol.timeline", "still running (kept warm)").await;
+    wait_for_text(&browser, "h1 span.badge", "success").await;
+    let by = wait_for_text(&browser, "dl.facts dd", "(rollback)").await;
+    assert!(by.text().await.expect("who").starts_with("admin"), "a person rolled back");
+    let answer = Server::client().get(format!("{}/", server.proxy_url)).send().await.expect("the proxy answers");
+    assert_eq!(answer.text().await.expect("body"), "1.0.0\n");
+    drop(server);
+    opsloop_runner::reap::kill_marked("OPSLOOP_RELEASE_DIR", &data.join("releases"));
+}

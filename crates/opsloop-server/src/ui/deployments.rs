@@ -1,0 +1,448 @@
+//! Deployment pages: a project's environments (which version runs where, its health, since
+//! when), a deploy form, the history, and one deployment's page (its steps, the traffic
+//! share over them, the old and new version's golden signals side by side, what changed
+//! since the previous release, and a rollback button).
+
+use axum::Extension;
+use axum::extract::{Form, Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use opsloop_core::Role;
+use serde::Deserialize;
+
+use super::pipelines::{auto_refresh, status_badge};
+use super::{csrf_field, error_box, failure, layout};
+use crate::auth::{Principal, ProjectContext};
+use crate::deploy::{self, DeployRequest, ReleaseConfig, RollbackRequest, TimelineRecord, VersionFigures};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::views::human_time;
+
+#[derive(Debug, Deserialize)]
+pub struct DeployForm {
+    service: String,
+    environment: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    strategy: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RollbackForm {
+    service: String,
+    environment: String,
+    #[serde(default)]
+    to: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeploymentPath {
+    #[allow(dead_code)]
+    project: String,
+    deployment: i64,
+}
+
+fn running(status: &str) -> bool {
+    matches!(status, "queued" | "running")
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+pub async fn environments(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+) -> Response {
+    render_environments(&state, &principal, &context, None).await
+}
+
+async fn render_environments(
+    state: &AppState,
+    principal: &Principal,
+    context: &ProjectContext,
+    error: Option<&str>,
+) -> Response {
+    let project = &context.project;
+    let serving = match crate::api::deployments::serving(state, project.id).await {
+        Ok(serving) => serving,
+        Err(error) => return failure(error),
+    };
+    let history = match state.store.list_deployments(project.id, None, None, 50).await {
+        Ok(history) => history,
+        Err(error) => return failure(error),
+    };
+    let base = format!("/projects/{}", project.name);
+    let can_deploy = context.role >= Role::Developer;
+    let proxy = state.deploy.proxy_address.get().map(|address| format!("http://{address}"));
+    layout(&format!("{} · environments", project.name), Some(principal), "/projects", html! {
+        @if history.iter().any(|d| running(&d.status)) { (auto_refresh(2)) }
+        p { a href=(base) { "← " (project.name) } }
+        h1 { "Environments of " (project.name) }
+        p.hint {
+            "Services and environments come from " code { "opsloop.yml" } " in the repository. "
+            @if let Some(proxy) = &proxy { "They are reached through opsloop's proxy at " code { (proxy) } "." }
+        }
+        (error_box(error))
+        @if serving.is_empty() {
+            p.muted { "Nothing is deployed yet." }
+        } @else {
+            table {
+                thead { tr {
+                    th scope="col" { "Environment" } th scope="col" { "Service" } th scope="col" { "Version" }
+                    th scope="col" { "Health" } th scope="col" { "Since" }
+                    @if can_deploy { th scope="col" { span.muted { "Actions" } } }
+                } }
+                tbody {
+                    @for entry in &serving {
+                        tr {
+                            td { (entry.environment) }
+                            td { (entry.service) }
+                            td { a href={ (base) "/deployments/" (entry.deployment_id) } { (entry.version) } " " code.muted { (short(&entry.commit)) } }
+                            td {
+                                @if entry.instances > 0 && entry.healthy == entry.instances {
+                                    span.badge.status-success { "healthy " (entry.healthy) "/" (entry.instances) }
+                                } @else {
+                                    span.badge.status-failed { "unhealthy " (entry.healthy) "/" (entry.instances) }
+                                }
+                            }
+                            td { (entry.since) }
+                            @if can_deploy {
+                                td {
+                                    form.inline method="post" action={ (base) "/rollbacks" } {
+                                        (csrf_field(principal))
+                                        input type="hidden" name="service" value=(entry.service);
+                                        input type="hidden" name="environment" value=(entry.environment);
+                                        button type="submit" title="Deploy the release that served before this one again" { "Roll back" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if can_deploy {
+            h2 { "Deploy" }
+            form method="post" action={ (base) "/deployments" } aria-label="Deploy" {
+                (csrf_field(principal))
+                label { "Service " input type="text" name="service" required placeholder="web"; }
+                " "
+                label { "Environment " input type="text" name="environment" required placeholder="production"; }
+                " "
+                label { "Version " input type="text" name="version" placeholder=(project.default_branch); }
+                " "
+                label { "Strategy "
+                    select name="strategy" {
+                        option value="" { "the service's own" }
+                        option value="blue-green" { "blue-green" }
+                        option value="canary" { "canary 10% → 50% → 100%" }
+                        option value="rolling" { "rolling" }
+                        option value="recreate" { "recreate" }
+                    }
+                }
+                " "
+                button type="submit" { "Deploy" }
+            }
+        }
+        h2 { "History" }
+        @if history.is_empty() {
+            p.muted { "No deployments yet." }
+        } @else {
+            table {
+                thead { tr {
+                    th scope="col" { "Deployment" } th scope="col" { "Status" } th scope="col" { "Environment" }
+                    th scope="col" { "Service" } th scope="col" { "Version" } th scope="col" { "Strategy" }
+                    th scope="col" { "By" } th scope="col" { "Created" }
+                } }
+                tbody {
+                    @for deployment in &history {
+                        tr {
+                            td { a href={ (base) "/deployments/" (deployment.id) } { "#" (deployment.id) } }
+                            td { (status_badge(&deployment.status)) }
+                            td { (deployment.environment) }
+                            td { (deployment.service) }
+                            td { (deployment.version) }
+                            td { (deployment.strategy) }
+                            td { (deployment.triggered_by) }
+                            td { (human_time(deployment.created_at)) }
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .into_response()
+}
+
+fn form_failure(error: ApiError) -> String {
+    error.message
+}
+
+pub async fn deploy_form(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Form(form): Form<DeployForm>,
+) -> Response {
+    let nonempty = |text: String| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+    let request = DeployRequest {
+        service: form.service.trim().to_owned(),
+        environment: form.environment.trim().to_owned(),
+        version: nonempty(form.version),
+        strategy: nonempty(form.strategy),
+        triggered_by: principal.user.username.clone(),
+        job_id: None,
+    };
+    let names_ok = opsloop_core::validate_name("service", &request.service).is_ok()
+        && opsloop_core::validate_name("environment", &request.environment).is_ok()
+        && request.version.as_deref().is_none_or(|v| crate::views::validate_branch(v).is_ok());
+    if !names_ok {
+        return render_environments(
+            &state,
+            &principal,
+            &context,
+            Some("that is no service, environment or version name"),
+        )
+        .await;
+    }
+    match deploy::request(&state, &context.project, context.role, request, principal.actor()).await {
+        Ok(deployment) => {
+            Redirect::to(&format!("/projects/{}/deployments/{}", context.project.name, deployment.id)).into_response()
+        }
+        Err(error) => render_environments(&state, &principal, &context, Some(&form_failure(error))).await,
+    }
+}
+
+pub async fn rollback_form(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Form(form): Form<RollbackForm>,
+) -> Response {
+    if opsloop_core::validate_name("service", &form.service).is_err()
+        || opsloop_core::validate_name("environment", &form.environment).is_err()
+    {
+        return render_environments(&state, &principal, &context, Some("that is no service or environment name")).await;
+    }
+    let request = RollbackRequest {
+        service: form.service,
+        environment: form.environment,
+        to: Some(form.to.trim().to_owned()).filter(|t| !t.is_empty()),
+        triggered_by: principal.user.username.clone(),
+    };
+    match deploy::rollback(&state, &context.project, context.role, request, principal.actor()).await {
+        Ok(deployment) => {
+            Redirect::to(&format!("/projects/{}/deployments/{}", context.project.name, deployment.id)).into_response()
+        }
+        Err(error) => render_environments(&state, &principal, &context, Some(&form_failure(error))).await,
+    }
+}
+
+/// The fields of two releases' configurations that differ: `(field, before, after)`.
+fn config_changes(before: &str, after: &str) -> Vec<(String, String, String)> {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
+    let (before, after) = (parse(before), parse(after));
+    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else { return Vec::new() };
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (old, new) = (before.get(key), after.get(key));
+            (old != new).then(|| {
+                let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "—".to_owned(), ToString::to_string);
+                (key.clone(), show(old), show(new))
+            })
+        })
+        .collect()
+}
+
+/// `git log --oneline old..new` in the project's mirror (at most 50 commits).
+async fn commits_between(state: &AppState, project: &opsloop_store::Project, old: &str, new: &str) -> Vec<String> {
+    if old == new {
+        return Vec::new();
+    }
+    let mirror = crate::mirror::mirror_dir(state, project.id, &project.repo_url);
+    let range = format!("{old}..{new}");
+    let listed = crate::mirror::git(
+        &mirror,
+        &["log", "--oneline", "--no-decorate", "--max-count=50", &range, "--"],
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    listed.map(|text| text.lines().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+fn figures_table(figures: &[VersionFigures], new_label: &str) -> Markup {
+    let ms = |value: Option<f64>| value.map_or_else(|| "—".to_owned(), |ms| format!("{ms:.1} ms"));
+    html! {
+        table {
+            thead { tr {
+                th scope="col" { "Version" } th scope="col" { "Requests" } th scope="col" { "Errors" }
+                th scope="col" { "Error rate" } th scope="col" { "p50" } th scope="col" { "p99" }
+            } }
+            tbody {
+                @for row in figures {
+                    tr {
+                        td { (row.version) @if row.version == new_label { " " span.badge { "new" } } @else { " " span.badge { "old" } } }
+                        td { (row.requests) }
+                        td { (row.errors) }
+                        td { @if row.requests > 0 { (format!("{:.2}%", row.errors as f64 * 100.0 / row.requests as f64)) } @else { "—" } }
+                        td { (ms(row.p50_ms)) }
+                        td { (ms(row.p99_ms)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<DeploymentPath>,
+) -> Response {
+    let project = &context.project;
+    let deployment = match state.store.deployment(path.deployment).await {
+        Ok(Some(deployment)) if deployment.project_id == project.id => deployment,
+        Ok(_) => return failure(ApiError::not_found("deployment")),
+        Err(error) => return failure(error),
+    };
+    let release = match state.store.release(deployment.release_id).await {
+        Ok(Some(release)) => release,
+        Ok(None) => return failure(ApiError::not_found("release")),
+        Err(error) => return failure(error),
+    };
+    let previous = match deployment.previous_release_id {
+        Some(id) => state.store.release(id).await.ok().flatten(),
+        None => None,
+    };
+    let timeline = TimelineRecord::parse(&deployment.timeline);
+    let new_label = deploy::version_label(&release);
+    // While it runs, the figures are the live totals of both versions.
+    let figures = if timeline.figures.is_empty() {
+        let route = deploy::route_name(&project.name, &deployment.environment, &deployment.service);
+        std::iter::once(&release)
+            .chain(previous.as_ref())
+            .map(|r| {
+                let label = deploy::version_label(r);
+                let now = state.deploy.proxy.signals().of(&route, &label).snapshot();
+                let ms = |q: f64| now.latency_quantile(q).map(|d| d.as_secs_f64() * 1000.0);
+                VersionFigures {
+                    version: label,
+                    requests: now.requests,
+                    errors: now.errors,
+                    p50_ms: ms(0.5),
+                    p99_ms: ms(0.99),
+                }
+            })
+            .collect()
+    } else {
+        timeline.figures.clone()
+    };
+    let commits = match &previous {
+        Some(previous) => commits_between(&state, project, &previous.commit_sha, &release.commit_sha).await,
+        None => Vec::new(),
+    };
+    let changes = previous.as_ref().map(|p| config_changes(&p.config, &release.config)).unwrap_or_default();
+    let config: Option<ReleaseConfig> = serde_json::from_str(&release.config).ok();
+    let base = format!("/projects/{}", project.name);
+    let log_tail = tail(&deploy::service_log(&state, project.id, &deployment.environment, &deployment.service), 40);
+    layout(&format!("{} · deployment #{}", project.name, deployment.id), Some(&principal), "/projects", html! {
+        @if running(&deployment.status) { (auto_refresh(2)) }
+        p { a href={ (base) "/environments" } { "← environments of " (project.name) } }
+        h1 { "Deployment #" (deployment.id) " " (status_badge(&deployment.status)) }
+        dl.facts {
+            dt { "Service" } dd { (deployment.service) }
+            dt { "Environment" } dd { (deployment.environment) }
+            dt { "Version" } dd { (release.version) " " code { (short(&release.commit_sha)) } }
+            @if let Some(previous) = &previous { dt { "Replacing" } dd { (previous.version) " " code { (short(&previous.commit_sha)) } } }
+            dt { "Strategy" } dd { (deployment.strategy) }
+            dt { "By" } dd { (deployment.triggered_by) }
+            dt { "Created" } dd { (human_time(deployment.created_at)) }
+            @if let Some(finished) = deployment.finished_at { dt { "Finished" } dd { (human_time(finished)) } }
+            @if let Some(config) = &config {
+                dt { "SLO" } dd { "error rate ≤ " (format!("{:.1}%", config.max_error_rate * 100.0)) ", p99 ≤ " (config.max_p99_ms) " ms, over a bake of " (config.bake_ms / 1000) " s" }
+            }
+        }
+        @if let Some(reason) = &deployment.reason {
+            div.error role="alert" { (reason) }
+        }
+        @if context.role >= Role::Developer && !running(&deployment.status) {
+            form.inline method="post" action={ (base) "/rollbacks" } {
+                (csrf_field(&principal))
+                input type="hidden" name="service" value=(deployment.service);
+                input type="hidden" name="environment" value=(deployment.environment);
+                @if deployment.status == "success" {
+                    button type="submit" { "Roll back from this version" }
+                } @else {
+                    input type="hidden" name="to" value=(release.version);
+                    button type="submit" { "Deploy this version again" }
+                }
+            }
+        }
+        h2 { "Steps" }
+        @if timeline.steps.is_empty() {
+            p.muted { @if deployment.status == "queued" { "Waiting for the environment's turn." } @else { "No steps recorded." } }
+        } @else {
+            ol.timeline {
+                @for step in &timeline.steps {
+                    li {
+                        span.at { (format!("{:.1} s", step.at_ms as f64 / 1000.0)) }
+                        (step.text)
+                        @if let Some(percent) = step.traffic_percent {
+                            " "
+                            span.weights title={ (percent) "% new, " (100 - percent.min(100)) "% old" } role="img" aria-label={ (percent) "% of traffic to the new version" } {
+                                span.new style={ "width:" (percent.min(100)) "%" } {}
+                                span.old style={ "width:" (100 - percent.min(100)) "%" } {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Golden signals" }
+        p.hint { @if timeline.figures.is_empty() { "Totals so far, through the proxy." } @else { "Over the deployment, through the proxy." } }
+        (figures_table(&figures, &new_label))
+        @if let Some(previous) = &previous {
+            h2 { "Changes since " (previous.version) }
+            @if commits.is_empty() && changes.is_empty() {
+                p.muted { "The same commit and configuration." }
+            }
+            @if !commits.is_empty() {
+                ul { @for commit in &commits { li { code { (commit) } } } }
+            }
+            @if !changes.is_empty() {
+                table {
+                    thead { tr { th scope="col" { "Setting" } th scope="col" { "Before" } th scope="col" { "After" } } }
+                    tbody { @for (key, old, new) in &changes { tr { td { (key) } td { code { (old) } } td { code { (new) } } } } }
+                }
+            }
+        }
+        h2 { "Service log" }
+        @if log_tail.is_empty() { p.muted { "No output yet." } } @else { pre.log { (log_tail) } }
+    })
+    .into_response()
+}
+
+/// The last `lines` lines of a file (the end of a service's log).
+fn tail(path: &std::path::Path, lines: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else { return String::new() };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = length.saturating_sub(16 * 1024);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
