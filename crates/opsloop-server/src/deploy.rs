@@ -607,10 +607,23 @@ async fn deploy_release(
     let dir = release_dir(state, release);
     let (env, masked) = service_env(state, project, &deployment.environment, &config, &dir).await?;
     let log = service_logger(state, project.id, &deployment.environment, &deployment.service, masked)?;
-    let note = {
-        let steps = steps.clone();
+    // One writer keeps the stored timeline current, always with the latest steps: writes
+    // from separate tasks could land out of order and store an older list last.
+    let (latest, mut written) = tokio::sync::watch::channel(String::new());
+    {
         let store = state.store.clone();
         let id = deployment.id;
+        tokio::spawn(async move {
+            while written.changed().await.is_ok() {
+                let json = written.borrow_and_update().clone();
+                if let Err(error) = store.set_deployment_timeline(id, &json).await {
+                    tracing::warn!(deployment = id, %error, "could not store the deployment's steps");
+                }
+            }
+        });
+    }
+    let note = {
+        let steps = steps.clone();
         let began = Instant::now();
         move |text: String, traffic_percent: Option<u32>| {
             let at_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(0);
@@ -621,10 +634,7 @@ async fn deploy_release(
                 serde_json::to_string(&TimelineRecord { steps: steps.clone(), figures: Vec::new() })
             };
             if let Ok(json) = json {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let _ = store.set_deployment_timeline(id, &json).await;
-                });
+                let _ = latest.send(json);
             }
         }
     };

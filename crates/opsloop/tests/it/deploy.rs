@@ -277,9 +277,13 @@ fn instance_pids(data_dir: &Path, needle: &str) -> Vec<i32> {
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    wait_for_showing(what, limit, &mut done, String::new);
+}
+
+fn wait_for_showing(what: &str, limit: Duration, done: &mut impl FnMut() -> bool, show: impl Fn() -> String) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        assert!(started.elapsed() < limit, "{what} within {limit:?}: {}", show());
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -318,9 +322,12 @@ fn a_crashed_instance_restarts_and_a_kill_9_mid_deployment_leaves_the_old_releas
     let show = |server: &Server| {
         call_json(Method::GET, &format!("{}/api/v1/projects/shop/deployments/{id}", server.url), &token, None).1
     };
-    wait_for("v2 taking the traffic", Duration::from_secs(20), || {
-        show(&server)["steps"].to_string().contains("100% of traffic")
-    });
+    wait_for_showing(
+        "v2 taking the traffic",
+        Duration::from_secs(20),
+        &mut || show(&server)["steps"].to_string().contains("100% of traffic"),
+        || show(&server).to_string(),
+    );
     assert_eq!(get(&front, None), (200, "v2\n".to_owned()));
     let v2 = show(&server)["commit"].as_str().unwrap().to_owned();
     server.kill_hard();
