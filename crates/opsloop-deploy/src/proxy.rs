@@ -217,6 +217,15 @@ impl Proxy {
         });
     }
 
+    /// Removes the route for `host` and `path_prefix` (if there is one); one atomic swap.
+    pub fn remove_route(&self, host: Option<&str>, path_prefix: &str) {
+        self.table.rcu(|current| {
+            let mut routes = current.routes();
+            routes.retain(|r| !(r.host.as_deref() == host && r.path_prefix == path_prefix));
+            RouteTable::new(routes, &self.signals)
+        });
+    }
+
     pub fn routes(&self) -> Vec<Route> {
         self.table.load().routes()
     }

@@ -351,7 +351,13 @@ async fn execute(
     } else {
         "success"
     };
-    state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())
+    state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())?;
+    // GitOps: a passing pipeline on the default branch applies its opsloop.yml.
+    if status == "success" && pipeline.git_ref == project.default_branch {
+        let (state, project) = (state.clone(), project.clone());
+        tokio::spawn(async move { crate::gitops::apply_after_pipeline(&state, &project).await });
+    }
+    Ok(())
 }
 
 /// A pipeline running in this process: its cancel switch, and each job's.

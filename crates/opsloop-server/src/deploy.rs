@@ -67,7 +67,7 @@ pub struct ReleaseConfig {
 }
 
 impl ReleaseConfig {
-    fn of(service: &manifest::Service, manifest: &Manifest) -> ReleaseConfig {
+    pub(crate) fn of(service: &manifest::Service, manifest: &Manifest) -> ReleaseConfig {
         let (health_http, health_status) = match &service.health {
             HealthCheck::Http { path, status } => (Some(path.clone()), *status),
             HealthCheck::Tcp => (None, 200),
@@ -273,10 +273,10 @@ pub struct DeployRequest {
 }
 
 /// A checked-out commit with its `opsloop.yml`.
-struct Checkout {
-    dir: PathBuf,
-    sha: String,
-    manifest: Manifest,
+pub(crate) struct Checkout {
+    pub dir: PathBuf,
+    pub sha: String,
+    pub manifest: Manifest,
 }
 
 /// The version's files or its `opsloop.yml` cannot be had (checked after access passed).
@@ -284,7 +284,7 @@ fn unavailable(message: String) -> ApiError {
     ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "release_unavailable", message)
 }
 
-async fn checkout(state: &AppState, project: &Project, git_ref: &str) -> Result<Checkout, ApiError> {
+pub(crate) async fn checkout(state: &AppState, project: &Project, git_ref: &str) -> Result<Checkout, ApiError> {
     let dir = releases_dir(state).join(project.id.to_string()).join(format!(".checkout-{}", uuid::Uuid::new_v4()));
     let sha = match crate::mirror::checkout(state, project.id, &project.repo_url, git_ref, None, &dir).await {
         Ok(sha) => sha,
@@ -658,7 +658,7 @@ async fn deploy_release(
         health: config.health(),
     };
     let strategy = manifest::parse_strategy(&deployment.strategy)?;
-    let (host, path_prefix) = config.route(&deployment.service, &deployment.environment);
+    let (host, path_prefix) = route_for(state, project.id, &config, &deployment.service, &deployment.environment).await;
     let deployer = Deployer {
         proxy: state.deploy.proxy.clone(),
         host,
@@ -883,6 +883,60 @@ async fn build_release(
     if output.status.success() { Ok(()) } else { Err(format!("the build failed ({})", output.status)) }
 }
 
+/// Where a service is reached in an environment: the route of the manifest applied from the
+/// default branch (GitOps), else the release's own.
+async fn route_for(
+    state: &AppState,
+    project_id: i64,
+    config: &ReleaseConfig,
+    service: &str,
+    environment: &str,
+) -> (Option<String>, String) {
+    match crate::gitops::applied_desired(state, project_id).await.and_then(|d| d.route(service, environment)) {
+        Some(route) => route,
+        None => config.route(service, environment),
+    }
+}
+
+/// Stops what serves `service` in `environment` (and its warm version) and drops its route.
+pub(crate) async fn stop_service(state: &AppState, project: &Project, environment: &str, service: &str) {
+    let turn = state.deploy.turn(project.id, environment);
+    let _turn = turn.lock().await;
+    let key: Key = (project.id, environment.to_owned(), service.to_owned());
+    let route =
+        state.deploy.proxy.routes().into_iter().find(|r| r.service == route_name(&project.name, environment, service));
+    if let Some(route) = route {
+        state.deploy.proxy.remove_route(route.host.as_deref(), &route.path_prefix);
+    }
+    let warm = state.deploy.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+    for running in state.deploy.take_serving(&key).map(|l| l.running).into_iter().chain(warm.map(|w| w.running)) {
+        stop_running(running).await;
+    }
+    tracing::info!(project = %project.name, environment, service, "stopped: no longer in opsloop.yml");
+}
+
+/// Puts what serves `service` in `environment` behind a new host and path, dropping its old
+/// route; false when nothing serves it here.
+pub(crate) async fn move_route(
+    state: &AppState,
+    project: &Project,
+    environment: &str,
+    service: &str,
+    host: Option<String>,
+    path_prefix: String,
+) -> bool {
+    let name = route_name(&project.name, environment, service);
+    let old = state.deploy.proxy.routes().into_iter().find(|r| r.service == name);
+    let Some(old) = old else { return false };
+    if old.host == host && old.path_prefix == path_prefix {
+        return true;
+    }
+    let new = opsloop_deploy::Route { host, path_prefix, service: name, backends: old.backends.clone() };
+    state.deploy.proxy.set_route(new);
+    state.deploy.proxy.remove_route(old.host.as_deref(), &old.path_prefix);
+    true
+}
+
 /// At start: deployments a stopped process left running fail; instances it left behind are
 /// killed; every environment's serving release starts again and takes its route; queued
 /// deployments run.
@@ -929,7 +983,7 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
     let (env, masked) = service_env(state, &project, &entry.environment, &config, &dir).await?;
     let log = service_logger(state, project.id, &entry.environment, &entry.service, masked)?;
     let route = route_name(&project.name, &entry.environment, &entry.service);
-    let (host, path_prefix) = config.route(&entry.service, &entry.environment);
+    let (host, path_prefix) = route_for(state, project.id, &config, &entry.service, &entry.environment).await;
     let deployer = Deployer {
         proxy: state.deploy.proxy.clone(),
         host,

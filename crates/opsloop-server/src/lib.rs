@@ -14,6 +14,7 @@ pub mod config;
 mod demo;
 pub mod deploy;
 pub mod error;
+pub mod gitops;
 pub mod metrics;
 mod mirror;
 pub mod notify;

@@ -381,4 +381,54 @@ impl Store {
         });
         Ok(rows.into_iter().map(serving_from).collect())
     }
+
+    /// The manifest last applied from the project's default branch: `(commit, JSON)`.
+    pub async fn applied_manifest(&self, project_id: i64) -> Result<Option<(String, String)>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as("SELECT commit_sha, manifest FROM applied_manifests WHERE project_id = $1")
+                .bind(project_id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Records `manifest` as applied, and what it removed as no longer served, in one
+    /// transaction.
+    pub async fn apply_manifest(
+        &self,
+        project: &Project,
+        commit_sha: &str,
+        manifest: &str,
+        removed: &[(String, String)],
+        actor: Actor<'_>,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO applied_manifests (project_id, commit_sha, manifest, applied_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (project_id) DO UPDATE SET commit_sha = excluded.commit_sha,
+                     manifest = excluded.manifest, applied_at = excluded.applied_at",
+            )
+            .bind(project.id)
+            .bind(commit_sha)
+            .bind(manifest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            for (environment, service) in removed {
+                sqlx::query(
+                    "DELETE FROM environment_services WHERE project_id = $1 AND environment = $2 AND service = $3",
+                )
+                .bind(project.id)
+                .bind(environment)
+                .bind(service)
+                .execute(&mut *tx)
+                .await?;
+            }
+            record_audit!(&mut *tx, now, actor, "manifest.apply", &project.name, commit_sha);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
 }

@@ -122,9 +122,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0018_pipeline_tokens.sql"),
         postgres: include_str!("../migrations/postgres/0018_pipeline_tokens.sql"),
     },
+    Migration {
+        version: 19,
+        name: "applied manifests",
+        sqlite: include_str!("../migrations/sqlite/0019_applied_manifests.sql"),
+        postgres: include_str!("../migrations/postgres/0019_applied_manifests.sql"),
+    },
 ];
 
-const LATEST: i64 = 18;
+const LATEST: i64 = 19;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

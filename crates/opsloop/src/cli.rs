@@ -83,6 +83,19 @@ pub enum Command {
         #[command(flatten)]
         args: RollbackArgs,
     },
+    /// What runs where, and GitOps: the plan of the default branch's opsloop.yml, applied.
+    ///
+    /// Examples:
+    ///   opsloop environments list --project shop
+    ///   opsloop environments plan --project shop     created / changed / removed
+    ///   opsloop environments apply --project shop    (a passing default-branch pipeline does it too)
+    #[command(verbatim_doc_comment)]
+    Environments {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: EnvironmentsCommand,
+    },
     /// A service's deployments in an environment, newest first.
     Deployments {
         #[command(flatten)]
@@ -561,6 +574,31 @@ pub struct RollbackArgs {
     pub wait: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvironmentsCommand {
+    /// Which version of each service runs in each environment, and its health.
+    List {
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What applying the default branch's opsloop.yml would change.
+    Plan {
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the default branch's opsloop.yml now (needs the maintainer role).
+    Apply {
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -240,3 +240,26 @@ pub async fn serving(state: &AppState, project_id: i64) -> Result<Vec<ServingVie
     }
     Ok(views)
 }
+
+/// What applying the default branch's `opsloop.yml` would change (GitOps).
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/plan", tag = "deployments",
+    params(("project" = String, Path)),
+    responses((status = 200, body = crate::gitops::Plan), (status = 422, body = ErrorBody)))]
+pub async fn plan(
+    State(state): State<AppState>,
+    Extension(context): Extension<ProjectContext>,
+) -> Result<ApiJson<crate::gitops::Plan>, ApiError> {
+    Ok(ApiJson(crate::gitops::plan(&state, &context.project).await?.0))
+}
+
+/// Apply the default branch's `opsloop.yml` now (as a passing pipeline there does).
+#[utoipa::path(post, path = "/api/v1/projects/{project}/environments/apply", tag = "deployments",
+    params(("project" = String, Path)),
+    responses((status = 200, body = crate::gitops::Plan), (status = 422, body = ErrorBody)))]
+pub async fn apply(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+) -> Result<ApiJson<crate::gitops::Plan>, ApiError> {
+    Ok(ApiJson(crate::gitops::apply(&state, &context.project, principal.actor()).await?))
+}

@@ -64,6 +64,14 @@ pub fn routes(table: RouteTable) -> RouteTable {
         )
         .add(api, Method::POST, "/api/v1/projects/{project}/rollbacks", Project(Developer), deployments::rollback)
         .add(api, Method::GET, "/api/v1/projects/{project}/environments", Project(Viewer), deployments::environments)
+        .add(api, Method::GET, "/api/v1/projects/{project}/environments/plan", Project(Viewer), deployments::plan)
+        .add(
+            api,
+            Method::POST,
+            "/api/v1/projects/{project}/environments/apply",
+            Project(Maintainer),
+            deployments::apply,
+        )
         .add(api, Method::POST, "/api/v1/projects/{project}/pipelines", Project(Developer), pipelines::run)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines", Project(Viewer), pipelines::list)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
@@ -186,6 +194,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         triggers::list, triggers::create, triggers::delete, triggers::trigger_pipeline,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
+        deployments::plan, deployments::apply,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,

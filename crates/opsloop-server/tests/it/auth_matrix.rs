@@ -34,6 +34,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/projects/{project}/deployments" | "/api/v1/projects/{project}/rollbacks") => {
             r#"{"service": "web", "environment": "production"}"#
         }
+        ("POST", "/api/v1/projects/{project}/environments/apply") => "",
         ("POST", "/api/v1/projects/{project}/triggers") => r#"{"description": "deploy script"}"#,
         ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
         ("POST", "/api/v1/projects/{project}/notifications") => r#"{"url": "https://hooks.example.com/opsloop"}"#,

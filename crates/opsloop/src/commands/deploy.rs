@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::fail;
-use crate::cli::{ClientArgs, DeployArgs, DeploymentsArgs, RollbackArgs};
+use crate::cli::{ClientArgs, DeployArgs, DeploymentsArgs, EnvironmentsCommand, RollbackArgs};
 use crate::client::ApiClient;
 use crate::output;
 
@@ -158,4 +158,93 @@ pub async fn list(client: &ClientArgs, args: DeploymentsArgs) -> miette::Result<
     }
     .await;
     Ok(result.unwrap_or_else(|error| fail(&error)))
+}
+
+pub async fn environments(client: &ClientArgs, command: EnvironmentsCommand) -> miette::Result<ExitCode> {
+    let result = async {
+        let client = ApiClient::new(client)?;
+        let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+        match command {
+            EnvironmentsCommand::List { project, json } => {
+                let project = project.resolve()?;
+                let serving: Vec<Value> = client
+                    .call::<Value, _>(Method::GET, &["projects", &project, "environments"], None)
+                    .await?
+                    .unwrap_or_default();
+                if json {
+                    output::json(&serving)?;
+                } else {
+                    let rows = serving
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                text(&s["environment"]),
+                                text(&s["service"]),
+                                text(&s["version"]),
+                                format!("{}/{}", s["healthy"], s["instances"]),
+                                text(&s["since"]),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["ENVIRONMENT", "SERVICE", "VERSION", "HEALTHY", "SINCE"], rows);
+                }
+            }
+            EnvironmentsCommand::Plan { project, json } => {
+                let project = project.resolve()?;
+                let plan: Value = client
+                    .call::<Value, _>(Method::GET, &["projects", &project, "environments", "plan"], None)
+                    .await?
+                    .unwrap_or_default();
+                show_plan(&plan, json, false)?;
+            }
+            EnvironmentsCommand::Apply { project, json } => {
+                let project = project.resolve()?;
+                let plan: Value = client
+                    .call::<Value, _>(Method::POST, &["projects", &project, "environments", "apply"], None)
+                    .await?
+                    .unwrap_or_default();
+                show_plan(&plan, json, true)?;
+            }
+        }
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    }
+    .await;
+    Ok(result.unwrap_or_else(|error| fail(&error)))
+}
+
+/// A plan as Terraform shows one: `+` created, `~` changed, `-` removed.
+fn show_plan(plan: &Value, json: bool, applied: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(plan);
+    }
+    let commit = plan["commit"].as_str().unwrap_or_default();
+    let changes = plan["changes"].as_array().cloned().unwrap_or_default();
+    if changes.is_empty() {
+        println!("No changes: opsloop.yml at {} is what is applied.", &commit[..commit.len().min(12)]);
+        return Ok(());
+    }
+    for change in &changes {
+        let sign = match change["action"].as_str() {
+            Some("create") => "+",
+            Some("remove") => "-",
+            _ => "~",
+        };
+        let detail = change["detail"].as_str().unwrap_or_default();
+        println!(
+            "{sign} {} {}{}",
+            change["kind"].as_str().unwrap_or_default(),
+            change["name"].as_str().unwrap_or_default(),
+            if detail.is_empty() { String::new() } else { format!("  ({detail})") }
+        );
+    }
+    let count = |action: &str| changes.iter().filter(|c| c["action"] == action).count();
+    println!(
+        "{}: {} to create, {} to change, {} to remove (opsloop.yml at {}).",
+        if applied { "Applied" } else { "Plan" },
+        count("create"),
+        count("change"),
+        count("remove"),
+        &commit[..commit.len().min(12)]
+    );
+    Ok(())
 }

@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Deploy { client, args } => deploy::deploy(&client, args).await,
         Command::Rollback { client, args } => deploy::rollback(&client, args).await,
         Command::Deployments { client, args } => deploy::list(&client, args).await,
+        Command::Environments { client, command } => deploy::environments(&client, command).await,
         Command::Job { client, command } => pipeline::job(&client, command).await,
         Command::Hook { client, command } => pipeline::hook(&client, command).await,
         Command::Run(args) => Ok(run::run(args).await),

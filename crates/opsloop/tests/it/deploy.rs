@@ -345,3 +345,80 @@ fn a_crashed_instance_restarts_and_a_kill_9_mid_deployment_leaves_the_old_releas
         call_json(Method::GET, &format!("{}/api/v1/projects/shop/environments", server.url), &token, None);
     assert_eq!(environments[0]["commit"].as_str(), Some(v1.as_str()), "{environments}");
 }
+
+#[test]
+fn gitops_plans_and_applies_the_default_branchs_manifest() {
+    if python_missing() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _reaper = Reaper(data.clone());
+    let server = Server::start_in(&data, &[]);
+    let token = server.token("admin");
+    let repo = shop(&server, &token, root.path());
+    let env = |args: &[&str]| {
+        let mut all = vec!["environments"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--project", "shop"]);
+        let output = opsloop_client(&server, &token, &all);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+
+    // First: everything is to be created.
+    let plan = env(&["plan"]);
+    assert!(plan.contains("+ service web") && plan.contains("+ environment production"), "{plan}");
+    assert!(plan.contains("0 to remove"), "{plan}");
+    let applied = env(&["apply"]);
+    assert!(applied.starts_with('+') || applied.contains("Applied"), "{applied}");
+    assert!(env(&["plan"]).contains("No changes"));
+
+    let (code, staged, _) = deploy(&server, &token, &["--env", "staging"]);
+    assert_eq!(code, Some(0), "{staged}");
+    let (code, produced, _) = deploy(&server, &token, &["--env", "production"]);
+    assert_eq!(code, Some(0), "{produced}");
+    let front = format!("{}/", server.proxy_url);
+    assert_eq!(get(&front, Some("staging.test")), (200, "v1\n".to_owned()));
+
+    // The default branch changes: staging moves to another host, the service's env changes,
+    // and the `frozen` environment goes away.
+    let manifest = manifest("v2", "", "1s")
+        .replace("host: staging.test", "host: staging.example")
+        .replace("  frozen:\n    freeze: [{from: '2020-01-01T00:00:00Z', to: '2099-01-01T00:00:00Z'}]\n", "");
+    std::fs::write(repo.join("opsloop.yml"), manifest).unwrap();
+    commit_all(&repo, "v2, staging elsewhere");
+    let plan = env(&["plan", "--json"]);
+    let plan: Value = serde_json::from_str(&plan).unwrap();
+    let changes: Vec<(String, String, String)> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().into(),
+                c["name"].as_str().unwrap().into(),
+                c["action"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(changes.contains(&("service".into(), "web".into(), "change".into())), "{changes:?}");
+    assert!(changes.contains(&("route".into(), "web@staging".into(), "change".into())), "{changes:?}");
+    assert!(changes.contains(&("environment".into(), "frozen".into(), "remove".into())), "{changes:?}");
+
+    let applied = env(&["apply"]);
+    assert!(applied.contains("staging: deployment #"), "staging (unprotected) is redeployed: {applied}");
+    assert!(applied.contains("production: protected"), "production waits for a maintainer: {applied}");
+    // The route moved at once; the redeploy brings v2 to staging.
+    assert_eq!(get(&front, Some("staging.example")).0, 200);
+    wait_for("staging on v2", Duration::from_secs(30), || {
+        get(&front, Some("staging.example")) == (200, "v2\n".to_owned())
+    });
+    assert_eq!(get(&front, None), (200, "v1\n".to_owned()), "production is untouched");
+    // The old host has no route of its own any more: production's catch-all answers it.
+    assert_eq!(get(&front, Some("staging.test")), (200, "v1\n".to_owned()));
+    let history =
+        opsloop_client(&server, &token, &["deployments", "web", "--env", "staging", "--project", "shop", "--json"]);
+    let history: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert!(history[0]["triggered_by"].as_str().unwrap().starts_with("gitops"), "{history:?}");
+}
