@@ -354,7 +354,7 @@ pub async fn request(
     request: DeployRequest,
     actor: Actor<'_>,
 ) -> Result<Deployment, ApiError> {
-    guarded_environment(state, project, &request.environment, role).await?;
+    let environment = guarded_environment(state, project, &request.environment, role).await?;
     if let Some(strategy) = &request.strategy {
         manifest::parse_strategy(strategy).map_err(ApiError::invalid)?;
     }
@@ -390,7 +390,7 @@ pub async fn request(
         })?;
     }
     let strategy = request.strategy.clone().unwrap_or_else(|| config.strategy.clone());
-    queue(state, project, &release, &request, &strategy, actor).await
+    queue(state, project, &release, &request, &strategy, environment.approvals, actor).await
 }
 
 async fn queue(
@@ -399,9 +399,11 @@ async fn queue(
     release: &Release,
     request: &DeployRequest,
     strategy: &str,
+    approvals: u32,
     actor: Actor<'_>,
 ) -> Result<Deployment, ApiError> {
     let new = NewDeployment {
+        status: if approvals > 0 { "waiting_approval" } else { "queued" },
         environment: &request.environment,
         service: &request.service,
         release_id: release.id,
@@ -410,8 +412,44 @@ async fn queue(
         job_id: request.job_id,
     };
     let deployment = state.store.create_deployment(project, new, actor).await?;
-    spawn_run(state, deployment.clone());
+    if deployment.status == "queued" {
+        spawn_run(state, deployment.clone());
+    }
     Ok(deployment)
+}
+
+/// Approves a deployment waiting for approvals; the last one needed starts it. Nobody
+/// approves their own deployment; a protected environment's approvers are maintainers.
+pub async fn approve(
+    state: &AppState,
+    project: &Project,
+    role: opsloop_core::Role,
+    deployment_id: i64,
+    approver: &str,
+    actor: Actor<'_>,
+) -> Result<Deployment, ApiError> {
+    let deployment = match state.store.deployment(deployment_id).await? {
+        Some(deployment) if deployment.project_id == project.id => deployment,
+        _ => return Err(ApiError::not_found("deployment")),
+    };
+    if deployment.status != "waiting_approval" {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "not_waiting",
+            format!("deployment #{deployment_id} is {}, not waiting for approval", deployment.status),
+        ));
+    }
+    let requester = &deployment.triggered_by;
+    if requester == approver || requester.starts_with(&format!("{approver} ")) {
+        return Err(ApiError::forbidden("a deployment is approved by someone other than who asked for it"));
+    }
+    let environment = guarded_environment(state, project, &deployment.environment, role).await?;
+    let needed = i64::from(environment.approvals.max(1));
+    if state.store.approve_deployment(project, deployment_id, needed, actor).await? {
+        let queued = state.store.deployment(deployment_id).await?.ok_or_else(|| ApiError::not_found("deployment"))?;
+        spawn_run(state, queued);
+    }
+    state.store.deployment(deployment_id).await?.ok_or_else(|| ApiError::not_found("deployment"))
 }
 
 pub struct RollbackRequest {
@@ -432,7 +470,7 @@ pub async fn rollback(
 ) -> Result<Deployment, ApiError> {
     let RollbackRequest { service, environment, to, triggered_by } = request;
     let (service, environment, to) = (service.as_str(), environment.as_str(), to.as_deref());
-    guarded_environment(state, project, environment, role).await?;
+    let guarded = guarded_environment(state, project, environment, role).await?;
     let history = state.store.list_deployments(project.id, Some(service), Some(environment), 500).await?;
     let serving = state
         .store
@@ -468,7 +506,7 @@ pub async fn rollback(
         triggered_by: format!("{triggered_by} (rollback)"),
         ..DeployRequest::default()
     };
-    queue(state, project, &release, &request, "blue-green", actor).await
+    queue(state, project, &release, &request, "blue-green", guarded.approvals, actor).await
 }
 
 fn spawn_run(state: &AppState, deployment: Deployment) {

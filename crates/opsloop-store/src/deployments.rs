@@ -114,6 +114,8 @@ const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.project_id, d.environment, d.ser
      FROM deployments d JOIN releases r ON r.id = d.release_id";
 
 pub struct NewDeployment<'a> {
+    /// `queued`, or `waiting_approval` for an environment that needs approvals.
+    pub status: &'a str,
     pub environment: &'a str,
     pub service: &'a str,
     pub release_id: i64,
@@ -196,7 +198,7 @@ impl Store {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO deployments (project_id, environment, service, release_id, previous_release_id,
                      strategy, status, triggered_by, job_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
             )
             .bind(project.id)
             .bind(new.environment)
@@ -204,6 +206,7 @@ impl Store {
             .bind(new.release_id)
             .bind(previous)
             .bind(new.strategy)
+            .bind(new.status)
             .bind(new.triggered_by)
             .bind(new.job_id)
             .bind(now)
@@ -430,5 +433,58 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// Records `username`'s approval; once `needed` people approved, the deployment moves
+    /// from `waiting_approval` to `queued` (returns true then, exactly once).
+    pub async fn approve_deployment(
+        &self,
+        project: &Project,
+        deployment_id: i64,
+        needed: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool> {
+        let now = self.now_ms();
+        Ok(with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO deployment_approvals (deployment_id, username, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (deployment_id, username) DO NOTHING",
+            )
+            .bind(deployment_id)
+            .bind(actor.name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployment_approvals WHERE deployment_id = $1")
+                .bind(deployment_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let released = if count >= needed {
+                sqlx::query("UPDATE deployments SET status = 'queued' WHERE id = $1 AND status = 'waiting_approval'")
+                    .bind(deployment_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1
+            } else {
+                false
+            };
+            record_audit!(&mut *tx, now, actor, "deployment.approve", &project.name, &format!("#{deployment_id}"));
+            tx.commit().await?;
+            released
+        }))
+    }
+
+    /// Who approved a deployment, in order.
+    pub async fn deployment_approvals(&self, deployment_id: i64) -> Result<Vec<String>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT username FROM deployment_approvals WHERE deployment_id = $1 ORDER BY created_at, username",
+            )
+            .bind(deployment_id)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 }

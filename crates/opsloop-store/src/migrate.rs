@@ -128,9 +128,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0019_applied_manifests.sql"),
         postgres: include_str!("../migrations/postgres/0019_applied_manifests.sql"),
     },
+    Migration {
+        version: 20,
+        name: "deployment approvals",
+        sqlite: include_str!("../migrations/sqlite/0020_deployment_approvals.sql"),
+        postgres: include_str!("../migrations/postgres/0020_deployment_approvals.sql"),
+    },
 ];
 
-const LATEST: i64 = 19;
+const LATEST: i64 = 20;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -216,6 +216,7 @@ store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |s
     let v1 = store.create_release(project.id, "web", "v1", "aaa", "{}").await.unwrap();
     let v2 = store.create_release(project.id, "web", "v2", "bbb", "{}").await.unwrap();
     let new = |release_id| crate::NewDeployment {
+        status: "queued",
         environment: "production",
         service: "web",
         release_id,

@@ -96,6 +96,17 @@ pub enum Command {
         #[command(subcommand)]
         command: EnvironmentsCommand,
     },
+    /// Approve a deployment that waits for approvals (an environment with `approvals: N`).
+    Approve {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The deployment's number (`opsloop deployments` lists them).
+        deployment: i64,
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// A service's deployments in an environment, newest first.
     Deployments {
         #[command(flatten)]

@@ -21,7 +21,7 @@ pub struct DeploymentView {
     pub version: String,
     pub commit: String,
     pub strategy: String,
-    /// `queued`, `running`, `success`, `failed` or `rolled_back`.
+    /// `waiting_approval`, `queued`, `running`, `success`, `failed` or `rolled_back`.
     pub status: String,
     pub triggered_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,4 +262,30 @@ pub async fn apply(
     Extension(context): Extension<ProjectContext>,
 ) -> Result<ApiJson<crate::gitops::Plan>, ApiError> {
     Ok(ApiJson(crate::gitops::apply(&state, &context.project, principal.actor()).await?))
+}
+
+/// Approve a deployment that waits for approvals (`approvals: N` on its environment); the
+/// last approval needed starts it.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/deployments/{deployment}/approve", tag = "deployments",
+    params(("project" = String, Path), ("deployment" = i64, Path)),
+    responses((status = 200, body = DeploymentView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn approve(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiPath(path): ApiPath<DeploymentPath>,
+) -> Result<ApiJson<DeploymentView>, ApiError> {
+    if matches!(principal.credential, crate::auth::Credential::Pipeline { .. }) {
+        return Err(ApiError::forbidden("a pipeline does not approve deployments; a person does"));
+    }
+    let deployment = deploy::approve(
+        &state,
+        &context.project,
+        context.role,
+        path.deployment,
+        &principal.user.username,
+        principal.actor(),
+    )
+    .await?;
+    Ok(ApiJson(deployment.into()))
 }

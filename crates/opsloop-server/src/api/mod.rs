@@ -62,6 +62,13 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Viewer),
             deployments::show,
         )
+        .add(
+            api,
+            Method::POST,
+            "/api/v1/projects/{project}/deployments/{deployment}/approve",
+            Project(Developer),
+            deployments::approve,
+        )
         .add(api, Method::POST, "/api/v1/projects/{project}/rollbacks", Project(Developer), deployments::rollback)
         .add(api, Method::GET, "/api/v1/projects/{project}/environments", Project(Viewer), deployments::environments)
         .add(api, Method::GET, "/api/v1/projects/{project}/environments/plan", Project(Viewer), deployments::plan)
@@ -194,7 +201,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         triggers::list, triggers::create, triggers::delete, triggers::trigger_pipeline,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
-        deployments::plan, deployments::apply,
+        deployments::plan, deployments::apply, deployments::approve,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,

@@ -47,6 +47,29 @@ fn running(status: &str) -> bool {
     matches!(status, "queued" | "running")
 }
 
+pub async fn approve_form(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<DeploymentPath>,
+) -> Response {
+    let approved = deploy::approve(
+        &state,
+        &context.project,
+        context.role,
+        path.deployment,
+        &principal.user.username,
+        principal.actor(),
+    )
+    .await;
+    match approved {
+        Ok(_) => {
+            Redirect::to(&format!("/projects/{}/deployments/{}", context.project.name, path.deployment)).into_response()
+        }
+        Err(error) => failure(error),
+    }
+}
+
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
@@ -351,9 +374,10 @@ pub async fn show(
     let changes = previous.as_ref().map(|p| config_changes(&p.config, &release.config)).unwrap_or_default();
     let config: Option<ReleaseConfig> = serde_json::from_str(&release.config).ok();
     let base = format!("/projects/{}", project.name);
+    let approvals = state.store.deployment_approvals(deployment.id).await.unwrap_or_default();
     let log_tail = tail(&deploy::service_log(&state, project.id, &deployment.environment, &deployment.service), 40);
     layout(&format!("{} · deployment #{}", project.name, deployment.id), Some(&principal), "/projects", html! {
-        @if running(&deployment.status) { (auto_refresh(2)) }
+        @if running(&deployment.status) || deployment.status == "waiting_approval" { (auto_refresh(3)) }
         p { a href={ (base) "/environments" } { "← environments of " (project.name) } }
         h1 { "Deployment #" (deployment.id) " " (status_badge(&deployment.status)) }
         dl.facts {
@@ -372,7 +396,21 @@ pub async fn show(
         @if let Some(reason) = &deployment.reason {
             div.error role="alert" { (reason) }
         }
-        @if context.role >= Role::Developer && !running(&deployment.status) {
+        @if deployment.status == "waiting_approval" {
+            div.notice {
+                "This environment needs approvals before a deployment starts."
+                @if !approvals.is_empty() { " Approved by " (approvals.join(", ")) "." }
+            }
+            @if context.role >= Role::Developer {
+                form.inline method="post" action={ (base) "/deployments/" (deployment.id) "/approve" } {
+                    (csrf_field(&principal))
+                    button type="submit" { "Approve" }
+                }
+            }
+        } @else if !approvals.is_empty() {
+            p.muted { "Approved by " (approvals.join(", ")) "." }
+        }
+        @if context.role >= Role::Developer && !running(&deployment.status) && deployment.status != "waiting_approval" {
             form.inline method="post" action={ (base) "/rollbacks" } {
                 (csrf_field(&principal))
                 input type="hidden" name="service" value=(deployment.service);

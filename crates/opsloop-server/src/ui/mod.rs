@@ -66,6 +66,13 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::POST, "/projects/{project}/deployments", Project(Developer), deployments::deploy_form)
         .add(ui, Method::GET, "/projects/{project}/deployments/{deployment}", Project(Viewer), deployments::show)
         .add(ui, Method::POST, "/projects/{project}/rollbacks", Project(Developer), deployments::rollback_form)
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/deployments/{deployment}/approve",
+            Project(Developer),
+            deployments::approve_form,
+        )
         .add(ui, Method::GET, "/projects/{project}/schedules", Project(Viewer), schedules::list)
         .add(ui, Method::POST, "/projects/{project}/schedules", Project(Maintainer), schedules::create)
         .add(

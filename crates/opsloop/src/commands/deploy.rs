@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::fail;
-use crate::cli::{ClientArgs, DeployArgs, DeploymentsArgs, EnvironmentsCommand, RollbackArgs};
+use crate::cli::{ClientArgs, DeployArgs, DeploymentsArgs, EnvironmentsCommand, ProjectArg, RollbackArgs};
 use crate::client::ApiClient;
 use crate::output;
 
@@ -76,6 +76,7 @@ async fn follow(client: &ApiClient, project: &str, created: Value, wait: bool, j
         output::note(&format!("deployment #{id}: {what}; following it"));
     }
     let mut shown = 0;
+    let mut told_waiting = false;
     let detail = loop {
         let detail: Value = client
             .call::<Value, _>(Method::GET, &["projects", project, "deployments", &id.to_string()], None)
@@ -89,6 +90,12 @@ async fn follow(client: &ApiClient, project: &str, created: Value, wait: bool, j
             }
         }
         shown = shown.max(steps.len());
+        if detail["status"] == "waiting_approval" && !told_waiting && !json {
+            output::status(&format!(
+                "waiting for approval: `opsloop approve {id} --project {project}` by someone else, or the button on its page"
+            ));
+            told_waiting = true;
+        }
         if finished(detail["status"].as_str().unwrap_or_default()) {
             break detail;
         }
@@ -247,4 +254,35 @@ fn show_plan(plan: &Value, json: bool, applied: bool) -> anyhow::Result<()> {
         &commit[..commit.len().min(12)]
     );
     Ok(())
+}
+
+pub async fn approve(
+    client: &ClientArgs,
+    deployment: i64,
+    project: ProjectArg,
+    json: bool,
+) -> miette::Result<ExitCode> {
+    let result = async {
+        let client = ApiClient::new(client)?;
+        let project = project.resolve()?;
+        let approved: Value = client
+            .call::<Value, _>(
+                Method::POST,
+                &["projects", &project, "deployments", &deployment.to_string(), "approve"],
+                None,
+            )
+            .await?
+            .unwrap_or_default();
+        if json {
+            output::json(&approved)?;
+        } else {
+            match approved["status"].as_str() {
+                Some("waiting_approval") => println!("Approved; deployment #{deployment} waits for more approvals."),
+                _ => println!("Approved; deployment #{deployment} runs."),
+            }
+        }
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    }
+    .await;
+    Ok(result.unwrap_or_else(|error| fail(&error)))
 }

@@ -38,6 +38,9 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Deploy { client, args } => deploy::deploy(&client, args).await,
         Command::Rollback { client, args } => deploy::rollback(&client, args).await,
         Command::Deployments { client, args } => deploy::list(&client, args).await,
+        Command::Approve { client, deployment, project, json } => {
+            deploy::approve(&client, deployment, project, json).await
+        }
         Command::Environments { client, command } => deploy::environments(&client, command).await,
         Command::Job { client, command } => pipeline::job(&client, command).await,
         Command::Hook { client, command } => pipeline::hook(&client, command).await,

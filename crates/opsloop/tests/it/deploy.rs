@@ -37,6 +37,7 @@ services:
 environments:
   production: {{tier: production, protected: true}}
   staging: {{tier: staging}}
+  guarded: {{tier: production, approvals: 1}}
   frozen:
     freeze: [{{from: '2020-01-01T00:00:00Z', to: '2099-01-01T00:00:00Z'}}]
 routes:
@@ -421,4 +422,51 @@ fn gitops_plans_and_applies_the_default_branchs_manifest() {
         opsloop_client(&server, &token, &["deployments", "web", "--env", "staging", "--project", "shop", "--json"]);
     let history: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
     assert!(history[0]["triggered_by"].as_str().unwrap().starts_with("gitops"), "{history:?}");
+}
+
+#[test]
+fn a_deployment_to_an_environment_with_approvals_waits_for_someone_else() {
+    if python_missing() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _reaper = Reaper(data.clone());
+    let server = Server::start_in(&data, &[]);
+    let token = server.token("admin");
+    shop(&server, &token, root.path());
+    let output = opsloop_client(&server, &token, &["deploy", "web", "--env", "guarded", "--project", "shop", "--json"]);
+    let queued: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(queued["status"], "waiting_approval", "{queued}");
+    let id = queued["id"].to_string();
+
+    // The requester cannot approve it; another member can, and then it runs.
+    let own = opsloop_client(&server, &token, &["approve", &id, "--project", "shop"]);
+    assert!(!own.status.success() && text(&own.stderr).contains("someone other"), "{}", text(&own.stderr));
+    let data_dir = data.to_str().unwrap();
+    let created = crate::harness::opsloop(&["admin", "user", "create", "dana", "--data-dir", data_dir]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let member = opsloop_client(&server, &token, &["project", "member", "add", "shop", "dana", "--role", "developer"]);
+    assert!(member.status.success(), "{}", text(&member.stderr));
+    let dana = crate::harness::opsloop(&[
+        "admin",
+        "token",
+        "create",
+        "--name",
+        "dana",
+        "--role",
+        "developer",
+        "--user",
+        "dana",
+        "--data-dir",
+        data_dir,
+    ]);
+    let dana = text(&dana.stdout).trim().to_owned();
+    let approved = opsloop_client(&server, &dana, &["approve", &id, "--project", "shop", "--json"]);
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    let show =
+        || call_json(Method::GET, &format!("{}/api/v1/projects/shop/deployments/{id}", server.url), &token, None).1;
+    wait_for("the approved deployment to succeed", Duration::from_secs(30), || show()["status"] == "success");
+    let again = opsloop_client(&server, &dana, &["approve", &id, "--project", "shop"]);
+    assert!(text(&again.stderr).contains("not waiting"), "{}", text(&again.stderr));
 }
