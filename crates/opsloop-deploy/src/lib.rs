@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod pool;
 pub mod proxy;
 pub mod signals;
+pub mod ssh;
 pub mod strategy;
 pub mod supervisor;
 

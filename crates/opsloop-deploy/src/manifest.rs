@@ -519,7 +519,17 @@ impl Reader {
     }
 }
 
-fn target(text: &str) -> Option<Target> {
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Local => write!(f, "local"),
+            Target::Ssh { user, host, port } => write!(f, "ssh://{user}@{host}:{port}"),
+        }
+    }
+}
+
+/// `local` or `ssh://user@host[:port]`.
+pub fn target(text: &str) -> Option<Target> {
     if text == "local" {
         return Some(Target::Local);
     }

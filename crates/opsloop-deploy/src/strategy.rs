@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::proxy::{Backend, Proxy, Route};
 use crate::signals::Snapshot;
+use crate::ssh::SshTarget;
 use crate::supervisor::{HealthCheck, Instance, InstanceSpec, InstanceState, LogSink, free_port};
 
 /// What a release needs to run: one version of a service.
@@ -28,6 +29,25 @@ pub struct Release {
     pub dir: PathBuf,
     pub replicas: u32,
     pub health: HealthCheck,
+    /// Where instances run, taken in turn (instance n on `targets[n % len]`); none: here.
+    pub targets: Vec<Placement>,
+}
+
+/// Where an instance runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Local,
+    Ssh(SshTarget),
+}
+
+impl Release {
+    /// The release's directory name on other hosts.
+    fn key(&self) -> String {
+        format!("{}-{}", self.service, self.version)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
+            .collect()
+    }
 }
 
 /// Limits the new version must keep during its bake windows.
@@ -129,7 +149,7 @@ impl Deployer {
         instances
             .iter()
             .map(|i| Backend {
-                address: std::net::SocketAddr::from(([127, 0, 0, 1], i.spec.port)),
+                address: std::net::SocketAddr::new(i.spec.host, i.spec.port),
                 version: version.to_owned(),
                 weight,
             })
@@ -146,12 +166,44 @@ impl Deployer {
     /// failure none is left running.
     async fn start_instances(&self, release: &Release, count: u32, first: u32) -> Result<Vec<Instance>, String> {
         let mut instances = Vec::new();
-        for n in first..first + count {
+        let placements: Vec<Placement> = (first..first + count)
+            .map(|n| {
+                let index = usize::try_from(n.saturating_sub(1)).unwrap_or(0);
+                release.targets.get(index % release.targets.len().max(1)).cloned().unwrap_or(Placement::Local)
+            })
+            .collect();
+        // Each host gets the release (once) before its instances start.
+        let mut hosts: Vec<&SshTarget> = Vec::new();
+        for placement in &placements {
+            if let Placement::Ssh(target) = placement
+                && !hosts.contains(&target)
+            {
+                hosts.push(target);
+            }
+        }
+        let mut addresses = std::collections::HashMap::new();
+        for target in hosts {
+            target.upload(&release.dir, &release.key(), &release.env).await?;
+            let found = tokio::net::lookup_host((target.host.as_str(), target.port)).await;
+            let address = found.ok().and_then(|mut found| found.next()).map(|a| a.ip());
+            let address = address.ok_or_else(|| format!("cannot resolve {}", target.host))?;
+            addresses.insert(target.label(), address);
+        }
+        for (n, placement) in (first..first + count).zip(placements) {
+            let (command, host, place) = match &placement {
+                Placement::Local => (release.command.clone(), std::net::Ipv4Addr::LOCALHOST.into(), String::new()),
+                Placement::Ssh(target) => (
+                    target.command(&release.key(), &release.command),
+                    addresses.get(&target.label()).copied().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                    format!(" on {}", target.label()),
+                ),
+            };
             let spec = InstanceSpec {
-                name: format!("{}@{}#{n}", release.service, release.version),
-                command: release.command.clone(),
+                name: format!("{}@{}#{n}{place}", release.service, release.version),
+                command,
                 env: release.env.clone(),
                 dir: release.dir.clone(),
+                host,
                 port: free_port().map_err(|e| e.to_string())?,
                 health: release.health.clone(),
                 stop_grace: Duration::from_secs(10),

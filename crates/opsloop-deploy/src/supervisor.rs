@@ -27,6 +27,8 @@ pub struct InstanceSpec {
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
     pub dir: PathBuf,
+    /// Where the instance listens: loopback for a local one, the host's address over SSH.
+    pub host: std::net::IpAddr,
     pub port: u16,
     pub health: HealthCheck,
     /// Between SIGTERM and SIGKILL.
@@ -83,7 +85,8 @@ impl Instance {
 
     /// Whether the instance passes its health check now.
     pub async fn healthy(&self) -> bool {
-        matches!(self.state(), InstanceState::Running { .. }) && check(&self.spec.health, self.spec.port).await
+        matches!(self.state(), InstanceState::Running { .. })
+            && check(&self.spec.health, self.spec.host, self.spec.port).await
     }
 
     /// Waits until the instance is healthy; an error when it crash-loops or `limit` passes.
@@ -110,15 +113,15 @@ impl Instance {
     }
 }
 
-/// Whether something on 127.0.0.1:`port` passes `health` now.
-pub async fn check(health: &HealthCheck, port: u16) -> bool {
-    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+/// Whether something on `host`:`port` passes `health` now.
+pub async fn check(health: &HealthCheck, host: std::net::IpAddr, port: u16) -> bool {
+    let connect = tokio::net::TcpStream::connect((host, port));
     let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), connect).await else { return false };
     match health {
         HealthCheck::Tcp => true,
         HealthCheck::Http { path, status } => {
             use tokio::io::AsyncWriteExt;
-            let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
             if stream.write_all(request.as_bytes()).await.is_err() {
                 return false;
             }

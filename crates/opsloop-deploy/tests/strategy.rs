@@ -30,6 +30,7 @@ fn release(version: &str, extra: &[(&str, &str)]) -> Release {
         dir: std::env::temp_dir(),
         replicas: 2,
         health: HealthCheck::Http { path: "/health".into(), status: 200 },
+        targets: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@ use opsloop_deploy::supervisor::{HealthCheck, Instance, InstanceSpec, InstanceSt
 
 fn spec(dir: &std::path::Path, command: &[&str], health: HealthCheck) -> InstanceSpec {
     InstanceSpec {
+        host: std::net::Ipv4Addr::LOCALHOST.into(),
         name: "web@v1#1".into(),
         command: command.iter().map(|s| (*s).to_owned()).collect(),
         env: vec![("GREETING".into(), "hello".into())],

@@ -28,6 +28,7 @@ fn release(version: &str) -> Release {
         dir: std::env::temp_dir(),
         replicas: 2,
         health: HealthCheck::Http { path: "/health".into(), status: 200 },
+        targets: Vec::new(),
     }
 }
 

@@ -85,6 +85,10 @@ pub struct ServerConfig {
     pub proxy_listen: Option<SocketAddr>,
     /// How long a new instance may take to pass its health check.
     pub deploy_health_timeout_seconds: u64,
+    /// The private key for SSH targets (default: the ssh client's own, `~/.ssh/id_*`).
+    pub ssh_identity: Option<PathBuf>,
+    /// The known-hosts file for SSH targets (default: `~/.ssh/known_hosts`).
+    pub ssh_known_hosts: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -111,6 +115,8 @@ impl ServerConfig {
             default_artifacts_expire_seconds: 30 * 86_400,
             proxy_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
             deploy_health_timeout_seconds: 60,
+            ssh_identity: None,
+            ssh_known_hosts: None,
         }
     }
 

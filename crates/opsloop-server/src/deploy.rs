@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use opsloop_deploy::manifest::{self, Manifest};
-use opsloop_deploy::strategy::{Deployer, Outcome, Release as EngineRelease, Running, Slo, Step};
+use opsloop_deploy::strategy::{Deployer, Outcome, Placement, Release as EngineRelease, Running, Slo, Step};
 use opsloop_deploy::supervisor::HealthCheck;
 use opsloop_deploy::{Proxy, Signals};
 use opsloop_store::{Actor, Deployment, NewDeployment, Project, Release};
@@ -64,6 +64,10 @@ pub struct ReleaseConfig {
     pub start_timeout_ms: Option<u64>,
     /// `(environment, host, path prefix)` of the routes to this service.
     pub routes: Vec<(String, Option<String>, String)>,
+    /// Where its instances run in the environment it was released for (`local`,
+    /// `ssh://user@host:port`), from the default branch's `opsloop.yml`.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 impl ReleaseConfig {
@@ -93,12 +97,31 @@ impl ReleaseConfig {
                 .filter(|route| route.service == service.name)
                 .map(|route| (route.environment.clone(), route.host.clone(), route.path.clone()))
                 .collect(),
+            targets: Vec::new(),
         }
     }
 
     fn start_timeout(&self, state: &AppState) -> Duration {
         self.start_timeout_ms
             .map_or_else(|| Duration::from_secs(state.config.deploy_health_timeout_seconds), Duration::from_millis)
+    }
+
+    /// Where instances run: every target the environment names, taken in turn.
+    fn placements(&self, state: &AppState) -> Vec<Placement> {
+        self.targets
+            .iter()
+            .filter_map(|text| manifest::target(text))
+            .map(|target| match target {
+                manifest::Target::Local => Placement::Local,
+                manifest::Target::Ssh { user, host, port } => Placement::Ssh(opsloop_deploy::ssh::SshTarget {
+                    user,
+                    host,
+                    port,
+                    identity: state.config.ssh_identity.clone(),
+                    known_hosts: state.config.ssh_known_hosts.clone(),
+                }),
+            })
+            .collect()
     }
 
     fn health(&self) -> HealthCheck {
@@ -199,14 +222,14 @@ impl DeployHub {
     /// How many instances of what serves `key` pass their health check now, of how many.
     pub async fn health(&self, project_id: i64, environment: &str, service: &str) -> Option<(usize, usize)> {
         let key = (project_id, environment.to_owned(), service.to_owned());
-        let ports: Vec<(u16, HealthCheck)> = {
+        let ports: Vec<(std::net::IpAddr, u16, HealthCheck)> = {
             let serving = self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let live = serving.get(&key)?;
-            live.running.instances.iter().map(|i| (i.spec.port, i.spec.health.clone())).collect()
+            live.running.instances.iter().map(|i| (i.spec.host, i.spec.port, i.spec.health.clone())).collect()
         };
         let mut healthy = 0;
-        for (port, health) in &ports {
-            if opsloop_deploy::supervisor::check(health, *port).await {
+        for (host, port, health) in &ports {
+            if opsloop_deploy::supervisor::check(health, *host, *port).await {
                 healthy += 1;
             }
         }
@@ -369,7 +392,8 @@ pub async fn request(
             known.join(", ")
         )));
     };
-    let config = ReleaseConfig::of(service, &checkout.manifest);
+    let mut config = ReleaseConfig::of(service, &checkout.manifest);
+    config.targets = environment.targets.iter().map(ToString::to_string).collect();
     let version = match &request.version {
         Some(version) if !checkout.sha.starts_with(version.as_str()) => version.clone(),
         _ => checkout.sha[..12.min(checkout.sha.len())].to_owned(),
@@ -694,6 +718,7 @@ async fn deploy_release(
         dir,
         replicas: config.replicas,
         health: config.health(),
+        targets: config.placements(state),
     };
     let strategy = manifest::parse_strategy(&deployment.strategy)?;
     let (host, path_prefix) = route_for(state, project.id, &config, &deployment.service, &deployment.environment).await;
@@ -1040,6 +1065,7 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
         dir,
         replicas: config.replicas,
         health: config.health(),
+        targets: config.placements(state),
     };
     let running = deployer.start(&engine_release).await?;
     deployer.serve(&route, &running);

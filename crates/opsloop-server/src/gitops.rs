@@ -42,7 +42,7 @@ impl Desired {
                 "tier": environment.tier,
                 "protected": environment.protected,
                 "approvals": environment.approvals,
-                "targets": environment.targets.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>(),
+                "targets": environment.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "freezes": environment.freezes.iter().map(|f| format!("{} – {}", f.from, f.to)).collect::<Vec<_>>(),
             });
             desired.environments.insert(environment.name.clone(), value);

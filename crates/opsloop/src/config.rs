@@ -46,6 +46,8 @@ struct FileConfig {
 struct DeploySection {
     proxy_listen: Option<Spanned<String>>,
     health_timeout_seconds: Option<u64>,
+    ssh_identity: Option<PathBuf>,
+    ssh_known_hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -232,6 +234,8 @@ pub fn resolve(
     };
     server.deploy_health_timeout_seconds =
         layer.deploy.health_timeout_seconds.unwrap_or(server.deploy_health_timeout_seconds);
+    server.ssh_identity = layer.deploy.ssh_identity.clone();
+    server.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone();
 
     let database_url = match (&args.config.database_url, &layer.database_url) {
         (Some(url), _) => Some((url.clone(), None)),
@@ -393,6 +397,10 @@ pub struct Shown {
 pub struct ShownDeploy {
     pub proxy_listen: String,
     pub health_timeout_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_identity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_known_hosts: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -472,6 +480,8 @@ impl Resolved {
             deploy: ShownDeploy {
                 proxy_listen: server.proxy_listen.map_or_else(|| "off".to_owned(), |address| address.to_string()),
                 health_timeout_seconds: server.deploy_health_timeout_seconds,
+                ssh_identity: server.ssh_identity.as_ref().map(|p| p.display().to_string()),
+                ssh_known_hosts: server.ssh_known_hosts.as_ref().map(|p| p.display().to_string()),
             },
             artifacts: match &server.artifacts {
                 opsloop_server::config::ArtifactStorage::Local => ShownArtifacts {

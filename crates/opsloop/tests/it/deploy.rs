@@ -71,6 +71,12 @@ struct Load {
 
 impl Load {
     fn start(url: &str, clients: usize) -> Load {
+        Load::start_for(url, None, clients)
+    }
+
+    /// Clients asking for `host` (the proxy routes by it).
+    fn start_for(url: &str, host: Option<&str>, clients: usize) -> Load {
+        let host = host.map(str::to_owned);
         let (stop, ok, bad) =
             (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (url, flags) = (url.to_owned(), (stop.clone(), ok.clone(), bad.clone()));
@@ -81,9 +87,14 @@ impl Load {
                 let mut tasks = Vec::new();
                 for _ in 0..clients {
                     let (client, url, (stop, ok, bad)) = (client.clone(), url.clone(), flags.clone());
+                    let host = host.clone();
                     tasks.push(tokio::spawn(async move {
                         while !stop.load(Ordering::Relaxed) {
-                            match client.get(&url).send().await {
+                            let mut request = client.get(&url);
+                            if let Some(host) = &host {
+                                request = request.header("host", host);
+                            }
+                            match request.send().await {
                                 Ok(response) if response.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
                                 _ => bad.fetch_add(1, Ordering::Relaxed),
                             };
@@ -469,4 +480,148 @@ fn a_deployment_to_an_environment_with_approvals_waits_for_someone_else() {
     wait_for("the approved deployment to succeed", Duration::from_secs(30), || show()["status"] == "success");
     let again = opsloop_client(&server, &dana, &["approve", &id, "--project", "shop"]);
     assert!(text(&again.stderr).contains("not waiting"), "{}", text(&again.stderr));
+}
+
+/// A real OpenSSH server on 127.0.0.1, started for the test, that lets in the test's key.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    fn start_or_skip() -> Option<Sshd> {
+        if !Path::new("/usr/sbin/sshd").exists() {
+            assert!(std::env::var_os("CI").is_none(), "CI installs openssh-server, so sshd must be there");
+            eprintln!("skipped: /usr/sbin/sshd is missing (apt-get install openssh-server)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = |file: &str| {
+            let status = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.path().join(file))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        keygen("host_key");
+        keygen("client_key");
+        std::fs::copy(dir.path().join("client_key.pub"), dir.path().join("authorized_keys")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let user = text(&std::process::Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\n\
+             PidFile {dir}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nAllowUsers {user}\n",
+            dir = dir.path().display()
+        );
+        std::fs::write(dir.path().join("sshd_config"), config).unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.path().join("sshd_config"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("sshd listening", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Some(Sshd { child, port, dir })
+    }
+
+    fn user(&self) -> String {
+        text(&std::process::Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_service_deploys_to_an_ssh_host_and_switches_there_blue_green() {
+    if python_missing() {
+        return;
+    }
+    let Some(sshd) = Sshd::start_or_skip() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _reaper = Reaper(data.clone());
+    let config = root.path().join("opsloop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[deploy]\nssh_identity = \"{dir}/client_key\"\nssh_known_hosts = \"{dir}/known_hosts\"\n",
+            dir = sshd.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let token = server.token("admin");
+    let repo = shop(&server, &token, root.path());
+    let with_remote = |version: &str| {
+        manifest(version, "", "1s").replace("keep_warm: 5m", "keep_warm: 0s").replace(
+            "environments:\n",
+            &format!(
+                "environments:\n  remote: {{tier: staging, targets: ['ssh://{}@127.0.0.1:{}']}}\n",
+                sshd.user(),
+                sshd.port
+            ),
+        ) + "  - {host: remote.test, path: /, service: web, environment: remote}\n"
+    };
+    std::fs::write(repo.join("opsloop.yml"), with_remote("v1")).unwrap();
+    commit_all(&repo, "v1 on a remote host");
+
+    let (code, first, stderr) = deploy(&server, &token, &["--env", "remote"]);
+    assert_eq!(code, Some(0), "{first}\n{stderr}");
+    let front = format!("{}/", server.proxy_url);
+    assert_eq!(get(&front, Some("remote.test")), (200, "v1\n".to_owned()));
+    // The instance runs under sshd (its parent is a session of it), not under opsloop.
+    let v1 = first["commit"].as_str().unwrap().to_owned();
+    let remote_pids = instance_pids(&data, &v1)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| !c.starts_with("ssh") && c.contains("server.py"))
+        })
+        .collect::<Vec<_>>();
+    let all: Vec<String> = instance_pids(&data, &v1)
+        .iter()
+        .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " "))
+        .collect();
+    assert_eq!(remote_pids.len(), 1, "one python instance: {remote_pids:?} of {all:?}");
+    let parent = std::fs::read_to_string(format!("/proc/{}/stat", remote_pids[0])).unwrap();
+    let ppid = parent.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    let parent_name = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+    assert!(
+        parent_name.starts_with("sshd") || parent_name.starts_with("bash") || parent_name.starts_with("sh"),
+        "the instance's parent is {parent_name:?}"
+    );
+
+    // v2 over SSH, blue-green, under load: nothing fails, and v1's remote process goes.
+    std::fs::write(repo.join("opsloop.yml"), with_remote("v2")).unwrap();
+    commit_all(&repo, "v2 on a remote host");
+    let load = Load::start_for(&front, Some("remote.test"), 2);
+    let (code, second, stderr) = deploy(&server, &token, &["--env", "remote", "--strategy", "blue-green"]);
+    assert_eq!(code, Some(0), "{second}\n{stderr}");
+    assert_eq!(get(&front, Some("remote.test")).1, "v2\n");
+    let (_, bad) = load.stop();
+    assert_eq!(bad, 0, "the switch over SSH lost no request");
+    wait_for("v1's remote instance gone", Duration::from_secs(15), || {
+        remote_pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    // The releases copied to the "remote" host (this machine's home directory) go too.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let copied = Path::new(&home).join(".opsloop/releases");
+    for commit in [&v1, second["commit"].as_str().unwrap()] {
+        for entry in std::fs::read_dir(&copied).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&format!("shop-remote-web-{}", &commit[..12])) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
