@@ -5,6 +5,7 @@
 //! blue-green or canary with automatic rollback. The deployment model (`opsloop.yml`), its
 //! records and the CLI/API (issue 5) build on these.
 
+pub mod cgroup;
 pub mod manifest;
 pub mod pool;
 pub mod proxy;

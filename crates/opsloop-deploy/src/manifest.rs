@@ -10,7 +10,9 @@
 //!     env: {VERSION: "2"}
 //!     secrets: [API_TOKEN]               # CI/CD variables given to it
 //!     replicas: 2
-//!     health: {http: /health, status: 200, start_timeout: 60s}   # or {tcp: true}
+//!     health: {http: /health, status: 200, start_timeout: 60s}   # readiness; or {tcp: true}, {command: …}
+//!     liveness: {http: /live, interval: 10s, failures: 3}        # killed and restarted when it fails
+//!     memory: 256M                       # per instance: a cgroup where one can be made
 //!     strategy: canary:10,50,100         # or blue-green (default), rolling[:N], recreate
 //!     keep_warm: 5m                      # the old version stays up this long after a switch
 //!     build: make release                # run once in a new release's directory
@@ -31,7 +33,7 @@ use opsloop_pipeline::diagnostic::Diagnostic;
 use opsloop_pipeline::yaml::{Node, Span, Value};
 
 use crate::strategy::{Slo, Strategy};
-use crate::supervisor::HealthCheck;
+use crate::supervisor::{HealthCheck, Liveness};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
@@ -54,6 +56,10 @@ pub struct Service {
     /// How long a new instance may take to pass its health check (`health.start_timeout`);
     /// the server's default when unset.
     pub start_timeout: Option<Duration>,
+    /// Checked while instances run; `health` is the readiness check that gates traffic.
+    pub liveness: Option<Liveness>,
+    /// Bytes of memory each instance may use (`memory: 256M`).
+    pub memory: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,7 +306,19 @@ impl Reader {
         self.known_keys(
             node,
             &what,
-            &["command", "env", "secrets", "replicas", "health", "slo", "build", "strategy", "keep_warm"],
+            &[
+                "command",
+                "env",
+                "secrets",
+                "replicas",
+                "health",
+                "liveness",
+                "memory",
+                "slo",
+                "build",
+                "strategy",
+                "keep_warm",
+            ],
         );
         let command = match node.get("command") {
             Some(command) if matches!(command.value, Value::Sequence(_)) => self.strings(command, "command"),
@@ -328,26 +346,24 @@ impl Reader {
         let replicas = node.get("replicas").and_then(|n| self.count(n, "replicas", 1..=100)).unwrap_or(1);
         let health = match node.get("health") {
             None => HealthCheck::Tcp,
-            Some(health) => {
-                self.known_keys(health, "health", &["http", "status", "tcp", "start_timeout"]);
-                match (health.get("http"), health.get("tcp")) {
-                    (Some(path), _) => {
-                        let path = self.text(path, "health.http").unwrap_or_else(|| "/".into());
-                        if !path.starts_with('/') {
-                            self.error("health.http is a path starting with /".into(), health.span, None);
-                        }
-                        let status =
-                            health.get("status").and_then(|n| self.count(n, "health.status", 100..=599)).unwrap_or(200);
-                        HealthCheck::Http { path, status: u16::try_from(status).unwrap_or(200) }
-                    }
-                    (None, Some(_)) => HealthCheck::Tcp,
-                    (None, None) => {
-                        self.error("health needs `http: /path` or `tcp: true`".into(), health.span, None);
-                        HealthCheck::Tcp
-                    }
-                }
-            }
+            Some(health) => self.check(health, "health", &["start_timeout"]),
         };
+        let liveness = node.get("liveness").map(|live| {
+            let check = self.check(live, "liveness", &["interval", "failures"]);
+            let interval = live
+                .get("interval")
+                .and_then(|n| self.duration_of(n, "liveness.interval"))
+                .unwrap_or(Duration::from_secs(10));
+            let failures = live.get("failures").and_then(|n| self.count(n, "liveness.failures", 1..=100)).unwrap_or(3);
+            Liveness { check, interval, failures }
+        });
+        let memory = node.get("memory").and_then(|n| {
+            let bytes = n.scalar_text().as_deref().and_then(crate::cgroup::parse_size);
+            if bytes.is_none() {
+                self.error("memory is a size such as 256M or 1G (at least 1M)".into(), n.span, None);
+            }
+            bytes
+        });
         let start_timeout = node
             .get("health")
             .and_then(|h| h.get("start_timeout"))
@@ -403,7 +419,34 @@ impl Reader {
             strategy,
             keep_warm,
             start_timeout,
+            liveness,
+            memory,
         })
+    }
+
+    /// A check: `{http: /path, status: 200}`, `{tcp: true}` or `{command: "…"}`, plus `extra`
+    /// keys its place allows.
+    fn check(&mut self, node: &Node, what: &str, extra: &[&str]) -> HealthCheck {
+        let mut known = vec!["http", "status", "tcp", "command"];
+        known.extend_from_slice(extra);
+        self.known_keys(node, what, &known);
+        match (node.get("http"), node.get("tcp"), node.get("command")) {
+            (Some(path), _, _) => {
+                let path = self.text(path, &format!("{what}.http")).unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') {
+                    self.error(format!("{what}.http is a path starting with /"), node.span, None);
+                }
+                let status = node.get("status").and_then(|n| self.count(n, "status", 100..=599)).unwrap_or(200);
+                HealthCheck::Http { path, status: u16::try_from(status).unwrap_or(200) }
+            }
+            (None, Some(_), _) => HealthCheck::Tcp,
+            (None, None, Some(command)) => HealthCheck::Command(self.text(command, "command").unwrap_or_default()),
+            (None, None, None) => {
+                let hint = "http: /path, tcp: true, or command: \"curl -fs localhost:$PORT/health\"";
+                self.error(format!("{what} needs a check"), node.span, Some(hint));
+                HealthCheck::Tcp
+            }
+        }
     }
 
     fn environment(&mut self, name: &str, span: Span, node: &Node) -> Environment {
@@ -555,6 +598,8 @@ services:
     secrets: [API_TOKEN]
     replicas: 2
     health: {http: /health, status: 200}
+    liveness: {command: 'test -e /tmp', interval: 5s, failures: 2}
+    memory: 256M
     slo: {max_error_rate: 2%, max_p99: 300ms, bake: 45s}
   worker:
     command: ./run-worker --port $PORT
@@ -580,6 +625,9 @@ routes:
         assert_eq!(web.env, [("VERSION".to_owned(), "2".to_owned())]);
         assert_eq!((web.replicas, web.bake), (2, Duration::from_secs(45)));
         assert_eq!(web.health, HealthCheck::Http { path: "/health".into(), status: 200 });
+        let liveness = web.liveness.as_ref().unwrap();
+        assert_eq!(liveness.check, HealthCheck::Command("test -e /tmp".into()));
+        assert_eq!((liveness.interval, liveness.failures, web.memory), (Duration::from_secs(5), 2, Some(256 << 20)));
         assert!((web.slo.max_error_rate - 0.02).abs() < 1e-9 && web.slo.max_p99 == Duration::from_millis(300));
         assert_eq!(manifest.services[1].command, ["bash", "-c", "./run-worker --port $PORT"]);
         let production = &manifest.environments[0];

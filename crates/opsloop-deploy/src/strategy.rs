@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::proxy::{Backend, Proxy, Route};
 use crate::signals::Snapshot;
 use crate::ssh::SshTarget;
-use crate::supervisor::{HealthCheck, Instance, InstanceSpec, InstanceState, LogSink, free_port};
+use crate::supervisor::{HealthCheck, Instance, InstanceSpec, InstanceState, Liveness, LogSink, free_port_in};
 
 /// What a release needs to run: one version of a service.
 #[derive(Debug, Clone)]
@@ -31,6 +31,10 @@ pub struct Release {
     pub health: HealthCheck,
     /// Where instances run, taken in turn (instance n on `targets[n % len]`); none: here.
     pub targets: Vec<Placement>,
+    /// Bytes of memory each instance may use.
+    pub memory_limit: Option<u64>,
+    /// Checked while instances run (`health` is the readiness check that gates traffic).
+    pub liveness: Option<Liveness>,
 }
 
 /// Where an instance runs.
@@ -132,6 +136,8 @@ pub struct Deployer {
     pub health_timeout: Duration,
     pub log: LogSink,
     pub on_step: Option<StepSink>,
+    /// Instances' ports come from this range (inclusive); any free port without one.
+    pub ports: Option<(u16, u16)>,
 }
 
 impl std::fmt::Debug for Deployer {
@@ -204,11 +210,13 @@ impl Deployer {
                 env: release.env.clone(),
                 dir: release.dir.clone(),
                 host,
-                port: free_port().map_err(|e| e.to_string())?,
+                port: free_port_in(self.ports).map_err(|e| e.to_string())?,
                 health: release.health.clone(),
                 stop_grace: Duration::from_secs(10),
                 max_restarts: 3,
                 crash_window: Duration::from_secs(60),
+                memory_limit: release.memory_limit,
+                liveness: release.liveness.clone(),
             };
             instances.push(Instance::start(spec, self.log.clone()));
         }

@@ -17,6 +17,18 @@ pub enum HealthCheck {
     Http { path: String, status: u16 },
     /// Something accepts connections on the port.
     Tcp,
+    /// `bash -c COMMAND` exits 0 (with `HOST` and `PORT` of the instance in its environment).
+    Command(String),
+}
+
+/// Whether a running instance is still alive: checked every `interval`; after `failures`
+/// failed checks in a row it is killed, which the supervisor treats as a crash (restart,
+/// backoff, crash loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Liveness {
+    pub check: HealthCheck,
+    pub interval: Duration,
+    pub failures: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +48,10 @@ pub struct InstanceSpec {
     /// This many unplanned exits within `crash_window` is a crash loop: no more restarts.
     pub max_restarts: u32,
     pub crash_window: Duration,
+    /// A memory limit in bytes: a cgroup of its own where one can be made (see [`crate::cgroup`]).
+    pub memory_limit: Option<u64>,
+    /// Checked while it runs, apart from the readiness check (`health`) that gates traffic.
+    pub liveness: Option<Liveness>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,10 +131,22 @@ impl Instance {
 
 /// Whether something on `host`:`port` passes `health` now.
 pub async fn check(health: &HealthCheck, host: std::net::IpAddr, port: u16) -> bool {
+    if let HealthCheck::Command(command) = health {
+        let run = tokio::process::Command::new("bash")
+            .args(["-c", command])
+            .env("HOST", host.to_string())
+            .env("PORT", port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        return matches!(tokio::time::timeout(Duration::from_secs(5), run).await, Ok(Ok(status)) if status.success());
+    }
     let connect = tokio::net::TcpStream::connect((host, port));
     let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), connect).await else { return false };
     match health {
-        HealthCheck::Tcp => true,
+        HealthCheck::Tcp | HealthCheck::Command(_) => true,
         HealthCheck::Http { path, status } => {
             use tokio::io::AsyncWriteExt;
             let request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
@@ -148,15 +176,89 @@ async fn supervise(
     state: watch::Sender<InstanceState>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut exits: Vec<Instant> = Vec::new();
-    let mut restarts = 0;
-    loop {
+    // The memory limit: a cgroup, else prlimit's address-space cap, else a warning.
+    let mut command_line = spec.command.clone();
+    let cgroup = match spec.memory_limit {
+        None => None,
+        Some(bytes) => match crate::cgroup::Cgroup::create(&spec.name, bytes) {
+            Ok(cgroup) => Some(cgroup),
+            Err(reason) => {
+                match crate::cgroup::prlimit_command(&spec.command, bytes) {
+                    Some(wrapped) => {
+                        log(&spec.name, &format!("no cgroup ({reason}); capping its address space with prlimit"));
+                        command_line = wrapped;
+                    }
+                    None => log(&spec.name, &format!("memory limit not enforced: no cgroup ({reason}) and no prlimit")),
+                }
+                None
+            }
+        },
+    };
+    let run = Runs { spec: &spec, command_line: &command_line, cgroup: cgroup.as_ref(), log: &log, state: &state };
+    run.until_stopped(&mut stop).await;
+    if let Some(cgroup) = cgroup {
+        cgroup.remove();
+    }
+}
+
+/// What one instance's runs share.
+struct Runs<'a> {
+    spec: &'a InstanceSpec,
+    command_line: &'a [String],
+    cgroup: Option<&'a crate::cgroup::Cgroup>,
+    log: &'a LogSink,
+    state: &'a watch::Sender<InstanceState>,
+}
+
+/// How one run ended.
+enum RunEnd {
+    Exited(Option<i32>),
+    Stopped,
+}
+
+impl Runs<'_> {
+    /// Starts, watches and restarts the instance until it is stopped or crash-loops.
+    async fn until_stopped(&self, stop: &mut watch::Receiver<bool>) {
+        let spec = self.spec;
+        let mut exits: Vec<Instant> = Vec::new();
+        let mut restarts = 0;
+        loop {
+            let exited = match self.run_once(restarts, stop).await {
+                Some(RunEnd::Exited(code)) => code,
+                Some(RunEnd::Stopped) => return,
+                None => {
+                    let _ = self.state.send(InstanceState::CrashLoop { restarts, last_exit: None });
+                    return;
+                }
+            };
+            let now = Instant::now();
+            exits.retain(|at| now.duration_since(*at) < spec.crash_window);
+            exits.push(now);
+            (self.log)(&spec.name, &format!("exited ({exited:?})"));
+            if exits.len() as u32 > spec.max_restarts {
+                let _ = self.state.send(InstanceState::CrashLoop { restarts, last_exit: exited });
+                return;
+            }
+            restarts += 1;
+            let _ = self.state.send(InstanceState::Restarting { restarts, last_exit: exited });
+            // 100 ms, 200 ms, 400 ms … up to 10 s.
+            let pause = Duration::from_millis(100 * (1 << exits.len().min(7)) as u64).min(Duration::from_secs(10));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stopping(stop) => {
+                    let _ = self.state.send(InstanceState::Stopped);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One run: `None` when it cannot even start.
+    async fn run_once(&self, restarts: u32, stop: &mut watch::Receiver<bool>) -> Option<RunEnd> {
+        let spec = self.spec;
         let port = spec.port.to_string();
-        let argv: Vec<String> = spec.command.iter().map(|arg| arg.replace("$PORT", &port)).collect();
-        let Some((program, args)) = argv.split_first() else {
-            let _ = state.send(InstanceState::CrashLoop { restarts, last_exit: None });
-            return;
-        };
+        let argv: Vec<String> = self.command_line.iter().map(|arg| arg.replace("$PORT", &port)).collect();
+        let (program, args) = argv.split_first()?;
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
@@ -172,12 +274,16 @@ async fn supervise(
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
-                log(&spec.name, &format!("cannot start {program}: {error}"));
-                let _ = state.send(InstanceState::CrashLoop { restarts, last_exit: None });
-                return;
+                (self.log)(&spec.name, &format!("cannot start {program}: {error}"));
+                return None;
             }
         };
         let pid = child.id().unwrap_or(0);
+        if let Some(cgroup) = self.cgroup
+            && let Err(error) = cgroup.add(pid)
+        {
+            (self.log)(&spec.name, &format!("memory limit not enforced: {error}"));
+        }
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
             child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
@@ -185,7 +291,7 @@ async fn supervise(
         .into_iter()
         .flatten()
         {
-            let (log, name) = (log.clone(), spec.name.clone());
+            let (log, name) = (self.log.clone(), spec.name.clone());
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
@@ -193,38 +299,44 @@ async fn supervise(
                 }
             });
         }
-        let _ = state.send(InstanceState::Running { pid, restarts });
-        let exited = tokio::select! {
-            exited = child.wait() => exited.ok().and_then(|status| status.code()),
-            () = stopping(&mut stop) => {
+        let _ = self.state.send(InstanceState::Running { pid, restarts });
+        let end = tokio::select! {
+            exited = child.wait() => RunEnd::Exited(exited.ok().and_then(|status| status.code())),
+            () = self.dead(pid) => {
+                let _ = child.wait().await;
+                RunEnd::Exited(None)
+            }
+            () = stopping(stop) => {
                 signal_group(pid, nix::sys::signal::Signal::SIGTERM);
                 if tokio::time::timeout(spec.stop_grace, child.wait()).await.is_err() {
-                    log(&spec.name, &format!("still running {}s after SIGTERM; killed", spec.stop_grace.as_secs()));
+                    (self.log)(&spec.name, &format!("still running {}s after SIGTERM; killed", spec.stop_grace.as_secs()));
                     signal_group(pid, nix::sys::signal::Signal::SIGKILL);
                     let _ = child.wait().await;
                 }
-                let _ = state.send(InstanceState::Stopped);
-                return;
+                let _ = self.state.send(InstanceState::Stopped);
+                RunEnd::Stopped
             }
         };
         // What it started is ended with it.
         signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-        let now = Instant::now();
-        exits.retain(|at| now.duration_since(*at) < spec.crash_window);
-        exits.push(now);
-        log(&spec.name, &format!("exited ({exited:?})"));
-        if exits.len() as u32 > spec.max_restarts {
-            let _ = state.send(InstanceState::CrashLoop { restarts, last_exit: exited });
-            return;
-        }
-        restarts += 1;
-        let _ = state.send(InstanceState::Restarting { restarts, last_exit: exited });
-        // 100 ms, 200 ms, 400 ms … up to 10 s.
-        let pause = Duration::from_millis(100 * (1 << exits.len().min(7)) as u64).min(Duration::from_secs(10));
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = stopping(&mut stop) => {
-                let _ = state.send(InstanceState::Stopped);
+        Some(end)
+    }
+
+    /// Resolves once the liveness check failed often enough in a row, after killing the
+    /// instance's process group; never without a liveness check.
+    async fn dead(&self, pid: u32) {
+        let Some(liveness) = &self.spec.liveness else { return std::future::pending().await };
+        let mut failed = 0;
+        loop {
+            tokio::time::sleep(liveness.interval).await;
+            if check(&liveness.check, self.spec.host, self.spec.port).await {
+                failed = 0;
+                continue;
+            }
+            failed += 1;
+            if failed >= liveness.failures.max(1) {
+                (self.log)(&self.spec.name, &format!("failed its liveness check {failed} times in a row; killed"));
+                signal_group(pid, nix::sys::signal::Signal::SIGKILL);
                 return;
             }
         }
@@ -243,4 +355,20 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
 /// A free port on loopback (bound and released: good enough to hand to a new instance).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A free port in `range` (inclusive), tried from a point that moves with each call so
+/// instances started together do not race for the same one; any free port without a range.
+pub fn free_port_in(range: Option<(u16, u16)>) -> std::io::Result<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let Some((low, high)) = range.filter(|(low, high)| low <= high) else { return free_port() };
+    let size = u32::from(high - low) + 1;
+    let start = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % size;
+    for offset in 0..size {
+        let port = low + u16::try_from((start + offset) % size).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("no free port in {low}-{high}")))
 }

@@ -31,6 +31,8 @@ fn release(version: &str, extra: &[(&str, &str)]) -> Release {
         replicas: 2,
         health: HealthCheck::Http { path: "/health".into(), status: 200 },
         targets: Vec::new(),
+        memory_limit: None,
+        liveness: None,
     }
 }
 
@@ -49,6 +51,7 @@ async fn deployer(min_requests: u64, bake: Duration, health_timeout: Duration) -
         health_timeout,
         log: Arc::new(|_, _| {}),
         on_step: None,
+        ports: None,
     };
     (deployer, front)
 }

@@ -19,6 +19,8 @@ fn spec(dir: &std::path::Path, command: &[&str], health: HealthCheck) -> Instanc
         stop_grace: Duration::from_millis(500),
         max_restarts: 3,
         crash_window: Duration::from_secs(60),
+        memory_limit: None,
+        liveness: None,
     }
 }
 
@@ -81,4 +83,78 @@ async fn a_stop_is_graceful_and_then_firm() {
     instance.stop().await;
     assert!(began.elapsed() < Duration::from_secs(5));
     assert!(lines.lock().unwrap().iter().any(|l| l.contains("after SIGTERM; killed")), "{:?}", lines.lock().unwrap());
+}
+
+/// A memory limit holds: an instance that allocates past it is killed (and, doing so on
+/// every start, crash-loops), while one that stays within it runs on.
+#[tokio::test]
+async fn a_memory_limit_kills_an_instance_that_goes_past_it() {
+    if std::process::Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let allocate = |mib: u32| {
+        format!("import time; x = bytearray({mib} * 1024 * 1024); print('holding', len(x), flush=True); time.sleep(60)")
+    };
+    let mut greedy = spec(dir.path(), &["python3", "-c", &allocate(200)], HealthCheck::Tcp);
+    greedy.memory_limit = Some(64 << 20);
+    greedy.max_restarts = 1;
+    let (log, lines) = collect();
+    let instance = Instance::start(greedy, log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !matches!(instance.state(), InstanceState::CrashLoop { .. }) {
+        assert!(std::time::Instant::now() < deadline, "not stopped by its limit: {:?}", lines.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let said = lines.lock().unwrap().join("\n");
+    assert!(!said.contains("holding"), "it never got its 200 MiB: {said}");
+    if said.contains("not enforced") {
+        eprintln!("skipped: no way to limit memory here: {said}");
+        return;
+    }
+
+    let mut modest = spec(dir.path(), &["python3", "-c", &allocate(8)], HealthCheck::Tcp);
+    modest.memory_limit = Some(64 << 20);
+    let (log, lines) = collect();
+    let instance = Instance::start(modest, log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !lines.lock().unwrap().iter().any(|l| l.starts_with("holding")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", lines.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(matches!(instance.state(), InstanceState::Running { .. }));
+    instance.stop().await;
+}
+
+/// A liveness check that starts failing gets the instance killed and started again.
+#[tokio::test]
+async fn a_failing_liveness_check_restarts_the_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    // Alive while the file exists.
+    let alive = dir.path().join("alive");
+    std::fs::write(&alive, "").unwrap();
+    let mut watched = spec(dir.path(), &["sleep", "60"], HealthCheck::Tcp);
+    watched.liveness = Some(opsloop_deploy::supervisor::Liveness {
+        check: HealthCheck::Command(format!("test -e {}", alive.display())),
+        interval: Duration::from_millis(100),
+        failures: 2,
+    });
+    let (log, lines) = collect();
+    let instance = Instance::start(watched, log);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(instance.state(), InstanceState::Running { restarts: 0, .. }), "{:?}", instance.state());
+    std::fs::remove_file(&alive).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lines.lock().unwrap().iter().any(|l| l.contains("liveness")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", lines.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&alive, "").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(instance.state(), InstanceState::Running { restarts: 1.., .. }) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", instance.state());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    instance.stop().await;
 }

@@ -29,6 +29,8 @@ fn release(version: &str) -> Release {
         replicas: 2,
         health: HealthCheck::Http { path: "/health".into(), status: 200 },
         targets: Vec::new(),
+        memory_limit: None,
+        liveness: None,
     }
 }
 
@@ -58,6 +60,7 @@ async fn six_blue_green_deployments_and_three_canaries_under_load_lose_nothing()
         health_timeout: Duration::from_secs(10),
         log: Arc::new(|_, _| {}),
         on_step: None,
+        ports: None,
     };
     let mut serving_now = deployer.start(&release("v0")).await.unwrap();
     deployer.serve("web", &serving_now);

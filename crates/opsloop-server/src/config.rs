@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub proxy_listen: Option<SocketAddr>,
     /// How long a new instance may take to pass its health check.
     pub deploy_health_timeout_seconds: u64,
+    /// Instances' ports come from this range (inclusive); any free port when unset.
+    pub deploy_ports: Option<(u16, u16)>,
     /// The private key for SSH targets (default: the ssh client's own, `~/.ssh/id_*`).
     pub ssh_identity: Option<PathBuf>,
     /// The known-hosts file for SSH targets (default: `~/.ssh/known_hosts`).
@@ -115,6 +117,7 @@ impl ServerConfig {
             default_artifacts_expire_seconds: 30 * 86_400,
             proxy_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
             deploy_health_timeout_seconds: 60,
+            deploy_ports: None,
             ssh_identity: None,
             ssh_known_hosts: None,
         }

@@ -50,9 +50,16 @@ pub struct ReleaseConfig {
     pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
     pub replicas: u32,
-    /// `tcp`, or the HTTP path whose answer must be `health_status`.
+    /// `tcp`, or the HTTP path whose answer must be `health_status`, or a command.
     pub health_http: Option<String>,
     pub health_status: u16,
+    #[serde(default)]
+    pub health_command: Option<String>,
+    /// `(check, interval in ms, failures in a row)`.
+    #[serde(default)]
+    pub liveness: Option<(CheckConfig, u64, u32)>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
     pub max_error_rate: f64,
     pub max_p99_ms: u64,
     pub min_requests: u64,
@@ -70,12 +77,38 @@ pub struct ReleaseConfig {
     pub targets: Vec<String>,
 }
 
+/// A check as stored: an HTTP path and status, a command, or (neither) TCP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckConfig {
+    pub http: Option<String>,
+    pub status: u16,
+    pub command: Option<String>,
+}
+
+impl CheckConfig {
+    fn of(check: &HealthCheck) -> CheckConfig {
+        match check {
+            HealthCheck::Http { path, status } => {
+                CheckConfig { http: Some(path.clone()), status: *status, command: None }
+            }
+            HealthCheck::Tcp => CheckConfig { http: None, status: 200, command: None },
+            HealthCheck::Command(command) => CheckConfig { http: None, status: 200, command: Some(command.clone()) },
+        }
+    }
+
+    fn check(&self) -> HealthCheck {
+        match (&self.http, &self.command) {
+            (Some(path), _) => HealthCheck::Http { path: path.clone(), status: self.status },
+            (None, Some(command)) => HealthCheck::Command(command.clone()),
+            (None, None) => HealthCheck::Tcp,
+        }
+    }
+}
+
 impl ReleaseConfig {
     pub(crate) fn of(service: &manifest::Service, manifest: &Manifest) -> ReleaseConfig {
-        let (health_http, health_status) = match &service.health {
-            HealthCheck::Http { path, status } => (Some(path.clone()), *status),
-            HealthCheck::Tcp => (None, 200),
-        };
+        let readiness = CheckConfig::of(&service.health);
+        let (health_http, health_status, health_command) = (readiness.http, readiness.status, readiness.command);
         ReleaseConfig {
             command: service.command.clone(),
             env: service.env.clone(),
@@ -83,6 +116,11 @@ impl ReleaseConfig {
             replicas: service.replicas,
             health_http,
             health_status,
+            health_command,
+            liveness: service.liveness.as_ref().map(|l| {
+                (CheckConfig::of(&l.check), u64::try_from(l.interval.as_millis()).unwrap_or(u64::MAX), l.failures)
+            }),
+            memory_bytes: service.memory,
             max_error_rate: service.slo.max_error_rate,
             max_p99_ms: u64::try_from(service.slo.max_p99.as_millis()).unwrap_or(u64::MAX),
             min_requests: service.slo.min_requests,
@@ -125,10 +163,16 @@ impl ReleaseConfig {
     }
 
     fn health(&self) -> HealthCheck {
-        match &self.health_http {
-            Some(path) => HealthCheck::Http { path: path.clone(), status: self.health_status },
-            None => HealthCheck::Tcp,
-        }
+        CheckConfig { http: self.health_http.clone(), status: self.health_status, command: self.health_command.clone() }
+            .check()
+    }
+
+    fn liveness(&self) -> Option<opsloop_deploy::supervisor::Liveness> {
+        self.liveness.as_ref().map(|(check, interval_ms, failures)| opsloop_deploy::supervisor::Liveness {
+            check: check.check(),
+            interval: Duration::from_millis(*interval_ms),
+            failures: *failures,
+        })
     }
 
     /// Where the service is reached in `environment`: its route from `opsloop.yml`, or by
@@ -719,6 +763,8 @@ async fn deploy_release(
         replicas: config.replicas,
         health: config.health(),
         targets: config.placements(state),
+        memory_limit: config.memory_bytes,
+        liveness: config.liveness(),
     };
     let strategy = manifest::parse_strategy(&deployment.strategy)?;
     let (host, path_prefix) = route_for(state, project.id, &config, &deployment.service, &deployment.environment).await;
@@ -738,6 +784,7 @@ async fn deploy_release(
             let note = note.clone();
             Arc::new(move |step: &Step| note(step.text.clone(), step.traffic))
         }),
+        ports: state.config.deploy_ports,
     };
     let key: Key = (project.id, deployment.environment.clone(), deployment.service.clone());
     let hub = &state.deploy;
@@ -1056,6 +1103,7 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
         health_timeout: config.start_timeout(state),
         log,
         on_step: None,
+        ports: state.config.deploy_ports,
     };
     let engine_release = EngineRelease {
         service: route.clone(),
@@ -1066,6 +1114,8 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
         replicas: config.replicas,
         health: config.health(),
         targets: config.placements(state),
+        memory_limit: config.memory_bytes,
+        liveness: config.liveness(),
     };
     let running = deployer.start(&engine_release).await?;
     deployer.serve(&route, &running);

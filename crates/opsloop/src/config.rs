@@ -48,6 +48,8 @@ struct DeploySection {
     health_timeout_seconds: Option<u64>,
     ssh_identity: Option<PathBuf>,
     ssh_known_hosts: Option<PathBuf>,
+    /// `"20000-29999"`: the ports instances listen on.
+    port_range: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -235,6 +237,20 @@ pub fn resolve(
     server.deploy_health_timeout_seconds =
         layer.deploy.health_timeout_seconds.unwrap_or(server.deploy_health_timeout_seconds);
     server.ssh_identity = layer.deploy.ssh_identity.clone();
+    if let (Some(range), Some(loaded)) = (&layer.deploy.port_range, &file) {
+        let parsed = range
+            .get_ref()
+            .split_once('-')
+            .and_then(|(low, high)| Some((low.trim().parse::<u16>().ok()?, high.trim().parse::<u16>().ok()?)))
+            .filter(|(low, high)| *low >= 1024 && low <= high);
+        server.deploy_ports = Some(parsed.ok_or_else(|| {
+            loaded.error_at(
+                range.span(),
+                "deploy.port_range is not a range of ports".to_owned(),
+                "write \"LOW-HIGH\", e.g. \"20000-29999\" (ports from 1024)",
+            )
+        })?);
+    }
     server.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone();
 
     let database_url = match (&args.config.database_url, &layer.database_url) {
@@ -398,6 +414,8 @@ pub struct ShownDeploy {
     pub proxy_listen: String,
     pub health_timeout_seconds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_identity: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_known_hosts: Option<String>,
@@ -480,6 +498,7 @@ impl Resolved {
             deploy: ShownDeploy {
                 proxy_listen: server.proxy_listen.map_or_else(|| "off".to_owned(), |address| address.to_string()),
                 health_timeout_seconds: server.deploy_health_timeout_seconds,
+                port_range: server.deploy_ports.map(|(low, high)| format!("{low}-{high}")),
                 ssh_identity: server.ssh_identity.as_ref().map(|p| p.display().to_string()),
                 ssh_known_hosts: server.ssh_known_hosts.as_ref().map(|p| p.display().to_string()),
             },

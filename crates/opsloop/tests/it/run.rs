@@ -307,7 +307,8 @@ fn the_demo_pipeline_passes() {
     let out = stdout(&output);
     assert!(output.status.success(), "{out}\n{}", text(&output.stderr));
     assert!(out.contains("TESTS unit-tests: 2 tests, 2 passed, 0 failed, 0 skipped"), "{out}");
-    assert!(out.contains("deploy-staging > would deploy version 1.0.0 to staging"), "{out}");
+    // Its deploy job runs only on a server, which gives it a token: `opsloop run` leaves it out.
+    assert!(!out.contains("deploy >"), "{out}");
     assert!(out.contains("PASS syntax: [bash]") && out.contains("PASS syntax: [sh]"), "{out}");
 }
 
