@@ -222,6 +222,23 @@ async fn execute(
                 .collect();
             let graph = serde_json::to_string(&graph).map_err(|e| e.to_string())?;
             state.store.set_needs_graph(pipeline.id, &graph).await.map_err(|e| e.to_string())?;
+            // Jobs with an environment, so stopping it can play the deploying pipeline's
+            // `on_stop` job.
+            let environments: Vec<serde_json::Value> = planned
+                .jobs
+                .iter()
+                .filter_map(|j| {
+                    let environment = loaded.jobs[j.config_index].environment.as_ref()?;
+                    Some(serde_json::json!({
+                        "job": j.name,
+                        "environment": environment.name,
+                        "action": environment.action,
+                        "on_stop": environment.on_stop,
+                    }))
+                })
+                .collect();
+            let environments = serde_json::to_string(&environments).map_err(|e| e.to_string())?;
+            state.store.set_pipeline_environments(pipeline.id, &environments).await.map_err(|e| e.to_string())?;
             crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), project, pipeline.id)
                 .await;
             jobs

@@ -336,7 +336,8 @@ pub struct DeployRequest {
     pub version: Option<String>,
     pub strategy: Option<String>,
     pub triggered_by: String,
-    pub job_id: Option<i64>,
+    /// The pipeline whose job asked (through its token).
+    pub pipeline_id: Option<i64>,
 }
 
 /// A checked-out commit with its `opsloop.yml`.
@@ -477,7 +478,7 @@ async fn queue(
         release_id: release.id,
         strategy,
         triggered_by: &request.triggered_by,
-        job_id: request.job_id,
+        pipeline_id: request.pipeline_id,
     };
     let deployment = state.store.create_deployment(project, new, actor).await?;
     if deployment.status == "queued" {
@@ -1023,6 +1024,63 @@ pub(crate) async fn stop_service(state: &AppState, project: &Project, environmen
         stop_running(running).await;
     }
     tracing::info!(project = %project.name, environment, service, "stopped: no longer in opsloop.yml");
+}
+
+/// What stopping an environment did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Stopped {
+    /// The services stopped here and now.
+    pub services: Vec<String>,
+    /// The `on_stop` job played instead (GitLab's `environment:on_stop`): it stops them.
+    pub on_stop_job: Option<i64>,
+}
+
+/// Stops `service` (or every service) in `environment`. A person stopping a whole
+/// environment that a pipeline deployed, whose deploy job names an `on_stop` job, gets that
+/// manual job played instead (it runs `opsloop stop` with the pipeline's token); a pipeline's
+/// own call, or an environment without one, is stopped here.
+pub async fn stop_environment(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    context: &crate::auth::ProjectContext,
+    environment: &str,
+    service: Option<&str>,
+) -> Result<Stopped, ApiError> {
+    let project = &context.project;
+    guarded_environment(state, project, environment, context.role).await?;
+    let from_pipeline = matches!(principal.credential, crate::auth::Credential::Pipeline { .. });
+    if !from_pipeline
+        && service.is_none()
+        && let Some(job) = on_stop_job(state, project, environment).await?
+    {
+        let played = crate::api::pipelines::run_again(state, principal, context, job, true).await?;
+        return Ok(Stopped { services: Vec::new(), on_stop_job: Some(played.id) });
+    }
+    let serving = state.store.serving_releases(Some(project.id)).await?;
+    let mut stopped = Vec::new();
+    for entry in serving.iter().filter(|s| s.environment == environment && service.is_none_or(|name| s.service == name))
+    {
+        stop_service(state, project, environment, &entry.service).await;
+        state.store.remove_serving(project, environment, &entry.service, principal.actor()).await?;
+        stopped.push(entry.service.clone());
+    }
+    Ok(Stopped { services: stopped, on_stop_job: None })
+}
+
+/// The manual `on_stop` job of the pipeline that last deployed to `environment`, if any.
+async fn on_stop_job(state: &AppState, project: &Project, environment: &str) -> Result<Option<i64>, ApiError> {
+    let Some(pipeline_id) = state.store.deploying_pipeline(project.id, environment).await? else { return Ok(None) };
+    let recorded: Vec<serde_json::Value> =
+        serde_json::from_str(&state.store.pipeline_environments(pipeline_id).await?).unwrap_or_default();
+    let Some(stop_name) = recorded
+        .iter()
+        .find(|e| e["environment"] == environment && e["on_stop"].is_string())
+        .and_then(|e| e["on_stop"].as_str().map(str::to_owned))
+    else {
+        return Ok(None);
+    };
+    let jobs = state.store.jobs_of(pipeline_id).await?;
+    Ok(jobs.into_iter().find(|j| j.name == stop_name && j.status == "manual").map(|j| j.id))
 }
 
 /// Puts what serves `service` in `environment` behind a new host and path, dropping its old

@@ -202,7 +202,7 @@ pub async fn apply(state: &AppState, project: &Project, actor: Actor<'_>) -> Res
                         version: Some(plan.commit.clone()),
                         strategy: None,
                         triggered_by: format!("gitops ({})", &plan.commit[..plan.commit.len().min(12)]),
-                        job_id: None,
+                        pipeline_id: None,
                     };
                     match deploy::request(state, project, opsloop_core::Role::Developer, request, actor).await {
                         Ok(deployment) => done.push(format!("{}: deployment #{}", entry.environment, deployment.id)),

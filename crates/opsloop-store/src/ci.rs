@@ -465,6 +465,28 @@ impl Store {
         Ok(())
     }
 
+    /// Records the pipeline's jobs with an `environment:` (JSON, opaque to the store).
+    pub async fn set_pipeline_environments(&self, pipeline_id: i64, environments: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE pipelines SET environments = $1 WHERE id = $2")
+                .bind(environments)
+                .bind(pipeline_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn pipeline_environments(&self, pipeline_id: i64) -> Result<String> {
+        let found: Option<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT environments FROM pipelines WHERE id = $1")
+                .bind(pipeline_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(found.unwrap_or_else(|| "[]".to_owned()))
+    }
+
     pub async fn needs_graph(&self, pipeline_id: i64) -> Result<String> {
         let graph: Option<String> = with_pool!(self, |pool| {
             sqlx::query_scalar("SELECT needs_graph FROM pipelines WHERE id = $1")

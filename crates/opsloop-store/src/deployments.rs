@@ -121,7 +121,8 @@ pub struct NewDeployment<'a> {
     pub release_id: i64,
     pub strategy: &'a str,
     pub triggered_by: &'a str,
-    pub job_id: Option<i64>,
+    /// The pipeline whose job asked for it (through the pipeline's token).
+    pub pipeline_id: Option<i64>,
 }
 
 /// The release serving a service in an environment, and since when.
@@ -197,7 +198,7 @@ impl Store {
             .await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO deployments (project_id, environment, service, release_id, previous_release_id,
-                     strategy, status, triggered_by, job_id, created_at)
+                     strategy, status, triggered_by, pipeline_id, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
             )
             .bind(project.id)
@@ -208,7 +209,7 @@ impl Store {
             .bind(new.strategy)
             .bind(new.status)
             .bind(new.triggered_by)
-            .bind(new.job_id)
+            .bind(new.pipeline_id)
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
@@ -486,5 +487,50 @@ impl Store {
             .fetch_all(pool)
             .await?
         }))
+    }
+
+    /// The pipeline behind the newest successful deployment of anything to `environment`.
+    pub async fn deploying_pipeline(&self, project_id: i64, environment: &str) -> Result<Option<i64>> {
+        let found: Option<Option<i64>> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT pipeline_id FROM deployments WHERE project_id = $1 AND environment = $2
+                   AND status = 'success' AND pipeline_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+            )
+            .bind(project_id)
+            .bind(environment)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(found.flatten())
+    }
+
+    /// Nothing serves `service` in `environment` any more (it was stopped).
+    pub async fn remove_serving(
+        &self,
+        project: &Project,
+        environment: &str,
+        service: &str,
+        actor: Actor<'_>,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM environment_services WHERE project_id = $1 AND environment = $2 AND service = $3")
+                .bind(project.id)
+                .bind(environment)
+                .bind(service)
+                .execute(&mut *tx)
+                .await?;
+            record_audit!(
+                &mut *tx,
+                now,
+                actor,
+                "environment.stop",
+                &project.name,
+                &format!("{service} in {environment}")
+            );
+            tx.commit().await?;
+        });
+        Ok(())
     }
 }

@@ -134,9 +134,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0020_deployment_approvals.sql"),
         postgres: include_str!("../migrations/postgres/0020_deployment_approvals.sql"),
     },
+    Migration {
+        version: 21,
+        name: "pipeline environments",
+        sqlite: include_str!("../migrations/sqlite/0021_pipeline_environments.sql"),
+        postgres: include_str!("../migrations/postgres/0021_pipeline_environments.sql"),
+    },
 ];
 
-const LATEST: i64 = 20;
+const LATEST: i64 = 21;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

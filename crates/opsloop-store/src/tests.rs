@@ -222,7 +222,7 @@ store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |s
         release_id,
         strategy: "blue-green",
         triggered_by: "dana",
-        job_id: None,
+        pipeline_id: None,
     };
     let first = store.create_deployment(&project, new(v1.id), Actor::SYSTEM).await.unwrap();
     assert_eq!((first.status.as_str(), first.previous_release_id), ("queued", None));

@@ -96,6 +96,27 @@ pub enum Command {
         #[command(subcommand)]
         command: EnvironmentsCommand,
     },
+    /// Stop a service (or every service) in an environment: instances stop, routes go.
+    ///
+    /// From a person, a whole environment that a pipeline deployed is stopped by playing its
+    /// deploy job's `environment:on_stop` job; inside that job (its token), it stops here.
+    ///
+    /// Examples:
+    ///   opsloop stop --env review-42 --project shop
+    ///   opsloop stop web --env staging --project shop
+    #[command(verbatim_doc_comment)]
+    Stop {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// One service; every service of the environment when left out.
+        service: Option<String>,
+        #[arg(long = "env", value_name = "ENV", env = "CI_ENVIRONMENT_NAME")]
+        environment: String,
+        #[command(flatten)]
+        project: ProjectArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Approve a deployment that waits for approvals (an environment with `approvals: N`).
     Approve {
         #[command(flatten)]

@@ -152,7 +152,10 @@ pub async fn create(
         version: input.version,
         strategy: input.strategy,
         triggered_by: triggered_by(&principal),
-        job_id: None,
+        pipeline_id: match principal.credential {
+            crate::auth::Credential::Pipeline { pipeline_id, .. } => Some(pipeline_id),
+            _ => None,
+        },
     };
     let deployment = deploy::request(&state, &context.project, context.role, request, principal.actor()).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(deployment.into())))
@@ -288,4 +291,36 @@ pub async fn approve(
     )
     .await?;
     Ok(ApiJson(deployment.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopEnvironment {
+    /// One service; every service of the environment when absent.
+    pub service: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EnvironmentPath {
+    #[allow(dead_code)]
+    project: String,
+    environment: String,
+}
+
+/// Stop an environment (or one service in it): its instances stop and its routes go. A
+/// person stopping a whole environment a pipeline deployed gets its `on_stop` job played.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/environments/{environment}/stop", tag = "deployments",
+    params(("project" = String, Path), ("environment" = String, Path)), request_body = StopEnvironment,
+    responses((status = 200, body = deploy::Stopped), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn stop(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    ApiPath(path): ApiPath<EnvironmentPath>,
+    ApiJson(input): ApiJson<StopEnvironment>,
+) -> Result<ApiJson<deploy::Stopped>, ApiError> {
+    check_names(input.service.as_deref().unwrap_or("all"), &path.environment)?;
+    let stopped =
+        deploy::stop_environment(&state, &principal, &context, &path.environment, input.service.as_deref()).await?;
+    Ok(ApiJson(stopped))
 }

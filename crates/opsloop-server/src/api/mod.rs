@@ -75,6 +75,13 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(
             api,
             Method::POST,
+            "/api/v1/projects/{project}/environments/{environment}/stop",
+            Project(Developer),
+            deployments::stop,
+        )
+        .add(
+            api,
+            Method::POST,
             "/api/v1/projects/{project}/environments/apply",
             Project(Maintainer),
             deployments::apply,
@@ -201,7 +208,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         triggers::list, triggers::create, triggers::delete, triggers::trigger_pipeline,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
-        deployments::plan, deployments::apply, deployments::approve,
+        deployments::plan, deployments::apply, deployments::approve, deployments::stop,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,

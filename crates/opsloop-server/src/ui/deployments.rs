@@ -47,6 +47,38 @@ fn running(status: &str) -> bool {
     matches!(status, "queued" | "running")
 }
 
+#[derive(Debug, Deserialize)]
+pub struct StopForm {
+    #[serde(default)]
+    service: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EnvironmentPath {
+    #[allow(dead_code)]
+    project: String,
+    environment: String,
+}
+
+pub async fn stop_form(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    Path(path): Path<EnvironmentPath>,
+    Form(form): Form<StopForm>,
+) -> Response {
+    let service = Some(form.service.trim()).filter(|s| !s.is_empty());
+    if opsloop_core::validate_name("environment", &path.environment).is_err()
+        || service.is_some_and(|s| opsloop_core::validate_name("service", s).is_err())
+    {
+        return render_environments(&state, &principal, &context, Some("that is no service or environment name")).await;
+    }
+    match deploy::stop_environment(&state, &principal, &context, &path.environment, service).await {
+        Ok(_) => Redirect::to(&format!("/projects/{}/environments", context.project.name)).into_response(),
+        Err(error) => render_environments(&state, &principal, &context, Some(&form_failure(error))).await,
+    }
+}
+
 pub async fn approve_form(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -140,6 +172,12 @@ async fn render_environments(
                                         input type="hidden" name="environment" value=(entry.environment);
                                         button type="submit" title="Deploy the release that served before this one again" { "Roll back" }
                                     }
+                                    " "
+                                    form.inline method="post" action={ (base) "/environments/" (entry.environment) "/stop" } {
+                                        (csrf_field(principal))
+                                        input type="hidden" name="service" value=(entry.service);
+                                        button type="submit" title="Stop its instances and drop its route" { "Stop" }
+                                    }
                                 }
                             }
                         }
@@ -217,7 +255,7 @@ pub async fn deploy_form(
         version: nonempty(form.version),
         strategy: nonempty(form.strategy),
         triggered_by: principal.user.username.clone(),
-        job_id: None,
+        pipeline_id: None,
     };
     let names_ok = opsloop_core::validate_name("service", &request.service).is_ok()
         && opsloop_core::validate_name("environment", &request.environment).is_ok()

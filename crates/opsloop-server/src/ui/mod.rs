@@ -69,6 +69,13 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(
             ui,
             Method::POST,
+            "/projects/{project}/environments/{environment}/stop",
+            Project(Developer),
+            deployments::stop_form,
+        )
+        .add(
+            ui,
+            Method::POST,
             "/projects/{project}/deployments/{deployment}/approve",
             Project(Developer),
             deployments::approve_form,

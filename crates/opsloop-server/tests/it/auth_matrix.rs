@@ -35,6 +35,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
             r#"{"service": "web", "environment": "production"}"#
         }
         ("POST", "/api/v1/projects/{project}/environments/apply") => "",
+        ("POST", "/api/v1/projects/{project}/environments/{environment}/stop") => "{}",
         ("POST", "/api/v1/projects/{project}/deployments/{deployment}/approve") => "",
         ("POST", "/api/v1/projects/{project}/triggers") => r#"{"description": "deploy script"}"#,
         ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
@@ -130,7 +131,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             release_id: release.id,
             strategy: "blue-green",
             triggered_by: "fixture",
-            job_id: None,
+            pipeline_id: None,
         };
         let deployment = app.store.create_deployment(&project, fixture_deployment, crate::app::ACTOR).await.unwrap();
         let (agent_token, agent) =
@@ -148,6 +149,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{hook}", &hook.id.to_string())
             .replace("{trigger}", &trigger.id.to_string())
             .replace("{deployment}", &deployment.id.to_string())
+            .replace("{environment}", "production")
             .replace("{*path}", "out.txt")
             .replace("{id}", &id.to_string());
         // An agent's request for work would wait for one.

@@ -23,7 +23,7 @@ CREATE TABLE deployments (
     strategy TEXT NOT NULL,
     status TEXT NOT NULL,
     triggered_by TEXT NOT NULL,
-    job_id BIGINT,
+    pipeline_id BIGINT,
     reason TEXT,
     timeline TEXT NOT NULL DEFAULT '[]',
     created_at BIGINT NOT NULL,

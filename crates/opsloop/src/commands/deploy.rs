@@ -286,3 +286,37 @@ pub async fn approve(
     .await;
     Ok(result.unwrap_or_else(|error| fail(&error)))
 }
+
+pub async fn stop(
+    client: &ClientArgs,
+    service: Option<String>,
+    environment: String,
+    project: ProjectArg,
+    json: bool,
+) -> miette::Result<ExitCode> {
+    let result = async {
+        let client = ApiClient::new(client)?;
+        let project = project.resolve()?;
+        let body = json!({ "service": service });
+        let stopped: Value = client
+            .call(Method::POST, &["projects", &project, "environments", &environment, "stop"], Some(&body))
+            .await?
+            .unwrap_or_default();
+        if json {
+            output::json(&stopped)?;
+        } else if let Some(job) = stopped["on_stop_job"].as_i64() {
+            println!("`{environment}` is being stopped by its on_stop job {job} (`opsloop job log {job}`).");
+        } else {
+            let services: Vec<&str> =
+                stopped["services"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if services.is_empty() {
+                println!("Nothing ran in `{environment}`.");
+            } else {
+                println!("Stopped in `{environment}`: {}.", services.join(", "));
+            }
+        }
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    }
+    .await;
+    Ok(result.unwrap_or_else(|error| fail(&error)))
+}

@@ -41,6 +41,9 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Approve { client, deployment, project, json } => {
             deploy::approve(&client, deployment, project, json).await
         }
+        Command::Stop { client, service, environment, project, json } => {
+            deploy::stop(&client, service, environment, project, json).await
+        }
         Command::Environments { client, command } => deploy::environments(&client, command).await,
         Command::Job { client, command } => pipeline::job(&client, command).await,
         Command::Hook { client, command } => pipeline::hook(&client, command).await,

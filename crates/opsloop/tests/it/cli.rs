@@ -179,6 +179,22 @@ async fn the_demo_project_is_registered_as_a_git_repository() {
     assert!(deployments[0]["triggered_by"].as_str().unwrap_or_default().contains("pipeline #"), "{deployments}");
     let answer = Server::client().get(format!("{}/", server.proxy_url)).send().await.unwrap();
     assert_eq!(answer.text().await.unwrap(), "1.0.0\n");
+
+    // Stopping production plays the deploy job's `on_stop` job, which stops the service.
+    let admin = server.token("admin");
+    let stopped = opsloop_client(&server, &admin, &["stop", "--env", "production", "--project", "demo"]);
+    assert!(text(&stopped.stdout).contains("on_stop job"), "{}{}", text(&stopped.stdout), text(&stopped.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answer = Server::client().get(format!("{}/", server.proxy_url)).send().await.unwrap();
+        if answer.status() == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "production still serves");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let listed = opsloop_client(&server, &admin, &["environments", "list", "--project", "demo", "--json"]);
+    assert_eq!(text(&listed.stdout).trim(), "[]", "nothing runs in production any more");
     let releases = server.data_dir.join("releases");
     drop(server);
     opsloop_runner::reap::kill_marked("OPSLOOP_RELEASE_DIR", &releases);
