@@ -60,6 +60,9 @@ pub struct Service {
     pub liveness: Option<Liveness>,
     /// Bytes of memory each instance may use (`memory: 256M`).
     pub memory: Option<u64>,
+    /// Requests one instance is meant to take at once (`concurrency: 100`): the proxy's
+    /// saturation signal is in flight against it.
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +317,7 @@ impl Reader {
                 "health",
                 "liveness",
                 "memory",
+                "concurrency",
                 "slo",
                 "build",
                 "strategy",
@@ -421,6 +425,7 @@ impl Reader {
             start_timeout,
             liveness,
             memory,
+            concurrency: node.get("concurrency").and_then(|n| self.count(n, "concurrency", 1..=1_000_000)),
         })
     }
 

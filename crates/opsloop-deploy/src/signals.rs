@@ -22,6 +22,8 @@ pub struct VersionSignals {
     in_flight: AtomicI64,
     latency_total_micros: AtomicU64,
     buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
+    /// Requests the version's instances are meant to take at once (0: not configured).
+    capacity: AtomicU64,
 }
 
 /// A copy of one version's counters at one moment.
@@ -76,6 +78,16 @@ impl Snapshot {
 }
 
 impl VersionSignals {
+    /// How many requests at once this version is meant to take (its instances' `concurrency`
+    /// summed); saturation is in flight against it.
+    pub fn set_capacity(&self, requests: u64) {
+        self.capacity.store(requests, Ordering::Relaxed);
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
     pub fn started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
@@ -173,6 +185,26 @@ impl Signals {
                 s.in_flight
             ));
         }
+        let capacities: Vec<(String, String, u64)> = self
+            .0
+            .read()
+            .map(|map| map.iter().map(|((s, v), signals)| (s.clone(), v.clone(), signals.capacity())).collect())
+            .unwrap_or_default();
+        out.push_str(
+            "# HELP opsloop_proxy_saturation Requests in flight against the version's configured concurrency.\n",
+        );
+        out.push_str("# TYPE opsloop_proxy_saturation gauge\n");
+        for (service, version, s) in &all {
+            let capacity = capacities.iter().find(|(cs, cv, _)| cs == service && cv == version).map_or(0, |c| c.2);
+            if capacity > 0 {
+                out.push_str(&format!(
+                    "opsloop_proxy_saturation{{service=\"{}\",version=\"{}\"}} {}\n",
+                    escape(service),
+                    escape(version),
+                    s.in_flight.max(0) as f64 / capacity as f64
+                ));
+            }
+        }
         out.push_str("# HELP opsloop_proxy_request_duration_seconds Time to the upstream's answer.\n");
         out.push_str("# TYPE opsloop_proxy_request_duration_seconds histogram\n");
         for (service, version, s) in &all {
@@ -221,7 +253,11 @@ mod tests {
         assert!((window.error_rate() - 0.1).abs() < 1e-9);
         assert_eq!(window.latency_quantile(0.5), Some(Duration::from_millis(1)));
         assert_eq!(window.latency_quantile(0.99), Some(Duration::from_millis(200)));
+        web.set_capacity(4);
+        web.started();
         let text = signals.render_prometheus();
+        assert!(text.contains("opsloop_proxy_saturation{service=\"web\",version=\"v2\"} 0.25"), "{text}");
+        web.finished(Duration::from_millis(1), false);
         assert!(text.contains("opsloop_proxy_requests_total{service=\"web\",version=\"v2\"} 100"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 100"), "{text}");
     }

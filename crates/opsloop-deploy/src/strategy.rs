@@ -35,6 +35,8 @@ pub struct Release {
     pub memory_limit: Option<u64>,
     /// Checked while instances run (`health` is the readiness check that gates traffic).
     pub liveness: Option<Liveness>,
+    /// Requests one instance is meant to take at once; saturation is measured against it.
+    pub concurrency: Option<u32>,
 }
 
 /// Where an instance runs.
@@ -165,7 +167,15 @@ impl Deployer {
     /// Starts `release`'s instances and waits until all are healthy.
     pub async fn start(&self, release: &Release) -> Result<Running, String> {
         let instances = self.start_instances(release, release.replicas.max(1), 1).await?;
+        self.set_capacity(release, instances.len());
         Ok(Running { version: release.version.clone(), release: release.clone(), instances })
+    }
+
+    fn set_capacity(&self, release: &Release, instances: usize) {
+        if let Some(per_instance) = release.concurrency {
+            let signals = self.proxy.signals().of(&release.service, &release.version);
+            signals.set_capacity(u64::from(per_instance) * instances as u64);
+        }
     }
 
     /// Starts `count` instances of `release` numbered from `first`, all health-gated; on a
@@ -458,6 +468,7 @@ impl Deployer {
                 }
             };
             new.extend(started);
+            self.set_capacity(release, new.len());
             let mut backends = Self::backends(&old, &old_version, 1);
             backends.extend(Self::backends(&new, &release.version, 1));
             self.proxy.set_route(self.route(&service, backends));

@@ -33,6 +33,7 @@ fn release(version: &str, extra: &[(&str, &str)]) -> Release {
         targets: Vec::new(),
         memory_limit: None,
         liveness: None,
+        concurrency: None,
     }
 }
 

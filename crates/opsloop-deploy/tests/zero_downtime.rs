@@ -31,6 +31,7 @@ fn release(version: &str) -> Release {
         targets: Vec::new(),
         memory_limit: None,
         liveness: None,
+        concurrency: None,
     }
 }
 

@@ -60,6 +60,8 @@ pub struct ReleaseConfig {
     pub liveness: Option<(CheckConfig, u64, u32)>,
     #[serde(default)]
     pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
     pub max_error_rate: f64,
     pub max_p99_ms: u64,
     pub min_requests: u64,
@@ -121,6 +123,7 @@ impl ReleaseConfig {
                 (CheckConfig::of(&l.check), u64::try_from(l.interval.as_millis()).unwrap_or(u64::MAX), l.failures)
             }),
             memory_bytes: service.memory,
+            concurrency: service.concurrency,
             max_error_rate: service.slo.max_error_rate,
             max_p99_ms: u64::try_from(service.slo.max_p99.as_millis()).unwrap_or(u64::MAX),
             min_requests: service.slo.min_requests,
@@ -766,6 +769,7 @@ async fn deploy_release(
         targets: config.placements(state),
         memory_limit: config.memory_bytes,
         liveness: config.liveness(),
+        concurrency: config.concurrency,
     };
     let strategy = manifest::parse_strategy(&deployment.strategy)?;
     let (host, path_prefix) = route_for(state, project.id, &config, &deployment.service, &deployment.environment).await;
@@ -1174,6 +1178,7 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
         targets: config.placements(state),
         memory_limit: config.memory_bytes,
         liveness: config.liveness(),
+        concurrency: config.concurrency,
     };
     let running = deployer.start(&engine_release).await?;
     deployer.serve(&route, &running);

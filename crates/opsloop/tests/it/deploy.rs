@@ -34,6 +34,7 @@ services:
     health: {{http: /health, start_timeout: 5s}}
     slo: {{max_error_rate: 5%, max_p99: 2s, bake: {bake}}}
     keep_warm: 5m
+    concurrency: 16
 environments:
   production: {{tier: production, protected: true}}
   staging: {{tier: staging}}
@@ -235,6 +236,7 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
     assert_eq!((environments[0]["healthy"].as_u64(), environments[0]["instances"].as_u64()), (Some(1), Some(1)));
     let metrics = get(&format!("{}/metrics", server.url), None).1;
     assert!(metrics.contains("opsloop_proxy_requests_total{service=\"shop/production/web\""), "{metrics}");
+    assert!(metrics.contains("opsloop_proxy_saturation{service=\"shop/production/web\""), "{metrics}");
 
     // Another environment on another host, on the same proxy.
     let v2_commit = second["commit"].as_str().unwrap().to_owned();
