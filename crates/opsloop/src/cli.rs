@@ -429,6 +429,9 @@ pub struct ProxyArgs {
     /// Seconds an upstream may take to answer.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Event loops (threads), each with its own listening socket (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -43,7 +43,7 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
     });
-    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).max(1);
     let listen = args.listen;
     // The workers bind at once; the address is known before they serve.
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
