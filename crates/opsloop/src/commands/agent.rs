@@ -303,7 +303,21 @@ async fn fetch_tar_from(agent: &Agent, request: reqwest::RequestBuilder, target:
 
 async fn run_job_in(agent: &Arc<Agent>, assigned: &AssignedJob, dir: &Path) -> anyhow::Result<JobStatus> {
     let job_id = assigned.job_id;
-    let spec = &assigned.spec;
+    // The pipeline's token calls back to the server as this agent reaches it, with this
+    // agent's own binary (`opsloop deploy` in a job).
+    let mut spec = assigned.spec.clone();
+    for (name, value, _) in &mut spec.layers {
+        match name.as_str() {
+            "OPSLOOP_SERVER" => *value = agent.base.as_str().trim_end_matches('/').to_owned(),
+            "OPSLOOP_BIN" => {
+                if let Ok(exe) = std::env::current_exe() {
+                    *value = exe.display().to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    let spec = &spec;
     let _ = std::fs::remove_dir_all(dir);
     let source = dir.join("source");
     let (events_tx, events_rx) = mpsc::unbounded_channel();

@@ -89,7 +89,7 @@ fn two_agents_run_fifty_jobs_each_exactly_once_with_artifacts() {
         ran = ran.display()
     );
     pipeline.push_str(&format!(
-        "check:\n  stage: test\n  script: [cat out/made.txt, test \"$(cat out/made.txt)\" = \"made by build\", echo check >> {ran}, 'echo \"token=${{OPSLOOP_AGENT_TOKEN:-absent}}\"']\n",
+        "check:\n  stage: test\n  script: [cat out/made.txt, test \"$(cat out/made.txt)\" = \"made by build\", echo check >> {ran}, 'echo \"token=${{OPSLOOP_AGENT_TOKEN:-absent}}\"', 'echo \"server=$OPSLOOP_SERVER\"', '\"$OPSLOOP_BIN\" environments list --json']\n",
         ran = ran.display()
     ));
     for i in 0..48 {
@@ -124,6 +124,9 @@ fn two_agents_run_fifty_jobs_each_exactly_once_with_artifacts() {
     let log = text(&opsloop_client(&server, &token, &["job", "log", &check["id"].to_string()]).stdout);
     assert!(log.contains("made by build"), "{log}");
     assert!(log.lines().any(|l| l == "token=absent"), "jobs do not inherit the agent's environment: {log}");
+    // The pipeline's token works from an agent, against the server as the agent reaches it.
+    assert!(log.lines().any(|l| l.trim_end_matches('/') == format!("server={}", server.url)), "{log}");
+    assert!(log.lines().any(|l| l.trim() == "[]"), "the job called the API with its token: {log}");
     assert!(log.contains("waiting for an agent"), "{log}");
 
     // The build job's artifacts, made on an agent, are in the object store for download.
