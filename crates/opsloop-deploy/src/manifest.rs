@@ -213,6 +213,13 @@ impl Reader {
         });
     }
 
+    /// Service and environment names go into URLs, file paths and routes: the name rule.
+    fn name(&mut self, kind: &'static str, name: &str, span: Span) {
+        if let Err(error) = opsloop_core::validate_name(kind, name) {
+            self.error(error.to_string(), span, Some("e.g. web, api-gateway, production, review-42"));
+        }
+    }
+
     /// Refuses keys this place does not know, naming the ones it does.
     fn known_keys(&mut self, node: &Node, what: &str, known: &[&str]) {
         for (key, _) in node.as_mapping().unwrap_or_default() {
@@ -279,6 +286,7 @@ impl Reader {
         let mut manifest = Manifest::default();
         if let Some(services) = root.get("services") {
             for (key, node) in self.mapping(services, "services") {
+                self.name("service", &key.name, key.span);
                 if let Some(service) = self.service(&key.name, key.span, node) {
                     manifest.services.push(service);
                 }
@@ -286,6 +294,7 @@ impl Reader {
         }
         if let Some(environments) = root.get("environments") {
             for (key, node) in self.mapping(environments, "environments") {
+                self.name("environment", &key.name, key.span);
                 manifest.environments.push(self.environment(&key.name, key.span, node));
             }
         }
@@ -648,6 +657,7 @@ routes:
     fn every_mistake_is_reported_where_it_is() {
         let text = "\
 services:
+  Web/../x: {command: [x]}
   web:
     comand: [x]
     replicas: 0
@@ -669,16 +679,17 @@ routes:
             })
             .collect();
         let has = |line: u32, part: &str| found.iter().any(|(l, _, m)| *l == line && m.contains(part));
-        assert!(has(3, "unknown key `comand`"), "{found:?}");
-        assert!(has(2, "has no command"), "{found:?}");
-        assert!(has(7, "max_error_rate"), "{found:?}");
-        assert!(has(7, "bake must be a duration"), "{found:?}");
-        assert!(has(8, "must rise and end at 100"), "{found:?}");
-        assert!(has(10, "tier `prod` is unknown"), "{found:?}");
-        assert!(has(10, "target `ftp://x`"), "{found:?}");
-        assert!(has(10, "freeze `to` is not a time"), "{found:?}");
-        assert!(has(12, "unknown service `nope`"), "{found:?}");
-        assert!(has(12, "path `jobs` must start with /"), "{found:?}");
+        assert!(has(2, "may contain only lowercase"), "{found:?}");
+        assert!(has(4, "unknown key `comand`"), "{found:?}");
+        assert!(has(3, "has no command"), "{found:?}");
+        assert!(has(8, "max_error_rate"), "{found:?}");
+        assert!(has(8, "bake must be a duration"), "{found:?}");
+        assert!(has(9, "must rise and end at 100"), "{found:?}");
+        assert!(has(11, "tier `prod` is unknown"), "{found:?}");
+        assert!(has(11, "target `ftp://x`"), "{found:?}");
+        assert!(has(11, "freeze `to` is not a time"), "{found:?}");
+        assert!(has(13, "unknown service `nope`"), "{found:?}");
+        assert!(has(13, "path `jobs` must start with /"), "{found:?}");
         let hinted = problems.iter().find(|p| p.message.contains("comand")).unwrap();
         assert!(hinted.hint.as_deref().unwrap_or("").contains("command"), "{hinted:?}");
         let (_, broken) = parse("services: [unclosed");
