@@ -205,6 +205,9 @@ impl Deployer {
             let address = address.ok_or_else(|| format!("cannot resolve {}", target.host))?;
             addresses.insert(target.label(), address);
         }
+        if release.memory_limit.is_some() && placements.iter().any(|p| matches!(p, Placement::Ssh(_))) {
+            (self.log)(&release.service, "memory limits apply to local instances only, not on SSH hosts");
+        }
         for (n, placement) in (first..first + count).zip(placements) {
             let (command, host, place) = match &placement {
                 Placement::Local => (release.command.clone(), std::net::Ipv4Addr::LOCALHOST.into(), String::new()),
@@ -225,7 +228,8 @@ impl Deployer {
                 stop_grace: Duration::from_secs(10),
                 max_restarts: 3,
                 crash_window: Duration::from_secs(60),
-                memory_limit: release.memory_limit,
+                // On another host the limit would bind only the local ssh client.
+                memory_limit: if matches!(placement, Placement::Local) { release.memory_limit } else { None },
                 liveness: release.liveness.clone(),
             };
             instances.push(Instance::start(spec, self.log.clone()));

@@ -149,7 +149,7 @@ async fn run(
         tracing::debug!(pipeline = pipeline.id, "pipeline already claimed; not run again");
         return Ok(());
     }
-    execute(state, project, pipeline, commit, variables, None).await
+    execute(state, project, pipeline, commit, variables, None, None).await
 }
 
 /// Runs a pipeline (`only: None`) or some of its jobs again (`only: Some(jobs)`: a retry, a
@@ -161,6 +161,7 @@ async fn execute(
     commit: Option<String>,
     variables: Vec<(String, String)>,
     only: Option<&[Job]>,
+    acting_user: Option<&str>,
 ) -> Result<(), String> {
     let dir = match only {
         None => state.config.data_dir.join("pipelines").join(pipeline.id.to_string()),
@@ -192,7 +193,15 @@ async fn execute(
         return Err(format!("{} is invalid:\n{}", project.pipeline_file, render(&loaded.diagnostics)));
     }
     let mut secrets = project_variables(state, project, pipeline, &dir).await?;
-    let pipeline_token = pipeline_token(state, project, pipeline, &mut secrets).await?;
+    // The token acts for a person: whoever asked for a rerun, or whoever started the pipeline
+    // from the API or the web UI. Other sources (pushes, webhooks, schedules, triggers) name
+    // no person it could act for: "" gets a developer's rights in the project.
+    let acting_user = match acting_user {
+        Some(user) => user,
+        None if matches!(pipeline.source.as_str(), "api" | "web") => pipeline.created_by.as_str(),
+        None => "",
+    };
+    let pipeline_token = pipeline_token(state, project, pipeline, acting_user, &mut secrets).await?;
     // Project variables, then the pipeline's own: both win over the file's variables.
     let mut given: Vec<(String, String)> = secrets
         .overrides
@@ -371,8 +380,8 @@ async fn execute(
     state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())?;
     // GitOps: a passing pipeline on the default branch applies its opsloop.yml.
     if status == "success" && pipeline.git_ref == project.default_branch {
-        let (state, project) = (state.clone(), project.clone());
-        tokio::spawn(async move { crate::gitops::apply_after_pipeline(&state, &project).await });
+        let (state, project, commit) = (state.clone(), project.clone(), sha.clone());
+        tokio::spawn(async move { crate::gitops::apply_after_pipeline(&state, &project, &commit).await });
     }
     Ok(())
 }
@@ -529,8 +538,10 @@ async fn restore_upstream_artifacts(
 
 /// Runs one job of a finished pipeline again: a retry, or a manual job played. The job was
 /// reopened in the store (`Store::reopen_job`) by the caller.
-pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, job: Job) {
+/// Runs `job` of `pipeline` again for `acting_user` (whose rights its pipeline token gets).
+pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, job: Job, acting_user: &str) {
     let (state, project, pipeline) = (state.clone(), project.clone(), pipeline.clone());
+    let acting_user = acting_user.to_owned();
     tokio::spawn(async move {
         let variables = match pipeline_variables(&state, pipeline.id).await {
             Ok(variables) => variables,
@@ -550,8 +561,16 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
         };
         let commit = (!pipeline.sha.is_empty()).then(|| pipeline.sha.clone());
         let _slot = state.pipeline_slots.acquire().await;
-        if let Err(message) =
-            execute(&state, &project, &pipeline, commit, variables, Some(std::slice::from_ref(&job))).await
+        if let Err(message) = execute(
+            &state,
+            &project,
+            &pipeline,
+            commit,
+            variables,
+            Some(std::slice::from_ref(&job)),
+            Some(&acting_user),
+        )
+        .await
         {
             tracing::warn!(pipeline = pipeline.id, job = job.id, %message, "a job could not run again");
             let _ = state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await;
@@ -640,7 +659,7 @@ async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, Str
     );
     let _slot = state.pipeline_slots.acquire().await;
     let commit = Some(pipeline.sha.clone());
-    if let Err(message) = execute(state, &project, &pipeline, commit, variables, Some(&reopened)).await {
+    if let Err(message) = execute(state, &project, &pipeline, commit, variables, Some(&reopened), None).await {
         let _ = state.store.finish_pipeline(pipeline_id, "failed", &message).await;
     }
     crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, pipeline_id).await;
@@ -743,6 +762,7 @@ async fn pipeline_token(
     state: &AppState,
     project: &Project,
     pipeline: &Pipeline,
+    acting_user: &str,
     secrets: &mut Secrets,
 ) -> Result<String, String> {
     let token = format!(
@@ -754,7 +774,7 @@ async fn pipeline_token(
     let record = opsloop_store::PipelineToken {
         pipeline_id: pipeline.id,
         project_id: project.id,
-        username: pipeline.created_by.clone(),
+        username: acting_user.to_owned(),
         expires_at: state.store.now_ms() + PIPELINE_TOKEN_LIFETIME_MS,
     };
     state.store.create_pipeline_token(&digest, &record).await.map_err(|e| e.to_string())?;

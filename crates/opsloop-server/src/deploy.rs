@@ -77,6 +77,10 @@ pub struct ReleaseConfig {
     /// `ssh://user@host:port`), from the default branch's `opsloop.yml`.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Released for a protected environment: only then may protected CI/CD variables be its
+    /// secrets (a developer could otherwise deploy any branch that reads them).
+    #[serde(default)]
+    pub protected_environment: bool,
 }
 
 /// A check as stored: an HTTP path and status, a command, or (neither) TCP.
@@ -139,6 +143,7 @@ impl ReleaseConfig {
                 .map(|route| (route.environment.clone(), route.host.clone(), route.path.clone()))
                 .collect(),
             targets: Vec::new(),
+            protected_environment: false,
         }
     }
 
@@ -179,13 +184,13 @@ impl ReleaseConfig {
     }
 
     /// Where the service is reached in `environment`: its route from `opsloop.yml`, or by
-    /// default the host `<service>.<environment>.localhost`.
-    fn route(&self, service: &str, environment: &str) -> (Option<String>, String) {
+    /// default the host `<service>.<environment>.<project>.localhost`.
+    fn route(&self, project: &str, service: &str, environment: &str) -> (Option<String>, String) {
         self.routes
             .iter()
             .find(|(env, _, _)| env == environment)
             .map(|(_, host, path)| (host.clone(), path.clone()))
-            .unwrap_or_else(|| (Some(format!("{service}.{environment}.localhost")), "/".to_owned()))
+            .unwrap_or_else(|| (Some(format!("{service}.{environment}.{project}.localhost")), "/".to_owned()))
     }
 }
 
@@ -442,6 +447,7 @@ pub async fn request(
     };
     let mut config = ReleaseConfig::of(service, &checkout.manifest);
     config.targets = environment.targets.iter().map(ToString::to_string).collect();
+    config.protected_environment = environment.protected;
     let version = match &request.version {
         Some(version) if !checkout.sha.starts_with(version.as_str()) => version.clone(),
         _ => checkout.sha[..12.min(checkout.sha.len())].to_owned(),
@@ -456,10 +462,14 @@ pub async fn request(
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(|_| ApiError::internal())?;
         }
-        tokio::fs::rename(&checkout.dir, &target).await.map_err(|error| {
-            tracing::error!(%error, "cannot keep a release's files");
-            ApiError::internal()
-        })?;
+        if let Err(error) = tokio::fs::rename(&checkout.dir, &target).await {
+            // The same commit, released by a request at the same moment, got there first.
+            let _ = tokio::fs::remove_dir_all(&checkout.dir).await;
+            if !target.exists() {
+                tracing::error!(%error, "cannot keep a release's files");
+                return Err(ApiError::internal());
+            }
+        }
     }
     let strategy = request.strategy.clone().unwrap_or_else(|| config.strategy.clone());
     queue(state, project, &release, &request, &strategy, environment.approvals, actor).await
@@ -498,6 +508,7 @@ pub async fn approve(
     role: opsloop_core::Role,
     deployment_id: i64,
     approver: &str,
+    principal_credential: &crate::auth::Credential,
     actor: Actor<'_>,
 ) -> Result<Deployment, ApiError> {
     let deployment = match state.store.deployment(deployment_id).await? {
@@ -510,6 +521,9 @@ pub async fn approve(
             "not_waiting",
             format!("deployment #{deployment_id} is {}, not waiting for approval", deployment.status),
         ));
+    }
+    if matches!(principal_credential, crate::auth::Credential::Pipeline { .. }) {
+        return Err(ApiError::forbidden("a pipeline does not approve deployments; a person does"));
     }
     let requester = &deployment.triggered_by;
     if requester == approver || requester.starts_with(&format!("{approver} ")) {
@@ -554,6 +568,7 @@ pub async fn rollback(
     let target = match to {
         Some(to) => history
             .iter()
+            .filter(|d| Some(d.release_id) != serving)
             .find(|d| d.version == to || (to.len() >= 7 && d.commit_sha.starts_with(to)))
             .map(|d| d.release_id)
             .ok_or_else(|| ApiError::invalid(format!("`{service}` was never deployed to `{environment}` as `{to}`")))?,
@@ -639,8 +654,9 @@ async fn run(state: &AppState, deployment: Deployment) -> Result<(), String> {
     let steps: Arc<Mutex<Vec<StepRecord>>> = Arc::default();
     let result = deploy_release(state, &project, &deployment, &release, steps.clone()).await;
     let (status, reason, serving_release, figures) = match result {
-        Ok(done) => done,
-        Err(reason) => ("failed", Some(reason), deployment.previous_release_id, Vec::new()),
+        Ok((status, reason, serving, figures)) => (status, reason, Some(serving), figures),
+        // Nothing moved: what serves is as it was (the record is left alone).
+        Err(reason) => ("failed", Some(reason), None, Vec::new()),
     };
     let mut timeline =
         TimelineRecord { steps: steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(), figures };
@@ -772,7 +788,7 @@ async fn deploy_release(
         concurrency: config.concurrency,
     };
     let strategy = manifest::parse_strategy(&deployment.strategy)?;
-    let (host, path_prefix) = route_for(state, project.id, &config, &deployment.service, &deployment.environment).await;
+    let (host, path_prefix) = route_for(state, project, &config, &deployment.service, &deployment.environment).await?;
     let deployer = Deployer {
         proxy: state.deploy.proxy.clone(),
         host,
@@ -932,9 +948,13 @@ async fn service_env(
                 .filter(|(_, v, _)| {
                     &v.key == name && (v.environment_scope == "*" || v.environment_scope == environment)
                 })
+                .filter(|(_, v, _)| !v.protected || config.protected_environment)
                 .map(|(owner, v, rank)| (owner, v, rank + usize::from(v.environment_scope == environment)));
             let Some((owner, variable, _)) = candidates.max_by_key(|(_, _, rank)| *rank) else {
-                return Err(format!("secret `{name}` is not a CI/CD variable of this project for `{environment}`"));
+                return Err(format!(
+                    "secret `{name}` is not a CI/CD variable of this project for `{environment}` \
+                     (protected variables go only to protected environments)"
+                ));
             };
             let value = reveal(state, owner, variable).map_err(|e| e.message)?;
             if !value.is_empty() {
@@ -1002,19 +1022,40 @@ async fn build_release(
 /// default branch (GitOps), else the release's own.
 async fn route_for(
     state: &AppState,
-    project_id: i64,
+    project: &Project,
     config: &ReleaseConfig,
     service: &str,
     environment: &str,
-) -> (Option<String>, String) {
-    match crate::gitops::applied_desired(state, project_id).await.and_then(|d| d.route(service, environment)) {
-        Some(route) => route,
-        None => config.route(service, environment),
+) -> Result<(Option<String>, String), String> {
+    let (host, path) =
+        match crate::gitops::applied_desired(state, project.id).await.and_then(|d| d.route(service, environment)) {
+            Some(route) => route,
+            None => config.route(&project.name, service, environment),
+        };
+    // A host and path belong to one service in one environment of one project.
+    let own = route_name(&project.name, environment, service);
+    if let Some(taken) =
+        state.deploy.proxy.routes().into_iter().find(|r| r.host == host && r.path_prefix == path && r.service != own)
+    {
+        return Err(format!(
+            "{}{path} is already the route of {}; give this service another host or path in opsloop.yml",
+            host.as_deref().unwrap_or("any host "),
+            taken.service
+        ));
     }
+    Ok((host, path))
 }
 
 /// Stops what serves `service` in `environment` (and its warm version) and drops its route.
-pub(crate) async fn stop_service(state: &AppState, project: &Project, environment: &str, service: &str) {
+/// Under the environment's turn, so no deployment runs in between; the record that it
+/// serves goes too.
+pub(crate) async fn stop_service(
+    state: &AppState,
+    project: &Project,
+    environment: &str,
+    service: &str,
+    actor: Actor<'_>,
+) -> Result<(), ApiError> {
     let turn = state.deploy.turn(project.id, environment);
     let _turn = turn.lock().await;
     let key: Key = (project.id, environment.to_owned(), service.to_owned());
@@ -1027,7 +1068,9 @@ pub(crate) async fn stop_service(state: &AppState, project: &Project, environmen
     for running in state.deploy.take_serving(&key).map(|l| l.running).into_iter().chain(warm.map(|w| w.running)) {
         stop_running(running).await;
     }
-    tracing::info!(project = %project.name, environment, service, "stopped: no longer in opsloop.yml");
+    state.store.remove_serving(project, environment, service, actor).await?;
+    tracing::info!(project = %project.name, environment, service, "stopped");
+    Ok(())
 }
 
 /// What stopping an environment did.
@@ -1064,8 +1107,7 @@ pub async fn stop_environment(
     let mut stopped = Vec::new();
     for entry in serving.iter().filter(|s| s.environment == environment && service.is_none_or(|name| s.service == name))
     {
-        stop_service(state, project, environment, &entry.service).await;
-        state.store.remove_serving(project, environment, &entry.service, principal.actor()).await?;
+        stop_service(state, project, environment, &entry.service, principal.actor()).await?;
         stopped.push(entry.service.clone());
     }
     Ok(Stopped { services: stopped, on_stop_job: None })
@@ -1102,6 +1144,13 @@ pub(crate) async fn move_route(
     let Some(old) = old else { return false };
     if old.host == host && old.path_prefix == path_prefix {
         return true;
+    }
+    let routes = state.deploy.proxy.routes();
+    if let Some(taken) =
+        routes.iter().find(|r| r.host == host && r.path_prefix == path_prefix && r.service != old.service)
+    {
+        tracing::warn!(route = %old.service, taken_by = %taken.service, "the new route is another service's; not moved");
+        return false;
     }
     let new = opsloop_deploy::Route { host, path_prefix, service: name, backends: old.backends.clone() };
     state.deploy.proxy.set_route(new);
@@ -1148,6 +1197,14 @@ pub async fn restore(state: &AppState) {
 }
 
 async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) -> Result<(), String> {
+    // In the environment's turn: a deployment asked for meanwhile waits, and one that ran
+    // first (so something serves already) is not undone.
+    let turn = state.deploy.turn(entry.project_id, &entry.environment);
+    let _turn = turn.lock().await;
+    let key: Key = (entry.project_id, entry.environment.clone(), entry.service.clone());
+    if state.deploy.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&key) {
+        return Ok(());
+    }
     let project = state.store.project_by_id(entry.project_id).await.map_err(|e| e.to_string())?.ok_or("no project")?;
     let release = state.store.release(entry.release_id).await.map_err(|e| e.to_string())?.ok_or("no release")?;
     let config: ReleaseConfig = serde_json::from_str(&release.config).map_err(|e| e.to_string())?;
@@ -1155,7 +1212,7 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
     let (env, masked) = service_env(state, &project, &entry.environment, &config, &dir).await?;
     let log = service_logger(state, project.id, &entry.environment, &entry.service, masked)?;
     let route = route_name(&project.name, &entry.environment, &entry.service);
-    let (host, path_prefix) = route_for(state, project.id, &config, &entry.service, &entry.environment).await;
+    let (host, path_prefix) = route_for(state, &project, &config, &entry.service, &entry.environment).await?;
     let deployer = Deployer {
         proxy: state.deploy.proxy.clone(),
         host,

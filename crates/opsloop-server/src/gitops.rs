@@ -146,9 +146,9 @@ pub async fn applied_desired(state: &AppState, project_id: i64) -> Option<Desire
     serde_json::from_str(&json).ok()
 }
 
-/// The plan from what was applied to the default branch's head.
-pub async fn plan(state: &AppState, project: &Project) -> Result<(Plan, Desired), ApiError> {
-    let head = deploy::checkout(state, project, &project.default_branch).await?;
+/// The plan from what was applied to the default branch's head (or to `commit` on it).
+pub async fn plan(state: &AppState, project: &Project, commit: Option<&str>) -> Result<(Plan, Desired), ApiError> {
+    let head = deploy::checkout(state, project, commit.unwrap_or(&project.default_branch)).await?;
     let _ = tokio::fs::remove_dir_all(&head.dir).await;
     let desired = Desired::of(&head.manifest);
     let (applied_commit, before) = match applied(state, project).await? {
@@ -163,8 +163,13 @@ pub async fn plan(state: &AppState, project: &Project) -> Result<(Plan, Desired)
 
 /// Applies the plan (see the module's description); returns it, each change's `detail`
 /// saying what was done.
-pub async fn apply(state: &AppState, project: &Project, actor: Actor<'_>) -> Result<Plan, ApiError> {
-    let (mut plan, desired) = plan(state, project).await?;
+pub async fn apply(
+    state: &AppState,
+    project: &Project,
+    commit: Option<&str>,
+    actor: Actor<'_>,
+) -> Result<Plan, ApiError> {
+    let (mut plan, desired) = plan(state, project, commit).await?;
     let serving = state.store.serving_releases(Some(project.id)).await?;
     let removed: Vec<(String, String)> = serving
         .iter()
@@ -173,9 +178,11 @@ pub async fn apply(state: &AppState, project: &Project, actor: Actor<'_>) -> Res
         .collect();
     // Recorded first: deployments started below take their routes from it.
     let json = serde_json::to_string(&desired).map_err(|_| ApiError::internal())?;
-    state.store.apply_manifest(project, &plan.commit, &json, &removed, actor).await?;
+    state.store.apply_manifest(project, &plan.commit, &json, &[], actor).await?;
     for (environment, service) in &removed {
-        deploy::stop_service(state, project, environment, service).await;
+        if let Err(error) = deploy::stop_service(state, project, environment, service, actor).await {
+            tracing::warn!(project = %project.name, environment, service, error = %error.message, "could not stop a removed service");
+        }
     }
     for change in &mut plan.changes {
         match (change.kind.as_str(), change.action.as_str()) {
@@ -233,10 +240,11 @@ pub async fn apply(state: &AppState, project: &Project, actor: Actor<'_>) -> Res
     Ok(plan)
 }
 
-/// After a pipeline on the default branch passed: apply, if the project has an
-/// `opsloop.yml` at all, and log what changed.
-pub async fn apply_after_pipeline(state: &AppState, project: &Project) {
-    match apply(state, project, Actor::SYSTEM).await {
+/// After a pipeline on the default branch passed: apply its commit's `opsloop.yml` (the
+/// tested one, not whatever the branch has moved on to), if there is one, and log what
+/// changed.
+pub async fn apply_after_pipeline(state: &AppState, project: &Project, commit: &str) {
+    match apply(state, project, Some(commit), Actor::SYSTEM).await {
         Ok(plan) if plan.changes.is_empty() => {}
         Ok(plan) => {
             for change in &plan.changes {

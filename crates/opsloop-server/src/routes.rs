@@ -87,6 +87,19 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// Enforces the route table: resolves the caller, checks CSRF for browser writes, decides
 /// access, and hands the handler a [`Principal`] (and [`ProjectContext`]) in extensions.
+/// The routes a pipeline's token (`CI_JOB_TOKEN`) may call: deploying, rolling back,
+/// stopping and reading its own project's deployments and environments. Not approving, not
+/// applying GitOps, nothing else of the project.
+const PIPELINE_TOKEN_ROUTES: [(&str, &str); 7] = [
+    ("POST", "/api/v1/projects/{project}/deployments"),
+    ("GET", "/api/v1/projects/{project}/deployments"),
+    ("GET", "/api/v1/projects/{project}/deployments/{deployment}"),
+    ("POST", "/api/v1/projects/{project}/rollbacks"),
+    ("GET", "/api/v1/projects/{project}/environments"),
+    ("GET", "/api/v1/projects/{project}/environments/plan"),
+    ("POST", "/api/v1/projects/{project}/environments/{environment}/stop"),
+];
+
 pub async fn enforce(
     State(state): State<AppState>,
     matched: MatchedPath,
@@ -126,6 +139,14 @@ pub async fn enforce(
         Ok(principal) => principal,
         Err(error) => return refuse(surface, ApiError::from(error), request.uri().path()),
     };
+
+    // A pipeline's token reaches only what a job needs for deployments, through the API.
+    if let Some(principal) = &principal
+        && matches!(principal.credential, crate::auth::Credential::Pipeline { .. })
+        && !(surface == Surface::Api && PIPELINE_TOKEN_ROUTES.contains(&(request.method().as_str(), matched.as_str())))
+    {
+        return refuse(surface, ApiError::forbidden("a pipeline's token reaches only the deployment routes"), "");
+    }
 
     let request = if !state_changing {
         request

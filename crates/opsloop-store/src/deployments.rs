@@ -290,14 +290,15 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a deployment and records which release serves afterwards (`None`: nothing).
+    /// Ends a deployment and records which release serves afterwards: `Some(Some(id))` that
+    /// one, `Some(None)` nothing, `None` as it was (the deployment failed before anything moved).
     pub async fn finish_deployment(
         &self,
         deployment: &Deployment,
         status: &str,
         reason: Option<&str>,
         timeline: &str,
-        serving_release: Option<i64>,
+        serving_release: Option<Option<i64>>,
     ) -> Result<()> {
         let now = self.now_ms();
         with_pool!(self, |pool| {
@@ -314,7 +315,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             match serving_release {
-                Some(release_id) => {
+                None => {}
+                Some(Some(release_id)) => {
                     // `since` moves only when the serving release changes.
                     sqlx::query(
                         "INSERT INTO environment_services (project_id, environment, service, release_id, deployment_id, since)
@@ -335,7 +337,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                None => {
+                Some(None) => {
                     sqlx::query(
                         "DELETE FROM environment_services WHERE project_id = $1 AND environment = $2 AND service = $3",
                     )
@@ -448,6 +450,12 @@ impl Store {
         let now = self.now_ms();
         Ok(with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            // Approvers take turns on the deployment's row (a write lock on both backends), so
+            // two last approvals at once cannot each count only their own.
+            sqlx::query("UPDATE deployments SET status = status WHERE id = $1")
+                .bind(deployment_id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO deployment_approvals (deployment_id, username, created_at) VALUES ($1, $2, $3)
                  ON CONFLICT (deployment_id, username) DO NOTHING",

@@ -228,7 +228,7 @@ store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |s
     assert_eq!((first.status.as_str(), first.previous_release_id), ("queued", None));
     assert!(store.claim_deployment(first.id).await.unwrap());
     assert!(!store.claim_deployment(first.id).await.unwrap(), "claimed twice");
-    store.finish_deployment(&first, "success", None, "[]", Some(v1.id)).await.unwrap();
+    store.finish_deployment(&first, "success", None, "[]", Some(Some(v1.id))).await.unwrap();
     let serving = store.serving_releases(Some(project.id)).await.unwrap();
     assert_eq!(serving.len(), 1);
     assert_eq!((serving[0].release_id, serving[0].deployment_id), (v1.id, first.id));
@@ -237,7 +237,7 @@ store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |s
     assert_eq!(second.previous_release_id, Some(v1.id));
     assert!(store.claim_deployment(second.id).await.unwrap());
     // Rolled back: v1 still serves, and since when is unchanged.
-    store.finish_deployment(&second, "rolled_back", Some("error rate"), "[]", Some(v1.id)).await.unwrap();
+    store.finish_deployment(&second, "rolled_back", Some("error rate"), "[]", Some(Some(v1.id))).await.unwrap();
     let after = store.serving_releases(None).await.unwrap();
     assert_eq!(after, serving);
     let listed = store.list_deployments(project.id, Some("web"), Some("production"), 10).await.unwrap();

@@ -252,7 +252,7 @@ pub async fn plan(
     State(state): State<AppState>,
     Extension(context): Extension<ProjectContext>,
 ) -> Result<ApiJson<crate::gitops::Plan>, ApiError> {
-    Ok(ApiJson(crate::gitops::plan(&state, &context.project).await?.0))
+    Ok(ApiJson(crate::gitops::plan(&state, &context.project, None).await?.0))
 }
 
 /// Apply the default branch's `opsloop.yml` now (as a passing pipeline there does).
@@ -264,7 +264,7 @@ pub async fn apply(
     Extension(principal): Extension<Principal>,
     Extension(context): Extension<ProjectContext>,
 ) -> Result<ApiJson<crate::gitops::Plan>, ApiError> {
-    Ok(ApiJson(crate::gitops::apply(&state, &context.project, principal.actor()).await?))
+    Ok(ApiJson(crate::gitops::apply(&state, &context.project, None, principal.actor()).await?))
 }
 
 /// Approve a deployment that waits for approvals (`approvals: N` on its environment); the
@@ -278,15 +278,13 @@ pub async fn approve(
     Extension(context): Extension<ProjectContext>,
     ApiPath(path): ApiPath<DeploymentPath>,
 ) -> Result<ApiJson<DeploymentView>, ApiError> {
-    if matches!(principal.credential, crate::auth::Credential::Pipeline { .. }) {
-        return Err(ApiError::forbidden("a pipeline does not approve deployments; a person does"));
-    }
     let deployment = deploy::approve(
         &state,
         &context.project,
         context.role,
         path.deployment,
         &principal.user.username,
+        &principal.credential,
         principal.actor(),
     )
     .await?;

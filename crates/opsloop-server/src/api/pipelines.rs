@@ -428,7 +428,7 @@ pub async fn run_again(
     let mut reopened = job.clone();
     reopened.status = "pending".to_owned();
     reopened.exit_code = None;
-    crate::ci::spawn_job_run(state, &context.project, &pipeline, reopened.clone());
+    crate::ci::spawn_job_run(state, &context.project, &pipeline, reopened.clone(), &principal.user.username);
     Ok(job_view(reopened))
 }
 

@@ -211,14 +211,15 @@ pub const PIPELINE_TOKEN_PREFIX: &str = "olpj_";
 async fn pipeline_principal(store: &Store, token: &str, source_ip: String) -> Result<Option<Principal>, StoreError> {
     let Some(found) = store.pipeline_token(&credentials::digest(token)).await? else { return Ok(None) };
     let credential = Credential::Pipeline { pipeline_id: found.pipeline_id, project_id: found.project_id };
-    let (user, cap) = match store.user_by_username(&found.username).await? {
+    let person = if found.username.is_empty() { None } else { store.user_by_username(&found.username).await? };
+    let (user, cap) = match person {
         Some(user) if user.disabled => return Ok(None),
         Some(user) => (user, Role::Maintainer),
         None => {
             let user = User {
                 id: 0,
                 username: format!("pipeline-{}", found.pipeline_id),
-                display_name: format!("pipeline #{} ({})", found.pipeline_id, found.username),
+                display_name: format!("pipeline #{}", found.pipeline_id),
                 password_hash: String::new(),
                 is_admin: false,
                 must_change_password: false,

@@ -91,6 +91,7 @@ pub async fn approve_form(
         context.role,
         path.deployment,
         &principal.user.username,
+        &principal.credential,
         principal.actor(),
     )
     .await;

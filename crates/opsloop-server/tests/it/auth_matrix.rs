@@ -426,3 +426,63 @@ async fn project_lists_show_each_change_at_once_despite_the_page_cache() {
     assert!(names(app.api(Method::GET, "/api/v1/projects", Some(&dana_token), None).await).is_empty());
     assert!(names(app.api(Method::GET, "/api/v1/projects", Some(&admin), None).await).is_empty());
 }
+
+/// A pipeline's token (CI_JOB_TOKEN) reaches its own project's deployment routes through the
+/// API and nothing else: not the project's other routes, not another project, not the web UI,
+/// not approvals.
+#[tokio::test]
+async fn a_pipeline_token_reaches_only_its_projects_deployment_routes() {
+    let app = TestApp::new().await;
+    let project = app.project("web").await;
+    let other = app.project("other").await;
+    let pipeline = app.store.create_pipeline(project.id, "main", "push", crate::app::ACTOR).await.unwrap();
+    let token = "olpj_fixture-token-of-a-pipeline";
+    let record = opsloop_store::PipelineToken {
+        pipeline_id: pipeline.id,
+        project_id: project.id,
+        username: String::new(),
+        expires_at: i64::MAX,
+    };
+    app.store.create_pipeline_token(&opsloop_server::auth::credentials::digest(token), &record).await.unwrap();
+
+    let reply = app.api(Method::GET, "/api/v1/projects/web/deployments", Some(token), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let reply = app.api(Method::GET, "/api/v1/projects/web/environments", Some(token), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    for (method, path) in [
+        (Method::GET, "/api/v1/projects/web/variables"),
+        (Method::GET, "/api/v1/projects/web/members"),
+        (Method::POST, "/api/v1/projects/web/environments/apply"),
+        (Method::GET, "/api/v1/me"),
+        (Method::GET, "/api/v1/projects"),
+    ] {
+        let reply = app.api(method.clone(), path, Some(token), None).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path}: {}", reply.text());
+    }
+    let reply = app.api(Method::GET, &format!("/api/v1/projects/{}/deployments", other.name), Some(token), None).await;
+    assert!(matches!(reply.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{}", reply.text());
+    let release = app.store.create_release(project.id, "web", "v1", "abc", "{}").await.unwrap();
+    let waiting = opsloop_store::NewDeployment {
+        status: "waiting_approval",
+        environment: "production",
+        service: "web",
+        release_id: release.id,
+        strategy: "blue-green",
+        triggered_by: "dana",
+        pipeline_id: None,
+    };
+    let deployment = app.store.create_deployment(&project, waiting, crate::app::ACTOR).await.unwrap();
+    let approve = format!("/api/v1/projects/web/deployments/{}/approve", deployment.id);
+    let reply = app.api(Method::POST, &approve, Some(token), None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    // The UI's approve form, with the token as a bearer (no session, so no CSRF token needed).
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("/projects/web/deployments/{}/approve", deployment.id))
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let reply = app.send(request).await;
+    assert!(!reply.status.is_success() && !reply.status.is_redirection(), "{}: {}", reply.status, reply.text());
+    assert_eq!(app.store.deployment(deployment.id).await.unwrap().unwrap().status, "waiting_approval");
+}
