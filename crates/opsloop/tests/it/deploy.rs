@@ -627,3 +627,33 @@ fn a_service_deploys_to_an_ssh_host_and_switches_there_blue_green() {
         }
     }
 }
+
+#[test]
+fn a_route_taken_by_another_project_is_refused() {
+    if python_missing() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _reaper = Reaper(data.clone());
+    let server = Server::start_in(&data, &[]);
+    let token = server.token("admin");
+    let repo = shop(&server, &token, root.path());
+    let (code, first, _) = deploy(&server, &token, &["--env", "production"]);
+    assert_eq!(code, Some(0), "{first}");
+    // Another project with the same opsloop.yml wants the same host and path.
+    let created = opsloop_client(&server, &token, &["project", "create", "copycat", "--repo", repo.to_str().unwrap()]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let output = opsloop_client(
+        &server,
+        &token,
+        &["deploy", "web", "--env", "production", "--project", "copycat", "--wait", "--json"],
+    );
+    let refused: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(output.status.code(), Some(1), "{refused}");
+    assert!(
+        refused["reason"].as_str().unwrap_or_default().contains("already the route of shop/production/web"),
+        "{refused}"
+    );
+    assert_eq!(get(&format!("{}/", server.proxy_url), None), (200, "v1\n".to_owned()), "shop still serves");
+}
