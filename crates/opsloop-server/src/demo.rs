@@ -12,7 +12,8 @@ const FILES: &[(&str, &str, bool)] = &[
     ("app.sh", include_str!("../../../examples/demo/app.sh"), true),
     ("test.sh", include_str!("../../../examples/demo/test.sh"), true),
     ("opsloop.yml", include_str!("../../../examples/demo/opsloop.yml"), false),
-    ("server.py", include_str!("../../../examples/demo/server.py"), true),
+    // The example service the deployment tests use, deployed by the demo's pipeline.
+    ("server.py", include_str!("../../../examples/service/server.py"), true),
 ];
 
 pub const DEMO_PROJECT: &str = "demo";

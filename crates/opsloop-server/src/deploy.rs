@@ -147,6 +147,30 @@ impl ReleaseConfig {
         }
     }
 
+    /// What the engine runs: this configuration for a route (`service`) and version label.
+    fn engine_release(
+        &self,
+        state: &AppState,
+        service: String,
+        version: String,
+        env: Vec<(String, String)>,
+        dir: PathBuf,
+    ) -> EngineRelease {
+        EngineRelease {
+            service,
+            version,
+            command: self.command.clone(),
+            env,
+            dir,
+            replicas: self.replicas,
+            health: self.health(),
+            targets: self.placements(state),
+            memory_limit: self.memory_bytes,
+            liveness: self.liveness(),
+            concurrency: self.concurrency,
+        }
+    }
+
     fn start_timeout(&self, state: &AppState) -> Duration {
         self.start_timeout_ms
             .map_or_else(|| Duration::from_secs(state.config.deploy_health_timeout_seconds), Duration::from_millis)
@@ -774,19 +798,7 @@ async fn deploy_release(
         }
     }
     let route = route_name(&project.name, &deployment.environment, &deployment.service);
-    let engine_release = EngineRelease {
-        service: route.clone(),
-        version: version_label(release),
-        command: config.command.clone(),
-        env,
-        dir,
-        replicas: config.replicas,
-        health: config.health(),
-        targets: config.placements(state),
-        memory_limit: config.memory_bytes,
-        liveness: config.liveness(),
-        concurrency: config.concurrency,
-    };
+    let engine_release = config.engine_release(state, route.clone(), version_label(release), env, dir);
     let strategy = manifest::parse_strategy(&deployment.strategy)?;
     let (host, path_prefix) = route_for(state, project, &config, &deployment.service, &deployment.environment).await?;
     let deployer = Deployer {
@@ -1224,19 +1236,7 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
         on_step: None,
         ports: state.config.deploy_ports,
     };
-    let engine_release = EngineRelease {
-        service: route.clone(),
-        version: version_label(&release),
-        command: config.command.clone(),
-        env,
-        dir,
-        replicas: config.replicas,
-        health: config.health(),
-        targets: config.placements(state),
-        memory_limit: config.memory_bytes,
-        liveness: config.liveness(),
-        concurrency: config.concurrency,
-    };
+    let engine_release = config.engine_release(state, route.clone(), version_label(&release), env, dir);
     let running = deployer.start(&engine_release).await?;
     deployer.serve(&route, &running);
     tracing::info!(route, version = %release.version, "serving again after a restart");

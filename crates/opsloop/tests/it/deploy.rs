@@ -155,20 +155,40 @@ impl Drop for Reaper {
     }
 }
 
+/// A server on a fresh data directory with the `shop` project registered; what it deploys is
+/// reaped when the fixture goes (after the server).
+struct Fixture {
+    server: Server,
+    token: String,
+    repo: std::path::PathBuf,
+    data: std::path::PathBuf,
+    _reaper: Reaper,
+    _root: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let reaper = Reaper(data.clone());
+        let server = Server::start_in(&data, &[]);
+        let token = server.token("admin");
+        let repo = shop(&server, &token, root.path());
+        Fixture { server, token, repo, data, _reaper: reaper, _root: root }
+    }
+}
+
 #[test]
 fn deploy_roll_back_and_guard_through_the_cli_under_load() {
     if python_missing() {
         return;
     }
-    let root = tempfile::tempdir().unwrap();
-    let _reaper = Reaper(root.path().join("data"));
-    let server = Server::start_in(&root.path().join("data"), &[]);
-    let token = server.token("admin");
-    let repo = shop(&server, &token, root.path());
+    let Fixture { server, token, repo, .. } = &Fixture::start();
+    let (server, token) = (server, token.as_str());
     let front = format!("{}/", server.proxy_url);
 
     // The first release.
-    let (code, first, stderr) = deploy(&server, &token, &["--env", "production"]);
+    let (code, first, stderr) = deploy(server, token, &["--env", "production"]);
     assert_eq!(code, Some(0), "{first}\n{stderr}");
     assert_eq!(first["status"], "success");
     assert_eq!(first["version"].as_str().unwrap().len(), 12, "a short commit: {first}");
@@ -176,9 +196,9 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
 
     // v2 blue-green while clients keep asking: not one request fails.
     std::fs::write(repo.join("opsloop.yml"), manifest("v2", "", "1s")).unwrap();
-    commit_all(&repo, "v2");
+    commit_all(repo, "v2");
     let load = Load::start(&front, 4);
-    let (code, second, stderr) = deploy(&server, &token, &["--env", "production"]);
+    let (code, second, stderr) = deploy(server, token, &["--env", "production"]);
     assert_eq!(code, Some(0), "{second}\n{stderr}");
     assert_eq!(get(&front, None), (200, "v2\n".to_owned()));
     assert_eq!(load.bad(), 0, "the switch lost no request");
@@ -188,8 +208,8 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
 
     // v3 fails 20% of its requests: the canary is rolled back inside its bake window.
     std::fs::write(repo.join("opsloop.yml"), manifest("v3", ", FAIL_PERCENT: 20", "3s")).unwrap();
-    commit_all(&repo, "v3 (bad)");
-    let (code, third, stderr) = deploy(&server, &token, &["--env", "production", "--strategy", "canary:50,100"]);
+    commit_all(repo, "v3 (bad)");
+    let (code, third, stderr) = deploy(server, token, &["--env", "production", "--strategy", "canary:50,100"]);
     assert_eq!(code, Some(1), "a rollback exits 1: {third}\n{stderr}");
     assert_eq!(third["status"], "rolled_back");
     assert!(third["reason"].as_str().unwrap().contains("error rate"), "{third}");
@@ -198,17 +218,17 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
 
     // v4's health check fails: it never takes traffic.
     std::fs::write(repo.join("opsloop.yml"), manifest("v4", ", HEALTH: fail", "1s")).unwrap();
-    commit_all(&repo, "v4 (unhealthy)");
+    commit_all(repo, "v4 (unhealthy)");
     let started = Instant::now();
-    let (code, fourth, _) = deploy(&server, &token, &["--env", "production"]);
+    let (code, fourth, _) = deploy(server, token, &["--env", "production"]);
     assert_eq!((code, fourth["status"].as_str()), (Some(1), Some("failed")), "{fourth}");
     assert!(started.elapsed() < Duration::from_secs(90));
     assert_eq!(load.bad(), leaked, "nothing failed after the rollback, and v4 took no traffic");
 
     // Roll back to the release before v2: v1, still warm, so a switch.
     let output = opsloop_client(
-        &server,
-        &token,
+        server,
+        token,
         &["rollback", "web", "--env", "production", "--project", "shop", "--wait", "--json"],
     );
     let rolled: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
@@ -222,7 +242,7 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
 
     // History, newest first, as a script reads it.
     let output =
-        opsloop_client(&server, &token, &["deployments", "web", "--env", "production", "--project", "shop", "--json"]);
+        opsloop_client(server, token, &["deployments", "web", "--env", "production", "--project", "shop", "--json"]);
     let history: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
     let statuses: Vec<&str> = history.iter().map(|d| d["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["success", "failed", "rolled_back", "success", "success"]);
@@ -230,7 +250,7 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
 
     // What runs where, and the golden signals on /metrics.
     let (status, environments) =
-        call_json(Method::GET, &format!("{}/api/v1/projects/shop/environments", server.url), &token, None);
+        call_json(Method::GET, &format!("{}/api/v1/projects/shop/environments", server.url), token, None);
     assert_eq!(status, 200);
     assert_eq!(environments[0]["version"], first["version"], "{environments}");
     assert_eq!((environments[0]["healthy"].as_u64(), environments[0]["instances"].as_u64()), (Some(1), Some(1)));
@@ -240,7 +260,7 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
 
     // Another environment on another host, on the same proxy.
     let v2_commit = second["commit"].as_str().unwrap().to_owned();
-    let (code, staged, _) = deploy(&server, &token, &["--env", "staging", "--version", &v2_commit]);
+    let (code, staged, _) = deploy(server, token, &["--env", "staging", "--version", &v2_commit]);
     assert_eq!(code, Some(0), "{staged}");
     assert_eq!(get(&front, Some("staging.test")), (200, "v2\n".to_owned()));
     assert_eq!(get(&front, None), (200, "v1\n".to_owned()), "production is untouched");
@@ -257,7 +277,7 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
     let (status, body) = call_json(
         Method::POST,
         &format!("{}/api/v1/projects/shop/deployments", server.url),
-        &token,
+        token,
         Some(serde_json::json!({"service": "web", "environment": "frozen"})),
     );
     assert_eq!(status, 409, "{body}");
@@ -265,7 +285,7 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
     let (status, body) = call_json(
         Method::POST,
         &format!("{}/api/v1/projects/shop/deployments", server.url),
-        &token,
+        token,
         Some(serde_json::json!({"service": "nope", "environment": "production"})),
     );
     assert_eq!(status, 422, "{body}");
@@ -365,17 +385,13 @@ fn gitops_plans_and_applies_the_default_branchs_manifest() {
     if python_missing() {
         return;
     }
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let _reaper = Reaper(data.clone());
-    let server = Server::start_in(&data, &[]);
-    let token = server.token("admin");
-    let repo = shop(&server, &token, root.path());
+    let Fixture { server, token, repo, .. } = &Fixture::start();
+    let (server, token) = (server, token.as_str());
     let env = |args: &[&str]| {
         let mut all = vec!["environments"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--project", "shop"]);
-        let output = opsloop_client(&server, &token, &all);
+        let output = opsloop_client(server, token, &all);
         assert!(output.status.success(), "{}", text(&output.stderr));
         text(&output.stdout)
     };
@@ -388,9 +404,9 @@ fn gitops_plans_and_applies_the_default_branchs_manifest() {
     assert!(applied.starts_with('+') || applied.contains("Applied"), "{applied}");
     assert!(env(&["plan"]).contains("No changes"));
 
-    let (code, staged, _) = deploy(&server, &token, &["--env", "staging"]);
+    let (code, staged, _) = deploy(server, token, &["--env", "staging"]);
     assert_eq!(code, Some(0), "{staged}");
-    let (code, produced, _) = deploy(&server, &token, &["--env", "production"]);
+    let (code, produced, _) = deploy(server, token, &["--env", "production"]);
     assert_eq!(code, Some(0), "{produced}");
     let front = format!("{}/", server.proxy_url);
     assert_eq!(get(&front, Some("staging.test")), (200, "v1\n".to_owned()));
@@ -401,7 +417,7 @@ fn gitops_plans_and_applies_the_default_branchs_manifest() {
         .replace("host: staging.test", "host: staging.example")
         .replace("  frozen:\n    freeze: [{from: '2020-01-01T00:00:00Z', to: '2099-01-01T00:00:00Z'}]\n", "");
     std::fs::write(repo.join("opsloop.yml"), manifest).unwrap();
-    commit_all(&repo, "v2, staging elsewhere");
+    commit_all(repo, "v2, staging elsewhere");
     let plan = env(&["plan", "--json"]);
     let plan: Value = serde_json::from_str(&plan).unwrap();
     let changes: Vec<(String, String, String)> = plan["changes"]
@@ -432,7 +448,7 @@ fn gitops_plans_and_applies_the_default_branchs_manifest() {
     // The old host has no route of its own any more: production's catch-all answers it.
     assert_eq!(get(&front, Some("staging.test")), (200, "v1\n".to_owned()));
     let history =
-        opsloop_client(&server, &token, &["deployments", "web", "--env", "staging", "--project", "shop", "--json"]);
+        opsloop_client(server, token, &["deployments", "web", "--env", "staging", "--project", "shop", "--json"]);
     let history: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
     assert!(history[0]["triggered_by"].as_str().unwrap().starts_with("gitops"), "{history:?}");
 }
@@ -442,24 +458,20 @@ fn a_deployment_to_an_environment_with_approvals_waits_for_someone_else() {
     if python_missing() {
         return;
     }
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let _reaper = Reaper(data.clone());
-    let server = Server::start_in(&data, &[]);
-    let token = server.token("admin");
-    shop(&server, &token, root.path());
-    let output = opsloop_client(&server, &token, &["deploy", "web", "--env", "guarded", "--project", "shop", "--json"]);
+    let Fixture { server, token, data, .. } = &Fixture::start();
+    let (server, token) = (server, token.as_str());
+    let output = opsloop_client(server, token, &["deploy", "web", "--env", "guarded", "--project", "shop", "--json"]);
     let queued: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(queued["status"], "waiting_approval", "{queued}");
     let id = queued["id"].to_string();
 
     // The requester cannot approve it; another member can, and then it runs.
-    let own = opsloop_client(&server, &token, &["approve", &id, "--project", "shop"]);
+    let own = opsloop_client(server, token, &["approve", &id, "--project", "shop"]);
     assert!(!own.status.success() && text(&own.stderr).contains("someone other"), "{}", text(&own.stderr));
     let data_dir = data.to_str().unwrap();
     let created = crate::harness::opsloop(&["admin", "user", "create", "dana", "--data-dir", data_dir]);
     assert!(created.status.success(), "{}", text(&created.stderr));
-    let member = opsloop_client(&server, &token, &["project", "member", "add", "shop", "dana", "--role", "developer"]);
+    let member = opsloop_client(server, token, &["project", "member", "add", "shop", "dana", "--role", "developer"]);
     assert!(member.status.success(), "{}", text(&member.stderr));
     let dana = crate::harness::opsloop(&[
         "admin",
@@ -475,12 +487,12 @@ fn a_deployment_to_an_environment_with_approvals_waits_for_someone_else() {
         data_dir,
     ]);
     let dana = text(&dana.stdout).trim().to_owned();
-    let approved = opsloop_client(&server, &dana, &["approve", &id, "--project", "shop", "--json"]);
+    let approved = opsloop_client(server, &dana, &["approve", &id, "--project", "shop", "--json"]);
     assert!(approved.status.success(), "{}", text(&approved.stderr));
     let show =
-        || call_json(Method::GET, &format!("{}/api/v1/projects/shop/deployments/{id}", server.url), &token, None).1;
+        || call_json(Method::GET, &format!("{}/api/v1/projects/shop/deployments/{id}", server.url), token, None).1;
     wait_for("the approved deployment to succeed", Duration::from_secs(30), || show()["status"] == "success");
-    let again = opsloop_client(&server, &dana, &["approve", &id, "--project", "shop"]);
+    let again = opsloop_client(server, &dana, &["approve", &id, "--project", "shop"]);
     assert!(text(&again.stderr).contains("not waiting"), "{}", text(&again.stderr));
 }
 
@@ -633,20 +645,16 @@ fn a_route_taken_by_another_project_is_refused() {
     if python_missing() {
         return;
     }
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let _reaper = Reaper(data.clone());
-    let server = Server::start_in(&data, &[]);
-    let token = server.token("admin");
-    let repo = shop(&server, &token, root.path());
-    let (code, first, _) = deploy(&server, &token, &["--env", "production"]);
+    let Fixture { server, token, repo, .. } = &Fixture::start();
+    let (server, token) = (server, token.as_str());
+    let (code, first, _) = deploy(server, token, &["--env", "production"]);
     assert_eq!(code, Some(0), "{first}");
     // Another project with the same opsloop.yml wants the same host and path.
-    let created = opsloop_client(&server, &token, &["project", "create", "copycat", "--repo", repo.to_str().unwrap()]);
+    let created = opsloop_client(server, token, &["project", "create", "copycat", "--repo", repo.to_str().unwrap()]);
     assert!(created.status.success(), "{}", text(&created.stderr));
     let output = opsloop_client(
-        &server,
-        &token,
+        server,
+        token,
         &["deploy", "web", "--env", "production", "--project", "copycat", "--wait", "--json"],
     );
     let refused: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
