@@ -1247,6 +1247,76 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
     Ok(())
 }
 
+/// The fields of two releases' configurations that differ: `(field, before, after)`.
+pub fn config_changes(before: &str, after: &str) -> Vec<(String, String, String)> {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
+    let (before, after) = (parse(before), parse(after));
+    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else { return Vec::new() };
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (old, new) = (before.get(key), after.get(key));
+            (old != new).then(|| {
+                let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "—".to_owned(), ToString::to_string);
+                (key.clone(), show(old), show(new))
+            })
+        })
+        .collect()
+}
+
+/// `git log --oneline old..new` in the project's mirror (at most 50 commits).
+pub async fn commits_between(state: &AppState, project: &opsloop_store::Project, old: &str, new: &str) -> Vec<String> {
+    if old == new {
+        return Vec::new();
+    }
+    let mirror = crate::mirror::mirror_dir(state, project.id, &project.repo_url);
+    let range = format!("{old}..{new}");
+    let listed = crate::mirror::git(
+        &mirror,
+        &["log", "--oneline", "--no-decorate", "--max-count=50", &range, "--"],
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    listed.map(|text| text.lines().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// What changed from one deployment's release to another's: the commits between them and the
+/// configuration's fields.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Comparison {
+    pub from_version: String,
+    pub from_commit: String,
+    pub to_version: String,
+    pub to_commit: String,
+    /// `git log --oneline from..to` (at most 50).
+    pub commits: Vec<String>,
+    /// `(setting, before, after)`.
+    pub changes: Vec<(String, String, String)>,
+}
+
+/// Compares the releases of two deployments of `project`.
+pub async fn compare(state: &AppState, project: &Project, from: i64, to: i64) -> Result<Comparison, ApiError> {
+    let mut releases = Vec::new();
+    for id in [from, to] {
+        let deployment = match state.store.deployment(id).await? {
+            Some(deployment) if deployment.project_id == project.id => deployment,
+            _ => return Err(ApiError::not_found("deployment")),
+        };
+        releases.push(state.store.release(deployment.release_id).await?.ok_or_else(|| ApiError::not_found("release"))?);
+    }
+    let (before, after) = (&releases[0], &releases[1]);
+    Ok(Comparison {
+        from_version: before.version.clone(),
+        from_commit: before.commit_sha.clone(),
+        to_version: after.version.clone(),
+        to_commit: after.commit_sha.clone(),
+        commits: commits_between(state, project, &before.commit_sha, &after.commit_sha).await,
+        changes: config_changes(&before.config, &after.config),
+    })
+}
+
 /// Runs the proxy on `address` until `shutdown` turns true; `Err` when it cannot listen.
 pub fn serve_proxy(
     state: &AppState,

@@ -322,3 +322,25 @@ pub async fn stop(
         deploy::stop_environment(&state, &principal, &context, &path.environment, input.service.as_deref()).await?;
     Ok(ApiJson(stopped))
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CompareQuery {
+    /// A deployment's number: its release is the "before".
+    pub from: i64,
+    /// Another deployment's number: its release is the "after".
+    pub to: i64,
+}
+
+/// What changed between two deployments' releases: commits and configuration.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/compare", tag = "deployments",
+    params(("project" = String, Path), CompareQuery),
+    responses((status = 200, body = deploy::Comparison), (status = 404, body = ErrorBody)))]
+pub async fn compare(
+    State(state): State<AppState>,
+    Extension(context): Extension<ProjectContext>,
+    Query(query): Query<CompareQuery>,
+) -> Result<ApiJson<deploy::Comparison>, ApiError> {
+    Ok(ApiJson(deploy::compare(&state, &context.project, query.from, query.to).await?))
+}

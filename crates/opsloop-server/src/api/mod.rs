@@ -70,6 +70,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
             deployments::approve,
         )
         .add(api, Method::POST, "/api/v1/projects/{project}/rollbacks", Project(Developer), deployments::rollback)
+        .add(api, Method::GET, "/api/v1/projects/{project}/compare", Project(Viewer), deployments::compare)
         .add(api, Method::GET, "/api/v1/projects/{project}/environments", Project(Viewer), deployments::environments)
         .add(api, Method::GET, "/api/v1/projects/{project}/environments/plan", Project(Viewer), deployments::plan)
         .add(
@@ -208,7 +209,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         triggers::list, triggers::create, triggers::delete, triggers::trigger_pipeline,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
-        deployments::plan, deployments::apply, deployments::approve, deployments::stop,
+        deployments::plan, deployments::apply, deployments::approve, deployments::stop, deployments::compare,
         schedules::list, schedules::create, schedules::update, schedules::delete,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,

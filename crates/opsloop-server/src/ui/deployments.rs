@@ -210,6 +210,15 @@ async fn render_environments(
             }
         }
         h2 { "History" }
+        @if history.len() >= 2 {
+            form.inline method="get" action={ (base) "/compare" } aria-label="Compare two deployments" {
+                label { "Compare deployment #" input type="number" name="from" min="1" required value=(history[1].id); }
+                " "
+                label { "with #" input type="number" name="to" min="1" required value=(history[0].id); }
+                " "
+                button type="submit" { "Compare" }
+            }
+        }
         @if history.is_empty() {
             p.muted { "No deployments yet." }
         } @else {
@@ -303,41 +312,6 @@ pub async fn rollback_form(
     }
 }
 
-/// The fields of two releases' configurations that differ: `(field, before, after)`.
-fn config_changes(before: &str, after: &str) -> Vec<(String, String, String)> {
-    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
-    let (before, after) = (parse(before), parse(after));
-    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else { return Vec::new() };
-    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter_map(|key| {
-            let (old, new) = (before.get(key), after.get(key));
-            (old != new).then(|| {
-                let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "—".to_owned(), ToString::to_string);
-                (key.clone(), show(old), show(new))
-            })
-        })
-        .collect()
-}
-
-/// `git log --oneline old..new` in the project's mirror (at most 50 commits).
-async fn commits_between(state: &AppState, project: &opsloop_store::Project, old: &str, new: &str) -> Vec<String> {
-    if old == new {
-        return Vec::new();
-    }
-    let mirror = crate::mirror::mirror_dir(state, project.id, &project.repo_url);
-    let range = format!("{old}..{new}");
-    let listed = crate::mirror::git(
-        &mirror,
-        &["log", "--oneline", "--no-decorate", "--max-count=50", &range, "--"],
-        std::time::Duration::from_secs(10),
-    )
-    .await;
-    listed.map(|text| text.lines().map(str::to_owned).collect()).unwrap_or_default()
-}
-
 fn figures_table(figures: &[VersionFigures], new_label: &str) -> Markup {
     let ms = |value: Option<f64>| value.map_or_else(|| "—".to_owned(), |ms| format!("{ms:.1} ms"));
     html! {
@@ -407,10 +381,10 @@ pub async fn show(
         timeline.figures.clone()
     };
     let commits = match &previous {
-        Some(previous) => commits_between(&state, project, &previous.commit_sha, &release.commit_sha).await,
+        Some(previous) => deploy::commits_between(&state, project, &previous.commit_sha, &release.commit_sha).await,
         None => Vec::new(),
     };
-    let changes = previous.as_ref().map(|p| config_changes(&p.config, &release.config)).unwrap_or_default();
+    let changes = previous.as_ref().map(|p| deploy::config_changes(&p.config, &release.config)).unwrap_or_default();
     let config: Option<ReleaseConfig> = serde_json::from_str(&release.config).ok();
     let base = format!("/projects/{}", project.name);
     let approvals = state.store.deployment_approvals(deployment.id).await.unwrap_or_default();
@@ -522,4 +496,46 @@ fn tail(path: &std::path::Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompareForm {
+    from: i64,
+    to: i64,
+}
+
+/// What changed between two deployments' releases.
+pub async fn compare(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(context): Extension<ProjectContext>,
+    axum::extract::Query(form): axum::extract::Query<CompareForm>,
+) -> Response {
+    let project = &context.project;
+    let comparison = match deploy::compare(&state, project, form.from, form.to).await {
+        Ok(comparison) => comparison,
+        Err(error) => return failure(error),
+    };
+    let base = format!("/projects/{}", project.name);
+    layout(&format!("{} · compare", project.name), Some(&principal), "/projects", html! {
+        p { a href={ (base) "/environments" } { "← environments of " (project.name) } }
+        h1 { "From " (comparison.from_version) " to " (comparison.to_version) }
+        p.muted { code { (short(&comparison.from_commit)) } " → " code { (short(&comparison.to_commit)) } }
+        h2 { "Commits" }
+        @if comparison.commits.is_empty() {
+            p.muted { "None between them (the same commit, or the second is not ahead of the first)." }
+        } @else {
+            ul { @for commit in &comparison.commits { li { code { (commit) } } } }
+        }
+        h2 { "Configuration" }
+        @if comparison.changes.is_empty() {
+            p.muted { "The same." }
+        } @else {
+            table {
+                thead { tr { th scope="col" { "Setting" } th scope="col" { "Before" } th scope="col" { "After" } } }
+                tbody { @for (key, old, new) in &comparison.changes { tr { td { (key) } td { code { (old) } } td { code { (new) } } } } }
+            }
+        }
+    })
+    .into_response()
 }

@@ -63,6 +63,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::GET, "/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
         .add(ui, Method::POST, "/projects/{project}/pipelines/{pipeline}/cancel", Project(Developer), pipelines::cancel)
         .add(ui, Method::GET, "/projects/{project}/environments", Project(Viewer), deployments::environments)
+        .add(ui, Method::GET, "/projects/{project}/compare", Project(Viewer), deployments::compare)
         .add(ui, Method::POST, "/projects/{project}/deployments", Project(Developer), deployments::deploy_form)
         .add(ui, Method::GET, "/projects/{project}/deployments/{deployment}", Project(Viewer), deployments::show)
         .add(ui, Method::POST, "/projects/{project}/rollbacks", Project(Developer), deployments::rollback_form)

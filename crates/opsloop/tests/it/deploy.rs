@@ -248,6 +248,17 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
     assert_eq!(statuses, ["success", "failed", "rolled_back", "success", "success"]);
     assert!(history[0]["triggered_by"].as_str().unwrap().ends_with("(rollback)"));
 
+    // What changed from the first release to the second: the commit, and the VERSION setting.
+    let (status, compared) = call_json(
+        Method::GET,
+        &format!("{}/api/v1/projects/shop/compare?from={}&to={}", server.url, first["id"], second["id"]),
+        token,
+        None,
+    );
+    assert_eq!(status, 200, "{compared}");
+    assert!(compared["commits"].to_string().contains(" v2"), "{compared}");
+    assert!(compared["changes"].to_string().contains("VERSION"), "{compared}");
+
     // What runs where, and the golden signals on /metrics.
     let (status, environments) =
         call_json(Method::GET, &format!("{}/api/v1/projects/shop/environments", server.url), token, None);
