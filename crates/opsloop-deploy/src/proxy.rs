@@ -51,6 +51,8 @@ struct CompiledRoute {
     cumulative: Vec<u64>,
     next: AtomicU64,
     signals: Vec<Arc<VersionSignals>>,
+    /// Each backend's requests in flight.
+    in_flight: Vec<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 /// The routes in matching order: host-specific before any-host, longer prefixes first.
@@ -79,8 +81,9 @@ impl RouteTable {
                         total
                     })
                     .collect();
+                let in_flight = route.backends.iter().map(|b| signals.backend(b.address)).collect();
                 let signals = route.backends.iter().map(|b| signals.of(&route.service, &b.version)).collect();
-                CompiledRoute { route, cumulative, next: AtomicU64::new(0), signals }
+                CompiledRoute { route, cumulative, next: AtomicU64::new(0), signals, in_flight }
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -117,6 +120,22 @@ impl CompiledRoute {
         }
         let ticket = self.next.fetch_add(1, Ordering::Relaxed) % total;
         Some(self.cumulative.partition_point(|sum| *sum <= ticket))
+    }
+}
+
+/// One request in flight to a backend, for as long as it is held.
+struct InFlight(Arc<std::sync::atomic::AtomicI64>);
+
+impl InFlight {
+    fn enter(counter: Arc<std::sync::atomic::AtomicI64>) -> InFlight {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -267,6 +286,8 @@ impl Proxy {
         };
         let backend_address = route.route.backends[index].address;
         let signals = route.signals[index].clone();
+        // Counted before the table goes: whoever drains this backend sees this request.
+        let _in_flight = InFlight::enter(route.in_flight[index].clone());
 
         // Upstreams get the origin form (`/path?query`); the Host header says the rest.
         let path = request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));

@@ -123,11 +123,23 @@ impl VersionSignals {
 /// (service, version) → its counters.
 type ByVersion = HashMap<(String, String), Arc<VersionSignals>>;
 
-/// Every service version's signals, created on first use.
+/// Every service version's signals, created on first use; and each backend's requests in
+/// flight, so an instance leaving a route is stopped only once it has answered them.
 #[derive(Debug, Default, Clone)]
-pub struct Signals(Arc<RwLock<ByVersion>>);
+pub struct Signals(Arc<RwLock<ByVersion>>, Arc<RwLock<HashMap<std::net::SocketAddr, Arc<AtomicI64>>>>);
 
 impl Signals {
+    /// The requests in flight to the backend at `address` (shared by every route to it).
+    pub fn backend(&self, address: std::net::SocketAddr) -> Arc<AtomicI64> {
+        if let Some(found) = self.1.read().ok().and_then(|map| map.get(&address).cloned()) {
+            return found;
+        }
+        match self.1.write() {
+            Ok(mut map) => map.entry(address).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
     /// The counters of `service` at `version`.
     pub fn of(&self, service: &str, version: &str) -> Arc<VersionSignals> {
         let key = (service.to_owned(), version.to_owned());

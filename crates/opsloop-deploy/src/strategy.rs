@@ -125,8 +125,9 @@ pub struct Deployed {
 /// Called with each step as it happens (a deployment's page shows them live).
 pub type StepSink = Arc<dyn Fn(&Step) + Send + Sync>;
 
-/// Requests in flight to an instance that left a route get this long before it is stopped.
-const LEAVE_GRACE: Duration = Duration::from_millis(500);
+/// An instance that left a route is stopped once its requests in flight are answered, or
+/// after this long at most.
+const LEAVE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Deploys releases of one service behind one route of a proxy.
 pub struct Deployer {
@@ -248,6 +249,22 @@ impl Deployer {
     /// Puts `running` behind the route on its own (the first deployment, or a rollback).
     pub fn serve(&self, service: &str, running: &Running) {
         self.proxy.set_route(self.route(service, Self::backends(&running.instances, &running.version, 1)));
+    }
+
+    /// Waits until the instances (out of the route already) have answered what they were
+    /// sent: their backends' requests in flight reach zero (at most [`LEAVE_LIMIT`]).
+    async fn drain_instances(&self, instances: &[Instance]) {
+        // A request that read the old route table just before the switch counts itself a
+        // moment later: give it that moment.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let counters: Vec<_> = instances
+            .iter()
+            .map(|i| self.proxy.signals().backend(std::net::SocketAddr::new(i.spec.host, i.spec.port)))
+            .collect();
+        let deadline = Instant::now() + LEAVE_LIMIT;
+        while counters.iter().any(|c| c.load(std::sync::atomic::Ordering::Relaxed) > 0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits until no request to `version` is in flight (at most `limit`).
@@ -487,14 +504,14 @@ impl Deployer {
             let mut backends = Self::backends(&old, &old_version, 1);
             backends.extend(Self::backends(&new, &release.version, 1));
             self.proxy.set_route(self.route(&service, backends));
-            tokio::time::sleep(LEAVE_GRACE).await;
+            self.drain_instances(&leaving).await;
             for instance in leaving {
                 instance.stop().await;
             }
         }
         let next = Running { version: release.version.clone(), release: release.clone(), instances: new };
         self.serve(&service, &next);
-        tokio::time::sleep(LEAVE_GRACE).await;
+        self.drain_instances(&old).await;
         for instance in old {
             instance.stop().await;
         }
@@ -515,7 +532,7 @@ impl Deployer {
             }
         }
         self.serve(service, &old);
-        tokio::time::sleep(LEAVE_GRACE).await;
+        self.drain_instances(&new).await;
         for instance in new {
             instance.stop().await;
         }
@@ -527,7 +544,7 @@ impl Deployer {
     async fn recreate(&self, current: Running, release: &Release, timeline: &mut Timeline) -> (Running, Outcome) {
         let service = release.service.clone();
         self.proxy.set_route(self.route(&service, Vec::new()));
-        tokio::time::sleep(LEAVE_GRACE).await;
+        self.drain_instances(&current.instances).await;
         let Running { version: old_version, release: old_release, instances } = current;
         for instance in instances {
             instance.stop().await;
