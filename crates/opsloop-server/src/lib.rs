@@ -61,6 +61,14 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on {address} for the deployment proxy: {source} (pass --proxy-listen ADDR:PORT elsewhere, or off)"
+    )]
+    ProxyBind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("setting up failed: {0}")]
     Setup(String),
     #[error("the server failed: {0}")]
@@ -156,6 +164,10 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;
+    // The proxy's port too, before anything is created (its workers bind it for real later).
+    if let Some(address) = config.proxy_listen.filter(|a| a.port() != 0) {
+        std::net::TcpListener::bind(address).map_err(|source| ServerError::ProxyBind { address, source })?;
+    }
     // The vault's key is made now, on first start, rather than at the first secret.
     opsloop_secure::Vault::open(&config.data_dir).map_err(|error| ServerError::Setup(error.to_string()))?;
     // Nothing runs yet: job processes still alive under the pipelines directory were left by
@@ -187,7 +199,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let proxy_address = match proxy_listen {
         Some(address) => Some(
             deploy::serve_proxy(&state, address, proxy_stopped)
-                .map_err(|source| ServerError::Bind { address, source })?,
+                .map_err(|source| ServerError::ProxyBind { address, source })?,
         ),
         None => None,
     };
