@@ -48,6 +48,9 @@ pub struct Service {
     pub bake: Duration,
     /// Run once in the release's directory before its first instance starts.
     pub build: Option<String>,
+    /// The release also takes the artifacts of this job of a pipeline at its commit (GitLab's
+    /// `artifacts:`), unpacked into its directory: what the pipeline built is what runs.
+    pub artifact: Option<String>,
     /// The strategy a deployment uses when none is asked for.
     pub strategy: Strategy,
     /// After a blue-green or canary deployment, the old version keeps running (out of the
@@ -327,6 +330,7 @@ impl Reader {
                 "liveness",
                 "memory",
                 "concurrency",
+                "artifact",
                 "slo",
                 "build",
                 "strategy",
@@ -435,6 +439,7 @@ impl Reader {
             liveness,
             memory,
             concurrency: node.get("concurrency").and_then(|n| self.count(n, "concurrency", 1..=1_000_000)),
+            artifact: node.get("artifact").and_then(|n| self.text(n, "artifact")),
         })
     }
 

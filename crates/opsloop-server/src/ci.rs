@@ -537,8 +537,8 @@ async fn restore_upstream_artifacts(
 }
 
 /// Runs one job of a finished pipeline again: a retry, or a manual job played. The job was
-/// reopened in the store (`Store::reopen_job`) by the caller.
-/// Runs `job` of `pipeline` again for `acting_user` (whose rights its pipeline token gets).
+/// reopened in the store (`Store::reopen_job`) by the caller; `acting_user` asked for it (its
+/// pipeline token acts for them).
 pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, job: Job, acting_user: &str) {
     let (state, project, pipeline) = (state.clone(), project.clone(), pipeline.clone());
     let acting_user = acting_user.to_owned();

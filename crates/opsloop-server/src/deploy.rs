@@ -81,6 +81,19 @@ pub struct ReleaseConfig {
     /// secrets (a developer could otherwise deploy any branch that reads them).
     #[serde(default)]
     pub protected_environment: bool,
+    /// The pipeline artifacts the release runs (`artifact: JOB` in `opsloop.yml`).
+    #[serde(default)]
+    pub artifact: Option<ArtifactRef>,
+}
+
+/// The artifacts a release was built into: which job of which pipeline, and the archive's
+/// SHA-256 (part of the release's identity).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArtifactRef {
+    pub job: String,
+    pub pipeline_id: i64,
+    pub job_id: i64,
+    pub digest: String,
 }
 
 /// A check as stored: an HTTP path and status, a command, or (neither) TCP.
@@ -144,6 +157,7 @@ impl ReleaseConfig {
                 .collect(),
             targets: Vec::new(),
             protected_environment: false,
+            artifact: None,
         }
     }
 
@@ -344,9 +358,42 @@ fn releases_dir(state: &AppState) -> PathBuf {
     state.config.data_dir.join("releases")
 }
 
-/// Where a release's files are.
+/// Where a release's files are: per commit, and per artifact archive when it has one.
 pub fn release_dir(state: &AppState, release: &Release) -> PathBuf {
-    releases_dir(state).join(release.project_id.to_string()).join(&release.service).join(&release.commit_sha)
+    let artifact = serde_json::from_str::<ReleaseConfig>(&release.config).ok().and_then(|c| c.artifact);
+    let name = match artifact {
+        Some(artifact) => format!("{}-{}", release.commit_sha, &artifact.digest[..artifact.digest.len().min(12)]),
+        None => release.commit_sha.clone(),
+    };
+    releases_dir(state).join(release.project_id.to_string()).join(&release.service).join(name)
+}
+
+/// Unpacks the artifacts of `job` of the newest pipeline at `commit` into `dir`.
+async fn unpack_artifacts(
+    state: &AppState,
+    project: &Project,
+    commit: &str,
+    job: &str,
+    dir: &Path,
+) -> Result<ArtifactRef, ApiError> {
+    let found = state.store.artifacts_at_commit(project.id, commit, job).await?;
+    let Some((pipeline_id, stored)) = found else {
+        return Err(unavailable(format!(
+            "no successful `{job}` job with artifacts at {}: run its pipeline first (the release is what it built)",
+            &commit[..commit.len().min(12)]
+        )));
+    };
+    let archive = state.objects()?.get(&stored.object_key).await.map_err(|error| {
+        tracing::error!(%error, "cannot read a job's artifacts");
+        ApiError::internal()
+    })?;
+    let digest = crate::auth::credentials::digest_bytes(&archive);
+    let target = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::objects::unzip_into(&archive, &target))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|error| unavailable(format!("the artifacts of `{job}` could not be unpacked: {error}")))?;
+    Ok(ArtifactRef { job: job.to_owned(), pipeline_id, job_id: stored.job_id, digest })
 }
 
 /// The log file of a service in an environment (its instances' output, masked).
@@ -472,6 +519,15 @@ pub async fn request(
     let mut config = ReleaseConfig::of(service, &checkout.manifest);
     config.targets = environment.targets.iter().map(ToString::to_string).collect();
     config.protected_environment = environment.protected;
+    if let Some(job) = &service.artifact {
+        match unpack_artifacts(state, project, &checkout.sha, job, &checkout.dir).await {
+            Ok(artifact) => config.artifact = Some(artifact),
+            Err(error) => {
+                let _ = tokio::fs::remove_dir_all(&checkout.dir).await;
+                return Err(error);
+            }
+        }
+    }
     let version = match &request.version {
         Some(version) if !checkout.sha.starts_with(version.as_str()) => version.clone(),
         _ => checkout.sha[..12.min(checkout.sha.len())].to_owned(),

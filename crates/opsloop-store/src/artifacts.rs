@@ -65,6 +65,35 @@ impl Store {
         Ok(row.map(from_row))
     }
 
+    /// The newest successful job named `job_name` of a pipeline at `commit` that kept artifacts
+    /// (not expired): `(pipeline id, its artifacts)`. A release built by a pipeline comes from it.
+    pub async fn artifacts_at_commit(
+        &self,
+        project_id: i64,
+        commit: &str,
+        job_name: &str,
+    ) -> Result<Option<(i64, JobArtifacts)>> {
+        let now = self.now_ms();
+        let row: Option<(i64, i64, String, i64, i64, i64, Option<i64>)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT p.id, a.job_id, a.object_key, a.size_bytes, a.file_count, a.created_at, a.expire_at
+                 FROM pipelines p JOIN jobs j ON j.pipeline_id = p.id JOIN job_artifacts a ON a.job_id = j.id
+                 WHERE p.project_id = $1 AND p.sha = $2 AND j.name = $3 AND j.status = 'success'
+                   AND (a.expire_at IS NULL OR a.expire_at > $4)
+                 ORDER BY p.id DESC, j.id DESC LIMIT 1",
+            )
+            .bind(project_id)
+            .bind(commit)
+            .bind(job_name)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(pipeline_id, job_id, key, size, files, created, expire)| {
+            (pipeline_id, from_row((job_id, key, size, files, created, expire)))
+        }))
+    }
+
     /// The archives of a pipeline's jobs that have not expired.
     pub async fn pipeline_artifacts(&self, pipeline_id: i64) -> Result<Vec<JobArtifacts>> {
         let now = self.now_ms();

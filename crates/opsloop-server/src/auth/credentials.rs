@@ -48,7 +48,12 @@ pub fn new_password() -> Result<String, CredentialError> {
 
 /// The digest under which a token or session id is stored and looked up.
 pub fn digest(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    digest_bytes(secret.as_bytes())
+}
+
+/// SHA-256 of `bytes`, in hex.
+pub fn digest_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 pub fn hash_password(password: &str) -> Result<String, CredentialError> {

@@ -402,6 +402,14 @@ pub async fn show(
             dt { "By" } dd { (deployment.triggered_by) }
             dt { "Created" } dd { (human_time(deployment.created_at)) }
             @if let Some(finished) = deployment.finished_at { dt { "Finished" } dd { (human_time(finished)) } }
+            @if let Some(artifact) = config.as_ref().and_then(|c| c.artifact.as_ref()) {
+                dt { "Built by" }
+                dd {
+                    "job " code { (artifact.job) } " of "
+                    a href={ (base) "/pipelines/" (artifact.pipeline_id) } { "pipeline #" (artifact.pipeline_id) }
+                    ", archive sha256 " code { (short(&artifact.digest)) }
+                }
+            }
             @if let Some(config) = &config {
                 dt { "SLO" } dd { "error rate ≤ " (format!("{:.1}%", config.max_error_rate * 100.0)) ", p99 ≤ " (config.max_p99_ms) " ms, over a bake of " (config.bake_ms / 1000) " s" }
             }

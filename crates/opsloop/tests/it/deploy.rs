@@ -676,3 +676,35 @@ fn a_route_taken_by_another_project_is_refused() {
     );
     assert_eq!(get(&format!("{}/", server.proxy_url), None), (200, "v1\n".to_owned()), "shop still serves");
 }
+
+#[test]
+fn a_release_runs_what_its_pipeline_built() {
+    if python_missing() {
+        return;
+    }
+    let Fixture { server, token, repo, .. } = &Fixture::start();
+    let (server, token) = (server, token.as_str());
+    std::fs::write(
+        repo.join(".gitlab-ci.yml"),
+        "build:\n  script: [mkdir -p dist, cp server.py dist/server.py]\n  artifacts:\n    paths: [dist/]\n",
+    )
+    .unwrap();
+    let built = manifest("built", "", "1s").replace(
+        "    command: [python3, server.py]\n",
+        "    command: [python3, dist/server.py]\n    artifact: build\n",
+    );
+    std::fs::write(repo.join("opsloop.yml"), built).unwrap();
+    commit_all(repo, "deploy what the pipeline builds");
+
+    // Before its pipeline ran there is nothing to deploy.
+    let early = opsloop_client(server, token, &["deploy", "web", "--env", "staging", "--project", "shop", "--wait"]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(text(&early.stderr).contains("no successful `build` job with artifacts"), "{}", text(&early.stderr));
+
+    let ran = opsloop_client(server, token, &["pipeline", "run", "shop", "--wait"]);
+    assert!(ran.status.success(), "{}{}", text(&ran.stdout), text(&ran.stderr));
+    let (code, deployed, stderr) = deploy(server, token, &["--env", "staging"]);
+    assert_eq!(code, Some(0), "{deployed}\n{stderr}");
+    let front = format!("{}/", server.proxy_url);
+    assert_eq!(get(&front, Some("staging.test")), (200, "built\n".to_owned()));
+}
