@@ -19,6 +19,9 @@ fn from_row((job_id, object_key, size_bytes, file_count, created_at, expire_at):
     JobArtifacts { job_id, object_key, size_bytes, file_count, created_at, expire_at }
 }
 
+/// A pipeline's id, then an `ArtifactRow`.
+type PipelineArtifactRow = (i64, i64, String, i64, i64, i64, Option<i64>);
+
 impl Store {
     /// Records (or replaces, on a retry) the job's archive.
     pub async fn record_artifacts(
@@ -74,7 +77,7 @@ impl Store {
         job_name: &str,
     ) -> Result<Option<(i64, JobArtifacts)>> {
         let now = self.now_ms();
-        let row: Option<(i64, i64, String, i64, i64, i64, Option<i64>)> = with_pool!(self, |pool| {
+        let row: Option<PipelineArtifactRow> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT p.id, a.job_id, a.object_key, a.size_bytes, a.file_count, a.created_at, a.expire_at
                  FROM pipelines p JOIN jobs j ON j.pipeline_id = p.id JOIN job_artifacts a ON a.job_id = j.id
