@@ -1373,6 +1373,76 @@ pub async fn compare(state: &AppState, project: &Project, from: i64, to: i64) ->
     })
 }
 
+/// Removes the files of releases nothing needs: not serving, not kept warm, not wanted by a
+/// deployment that has yet to end, not among the `keep_newest` newest of their service (a
+/// rollback target), and older than `min_age` (a release being unpacked is younger). Leftover
+/// checkouts of requests cut short go too. Returns how many directories went.
+pub async fn sweep_releases(state: &AppState, keep_newest: usize, min_age: Duration) -> usize {
+    let mut needed: Vec<i64> = match state.store.serving_releases(None).await {
+        Ok(serving) => serving.into_iter().map(|s| s.release_id).collect(),
+        Err(_) => return 0,
+    };
+    match state.store.releases_in_use().await {
+        Ok(in_use) => needed.extend(in_use),
+        Err(_) => return 0,
+    }
+    needed.extend(
+        state.deploy.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(|w| w.release_id),
+    );
+    let mut keep = std::collections::HashSet::new();
+    for id in needed {
+        if let Ok(Some(release)) = state.store.release(id).await {
+            keep.insert(release_dir(state, &release));
+        }
+    }
+    let root = releases_dir(state);
+    tokio::task::spawn_blocking(move || {
+        let old_enough = |path: &Path| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().unwrap_or_default() >= min_age)
+        };
+        let entries = |dir: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(dir).map(|read| read.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+        };
+        let mut removed = 0;
+        for project in entries(&root) {
+            for dir in entries(&project) {
+                let leftover = dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".checkout-"));
+                if leftover {
+                    if old_enough(&dir) && std::fs::remove_dir_all(&dir).is_ok() {
+                        removed += 1;
+                    }
+                    continue;
+                }
+                // A service: its releases, newest first.
+                let mut releases = entries(&dir);
+                releases.sort_by_key(|path| std::cmp::Reverse(std::fs::metadata(path).and_then(|m| m.modified()).ok()));
+                for release in releases.into_iter().skip(keep_newest) {
+                    if !keep.contains(&release) && old_enough(&release) && std::fs::remove_dir_all(&release).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        removed
+    })
+    .await
+    .unwrap_or(0)
+}
+
+/// Sweeps release files every ten minutes, keeping the five newest of each service.
+pub async fn sweep_releases_forever(state: AppState) {
+    let mut interval = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        interval.tick().await;
+        let removed = sweep_releases(&state, 5, Duration::from_secs(3600)).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed the files of releases nothing needs");
+        }
+    }
+}
+
 /// Runs the proxy on `address` until `shutdown` turns true; `Err` when it cannot listen.
 pub fn serve_proxy(
     state: &AppState,

@@ -220,6 +220,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let heartbeats = tokio::spawn(agents::watch_heartbeats(state.clone()));
     let artifact_sweeper = tokio::spawn(objects::sweep_forever(state.clone()));
     let notifier = tokio::spawn(notify::deliver_forever(state.clone()));
+    let release_sweeper = tokio::spawn(deploy::sweep_releases_forever(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();
@@ -253,6 +254,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     heartbeats.abort();
     artifact_sweeper.abort();
     notifier.abort();
+    release_sweeper.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -541,4 +541,15 @@ impl Store {
         });
         Ok(())
     }
+
+    /// The releases deployments still need: those waiting for approval, queued or running.
+    pub async fn releases_in_use(&self) -> Result<Vec<i64>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT DISTINCT release_id FROM deployments WHERE status IN ('waiting_approval', 'queued', 'running')",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
+    }
 }

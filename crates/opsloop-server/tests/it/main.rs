@@ -11,5 +11,6 @@ mod auth_matrix;
 mod bad_input;
 mod browser_flows;
 mod polling;
+mod releases;
 mod schedules;
 mod webhooks;
