@@ -178,7 +178,7 @@ pub async fn apply(
         .collect();
     // Recorded first: deployments started below take their routes from it.
     let json = serde_json::to_string(&desired).map_err(|_| ApiError::internal())?;
-    state.store.apply_manifest(project, &plan.commit, &json, &[], actor).await?;
+    state.store.apply_manifest(project, &plan.commit, &json, actor).await?;
     for (environment, service) in &removed {
         if let Err(error) = deploy::stop_service(state, project, environment, service, actor).await {
             tracing::warn!(project = %project.name, environment, service, error = %error.message, "could not stop a removed service");

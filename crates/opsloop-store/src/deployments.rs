@@ -41,7 +41,8 @@ pub struct Deployment {
     pub status: String,
     pub triggered_by: String,
     pub reason: Option<String>,
-    /// The steps so far, JSON: `[{"at_ms": 0, "text": "…"}]`.
+    /// The steps so far and, once it ended, both versions' figures: JSON written and read by
+    /// the server (`{"steps": [{"at_ms": 0, "text": "…"}], "figures": […]}`).
     pub timeline: String,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -398,14 +399,13 @@ impl Store {
         }))
     }
 
-    /// Records `manifest` as applied, and what it removed as no longer served, in one
-    /// transaction.
+    /// Records `manifest` as applied (what it removed is stopped, and its serving records
+    /// deleted, by the server under each environment's turn).
     pub async fn apply_manifest(
         &self,
         project: &Project,
         commit_sha: &str,
         manifest: &str,
-        removed: &[(String, String)],
         actor: Actor<'_>,
     ) -> Result<()> {
         let now = self.now_ms();
@@ -422,16 +422,6 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            for (environment, service) in removed {
-                sqlx::query(
-                    "DELETE FROM environment_services WHERE project_id = $1 AND environment = $2 AND service = $3",
-                )
-                .bind(project.id)
-                .bind(environment)
-                .bind(service)
-                .execute(&mut *tx)
-                .await?;
-            }
             record_audit!(&mut *tx, now, actor, "manifest.apply", &project.name, commit_sha);
             tx.commit().await?;
         });

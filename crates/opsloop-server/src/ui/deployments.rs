@@ -75,7 +75,7 @@ pub async fn stop_form(
     }
     match deploy::stop_environment(&state, &principal, &context, &path.environment, service).await {
         Ok(_) => Redirect::to(&format!("/projects/{}/environments", context.project.name)).into_response(),
-        Err(error) => render_environments(&state, &principal, &context, Some(&form_failure(error))).await,
+        Err(error) => render_environments(&state, &principal, &context, Some(&error.message)).await,
     }
 }
 
@@ -248,10 +248,6 @@ async fn render_environments(
     .into_response()
 }
 
-fn form_failure(error: ApiError) -> String {
-    error.message
-}
-
 pub async fn deploy_form(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -283,7 +279,7 @@ pub async fn deploy_form(
         Ok(deployment) => {
             Redirect::to(&format!("/projects/{}/deployments/{}", context.project.name, deployment.id)).into_response()
         }
-        Err(error) => render_environments(&state, &principal, &context, Some(&form_failure(error))).await,
+        Err(error) => render_environments(&state, &principal, &context, Some(&error.message)).await,
     }
 }
 
@@ -308,7 +304,7 @@ pub async fn rollback_form(
         Ok(deployment) => {
             Redirect::to(&format!("/projects/{}/deployments/{}", context.project.name, deployment.id)).into_response()
         }
-        Err(error) => render_environments(&state, &principal, &context, Some(&form_failure(error))).await,
+        Err(error) => render_environments(&state, &principal, &context, Some(&error.message)).await,
     }
 }
 
