@@ -13,6 +13,7 @@ pub mod signals;
 pub mod ssh;
 pub mod strategy;
 pub mod supervisor;
+pub mod upstream;
 
 pub use proxy::{Backend, Proxy, Route};
 pub use signals::{Signals, Snapshot};

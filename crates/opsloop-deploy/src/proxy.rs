@@ -10,21 +10,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::pool::{Pool, PooledBody};
-use crate::signals::{Signals, VersionSignals};
+use crate::signals::{BackendLoad, Signals, VersionSignals};
+use crate::upstream::{self, UpstreamBody};
 
-/// The upstream's streamed body, or a short answer of the proxy's own (no boxing per request).
-pub type ProxyBody = http_body_util::Either<PooledBody, Full<Bytes>>;
+/// The upstream's streamed body (from the lean client or hyper's), or a short answer of the
+/// proxy's own (no boxing per request).
+pub type ProxyBody = Either<Either<UpstreamBody, PooledBody>, Full<Bytes>>;
 
 /// One instance that serves a route, with its share of the traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +55,7 @@ struct CompiledRoute {
     next: AtomicU64,
     signals: Vec<Arc<VersionSignals>>,
     /// Each backend's requests in flight.
-    in_flight: Vec<Arc<std::sync::atomic::AtomicI64>>,
+    in_flight: Vec<Arc<BackendLoad>>,
 }
 
 /// The routes in matching order: host-specific before any-host, longer prefixes first.
@@ -124,18 +127,18 @@ impl CompiledRoute {
 }
 
 /// One request in flight to a backend, for as long as it is held.
-struct InFlight(Arc<std::sync::atomic::AtomicI64>);
+struct InFlight<'a>(&'a BackendLoad);
 
-impl InFlight {
-    fn enter(counter: Arc<std::sync::atomic::AtomicI64>) -> InFlight {
-        counter.fetch_add(1, Ordering::Relaxed);
-        InFlight(counter)
+impl InFlight<'_> {
+    fn enter(load: &BackendLoad) -> InFlight<'_> {
+        load.enter();
+        InFlight(load)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.leave();
     }
 }
 
@@ -166,7 +169,7 @@ async fn upgrade_through(address: SocketAddr, mut request: Request<Incoming>) ->
         // Not switched: an ordinary answer, passed on as it is (its connection is its own).
         let (parts, body) = response.into_parts();
         let bytes = http_body_util::BodyExt::collect(body).await.map_err(|e| e.to_string())?.to_bytes();
-        return Ok(Response::from_parts(parts, http_body_util::Either::Right(Full::new(bytes))));
+        return Ok(Response::from_parts(parts, Either::Right(Full::new(bytes))));
     }
     let upstream_side = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
@@ -175,11 +178,11 @@ async fn upgrade_through(address: SocketAddr, mut request: Request<Incoming>) ->
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     });
     let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, http_body_util::Either::Right(Full::new(Bytes::new()))))
+    Ok(Response::from_parts(parts, Either::Right(Full::new(Bytes::new()))))
 }
 
 /// Headers that describe one connection, not the message, and are not passed on (RFC 9110).
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -189,9 +192,147 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes the hop-by-hop headers (but `Connection` when `keep_connection`). Most messages
+/// carry few of them, so one pass over the names, comparing without hashing, comes first.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap, keep_connection: bool) {
+    let hop_by_hop = |name: &HeaderName| HOP_BY_HOP.contains(name) && !(keep_connection && name == header::CONNECTION);
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
+    for name in &HOP_BY_HOP {
+        if hop_by_hop(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// What one serving loop keeps to itself: its upstream pool and its own copy of the route
+/// table. The reference counts, round-robin tickets and locks it touches on every request
+/// are then never shared with another thread's (a cache line bounced between cores costs
+/// more than the work on it).
+pub struct Worker {
+    proxy: Arc<Proxy>,
+    /// For requests with a body (hyper's client).
+    pool: Pool,
+    /// For the others.
+    upstream: upstream::Pool,
+    /// The route table as of `Proxy::generation`, compiled again when that moves.
+    table: Mutex<(u64, Arc<RouteTable>)>,
+}
+
+impl Worker {
+    fn new(proxy: Arc<Proxy>, pool: Pool) -> Arc<Worker> {
+        let table = Mutex::new((u64::MAX, Arc::new(RouteTable { routes: Vec::new() })));
+        Arc::new(Worker { proxy, pool, upstream: upstream::Pool::default(), table })
+    }
+
+    /// The current route table. A switch stores the new table, then moves the generation;
+    /// a worker that sees the new generation therefore reads that table or a newer one.
+    fn table(&self) -> Arc<RouteTable> {
+        let generation = self.proxy.generation.load(Ordering::Acquire);
+        let mut cached = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cached.0 != generation {
+            let routes = self.proxy.table.load().routes();
+            *cached = (generation, Arc::new(RouteTable::new(routes, &self.proxy.signals)));
+        }
+        cached.1.clone()
+    }
+}
+
+/// Makes `request` what the upstream gets (hyper's client path): origin-form target,
+/// hop-by-hop headers gone (but an upgrade's `Connection`), X-Forwarded-* set.
+/// [`forwarded_head`] does the same for the lean client; a test holds the two together.
+fn forward_headers(
+    request: &mut Request<Incoming>,
+    host: Option<HeaderValue>,
+    upgrade: bool,
+    peer: SocketAddr,
+    peer_ip: Option<&HeaderValue>,
+) {
+    let path = request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *request.uri_mut() = Uri::from(path);
+    *request.version_mut() = http::Version::HTTP_11;
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    let earlier: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+    let forwarded_for = if earlier.is_empty() {
+        peer_ip.cloned()
+    } else {
+        HeaderValue::from_str(&format!("{}, {}", earlier.join(", "), peer.ip())).ok()
+    };
+    if let Some(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Some(value) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), value.clone());
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, value);
+        }
+    }
+}
+
+/// The request head for the lean client, written straight into bytes: the same result as
+/// [`forward_headers`] without the hash lookups of editing a header map (a tenth of the
+/// proxy's user-space time went to those).
+fn forwarded_head(
+    request: &Request<Incoming>,
+    host: Option<&HeaderValue>,
+    peer: SocketAddr,
+    peer_ip: Option<&HeaderValue>,
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(512);
+    out.put_slice(request.method().as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(request.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    let line = |out: &mut BytesMut, name: &[u8], value: &[u8]| {
+        out.put_slice(name);
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    };
+    let mut has_host = false;
+    let mut earlier_for = Vec::new();
+    for (name, value) in request.headers() {
+        if HOP_BY_HOP.contains(name) || name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
+            continue;
+        }
+        if name == X_FORWARDED_FOR {
+            earlier_for.extend(value.to_str().ok());
+            continue;
+        }
+        has_host |= name == header::HOST;
+        line(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if earlier_for.is_empty() {
+        if let Some(ip) = peer_ip {
+            line(&mut out, X_FORWARDED_FOR.as_str().as_bytes(), ip.as_bytes());
+        }
+    } else {
+        let value = format!("{}, {}", earlier_for.join(", "), peer.ip());
+        line(&mut out, X_FORWARDED_FOR.as_str().as_bytes(), value.as_bytes());
+    }
+    line(&mut out, X_FORWARDED_PROTO.as_str().as_bytes(), b"http");
+    if let Some(host) = host {
+        line(&mut out, X_FORWARDED_HOST.as_str().as_bytes(), host.as_bytes());
+        if !has_host {
+            line(&mut out, b"host", host.as_bytes());
+        }
+    }
+    out.put_slice(b"\r\n");
+    out
+}
+
 pub struct Proxy {
     /// Read on every request without a lock; replaced whole by `switch`.
     table: arc_swap::ArcSwap<RouteTable>,
+    /// Moves after every change of `table`; workers compare it to their copy's.
+    generation: AtomicU64,
     client: Pool,
     signals: Signals,
     timeout: Duration,
@@ -204,7 +345,7 @@ impl std::fmt::Debug for Proxy {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(http_body_util::Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
@@ -215,12 +356,13 @@ impl Proxy {
     pub fn new(signals: Signals, timeout: Duration) -> Arc<Self> {
         let client = Pool::default();
         let table = arc_swap::ArcSwap::from_pointee(RouteTable::new(Vec::new(), &signals));
-        Arc::new(Proxy { table, client, signals, timeout })
+        Arc::new(Proxy { table, generation: AtomicU64::new(0), client, signals, timeout })
     }
 
     /// Replaces every route at once. Requests already routed finish where they went.
     pub fn switch(&self, routes: Vec<Route>) {
         self.table.store(Arc::new(RouteTable::new(routes, &self.signals)));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Replaces the route for `route`'s host and path prefix (or adds it), leaving the others;
@@ -234,6 +376,7 @@ impl Proxy {
             }
             RouteTable::new(routes, &self.signals)
         });
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Removes the route for `host` and `path_prefix` (if there is one); one atomic swap.
@@ -243,6 +386,7 @@ impl Proxy {
             routes.retain(|r| !(r.host.as_deref() == host && r.path_prefix == path_prefix));
             RouteTable::new(routes, &self.signals)
         });
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     pub fn routes(&self) -> Vec<Route> {
@@ -253,16 +397,10 @@ impl Proxy {
         &self.signals
     }
 
-    /// Passes one request to its route's next backend.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok();
-        self.handle_with(&self.client, request, peer, peer_ip.as_ref()).await
-    }
-
-    /// [`Proxy::handle`] through `client` (each worker thread keeps its own pool).
-    async fn handle_with(
+    /// Passes one request to its route's next backend, with `worker`'s pool and table.
+    async fn handle(
         &self,
-        client: &Pool,
+        worker: &Worker,
         mut request: Request<Incoming>,
         peer: SocketAddr,
         peer_ip: Option<&HeaderValue>,
@@ -277,7 +415,7 @@ impl Proxy {
             .rsplit_once(':')
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host_text, |(name, _)| name);
-        let table = self.table.load();
+        let table = worker.table();
         let Some(route) = table.find(host, request.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
@@ -285,63 +423,60 @@ impl Proxy {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend takes traffic on this route\n");
         };
         let backend_address = route.route.backends[index].address;
-        let signals = route.signals[index].clone();
-        // Counted before the table goes: whoever drains this backend sees this request.
-        let _in_flight = InFlight::enter(route.in_flight[index].clone());
+        // The worker's table is held to the end of the request, with the counters in it.
+        let signals = &route.signals[index];
+        let _in_flight = InFlight::enter(&route.in_flight[index]);
 
-        // Upstreams get the origin form (`/path?query`); the Host header says the rest.
-        let path = request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        drop(table);
-        *request.uri_mut() = Uri::from(path);
-        // An upgrade (WebSocket) keeps its Connection and Upgrade headers: the upstream must
-        // agree to it, then bytes flow both ways untouched.
-        let upgrade = wants_upgrade(request.headers());
-        let headers = request.headers_mut();
-        for name in &HOP_BY_HOP {
-            if !(upgrade && *name == header::CONNECTION) {
-                headers.remove(name);
-            }
-        }
-        // The peer's address is made into a header once per connection (`peer_ip`).
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", peer.ip())).ok(),
-            None => peer_ip.cloned(),
-        };
-        if let Some(value) = forwarded_for {
-            headers.insert("x-forwarded-for", value);
-        }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        if let Some(value) = host_header {
-            headers.insert("x-forwarded-host", value.clone());
-            if !headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, value);
-            }
-        }
-        *request.version_mut() = http::Version::HTTP_11;
-
-        signals.started();
         let began = Instant::now();
-        if upgrade {
-            let answer = tokio::time::timeout(self.timeout, upgrade_through(backend_address, request)).await;
-            let error = !matches!(&answer, Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS);
-            signals.finished(began.elapsed(), error);
-            return match answer {
-                Ok(Ok(response)) => response,
-                Ok(Err(message)) => {
-                    tracing::debug!(%message, backend = %backend_address, "upgrade failed");
-                    plain(StatusCode::BAD_GATEWAY, "the upstream did not take the upgrade\n")
-                }
-                Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "the upstream took too long\n"),
-            };
-        }
-        let answer = tokio::time::timeout(self.timeout, client.send(backend_address, request)).await;
+        let deadline = tokio::time::Instant::from_std(began + self.timeout);
+        signals.started();
+        let upgrade = wants_upgrade(request.headers());
+        let answer = if !upgrade && upstream::fits(&request) {
+            let head = forwarded_head(&request, host_header.as_ref(), peer, peer_ip);
+            let head_request = request.method() == http::Method::HEAD;
+            drop(request);
+            let sent = worker.upstream.send(backend_address, &head, head_request);
+            tokio::time::timeout_at(deadline, sent)
+                .await
+                .map(|answer| answer.map(|response| response.map(Either::Left)).map_err(|error| error.to_string()))
+        } else {
+            forward_headers(&mut request, host_header, upgrade, peer, peer_ip);
+            if upgrade {
+                let answer = tokio::time::timeout_at(deadline, upgrade_through(backend_address, request)).await;
+                let error =
+                    !matches!(&answer, Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS);
+                signals.finished(began.elapsed(), error);
+                return match answer {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(message)) => {
+                        tracing::debug!(%message, backend = %backend_address, "upgrade failed");
+                        plain(StatusCode::BAD_GATEWAY, "the upstream did not take the upgrade\n")
+                    }
+                    Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "the upstream took too long\n"),
+                };
+            }
+            let sent = worker.pool.send(backend_address, request);
+            tokio::time::timeout_at(deadline, sent).await.map(|answer| {
+                answer
+                    .map(|mut response| {
+                        strip_hop_by_hop(response.headers_mut(), false);
+                        response.map(Either::Right)
+                    })
+                    .map_err(|error| error.to_string())
+            })
+        };
         match answer {
             Ok(Ok(mut response)) => {
                 signals.finished(began.elapsed(), response.status().is_server_error());
-                for name in &HOP_BY_HOP {
-                    response.headers_mut().remove(name);
+                let headers = response.headers_mut();
+                // The server's own Date is off (its clock read per response showed in
+                // profiles); a message must still carry one (RFC 9110 6.6.1).
+                if !headers.contains_key(header::DATE)
+                    && let Ok(now) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+                {
+                    headers.insert(header::DATE, now);
                 }
-                response.map(http_body_util::Either::Left)
+                response.map(Either::Left)
             }
             Ok(Err(error)) => {
                 signals.finished(began.elapsed(), true);
@@ -381,9 +516,9 @@ impl Proxy {
                 let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
                 runtime.block_on(async move {
                     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                    let client = Pool::default();
-                    proxy
-                        .serve_with(listener, client, async move {
+                    let worker = Worker::new(proxy, Pool::default());
+                    worker
+                        .serve(listener, async move {
                             while !*shutdown.borrow() {
                                 if shutdown.changed().await.is_err() {
                                     break;
@@ -407,18 +542,21 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let client = self.client.clone();
-        self.serve_with(listener, client, shutdown).await;
+        let pool = self.client.clone();
+        Worker::new(self, pool).serve(listener, shutdown).await;
     }
+}
 
-    async fn serve_with(
+impl Worker {
+    async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
-        client: Pool,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().auto_date_header(false);
+        builder.http2().auto_date_header(false);
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -433,12 +571,14 @@ impl Proxy {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let (proxy, client) = (self.clone(), client.clone());
+            let worker = self.clone();
             let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (proxy, client, peer_ip) = (proxy.clone(), client.clone(), peer_ip.clone());
+                let (worker, peer_ip) = (worker.clone(), peer_ip.clone());
                 async move {
-                    Ok::<_, std::convert::Infallible>(proxy.handle_with(&client, request, peer, peer_ip.as_ref()).await)
+                    Ok::<_, std::convert::Infallible>(
+                        worker.proxy.handle(&worker, request, peer, peer_ip.as_ref()).await,
+                    )
                 }
             });
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();

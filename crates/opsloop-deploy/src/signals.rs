@@ -4,7 +4,7 @@
 //! two snapshots; all updates are atomic adds, so recording costs a few nanoseconds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,16 +14,61 @@ pub const BUCKETS_MICROS: [u64; 14] = [
     10_000_000,
 ];
 
-/// The live counters of one service version.
+/// Counters are split into this many shards, each on its own cache lines, and a thread adds
+/// to its own: the proxy's worker threads then never fight over a cache line on the request
+/// path (a shared atomic counter bounced between cores costs more than the add itself).
+const SHARDS: usize = 8;
+
+/// The shard of the calling thread (threads take them in turn).
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|index| *index)
+}
+
+/// One thread's part of a version's counters. A request may start on one thread and end on
+/// another (work stealing), so one shard's `in_flight` can go below zero; the sum is right.
 #[derive(Debug, Default)]
-pub struct VersionSignals {
+#[repr(align(128))]
+struct Shard {
     requests: AtomicU64,
     errors: AtomicU64,
     in_flight: AtomicI64,
     latency_total_micros: AtomicU64,
     buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
+}
+
+/// The live counters of one service version.
+#[derive(Debug, Default)]
+pub struct VersionSignals {
+    shards: [Shard; SHARDS],
     /// Requests the version's instances are meant to take at once (0: not configured).
     capacity: AtomicU64,
+}
+
+/// One backend's requests in flight, sharded like [`VersionSignals`].
+#[derive(Debug, Default)]
+pub struct BackendLoad([PaddedCount; SHARDS]);
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedCount(AtomicI64);
+
+impl BackendLoad {
+    pub fn enter(&self) {
+        self.0[shard_index()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn leave(&self) {
+        self.0[shard_index()].0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Requests sent to this backend and not yet answered.
+    pub fn in_flight(&self) -> i64 {
+        self.0.iter().map(|count| count.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// A copy of one version's counters at one moment.
@@ -89,34 +134,37 @@ impl VersionSignals {
     }
 
     pub fn started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.shards[shard_index()].in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request ended after `elapsed`; `error` for a 5xx answer or an upstream failure.
     pub fn finished(&self, elapsed: Duration, error: bool) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let shard = &self.shards[shard_index()];
+        shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+        shard.requests.fetch_add(1, Ordering::Relaxed);
         if error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            shard.errors.fetch_add(1, Ordering::Relaxed);
         }
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.latency_total_micros.fetch_add(micros, Ordering::Relaxed);
+        shard.latency_total_micros.fetch_add(micros, Ordering::Relaxed);
         let bucket = BUCKETS_MICROS.iter().position(|bound| micros <= *bound).unwrap_or(BUCKETS_MICROS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The sum of every shard (each read on its own, so a snapshot taken while requests run
+    /// may be a request or two off between counters; windows are long enough not to care).
     pub fn snapshot(&self) -> Snapshot {
-        let mut buckets = [0; BUCKETS_MICROS.len() + 1];
-        for (i, bucket) in buckets.iter_mut().enumerate() {
-            *bucket = self.buckets[i].load(Ordering::Relaxed);
+        let mut total = Snapshot::default();
+        for shard in &self.shards {
+            total.requests += shard.requests.load(Ordering::Relaxed);
+            total.errors += shard.errors.load(Ordering::Relaxed);
+            total.in_flight += shard.in_flight.load(Ordering::Relaxed);
+            total.latency_total_micros += shard.latency_total_micros.load(Ordering::Relaxed);
+            for (sum, bucket) in total.buckets.iter_mut().zip(&shard.buckets) {
+                *sum += bucket.load(Ordering::Relaxed);
+            }
         }
-        Snapshot {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            latency_total_micros: self.latency_total_micros.load(Ordering::Relaxed),
-            buckets,
-        }
+        total
     }
 }
 
@@ -126,11 +174,11 @@ type ByVersion = HashMap<(String, String), Arc<VersionSignals>>;
 /// Every service version's signals, created on first use; and each backend's requests in
 /// flight, so an instance leaving a route is stopped only once it has answered them.
 #[derive(Debug, Default, Clone)]
-pub struct Signals(Arc<RwLock<ByVersion>>, Arc<RwLock<HashMap<std::net::SocketAddr, Arc<AtomicI64>>>>);
+pub struct Signals(Arc<RwLock<ByVersion>>, Arc<RwLock<HashMap<std::net::SocketAddr, Arc<BackendLoad>>>>);
 
 impl Signals {
     /// The requests in flight to the backend at `address` (shared by every route to it).
-    pub fn backend(&self, address: std::net::SocketAddr) -> Arc<AtomicI64> {
+    pub fn backend(&self, address: std::net::SocketAddr) -> Arc<BackendLoad> {
         if let Some(found) = self.1.read().ok().and_then(|map| map.get(&address).cloned()) {
             return found;
         }

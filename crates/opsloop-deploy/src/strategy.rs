@@ -262,7 +262,7 @@ impl Deployer {
             .map(|i| self.proxy.signals().backend(std::net::SocketAddr::new(i.spec.host, i.spec.port)))
             .collect();
         let deadline = Instant::now() + LEAVE_LIMIT;
-        while counters.iter().any(|c| c.load(std::sync::atomic::Ordering::Relaxed) > 0) && Instant::now() < deadline {
+        while counters.iter().any(|c| c.in_flight() > 0) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

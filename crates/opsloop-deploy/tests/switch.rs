@@ -250,3 +250,104 @@ async fn an_upgraded_connection_carries_bytes_both_ways() {
         assert_eq!(back, message.as_bytes());
     }
 }
+
+/// An upstream that answers with the request it got: method, target, then its headers as
+/// sorted `name: value` lines (framing headers left out). `/big` answers 1 MiB, chunked.
+async fn echo_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: hyper::Request<Incoming>| async move {
+                    if request.uri().path() == "/big" {
+                        let chunks = (0..256).map(|i| {
+                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
+                                b'a' + (i % 26)
+                                    as u8;
+                                4096
+                            ])))
+                        });
+                        let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Either::Left(
+                            body,
+                        )));
+                    }
+                    let mut lines: Vec<String> = request
+                        .headers()
+                        .iter()
+                        .filter(|(name, _)| *name != "content-length" && *name != "transfer-encoding")
+                        .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+                        .collect();
+                    lines.sort();
+                    let text = format!("{} {}\n{}\n", request.method(), request.uri(), lines.join("\n"));
+                    Ok(hyper::Response::new(http_body_util::Either::Right(Full::new(Bytes::from(text)))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn requests_with_and_without_a_body_reach_the_upstream_alike() {
+    let echo = echo_upstream().await;
+    let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
+    proxy.switch(route(only(echo, "v1")));
+    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = front_listener.local_addr().unwrap();
+    tokio::spawn(proxy.clone().serve(front_listener, std::future::pending()));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let ask = |method: &str, body: &'static str| {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{front}/path?q=1"))
+            .header("host", "app.example.com:8000")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-for", "10.0.0.2")
+            .header("x-forwarded-host", "forged.example.com")
+            .header("x-custom", "kept")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(response.headers().contains_key("date"), "every answer carries a Date");
+            String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        }
+    };
+    // GET without a body takes the lean client; POST with one takes hyper's.
+    let lean = ask("GET", "").await;
+    let hyper_path = ask("POST", "a body").await;
+    let headers = |echoed: &str| echoed.lines().skip(1).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(lean.lines().next(), Some("GET /path?q=1"));
+    assert_eq!(hyper_path.lines().next(), Some("POST /path?q=1"));
+    assert_eq!(headers(&lean), headers(&hyper_path));
+    assert_eq!(
+        headers(&lean),
+        [
+            "host: app.example.com:8000",
+            "x-custom: kept",
+            "x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1",
+            "x-forwarded-host: app.example.com:8000",
+            "x-forwarded-proto: http",
+        ]
+    );
+
+    // A large streamed answer comes whole through the lean client, twice on its pool.
+    for _ in 0..2 {
+        let big = client.get(format!("http://{front}/big").parse().unwrap()).await.unwrap();
+        let body = big.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 256 * 4096);
+        assert!(body.chunks(4096).enumerate().all(|(i, chunk)| chunk.iter().all(|b| *b == b'a' + (i % 26) as u8)));
+    }
+    let (_, _, signals) = &proxy.signals().snapshots()[0];
+    assert_eq!((signals.requests, signals.errors), (4, 0));
+}
