@@ -442,7 +442,10 @@ impl Proxy {
         } else {
             forward_headers(&mut request, host_header, upgrade, peer, peer_ip);
             if upgrade {
-                let answer = tokio::time::timeout_at(deadline, upgrade_through(backend_address, request)).await;
+                // Boxed, like hyper's path below: the common (lean) request's future stays
+                // small, and hyper moves it whole into its dispatcher.
+                let answer =
+                    tokio::time::timeout_at(deadline, Box::pin(upgrade_through(backend_address, request))).await;
                 let error =
                     !matches!(&answer, Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS);
                 signals.finished(began.elapsed(), error);
@@ -455,7 +458,7 @@ impl Proxy {
                     Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "the upstream took too long\n"),
                 };
             }
-            let sent = worker.pool.send(backend_address, request);
+            let sent = Box::pin(worker.pool.send(backend_address, request));
             tokio::time::timeout_at(deadline, sent).await.map(|answer| {
                 answer
                     .map(|mut response| {
@@ -571,13 +574,14 @@ impl Worker {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let worker = self.clone();
-            let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok();
+            // One reference-counted value per connection: a request clones one pointer.
+            let connection = Arc::new((self.clone(), peer, HeaderValue::from_str(&peer.ip().to_string()).ok()));
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (worker, peer_ip) = (worker.clone(), peer_ip.clone());
+                let connection = connection.clone();
                 async move {
+                    let (worker, peer, peer_ip) = &*connection;
                     Ok::<_, std::convert::Infallible>(
-                        worker.proxy.handle(&worker, request, peer, peer_ip.as_ref()).await,
+                        worker.proxy.handle(worker, request, *peer, peer_ip.as_ref()).await,
                     )
                 }
             });

@@ -10,7 +10,6 @@
 //! `httparse`'s, as in hyper. Requests with a body, and upgrades, still go through hyper's
 //! client (`pool.rs`), which streams a body both ways at once.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -62,18 +61,15 @@ impl Connection {
         Ok(Connection { stream, buffer: BytesMut::with_capacity(READ_CHUNK) })
     }
 
-    /// Reads what the socket has into the buffer; `Ok(0)` at its end.
+    /// Reads what the socket has into the buffer; `Ok(0)` at its end. Through `poll_read`
+    /// (not `try_read_buf`): a read that leaves room in the buffer tells tokio the socket is
+    /// drained, so the next wait goes straight to the event loop instead of trying a read
+    /// that fails with `EAGAIN` first; one system call fewer per request.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.buffer.capacity() - self.buffer.len() < 1024 {
             self.buffer.reserve(READ_CHUNK);
         }
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.buffer) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer)
     }
 
     async fn fill(&mut self) -> std::io::Result<usize> {
@@ -81,9 +77,11 @@ impl Connection {
     }
 }
 
-/// Idle keep-alive connections by upstream address (one pool per proxy worker).
+/// Idle keep-alive connections by upstream address (one pool per proxy worker). The keys are
+/// the proxy's own backends, not input, so a fast unkeyed hash (foldhash) is safe and spares
+/// SipHash's cost on every checkout and return.
 #[derive(Clone, Default)]
-pub struct Pool(Arc<Mutex<HashMap<SocketAddr, Vec<Connection>>>>);
+pub struct Pool(Arc<Mutex<foldhash::HashMap<SocketAddr, Vec<Connection>>>>);
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
