@@ -221,8 +221,10 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> Result<Option<Head>,
         let name = header.name;
         let tokens = || std::str::from_utf8(header.value).unwrap_or("").split(',').map(str::trim);
         if name.eq_ignore_ascii_case("connection") {
-            close |= tokens().any(|t| t.eq_ignore_ascii_case("close"));
-            keep_alive_asked |= tokens().any(|t| t.eq_ignore_ascii_case("keep-alive"));
+            for token in tokens() {
+                close |= token.eq_ignore_ascii_case("close");
+                keep_alive_asked |= token.eq_ignore_ascii_case("keep-alive");
+            }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_encoded = true;
             // Only the last coding decides (`gzip, chunked` is chunked).

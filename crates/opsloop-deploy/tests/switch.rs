@@ -351,3 +351,26 @@ async fn requests_with_and_without_a_body_reach_the_upstream_alike() {
     let (_, _, signals) = &proxy.signals().snapshots()[0];
     assert_eq!((signals.requests, signals.errors), (4, 0));
 }
+
+#[tokio::test]
+async fn stopping_lets_requests_in_flight_finish() {
+    let slow = upstream("slow but whole", Duration::from_millis(300)).await;
+    let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
+    proxy.switch(route(only(slow, "v1")));
+    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = front_listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(proxy.clone().serve(front_listener, async move {
+        let _ = stopped.await;
+    }));
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let in_flight = tokio::spawn(client.get(format!("http://{front}/").parse().unwrap()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "slow but whole");
+    // Once its last connection has closed, the proxy's serving loop returns.
+    tokio::time::timeout(Duration::from_secs(5), serving).await.unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(front).await.is_err(), "no longer listening");
+}
