@@ -72,6 +72,13 @@ impl Connection {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer)
     }
 
+    /// Whether nothing has arrived since the last answer was read. Reads tokio's readiness
+    /// (set by the event loop when the socket turned readable), not the socket: no system call.
+    async fn quiet(&mut self) -> bool {
+        self.buffer.is_empty()
+            && std::future::poll_fn(|cx| Poll::Ready(self.stream.poll_read_ready(cx).is_pending())).await
+    }
+
     async fn fill(&mut self) -> std::io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
@@ -127,11 +134,20 @@ impl Pool {
         head: &[u8],
         head_request: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        if let Some(connection) = self.take(address) {
+        while let Some(mut connection) = self.take(address) {
+            // Something arrived while it was idle: the upstream closed it, or answered
+            // unasked (a 408 before closing). Such a connection is not used: that answer
+            // would be taken for this request's.
+            if !connection.quiet().await {
+                continue;
+            }
             match exchange(connection, head, head_request).await {
                 Ok(answer) => return Ok(self.answer(address, answer)),
                 Err(Failure::Failed(error)) => return Err(error),
-                Err(Failure::Unanswered(_)) => self.forget(address),
+                Err(Failure::Unanswered(_)) => {
+                    self.forget(address);
+                    break;
+                }
             }
         }
         let connection = Connection::open(address).await?;
@@ -545,6 +561,41 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(body_of(get(&pool, address, Method::GET).await.unwrap()).await.unwrap(), "v2");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_nobody_asked_for_is_not_taken_for_the_next_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            async fn read_head(stream: &mut TcpStream) {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+            }
+            // The first connection answers, then times out on its own with a 408 and closes.
+            let (mut first, _) = listener.accept().await.unwrap();
+            read_head(&mut first).await;
+            first.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv1").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let _ = first.write_all(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n").await;
+            let (mut second, _) = listener.accept().await.unwrap();
+            read_head(&mut second).await;
+            second.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv2").await.unwrap();
+            drop(first);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        });
+        let pool = Pool::default();
+        assert_eq!(body_of(get(&pool, address, Method::GET).await.unwrap()).await.unwrap(), "v1");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let next = get(&pool, address, Method::GET).await.unwrap();
+        assert_eq!(next.status(), StatusCode::OK);
+        assert_eq!(body_of(next).await.unwrap(), "v2");
     }
 
     #[tokio::test]
