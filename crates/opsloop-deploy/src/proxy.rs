@@ -512,23 +512,31 @@ impl Proxy {
             listeners.push(reuseport_listener(bound)?);
         }
         on_bound(bound);
+        let (mut inboxes, mut receivers) = (Vec::new(), Vec::new());
+        for _ in &listeners {
+            let (inbox, receiver) = tokio::sync::mpsc::unbounded_channel();
+            inboxes.push(inbox);
+            receivers.push(receiver);
+        }
+        let open = listeners.iter().map(|_| Arc::new(OpenConnections::default())).collect();
+        let balance = Arc::new(Balance { open, inboxes });
         let mut threads = Vec::new();
-        for listener in listeners {
-            let (proxy, mut shutdown) = (self.clone(), shutdown.clone());
+        for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+            let (proxy, mut shutdown, balance) = (self.clone(), shutdown.clone(), balance.clone());
             threads.push(std::thread::spawn(move || {
                 let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
                 runtime.block_on(async move {
                     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
                     let worker = Worker::new(proxy, Pool::default());
-                    worker
-                        .serve(listener, async move {
-                            while !*shutdown.borrow() {
-                                if shutdown.changed().await.is_err() {
-                                    break;
-                                }
+                    let seat = Seat { index, balance, inbox };
+                    let stopped = async move {
+                        while !*shutdown.borrow() {
+                            if shutdown.changed().await.is_err() {
+                                break;
                             }
-                        })
-                        .await;
+                        }
+                    };
+                    worker.serve(listener, stopped, Some(seat)).await;
                 });
             }));
         }
@@ -546,28 +554,50 @@ impl Proxy {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let pool = self.client.clone();
-        Worker::new(self, pool).serve(listener, shutdown).await;
+        Worker::new(self, pool).serve(listener, shutdown, None).await;
     }
 }
 
 impl Worker {
+    /// Serves on `listener` until `shutdown` resolves; with a `seat`, one of
+    /// [`Proxy::serve_workers`]' workers, taking its share of the connections.
     async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
+        mut seat: Option<Seat>,
     ) {
-        let open = Arc::new(OpenConnections::default());
+        let open = seat.as_ref().map_or_else(Arc::default, |seat| seat.balance.open[seat.index].clone());
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder.http1().auto_date_header(false);
         builder.http2().auto_date_header(false);
         tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
+            let handed_over = async {
+                match seat.as_mut() {
+                    Some(seat) => seat.inbox.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (stream, peer, id) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok((stream, peer)) => match &seat {
+                        Some(seat) => match seat.balance.place(seat.index, stream, peer) {
+                            Some(stream) => (stream, peer, open.opened()),
+                            None => continue,
+                        },
+                        None => (stream, peer, open.opened()),
+                    },
                     Err(error) => {
                         tracing::warn!(%error, "the proxy could not accept a connection");
                         tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                Some(handoff) = handed_over => match tokio::net::TcpStream::from_std(handoff.stream) {
+                    Ok(stream) => (stream, handoff.peer, handoff.id),
+                    Err(_) => {
+                        open.closed(handoff.id);
                         continue;
                     }
                 },
@@ -586,8 +616,9 @@ impl Worker {
                 }
             });
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            // Counted before the task runs, so a stop that comes first still waits for it.
-            let (open, id) = (open.clone(), open.opened());
+            // Counted when accepted (before the task runs), so a stop that comes first still
+            // waits for it.
+            let open = open.clone();
             tokio::spawn(async move {
                 let mut connection = std::pin::pin!(connection);
                 let (mut registered, mut finishing) = (false, false);
@@ -610,7 +641,65 @@ impl Worker {
                 }
             });
         }
+        // Connections handed over but not taken yet are closed (no request was read).
+        if let Some(seat) = seat.as_mut() {
+            seat.inbox.close();
+            while let Ok(handoff) = seat.inbox.try_recv() {
+                open.closed(handoff.id);
+            }
+        }
         open.stop().await;
+    }
+}
+
+/// Keeps the workers' connection counts within one of each other, as Envoy's "exact balance"
+/// does. `SO_REUSEPORT` spreads connections by a hash of their addresses, so a few dozen
+/// long-lived keep-alive connections often land a third more on one worker than another,
+/// and that worker's clients wait longer (it showed in p99). A worker that accepts a
+/// connection while it holds more than the least loaded worker plus one hands it over.
+struct Balance {
+    open: Vec<Arc<OpenConnections>>,
+    inboxes: Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>,
+}
+
+/// An accepted connection on its way to another worker (counted there already).
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    id: u64,
+}
+
+/// One worker's place in the [`Balance`].
+struct Seat {
+    index: usize,
+    balance: Arc<Balance>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+}
+
+impl Balance {
+    /// The connection back when worker `me` keeps it; `None` when it went to another.
+    fn place(&self, me: usize, stream: tokio::net::TcpStream, peer: SocketAddr) -> Option<tokio::net::TcpStream> {
+        let counts = self.open.iter().map(|open| open.count.load(Ordering::SeqCst));
+        let Some((least, fewest)) = counts.enumerate().min_by_key(|(_, count)| *count) else { return Some(stream) };
+        if least == me || self.open[me].count.load(Ordering::SeqCst) <= fewest + 1 {
+            return Some(stream);
+        }
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "a connection could not be handed to another proxy worker");
+                return None;
+            }
+        };
+        let id = self.open[least].opened();
+        match self.inboxes[least].send(Handoff { stream, peer, id }) {
+            Ok(()) => None,
+            // That worker is stopping: this one keeps the connection.
+            Err(returned) => {
+                self.open[least].closed(id);
+                tokio::net::TcpStream::from_std(returned.0.stream).ok()
+            }
+        }
     }
 }
 
@@ -736,6 +825,42 @@ mod tests {
             proxy.routes().into_iter().map(|r| (r.path_prefix, r.backends[0].address.port())).collect();
         ports.sort();
         assert_eq!(ports, [("/a".to_owned(), 3), ("/b".to_owned(), 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_worker_ahead_by_more_than_one_connection_hands_the_next_over() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connect = || async {
+            let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
+            (stream, peer, _client)
+        };
+        let (first, mut first_inbox) = tokio::sync::mpsc::unbounded_channel();
+        let (second, mut second_inbox) = tokio::sync::mpsc::unbounded_channel();
+        let balance = Balance { open: vec![Arc::default(), Arc::default()], inboxes: vec![first, second] };
+        for _ in 0..2 {
+            balance.open[0].opened();
+        }
+        // Two against none: worker 0 hands its next connection to worker 1, counted there.
+        let (stream, peer, _client) = connect().await;
+        assert!(balance.place(0, stream, peer).is_none());
+        let handoff = second_inbox.try_recv().unwrap();
+        assert_eq!((handoff.peer, balance.open[1].count.load(Ordering::SeqCst)), (peer, 1));
+        // Two against one: close enough, worker 0 keeps it; and the least loaded always keeps.
+        let (stream, peer, _client) = connect().await;
+        assert!(balance.place(0, stream, peer).is_some());
+        let (stream, peer, _client) = connect().await;
+        assert!(balance.place(1, stream, peer).is_some());
+        assert!(first_inbox.try_recv().is_err());
+        // A stopping worker takes none: the connection stays, and its count is undone.
+        for _ in 0..3 {
+            balance.open[0].opened();
+        }
+        second_inbox.close();
+        let (stream, peer, _client) = connect().await;
+        assert!(balance.place(0, stream, peer).is_some());
+        assert_eq!(balance.open[1].count.load(Ordering::SeqCst), 1);
     }
 
     #[test]
