@@ -214,7 +214,7 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap, keep_connection: bool) {
 /// table. The reference counts, round-robin tickets and locks it touches on every request
 /// are then never shared with another thread's (a cache line bounced between cores costs
 /// more than the work on it).
-pub struct Worker {
+struct Worker {
     proxy: Arc<Proxy>,
     /// For requests with a body (hyper's client).
     pool: Pool,
