@@ -27,7 +27,7 @@ use crate::upstream::{self, UpstreamBody};
 
 /// The upstream's streamed body (from the lean client or hyper's), or a short answer of the
 /// proxy's own (no boxing per request).
-pub type ProxyBody = Either<Either<UpstreamBody, PooledBody>, Full<Bytes>>;
+pub type ProxyBody = Either<Counted<Either<UpstreamBody, PooledBody>>, Full<Bytes>>;
 
 /// One instance that serves a route, with its share of the traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,11 +96,17 @@ impl RouteTable {
         RouteTable { routes }
     }
 
-    fn find(&self, host: &str, path: &str) -> Option<&CompiledRoute> {
-        self.routes.iter().find(|r| {
+    /// The position of the route `host` and `path` go to.
+    fn position(&self, host: &str, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| {
             r.route.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(host))
                 && path_under(path, &r.route.path_prefix)
         })
+    }
+
+    #[cfg(test)]
+    fn find(&self, host: &str, path: &str) -> Option<&CompiledRoute> {
+        self.position(host, path).map(|index| &self.routes[index])
     }
 
     pub fn routes(&self) -> Vec<Route> {
@@ -126,19 +132,60 @@ impl CompiledRoute {
     }
 }
 
-/// One request in flight to a backend, for as long as it is held.
-struct InFlight<'a>(&'a BackendLoad);
+/// One request in flight to a backend, counted until its answer's body has been passed on
+/// whole (or given up), so that an instance leaving a route is stopped only after it. Holds
+/// the worker's route table, where the counter lives (no reference count shared between
+/// cores is touched).
+struct InFlight {
+    table: Arc<RouteTable>,
+    route: usize,
+    backend: usize,
+}
 
-impl InFlight<'_> {
-    fn enter(load: &BackendLoad) -> InFlight<'_> {
-        load.enter();
-        InFlight(load)
+impl InFlight {
+    fn enter(table: Arc<RouteTable>, route: usize, backend: usize) -> InFlight {
+        table.routes[route].in_flight[backend].enter();
+        InFlight { table, route, backend }
+    }
+
+    fn signals(&self) -> &VersionSignals {
+        &self.table.routes[self.route].signals[self.backend]
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.leave();
+        self.table.routes[self.route].in_flight[self.backend].leave();
+    }
+}
+
+/// An upstream's answer body that keeps its request counted in flight until it ends.
+pub struct Counted<B> {
+    body: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))) {
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -416,16 +463,17 @@ impl Proxy {
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host_text, |(name, _)| name);
         let table = worker.table();
-        let Some(route) = table.find(host, request.uri().path()) else {
+        let Some(route_index) = table.position(host, request.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
+        let route = &table.routes[route_index];
         let Some(index) = route.pick() else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend takes traffic on this route\n");
         };
         let backend_address = route.route.backends[index].address;
-        // The worker's table is held to the end of the request, with the counters in it.
-        let signals = &route.signals[index];
-        let _in_flight = InFlight::enter(&route.in_flight[index]);
+        // The worker's table goes with the request to its end, with the counters in it.
+        let in_flight = InFlight::enter(table, route_index, index);
+        let signals = in_flight.signals();
 
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + self.timeout);
@@ -479,7 +527,7 @@ impl Proxy {
                 {
                     headers.insert(header::DATE, now);
                 }
-                response.map(Either::Left)
+                response.map(|body| Either::Left(Counted { body, in_flight: Some(in_flight) }))
             }
             Ok(Err(error)) => {
                 signals.finished(began.elapsed(), true);

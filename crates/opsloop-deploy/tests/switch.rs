@@ -374,3 +374,52 @@ async fn stopping_lets_requests_in_flight_finish() {
     tokio::time::timeout(Duration::from_secs(5), serving).await.unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(front).await.is_err(), "no longer listening");
 }
+
+#[tokio::test]
+async fn a_streamed_answer_counts_in_flight_until_its_last_byte() {
+    // Draining an instance waits for this count: a long download must not be cut when its
+    // response head has arrived but its body has not.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let streaming = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request: hyper::Request<Incoming>| async {
+                    let parts = futures::stream::unfold(0, |sent| async move {
+                        if sent == 4 {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        Some((
+                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from("part "))),
+                            sent + 1,
+                        ))
+                    });
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::StreamBody::new(parts)))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
+    proxy.switch(route(only(streaming, "v1")));
+    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = front_listener.local_addr().unwrap();
+    tokio::spawn(proxy.clone().serve(front_listener, std::future::pending()));
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let load = proxy.signals().backend(streaming);
+
+    let response = client.get(format!("http://{front}/download").parse().unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(load.in_flight(), 1, "the head has come, the body has not");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "part part part part ");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while load.in_flight() != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(load.in_flight(), 0, "the last byte passed on ends the count");
+}
