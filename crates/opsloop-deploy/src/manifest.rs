@@ -10,8 +10,8 @@
 //!     env: {VERSION: "2"}
 //!     secrets: [API_TOKEN]               # CI/CD variables given to it
 //!     replicas: 2
-//!     health: {http: /health, status: 200, start_timeout: 60s}   # readiness; or {tcp: true}, {command: …}
-//!     liveness: {http: /live, interval: 10s, failures: 3}        # killed and restarted when it fails
+//!     health: {http: /health, status: 200, interval: 1s, timeout: 2s, start_timeout: 60s}  # readiness; or {tcp: true}, {command: …}
+//!     liveness: {http: /live, interval: 10s, timeout: 2s, failures: 3}  # killed and restarted when it fails
 //!     memory: 256M                       # per instance: a cgroup where one can be made
 //!     strategy: canary:10,50,100         # or blue-green (default), rolling[:N], recreate
 //!     keep_warm: 5m                      # the old version stays up this long after a switch
@@ -33,7 +33,7 @@ use opsloop_pipeline::diagnostic::Diagnostic;
 use opsloop_pipeline::yaml::{Node, Span, Value};
 
 use crate::strategy::{Slo, Strategy};
-use crate::supervisor::{HealthCheck, Liveness};
+use crate::supervisor::{HealthCheck, Liveness, Probing, default_timeout};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
@@ -44,6 +44,9 @@ pub struct Service {
     pub secrets: Vec<String>,
     pub replicas: u32,
     pub health: HealthCheck,
+    /// How often the readiness check runs while an instance starts (`health.interval`, 50 ms
+    /// by default) and how long one check may take (`health.timeout`: 2 s, 5 s for a command).
+    pub readiness: Probing,
     pub slo: Slo,
     pub bake: Duration,
     /// Run once in the release's directory before its first instance starts.
@@ -363,16 +366,41 @@ impl Reader {
         let replicas = node.get("replicas").and_then(|n| self.count(n, "replicas", 1..=100)).unwrap_or(1);
         let health = match node.get("health") {
             None => HealthCheck::Tcp,
-            Some(health) => self.check(health, "health", &["start_timeout"]),
+            Some(health) => self.check(health, "health", &["start_timeout", "interval", "timeout"]),
         };
+        let health_node = node.get("health");
+        let mut readiness = Probing::default_for(&health);
+        if let Some(interval) =
+            health_node.and_then(|h| h.get("interval")).and_then(|n| self.duration_of(n, "health.interval"))
+        {
+            readiness.interval = interval;
+        }
+        if let Some(node) = health_node.and_then(|h| h.get("timeout"))
+            && let Some(timeout) = self.duration_of(node, "health.timeout")
+        {
+            if timeout.is_zero() {
+                self.error("health.timeout must be longer than 0s".into(), node.span, None);
+            }
+            readiness.timeout = timeout;
+        }
         let liveness = node.get("liveness").map(|live| {
-            let check = self.check(live, "liveness", &["interval", "failures"]);
+            let check = self.check(live, "liveness", &["interval", "timeout", "failures"]);
             let interval = live
                 .get("interval")
                 .and_then(|n| self.duration_of(n, "liveness.interval"))
                 .unwrap_or(Duration::from_secs(10));
             let failures = live.get("failures").and_then(|n| self.count(n, "liveness.failures", 1..=100)).unwrap_or(3);
-            Liveness { check, interval, failures }
+            let timeout = match live.get("timeout") {
+                Some(node) => {
+                    let timeout = self.duration_of(node, "liveness.timeout");
+                    if timeout.is_some_and(|t| t.is_zero()) {
+                        self.error("liveness.timeout must be longer than 0s".into(), node.span, None);
+                    }
+                    timeout.unwrap_or_else(|| default_timeout(&check))
+                }
+                None => default_timeout(&check),
+            };
+            Liveness { check, interval, timeout, failures }
         });
         let memory = node.get("memory").and_then(|n| {
             let bytes = n.scalar_text().as_deref().and_then(crate::cgroup::parse_size);
@@ -430,6 +458,7 @@ impl Reader {
             secrets,
             replicas,
             health,
+            readiness,
             slo,
             bake,
             build,
@@ -616,7 +645,7 @@ services:
     env: {VERSION: 2}
     secrets: [API_TOKEN]
     replicas: 2
-    health: {http: /health, status: 200}
+    health: {http: /health, status: 200, interval: 1s, timeout: 3s}
     liveness: {command: 'test -e /tmp', interval: 5s, failures: 2}
     memory: 256M
     slo: {max_error_rate: 2%, max_p99: 300ms, bake: 45s}
@@ -647,6 +676,11 @@ routes:
         let liveness = web.liveness.as_ref().unwrap();
         assert_eq!(liveness.check, HealthCheck::Command("test -e /tmp".into()));
         assert_eq!((liveness.interval, liveness.failures, web.memory), (Duration::from_secs(5), 2, Some(256 << 20)));
+        // Unset, a command check may take 5 s; a connection or HTTP check 2 s, every 50 ms.
+        assert_eq!(liveness.timeout, Duration::from_secs(5));
+        assert_eq!(web.readiness, Probing { interval: Duration::from_secs(1), timeout: Duration::from_secs(3) });
+        let worker = &manifest.services[1];
+        assert_eq!(worker.readiness, Probing { interval: Duration::from_millis(50), timeout: Duration::from_secs(2) });
         assert!((web.slo.max_error_rate - 0.02).abs() < 1e-9 && web.slo.max_p99 == Duration::from_millis(300));
         assert_eq!(manifest.services[1].command, ["bash", "-c", "./run-worker --port $PORT"]);
         let production = &manifest.environments[0];
@@ -670,6 +704,7 @@ services:
     command: [x]
     slo: {max_error_rate: lots, bake: soon}
     strategy: canary:50,20
+    health: {http: /, timeout: 0s, interval: often}
 environments:
   prod: {tier: prod, targets: [ftp://x], freeze: [{from: '2026-12-24T00:00:00Z', to: monday}]}
 routes:
@@ -690,11 +725,13 @@ routes:
         assert!(has(8, "max_error_rate"), "{found:?}");
         assert!(has(8, "bake must be a duration"), "{found:?}");
         assert!(has(9, "must rise and end at 100"), "{found:?}");
-        assert!(has(11, "tier `prod` is unknown"), "{found:?}");
-        assert!(has(11, "target `ftp://x`"), "{found:?}");
-        assert!(has(11, "freeze `to` is not a time"), "{found:?}");
-        assert!(has(13, "unknown service `nope`"), "{found:?}");
-        assert!(has(13, "path `jobs` must start with /"), "{found:?}");
+        assert!(has(10, "health.timeout must be longer than 0s"), "{found:?}");
+        assert!(has(10, "health.interval must be a duration"), "{found:?}");
+        assert!(has(12, "tier `prod` is unknown"), "{found:?}");
+        assert!(has(12, "target `ftp://x`"), "{found:?}");
+        assert!(has(12, "freeze `to` is not a time"), "{found:?}");
+        assert!(has(14, "unknown service `nope`"), "{found:?}");
+        assert!(has(14, "path `jobs` must start with /"), "{found:?}");
         let hinted = problems.iter().find(|p| p.message.contains("comand")).unwrap();
         assert!(hinted.hint.as_deref().unwrap_or("").contains("command"), "{hinted:?}");
         let (_, broken) = parse("services: [unclosed");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::proxy::{Backend, Proxy, Route};
 use crate::signals::Snapshot;
 use crate::ssh::SshTarget;
-use crate::supervisor::{HealthCheck, Instance, InstanceSpec, InstanceState, Liveness, LogSink, free_port_in};
+use crate::supervisor::{HealthCheck, Instance, InstanceSpec, InstanceState, Liveness, LogSink, Probing, free_port_in};
 
 /// What a release needs to run: one version of a service.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct Release {
     pub dir: PathBuf,
     pub replicas: u32,
     pub health: HealthCheck,
+    /// How often, and how patiently, `health` is checked while an instance starts.
+    pub readiness: Probing,
     /// Where instances run, taken in turn (instance n on `targets[n % len]`); none: here.
     pub targets: Vec<Placement>,
     /// Bytes of memory each instance may use.
@@ -226,6 +228,7 @@ impl Deployer {
                 host,
                 port: free_port_in(self.ports).map_err(|e| e.to_string())?,
                 health: release.health.clone(),
+                readiness: release.readiness,
                 stop_grace: Duration::from_secs(10),
                 max_restarts: 3,
                 crash_window: Duration::from_secs(60),

@@ -21,14 +21,39 @@ pub enum HealthCheck {
     Command(String),
 }
 
-/// Whether a running instance is still alive: checked every `interval`; after `failures`
-/// failed checks in a row it is killed, which the supervisor treats as a crash (restart,
-/// backoff, crash loop).
+/// Whether a running instance is still alive: checked every `interval`; a check taking
+/// longer than `timeout` fails; after `failures` failed checks in a row it is killed, which
+/// the supervisor treats as a crash (restart, backoff, crash loop).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Liveness {
     pub check: HealthCheck,
     pub interval: Duration,
+    pub timeout: Duration,
     pub failures: u32,
+}
+
+/// How the readiness check runs while an instance starts: every `interval`, each check
+/// failing when it takes longer than `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probing {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Probing {
+    /// 50 ms between checks (a new version takes traffic as soon as it can), and a timeout
+    /// of 2 s for a connection or HTTP request, 5 s for a command.
+    pub fn default_for(check: &HealthCheck) -> Probing {
+        Probing { interval: Duration::from_millis(50), timeout: default_timeout(check) }
+    }
+}
+
+/// How long one check of `check`'s kind may take when `opsloop.yml` does not say.
+pub fn default_timeout(check: &HealthCheck) -> Duration {
+    match check {
+        HealthCheck::Command(_) => Duration::from_secs(5),
+        HealthCheck::Http { .. } | HealthCheck::Tcp => Duration::from_secs(2),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +68,7 @@ pub struct InstanceSpec {
     pub host: std::net::IpAddr,
     pub port: u16,
     pub health: HealthCheck,
+    pub readiness: Probing,
     /// Between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
     /// This many unplanned exits within `crash_window` is a crash loop: no more restarts.
@@ -102,7 +128,7 @@ impl Instance {
     /// Whether the instance passes its health check now.
     pub async fn healthy(&self) -> bool {
         matches!(self.state(), InstanceState::Running { .. })
-            && check(&self.spec.health, self.spec.host, self.spec.port).await
+            && check(&self.spec.health, self.spec.host, self.spec.port, self.spec.readiness.timeout).await
     }
 
     /// Waits until the instance is healthy; an error when it crash-loops or `limit` passes.
@@ -118,7 +144,7 @@ impl Instance {
             if Instant::now() >= deadline {
                 return Err(format!("{} did not become healthy in {}s", self.spec.name, limit.as_secs()));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(self.spec.readiness.interval.max(Duration::from_millis(10))).await;
         }
     }
 
@@ -129,8 +155,12 @@ impl Instance {
     }
 }
 
-/// Whether something on `host`:`port` passes `health` now.
-pub async fn check(health: &HealthCheck, host: std::net::IpAddr, port: u16) -> bool {
+/// Whether something on `host`:`port` passes `health` now, within `timeout`.
+pub async fn check(health: &HealthCheck, host: std::net::IpAddr, port: u16, timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, check_once(health, host, port)).await.unwrap_or(false)
+}
+
+async fn check_once(health: &HealthCheck, host: std::net::IpAddr, port: u16) -> bool {
     if let HealthCheck::Command(command) = health {
         let run = tokio::process::Command::new("bash")
             .args(["-c", command])
@@ -141,10 +171,9 @@ pub async fn check(health: &HealthCheck, host: std::net::IpAddr, port: u16) -> b
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .status();
-        return matches!(tokio::time::timeout(Duration::from_secs(5), run).await, Ok(Ok(status)) if status.success());
+        return matches!(run.await, Ok(status) if status.success());
     }
-    let connect = tokio::net::TcpStream::connect((host, port));
-    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), connect).await else { return false };
+    let Ok(mut stream) = tokio::net::TcpStream::connect((host, port)).await else { return false };
     match health {
         HealthCheck::Tcp | HealthCheck::Command(_) => true,
         HealthCheck::Http { path, status } => {
@@ -155,10 +184,9 @@ pub async fn check(health: &HealthCheck, host: std::net::IpAddr, port: u16) -> b
             }
             let mut first = String::new();
             let mut reader = BufReader::new(stream);
-            let read = reader.read_line(&mut first);
-            match tokio::time::timeout(Duration::from_secs(2), read).await {
-                Ok(Ok(_)) => first.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) == Some(*status),
-                _ => false,
+            match reader.read_line(&mut first).await {
+                Ok(_) => first.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) == Some(*status),
+                Err(_) => false,
             }
         }
     }
@@ -329,7 +357,7 @@ impl Runs<'_> {
         let mut failed = 0;
         loop {
             tokio::time::sleep(liveness.interval).await;
-            if check(&liveness.check, self.spec.host, self.spec.port).await {
+            if check(&liveness.check, self.spec.host, self.spec.port, liveness.timeout).await {
                 failed = 0;
                 continue;
             }

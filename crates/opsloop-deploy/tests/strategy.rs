@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opsloop_deploy::strategy::{Deployer, Outcome, Release, Slo, Strategy};
-use opsloop_deploy::supervisor::HealthCheck;
+use opsloop_deploy::supervisor::{HealthCheck, Probing};
 use opsloop_deploy::{Proxy, Signals};
 
 const SERVICE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/service/server.py");
@@ -30,6 +30,7 @@ fn release(version: &str, extra: &[(&str, &str)]) -> Release {
         dir: std::env::temp_dir(),
         replicas: 2,
         health: HealthCheck::Http { path: "/health".into(), status: 200 },
+        readiness: Probing::default_for(&HealthCheck::Tcp),
         targets: Vec::new(),
         memory_limit: None,
         liveness: None,

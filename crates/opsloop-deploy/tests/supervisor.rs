@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opsloop_deploy::supervisor::{HealthCheck, Instance, InstanceSpec, InstanceState, LogSink, free_port};
+use opsloop_deploy::supervisor::{HealthCheck, Instance, InstanceSpec, InstanceState, LogSink, Probing, free_port};
 
 fn spec(dir: &std::path::Path, command: &[&str], health: HealthCheck) -> InstanceSpec {
     InstanceSpec {
@@ -15,6 +15,7 @@ fn spec(dir: &std::path::Path, command: &[&str], health: HealthCheck) -> Instanc
         env: vec![("GREETING".into(), "hello".into())],
         dir: dir.to_owned(),
         port: free_port().unwrap(),
+        readiness: Probing::default_for(&health),
         health,
         stop_grace: Duration::from_millis(500),
         max_restarts: 3,
@@ -138,6 +139,7 @@ async fn a_failing_liveness_check_restarts_the_instance() {
     watched.liveness = Some(opsloop_deploy::supervisor::Liveness {
         check: HealthCheck::Command(format!("test -e {}", alive.display())),
         interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(1),
         failures: 2,
     });
     let (log, lines) = collect();
@@ -157,4 +159,19 @@ async fn a_failing_liveness_check_restarts_the_instance() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     instance.stop().await;
+}
+
+/// A check that gets no answer fails once its timeout passes (here 200 ms), not later.
+#[tokio::test]
+async fn a_check_without_an_answer_fails_at_its_timeout() {
+    // Connections are taken into the backlog and never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let http = HealthCheck::Http { path: "/health".into(), status: 200 };
+    let began = std::time::Instant::now();
+    let host = std::net::Ipv4Addr::LOCALHOST.into();
+    assert!(!opsloop_deploy::supervisor::check(&http, host, port, Duration::from_millis(200)).await);
+    let waited = began.elapsed();
+    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(1), "{waited:?}");
+    assert!(opsloop_deploy::supervisor::check(&HealthCheck::Tcp, host, port, Duration::from_millis(200)).await);
 }

@@ -71,6 +71,15 @@ pub struct ReleaseConfig {
     pub keep_warm_ms: u64,
     #[serde(default)]
     pub start_timeout_ms: Option<u64>,
+    /// `health.interval` and `health.timeout`, and `liveness.timeout`, when they are not the
+    /// defaults (`None`). Left out when unset, so configurations recorded before these
+    /// existed compare equal, and GitOps sees no change to redeploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_timeout_ms: Option<u64>,
     /// `(environment, host, path prefix)` of the routes to this service.
     pub routes: Vec<(String, Option<String>, String)>,
     /// Where its instances run in the environment it was released for (`local`,
@@ -124,8 +133,14 @@ impl CheckConfig {
     }
 }
 
+/// A duration as whole milliseconds, as release configurations store them.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl ReleaseConfig {
     pub(crate) fn of(service: &manifest::Service, manifest: &Manifest) -> ReleaseConfig {
+        let defaults = opsloop_deploy::supervisor::Probing::default_for(&service.health);
         let readiness = CheckConfig::of(&service.health);
         let (health_http, health_status, health_command) = (readiness.http, readiness.status, readiness.command);
         ReleaseConfig {
@@ -149,6 +164,15 @@ impl ReleaseConfig {
             strategy: manifest::strategy_name(&service.strategy),
             keep_warm_ms: u64::try_from(service.keep_warm.as_millis()).unwrap_or(u64::MAX),
             start_timeout_ms: service.start_timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            health_interval_ms: (service.readiness.interval != defaults.interval)
+                .then(|| millis(service.readiness.interval)),
+            health_timeout_ms: (service.readiness.timeout != defaults.timeout)
+                .then(|| millis(service.readiness.timeout)),
+            liveness_timeout_ms: service
+                .liveness
+                .as_ref()
+                .filter(|l| l.timeout != opsloop_deploy::supervisor::default_timeout(&l.check))
+                .map(|l| millis(l.timeout)),
             routes: manifest
                 .routes
                 .iter()
@@ -178,6 +202,7 @@ impl ReleaseConfig {
             dir,
             replicas: self.replicas,
             health: self.health(),
+            readiness: self.readiness(),
             targets: self.placements(state),
             memory_limit: self.memory_bytes,
             liveness: self.liveness(),
@@ -213,11 +238,29 @@ impl ReleaseConfig {
             .check()
     }
 
+    fn readiness(&self) -> opsloop_deploy::supervisor::Probing {
+        let mut readiness = opsloop_deploy::supervisor::Probing::default_for(&self.health());
+        if let Some(interval) = self.health_interval_ms {
+            readiness.interval = Duration::from_millis(interval);
+        }
+        if let Some(timeout) = self.health_timeout_ms {
+            readiness.timeout = Duration::from_millis(timeout);
+        }
+        readiness
+    }
+
     fn liveness(&self) -> Option<opsloop_deploy::supervisor::Liveness> {
-        self.liveness.as_ref().map(|(check, interval_ms, failures)| opsloop_deploy::supervisor::Liveness {
-            check: check.check(),
-            interval: Duration::from_millis(*interval_ms),
-            failures: *failures,
+        self.liveness.as_ref().map(|(check, interval_ms, failures)| {
+            let check = check.check();
+            let timeout = self
+                .liveness_timeout_ms
+                .map_or_else(|| opsloop_deploy::supervisor::default_timeout(&check), Duration::from_millis);
+            opsloop_deploy::supervisor::Liveness {
+                check,
+                interval: Duration::from_millis(*interval_ms),
+                timeout,
+                failures: *failures,
+            }
         })
     }
 
@@ -312,14 +355,15 @@ impl DeployHub {
     /// How many instances of what serves `key` pass their health check now, of how many.
     pub async fn health(&self, project_id: i64, environment: &str, service: &str) -> Option<(usize, usize)> {
         let key = (project_id, environment.to_owned(), service.to_owned());
-        let ports: Vec<(std::net::IpAddr, u16, HealthCheck)> = {
+        let ports: Vec<(std::net::IpAddr, u16, HealthCheck, Duration)> = {
             let serving = self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let live = serving.get(&key)?;
-            live.running.instances.iter().map(|i| (i.spec.host, i.spec.port, i.spec.health.clone())).collect()
+            let instances = live.running.instances.iter();
+            instances.map(|i| (i.spec.host, i.spec.port, i.spec.health.clone(), i.spec.readiness.timeout)).collect()
         };
         let mut healthy = 0;
-        for (host, port, health) in &ports {
-            if opsloop_deploy::supervisor::check(health, *host, *port).await {
+        for (host, port, health, timeout) in &ports {
+            if opsloop_deploy::supervisor::check(health, *host, *port, *timeout).await {
                 healthy += 1;
             }
         }
@@ -1466,4 +1510,41 @@ pub fn serve_proxy(
     let bound = bound_rx.recv().map_err(|_| std::io::Error::other("the proxy stopped before it listened"))??;
     let _ = state.deploy.proxy_address.set(bound);
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> ReleaseConfig {
+        let (manifest, problems) = manifest::parse(yaml);
+        assert!(problems.is_empty(), "{problems:?}");
+        let stored = serde_json::to_value(ReleaseConfig::of(&manifest.services[0], &manifest)).unwrap();
+        serde_json::from_value(stored).unwrap()
+    }
+
+    #[test]
+    fn check_timing_set_in_opsloop_yml_is_kept_with_the_release() {
+        let set = config(
+            "services:\n  web:\n    command: [x]\n    health: {http: /health, interval: 1s, timeout: 3s}\n    \
+             liveness: {tcp: true, interval: 5s, timeout: 1s}\n",
+        );
+        assert_eq!(
+            set.readiness(),
+            opsloop_deploy::supervisor::Probing { interval: Duration::from_secs(1), timeout: Duration::from_secs(3) }
+        );
+        assert_eq!(set.liveness().unwrap().timeout, Duration::from_secs(1));
+
+        // Unset, nothing new is stored: a release recorded before these settings existed
+        // compares equal, so GitOps redeploys nothing.
+        let unset = ReleaseConfig::of(
+            &manifest::parse("services:\n  web:\n    command: [x]\n    liveness: {command: 'true'}\n").0.services[0],
+            &Manifest::default(),
+        );
+        let stored = serde_json::to_value(&unset).unwrap();
+        assert!(stored.get("health_interval_ms").is_none() && stored.get("liveness_timeout_ms").is_none());
+        let read: ReleaseConfig = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.readiness().timeout, Duration::from_secs(2));
+        assert_eq!(read.liveness().unwrap().timeout, Duration::from_secs(5));
+    }
 }
