@@ -101,13 +101,18 @@ impl SshTarget {
     }
 
     /// The local command that runs `command` on the host in the release's directory with
-    /// `PORT` set (the supervisor puts the port in place of `$PORT`).
-    pub fn command(&self, release_key: &str, command: &[String]) -> Vec<String> {
+    /// `PORT` set (the supervisor puts the port in place of `$PORT`). A `memory_limit` caps
+    /// the remote process's address space (`ulimit -v`, as `prlimit --as` does for a local
+    /// instance without a cgroup): a cgroup there would need opsloop's own agent on the host.
+    pub fn command(&self, release_key: &str, command: &[String], memory_limit: Option<u64>) -> Vec<String> {
         let remote = Self::remote_dir(release_key);
         let program: Vec<String> = command.iter().map(|arg| shell_quote(arg).replace("$PORT", "'$PORT'")).collect();
+        // Whole KiB, at least one: what `ulimit -v` counts in.
+        let limit =
+            memory_limit.map(|bytes| format!("ulimit -v {} && ", bytes.div_ceil(1024).max(1))).unwrap_or_default();
         // `$PORT` stays outside the quotes above only as the literal the supervisor replaces.
         let line = format!(
-            "cd {} && set -a && . ./.opsloop-env && set +a && exec env PORT=$PORT {}",
+            "cd {} && {limit}set -a && . ./.opsloop-env && set +a && exec env PORT=$PORT {}",
             shell_quote(&remote),
             program.join(" ")
         );
@@ -172,13 +177,16 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         let target =
             SshTarget { user: "deploy".into(), host: "10.0.0.5".into(), port: 2222, identity: None, known_hosts: None };
-        let argv = target
-            .command("r1", &["python3".into(), "server.py".into(), "--port=$PORT".into(), "a b; rm -rf /".into()]);
+        let program = ["python3".into(), "server.py".into(), "--port=$PORT".into(), "a b; rm -rf /".into()];
+        let argv = target.command("r1", &program, None);
         assert_eq!(argv[0], "ssh");
         assert!(argv.contains(&"deploy@10.0.0.5".to_owned()));
         let line = argv.last().unwrap();
         assert!(line.contains("'a b; rm -rf /'"), "{line}");
         assert!(line.contains("'--port='$PORT''"), "{line}");
         assert!(line.contains("exec env PORT=$PORT 'python3'"), "{line}");
+        assert!(!line.contains("ulimit"), "{line}");
+        let limited = target.command("r1", &program, Some(256 << 20));
+        assert!(limited.last().unwrap().contains("&& ulimit -v 262144 && set -a"), "{limited:?}");
     }
 }

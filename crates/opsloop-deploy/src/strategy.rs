@@ -209,13 +209,16 @@ impl Deployer {
             addresses.insert(target.label(), address);
         }
         if release.memory_limit.is_some() && placements.iter().any(|p| matches!(p, Placement::Ssh(_))) {
-            (self.log)(&release.service, "memory limits apply to local instances only, not on SSH hosts");
+            (self.log)(
+                &release.service,
+                "on SSH hosts the memory limit caps each instance's address space (ulimit -v)",
+            );
         }
         for (n, placement) in (first..first + count).zip(placements) {
             let (command, host, place) = match &placement {
                 Placement::Local => (release.command.clone(), std::net::Ipv4Addr::LOCALHOST.into(), String::new()),
                 Placement::Ssh(target) => (
-                    target.command(&release.key(), &release.command),
+                    target.command(&release.key(), &release.command, release.memory_limit),
                     addresses.get(&target.label()).copied().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
                     format!(" on {}", target.label()),
                 ),
@@ -232,7 +235,8 @@ impl Deployer {
                 stop_grace: Duration::from_secs(10),
                 max_restarts: 3,
                 crash_window: Duration::from_secs(60),
-                // On another host the limit would bind only the local ssh client.
+                // On another host a cgroup here would bind only the local ssh client; the remote
+                // command line carries the limit instead (`SshTarget::command`).
                 memory_limit: if matches!(placement, Placement::Local) { release.memory_limit } else { None },
                 liveness: release.liveness.clone(),
             };

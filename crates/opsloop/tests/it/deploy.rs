@@ -589,7 +589,7 @@ fn a_service_deploys_to_an_ssh_host_and_switches_there_blue_green() {
     let token = server.token("admin");
     let repo = shop(&server, &token, root.path());
     let with_remote = |version: &str| {
-        manifest(version, "", "1s").replace("keep_warm: 5m", "keep_warm: 0s").replace(
+        manifest(version, "", "1s").replace("keep_warm: 5m", "keep_warm: 0s\n    memory: 512M").replace(
             "environments:\n",
             &format!(
                 "environments:\n  remote: {{tier: staging, targets: ['ssh://{}@127.0.0.1:{}']}}\n",
@@ -626,6 +626,10 @@ fn a_service_deploys_to_an_ssh_host_and_switches_there_blue_green() {
         parent_name.starts_with("sshd") || parent_name.starts_with("bash") || parent_name.starts_with("sh"),
         "the instance's parent is {parent_name:?}"
     );
+    // `memory: 512M` reaches the remote process as its address-space limit.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", remote_pids[0])).unwrap();
+    let address_space = limits.lines().find(|l| l.starts_with("Max address space")).unwrap_or_default();
+    assert!(address_space.split_whitespace().any(|n| n == "536870912"), "{address_space}");
 
     // v2 over SSH, blue-green, under load: nothing fails, and v1's remote process goes.
     std::fs::write(repo.join("opsloop.yml"), with_remote("v2")).unwrap();
