@@ -159,7 +159,7 @@ impl Pool {
 
     fn answer(&self, address: SocketAddr, (head, connection): Answer) -> Response<UpstreamBody> {
         let back = head.keep_alive.then(|| (self.clone(), address));
-        let mut body = UpstreamBody { connection: Some(connection), framing: head.framing, back };
+        let mut body = UpstreamBody { connection: Some(connection), framing: head.framing, back, trailers: None };
         if body.is_end_stream() {
             body.finish();
         }
@@ -333,6 +333,8 @@ pub struct UpstreamBody {
     connection: Option<Connection>,
     framing: Framing,
     back: Option<(Pool, SocketAddr)>,
+    /// Trailer fields of a chunked body, passed on as its last frame.
+    trailers: Option<HeaderMap>,
 }
 
 impl UpstreamBody {
@@ -361,6 +363,19 @@ fn take_line(buffer: &mut BytesMut) -> Result<Option<Bytes>, UpstreamError> {
         None if buffer.len() > MAX_LINE => Err(UpstreamError::Malformed("a chunk line is too long")),
         None => Ok(None),
     }
+}
+
+/// One `name: value` trailer line into `trailers` (at most [`MAX_HEADERS`] of them).
+fn add_trailer(trailers: &mut HeaderMap, line: &Bytes) -> Result<(), UpstreamError> {
+    const INVALID: UpstreamError = UpstreamError::Malformed("a trailer field is invalid");
+    if trailers.len() >= MAX_HEADERS {
+        return Err(UpstreamError::Malformed("too many trailer fields"));
+    }
+    let colon = line.iter().position(|b| *b == b':').ok_or(INVALID)?;
+    let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| INVALID)?;
+    let value = HeaderValue::from_maybe_shared(line.slice_ref(line[colon + 1..].trim_ascii())).map_err(|_| INVALID)?;
+    trailers.append(name, value);
+    Ok(())
 }
 
 /// The size at the start of a chunk-size line (hex digits; extensions after `;` ignored).
@@ -419,9 +434,19 @@ impl Body for UpstreamBody {
                                     "a chunk does not end in CRLF",
                                 ))));
                             }
-                            // Trailer fields are dropped: few clients of a proxy ask for them.
-                            _ if line.is_empty() => this.finish(),
-                            _ => {}
+                            _ if line.is_empty() => {
+                                let trailers = this.trailers.take();
+                                this.finish();
+                                if let Some(trailers) = trailers {
+                                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                                }
+                            }
+                            _ => {
+                                if let Err(error) = add_trailer(this.trailers.get_or_insert_with(HeaderMap::new), &line)
+                                {
+                                    return Poll::Ready(Some(Err(error)));
+                                }
+                            }
                         }
                         Some(())
                     }
@@ -536,7 +561,9 @@ mod tests {
         assert_eq!(body_of(first).await.unwrap(), "hello");
         let chunked = get(&pool, address, Method::GET).await.unwrap();
         assert_eq!(chunked.status(), StatusCode::CREATED);
-        assert_eq!(body_of(chunked).await.unwrap(), "hello world");
+        let whole = chunked.into_body().collect().await.unwrap();
+        assert_eq!(whole.trailers().map(|t| t["x-trailer"].clone()), Some(HeaderValue::from_static("t")));
+        assert_eq!(whole.to_bytes(), "hello world");
         let empty = get(&pool, address, Method::DELETE).await.unwrap();
         assert!(empty.body().is_end_stream());
         assert_eq!(body_of(empty).await.unwrap(), "");
