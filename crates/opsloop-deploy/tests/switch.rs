@@ -41,6 +41,14 @@ async fn upstream(name: &'static str, pause: Duration) -> SocketAddr {
     address
 }
 
+/// Serves `proxy` on a free port for the rest of the test; its address.
+async fn serve_until_the_end(proxy: &Arc<Proxy>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = listener.local_addr().unwrap();
+    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+    front
+}
+
 fn route(backends: Vec<Backend>) -> Vec<Route> {
     vec![Route { host: None, path_prefix: "/".into(), service: "web".into(), backends }]
 }
@@ -139,9 +147,7 @@ async fn a_dead_upstream_is_a_bad_gateway_counted_as_an_error() {
     };
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(2));
     proxy.switch(route(only(dead, "broken")));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+    let front = serve_until_the_end(&proxy).await;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let response = client.get(format!("http://{front}/x").parse().unwrap()).await.unwrap();
     assert_eq!(response.status(), 502);
@@ -175,9 +181,7 @@ async fn an_upstream_that_closes_its_connections_loses_no_request() {
     });
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
     proxy.switch(route(only(closing, "v1")));
-    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = front_listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve(front_listener, std::future::pending()));
+    let front = serve_until_the_end(&proxy).await;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     for _ in 0..100 {
         let response = client.get(format!("http://{front}/").parse().unwrap()).await.unwrap();
@@ -224,9 +228,7 @@ async fn an_upgraded_connection_carries_bytes_both_ways() {
     });
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
     proxy.switch(route(only(echo, "v1")));
-    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = front_listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve(front_listener, std::future::pending()));
+    let front = serve_until_the_end(&proxy).await;
 
     let mut client = tokio::net::TcpStream::connect(front).await.unwrap();
     client
@@ -298,9 +300,7 @@ async fn requests_with_and_without_a_body_reach_the_upstream_alike() {
     let echo = echo_upstream().await;
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
     proxy.switch(route(only(echo, "v1")));
-    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = front_listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve(front_listener, std::future::pending()));
+    let front = serve_until_the_end(&proxy).await;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let ask = |method: &str, body: &'static str| {
         let request = hyper::Request::builder()
@@ -406,9 +406,7 @@ async fn a_streamed_answer_counts_in_flight_until_its_last_byte() {
     });
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
     proxy.switch(route(only(streaming, "v1")));
-    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = front_listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve(front_listener, std::future::pending()));
+    let front = serve_until_the_end(&proxy).await;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let load = proxy.signals().backend(streaming);
 
