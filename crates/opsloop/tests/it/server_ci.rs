@@ -842,8 +842,18 @@ fn after_kill_9_a_job_that_retries_runner_system_failures_runs_again_with_what_f
     let started = opsloop_client(&server, &token, &["pipeline", "run", "resilient", "--json"]);
     let id = serde_json::from_slice::<serde_json::Value>(&started.stdout).unwrap()["id"].to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !mark.exists() {
-        assert!(Instant::now() < deadline, "the first attempt never started");
+    // Killed once the server has recorded the job as running: its process starting first
+    // (the mark) and the `running` write landing a moment later is a window this test does
+    // not aim at (a job still `pending` in the store is not known to have run).
+    loop {
+        let shown = opsloop_client(&server, &token, &["pipeline", "show", "resilient", &id, "--json"]);
+        let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
+        let jobs = detail["jobs"].as_array().cloned().unwrap_or_default();
+        let running = jobs.iter().any(|j| j["name"] == "flaky-runner" && j["status"] == "running");
+        if mark.exists() && running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first attempt never started: {detail}");
         std::thread::sleep(Duration::from_millis(50));
     }
     server.kill_hard();
