@@ -16,21 +16,25 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use opsloop_deploy::{Backend, Proxy, Route, Signals};
 
-/// A tiny upstream that answers every request with `name`, after an optional pause.
-async fn upstream(name: &'static str, pause: Duration) -> SocketAddr {
+/// An upstream on a free port (HTTP/1.1 and HTTP/2) whose every request gets `answer`'s response.
+async fn hyper_upstream<F, Fut, B>(answer: F) -> SocketAddr
+where
+    F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_request: hyper::Request<Incoming>| async move {
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        name.as_bytes(),
-                    ))))
+                let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                    let answered = answer(request);
+                    async move { Ok::<_, std::convert::Infallible>(answered.await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -39,6 +43,17 @@ async fn upstream(name: &'static str, pause: Duration) -> SocketAddr {
         }
     });
     address
+}
+
+/// A tiny upstream that answers every request with `name`, after an optional pause.
+async fn upstream(name: &'static str, pause: Duration) -> SocketAddr {
+    hyper_upstream(move |_request| async move {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        hyper::Response::new(Full::new(Bytes::from_static(name.as_bytes())))
+    })
+    .await
 }
 
 /// Serves `proxy` on a free port for the rest of the test; its address.
@@ -256,43 +271,29 @@ async fn an_upgraded_connection_carries_bytes_both_ways() {
 /// An upstream that answers with the request it got: method, target, then its headers as
 /// sorted `name: value` lines (framing headers left out). `/big` answers 1 MiB, chunked.
 async fn echo_upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: hyper::Request<Incoming>| async move {
-                    if request.uri().path() == "/big" {
-                        let chunks = (0..256).map(|i| {
-                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
-                                b'a' + (i % 26)
-                                    as u8;
-                                4096
-                            ])))
-                        });
-                        let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
-                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Either::Left(
-                            body,
-                        )));
-                    }
-                    let mut lines: Vec<String> = request
-                        .headers()
-                        .iter()
-                        .filter(|(name, _)| *name != "content-length" && *name != "transfer-encoding")
-                        .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
-                        .collect();
-                    lines.sort();
-                    let text = format!("{} {}\n{}\n", request.method(), request.uri(), lines.join("\n"));
-                    Ok(hyper::Response::new(http_body_util::Either::Right(Full::new(Bytes::from(text)))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+    hyper_upstream(|request: hyper::Request<Incoming>| async move {
+        if request.uri().path() == "/big" {
+            let chunks = (0..256).map(|i| {
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
+                    b'a' + (i % 26) as u8;
+                    4096
+                ])))
             });
+            return hyper::Response::new(http_body_util::Either::Left(http_body_util::StreamBody::new(
+                futures::stream::iter(chunks),
+            )));
         }
-    });
-    address
+        let mut lines: Vec<String> = request
+            .headers()
+            .iter()
+            .filter(|(name, _)| *name != "content-length" && *name != "transfer-encoding")
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+            .collect();
+        lines.sort();
+        let text = format!("{} {}\n{}\n", request.method(), request.uri(), lines.join("\n"));
+        hyper::Response::new(http_body_util::Either::Right(Full::new(Bytes::from(text))))
+    })
+    .await
 }
 
 #[tokio::test]
@@ -379,31 +380,17 @@ async fn stopping_lets_requests_in_flight_finish() {
 async fn a_streamed_answer_counts_in_flight_until_its_last_byte() {
     // Draining an instance waits for this count: a long download must not be cut when its
     // response head has arrived but its body has not.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let streaming = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_request: hyper::Request<Incoming>| async {
-                    let parts = futures::stream::unfold(0, |sent| async move {
-                        if sent == 4 {
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_millis(150)).await;
-                        Some((
-                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from("part "))),
-                            sent + 1,
-                        ))
-                    });
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::StreamBody::new(parts)))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let streaming = hyper_upstream(|_request| async {
+        let parts = futures::stream::unfold(0, |sent| async move {
+            if sent == 4 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Some((Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from("part "))), sent + 1))
+        });
+        hyper::Response::new(http_body_util::StreamBody::new(parts))
+    })
+    .await;
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));
     proxy.switch(route(only(streaming, "v1")));
     let front = serve_until_the_end(&proxy).await;
