@@ -73,7 +73,7 @@ impl BackendLoad {
         self.0[shard_index()].0.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Requests sent to this backend and not yet answered.
+    /// Requests sent to this backend whose answers have not been passed on whole yet.
     pub fn in_flight(&self) -> i64 {
         self.0.iter().map(|count| count.0.load(Ordering::Relaxed)).sum()
     }
@@ -306,6 +306,28 @@ fn escape(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up_across_shards() {
+        let signals = Signals::default();
+        let (web, load) = (signals.of("web", "v1"), signals.backend(([127, 0, 0, 1], 9).into()));
+        load.enter();
+        std::thread::scope(|scope| {
+            for _ in 0..SHARDS + 3 {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        web.started();
+                        load.enter();
+                        web.finished(Duration::from_millis(1), false);
+                        load.leave();
+                    }
+                });
+            }
+        });
+        let total = web.snapshot();
+        assert_eq!((total.requests, total.in_flight), (1000 * (SHARDS as u64 + 3), 0));
+        assert_eq!(load.in_flight(), 1, "the request entered before is still counted");
+    }
 
     #[test]
     fn windows_rates_and_quantiles() {
