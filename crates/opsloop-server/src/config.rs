@@ -95,7 +95,11 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Defaults for a given data directory: SQLite inside it, loopback only.
+    ///
+    /// A relative directory is made absolute here, once: git, job processes and instances run
+    /// in other working directories, where `./opsloop-data` would name another place.
     pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        let data_dir = absolute(data_dir);
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database: DatabaseConfig::Sqlite { path: data_dir.join("opsloop.db") },
@@ -126,4 +130,10 @@ impl ServerConfig {
     pub fn secure_cookies(&self) -> bool {
         self.external_url.as_deref().is_some_and(|url| url.starts_with("https://"))
     }
+}
+
+/// `path` against the working directory at start-up (unchanged when already absolute, or when
+/// the working directory cannot be read, in which case later use reports the error).
+pub fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }

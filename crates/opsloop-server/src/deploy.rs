@@ -1146,9 +1146,10 @@ async fn route_for(
         };
     // A host and path belong to one service in one environment of one project.
     let own = route_name(&project.name, environment, service);
-    if let Some(taken) =
-        state.deploy.proxy.routes().into_iter().find(|r| r.host == host && r.path_prefix == path && r.service != own)
-    {
+    if let Some(taken) = state.deploy.proxy.routes().into_iter().find(|r| {
+        // A stopped service's route (no backends) holds its place but claims nothing.
+        r.host == host && r.path_prefix == path && r.service != own && !r.backends.is_empty()
+    }) {
         return Err(format!(
             "{}{path} is already the route of {}; give this service another host or path in opsloop.yml",
             host.as_deref().unwrap_or("any host "),
@@ -1174,7 +1175,9 @@ pub(crate) async fn stop_service(
     let route =
         state.deploy.proxy.routes().into_iter().find(|r| r.service == route_name(&project.name, environment, service));
     if let Some(route) = route {
-        state.deploy.proxy.remove_route(route.host.as_deref(), &route.path_prefix);
+        // Kept without backends, not removed: `staging.localhost` must not fall through to the
+        // any-host route of production once staging stops.
+        state.deploy.proxy.set_route(opsloop_deploy::Route { backends: Vec::new(), ..route });
     }
     let warm = state.deploy.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
     for running in state.deploy.take_serving(&key).map(|l| l.running).into_iter().chain(warm.map(|w| w.running)) {
@@ -1258,8 +1261,9 @@ pub(crate) async fn move_route(
         return true;
     }
     let routes = state.deploy.proxy.routes();
-    if let Some(taken) =
-        routes.iter().find(|r| r.host == host && r.path_prefix == path_prefix && r.service != old.service)
+    if let Some(taken) = routes
+        .iter()
+        .find(|r| r.host == host && r.path_prefix == path_prefix && r.service != old.service && !r.backends.is_empty())
     {
         tracing::warn!(route = %old.service, taken_by = %taken.service, "the new route is another service's; not moved");
         return false;

@@ -1,5 +1,10 @@
-//! opsloop's own metrics, served at `/metrics` in the Prometheus text format: HTTP requests
-//! by route and status, a latency histogram, the database pool and build info.
+//! opsloop's own metrics, served at `/metrics`: HTTP requests by route and status, a latency
+//! histogram, the database pool and build info.
+//!
+//! The answer is Prometheus's text format (0.0.4) unless the scraper asks for OpenMetrics in
+//! `Accept`, as the official client libraries negotiate: Prometheus 2.x before the
+//! OpenMetrics scrape protocol, `promtool check metrics` and most agents read only the
+//! former, and reject OpenMetrics-only syntax (`info` types, `# UNIT`, `# EOF`).
 //!
 //! Labels are bounded: the route label is the matched route pattern (e.g.
 //! `/api/v1/projects/{project}`), never the raw path, and unmatched requests share one label.
@@ -97,7 +102,8 @@ impl Metrics {
         self.0.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     }
 
-    /// The exposition text; pool gauges are read at scrape time.
+    /// The exposition in OpenMetrics text (what `prometheus-client` writes, `# EOF` included);
+    /// pool gauges are read at scrape time. [`Exposition`] turns it into what a scraper asked for.
     pub fn render(&self) -> String {
         let stats = self.0.store.pool_stats();
         self.0.pool.get_or_create(&PoolLabels { state: "idle" }).set(i64::from(stats.idle));
@@ -143,5 +149,173 @@ struct InFlightGuard<'a>(&'a Gauge);
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// The two exposition formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// `text/plain; version=0.0.4`: Prometheus's text format, the default.
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// The format an `Accept` header prefers: OpenMetrics only when it weighs more than the
+    /// text format (Prometheus itself sends both with q-values), else the text format.
+    pub fn negotiate(accept: Option<&str>) -> Exposition {
+        let Some(accept) = accept else { return Exposition::Text };
+        let (mut openmetrics, mut text) = (0.0_f32, 0.0_f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let quality = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0)
+                .clamp(0.0, 1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(quality),
+                "text/plain" | "text/*" | "*/*" => text = text.max(quality),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics > text { Exposition::OpenMetrics } else { Exposition::Text }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// One answer from opsloop's registry (OpenMetrics) and the proxy's signals (text format).
+    pub fn body(self, openmetrics: &str, text: &str) -> String {
+        let own = openmetrics.strip_suffix("# EOF\n").unwrap_or(openmetrics);
+        match self {
+            Exposition::Text => {
+                let mut out = openmetrics_to_text(own);
+                out.push_str(text);
+                out
+            }
+            Exposition::OpenMetrics => {
+                let mut out = own.to_owned();
+                out.push_str(&text_to_openmetrics(text));
+                out.push_str("# EOF\n");
+                out
+            }
+        }
+    }
+}
+
+/// The family names of `# TYPE` lines with their type.
+fn family_types(exposition: &str) -> std::collections::HashMap<&str, &str> {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .map(|(name, kind)| (name, kind.trim()))
+        .collect()
+}
+
+/// Rewrites a metadata line (`# HELP name …` or `# TYPE name …`) with a new family name.
+fn rename_metadata(line: &str, rename: impl Fn(&str, &str) -> Option<(String, Option<&'static str>)>) -> String {
+    for keyword in ["# HELP ", "# TYPE "] {
+        if let Some(rest) = line.strip_prefix(keyword) {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Some((new_name, new_type)) = rename(name, tail) {
+                let tail = match (keyword, new_type) {
+                    ("# TYPE ", Some(kind)) => kind,
+                    _ => tail,
+                };
+                return format!("{keyword}{new_name} {tail}");
+            }
+        }
+    }
+    line.to_owned()
+}
+
+/// OpenMetrics → text 0.0.4: a counter's family is named as its `_total` samples, an `info`
+/// family becomes the gauge `<name>_info`, and `# UNIT` lines (unknown there) go. Sample lines
+/// are the same in both.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let types = family_types(openmetrics);
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let line = rename_metadata(line, |name, _| match types.get(name).copied() {
+            Some("counter") if !name.ends_with("_total") => Some((format!("{name}_total"), None)),
+            Some("info") => Some((format!("{name}_info"), Some("gauge"))),
+            _ => None,
+        });
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Text 0.0.4 → OpenMetrics for the families opsloop writes by hand: a counter's family is its
+/// name without `_total` (its samples keep it).
+fn text_to_openmetrics(text: &str) -> String {
+    let types = family_types(text);
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let line = rename_metadata(line, |name, _| match types.get(name).copied() {
+            Some("counter") => name.strip_suffix("_total").map(|family| (family.to_owned(), None)),
+            _ => None,
+        });
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENMETRICS: &str = "# HELP opsloop_http_requests Requests.\n# TYPE opsloop_http_requests counter\n\
+opsloop_http_requests_total{route=\"/\"} 3\n# HELP opsloop_http_request_duration_seconds Time.\n\
+# TYPE opsloop_http_request_duration_seconds histogram\n# UNIT opsloop_http_request_duration_seconds seconds\n\
+opsloop_http_request_duration_seconds_bucket{le=\"+Inf\"} 1\n# HELP opsloop_build The build.\n\
+# TYPE opsloop_build info\nopsloop_build_info{version=\"0.1.0\"} 1\n# EOF\n";
+
+    const TEXT: &str = "# HELP opsloop_proxy_requests_total Requests.\n# TYPE opsloop_proxy_requests_total counter\n\
+opsloop_proxy_requests_total{service=\"web\"} 7\n";
+
+    #[test]
+    fn the_text_format_has_no_openmetrics_only_syntax() {
+        let body = Exposition::Text.body(OPENMETRICS, TEXT);
+        let expected = "# HELP opsloop_http_requests_total Requests.\n# TYPE opsloop_http_requests_total counter\n\
+opsloop_http_requests_total{route=\"/\"} 3\n# HELP opsloop_http_request_duration_seconds Time.\n\
+# TYPE opsloop_http_request_duration_seconds histogram\n\
+opsloop_http_request_duration_seconds_bucket{le=\"+Inf\"} 1\n# HELP opsloop_build_info The build.\n\
+# TYPE opsloop_build_info gauge\nopsloop_build_info{version=\"0.1.0\"} 1\n";
+        assert_eq!(body, format!("{expected}{TEXT}"));
+    }
+
+    #[test]
+    fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
+        let body = Exposition::OpenMetrics.body(OPENMETRICS, TEXT);
+        assert!(body.contains("# TYPE opsloop_proxy_requests counter\nopsloop_proxy_requests_total{"), "{body}");
+        assert!(body.contains("# TYPE opsloop_build info\n"), "{body}");
+        assert!(body.ends_with("} 7\n# EOF\n"), "{body}");
+        assert_eq!(body.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn accept_headers_negotiate_like_the_client_libraries() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Exposition::negotiate(Some(prometheus)), Exposition::OpenMetrics);
+        assert_eq!(Exposition::negotiate(Some("text/plain;version=0.0.4;q=1,*/*;q=0.1")), Exposition::Text);
+        assert_eq!(Exposition::negotiate(Some("*/*")), Exposition::Text);
+        assert_eq!(Exposition::negotiate(None), Exposition::Text);
+        assert_eq!(Exposition::negotiate(Some("application/openmetrics-text; q=0")), Exposition::Text);
+        assert_eq!(Exposition::negotiate(Some("garbage;;;q=x,")), Exposition::Text);
     }
 }

@@ -33,16 +33,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    // opsloop's own metrics, then the golden signals of every deployed service version.
-    let mut text = state.metrics.render();
-    let signals = state.deploy.proxy.signals().render_prometheus();
-    if let Some(own) = text.strip_suffix("# EOF\n") {
-        text = format!("{own}{signals}# EOF\n");
-    } else {
-        text.push_str(&signals);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    // opsloop's own metrics, then the golden signals of every deployed service version, in the
+    // format the scraper asked for.
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Exposition::negotiate(accept);
+    let body = format.body(&state.metrics.render(), &state.deploy.proxy.signals().render_prometheus());
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 pub async fn not_found(State(state): State<AppState>, method: Method, uri: Uri) -> Response {

@@ -236,7 +236,7 @@ pub fn resolve(
     };
     server.deploy_health_timeout_seconds =
         layer.deploy.health_timeout_seconds.unwrap_or(server.deploy_health_timeout_seconds);
-    server.ssh_identity = layer.deploy.ssh_identity.clone();
+    server.ssh_identity = layer.deploy.ssh_identity.clone().map(opsloop_server::config::absolute);
     if let (Some(range), Some(loaded)) = (&layer.deploy.port_range, &file) {
         let parsed = range
             .get_ref()
@@ -251,7 +251,7 @@ pub fn resolve(
             )
         })?);
     }
-    server.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone();
+    server.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone().map(opsloop_server::config::absolute);
 
     let database_url = match (&args.config.database_url, &layer.database_url) {
         (Some(url), _) => Some((url.clone(), None)),
@@ -544,7 +544,8 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/opsloop.toml");
         let resolved = resolve(&args_with_file(&example), None, None).unwrap();
         assert_eq!(resolved.server.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(resolved.server.data_dir, PathBuf::from("./opsloop-data"));
+        let expected = std::env::current_dir().unwrap().join("opsloop-data");
+        assert_eq!(resolved.server.data_dir, expected, "a relative data directory is made absolute at start-up");
         assert_eq!(resolved.log_format, LogFormat::Human);
     }
 

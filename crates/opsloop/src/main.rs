@@ -1,5 +1,16 @@
 //! `opsloop`: the one binary. Parses the command line, sets up logging, and runs the command.
 
+// `println!` and `print!` for the whole crate: std's panic when stdout is a closed pipe
+// (`opsloop pipeline list | head -1`); these end the process quietly instead, as a command
+// whose reader has gone should. Defined before the modules so they see these, not std's.
+macro_rules! println {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
 mod cli;
 mod client;
 mod commands;

@@ -13,6 +13,21 @@ pub fn init_color(no_color_flag: bool) {
     COLOR.store(!no_color_flag && !no_color_env && std::io::stderr().is_terminal(), Ordering::Relaxed);
 }
 
+/// What `println!` and `print!` do in this crate: write to stdout, and exit quietly (status 0,
+/// nothing on stderr) when its reader has gone, as `head` leaves it. Other write errors end the
+/// process with status 1 and a message, rather than a panic.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
+
 pub fn color() -> bool {
     COLOR.load(Ordering::Relaxed)
 }

@@ -451,9 +451,12 @@ pub async fn show(
                         (step.text)
                         @if let Some(percent) = step.traffic_percent {
                             " "
-                            span.weights title={ (percent) "% new, " (100 - percent.min(100)) "% old" } role="img" aria-label={ (percent) "% of traffic to the new version" } {
-                                span.new style={ "width:" (percent.min(100)) "%" } {}
-                                span.old style={ "width:" (100 - percent.min(100)) "%" } {}
+                            // SVG geometry, not an inline style: the Content-Security-Policy
+                            // (`default-src 'self'`) blocks `style=""` attributes.
+                            svg.weights viewBox="0 0 100 10" preserveAspectRatio="none" role="img" aria-label={ (percent.min(100)) "% of traffic to the new version" } {
+                                title { (percent.min(100)) "% new, " (100 - percent.min(100)) "% old" }
+                                rect.new x="0" y="0" height="10" width=(percent.min(100)) {}
+                                rect.old y="0" height="10" x=(percent.min(100)) width=(100 - percent.min(100)) {}
                             }
                         }
                     }

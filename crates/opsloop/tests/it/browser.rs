@@ -115,6 +115,9 @@ impl ChromeDriver {
                 ],
             },
         });
+        let mut capabilities = capabilities;
+        // The console, so that every test can fail on a Content-Security-Policy violation.
+        capabilities["goog:loggingPrefs"] = serde_json::json!({ "browser": "ALL" });
         let serde_json::Value::Object(capabilities) = capabilities else { unreachable!("a JSON object") };
         ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
@@ -140,6 +143,52 @@ impl Drop for ChromeDriver {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
+}
+
+/// chromedriver's console log since the last read (its `se/log` extension; W3C WebDriver has
+/// no command for the console).
+#[derive(Debug)]
+struct ConsoleLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+    }
+}
+
+/// Fails when the console reported a Content-Security-Policy violation (an inline style or
+/// script the server's own policy blocks: the page then looks or works wrong) since the last
+/// look, with a screenshot of the page saved for the failure message.
+async fn assert_no_csp_violation(browser: &Client) {
+    let entries = browser.issue_cmd(ConsoleLog).await.expect("the browser's console log");
+    let violations: Vec<String> = entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["message"].as_str())
+        .filter(|message| message.contains("Content Security Policy"))
+        .map(str::to_owned)
+        .collect();
+    if !violations.is_empty() {
+        let shot = screenshot(browser, "csp-violation").await;
+        panic!("the page broke its own Content-Security-Policy ({shot}):\n{}", violations.join("\n"));
+    }
+}
+
+/// Saves a screenshot of the page for a failure message, and says where.
+async fn screenshot(browser: &Client, name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("opsloop-browser-{name}-{}.png", std::process::id()));
+    match browser.screenshot().await {
+        Ok(png) => match std::fs::write(&path, png) {
+            Ok(()) => format!("screenshot: {}", path.display()),
+            Err(error) => format!("no screenshot: {error}"),
+        },
+        Err(error) => format!("no screenshot: {error}"),
+    }
 }
 
 /// The visible text of the page, for failure messages.
@@ -362,6 +411,7 @@ async fn a_new_admin_walks_through_the_web_ui() {
     let next = browser.find(Locator::Css("form[action='/login'] input[name=next]")).await.expect("the next field");
     assert_eq!(next.attr("value").await.expect("next value").as_deref(), Some("/projects"));
 
+    assert_no_csp_violation(&browser).await;
     browser.close().await.expect("end the browser session");
 }
 
@@ -641,6 +691,7 @@ async fn a_push_shows_up_live_in_the_browser() {
         tokio::time::sleep(POLL).await;
     }
 
+    assert_no_csp_violation(&browser).await;
     browser.close().await.expect("end the browser session");
 }
 
@@ -752,6 +803,7 @@ async fn deploy_and_roll_back_from_the_environments_page() {
     assert!(by.text().await.expect("who").starts_with("admin"), "a person rolled back");
     let answer = Server::client().get(format!("{}/", server.proxy_url)).send().await.expect("the proxy answers");
     assert_eq!(answer.text().await.expect("body"), "1.0.0\n");
+    assert_no_csp_violation(&browser).await;
     drop(server);
     opsloop_runner::reap::kill_marked("OPSLOOP_RELEASE_DIR", &data.join("releases"));
 }

@@ -143,11 +143,29 @@ async fn projects_through_the_cli() {
     assert!(text(&denied.stderr).contains("403"), "{}", text(&denied.stderr));
 }
 
+/// The README's first command, literally: `opsloop serve --demo` from a fresh directory, with
+/// no `--data-dir` (so the relative `./opsloop-data`), and the token command of its
+/// Quickstart from the same directory. The demo pipeline passes, its deploy job serves the
+/// service through the proxy, and stopping an environment leaves no fall-through.
 #[tokio::test]
-async fn the_demo_project_is_registered_as_a_git_repository() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_in(&dir.path().join("data"), &["--demo"]);
-    let token = server.token("viewer");
+async fn the_readme_first_command_works_from_a_fresh_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = Server::start_as_readme(cwd.path());
+    assert!(cwd.path().join("opsloop-data/opsloop.db").is_file(), "the data lives in ./opsloop-data");
+    let in_cwd = |args: &[&str]| {
+        std::process::Command::new(crate::harness::BIN)
+            .args(args)
+            .current_dir(cwd.path())
+            .env("NO_COLOR", "1")
+            .env_remove("OPSLOOP_DATA_DIR")
+            .env_remove("OPSLOOP_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let created = in_cwd(&["admin", "token", "create", "--name", "laptop", "--role", "maintainer"]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let token = text(&created.stdout).trim().to_owned();
+
     let shown = opsloop_client(&server, &token, &["project", "show", "demo", "--json"]);
     assert!(shown.status.success(), "{}", text(&shown.stderr));
     let demo: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
@@ -157,7 +175,7 @@ async fn the_demo_project_is_registered_as_a_git_repository() {
     assert!(text(&log.stdout).contains("Demo project"), "the demo is a git repository with a commit");
 
     // Its first pipeline runs on start, and passes.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {
         let listed = opsloop_client(&server, &token, &["pipeline", "list", "demo", "--json"]);
         let pipelines: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
@@ -169,25 +187,54 @@ async fn the_demo_project_is_registered_as_a_git_repository() {
         assert!(std::time::Instant::now() < deadline, "the demo pipeline did not finish: {pipelines}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // A second pipeline on the same mirror works too (the first start's clone is reused).
+    let again = opsloop_client(&server, &token, &["pipeline", "run", "demo", "--ref", "main", "--wait"]);
+    assert!(again.status.success(), "{}{}", text(&again.stdout), text(&again.stderr));
 
     // Its `deploy` job deployed the service blue-green with the pipeline's own token, so the
     // proxy serves it, and the deployment says who asked.
     let listed = opsloop_client(&server, &token, &["deployments", "--project", "demo", "--json"]);
     let deployments: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
-    assert_eq!(deployments[0]["status"], "success", "{deployments}\n{}", text(&listed.stderr));
-    assert_eq!(deployments[0]["strategy"], "blue-green");
-    assert!(deployments[0]["triggered_by"].as_str().unwrap_or_default().contains("pipeline #"), "{deployments}");
-    let answer = Server::client().get(format!("{}/", server.proxy_url)).send().await.unwrap();
+    let first = deployments.as_array().and_then(|all| all.last()).cloned().unwrap_or_default();
+    assert_eq!(first["status"], "success", "{deployments}\n{}", text(&listed.stderr));
+    assert_eq!(first["strategy"], "blue-green");
+    assert!(first["triggered_by"].as_str().unwrap_or_default().contains("pipeline #"), "{deployments}");
+    let client = Server::client();
+    let answer = client.get(format!("{}/", server.proxy_url)).send().await.unwrap();
     assert_eq!(answer.text().await.unwrap(), "1.0.0\n");
 
-    // Stopping production plays the deploy job's `on_stop` job, which stops the service.
+    // Staging, deployed and stopped: its host answers 503, never production's service.
     let admin = server.token("admin");
+    let deployed =
+        opsloop_client(&server, &admin, &["deploy", "web", "--env", "staging", "--project", "demo", "--wait"]);
+    assert!(deployed.status.success(), "{}{}", text(&deployed.stdout), text(&deployed.stderr));
+    let staging = |client: &reqwest::Client| {
+        client.get(format!("{}/", server.proxy_url)).header("host", "staging.localhost").send()
+    };
+    assert_eq!(staging(&client).await.unwrap().status(), 200);
+    let stopped = opsloop_client(&server, &admin, &["stop", "--env", "staging", "--project", "demo"]);
+    assert!(stopped.status.success(), "{}{}", text(&stopped.stdout), text(&stopped.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answer = staging(&client).await.unwrap();
+        if answer.status() == 503 {
+            assert!(answer.text().await.unwrap().contains("stopped"), "the body says why");
+            break;
+        }
+        assert_eq!(answer.status(), 200, "staging answers until it stops, then 503");
+        assert!(std::time::Instant::now() < deadline, "staging still serves");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let production = client.get(format!("{}/", server.proxy_url)).send().await.unwrap();
+    assert_eq!(production.text().await.unwrap(), "1.0.0\n", "production serves on");
+
+    // Stopping production plays the deploy job's `on_stop` job, which stops the service.
     let stopped = opsloop_client(&server, &admin, &["stop", "--env", "production", "--project", "demo"]);
     assert!(text(&stopped.stdout).contains("on_stop job"), "{}{}", text(&stopped.stdout), text(&stopped.stderr));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let answer = Server::client().get(format!("{}/", server.proxy_url)).send().await.unwrap();
-        if answer.status() == 404 {
+        let answer = client.get(format!("{}/", server.proxy_url)).send().await.unwrap();
+        if answer.status() == 503 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "production still serves");
@@ -224,4 +271,23 @@ async fn the_server_runs_on_postgres() {
     assert!(metrics.contains(r#"backend="postgres""#), "{metrics}");
     drop(server);
     database.drop_database().await;
+}
+
+/// `opsloop … | head -1`: the reader goes away, and the command ends quietly, never a panic.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    for args in [&["config", "show"][..], &["config", "show", "--json"]] {
+        let mut child = std::process::Command::new(crate::harness::BIN)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = text(&output.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert!(output.status.success(), "{args:?}: {:?} {stderr}", output.status);
+    }
 }

@@ -37,15 +37,34 @@ impl Server {
 
     /// [`Server::start_in`] with extra environment variables (secrets that never go in files).
     pub fn start_with_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra_args)
+            .envs(env.iter().copied());
+        Server::spawn(command, data_dir.to_path_buf())
+    }
+
+    /// The README's first command as a user types it, `opsloop serve --demo`, in `cwd`: no
+    /// `--data-dir` (so `./opsloop-data`, relative), free ports through the environment only.
+    pub fn start_as_readme(cwd: &Path) -> Server {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--demo"])
+            .current_dir(cwd)
+            .env("OPSLOOP_LISTEN", "127.0.0.1:0")
+            .env("OPSLOOP_PROXY_LISTEN", "127.0.0.1:0")
+            .env_remove("OPSLOOP_DATA_DIR");
+        Server::spawn(command, cwd.join("opsloop-data"))
+    }
+
+    fn spawn(mut command: Command, data_dir: PathBuf) -> Server {
+        let mut child = command
             .env("NO_COLOR", "1")
             .env("OPSLOOP_LOG_LEVEL", "warn")
             .env_remove("OPSLOOP_DATABASE_URL")
             .env_remove("OPSLOOP_CONFIG")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -79,7 +98,7 @@ impl Server {
                 break address.trim().to_owned();
             }
         };
-        Server { child: Some(child), url, proxy_url, data_dir: data_dir.to_path_buf(), admin_password, _dir: None }
+        Server { child: Some(child), url, proxy_url, data_dir, admin_password, _dir: None }
     }
 
     /// A new API token for `admin` with `role`, made by the CLI against this server's data.
@@ -185,4 +204,19 @@ pub fn commit_all(repo: &Path, message: &str) {
             .expect("git runs");
         assert!(status.success(), "git {args:?}");
     }
+}
+
+/// Says that a test is skipped because `peer` is absent. Under `CI=true` (where `.ci/run`
+/// installs every peer) a missing peer fails the test instead of passing it silently.
+pub fn skip(reason: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{reason}, and CI=true needs every peer (.ci/run installs it)"
+    );
+    eprintln!("skipped: {reason}");
+}
+
+/// A port that was free a moment ago, for a peer that cannot report the one it chose.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }

@@ -16,4 +16,5 @@ mod conformance;
 mod crash;
 mod deploy;
 mod run;
+mod scrape;
 mod server_ci;
