@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measures issue 4's agent target on a release build of opsloop, on this machine.
+"""Measures issue 4's agent target on the `dist` build of opsloop (fat LTO), on this machine.
 
   1,000 queued trivial jobs drained by 4 agents (`opsloop agent`, 4 jobs at once each):
   server CPU per job (user + system time of the server process over the drain)   target <= 10 ms
@@ -15,7 +15,7 @@ import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time, urll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.path.join(TARGET_DIR, "release", "opsloop")
+BIN = os.path.join(TARGET_DIR, "dist", "opsloop")
 GIT = ["git", "-c", "user.email=bench@example.invalid", "-c", "user.name=bench", "-c", "init.defaultBranch=main"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=1000)
     args = parser.parse_args()
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "opsloop"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--profile", "dist", "-p", "opsloop"], cwd=ROOT, check=True)
 
     work = tempfile.mkdtemp(prefix="opsloop-bench-agents-")
     processes = []

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measures the foundation's targets on a release build of opsloop, on this machine.
+"""Measures the foundation's targets on the `dist` build of opsloop (fat LTO), on this machine.
 
   idle RSS (SQLite)                          target <= 30 MB
   start -> ready (/readyz answers 200)       target <= 200 ms   (median of 11 starts)
@@ -13,7 +13,7 @@ import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, temp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.path.join(TARGET_DIR, "release", "opsloop")
+BIN = os.path.join(TARGET_DIR, "dist", "opsloop")
 
 
 def free_port():
@@ -89,7 +89,7 @@ def main():
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "opsloop"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--profile", "dist", "-p", "opsloop"], cwd=ROOT, check=True)
 
     data_dir = tempfile.mkdtemp(prefix="opsloop-bench-")
     port = free_port()
@@ -113,6 +113,11 @@ def main():
         assert wait_ready(port)
         time.sleep(3)
         idle_rss = rss_mb(server.pid)
+        idle_threads = len(os.listdir(f"/proc/{server.pid}/task"))
+        # Anonymous (heap) against file-backed (the binary's pages): where idle memory lives.
+        with open(f"/proc/{server.pid}/status") as status:
+            idle_detail = ", ".join(line.split(":")[0] + " " + str(int(line.split()[1]) // 1024) + " MB"
+                                    for line in status if line.startswith(("RssAnon", "RssFile")))
 
         base = f"http://127.0.0.1:{port}"
         for i in range(100):
@@ -148,7 +153,8 @@ def main():
     print(f"{'measure':38} {'measured':>12} {'target':>10}  result")
     for name, measured, target, ok in rows:
         print(f"{name:38} {measured:>12} {target:>10}  {'PASS' if ok else 'FAIL'}")
-    print(f"\nthroughput {rate:.0f} req/s (median), non-2xx {errors}, RSS after load {loaded_rss:.1f} MB")
+    print(f"\nidle: {idle_threads} threads; {idle_detail}")
+    print(f"throughput {rate:.0f} req/s (median), non-2xx {errors}, RSS after load {loaded_rss:.1f} MB")
     print("p99 per run: " + ", ".join(f"{run[0]:.2f} ms" for run in runs))
     print(f"uncached pages (page cache bypassed): p99 {statistics.median(r[0] for r in uncached):.2f} ms, "
           f"{statistics.median(r[1] for r in uncached):.0f} req/s (medians; not a target, the cost behind a miss)")

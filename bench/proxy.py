@@ -15,7 +15,7 @@ import argparse, os, re, shutil, socket, statistics, subprocess, sys, tempfile, 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.path.join(TARGET_DIR, "release", "opsloop")
+BIN = os.path.join(TARGET_DIR, "dist", "opsloop")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -123,7 +123,7 @@ def main():
     need("nginx", "nginx")
     need("wrk", "wrk")
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "opsloop"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--profile", "dist", "-p", "opsloop"], cwd=ROOT, check=True)
 
     work = tempfile.mkdtemp(prefix="opsloop-bench-proxy-")
     processes = []

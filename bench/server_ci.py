@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measures the server CI targets of issue 4 on a release build of opsloop, on this machine.
+"""Measures the server CI targets of issue 4 on the `dist` build of opsloop (fat LTO), on this machine.
 
   push (post-receive hook) -> first job started         target <= 500 ms   (median of 7 pushes)
   server RSS with 20 jobs running ([ci] concurrent_jobs = 20)   target <= 100 MB
@@ -13,7 +13,7 @@ import argparse, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.path.join(TARGET_DIR, "release", "opsloop")
+BIN = os.path.join(TARGET_DIR, "dist", "opsloop")
 GIT = ["git", "-c", "user.email=bench@example.invalid", "-c", "user.name=bench", "-c", "init.defaultBranch=main"]
 
 
@@ -66,7 +66,7 @@ def main():
     parser.add_argument("--skip-build", action="store_true")
     args = parser.parse_args()
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "opsloop"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--profile", "dist", "-p", "opsloop"], cwd=ROOT, check=True)
 
     work = tempfile.mkdtemp(prefix="opsloop-bench-ci-")
     server = None

@@ -194,6 +194,24 @@ fn with_hint(mut diagnostic: Diagnostic, hint: &str) -> Diagnostic {
     diagnostic
 }
 
+/// One letter added, dropped, changed or two swapped: how a key is usually mistyped. Written
+/// here rather than pulled in (`strsim`) for one comparison of short keys.
+fn near_miss(typed: &str, key: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (typed.chars().collect(), key.chars().collect());
+    if a.len().abs_diff(b.len()) > 1 || a == b {
+        return false;
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let (ra, rb) = (&a[prefix..], &b[prefix..]);
+    let suffix = ra.iter().rev().zip(rb.iter().rev()).take_while(|(x, y)| x == y).count();
+    let (ma, mb) = (&ra[..ra.len() - suffix.min(ra.len())], &rb[..rb.len() - suffix.min(rb.len())]);
+    match (ma.len(), mb.len()) {
+        (0, 1) | (1, 0) | (1, 1) => true,
+        (2, 2) => ma[0] == mb[1] && ma[1] == mb[0],
+        _ => false,
+    }
+}
+
 /// `30s`, `500ms`, `2m`, `1h`.
 fn duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -226,11 +244,15 @@ impl Reader {
         }
     }
 
-    /// Refuses keys this place does not know, naming the ones it does.
+    /// Refuses keys this place does not know, naming the one meant when it is a near miss
+    /// (`comand`), else the ones it takes.
     fn known_keys(&mut self, node: &Node, what: &str, known: &[&str]) {
         for (key, _) in node.as_mapping().unwrap_or_default() {
             if !known.contains(&key.name.as_str()) {
-                let hint = format!("{what} takes {}", known.join(", "));
+                let hint = match known.iter().find(|k| near_miss(&key.name, k)) {
+                    Some(meant) => format!("did you mean `{meant}`? {what} takes {}", known.join(", ")),
+                    None => format!("{what} takes {}", known.join(", ")),
+                };
                 self.error(format!("unknown key `{}` in {what}", key.name), key.span, Some(&hint));
             }
         }
@@ -290,6 +312,13 @@ impl Reader {
     fn manifest(&mut self, root: &Node) -> Manifest {
         self.known_keys(root, "opsloop.yml", &["services", "environments", "routes"]);
         let mut manifest = Manifest::default();
+        let declared = |section: &str| -> Vec<String> {
+            let entries = root.get(section).and_then(Node::as_mapping).unwrap_or_default();
+            entries.iter().map(|(key, _)| key.name.clone()).collect()
+        };
+        // Routes are checked against what the file declares, not what parsed cleanly: a service
+        // with its own mistakes is reported once, where they are.
+        let (services_declared, environments_declared) = (declared("services"), declared("environments"));
         if let Some(services) = root.get("services") {
             for (key, node) in self.mapping(services, "services") {
                 self.name("service", &key.name, key.span);
@@ -308,7 +337,7 @@ impl Reader {
             match &routes.value {
                 Value::Sequence(items) => {
                     for item in items {
-                        if let Some(route) = self.route(item, &manifest) {
+                        if let Some(route) = self.route(item, &services_declared, &environments_declared) {
                             manifest.routes.push(route);
                         }
                     }
@@ -340,18 +369,20 @@ impl Reader {
                 "keep_warm",
             ],
         );
+        // Without a command the service cannot run, but the rest of it is still read, so that
+        // one mistyped key does not hide its other mistakes.
         let command = match node.get("command") {
-            Some(command) if matches!(command.value, Value::Sequence(_)) => self.strings(command, "command"),
-            Some(command) => {
-                self.text(command, "command").map(|line| vec!["bash".into(), "-c".into(), line]).unwrap_or_default()
-            }
+            Some(command) if matches!(command.value, Value::Sequence(_)) => Some(self.strings(command, "command")),
+            Some(command) => Some(
+                self.text(command, "command").map(|line| vec!["bash".into(), "-c".into(), line]).unwrap_or_default(),
+            ),
             None => {
                 self.error(
                     format!("{what} has no command"),
                     span,
                     Some("command: [program, arguments…]; $PORT is its port"),
                 );
-                return None;
+                None
             }
         };
         let mut env = Vec::new();
@@ -453,7 +484,7 @@ impl Reader {
         Some(Service {
             name: name.to_owned(),
             span,
-            command,
+            command: command?,
             env,
             secrets,
             replicas,
@@ -581,7 +612,7 @@ impl Reader {
         Some(Freeze { from, to })
     }
 
-    fn route(&mut self, node: &Node, manifest: &Manifest) -> Option<RouteSpec> {
+    fn route(&mut self, node: &Node, services: &[String], environments: &[String]) -> Option<RouteSpec> {
         self.known_keys(node, "a route", &["host", "path", "service", "environment"]);
         let host = node.get("host").and_then(|n| self.text(n, "host"));
         let path = node.get("path").and_then(|n| self.text(n, "path")).unwrap_or_else(|| "/".into());
@@ -593,9 +624,12 @@ impl Reader {
             return None;
         };
         let service = self.text(service_node, "service")?;
-        if !manifest.services.iter().any(|s| s.name == service) {
-            let known: Vec<&str> = manifest.services.iter().map(|s| s.name.as_str()).collect();
-            let hint = format!("services here: {}", known.join(", "));
+        if !services.contains(&service) {
+            let hint = if services.is_empty() {
+                "declare it under `services:` first".to_owned()
+            } else {
+                format!("services here: {}", services.join(", "))
+            };
             self.error(format!("route to unknown service `{service}`"), service_node.span, Some(&hint));
         }
         let Some(environment_node) = node.get("environment") else {
@@ -603,8 +637,13 @@ impl Reader {
             return None;
         };
         let environment = self.text(environment_node, "environment")?;
-        if !manifest.environments.iter().any(|e| e.name == environment) {
-            self.error(format!("route to unknown environment `{environment}`"), environment_node.span, None);
+        if !environments.contains(&environment) {
+            let hint = if environments.is_empty() {
+                "declare it under `environments:` first".to_owned()
+            } else {
+                format!("environments here: {}", environments.join(", "))
+            };
+            self.error(format!("route to unknown environment `{environment}`"), environment_node.span, Some(&hint));
         }
         Some(RouteSpec { span: node.span, host, path, service, environment })
     }
@@ -733,7 +772,15 @@ routes:
         assert!(has(14, "unknown service `nope`"), "{found:?}");
         assert!(has(14, "path `jobs` must start with /"), "{found:?}");
         let hinted = problems.iter().find(|p| p.message.contains("comand")).unwrap();
-        assert!(hinted.hint.as_deref().unwrap_or("").contains("command"), "{hinted:?}");
+        assert!(hinted.hint.as_deref().unwrap_or("").contains("did you mean `command`?"), "{hinted:?}");
+        // The service without a command is still read: its other mistakes are reported too.
+        assert!(has(5, "replicas must be a whole number"), "{found:?}");
+        // A route to a service the file declares, however broken, is no "unknown service".
+        let (_, problems) = parse("services:\n  web: {comand: [x]}\nroutes:\n  - {service: web, environment: nope}\n");
+        assert!(!problems.iter().any(|p| p.message.contains("unknown service")), "{problems:?}");
+        let unknown_env = problems.iter().find(|p| p.message.contains("unknown environment")).unwrap();
+        assert_eq!(unknown_env.hint.as_deref(), Some("declare it under `environments:` first"));
+        assert!(near_miss("comand", "command") && near_miss("strategy", "stratgey") && !near_miss("env", "slo"));
         let (_, broken) = parse("services: [unclosed");
         assert_eq!(broken.len(), 1);
     }

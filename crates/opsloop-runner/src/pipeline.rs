@@ -28,9 +28,8 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Keep each job's workspace after it ends (`--shell-isolation` kept for inspection).
     pub keep_workspaces: bool,
-    /// Start jobs from the working tree (tracked and untracked files) instead of the files
-    /// at `HEAD` (`--dirty`).
-    pub dirty: bool,
+    /// Which of the project's files a job starts with.
+    pub source: SourceFiles,
     /// A source tree already prepared (a child pipeline reuses its parent's snapshot).
     pub prepared_source: Option<PathBuf>,
     /// Pipeline-wide predefined variables (CI_COMMIT_*, CI_PIPELINE_*, …), lowest precedence.
@@ -163,6 +162,19 @@ struct Shared {
     workplace: Workplace,
 }
 
+/// Which files of the project a job's workspace starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFiles {
+    /// Tracked files as the working tree has them, edits included (gitlab-ci-local's choice,
+    /// and `opsloop run`'s default).
+    Tracked,
+    /// Tracked files and the untracked ones git does not ignore (`--dirty`; a server checkout).
+    WorkingTree,
+    /// The files of the last commit, whatever the working tree holds (`--committed`: what the
+    /// server would run).
+    Committed,
+}
+
 /// Runs `plan` to the end (or until `cancel` turns true) and reports through `sink`.
 pub async fn run_pipeline(
     config: Config,
@@ -181,7 +193,7 @@ pub async fn run_pipeline(
                 .await
                 .map_err(std::io::Error::other)??,
         )
-    } else if options.dirty {
+    } else if options.source != SourceFiles::Committed {
         None
     } else {
         let (project, target) = (options.project_dir.clone(), snapshot.clone());
@@ -191,7 +203,13 @@ pub async fn run_pipeline(
     };
     let (source_root, files) = match committed {
         Some(files) => (options.prepared_source.clone().unwrap_or(snapshot), files),
-        None => (options.project_dir.clone(), workspace::project_files(&options.project_dir, &state_name)?),
+        None => {
+            let files = match options.source {
+                SourceFiles::Tracked => workspace::tracked_files(&options.project_dir, &state_name)?,
+                _ => workspace::project_files(&options.project_dir, &state_name)?,
+            };
+            (options.project_dir.clone(), files)
+        }
     };
     let masker = Masker::new(options.masked.iter().cloned());
     let count = plan.jobs.len();

@@ -22,13 +22,23 @@ pub fn dir_name(name: &str) -> String {
     format!("{}-{}", safe.trim_start_matches('.'), &digest[..12])
 }
 
-/// The project's files a job starts with: git's tracked files (from the working tree), or
-/// every file when the project is not a git repository. `state_dir` is never included.
+/// The project's files a job starts with: git's tracked files and the untracked ones git does
+/// not ignore (from the working tree), or every file when the project is not a git repository.
+/// `state_dir` is never included.
 pub fn project_files(project: &Path, state_dir_name: &str) -> io::Result<Vec<String>> {
-    let output = Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
-        .current_dir(project)
-        .output();
+    listed_files(project, state_dir_name, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+}
+
+/// Git's tracked files as they are in the working tree, edits included and deleted ones left
+/// out (what gitlab-ci-local copies into a job), or every file outside a git repository.
+pub fn tracked_files(project: &Path, state_dir_name: &str) -> io::Result<Vec<String>> {
+    let mut files = listed_files(project, state_dir_name, &["ls-files", "-z", "--cached"])?;
+    files.retain(|f| project.join(f).symlink_metadata().is_ok());
+    Ok(files)
+}
+
+fn listed_files(project: &Path, state_dir_name: &str, ls_files: &[&str]) -> io::Result<Vec<String>> {
+    let output = Command::new("git").args(ls_files).current_dir(project).output();
     let mut files = match output {
         Ok(output) if output.status.success() => output
             .stdout

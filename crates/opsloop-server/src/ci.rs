@@ -301,7 +301,7 @@ async fn execute(
         state_dir: source_dir.join(".opsloop"),
         concurrency: std::thread::available_parallelism().map_or(2, usize::from),
         keep_workspaces: false,
-        dirty: true,
+        source: opsloop_runner::pipeline::SourceFiles::WorkingTree,
         prepared_source: None,
         predefined,
         overrides: secrets

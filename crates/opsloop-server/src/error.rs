@@ -39,6 +39,15 @@ impl ApiError {
             "authentication required: send `Authorization: Bearer <token>` or sign in",
         )
     }
+    /// A bearer token was sent and refused: saying "authentication required" would send the
+    /// user looking for a missing header.
+    pub fn rejected_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this token was rejected (revoked, expired or unknown): create a new one with `opsloop admin token create`",
+        )
+    }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }

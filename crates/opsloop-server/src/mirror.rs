@@ -61,6 +61,52 @@ async fn update_mirror(mirror: &Path, repo_url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What the project's mirror says of a ref someone asked a pipeline for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefCheck {
+    /// A branch, tag or commit of the repository.
+    Exists,
+    /// Not there even after a fetch; the branches and tags that are.
+    Missing { known: Vec<String> },
+    /// No mirror yet, or the remote did not answer in time: the pipeline finds out itself.
+    Unknown,
+}
+
+/// How long a request may wait for a fetch that checks its ref.
+const CHECK_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Whether `git_ref` names something in the project's repository: looked up in the mirror,
+/// fetched once when not found there (a branch pushed a moment ago). Refs are arguments after
+/// `--end-of-options`-style checks, never a shell line.
+pub async fn check_ref(state: &AppState, project_id: i64, repo_url: &str, git_ref: &str) -> RefCheck {
+    let mirror = mirror_dir(state, project_id, repo_url);
+    if !mirror.join("HEAD").exists() {
+        return RefCheck::Unknown;
+    }
+    let lock = match state.mirror_locks.lock() {
+        Ok(mut locks) => locks.entry(project_id).or_default().clone(),
+        Err(_) => return RefCheck::Unknown,
+    };
+    let _turn = lock.lock().await;
+    let resolves = |mirror: std::path::PathBuf| async move {
+        let spec = format!("{git_ref}^{{commit}}");
+        git(&mirror, &["rev-parse", "--verify", "--quiet", "--end-of-options", &spec], LOCAL_TIMEOUT).await.is_ok()
+    };
+    if resolves(mirror.clone()).await {
+        return RefCheck::Exists;
+    }
+    if git(&mirror, &["fetch", "--prune", "--quiet", "origin"], CHECK_FETCH_TIMEOUT).await.is_err() {
+        return RefCheck::Unknown;
+    }
+    if resolves(mirror.clone()).await {
+        return RefCheck::Exists;
+    }
+    let listed = git(&mirror, &["for-each-ref", "--format=%(refname:short)", "refs/heads", "refs/tags"], LOCAL_TIMEOUT)
+        .await
+        .unwrap_or_default();
+    RefCheck::Missing { known: listed.lines().map(str::to_owned).collect() }
+}
+
 /// Checks out `git_ref` (a branch, tag or commit) — or exactly `commit` when a push named it —
 /// of the project's repository into `target`; returns the commit.
 pub async fn checkout(

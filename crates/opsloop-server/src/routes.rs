@@ -139,6 +139,9 @@ pub async fn enforce(
         Ok(principal) => principal,
         Err(error) => return refuse(surface, ApiError::from(error), request.uri().path()),
     };
+    // Someone who sent a token that was refused needs to hear that, not "sign in".
+    let token_refused = principal.is_none() && auth::bearer_token(request.headers()).is_some();
+    let unauthenticated = || if token_refused { ApiError::rejected_token() } else { ApiError::unauthorized() };
 
     // A pipeline's token reaches only what a job needs for deployments, through the API.
     if let Some(principal) = &principal
@@ -161,7 +164,7 @@ pub async fn enforce(
     let decision = match access {
         Access::Project(_) | Access::Job(_) => {
             let Some(principal) = principal.as_ref() else {
-                return refuse(surface, ApiError::unauthorized(), request.uri().path());
+                return refuse(surface, unauthenticated(), request.uri().path());
             };
             let param = |name: &str| params.iter().find(|(key, _)| *key == name).map(|(_, value)| value);
             let project = match access {
@@ -197,9 +200,12 @@ pub async fn enforce(
 
     match decision {
         Decision::Allow => {}
-        Decision::Unauthenticated => return refuse(surface, ApiError::unauthorized(), request.uri().path()),
+        Decision::Unauthenticated => return refuse(surface, unauthenticated(), request.uri().path()),
         Decision::Forbidden(message) => return refuse(surface, ApiError::forbidden(message), ""),
-        Decision::NotFound => return refuse(surface, ApiError::not_found("project"), ""),
+        Decision::NotFound => {
+            let what = if matches!(access, Access::Job(_)) { "job" } else { "project" };
+            return refuse(surface, ApiError::not_found(what), "");
+        }
     }
 
     if surface == Surface::Ui

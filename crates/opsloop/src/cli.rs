@@ -135,7 +135,11 @@ pub enum Command {
         #[command(flatten)]
         args: DeploymentsArgs,
     },
-    /// Run the opsloop server: API, web UI, and (with later features) pipelines and monitors.
+    /// Run the opsloop server: the API and web UI, CI pipelines (from pushes, webhooks,
+    /// schedules and polling), deployments behind the built-in proxy, and /metrics.
+    ///
+    /// Example: opsloop serve --demo   (data in ./opsloop-data, UI on http://127.0.0.1:8080)
+    #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
     /// Show the resolved configuration.
     Config {
@@ -232,10 +236,15 @@ pub struct RunArgs {
     /// Keep each job's workspace under .opsloop/builds/<job> after it ends (jobs always run in their own).
     #[arg(long)]
     pub shell_isolation: bool,
-    /// Start jobs from the working tree, uncommitted changes included, instead of the files of the
-    /// last commit.
-    #[arg(long)]
+    /// Start jobs from untracked files too (those git does not ignore). By default a job starts
+    /// from git's tracked files as the working tree has them, uncommitted edits included, as
+    /// gitlab-ci-local does.
+    #[arg(long, conflicts_with = "committed")]
     pub dirty: bool,
+    /// Start jobs from the files of the last commit, ignoring uncommitted edits: what the server
+    /// would run for this commit.
+    #[arg(long)]
+    pub committed: bool,
     /// Print a JSON event stream instead of text.
     #[arg(long)]
     pub json: bool,
@@ -656,6 +665,7 @@ pub enum PipelineCommand {
     /// Example: opsloop pipeline run web --ref main --variable DEPLOY=no --wait
     #[command(verbatim_doc_comment)]
     Run {
+        /// The project's name (`opsloop project list` shows them).
         project: String,
         /// Branch, tag or commit (default: the project's default branch).
         #[arg(long = "ref", value_name = "REF")]
@@ -666,21 +676,32 @@ pub enum PipelineCommand {
         /// Wait for the pipeline to finish; exit 0 when it succeeds, 1 when it fails.
         #[arg(long)]
         wait: bool,
+        /// Print JSON (the pipeline; with --wait, with its jobs) for scripts.
         #[arg(long)]
         json: bool,
     },
     /// List a project's pipelines, newest first.
     List {
+        /// The project's name (`opsloop project list` shows them).
         project: String,
+        /// Print JSON (an array of pipelines) for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Cancel a running pipeline: running jobs end (after_script still runs), the rest are skipped.
-    Cancel { project: String, id: i64 },
-    /// Show one pipeline and its jobs.
-    Show {
+    Cancel {
+        /// The project's name.
         project: String,
+        /// The pipeline's number (`opsloop pipeline list` shows them).
         id: i64,
+    },
+    /// Show one pipeline: its status, why it failed when it did, and its jobs.
+    Show {
+        /// The project's name.
+        project: String,
+        /// The pipeline's number (`opsloop pipeline list` shows them).
+        id: i64,
+        /// Print JSON (the pipeline with its jobs) for scripts.
         #[arg(long)]
         json: bool,
     },

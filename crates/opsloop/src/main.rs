@@ -23,7 +23,9 @@ use clap::Parser;
 
 /// mimalloc rather than the system allocator: the proxy allocates a few small objects per
 /// request (headers, futures, channel nodes), and glibc's malloc was a tenth of its
-/// user-space time (`bench/proxy.py`).
+/// user-space time (`bench/proxy.py`). Built with `no_thp`: mimalloc otherwise asks for
+/// transparent huge pages on its arenas, and every thread's first small allocation then made
+/// 2 MiB resident (an idle server held 24 MB of huge pages for 8 MB of heap; `bench/foundation.py`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

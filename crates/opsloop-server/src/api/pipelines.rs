@@ -188,6 +188,22 @@ pub async fn run(
     if !matches!(source, "api" | "push" | "web") {
         return Err(ApiError::invalid("source is one of api, push, web"));
     }
+    // A ref nobody pushed is refused here, with the ones that exist, rather than becoming a
+    // failed pipeline. A push names its commit, which the hook has just sent.
+    if input.sha.is_none()
+        && let crate::mirror::RefCheck::Missing { known } =
+            crate::mirror::check_ref(&state, context.project.id, &context.project.repo_url, &git_ref).await
+    {
+        let mut shown: Vec<&str> = known.iter().map(String::as_str).take(20).collect();
+        if known.len() > shown.len() {
+            shown.push("…");
+        }
+        return Err(ApiError::invalid(format!(
+            "`{git_ref}` is no branch, tag or commit of {}; it has: {}",
+            context.project.repo_url,
+            if shown.is_empty() { "no branches or tags yet".to_owned() } else { shown.join(", ") }
+        )));
+    }
     let variables = input.variables.into_iter().collect();
     let pipeline = crate::ci::trigger(
         &state,

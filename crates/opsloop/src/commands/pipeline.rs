@@ -185,6 +185,9 @@ async fn execute(client: &ApiClient, command: PipelineCommand) -> anyhow::Result
                     detail["ref"].as_str().unwrap_or_default(),
                     detail["status"].as_str().unwrap_or_default()
                 );
+                if let Some(error) = detail["error"].as_str() {
+                    println!("  why: {error}");
+                }
                 for job in detail["jobs"].as_array().into_iter().flatten() {
                     println!(
                         "  {:<10} {} (job {})",

@@ -299,12 +299,14 @@ pub fn lint(args: LintArgs) -> ExitCode {
     } else {
         print_miette(&loaded.config.sources, &diagnostics);
         if errors == 0 {
-            println!(
-                "{} is valid: {} jobs in {} stages.",
-                args.file,
-                loaded.config.jobs.len(),
-                loaded.config.stages.len()
-            );
+            let config = &loaded.config;
+            // `.pre` and `.post` are always there; they count only when a job uses them.
+            let stages = config
+                .stages
+                .iter()
+                .filter(|s| !matches!(s.as_str(), ".pre" | ".post") || config.jobs.iter().any(|j| &j.stage == *s))
+                .count();
+            println!("{} is valid: {} jobs in {stages} stages.", args.file, config.jobs.len());
         }
     }
     if errors > 0 { ExitCode::from(INVALID) } else { ExitCode::SUCCESS }
@@ -508,7 +510,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
         state_dir,
         concurrency: args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
         keep_workspaces: args.shell_isolation,
-        dirty: args.dirty,
+        source: match (args.dirty, args.committed) {
+            (true, _) => opsloop_runner::pipeline::SourceFiles::WorkingTree,
+            (_, true) => opsloop_runner::pipeline::SourceFiles::Committed,
+            _ => opsloop_runner::pipeline::SourceFiles::Tracked,
+        },
         prepared_source: None,
         predefined: defined.clone(),
         overrides,

@@ -190,6 +190,14 @@ async fn the_readme_first_command_works_from_a_fresh_directory() {
     // A second pipeline on the same mirror works too (the first start's clone is reused).
     let again = opsloop_client(&server, &token, &["pipeline", "run", "demo", "--ref", "main", "--wait"]);
     assert!(again.status.success(), "{}{}", text(&again.stdout), text(&again.stderr));
+    // What a newcomer mistypes gets an answer that says what is wrong.
+    let refused = opsloop_client(&server, &token, &["pipeline", "run", "demo", "--ref", "nobranch"]);
+    assert!(!refused.status.success(), "a ref that does not exist is refused, not a failed pipeline");
+    assert!(text(&refused.stderr).contains("it has: main"), "{}", text(&refused.stderr));
+    let missing = opsloop_client(&server, &token, &["job", "log", "999"]);
+    assert!(text(&missing.stderr).contains("job not found"), "{}", text(&missing.stderr));
+    let rejected = opsloop_client(&server, "olp_not-a-real-token", &["project", "list"]);
+    assert!(text(&rejected.stderr).contains("this token was rejected"), "{}", text(&rejected.stderr));
 
     // Its `deploy` job deployed the service blue-green with the pipeline's own token, so the
     // proxy serves it, and the deployment says who asked.

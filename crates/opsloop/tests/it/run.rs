@@ -367,14 +367,23 @@ against-tag:
     assert_eq!(names, ["backend", "docs", "legacy", "against-tag"], "uncommitted changes count too");
 }
 
+/// As gitlab-ci-local: a job starts from the tracked files as the working tree has them;
+/// `--dirty` adds untracked files, `--committed` takes the last commit's.
 #[test]
-fn jobs_start_from_the_last_commit_unless_dirty() {
-    let dir = repo(&[(".gitlab-ci.yml", "show:\n  script: cat note.txt\n"), ("note.txt", "committed\n")]);
+fn jobs_start_from_the_tracked_files_of_the_working_tree() {
+    let dir = repo(&[
+        (".gitlab-ci.yml", "show:\n  script:\n    - cat note.txt\n    - cat new.txt || echo no new file\n"),
+        ("note.txt", "committed\n"),
+    ]);
     std::fs::write(dir.path().join("note.txt"), "edited, not committed\n").unwrap();
-    let clean = stdout(&run_in(dir.path(), &[]));
-    assert!(clean.contains("show > committed"), "{clean}");
+    std::fs::write(dir.path().join("new.txt"), "untracked\n").unwrap();
+    let tracked = stdout(&run_in(dir.path(), &[]));
+    assert!(tracked.contains("show > edited, not committed"), "{tracked}");
+    assert!(tracked.contains("show > no new file"), "untracked files stay out by default: {tracked}");
     let dirty = stdout(&run_in(dir.path(), &["--dirty"]));
-    assert!(dirty.contains("show > edited, not committed"), "{dirty}");
+    assert!(dirty.contains("show > edited, not committed") && dirty.contains("show > untracked"), "{dirty}");
+    let committed = stdout(&run_in(dir.path(), &["--committed"]));
+    assert!(committed.contains("show > committed") && committed.contains("show > no new file"), "{committed}");
 }
 
 #[test]
