@@ -1352,22 +1352,9 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
 }
 
 /// The fields of two releases' configurations that differ: `(field, before, after)`.
-pub fn config_changes(before: &str, after: &str) -> Vec<(String, String, String)> {
+pub fn config_changes(before: &str, after: &str) -> Vec<crate::config_diff::FieldChange> {
     let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
-    let (before, after) = (parse(before), parse(after));
-    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else { return Vec::new() };
-    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter_map(|key| {
-            let (old, new) = (before.get(key), after.get(key));
-            (old != new).then(|| {
-                let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "—".to_owned(), ToString::to_string);
-                (key.clone(), show(old), show(new))
-            })
-        })
-        .collect()
+    crate::config_diff::field_changes(&parse(before), &parse(after))
 }
 
 /// `git log --oneline old..new` in the project's mirror (at most 50 commits).
@@ -1397,7 +1384,7 @@ pub struct Comparison {
     /// `git log --oneline from..to` (at most 50).
     pub commits: Vec<String>,
     /// `(setting, before, after)`.
-    pub changes: Vec<(String, String, String)>,
+    pub changes: Vec<crate::config_diff::FieldChange>,
 }
 
 /// Compares the releases of two deployments of `project`.

@@ -73,8 +73,10 @@ pub struct Change {
     pub name: String,
     /// `create`, `change` or `remove`.
     pub action: String,
-    /// What changed (the fields), or what applying it does.
+    /// What changed (the fields, `env.VERSION: 1.0.0 → 1.1.0; …`), or what applying it does.
     pub detail: String,
+    /// The fields that changed, one by one (empty for a creation or removal).
+    pub fields: Vec<crate::config_diff::FieldChange>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -99,23 +101,16 @@ fn diff(
                 name: name.clone(),
                 action: "create".to_owned(),
                 detail: String::new(),
+                fields: Vec::new(),
             }),
             Some(old) if old != value => {
-                let fields: Vec<String> = match (old.as_object(), value.as_object()) {
-                    (Some(old), Some(new)) => new
-                        .iter()
-                        .filter(|(key, v)| old.get(*key) != Some(*v))
-                        .map(|(key, v)| {
-                            format!("{key}: {} → {v}", old.get(key).map_or("—".to_owned(), ToString::to_string))
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
+                let fields = crate::config_diff::field_changes(old, value);
                 changes.push(Change {
                     kind: kind.to_owned(),
                     name: name.clone(),
                     action: "change".to_owned(),
-                    detail: fields.join("; "),
+                    detail: crate::config_diff::summary(&fields),
+                    fields,
                 });
             }
             Some(_) => {}
@@ -127,6 +122,7 @@ fn diff(
             name: name.clone(),
             action: "remove".to_owned(),
             detail: String::new(),
+            fields: Vec::new(),
         });
     }
     changes

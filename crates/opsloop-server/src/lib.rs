@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod ci;
 pub mod config;
+pub mod config_diff;
 mod demo;
 pub mod deploy;
 pub mod error;

@@ -477,7 +477,7 @@ pub async fn show(
             @if !changes.is_empty() {
                 table {
                     thead { tr { th scope="col" { "Setting" } th scope="col" { "Before" } th scope="col" { "After" } } }
-                    tbody { @for (key, old, new) in &changes { tr { td { (key) } td { code { (old) } } td { code { (new) } } } } }
+                    tbody { @for change in &changes { tr { td { code { (change.field) } } td { (side(&change.before)) } td { (side(&change.after)) } } } }
                 }
             }
         }
@@ -540,9 +540,17 @@ pub async fn compare(
         } @else {
             table {
                 thead { tr { th scope="col" { "Setting" } th scope="col" { "Before" } th scope="col" { "After" } } }
-                tbody { @for (key, old, new) in &comparison.changes { tr { td { (key) } td { code { (old) } } td { code { (new) } } } } }
+                tbody { @for change in &comparison.changes { tr { td { code { (change.field) } } td { (side(&change.before)) } td { (side(&change.after)) } } } }
             }
         }
     })
     .into_response()
+}
+
+/// One side of a configuration change: the value, or a dash where the field is absent.
+fn side(value: &Option<String>) -> Markup {
+    match value {
+        Some(value) => html! { code { (value) } },
+        None => html! { span.muted { "—" } },
+    }
 }

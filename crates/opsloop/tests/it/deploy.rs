@@ -257,7 +257,9 @@ fn deploy_roll_back_and_guard_through_the_cli_under_load() {
     );
     assert_eq!(status, 200, "{compared}");
     assert!(compared["commits"].to_string().contains(" v2"), "{compared}");
-    assert!(compared["changes"].to_string().contains("VERSION"), "{compared}");
+    let version = compared["changes"].as_array().unwrap().iter().find(|c| c["field"] == "env.VERSION").cloned();
+    let version = version.unwrap_or_else(|| panic!("a structured env.VERSION change: {compared}"));
+    assert!(version["before"].is_string() && version["after"].is_string() && version["before"] != version["after"]);
 
     // What runs where, and the golden signals on /metrics.
     let (status, environments) =
@@ -444,6 +446,9 @@ fn gitops_plans_and_applies_the_default_branchs_manifest() {
         })
         .collect();
     assert!(changes.contains(&("service".into(), "web".into(), "change".into())), "{changes:?}");
+    let web = plan["changes"].as_array().unwrap().iter().find(|c| c["kind"] == "service" && c["name"] == "web");
+    let detail = web.map(|c| c["detail"].as_str().unwrap_or_default().to_owned()).unwrap_or_default();
+    assert!(detail.contains("env.VERSION: ") && !detail.contains("[["), "people read the fields: {detail}");
     assert!(changes.contains(&("route".into(), "web@staging".into(), "change".into())), "{changes:?}");
     assert!(changes.contains(&("environment".into(), "frozen".into(), "remove".into())), "{changes:?}");
 
