@@ -567,17 +567,64 @@ pub enum MemberCommand {
 /// pipeline job's own project (`CI_PROJECT_NAME`).
 #[derive(Debug, Clone, Args)]
 pub struct ProjectArg {
+    /// The project (default: in a job, its own; in a clone of a project's repository, that
+    /// project).
     #[arg(long, env = "OPSLOOP_PROJECT")]
     pub project: Option<String>,
 }
 
 impl ProjectArg {
-    pub fn resolve(&self) -> anyhow::Result<String> {
-        self.project
-            .clone()
-            .or_else(|| std::env::var("CI_PROJECT_NAME").ok())
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("which project? pass --project NAME (or set OPSLOOP_PROJECT)"))
+    /// The project named, or the job's own, or the one whose repository the current directory
+    /// is a clone of (its `origin`, or the directory itself), as a user inside a checkout means.
+    pub async fn resolve(&self, client: &crate::client::ApiClient) -> anyhow::Result<String> {
+        if let Some(named) = self.project.clone().or_else(|| std::env::var("CI_PROJECT_NAME").ok()) {
+            if !named.is_empty() {
+                return Ok(named);
+            }
+        }
+        let here = checkout_locations();
+        let page: serde_json::Value = client.get_with_query(&["projects"], "limit=100").await?.unwrap_or_default();
+        let projects = page["items"].as_array().cloned().unwrap_or_default();
+        let found = projects.iter().find(|project| {
+            let url = project["repo_url"].as_str().unwrap_or_default();
+            here.iter().any(|location| same_repository(location, url))
+        });
+        if let Some(name) = found.and_then(|p| p["name"].as_str()) {
+            return Ok(name.to_owned());
+        }
+        let names: Vec<&str> = projects.iter().filter_map(|p| p["name"].as_str()).collect();
+        anyhow::bail!(
+            "which project? pass --project NAME (or set OPSLOOP_PROJECT){}",
+            if names.is_empty() { String::new() } else { format!("; yours: {}", names.join(", ")) }
+        )
+    }
+}
+
+/// Where the current directory's repository comes from: `origin`'s URL and its own top level.
+fn checkout_locations() -> Vec<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    [git(&["remote", "get-url", "origin"]), git(&["rev-parse", "--show-toplevel"])].into_iter().flatten().collect()
+}
+
+/// Two spellings of one repository: the same URL give or take `.git` and a trailing slash,
+/// or the same directory on this machine.
+fn same_repository(a: &str, b: &str) -> bool {
+    let norm = |url: &str| url.trim_end_matches('/').trim_end_matches(".git").to_owned();
+    if norm(a) == norm(b) {
+        return true;
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 

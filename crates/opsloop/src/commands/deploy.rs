@@ -15,7 +15,7 @@ use crate::output;
 pub async fn deploy(client: &ClientArgs, args: DeployArgs) -> miette::Result<ExitCode> {
     let result = async {
         let client = ApiClient::new(client)?;
-        let project = args.project.resolve()?;
+        let project = args.project.resolve(&client).await?;
         let mut body = json!({ "service": args.service, "environment": args.environment });
         if let Some(version) = &args.version {
             body["version"] = json!(version);
@@ -36,7 +36,7 @@ pub async fn deploy(client: &ClientArgs, args: DeployArgs) -> miette::Result<Exi
 pub async fn rollback(client: &ClientArgs, args: RollbackArgs) -> miette::Result<ExitCode> {
     let result = async {
         let client = ApiClient::new(client)?;
-        let project = args.project.resolve()?;
+        let project = args.project.resolve(&client).await?;
         let mut body = json!({ "service": args.service, "environment": args.environment });
         if let Some(to) = &args.to {
             body["to"] = json!(to);
@@ -129,7 +129,7 @@ async fn follow(client: &ApiClient, project: &str, created: Value, wait: bool, j
 pub async fn list(client: &ClientArgs, args: DeploymentsArgs) -> miette::Result<ExitCode> {
     let result = async {
         let client = ApiClient::new(client)?;
-        let project = args.project.resolve()?;
+        let project = args.project.resolve(&client).await?;
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         query.append_pair("limit", &args.limit.clamp(1, 500).to_string());
         if let Some(service) = &args.service {
@@ -173,7 +173,7 @@ pub async fn environments(client: &ClientArgs, command: EnvironmentsCommand) -> 
         let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
         match command {
             EnvironmentsCommand::List { project, json } => {
-                let project = project.resolve()?;
+                let project = project.resolve(&client).await?;
                 let serving: Vec<Value> = client
                     .call::<Value, _>(Method::GET, &["projects", &project, "environments"], None)
                     .await?
@@ -197,7 +197,7 @@ pub async fn environments(client: &ClientArgs, command: EnvironmentsCommand) -> 
                 }
             }
             EnvironmentsCommand::Plan { project, json } => {
-                let project = project.resolve()?;
+                let project = project.resolve(&client).await?;
                 let plan: Value = client
                     .call::<Value, _>(Method::GET, &["projects", &project, "environments", "plan"], None)
                     .await?
@@ -205,7 +205,7 @@ pub async fn environments(client: &ClientArgs, command: EnvironmentsCommand) -> 
                 show_plan(&plan, json, false)?;
             }
             EnvironmentsCommand::Apply { project, json } => {
-                let project = project.resolve()?;
+                let project = project.resolve(&client).await?;
                 let plan: Value = client
                     .call::<Value, _>(Method::POST, &["projects", &project, "environments", "apply"], None)
                     .await?
@@ -264,7 +264,7 @@ pub async fn approve(
 ) -> miette::Result<ExitCode> {
     let result = async {
         let client = ApiClient::new(client)?;
-        let project = project.resolve()?;
+        let project = project.resolve(&client).await?;
         let approved: Value = client
             .call::<Value, _>(
                 Method::POST,
@@ -296,7 +296,7 @@ pub async fn stop(
 ) -> miette::Result<ExitCode> {
     let result = async {
         let client = ApiClient::new(client)?;
-        let project = project.resolve()?;
+        let project = project.resolve(&client).await?;
         let body = json!({ "service": service });
         let stopped: Value = client
             .call(Method::POST, &["projects", &project, "environments", &environment, "stop"], Some(&body))

@@ -15,6 +15,7 @@ mod cli;
 mod conformance;
 mod crash;
 mod deploy;
+mod readme;
 mod run;
 mod scrape;
 mod server_ci;
