@@ -3,6 +3,8 @@
 
 GET /        answers "<VERSION>\n"
 GET /health  answers 200 ("ok"), or 503 with HEALTH=fail
+GET /stream  a 32 KiB download streamed over STREAM_MS (default 1000), never failing
+Every answer names its version in `X-Version`.
 
 Switches (environment variables), so a test or a demo can make a version bad:
   PORT          where it listens (opsloop gives it)
@@ -22,6 +24,7 @@ VERSION = os.environ.get("VERSION", "dev")
 FAIL_PERCENT = float(os.environ.get("FAIL_PERCENT", "0"))
 SLOW_MS = float(os.environ.get("SLOW_MS", "0"))
 HEALTHY = os.environ.get("HEALTH", "ok") != "fail"
+STREAM_MS = float(os.environ.get("STREAM_MS", "1000"))
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -35,13 +38,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Version", VERSION)
         self.end_headers()
         self.wfile.write(body)
+
+    def stream(self):
+        chunks = 32
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(chunks * 1024))
+        self.send_header("X-Version", VERSION)
+        self.end_headers()
+        for _ in range(chunks):
+            self.wfile.write(b"x" * 1024)
+            self.wfile.flush()
+            time.sleep(STREAM_MS / 1000 / chunks)
 
     def do_GET(self):
         if SLOW_MS:
             time.sleep(SLOW_MS / 1000)
-        if self.path == "/health":
+        if self.path == "/stream":
+            self.stream()
+        elif self.path == "/health":
             self.answer(200 if HEALTHY else 503, "ok\n" if HEALTHY else "unhealthy\n")
         elif random.uniform(0, 100) < FAIL_PERCENT:
             self.answer(500, f"{VERSION} failed\n")

@@ -144,9 +144,13 @@ struct InFlight {
     backend: usize,
 }
 
+/// One request counted in flight, for its backend and its version, from its start until its
+/// answer's body has passed whole (or it failed): dropping this is the one place both
+/// counts go down, so draining and saturation never lose a stream.
 impl InFlight {
     fn enter(table: Arc<RouteTable>, route: usize, backend: usize) -> InFlight {
         table.routes[route].in_flight[backend].enter();
+        table.routes[route].signals[backend].started();
         InFlight { table, route, backend }
     }
 
@@ -157,6 +161,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.table.routes[self.route].signals[self.backend].left();
         self.table.routes[self.route].in_flight[self.backend].leave();
     }
 }
@@ -482,7 +487,6 @@ impl Proxy {
 
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + self.timeout);
-        signals.started();
         let upgrade = wants_upgrade(request.headers());
         let answer = if !upgrade && upstream::fits(&request) {
             let head = forwarded_head(&request, host_header.as_ref(), peer, peer_ip);
@@ -501,7 +505,7 @@ impl Proxy {
                     tokio::time::timeout_at(deadline, Box::pin(upgrade_through(backend_address, request))).await;
                 let error =
                     !matches!(&answer, Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS);
-                signals.finished(began.elapsed(), error);
+                signals.answered(began.elapsed(), error);
                 return match answer {
                     Ok(Ok(response)) => response,
                     Ok(Err(message)) => {
@@ -523,7 +527,7 @@ impl Proxy {
         };
         match answer {
             Ok(Ok(mut response)) => {
-                signals.finished(began.elapsed(), response.status().is_server_error());
+                signals.answered(began.elapsed(), response.status().is_server_error());
                 let headers = response.headers_mut();
                 // The server's own Date is off (its clock read per response showed in
                 // profiles); a message must still carry one (RFC 9110 6.6.1).
@@ -535,12 +539,12 @@ impl Proxy {
                 response.map(|body| Either::Left(Counted { body, in_flight: Some(in_flight) }))
             }
             Ok(Err(error)) => {
-                signals.finished(began.elapsed(), true);
+                signals.answered(began.elapsed(), true);
                 tracing::debug!(%error, backend = %backend_address, "upstream failed");
                 plain(StatusCode::BAD_GATEWAY, "the upstream did not answer\n")
             }
             Err(_) => {
-                signals.finished(began.elapsed(), true);
+                signals.answered(began.elapsed(), true);
                 plain(StatusCode::GATEWAY_TIMEOUT, "the upstream took too long\n")
             }
         }

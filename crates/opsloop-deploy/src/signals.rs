@@ -141,14 +141,21 @@ impl VersionSignals {
         self.capacity.load(Ordering::Relaxed)
     }
 
+    /// A request to this version began: it counts in flight until [`VersionSignals::left`].
     pub fn started(&self) {
         self.shards[shard_index()].in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A request ended after `elapsed`; `error` for a 5xx answer or an upstream failure.
-    pub fn finished(&self, elapsed: Duration, error: bool) {
+    /// A request's answer has passed whole (its body too, for a stream or a download), or it
+    /// failed: it no longer counts in flight. Draining and saturation read this.
+    pub fn left(&self) {
+        self.shards[shard_index()].in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request was answered after `elapsed` (the head's latency); `error` for a 5xx answer
+    /// or an upstream failure. It stays in flight until [`VersionSignals::left`].
+    pub fn answered(&self, elapsed: Duration, error: bool) {
         let shard = &self.shards[shard_index()];
-        shard.in_flight.fetch_sub(1, Ordering::Relaxed);
         shard.requests.fetch_add(1, Ordering::Relaxed);
         if error {
             shard.errors.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +325,8 @@ mod tests {
                     for _ in 0..1000 {
                         web.started();
                         load.enter();
-                        web.finished(Duration::from_millis(1), false);
+                        web.answered(Duration::from_millis(1), false);
+                        web.left();
                         load.leave();
                     }
                 });
@@ -336,7 +344,8 @@ mod tests {
         let before = web.snapshot();
         for i in 0..100 {
             web.started();
-            web.finished(Duration::from_millis(if i < 95 { 1 } else { 150 }), i % 10 == 0);
+            web.answered(Duration::from_millis(if i < 95 { 1 } else { 150 }), i % 10 == 0);
+            web.left();
         }
         let window = web.snapshot().since(&before);
         assert_eq!((window.requests, window.errors, window.in_flight), (100, 10, 0));
@@ -345,10 +354,14 @@ mod tests {
         assert_eq!(window.latency_quantile(0.99), Some(Duration::from_millis(200)));
         web.set_capacity(4);
         web.started();
+        // Answered, its body still streaming: still in flight, so still saturating.
+        web.answered(Duration::from_millis(1), false);
         let text = signals.render_prometheus();
         assert!(text.contains("opsloop_proxy_saturation{service=\"web\",version=\"v2\"} 0.25"), "{text}");
-        web.finished(Duration::from_millis(1), false);
-        assert!(text.contains("opsloop_proxy_requests_total{service=\"web\",version=\"v2\"} 100"), "{text}");
-        assert!(text.contains("le=\"+Inf\"} 100"), "{text}");
+        assert!(text.contains("opsloop_proxy_in_flight{service=\"web\",version=\"v2\"} 1"), "{text}");
+        web.left();
+        assert_eq!(web.snapshot().in_flight, 0);
+        assert!(text.contains("opsloop_proxy_requests_total{service=\"web\",version=\"v2\"} 101"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 101"), "{text}");
     }
 }

@@ -258,29 +258,8 @@ impl Deployer {
         self.proxy.set_route(self.route(service, Self::backends(&running.instances, &running.version, 1)));
     }
 
-    /// Waits until the instances (out of the route already) have answered what they were
-    /// sent: their backends' requests in flight reach zero (at most [`LEAVE_LIMIT`]).
     async fn drain_instances(&self, instances: &[Instance]) {
-        // A request that read the old route table just before the switch counts itself a
-        // moment later: give it that moment.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let counters: Vec<_> = instances
-            .iter()
-            .map(|i| self.proxy.signals().backend(std::net::SocketAddr::new(i.spec.host, i.spec.port)))
-            .collect();
-        let deadline = Instant::now() + LEAVE_LIMIT;
-        while counters.iter().any(|c| c.in_flight() > 0) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Waits until no request to `version` is in flight (at most `limit`).
-    async fn drain(&self, service: &str, version: &str, limit: Duration) {
-        let signals = self.proxy.signals().of(service, version);
-        let deadline = Instant::now() + limit;
-        while signals.snapshot().in_flight > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        drain(self.proxy.signals(), instances).await;
     }
 
     /// Holds `version`'s traffic for the bake time; `Err(reason)` on a breach of the SLO, a
@@ -421,7 +400,7 @@ impl Deployer {
 
     /// Drains what is still in flight to `old` (already out of the route) and stops it.
     pub async fn retire(&self, old: Running) {
-        self.drain(&old.release.service, &old.version, Duration::from_secs(10)).await;
+        self.drain_instances(&old.instances).await;
         for instance in old.instances {
             instance.stop().await;
         }
@@ -460,7 +439,7 @@ impl Deployer {
             if let Err(reason) = self.bake(&service, &next.version, &next.instances, baseline).await {
                 self.serve(&service, &current);
                 timeline.traffic(format!("rolled back to {}: {reason}", current.version), 0);
-                self.drain(&service, &next.version, Duration::from_secs(10)).await;
+                self.drain_instances(&next.instances).await;
                 for instance in next.instances {
                     instance.stop().await;
                 }
@@ -611,5 +590,22 @@ impl Timeline {
             on_step(&step);
         }
         self.steps.push(step);
+    }
+}
+
+/// Waits until `instances` (out of the route already) have answered what they were sent:
+/// their backends' requests in flight reach zero (at most [`LEAVE_LIMIT`]). A request counts
+/// until its answer's body has passed whole, so a download still streaming is waited for.
+/// The one drain of every path (rollback, retire, rolling, recreate, and the server's stop):
+/// a failing release's answers are answers someone is waiting for too.
+pub async fn drain(signals: &crate::Signals, instances: &[Instance]) {
+    // A request that read the old route table just before the switch counts itself a moment
+    // later: give it that moment.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let counters: Vec<_> =
+        instances.iter().map(|i| signals.backend(std::net::SocketAddr::new(i.spec.host, i.spec.port))).collect();
+    let deadline = Instant::now() + LEAVE_LIMIT;
+    while counters.iter().any(|c| c.in_flight() > 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

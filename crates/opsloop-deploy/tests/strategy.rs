@@ -236,3 +236,67 @@ async fn slow_requests_finish_on_instances_that_leave_the_route() {
         instance.stop().await;
     }
 }
+
+/// Downloads still streaming from a release that is rolled back pass whole: its instances are
+/// drained, counted until each answer's body has ended, before they stop (a failing release's
+/// answers are answers someone waits for). The in-flight gauge counts the streams meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_lets_downloads_from_the_bad_release_finish() {
+    if python_missing() {
+        return;
+    }
+    let (deployer, front) = deployer(60, Duration::from_secs(3), Duration::from_secs(10)).await;
+    let v1 = deployer.start(&release("v1", &[])).await.unwrap();
+    deployer.serve("web", &v1);
+    let load = Load::start(front, 1);
+    let running = Arc::new(AtomicBool::new(true));
+    let (whole, cut, from_bad) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let starter = {
+        let (running, whole, cut, from_bad) = (running.clone(), whole.clone(), cut.clone(), from_bad.clone());
+        tokio::spawn(async move {
+            let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+            let mut downloads = Vec::new();
+            // A new download every 10 ms, so several start while the bad release takes traffic.
+            while running.load(Ordering::Relaxed) {
+                let (client, whole, cut, from_bad) = (client.clone(), whole.clone(), cut.clone(), from_bad.clone());
+                downloads.push(tokio::spawn(async move {
+                    let Ok(response) = client.get(format!("http://{front}/stream").parse().unwrap()).await else {
+                        cut.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let bad = response.headers().get("x-version").is_some_and(|v| v == "v2");
+                    let length = response.into_body().collect().await.map(|body| body.to_bytes().len());
+                    if length.is_ok_and(|length| length == 32 * 1024) {
+                        whole.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        cut.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if bad {
+                        from_bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for download in downloads {
+                download.await.unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let streaming = deployer.proxy.signals().of("web", "v1").snapshot().in_flight;
+    assert!(streaming > 0, "downloads in progress count in flight until their bodies end");
+    let (serving, outcome, timeline) =
+        deployer.deploy(v1, &release("v2", &[("FAIL_PERCENT", "100")]), &Strategy::BlueGreen).await;
+    assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?} {timeline:?}");
+    running.store(false, Ordering::Relaxed);
+    starter.await.unwrap();
+    load.stop().await;
+    let (whole, cut, from_bad) =
+        (whole.load(Ordering::Relaxed), cut.load(Ordering::Relaxed), from_bad.load(Ordering::Relaxed));
+    assert!(from_bad > 0, "some downloads went to the bad release ({whole} whole): {timeline:?}");
+    assert_eq!(cut, 0, "no download was cut ({whole} whole, {from_bad} from the bad release): {timeline:?}");
+    for instance in serving.instances {
+        instance.stop().await;
+    }
+}

@@ -1181,6 +1181,8 @@ pub(crate) async fn stop_service(
     }
     let warm = state.deploy.warm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
     for running in state.deploy.take_serving(&key).map(|l| l.running).into_iter().chain(warm.map(|w| w.running)) {
+        // Out of the route now: what it is still answering passes whole before it stops.
+        opsloop_deploy::strategy::drain(state.deploy.proxy.signals(), &running.instances).await;
         stop_running(running).await;
     }
     state.store.remove_serving(project, environment, service, actor).await?;
