@@ -35,6 +35,55 @@ pub fn kill_marked(variable: &str, root: &Path) -> usize {
     killed
 }
 
+/// `(parent pid, process group)` of `pid`, from `/proc/<pid>/stat` (the fields after the
+/// command name, which may itself hold spaces and parentheses).
+fn parent_and_group(pid: i32) -> Option<(i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let _state = fields.next()?;
+    let parent = fields.next()?.parse().ok()?;
+    let group = fields.next()?.parse().ok()?;
+    Some((parent, group))
+}
+
+fn has_marker(pid: i32, marker: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|environ| environ.split(|byte| *byte == 0).any(|variable| variable.starts_with(marker)))
+}
+
+/// After the server that started them died (`kill -9`): kills (SIGKILL) the process groups of
+/// the instances it left, found by `variable` under `root` in their environment, and returns
+/// how many groups. The top of an instance's tree has a parent that is not itself marked; it
+/// is left alone while that parent runs `server_exe` (a server started since, whose
+/// instances these are), and killed with its group otherwise (re-parented to init or a
+/// subreaper: nobody supervises it any more).
+pub fn kill_orphaned_groups(variable: &str, root: &Path, server_exe: &Path) -> usize {
+    let Some(root) = root.to_str() else { return 0 };
+    let marker = format!("{variable}={}/", root.trim_end_matches('/'));
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut groups = std::collections::BTreeSet::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+        if !has_marker(pid, marker.as_bytes()) {
+            continue;
+        }
+        let Some((parent, group)) = parent_and_group(pid) else { continue };
+        if has_marker(parent, marker.as_bytes()) {
+            continue;
+        }
+        let supervised = std::fs::read_link(format!("/proc/{parent}/exe")).is_ok_and(|exe| exe == server_exe);
+        if !supervised && group > 1 {
+            groups.insert(group);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|group| {
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(*group), nix::sys::signal::Signal::SIGKILL).is_ok()
+        })
+        .count()
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;

@@ -141,6 +141,17 @@ pub enum Command {
     /// Example: opsloop serve --demo   (data in ./opsloop-data, UI on http://127.0.0.1:8080)
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
+    /// (internal) Started by `serve`: waits for the server to end, then stops the service
+    /// instances it left running (after a `kill -9` nothing else would).
+    #[command(hide = true)]
+    ReapInstances {
+        /// The server's process id.
+        #[arg(long)]
+        server: u32,
+        /// The server's releases directory (instances carry it in OPSLOOP_RELEASE_DIR).
+        #[arg(long)]
+        releases: std::path::PathBuf,
+    },
     /// Show the resolved configuration.
     Config {
         #[command(subcommand)]
@@ -577,10 +588,10 @@ impl ProjectArg {
     /// The project named, or the job's own, or the one whose repository the current directory
     /// is a clone of (its `origin`, or the directory itself), as a user inside a checkout means.
     pub async fn resolve(&self, client: &crate::client::ApiClient) -> anyhow::Result<String> {
-        if let Some(named) = self.project.clone().or_else(|| std::env::var("CI_PROJECT_NAME").ok()) {
-            if !named.is_empty() {
-                return Ok(named);
-            }
+        if let Some(named) = self.project.clone().or_else(|| std::env::var("CI_PROJECT_NAME").ok())
+            && !named.is_empty()
+        {
+            return Ok(named);
         }
         let here = checkout_locations();
         let page: serde_json::Value = client.get_with_query(&["projects"], "limit=100").await?.unwrap_or_default();

@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Agent(args) => Ok(agent::run(args).await),
         Command::Lint(args) => Ok(run::lint(args)),
         Command::Proxy(args) => Ok(proxy::run(args).await),
+        Command::ReapInstances { server, releases } => Ok(serve::reap_instances(server, &releases)),
     }
 }
 

@@ -379,7 +379,13 @@ fn a_crashed_instance_restarts_and_a_kill_9_mid_deployment_leaves_the_old_releas
     let v2 = show(&server)["commit"].as_str().unwrap().to_owned();
     server.kill_hard();
 
-    // The next start: the deployment failed as interrupted, v2's instance is gone, v1 serves.
+    // Instances die with the server that supervised them, kill -9 or not: nothing serves
+    // unmanaged until a next start that may never come.
+    wait_for("the instances to go with the killed server", Duration::from_secs(5), || {
+        instance_pids(&data, &v1).is_empty() && instance_pids(&data, &v2).is_empty()
+    });
+
+    // The next start: the deployment failed as interrupted, v1 serves again.
     let server = Server::start_in(&data, &[]);
     let deployment = show(&server);
     assert_eq!(deployment["status"], "failed", "{deployment}");
@@ -590,7 +596,7 @@ fn a_service_deploys_to_an_ssh_host_and_switches_there_blue_green() {
         ),
     )
     .unwrap();
-    let server = Server::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let mut server = Server::start_in(&data, &["--config", config.to_str().unwrap()]);
     let token = server.token("admin");
     let repo = shop(&server, &token, root.path());
     let with_remote = |version: &str| {
@@ -647,6 +653,14 @@ fn a_service_deploys_to_an_ssh_host_and_switches_there_blue_green() {
     assert_eq!(bad, 0, "the switch over SSH lost no request");
     wait_for("v1's remote instance gone", Duration::from_secs(15), || {
         remote_pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    // A kill -9 of the server takes the remote instance with it: the reaper ends the local
+    // ssh client, and the remote pseudo-terminal's hang-up ends the process there.
+    let v2 = second["commit"].as_str().unwrap().to_owned();
+    assert!(!instance_pids(&data, &v2).is_empty(), "v2 runs over ssh");
+    server.kill_hard();
+    wait_for("v2's remote instance gone with the server", Duration::from_secs(15), || {
+        instance_pids(&data, &v2).is_empty()
     });
     // The releases copied to the "remote" host (this machine's home directory) go too.
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
