@@ -8,5 +8,6 @@ pub mod config;
 pub mod diagnostic;
 pub mod expression;
 pub mod plan;
+pub mod predefined;
 pub mod variables;
 pub mod yaml;

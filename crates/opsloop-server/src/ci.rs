@@ -182,7 +182,7 @@ async fn execute(
     )
     .await?;
     let files = opsloop_runner::workspace::project_files(&source_dir, ".opsloop").map_err(|e| e.to_string())?;
-    let predefined = predefined(project, pipeline, &sha);
+    let predefined = predefined(state, project, pipeline, &sha, &source_dir).await;
     let lookup = |name: &str| predefined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let source = Checkout { root: source_dir.clone(), files: files.clone() };
     let loaded = config::load(&source, &project.pipeline_file, &lookup);
@@ -628,7 +628,7 @@ async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, Str
     )
     .await?;
     let files = opsloop_runner::workspace::project_files(&source_dir, ".opsloop").map_err(|e| e.to_string())?;
-    let predefined = predefined(&project, &pipeline, &sha);
+    let predefined = predefined(state, &project, &pipeline, &sha, &source_dir).await;
     let lookup = |name: &str| predefined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let loaded =
         config::load(&Checkout { root: source_dir.clone(), files: files.clone() }, &project.pipeline_file, &lookup);
@@ -778,14 +778,7 @@ async fn pipeline_token(
         expires_at: state.store.now_ms() + PIPELINE_TOKEN_LIFETIME_MS,
     };
     state.store.create_pipeline_token(&digest, &record).await.map_err(|e| e.to_string())?;
-    let server = match &state.config.external_url {
-        Some(url) => url.clone(),
-        None => {
-            let address = state.bound_address.get().copied().unwrap_or(state.config.listen);
-            let host = if address.ip().is_unspecified() { "127.0.0.1".to_owned() } else { address.ip().to_string() };
-            format!("http://{host}:{}", address.port())
-        }
-    };
+    let server = server_url(state);
     for (name, value) in [
         ("CI_JOB_TOKEN", token.clone()),
         ("OPSLOOP_TOKEN", token.clone()),
@@ -868,25 +861,60 @@ async fn project_variables(
     Ok(secrets)
 }
 
-fn predefined(project: &Project, pipeline: &Pipeline, sha: &str) -> Vec<(String, String)> {
-    let pairs = [
-        ("CI", "true".to_owned()),
-        ("GITLAB_CI", "false".to_owned()),
-        ("CI_SERVER_NAME", "opsloop".to_owned()),
-        ("CI_PIPELINE_ID", pipeline.id.to_string()),
-        ("CI_PIPELINE_IID", pipeline.id.to_string()),
-        ("CI_PIPELINE_SOURCE", pipeline.source.clone()),
-        ("CI_COMMIT_SHA", sha.to_owned()),
-        ("CI_COMMIT_SHORT_SHA", sha.chars().take(8).collect()),
-        ("CI_COMMIT_REF_NAME", pipeline.git_ref.clone()),
-        ("CI_COMMIT_BRANCH", pipeline.git_ref.clone()),
-        ("CI_DEFAULT_BRANCH", project.default_branch.clone()),
-        ("CI_PROJECT_NAME", project.name.clone()),
-        ("CI_PROJECT_PATH", project.name.clone()),
-        ("CI_REPOSITORY_URL", project.repo_url.clone()),
-        ("GITLAB_USER_LOGIN", pipeline.created_by.clone()),
-    ];
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+/// GitLab's predefined variables for a pipeline of `project` checked out in `checkout`, with
+/// the meaning `opsloop run` gives them (`opsloop_pipeline::predefined`): a tag's pipeline
+/// has `CI_COMMIT_TAG` and no `CI_COMMIT_BRANCH`, whatever the ref's spelling was.
+async fn predefined(
+    state: &AppState,
+    project: &Project,
+    pipeline: &Pipeline,
+    sha: &str,
+    checkout: &std::path::Path,
+) -> Vec<(String, String)> {
+    use opsloop_pipeline::predefined::{CommitFacts, PipelineFacts};
+    let git_ref = crate::mirror::ref_kind(checkout, &pipeline.git_ref).await;
+    let logged = crate::mirror::git(
+        checkout,
+        &["log", "-1", "--format=%an <%ae>%x00%cI%x00%B", sha, "--"],
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_default();
+    let mut parts = logged.splitn(3, '\0');
+    let commit = CommitFacts {
+        author: parts.next().unwrap_or_default().to_owned(),
+        timestamp: parts.next().unwrap_or_default().to_owned(),
+        message: parts.next().unwrap_or_default().to_owned(),
+    };
+    let base = server_url(state);
+    opsloop_pipeline::predefined::variables(&PipelineFacts {
+        pipeline_id: pipeline.id,
+        source: pipeline.source.clone(),
+        sha: sha.to_owned(),
+        git_ref,
+        commit,
+        default_branch: project.default_branch.clone(),
+        project_path: project.name.clone(),
+        project_id: project.id,
+        repository_url: project.repo_url.clone(),
+        project_url: format!("{base}/projects/{}", project.name),
+        pipeline_url: format!("{base}/projects/{}/pipelines/{}", project.name, pipeline.id),
+        user_login: pipeline.created_by.clone(),
+        user_email: String::new(),
+        user_name: pipeline.created_by.clone(),
+    })
+}
+
+/// How jobs and people reach this server: its external URL, else the address it listens on.
+fn server_url(state: &AppState) -> String {
+    match &state.config.external_url {
+        Some(url) => url.clone(),
+        None => {
+            let address = state.bound_address.get().copied().unwrap_or(state.config.listen);
+            let host = if address.ip().is_unspecified() { "127.0.0.1".to_owned() } else { address.ip().to_string() };
+            format!("http://{host}:{}", address.port())
+        }
+    }
 }
 
 /// Writes runner events to the store in order, on its own task: the runner reports

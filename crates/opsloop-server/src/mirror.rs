@@ -152,3 +152,20 @@ pub async fn checkout(
     git(target, &["checkout", "--quiet", "--detach", &sha], LOCAL_TIMEOUT).await?;
     Ok(sha)
 }
+
+/// What `git_ref` is in a checkout made by [`checkout`] (branches as `origin/<name>`, tags as
+/// themselves): a branch when the repository has such a branch, else a tag when it has such
+/// a tag, else a bare commit. A push of a tag arrives as its short name, like a branch's.
+pub async fn ref_kind(checkout: &Path, git_ref: &str) -> opsloop_pipeline::predefined::GitRef {
+    use opsloop_pipeline::predefined::GitRef;
+    let has = |full: String| async move {
+        git(checkout, &["show-ref", "--verify", "--quiet", &full], LOCAL_TIMEOUT).await.is_ok()
+    };
+    if has(format!("refs/remotes/origin/{git_ref}")).await {
+        GitRef::Branch(git_ref.to_owned())
+    } else if has(format!("refs/tags/{git_ref}")).await {
+        GitRef::Tag(git_ref.to_owned())
+    } else {
+        GitRef::Commit
+    }
+}

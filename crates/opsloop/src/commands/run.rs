@@ -75,19 +75,21 @@ fn git_facts(project: &Path) -> GitFacts {
     })
 }
 
-/// GitLab's predefined variables for a local pipeline, from git where it can tell.
+/// GitLab's predefined variables for a local pipeline, from git where it can tell (the
+/// values themselves are decided in `opsloop_pipeline::predefined`, as on the server).
 fn predefined(project: &Path, pipeline_id: u64) -> Vec<(String, String)> {
+    use opsloop_pipeline::predefined::{CommitFacts, GitRef, PipelineFacts};
     let facts = git_facts(project);
     let sha = facts.sha.unwrap_or_else(|| "0".repeat(40));
-    let branch = facts.branch;
-    let tag = facts.tag;
     let default_branch =
         facts.default_branch.map(|r| r.trim_start_matches("origin/").to_owned()).unwrap_or_else(|| "main".to_owned());
     let commit = facts.commit.unwrap_or_default();
     let mut parts = commit.splitn(3, '\0');
-    let author = parts.next().unwrap_or_default().to_owned();
-    let timestamp = parts.next().unwrap_or_default().to_owned();
-    let message = parts.next().unwrap_or_default().to_owned();
+    let commit = CommitFacts {
+        author: parts.next().unwrap_or_default().to_owned(),
+        timestamp: parts.next().unwrap_or_default().to_owned(),
+        message: parts.next().unwrap_or_default().to_owned(),
+    };
     let setting = |key: &str| {
         facts.config.as_deref().unwrap_or_default().lines().find_map(|line| {
             line.split_once(' ').filter(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.to_owned())
@@ -99,49 +101,29 @@ fn predefined(project: &Path, pipeline_id: u64) -> Vec<(String, String)> {
     let dir_name =
         project.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "project".to_owned());
     let path = remote_path(&remote).unwrap_or_else(|| format!("local/{dir_name}"));
-    let (namespace, name) =
-        path.rsplit_once('/').map_or(("local".to_owned(), path.clone()), |(a, b)| (a.to_owned(), b.to_owned()));
-    let ref_name = tag.clone().or_else(|| branch.clone()).unwrap_or_else(|| sha.clone());
-    let mut vars: Vec<(&str, String)> = vec![
-        ("CI", "true".into()),
-        ("GITLAB_CI", "false".into()),
-        ("CI_SERVER", "yes".into()),
-        ("CI_SERVER_NAME", "opsloop".into()),
-        ("CI_PIPELINE_ID", pipeline_id.to_string()),
-        ("CI_PIPELINE_IID", pipeline_id.to_string()),
-        ("CI_PIPELINE_SOURCE", "push".into()),
-        ("CI_PIPELINE_URL", format!("http://localhost/pipelines/{pipeline_id}")),
-        ("CI_COMMIT_SHA", sha.clone()),
-        ("CI_COMMIT_SHORT_SHA", sha.chars().take(8).collect()),
-        ("CI_COMMIT_BEFORE_SHA", "0".repeat(40)),
-        ("CI_COMMIT_REF_NAME", ref_name.clone()),
-        ("CI_COMMIT_REF_SLUG", slug(&ref_name)),
-        ("CI_COMMIT_MESSAGE", message.clone()),
-        ("CI_COMMIT_TITLE", message.lines().next().unwrap_or_default().to_owned()),
-        ("CI_COMMIT_DESCRIPTION", message.split_once('\n').map(|(_, rest)| rest.trim().to_owned()).unwrap_or_default()),
-        ("CI_COMMIT_AUTHOR", author),
-        ("CI_COMMIT_TIMESTAMP", timestamp),
-        ("CI_DEFAULT_BRANCH", default_branch),
-        ("CI_PROJECT_NAME", name.clone()),
-        ("CI_PROJECT_TITLE", name),
-        ("CI_PROJECT_PATH", path.clone()),
-        ("CI_PROJECT_PATH_SLUG", slug(&path)),
-        ("CI_PROJECT_NAMESPACE", namespace),
-        ("CI_PROJECT_URL", format!("http://localhost/{path}")),
-        ("CI_PROJECT_ID", "1".into()),
-        ("CI_REPOSITORY_URL", remote),
-        ("GITLAB_USER_LOGIN", user_email.split('@').next().unwrap_or_default().to_owned()),
-        ("GITLAB_USER_EMAIL", user_email),
-        ("GITLAB_USER_NAME", user_name),
-        ("CI_NODE_TOTAL", "1".into()),
-    ];
-    if let Some(branch) = branch.filter(|_| tag.is_none()) {
-        vars.push(("CI_COMMIT_BRANCH", branch));
-    }
-    if let Some(tag) = tag {
-        vars.push(("CI_COMMIT_TAG", tag));
-    }
-    vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    // A checkout at a tag runs as the tag's pipeline, as a push of that tag would.
+    let git_ref = match (facts.tag, facts.branch) {
+        (Some(tag), _) => GitRef::Tag(tag),
+        (None, Some(branch)) => GitRef::Branch(branch),
+        (None, None) => GitRef::Commit,
+    };
+    let id = i64::try_from(pipeline_id).unwrap_or(i64::MAX);
+    opsloop_pipeline::predefined::variables(&PipelineFacts {
+        pipeline_id: id,
+        source: "push".into(),
+        sha,
+        git_ref,
+        commit,
+        default_branch,
+        project_url: format!("http://localhost/{path}"),
+        pipeline_url: format!("http://localhost/pipelines/{pipeline_id}"),
+        project_path: path,
+        project_id: 1,
+        repository_url: remote,
+        user_login: user_email.split('@').next().unwrap_or_default().to_owned(),
+        user_email,
+        user_name,
+    })
 }
 
 fn remote_path(remote: &str) -> Option<String> {
@@ -151,12 +133,6 @@ fn remote_path(remote: &str) -> Option<String> {
         remote.split_once(':').map(|(_, path)| path.to_owned())?
     };
     Some(path.trim_end_matches(".git").trim_matches('/').to_owned()).filter(|p| !p.is_empty())
-}
-
-fn slug(text: &str) -> String {
-    let slug: String =
-        text.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-").chars().take(63).collect()
 }
 
 /// Reads a variables file: `NAME: value`, `NAME: {value: …, masked: true, type: file}`, or

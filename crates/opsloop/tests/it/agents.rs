@@ -243,3 +243,88 @@ fn a_child_pipeline_that_would_need_agents_fails_instead_of_running_on_the_serve
     assert!(log.contains("must run on an agent"), "{log}");
     assert!(!marker.exists(), "with executor = agents, no job ran on the server");
 }
+
+/// A tag pushed to a bare repository served by opsloop runs the tag's jobs (`only: tags`,
+/// `rules: - if: $CI_COMMIT_TAG`), on the server and on an agent, with `CI_COMMIT_TAG` set
+/// and `CI_COMMIT_BRANCH` unset — what `opsloop run` gives the same checkout.
+#[test]
+fn a_pushed_tag_runs_tag_jobs_on_the_server_and_on_an_agent_as_opsloop_run_does() {
+    let server = Server::start();
+    let token = server.token("admin");
+    let root = tempfile::tempdir().unwrap();
+    let bare = root.path().join("app.git");
+    let git = |dir: &Path, args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(root.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    let hook = bare.join("hooks/post-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nOPSLOOP_SERVER='{}' OPSLOOP_TOKEN='{token}' exec '{BIN}' hook post-receive --project app\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let created = opsloop_client(&server, &token, &["project", "create", "app", "--repo", bare.to_str().unwrap()]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let _agent = Agent::start(&server, "tagger", root.path(), &["--tags", "linux"]);
+
+    let say = "'echo \"tag=${CI_COMMIT_TAG:-unset} branch=${CI_COMMIT_BRANCH:-unset} ref=$CI_COMMIT_REF_NAME\"'";
+    let pipeline = format!(
+        "on-tags:\n  only: [tags]\n  script: [{say}]\n\
+         if-tag:\n  rules:\n    - if: $CI_COMMIT_TAG\n  script: [{say}]\n\
+         on-agent:\n  tags: [linux]\n  rules:\n    - if: $CI_COMMIT_TAG\n  script: [{say}]\n\
+         on-branch:\n  rules:\n    - if: $CI_COMMIT_BRANCH\n  script: [{say}]\n"
+    );
+    let work = root.path().join("work");
+    git(root.path(), &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+    std::fs::write(work.join(".gitlab-ci.yml"), pipeline).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "first"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    git(&work, &["tag", "v1.0"]);
+    git(&work, &["push", "-q", "origin", "v1.0"]);
+
+    // Both pipelines pass: the branch's and the tag's.
+    let mut finished = serde_json::Value::Null;
+    wait_for("the branch's and the tag's pipelines to pass", Duration::from_secs(60), || {
+        let listed = opsloop_client(&server, &token, &["pipeline", "list", "app", "--json"]);
+        finished = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        let all = finished.as_array().cloned().unwrap_or_default();
+        assert!(!all.iter().any(|p| p["status"] == "failed"), "{finished}");
+        all.len() == 2 && all.iter().all(|p| p["status"] == "success")
+    });
+    let tag_pipeline = finished.as_array().unwrap().iter().find(|p| p["ref"] == "v1.0").unwrap()["id"].to_string();
+    let detail = opsloop_client(&server, &token, &["pipeline", "show", "app", &tag_pipeline, "--json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&detail.stdout).unwrap();
+    let mut names: Vec<String> =
+        detail["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["if-tag", "on-agent", "on-tags"], "the tag's jobs, and no branch job: {detail}");
+    for job in detail["jobs"].as_array().unwrap() {
+        let log = opsloop_client(&server, &token, &["job", "log", &job["id"].to_string()]);
+        let log = text(&log.stdout);
+        assert!(log.contains("tag=v1.0 branch=unset ref=v1.0"), "{}: {log}", job["name"]);
+    }
+
+    // `opsloop run` at the same checkout plans the same jobs and gives the same values.
+    git(&work, &["checkout", "-q", "v1.0"]);
+    let listed = Command::new(BIN).args(["run", "--list-json"]).current_dir(&work).output().unwrap();
+    let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let mut local: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    local.sort_unstable();
+    assert_eq!(local, ["if-tag", "on-agent", "on-tags"]);
+    let ran = Command::new(BIN).args(["run", "if-tag"]).current_dir(&work).env("NO_COLOR", "1").output().unwrap();
+    assert!(text(&ran.stdout).contains("tag=v1.0 branch=unset ref=v1.0"), "{}", text(&ran.stdout));
+}
