@@ -600,14 +600,20 @@ fn a_service_deploys_to_an_ssh_host_and_switches_there_blue_green() {
     let token = server.token("admin");
     let repo = shop(&server, &token, root.path());
     let with_remote = |version: &str| {
-        manifest(version, "", "1s").replace("keep_warm: 5m", "keep_warm: 0s\n    memory: 512M").replace(
-            "environments:\n",
-            &format!(
-                "environments:\n  remote: {{tier: staging, targets: ['ssh://{}@127.0.0.1:{}']}}\n",
-                sshd.user(),
-                sshd.port
-            ),
-        ) + "  - {host: remote.test, path: /, service: web, environment: remote}\n"
+        // Over ssh a start copies the release first: on a loaded 2-core machine (the whole
+        // suite at once) that alone took 5 s, so the start gets longer here.
+        manifest(version, "", "1s")
+            .replace("start_timeout: 5s", "start_timeout: 30s")
+            .replace("keep_warm: 5m", "keep_warm: 0s\n    memory: 512M")
+            .replace(
+                "environments:\n",
+                &format!(
+                    "environments:\n  remote: {{tier: staging, targets: ['ssh://{}@127.0.0.1:{}']}}\n",
+                    sshd.user(),
+                    sshd.port
+                ),
+            )
+            + "  - {host: remote.test, path: /, service: web, environment: remote}\n"
     };
     std::fs::write(repo.join("opsloop.yml"), with_remote("v1")).unwrap();
     commit_all(&repo, "v1 on a remote host");
