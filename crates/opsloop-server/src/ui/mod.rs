@@ -232,9 +232,7 @@ pub fn csrf_field(principal: &Principal) -> Markup {
 /// response with [`ErrorPage`]; the route middleware, which knows who is asking, renders it
 /// again in the full frame (see [`with_navigation`]).
 pub fn error_page(status: StatusCode, message: &str) -> Response {
-    let mut response = (status, error_markup(None, status, message)).into_response();
-    response.extensions_mut().insert(ErrorPage { status, message: message.to_owned() });
-    response
+    error_page_for(None, status, message)
 }
 
 /// An error page in the frame of a signed-in person (with the navigation) or of a visitor.
