@@ -281,7 +281,7 @@ pub fn with_navigation(response: Response, principal: Option<&Principal>) -> Res
 pub fn inline_code(text: &str) -> Markup {
     let parts: Vec<&str> = text.split('`').collect();
     // An even number of parts means an odd number of backticks: the last one has no partner.
-    let paired = if parts.len() % 2 == 0 { parts.len() - 1 } else { parts.len() };
+    let paired = if parts.len().is_multiple_of(2) { parts.len() - 1 } else { parts.len() };
     html! {
         @for (i, part) in parts.iter().enumerate() {
             @if i >= paired { "`" (part) }
