@@ -2,7 +2,7 @@
 //! match no route.
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Access;
@@ -42,12 +42,25 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
-pub async fn not_found(State(state): State<AppState>, method: Method, uri: Uri) -> Response {
+pub async fn not_found(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     state.metrics.count(crate::metrics::method_label(&method), "unmatched".to_owned(), 404);
     if uri.path().starts_with("/api/") {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route; see /api/v1/openapi.json").into_response()
     } else {
-        crate::ui::error_page(StatusCode::NOT_FOUND, "There is no page here.")
+        // No route, so the route middleware did not run: who is asking is looked up here, for
+        // a not-found page that keeps the navigation of a signed-in person. A failed look-up
+        // only costs the navigation.
+        // Only browser sessions: a token holder gets no navigation and its token is not touched.
+        let principal = if crate::auth::bearer_token(&headers).is_some() {
+            None
+        } else {
+            crate::auth::resolve_principal(&state.store, &state.token_cache, &headers, String::new())
+                .await
+                .ok()
+                .flatten()
+                .filter(|principal| matches!(principal.credential, crate::auth::Credential::Session { .. }))
+        };
+        crate::ui::error_page_for(principal.as_ref(), StatusCode::NOT_FOUND, "There is no page here.")
     }
 }
 

@@ -201,10 +201,19 @@ pub async fn enforce(
     match decision {
         Decision::Allow => {}
         Decision::Unauthenticated => return refuse(surface, unauthenticated(), request.uri().path()),
-        Decision::Forbidden(message) => return refuse(surface, ApiError::forbidden(message), ""),
+        // A signed-in person refused a page keeps the navigation to go on from.
+        Decision::Forbidden(message) => {
+            return crate::ui::with_navigation(
+                refuse(surface, ApiError::forbidden(message), ""),
+                principal.as_ref().filter(|_| surface == Surface::Ui),
+            );
+        }
         Decision::NotFound => {
             let what = if matches!(access, Access::Job(_)) { "job" } else { "project" };
-            return refuse(surface, ApiError::not_found(what), "");
+            return crate::ui::with_navigation(
+                refuse(surface, ApiError::not_found(what), ""),
+                principal.as_ref().filter(|_| surface == Surface::Ui),
+            );
         }
     }
 
@@ -216,18 +225,22 @@ pub async fn enforce(
     }
 
     let mut request = request;
+    // Kept for an error page the handler answers with: it is drawn again with navigation.
+    let viewer = (surface == Surface::Ui).then(|| principal.clone()).flatten();
     if let Some(principal) = principal {
         request.extensions_mut().insert(principal);
     }
     if let Some(context) = project_context {
         request.extensions_mut().insert(context);
     }
-    next.run(request).await
+    let response = next.run(request).await;
+    crate::ui::with_navigation(response, viewer.as_ref())
 }
 
 /// A browser session whose password was a one-time password may only change it (or leave).
 fn must_change_password_first(principal: &Principal, route: &str) -> bool {
-    const ALLOWED: [&str; 4] = ["/settings", "/settings/password", "/logout", "/assets/style.css"];
+    const ALLOWED: [&str; 6] =
+        ["/settings", "/settings/password", "/logout", "/assets/style.css", "/assets/favicon.svg", "/favicon.ico"];
     principal.user.must_change_password
         && matches!(principal.credential, Credential::Session { .. })
         && !ALLOWED.contains(&route)

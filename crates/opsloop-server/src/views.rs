@@ -10,6 +10,12 @@ pub fn human_time(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
 }
 
+/// [`human_time`] of a time the API already wrote as RFC 3339 (the web UI shares some views
+/// with the API): every page shows times one way. Text that does not parse is shown as it is.
+pub fn human_time_of(rfc3339: &str) -> String {
+    rfc3339.parse::<jiff::Timestamp>().map_or_else(|_| rfc3339.to_owned(), |t| human_time(t.as_millisecond()))
+}
+
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 
 /// Checks the free-text and reference fields of a project; names are checked by

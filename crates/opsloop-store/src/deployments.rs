@@ -255,6 +255,15 @@ impl Store {
         Ok(rows.into_iter().map(deployment_from).collect())
     }
 
+    /// The deployments a pipeline's jobs asked for (through its token), oldest first.
+    pub async fn pipeline_deployments(&self, pipeline_id: i64) -> Result<Vec<Deployment>> {
+        let sql = format!("{DEPLOYMENT_SELECT} WHERE d.pipeline_id = $1 ORDER BY d.id");
+        let rows: Vec<DeploymentRow> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(pipeline_id).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(deployment_from).collect())
+    }
+
     /// Every queued deployment, oldest first (to start again after a restart).
     pub async fn queued_deployments(&self) -> Result<Vec<Deployment>> {
         let sql = format!("{DEPLOYMENT_SELECT} WHERE d.status = 'queued' ORDER BY d.id");

@@ -215,7 +215,7 @@ async fn render_agents(
                                 td { (agent.hostname) @if !agent.version.is_empty() { " · " (agent.version) } }
                                 td {
                                     @if !view.revoked {
-                                        form method="post" action={ "/admin/agents/" (agent.id) "/revoke" } {
+                                        form.inline method="post" action={ "/admin/agents/" (agent.id) "/revoke" } {
                                             (csrf_field(principal))
                                             button type="submit" aria-label={ "Revoke agent " (agent.name) } { "Revoke" }
                                         }

@@ -104,7 +104,75 @@ pub async fn approve_form(
 }
 
 fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// A release's version with its commit: once when the version is the commit itself (a release
+/// cut from a branch is named by its short commit), both when they differ (`1.2.0 7ea179aad04a`).
+/// The commit is `code.sha` so that it wraps (or is cut short) on a narrow screen.
+pub(crate) fn version_and_commit(version: &str, commit: &str) -> Markup {
+    let same = !version.is_empty() && (commit.starts_with(version) || version.starts_with(short(commit)));
+    html! {
+        @if same { code.sha title=(commit) { (version) } }
+        @else { (version) " " code.sha.muted title=(commit) { (short(commit)) } }
+    }
+}
+
+/// The Deployments area: the newest deployments of every project the viewer can see, each
+/// linking to its page (a project's own history is on its Environments page).
+pub async fn overview(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    const SHOWN: usize = 50;
+    let member = if principal.user.is_admin { None } else { Some(principal.user.id) };
+    let projects = match state.store.list_projects(member, &opsloop_store::PageRequest::first(100)).await {
+        Ok(page) => page.items,
+        Err(error) => return failure(error),
+    };
+    // The newest `SHOWN` of each project, merged: enough for the newest `SHOWN` overall.
+    let mut recent = Vec::new();
+    for project in &projects {
+        match state.store.list_deployments(project.id, None, None, SHOWN as i64).await {
+            Ok(deployments) => recent.extend(deployments.into_iter().map(|d| (project.name.as_str(), d))),
+            Err(error) => return failure(error),
+        }
+    }
+    recent.sort_by(|(_, a), (_, b)| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    recent.truncate(SHOWN);
+    layout("Deployments", Some(&principal), "/deployments", html! {
+        @if recent.iter().any(|(_, d)| running(&d.status) || d.status == "waiting_approval") { (auto_refresh(3)) }
+        h1 { "Deployments" }
+        p.hint { "The newest deployments of your projects. Deploy, roll back and stop from a project's Environments page." }
+        @if recent.is_empty() {
+            @if projects.is_empty() {
+                p.muted { "No projects yet: " a href="/projects#new-project" { "create one" } "." }
+            } @else {
+                p.muted { "No deployments yet. A pipeline job deploys with " code { "opsloop deploy" } ", or deploy from a project's Environments page:" }
+                ul { @for project in &projects { li { a href={ "/projects/" (project.name) "/environments" } { "Environments of " (project.name) } } } }
+            }
+        } @else {
+            table {
+                thead { tr {
+                    th scope="col" { "Deployment" } th scope="col" { "Project" } th scope="col" { "Status" }
+                    th scope="col" { "Environment" } th scope="col" { "Service" } th scope="col" { "Version" }
+                    th scope="col" { "By" } th scope="col" { "Created" }
+                } }
+                tbody {
+                    @for (project, deployment) in &recent {
+                        tr {
+                            td { a href={ "/projects/" (project) "/deployments/" (deployment.id) } { "#" (deployment.id) } }
+                            td { a href={ "/projects/" (project) "/environments" } { (project) } }
+                            td { (status_badge(&deployment.status)) }
+                            td { (deployment.environment) }
+                            td { (deployment.service) }
+                            td { (version_and_commit(&deployment.version, &deployment.commit_sha)) }
+                            td { (deployment.triggered_by) }
+                            td { (human_time(deployment.created_at)) }
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .into_response()
 }
 
 pub async fn environments(
@@ -156,7 +224,7 @@ async fn render_environments(
                         tr {
                             td { (entry.environment) }
                             td { (entry.service) }
-                            td { a href={ (base) "/deployments/" (entry.deployment_id) } { (entry.version) } " " code.muted { (short(&entry.commit)) } }
+                            td { a href={ (base) "/deployments/" (entry.deployment_id) } { (version_and_commit(&entry.version, &entry.commit)) } }
                             td {
                                 @if entry.instances > 0 && entry.healthy == entry.instances {
                                     span.badge.status-success { "healthy " (entry.healthy) "/" (entry.instances) }
@@ -164,7 +232,7 @@ async fn render_environments(
                                     span.badge.status-failed { "unhealthy " (entry.healthy) "/" (entry.instances) }
                                 }
                             }
-                            td { (entry.since) }
+                            td { (crate::views::human_time_of(&entry.since)) }
                             @if can_deploy {
                                 td {
                                     form.inline method="post" action={ (base) "/rollbacks" } {
@@ -235,7 +303,7 @@ async fn render_environments(
                             td { (status_badge(&deployment.status)) }
                             td { (deployment.environment) }
                             td { (deployment.service) }
-                            td { (deployment.version) }
+                            td { (version_and_commit(&deployment.version, &deployment.commit_sha)) }
                             td { (deployment.strategy) }
                             td { (deployment.triggered_by) }
                             td { (human_time(deployment.created_at)) }
@@ -392,8 +460,8 @@ pub async fn show(
         dl.facts {
             dt { "Service" } dd { (deployment.service) }
             dt { "Environment" } dd { (deployment.environment) }
-            dt { "Version" } dd { (release.version) " " code { (short(&release.commit_sha)) } }
-            @if let Some(previous) = &previous { dt { "Replacing" } dd { (previous.version) " " code { (short(&previous.commit_sha)) } } }
+            dt { "Version" } dd { (version_and_commit(&release.version, &release.commit_sha)) }
+            @if let Some(previous) = &previous { dt { "Replacing" } dd { (version_and_commit(&previous.version, &previous.commit_sha)) } }
             dt { "Strategy" } dd { (deployment.strategy) }
             dt { "By" } dd { (deployment.triggered_by) }
             dt { "Created" } dd { (human_time(deployment.created_at)) }
@@ -527,7 +595,7 @@ pub async fn compare(
     layout(&format!("{} · compare", project.name), Some(&principal), "/projects", html! {
         p { a href={ (base) "/environments" } { "← environments of " (project.name) } }
         h1 { "From " (comparison.from_version) " to " (comparison.to_version) }
-        p.muted { code { (short(&comparison.from_commit)) } " → " code { (short(&comparison.to_commit)) } }
+        p.muted { code.sha { (short(&comparison.from_commit)) } " → " code.sha { (short(&comparison.to_commit)) } }
         h2 { "Commits" }
         @if comparison.commits.is_empty() {
             p.muted { "None between them (the same commit, or the second is not ahead of the first)." }

@@ -21,26 +21,26 @@ use crate::routes::{RouteTable, Surface};
 pub const STYLESHEET: &str = include_str!("../../assets/style.css");
 const LIVE_SCRIPT: &str = include_str!("../../assets/live.js");
 
-/// The product areas, in navigation order; later issues fill the ones marked `coming`.
-pub const AREAS: &[(&str, &str, &str)] = &[
-    ("/projects", "Projects", ""),
-    ("/pipelines", "Pipelines", "Pipelines run your .gitlab-ci.yml on every push, on schedules and on demand."),
-    ("/deployments", "Deployments", "Environments, releases and zero-downtime deploys with automatic rollback."),
-    ("/monitoring", "Monitoring", "Checks, scraped metrics, PromQL and dashboards."),
-    ("/logs", "Logs", "Every job's and service's output, searchable, with live tail."),
-    ("/alerts", "Alerts & Incidents", "Alert rules, routing, incidents and on-call."),
-    ("/infrastructure", "Infrastructure", "Terraform-language plans, applies and drift detection."),
-    ("/security", "Security", "Secrets, secret scanning, dependency audit and SBOMs."),
-    ("/insights", "Insights", "DORA metrics computed from what opsloop saw."),
-];
+/// The product areas, in navigation order. Only areas that exist are listed: a link to a
+/// page saying "not available yet" costs a new user a click and trust. Later issues add the
+/// rest (monitoring, logs, alerts, infrastructure, security, insights) as they ship.
+pub const AREAS: &[(&str, &str)] =
+    &[("/projects", "Projects"), ("/pipelines", "Pipelines"), ("/deployments", "Deployments")];
+
+/// The icon browsers show in tabs and bookmarks: the brand's first letter on the accent colour.
+/// Served as SVG (a few hundred bytes, sharp at any size) under both the address the page links
+/// and `/favicon.ico`, which browsers ask for on their own.
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
 
 pub fn routes(table: RouteTable) -> RouteTable {
     use Access::*;
     use opsloop_core::Role::{Developer, Maintainer, Owner, Viewer};
     let ui = Surface::Ui;
-    let mut table = table
+    table
         .add(ui, Method::GET, "/assets/style.css", Public, stylesheet)
         .add(ui, Method::GET, "/assets/live.js", Public, live_script)
+        .add(ui, Method::GET, "/assets/favicon.svg", Public, favicon)
+        .add(ui, Method::GET, "/favicon.ico", Public, favicon)
         .add(ui, Method::GET, "/login", Public, login::form)
         .add(ui, Method::POST, "/login", Public, login::submit)
         .add(ui, Method::POST, "/logout", Authenticated, login::logout)
@@ -149,14 +149,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::GET, "/admin/agents", Admin, admin::agents)
         .add(ui, Method::POST, "/admin/agents", Admin, admin::create_agent)
         .add(ui, Method::POST, "/admin/agents/{id}/revoke", Admin, admin::revoke_agent)
-        .add(ui, Method::GET, "/admin/audit", Admin, admin::audit);
-    table = table.add(ui, Method::GET, "/pipelines", Authenticated, pipelines::overview);
-    for (path, _, blurb) in AREAS {
-        if !blurb.is_empty() && *path != "/pipelines" {
-            table = table.add(ui, Method::GET, path, Authenticated, area_page);
-        }
-    }
-    table
+        .add(ui, Method::GET, "/admin/audit", Admin, admin::audit)
+        .add(ui, Method::GET, "/pipelines", Authenticated, pipelines::overview)
+        .add(ui, Method::GET, "/deployments", Authenticated, deployments::overview)
 }
 
 async fn stylesheet() -> Response {
@@ -172,24 +167,13 @@ async fn live_script() -> Response {
         .into_response()
 }
 
-async fn home() -> Redirect {
-    Redirect::to("/projects")
+async fn favicon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=86400")], FAVICON)
+        .into_response()
 }
 
-async fn area_page(axum::Extension(principal): axum::Extension<Principal>, uri: axum::http::Uri) -> Markup {
-    let path = uri.path().to_owned();
-    let (title, blurb) =
-        AREAS.iter().find(|(area, _, _)| *area == path).map_or(("Not found", ""), |(_, title, blurb)| (*title, *blurb));
-    layout(
-        title,
-        Some(&principal),
-        &path,
-        html! {
-            h1 { (title) }
-            p { (blurb) }
-            p.muted { "This area is not available in this version of opsloop yet." }
-        },
-    )
+async fn home() -> Redirect {
+    Redirect::to("/projects")
 }
 
 /// The page frame: skip link, navigation of all areas, account menu, content.
@@ -202,6 +186,7 @@ pub fn layout(title: &str, principal: Option<&Principal>, current: &str, content
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · opsloop" }
                 link rel="stylesheet" href="/assets/style.css";
+                link rel="icon" type="image/svg+xml" href="/assets/favicon.svg";
             }
             body {
                 a.skip href="#content" { "Skip to content" }
@@ -210,7 +195,7 @@ pub fn layout(title: &str, principal: Option<&Principal>, current: &str, content
                     @if let Some(principal) = principal {
                         nav.areas aria-label="Areas" {
                             ul {
-                                @for (path, label, _) in AREAS {
+                                @for (path, label) in AREAS {
                                     li { a href=(path) aria-current=[(current.starts_with(path)).then_some("page")] { (label) } }
                                 }
                             }
@@ -242,20 +227,68 @@ pub fn csrf_field(principal: &Principal) -> Markup {
     html! { input type="hidden" name=(CSRF_FIELD) value=(principal.csrf_token().unwrap_or_default()); }
 }
 
-/// A page for refusals and failures, with the status it stands for.
+/// A page for refusals and failures, with the status it stands for. Handlers do not hold the
+/// principal at every failure, so this renders the frame without navigation and marks the
+/// response with [`ErrorPage`]; the route middleware, which knows who is asking, renders it
+/// again in the full frame (see [`with_navigation`]).
 pub fn error_page(status: StatusCode, message: &str) -> Response {
+    error_page_for(None, status, message)
+}
+
+/// An error page in the frame of a signed-in person (with the navigation) or of a visitor.
+pub fn error_page_for(principal: Option<&Principal>, status: StatusCode, message: &str) -> Response {
+    let mut response = (status, error_markup(principal, status, message)).into_response();
+    response.extensions_mut().insert(ErrorPage { status, message: message.to_owned() });
+    response
+}
+
+fn error_markup(principal: Option<&Principal>, status: StatusCode, message: &str) -> Markup {
     let title = status.canonical_reason().unwrap_or("Error");
-    let page = layout(
+    layout(
         title,
-        None,
+        principal,
         "",
         html! {
             h1 { (title) }
             p.error role="alert" { (message) }
             p { a href="/" { "Back to opsloop" } }
         },
-    );
-    (status, page).into_response()
+    )
+}
+
+/// What an error page said, carried on its response so it can be drawn again with navigation.
+#[derive(Debug, Clone)]
+pub struct ErrorPage {
+    status: StatusCode,
+    message: String,
+}
+
+/// An error page rendered without navigation, drawn again in `principal`'s frame; any other
+/// response as it is.
+pub fn with_navigation(response: Response, principal: Option<&Principal>) -> Response {
+    let Some(principal) = principal else { return response };
+    let Some(page) = response.extensions().get::<ErrorPage>().cloned() else { return response };
+    let (mut parts, _) = response.into_parts();
+    let redrawn = error_page_for(Some(principal), page.status, &page.message);
+    let (_, body) = redrawn.into_parts();
+    // Headers set on the way (cookies, for one) stay; only the body and its length change.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
+}
+
+/// Text with `backticks` around code, as people write it in descriptions: the quoted parts
+/// as `<code>`, the backticks themselves dropped. An unpaired backtick stays as typed.
+pub fn inline_code(text: &str) -> Markup {
+    let parts: Vec<&str> = text.split('`').collect();
+    // An even number of parts means an odd number of backticks: the last one has no partner.
+    let paired = if parts.len().is_multiple_of(2) { parts.len() - 1 } else { parts.len() };
+    html! {
+        @for (i, part) in parts.iter().enumerate() {
+            @if i >= paired { "`" (part) }
+            @else if i % 2 == 1 { code { (part) } }
+            @else { (part) }
+        }
+    }
 }
 
 /// An HTML page for a failure from the store or the shared API logic.

@@ -57,12 +57,12 @@ pub async fn overview(State(state): State<AppState>, Extension(principal): Exten
     }
     layout("Pipelines", Some(&principal), "/pipelines", html! {
         h1 { "Pipelines" }
-        p.hint { "Pipelines run your .gitlab-ci.yml on the server, with the engine `opsloop run` uses on your machine." }
+        p.hint { "Pipelines run your " code { ".gitlab-ci.yml" } " on the server, with the engine " code { "opsloop run" } " uses on your machine." }
         @if rows.is_empty() {
             p.muted { "No projects yet: " a href="/projects#new-project" { "create one" } "." }
         } @else {
             table {
-                thead { tr { th scope="col" { "Project" } th scope="col" { "Latest pipeline" } th scope="col" { "Ref" } th scope="col" { "Created" } } }
+                thead { tr { th scope="col" { "Project" } th scope="col" { "Latest pipeline" } th scope="col" { "Ref" } th scope="col" { "Created" } th scope="col" { "Duration" } } }
                 tbody {
                     @for (project, latest) in &rows {
                         tr {
@@ -76,7 +76,7 @@ pub async fn overview(State(state): State<AppState>, Extension(principal): Exten
                                     None => span.muted { "—" },
                                 } }
                             } @else {
-                                td.muted colspan="3" { "none yet" }
+                                td.muted colspan="4" { "none yet" }
                             }
                         }
                     }
@@ -140,7 +140,7 @@ async fn render_list(
                                 td { a href={ (base) "/pipelines/" (pipeline.id) } { "#" (pipeline.id) } }
                                 td { (status_badge(&pipeline.status)) }
                                 td { (pipeline.git_ref) }
-                                td { code { (pipeline.sha.chars().take(8).collect::<String>()) } }
+                                td { code.sha title=(pipeline.sha) { (pipeline.sha.chars().take(8).collect::<String>()) } }
                                 td { (pipeline.source) }
                                 td { (pipeline.created_by) }
                                 td { (human_time(pipeline.created_at)) }
@@ -224,16 +224,27 @@ pub async fn show(
         h1 { "Pipeline #" (pipeline.id) " " (status_badge(&pipeline.status)) }
         dl.facts {
             dt { "Ref" } dd { (pipeline.git_ref) }
-            dt { "Commit" } dd { code { (pipeline.sha) } }
+            dt { "Commit" } dd { code.sha { (pipeline.sha) } }
             dt { "Trigger" } dd { (pipeline.source) " by " (pipeline.created_by) }
             dt { "Created" } dd { (human_time(pipeline.created_at)) }
+            @if let Some(started) = pipeline.started_at { dt { "Started" } dd { (human_time(started)) } }
             @if let Some(finished) = pipeline.finished_at { dt { "Finished" } dd { (human_time(finished)) } }
+            @if let Some(ms) = crate::api::pipelines::duration_ms(&pipeline) { dt { "Duration" } dd { (human_duration(ms)) } }
         }
         @if !pipeline.error.is_empty() { pre.error role="alert" { (pipeline.error) } }
         @if running(&pipeline.status) && context.role >= Role::Developer {
             form method="post" action={ (base) "/pipelines/" (pipeline.id) "/cancel" } {
                 (csrf_field(&principal))
                 button.danger type="submit" { "Cancel pipeline" }
+            }
+        }
+        @if jobs.is_empty() {
+            @if running(&pipeline.status) {
+                // Jobs are planned from the pipeline file once the commit is checked out; until
+                // then there is nothing to list, and an empty page looks broken.
+                p.notice role="status" { "Waiting for checkout: the jobs show up here once the commit is checked out and its pipeline file is read." }
+            } @else {
+                p.muted { "No jobs ran in this pipeline." }
             }
         }
         div.cards {
@@ -244,6 +255,7 @@ pub async fn show(
                         @for job in list {
                             li {
                                 a href={ (base) "/jobs/" (job.id) } { (job.name) } " " (status_badge(&job.status))
+                                @if let Some(ms) = job_duration_ms(job) { " " span.muted.duration { (human_duration(ms)) } }
                                 @if job.status == "manual" && !running(&pipeline.status) && context.role >= Role::Developer {
                                     " "
                                     form.inline method="post" action={ (base) "/jobs/" (job.id) "/play" } {
@@ -345,11 +357,30 @@ pub async fn job(
         },
         None => Vec::new(),
     };
+    let deployments = match state.store.pipeline_deployments(job.pipeline_id).await {
+        Ok(deployments) => deployments_of_job(&job, deployments),
+        Err(error) => return failure(error),
+    };
     layout(&format!("Job {}", job.name), Some(&principal), "/pipelines", html! {
         @if live.is_some() { noscript { meta http-equiv="refresh" content="2"; } }
         p { a href={ (base) "/pipelines/" (job.pipeline_id) } { "← Pipeline #" (job.pipeline_id) } }
         h1 { (job.name) " " (status_badge(&job.status)) }
         p.muted { "Stage " (job.stage) @if let Some(code) = job.exit_code { ", exit code " (code) } " · " a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw log" } }
+        dl.facts {
+            @if let Some(started) = job.started_at { dt { "Started" } dd { (human_time(started)) } }
+            @if let Some(finished) = job.finished_at { dt { "Finished" } dd { (human_time(finished)) } }
+            @if let Some(ms) = job_duration_ms(&job) { dt { "Duration" } dd { (human_duration(ms)) } }
+            @if !deployments.is_empty() {
+                dt { "Deployed" }
+                dd {
+                    @for (i, deployment) in deployments.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        a href={ (base) "/deployments/" (deployment.id) } { "deployment #" (deployment.id) }
+                        " (" (deployment.service) " to " (deployment.environment) ") " (status_badge(&deployment.status))
+                    }
+                }
+            }
+        }
         @if context.role >= opsloop_core::Role::Developer {
             @let action = match job.status.as_str() {
                 "manual" => Some(("play", "Run this manual job")),
@@ -549,10 +580,6 @@ fn needs_svg(
     graph: &std::collections::BTreeMap<String, Vec<String>>,
     base: &str,
 ) -> Markup {
-    const WIDTH: i64 = 170;
-    const HEIGHT: i64 = 28;
-    const COLUMN: i64 = 230;
-    const ROW: i64 = 42;
     let mut stages: Vec<&str> = Vec::new();
     for job in jobs {
         if !stages.contains(&job.stage.as_str()) {
@@ -604,13 +631,18 @@ fn needs_svg(
     html! {
         svg.needs role="img" aria-label="Needs graph: arrows go from a job to the jobs that need it"
             width=(width) height=(height) viewBox={ "0 0 " (width) " " (height) } {
+            defs {
+                // The arrowhead at the end of each edge, at the job that needs the other.
+                marker id="needs-arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="8" markerHeight="8"
+                    markerUnits="userSpaceOnUse" orient="auto" {
+                    path.arrowhead d="M0 0 L8 4 L0 8 z" {}
+                }
+            }
             @for (i, job) in jobs.iter().enumerate() {
                 @if let Some(needs) = graph.get(&job.name) {
                     @for need in needs {
                         @if let Some(from) = index_of(need) {
-                            @let (x1, y1) = (position[from].0 + WIDTH, position[from].1 + HEIGHT / 2);
-                            @let (x2, y2) = (position[i].0, position[i].1 + HEIGHT / 2);
-                            path.edge d={ "M" (x1) " " (y1) " C" (x1 + 30) " " (y1) " " (x2 - 30) " " (y2) " " (x2) " " (y2) } {}
+                            path.edge d=(edge_path(position[from], position[i])) marker-end="url(#needs-arrow)" {}
                         }
                     }
                 }
@@ -618,12 +650,64 @@ fn needs_svg(
             @for (i, job) in jobs.iter().enumerate() {
                 a href={ (base) "/jobs/" (job.id) } {
                     title { (job.name) ": " (job.status) }
-                    rect class={ "node status-" (job.status) } x=(position[i].0) y=(position[i].1) width=(WIDTH) height=(HEIGHT) rx="6" {}
+                    rect class={ "node status-" (job.status) } x=(position[i].0) y=(position[i].1) width=(NODE_WIDTH) height=(NODE_HEIGHT) rx="6" {}
                     text x=(position[i].0 + 10) y=(position[i].1 + 18) { (label(&job.name)) }
                 }
             }
         }
     }
+}
+
+/// How long a job ran, once it has started and finished.
+fn job_duration_ms(job: &opsloop_store::Job) -> Option<i64> {
+    Some(job.finished_at? - job.started_at?).filter(|ms| *ms >= 0)
+}
+
+/// The deployments a job asked for: a deploy job calls the API with its pipeline's token, so
+/// its deployments are the pipeline's that were created while it ran (the store records the
+/// pipeline, not the job).
+fn deployments_of_job(
+    job: &opsloop_store::Job,
+    deployments: Vec<opsloop_store::Deployment>,
+) -> Vec<opsloop_store::Deployment> {
+    let Some(started) = job.started_at else { return Vec::new() };
+    deployments
+        .into_iter()
+        .filter(|d| d.created_at >= started && job.finished_at.is_none_or(|finished| d.created_at <= finished))
+        .collect()
+}
+
+/// Box size and spacing of the needs graph: columns are `COLUMN` apart (a gap of
+/// `COLUMN - NODE_WIDTH` for edges to bend in), rows `ROW` apart (a gap of `ROW - NODE_HEIGHT`).
+const NODE_WIDTH: i64 = 170;
+const NODE_HEIGHT: i64 = 28;
+const COLUMN: i64 = 230;
+const ROW: i64 = 42;
+
+/// An edge of the needs graph from the box at `from` to the box at `to` (top-left corners).
+/// Neighbouring columns get one curve inside the gap between them. An edge that skips columns
+/// would cut through the boxes in between, so it runs along the gap between two rows instead:
+/// out of its box, along the lane, and into the target box, bending only in column gaps.
+fn edge_path(from: (i64, i64), to: (i64, i64)) -> String {
+    let (x1, y1) = (from.0 + NODE_WIDTH, from.1 + NODE_HEIGHT / 2);
+    let (x2, y2) = (to.0, to.1 + NODE_HEIGHT / 2);
+    if x2 - x1 <= COLUMN - NODE_WIDTH {
+        return format!("M{x1} {y1} C{} {y1} {} {y2} {x2} {y2}", x1 + 30, x2 - 30);
+    }
+    // The gap below the source row when the target is lower, above it otherwise.
+    let source_row = (from.1 - 10) / ROW;
+    let lane_row = if to.1 > from.1 { source_row + 1 } else { source_row };
+    let lane = 10 + lane_row * ROW - (ROW - NODE_HEIGHT) / 2;
+    let bend = (COLUMN - NODE_WIDTH) / 2;
+    format!(
+        "M{x1} {y1} C{} {y1} {} {lane} {} {lane} L{} {lane} C{} {lane} {} {y2} {x2} {y2}",
+        x1 + bend / 2,
+        x1 + bend / 2,
+        x1 + bend,
+        x2 - bend,
+        x2 - bend / 2,
+        x2 - bend / 2,
+    )
 }
 
 /// A duration for people: `850 ms`, `42 s`, `3 min 5 s`, `1 h 2 min`.

@@ -180,7 +180,7 @@ async fn render_project(
             h1 { (project.name) " " span.badge { "your role: " (context.role) } }
             (notice(notice_key))
             (error_box(error.map(|(_, message)| message)))
-            @if !project.description.is_empty() { p { (project.description) } }
+            @if !project.description.is_empty() { p { (super::inline_code(&project.description)) } }
             dl.facts {
                 dt { "Repository" } dd { code { (project.repo_url) } }
                 dt { "Default branch" } dd { (project.default_branch) }

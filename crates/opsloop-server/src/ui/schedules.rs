@@ -96,7 +96,7 @@ async fn render(
                                 td { (schedule.timezone) }
                                 td { (schedule.git_ref) }
                                 td { @for name in &view.variables { code { (name) } " " } }
-                                td { @match &view.next_run_at { Some(at) => (at), None => span.muted { "disabled" } } }
+                                td { @match &view.next_run_at { Some(at) => (crate::views::human_time_of(at)), None => span.muted { "disabled" } } }
                                 td { @if let Some(pipeline) = view.last_pipeline {
                                     a href={ (base) "/pipelines/" (pipeline) } { "#" (pipeline) }
                                 } }

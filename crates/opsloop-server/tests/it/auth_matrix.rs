@@ -300,6 +300,8 @@ async fn public_routes_are_a_short_explicit_list() {
             "GET /api/v1/openapi.json",
             "GET /assets/style.css",
             "GET /assets/live.js",
+            "GET /assets/favicon.svg",
+            "GET /favicon.ico",
             "GET /login",
             "POST /login"
         ]

@@ -530,3 +530,44 @@ async fn a_schedule_made_in_the_ui_keeps_its_variables() {
     let page = get(&app, "/projects/nightly/schedules", &session).await.text();
     assert!(page.contains("<code>DRY_RUN</code>") && page.contains("<code>TARGET</code>"), "{page}");
 }
+
+#[tokio::test]
+async fn the_first_hour_pages_keep_the_navigation_and_advertise_nothing_missing() {
+    let app = TestApp::new().await;
+    let project = app.project("web").await;
+    let session = sign_in(&app, "admin", "admin password 123").await.map_err(|r| r.text()).unwrap();
+    let nav = r#"<nav class="areas""#;
+
+    // Only areas that exist are linked; the ones that do not are no pages at all.
+    let projects = get(&app, "/projects", &session).await.text();
+    for area in ["/projects", "/pipelines", "/deployments"] {
+        assert!(projects.contains(&format!(r#"href="{area}""#)), "{area} is linked: {projects}");
+    }
+    assert!(!projects.contains(r#"href="/monitoring""#), "{projects}");
+    assert_eq!(get(&app, "/monitoring", &session).await.status, StatusCode::NOT_FOUND);
+
+    // The Deployments area is a page of its own.
+    let deployments = get(&app, "/deployments", &session).await;
+    assert_eq!(deployments.status, StatusCode::OK);
+    assert!(deployments.text().contains("No deployments yet.") && deployments.text().contains(nav));
+
+    // Not-found pages, from the fallback and from a handler, keep the navigation when signed in.
+    let missing = get(&app, "/no-such-page", &session).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.text().contains(nav), "{}", missing.text());
+    let missing = get(&app, "/projects/web/pipelines/999999", &session).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.text().contains(nav) && missing.text().contains("pipeline"), "{}", missing.text());
+    let anonymous = get(&app, "/no-such-page", "").await;
+    assert!(!anonymous.text().contains(nav), "no navigation for a visitor");
+
+    // The favicon is public.
+    let icon = get(&app, "/favicon.ico", "").await;
+    assert_eq!(icon.status, StatusCode::OK);
+    assert_eq!(icon.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), Some("image/svg+xml"));
+
+    // A pipeline whose jobs are not planned yet says so instead of showing nothing.
+    let pending = app.store.create_pipeline(project.id, "main", "api", crate::app::ACTOR).await.unwrap();
+    let page = get(&app, &format!("/projects/web/pipelines/{}", pending.id), &session).await.text();
+    assert!(page.contains("Waiting for checkout"), "{page}");
+}

@@ -222,7 +222,8 @@ async fn wait_for_location(browser: &Client, expected: &str) {
         }
         if Instant::now() > deadline {
             panic!(
-                "expected the browser at {expected}, it is at {here}; the page shows:\n{}",
+                "expected the browser at {expected}, it is at {here} ({}); the page shows:\n{}",
+                screenshot(browser, "location").await,
                 page_text(browser).await
             );
         }
@@ -244,8 +245,9 @@ async fn wait_for_text(browser: &Client, css: &str, needle: &str) -> Element {
         }
         if Instant::now() > deadline {
             panic!(
-                "no `{css}` containing {needle:?} at {}; the page shows:\n{}",
+                "no `{css}` containing {needle:?} at {} ({}); the page shows:\n{}",
                 location(browser).await,
+                screenshot(browser, "text").await,
                 page_text(browser).await
             );
         }
@@ -743,6 +745,104 @@ async fn a_refreshing_page_waits_while_someone_types_in_its_form() {
     }
 }
 
+/// Fails, with a screenshot, unless `holds` is true of the open page; `what` says what was expected.
+async fn assert_page(browser: &Client, holds: bool, what: &str) {
+    if !holds {
+        let shot = screenshot(browser, "assert").await;
+        panic!("{what} at {} ({shot}); the page shows:\n{}", location(browser).await, page_text(browser).await);
+    }
+}
+
+/// Reads a value from the open page with a script (`null` when it cannot).
+async fn read(browser: &Client, script: &str) -> serde_json::Value {
+    browser.execute(script, vec![]).await.unwrap_or(serde_json::Value::Null)
+}
+
+/// The pages a new user meets in the first hour, on the demo after its pipeline deployed: each
+/// one keeps the navigation, breaks no Content-Security-Policy and shows what the issue "the
+/// first hour of a new user" asked for.
+async fn first_hour_tour(browser: &Client, server: &Server) {
+    let at = |path: &str| format!("{}{path}", server.url);
+
+    // The navigation lists only areas that exist; the favicon is served.
+    browser.goto(&at("/projects")).await.expect("open /projects");
+    wait_for_location(browser, "/projects").await;
+    wait_for_text(browser, "main h1", "Projects").await;
+    let areas = read(browser, "return [...document.querySelectorAll('nav.areas a')].map(a => a.textContent)").await;
+    assert_page(browser, areas == serde_json::json!(["Projects", "Pipelines", "Deployments"]), "three areas").await;
+    let icon = Server::client().get(at("/favicon.ico")).send().await.expect("GET /favicon.ico");
+    assert_eq!(icon.status(), StatusCode::OK, "a favicon");
+    assert_no_csp_violation(browser).await;
+
+    // The project: its description's `code` is code, not backticks.
+    browser.goto(&at("/projects/demo")).await.expect("open the demo project");
+    wait_for_text(browser, "main p code", "opsloop serve --demo").await;
+    let text = page_text(browser).await;
+    assert_page(browser, !text.contains('`'), "no raw backticks").await;
+    assert_no_csp_violation(browser).await;
+
+    // All pipelines: every column has a header.
+    browser.goto(&at("/pipelines")).await.expect("open /pipelines");
+    wait_for_text(browser, "main table thead", "Duration").await;
+    let (headers, cells) = (
+        read(browser, "return document.querySelectorAll('main table thead th').length").await,
+        read(browser, "return Math.max(...[...document.querySelectorAll('main table tbody tr')].map(r => [...r.cells].reduce((n, c) => n + c.colSpan, 0)))").await,
+    );
+    assert_page(browser, headers == cells, &format!("{headers} headers for {cells} columns")).await;
+    assert_no_csp_violation(browser).await;
+
+    // A pipeline: times, duration, the needs graph with arrowheads; on a phone nothing, the
+    // commit included, makes the page wider than the screen.
+    follow(browser, "main table tbody td a[href^='/projects/demo/pipelines/']", "#").await;
+    wait_for_text(browser, "dl.facts dt", "Started").await;
+    wait_for_text(browser, "dl.facts dt", "Duration").await;
+    assert!(browser.find(Locator::Css("svg.needs marker#needs-arrow")).await.is_ok(), "arrowheads");
+    assert_no_csp_violation(browser).await;
+    browser.set_window_size(390, 844).await.expect("a phone-sized window");
+    let overflow =
+        read(browser, "return document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
+    browser.set_window_size(1280, 1024).await.expect("back to a desktop window");
+    assert_page(browser, overflow.as_i64() == Some(0), &format!("{overflow} px wider than a 390 px screen")).await;
+
+    // The deploy job: start, finish, duration and a link to the deployment it made.
+    follow(browser, "main section.card li a[href^='/projects/demo/jobs/']", "deploy").await;
+    wait_for_text(browser, "dl.facts dt", "Finished").await;
+    wait_for_text(browser, "dl.facts dt", "Duration").await;
+    assert_no_csp_violation(browser).await;
+    let deployment = follow(browser, "dl.facts dd a[href^='/projects/demo/deployments/']", "deployment #").await;
+
+    // The deployment: the version once when it is the commit.
+    wait_for_text(browser, "main h1", "Deployment #").await;
+    let version = "return [...document.querySelectorAll('dl.facts dt')].find(d => d.textContent === 'Version').nextElementSibling.innerText";
+    let shown = read(browser, version).await.as_str().unwrap_or_default().to_owned();
+    let words: Vec<&str> = shown.split_whitespace().collect();
+    assert_page(
+        browser,
+        words.len() == 1 || (words.len() == 2 && words[0] != words[1]),
+        &format!("the version once: {shown:?}"),
+    )
+    .await;
+    assert_no_csp_violation(browser).await;
+
+    // Environments, then the Deployments area, which lists that deployment.
+    browser.goto(&at("/projects/demo/environments")).await.expect("open the environments");
+    wait_for_text(browser, "main table tbody tr", "production").await;
+    assert_no_csp_violation(browser).await;
+    browser.goto(&at("/deployments")).await.expect("open /deployments");
+    wait_for_text(browser, "main h1", "Deployments").await;
+    wait_for_text(browser, &format!("main table tbody a[href='{deployment}']"), "#").await;
+    assert_no_csp_violation(browser).await;
+
+    // A page that does not exist keeps the navigation.
+    browser.goto(&at("/no-such-page")).await.expect("open a page that does not exist");
+    wait_for_text(browser, "main h1", "Not Found").await;
+    wait_for_text(browser, "nav.areas a", "Deployments").await;
+    browser.goto(&at("/projects/demo/pipelines/999999")).await.expect("open a pipeline that does not exist");
+    wait_for_text(browser, "main p.error", "pipeline").await;
+    wait_for_text(browser, "nav.areas a", "Pipelines").await;
+    assert_no_csp_violation(browser).await;
+}
+
 /// The deployments UI: the demo's pipeline deploys its service; a person deploys it again from
 /// the Environments page, watches the steps and traffic share on the deployment's page, and
 /// rolls back with one button (a switch to the version kept warm).
@@ -772,6 +872,8 @@ async fn deploy_and_roll_back_from_the_environments_page() {
     let browser = driver.open_browser().await;
     sign_in_as_admin(&browser, &server).await;
     let at = |path: &str| format!("{}{path}", server.url);
+
+    first_hour_tour(&browser, &server).await;
 
     browser.goto(&at("/projects/demo")).await.expect("open the demo project");
     follow(&browser, "a.button", "Environments").await;
