@@ -140,9 +140,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0021_pipeline_environments.sql"),
         postgres: include_str!("../migrations/postgres/0021_pipeline_environments.sql"),
     },
+    Migration {
+        version: 22,
+        name: "deployments by pipeline",
+        sqlite: include_str!("../migrations/sqlite/0022_deployments_by_pipeline.sql"),
+        postgres: include_str!("../migrations/postgres/0022_deployments_by_pipeline.sql"),
+    },
 ];
 
-const LATEST: i64 = 21;
+const LATEST: i64 = 22;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,
