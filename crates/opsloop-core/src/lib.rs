@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod name;
 pub mod role;
+pub mod skip;
 
 pub use clock::{Clock, SystemClock};
 pub use name::{NameError, validate_name};

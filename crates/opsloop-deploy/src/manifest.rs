@@ -29,8 +29,8 @@
 
 use std::time::Duration;
 
-use opsloop_pipeline::diagnostic::Diagnostic;
-use opsloop_pipeline::yaml::{Node, Span, Value};
+use opsloop_config::diagnostic::Diagnostic;
+use opsloop_config::yaml::{Node, Span, Value};
 
 use crate::strategy::{Slo, Strategy};
 use crate::supervisor::{HealthCheck, Liveness, Probing, default_timeout};
@@ -175,7 +175,7 @@ const TIERS: [&str; 5] = ["production", "staging", "testing", "development", "ot
 /// Reads `text`; the manifest holds what could be read, the diagnostics every problem.
 pub fn parse(text: &str) -> (Manifest, Vec<Diagnostic>) {
     let mut reader = Reader { problems: Vec::new() };
-    let manifest = match opsloop_pipeline::yaml::parse(text) {
+    let manifest = match opsloop_config::yaml::parse(text) {
         Ok(root) => reader.manifest(&root),
         Err(error) => {
             reader.problems.push(Diagnostic::error(error.message, Some(error.span)));
@@ -258,7 +258,7 @@ impl Reader {
         }
     }
 
-    fn mapping<'a>(&mut self, node: &'a Node, what: &str) -> &'a [(opsloop_pipeline::yaml::Key, Node)] {
+    fn mapping<'a>(&mut self, node: &'a Node, what: &str) -> &'a [(opsloop_config::yaml::Key, Node)] {
         match node.as_mapping() {
             Some(entries) => entries,
             None if matches!(node.value, Value::Null) => &[],

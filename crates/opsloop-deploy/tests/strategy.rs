@@ -119,7 +119,7 @@ async fn ask(front: std::net::SocketAddr) -> (u16, String) {
 fn python_missing() -> bool {
     let missing = std::process::Command::new("python3").arg("--version").output().is_err();
     if missing {
-        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+        opsloop_core::skip::skipped("python3 is not installed (.ci/run installs it)");
     }
     missing
 }

@@ -91,7 +91,7 @@ async fn a_stop_is_graceful_and_then_firm() {
 #[tokio::test]
 async fn a_memory_limit_kills_an_instance_that_goes_past_it() {
     if std::process::Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+        opsloop_core::skip::skipped("python3 is not installed (.ci/run installs it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

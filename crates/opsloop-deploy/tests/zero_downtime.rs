@@ -39,7 +39,7 @@ fn release(version: &str) -> Release {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_blue_green_deployments_and_three_canaries_under_load_lose_nothing() {
     if std::process::Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+        opsloop_core::skip::skipped("python3 is not installed (.ci/run installs it)");
         return;
     }
     let proxy = Proxy::new(Signals::default(), Duration::from_secs(5));

@@ -5,9 +5,10 @@
 //! server and `opsloop run` share it, so a pipeline means the same thing everywhere.
 
 pub mod config;
-pub mod diagnostic;
 pub mod expression;
 pub mod plan;
 pub mod predefined;
 pub mod variables;
-pub mod yaml;
+
+// The shared configuration vocabulary, under the paths this crate always had.
+pub use opsloop_config::{diagnostic, yaml};

@@ -78,7 +78,7 @@ pub async fn resume_queued(state: &AppState) -> usize {
             }
             Err(message) => {
                 let message = format!("its variables could not be read after the restart: {message}");
-                let _ = state.store.finish_pipeline(pipeline.id, "failed", &message).await;
+                logged(state.store.finish_pipeline(pipeline.id, "failed", &message).await, "finish pipeline");
             }
         }
     }
@@ -446,7 +446,7 @@ async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline
                 target: &older.to_string(),
                 detail: &detail,
             };
-            let _ = state.store.append_audit(entry).await;
+            logged(state.store.append_audit(entry).await, "append audit");
         }
     }
 }
@@ -546,9 +546,9 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
         let variables = match pipeline_variables(&state, pipeline.id).await {
             Ok(variables) => variables,
             Err(message) => {
-                let _ = state.store.job_finished(job.id, "failed", None).await;
-                let _ = state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await;
-                let _ = state.store.settle_pipeline(pipeline.id).await;
+                logged(state.store.job_finished(job.id, "failed", None).await, "job finished");
+                logged(state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await, "append job log");
+                logged(state.store.settle_pipeline(pipeline.id).await, "settle pipeline");
                 crate::notify::pipeline_event(
                     &state.store,
                     state.config.external_url.as_deref(),
@@ -573,9 +573,9 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
         .await
         {
             tracing::warn!(pipeline = pipeline.id, job = job.id, %message, "a job could not run again");
-            let _ = state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await;
-            let _ = state.store.job_finished(job.id, "failed", None).await;
-            let _ = state.store.settle_pipeline(pipeline.id).await;
+            logged(state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await, "append job log");
+            logged(state.store.job_finished(job.id, "failed", None).await, "job finished");
+            logged(state.store.settle_pipeline(pipeline.id).await, "settle pipeline");
         }
         crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, pipeline.id).await;
     });
@@ -660,7 +660,7 @@ async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, Str
     let _slot = state.pipeline_slots.acquire().await;
     let commit = Some(pipeline.sha.clone());
     if let Err(message) = execute(state, &project, &pipeline, commit, variables, Some(&reopened), None).await {
-        let _ = state.store.finish_pipeline(pipeline_id, "failed", &message).await;
+        logged(state.store.finish_pipeline(pipeline_id, "failed", &message).await, "finish pipeline");
     }
     crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, pipeline_id).await;
     Ok(())
@@ -1007,7 +1007,7 @@ impl StoreSink {
                 let (job, line) = match &event {
                     Event::JobStarted { job, .. } => {
                         if let Some(id) = job_ids.get(*job) {
-                            let _ = store.job_started(*id).await;
+                            logged(store.job_started(*id).await, "job started");
                         }
                         continue;
                     }
@@ -1018,7 +1018,7 @@ impl StoreSink {
                     Event::AfterScript { job, .. } => (*job, "# running after_script".to_owned()),
                     Event::Delayed { job, seconds, .. } => {
                         if let Some(id) = job_ids.get(*job) {
-                            let _ = store.job_scheduled(*id).await;
+                            logged(store.job_scheduled(*id).await, "job scheduled");
                         }
                         (*job, format!("# delayed: starting in {seconds}s"))
                     }
@@ -1055,7 +1055,7 @@ impl StoreSink {
                                 tracing::error!(job = id, %error, "could not store a test report");
                             }
                         }
-                        let _ = store.job_finished(id, status, outcome.exit_code.map(i64::from)).await;
+                        logged(store.job_finished(id, status, outcome.exit_code.map(i64::from)).await, "job finished");
                         if notifier.enabled {
                             crate::notify::job_event(&store, notifier.external_url.as_deref(), &notifier.project, id)
                                 .await;
@@ -1083,5 +1083,14 @@ impl StoreSink {
 impl EventSink for StoreSink {
     fn emit(&self, event: Event) {
         let _ = self.events.send(event);
+    }
+}
+
+/// A store write whose failure nothing here can undo (the run has moved on, or is ending): it
+/// is logged with what it was, never dropped silently. The state it leaves is what a restart
+/// repairs (`fail_interrupted`, `resume_queued`).
+fn logged<T>(result: Result<T, opsloop_store::StoreError>, what: &str) {
+    if let Err(error) = result {
+        tracing::error!(%error, write = what, "a store write failed");
     }
 }

@@ -58,7 +58,11 @@ pub async fn run_due(state: &AppState) -> usize {
         let actor = Actor { name: &actor_name, source_ip: "" };
         match crate::ci::trigger(state, &project, &schedule.git_ref, None, "schedule", variables, actor).await {
             Ok(pipeline) => {
-                let _ = state.store.schedule_ran(schedule.id, pipeline.id).await;
+                // The pipeline runs either way; a failed record only shows the schedule as not
+                // run yet (its next due time comes from the cron line, not this record).
+                if let Err(error) = state.store.schedule_ran(schedule.id, pipeline.id).await {
+                    tracing::error!(schedule = schedule.id, %error, "could not record the scheduled run");
+                }
                 started += 1;
             }
             Err(error) => {

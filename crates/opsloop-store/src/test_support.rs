@@ -26,7 +26,9 @@ impl TestDatabase {
     /// `OPSLOOP_TEST_POSTGRES_URL` is unset.
     pub async fn postgres() -> Option<Self> {
         let Ok(base_url) = std::env::var(POSTGRES_URL_VAR) else {
-            eprintln!("skipped: PostgreSQL store test, because {POSTGRES_URL_VAR} is unset (.ci/run sets it)");
+            opsloop_core::skip::skipped(&format!(
+                "PostgreSQL store test, because {POSTGRES_URL_VAR} is unset (.ci/run sets it)"
+            ));
             return None;
         };
         let mut random = [0u8; 8];

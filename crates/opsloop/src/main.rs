@@ -32,6 +32,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     output::init_color(cli.no_color);
+    // The instance reaper lives as long as the server and only waits: no runtime, no threads.
+    if let cli::Command::ReapInstances { server, releases } = &cli.command {
+        return commands::serve::reap_instances(*server, releases);
+    }
     // One TLS crypto provider for every client (reqwest, sqlx): ring, which builds without C toolchains of its own.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

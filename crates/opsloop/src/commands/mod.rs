@@ -7,7 +7,7 @@ mod pipeline;
 mod project;
 mod proxy;
 mod run;
-mod serve;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Agent(args) => Ok(agent::run(args).await),
         Command::Lint(args) => Ok(run::lint(args)),
         Command::Proxy(args) => Ok(proxy::run(args).await),
+        // Handled in `main` before the runtime starts; here only for completeness.
         Command::ReapInstances { server, releases } => Ok(serve::reap_instances(server, &releases)),
     }
 }

@@ -73,7 +73,7 @@ fn start_reaper(releases: &std::path::Path) {
 /// there is nothing to do.
 pub fn reap_instances(server: u32, releases: &std::path::Path) -> ExitCode {
     // Until the server goes, this process's parent is the server; afterwards init (or a
-    // subreaper) adopts it. Half a second of polling costs nothing measurable.
+    // subreaper) adopts it. Looking four times a second costs nothing measurable.
     while std::os::unix::process::parent_id() == server {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }

@@ -33,7 +33,7 @@ fn artifacts_are_kept_in_s3() {
             .status()
             .is_ok_and(|s| s.success())
     }) else {
-        eprintln!("skipped: moto is not installed (pip install 'moto[server]'); .ci/run installs it");
+        opsloop_core::skip::skipped("moto is not installed (pip install 'moto[server]'); .ci/run installs it");
         return;
     };
     let port = free_port();

@@ -19,7 +19,7 @@ const SERVICE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/servi
 fn python_missing() -> bool {
     let missing = std::process::Command::new("python3").arg("--version").output().is_err();
     if missing {
-        eprintln!("skipped: python3 is not installed (.ci/run installs it)");
+        opsloop_core::skip::skipped("python3 is not installed (.ci/run installs it)");
     }
     missing
 }

@@ -9,6 +9,7 @@ mod notifications;
 mod proxy;
 
 mod agents;
+mod architecture;
 mod artifacts;
 mod browser;
 mod cli;

@@ -1,4 +1,5 @@
-//! Problems found in a pipeline, with where they are and how to fix them.
+//! Problems found in a configuration file (a pipeline, `opsloop.yml`, and every parser to
+//! come), with where they are and how to fix them.
 
 use crate::yaml::Span;
 
