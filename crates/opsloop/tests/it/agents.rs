@@ -252,30 +252,8 @@ fn a_pushed_tag_runs_tag_jobs_on_the_server_and_on_an_agent_as_opsloop_run_does(
     let server = Server::start();
     let token = server.token("admin");
     let root = tempfile::tempdir().unwrap();
-    let bare = root.path().join("app.git");
-    let git = |dir: &Path, args: &[&str]| {
-        let status = Command::new("git")
-            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    };
-    git(root.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
-    let hook = bare.join("hooks/post-receive");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\nOPSLOOP_SERVER='{}' OPSLOOP_TOKEN='{token}' exec '{BIN}' hook post-receive --project app\n",
-            server.url
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bare = crate::harness::bare_repository_with_hook(&server, &token, root.path(), "app");
+    let git = crate::harness::git_in;
     let created = opsloop_client(&server, &token, &["project", "create", "app", "--repo", bare.to_str().unwrap()]);
     assert!(created.status.success(), "{}", text(&created.stderr));
     let _agent = Agent::start(&server, "tagger", root.path(), &["--tags", "linux"]);

@@ -216,3 +216,36 @@ pub fn skip(reason: &str) {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
+
+/// Runs git in `dir` with a fixed identity and `main` as the first branch, asserting success.
+pub fn git_in(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A bare repository `<root>/<project>.git` whose `post-receive` hook tells `server` of every
+/// push (as `opsloop hook post-receive --project <project>` with `token`), as the README
+/// shows a team to set it up.
+pub fn bare_repository_with_hook(server: &Server, token: &str, root: &Path, project: &str) -> PathBuf {
+    let bare = root.join(format!("{project}.git"));
+    git_in(root, &["init", "-q", "--bare", bare.to_str().expect("utf-8 path")]);
+    let hook = bare.join("hooks/post-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nOPSLOOP_SERVER='{}' OPSLOOP_TOKEN='{token}' exec '{BIN}' hook post-receive --project {project}\n",
+            server.url
+        ),
+    )
+    .expect("write the hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("make the hook executable");
+    bare
+}

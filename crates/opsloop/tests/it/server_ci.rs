@@ -162,31 +162,8 @@ fn a_push_to_a_bare_repository_starts_a_pipeline_through_the_post_receive_hook()
     let server = Server::start();
     let token = server.token("developer");
     let root = tempfile::tempdir().unwrap();
-    let bare = root.path().join("app.git");
-    let git = |dir: &Path, args: &[&str]| {
-        let status = Command::new("git")
-            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    };
-    git(root.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
-    let hook = bare.join("hooks/post-receive");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\nOPSLOOP_SERVER='{}' OPSLOOP_TOKEN='{token}' exec '{}' hook post-receive --project app\n",
-            server.url,
-            crate::harness::BIN
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bare = crate::harness::bare_repository_with_hook(&server, &token, root.path(), "app");
+    let git = crate::harness::git_in;
     assert!(
         opsloop_client(
             &server,
