@@ -452,7 +452,16 @@ pub async fn show(
     let config: Option<ReleaseConfig> = serde_json::from_str(&release.config).ok();
     let base = format!("/projects/{}", project.name);
     let approvals = state.store.deployment_approvals(deployment.id).await.unwrap_or_default();
-    let log_tail = tail(&deploy::service_log(&state, project.id, &deployment.environment, &deployment.service), 40);
+    // The environment's service log holds every release's instances; this deployment's page
+    // shows its own release's and the one it replaced (`[<route>@<label>#<n>] line`), not
+    // those of deployments after it.
+    let route = deploy::route_name(&project.name, &deployment.environment, &deployment.service);
+    let prefixes: Vec<String> = std::iter::once(&release)
+        .chain(previous.as_ref())
+        .map(|r| format!("[{route}@{}#", deploy::version_label(r)))
+        .collect();
+    let log_tail =
+        tail(&deploy::service_log(&state, project.id, &deployment.environment, &deployment.service), 40, &prefixes);
     layout(&format!("{} · deployment #{}", project.name, deployment.id), Some(&principal), "/projects", html! {
         @if running(&deployment.status) || deployment.status == "waiting_approval" { (auto_refresh(3)) }
         p { a href={ (base) "/environments" } { "← environments of " (project.name) } }
@@ -555,12 +564,13 @@ pub async fn show(
     .into_response()
 }
 
-/// The last `lines` lines of a file (the end of a service's log).
-fn tail(path: &std::path::Path, lines: usize) -> String {
+/// The last `lines` lines of a file (the end of a service's log) that start with one of
+/// `prefixes`, from its last 256 KiB.
+fn tail(path: &std::path::Path, lines: usize, prefixes: &[String]) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(path) else { return String::new() };
     let length = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = length.saturating_sub(16 * 1024);
+    let start = length.saturating_sub(256 * 1024);
     if file.seek(SeekFrom::Start(start)).is_err() {
         return String::new();
     }
@@ -569,7 +579,7 @@ fn tail(path: &std::path::Path, lines: usize) -> String {
         return String::new();
     }
     let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text.lines().filter(|line| prefixes.iter().any(|p| line.starts_with(p.as_str()))).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -620,5 +630,28 @@ fn side(value: &Option<String>) -> Markup {
     match value {
         Some(value) => html! { code { (value) } },
         None => html! { span.muted { "—" } },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployments_log_shows_its_own_releases_instances_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web.log");
+        std::fs::write(
+            &log,
+            "[shop/production/web@v1#1#1] old starting\n[shop/production/web@v2#2#1] new ready\n\
+             [shop/production/web@v3#3#1] a later deployment\n[shop/production/web@v1#12#1] another release\n",
+        )
+        .unwrap();
+        let prefixes = vec!["[shop/production/web@v2#2#".to_owned(), "[shop/production/web@v1#1#".to_owned()];
+        assert_eq!(
+            tail(&log, 40, &prefixes),
+            "[shop/production/web@v1#1#1] old starting\n[shop/production/web@v2#2#1] new ready"
+        );
+        assert_eq!(tail(&log, 1, &prefixes), "[shop/production/web@v2#2#1] new ready");
     }
 }
