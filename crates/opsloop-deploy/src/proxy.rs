@@ -40,8 +40,9 @@ pub struct Backend {
 }
 
 /// Requests for `host` (any host when `None`) under `path_prefix` go to `service`'s backends.
-/// A route without backends belongs to a stopped service: it answers 503 rather than let its
-/// requests fall through to a broader route (another environment's service).
+/// A route without backends belongs to a service that does not run (stopped, or not deployed
+/// yet): it answers 503 rather than let its requests fall through to a broader route (another
+/// environment's service).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub host: Option<String>,
@@ -476,7 +477,7 @@ impl Proxy {
         let route = &table.routes[route_index];
         let Some(index) = route.pick() else {
             if route.route.backends.is_empty() {
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "this service is stopped in this environment\n");
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "this service is not running in this environment\n");
             }
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend takes traffic on this route\n");
         };

@@ -1312,6 +1312,42 @@ pub async fn restore(state: &AppState) {
     for deployment in state.store.queued_deployments().await.unwrap_or_default() {
         spawn_run(state, deployment);
     }
+    // What `opsloop.yml` routes but nothing serves answers 503 after a restart too.
+    let mut page = opsloop_store::PageRequest::first(opsloop_store::PageRequest::MAX_LIMIT);
+    loop {
+        let Ok(projects) = state.store.list_projects(None, &page).await else { break };
+        for project in &projects.items {
+            hold_idle_routes(state, project).await;
+        }
+        match projects.next_cursor {
+            Some(cursor) => page.after = Some(cursor),
+            None => break,
+        }
+    }
+}
+
+/// Gives every route of the project's applied `opsloop.yml` whose service does not run in its
+/// environment (never deployed, or stopped) a place in the proxy without backends, which
+/// answers 503: `staging.localhost` must not fall through to production's any-host route.
+/// A host and path another service serves is left to it.
+pub(crate) async fn hold_idle_routes(state: &AppState, project: &Project) {
+    let Some(desired) = crate::gitops::applied_desired(state, project.id).await else { return };
+    let routes = state.deploy.proxy.routes();
+    for key in desired.routes.keys() {
+        let Some((service, environment)) = key.split_once('@') else { continue };
+        let Some((host, path_prefix)) = desired.route(service, environment) else { continue };
+        let name = route_name(&project.name, environment, service);
+        let placed = routes.iter().any(|r| r.service == name);
+        let taken = routes.iter().any(|r| r.host == host && r.path_prefix == path_prefix);
+        if !placed && !taken {
+            state.deploy.proxy.set_route(opsloop_deploy::Route {
+                host,
+                path_prefix,
+                service: name,
+                backends: Vec::new(),
+            });
+        }
+    }
 }
 
 async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) -> Result<(), String> {

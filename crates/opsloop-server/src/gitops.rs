@@ -233,6 +233,7 @@ pub async fn apply(
             _ => {}
         }
     }
+    deploy::hold_idle_routes(state, project).await;
     Ok(plan)
 }
 

@@ -216,17 +216,17 @@ async fn the_readme_first_command_works_from_a_fresh_directory() {
     let deployed =
         opsloop_client(&server, &admin, &["deploy", "web", "--env", "staging", "--project", "demo", "--wait"]);
     assert!(deployed.status.success(), "{}{}", text(&deployed.stdout), text(&deployed.stderr));
-    let staging = |client: &reqwest::Client| {
-        client.get(format!("{}/", server.proxy_url)).header("host", "staging.localhost").send()
+    let staging = |client: &reqwest::Client, proxy: &str| {
+        client.get(format!("{proxy}/")).header("host", "staging.localhost").send()
     };
-    assert_eq!(staging(&client).await.unwrap().status(), 200);
+    assert_eq!(staging(&client, &server.proxy_url).await.unwrap().status(), 200);
     let stopped = opsloop_client(&server, &admin, &["stop", "--env", "staging", "--project", "demo"]);
     assert!(stopped.status.success(), "{}{}", text(&stopped.stdout), text(&stopped.stderr));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let answer = staging(&client).await.unwrap();
+        let answer = staging(&client, &server.proxy_url).await.unwrap();
         if answer.status() == 503 {
-            assert!(answer.text().await.unwrap().contains("stopped"), "the body says why");
+            assert!(answer.text().await.unwrap().contains("not running"), "the body says why");
             break;
         }
         assert_eq!(answer.status(), 200, "staging answers until it stops, then 503");
@@ -235,6 +235,22 @@ async fn the_readme_first_command_works_from_a_fresh_directory() {
     }
     let production = client.get(format!("{}/", server.proxy_url)).send().await.unwrap();
     assert_eq!(production.text().await.unwrap(), "1.0.0\n", "production serves on");
+
+    // After a restart too: production serves again, and stopped staging still answers 503.
+    let mut server = server;
+    assert!(server.terminate().success(), "a clean stop");
+    let server = Server::start_as_readme(cwd.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let answer = client.get(format!("{}/", server.proxy_url)).send().await.unwrap();
+        if answer.status() == 200 {
+            assert_eq!(answer.text().await.unwrap(), "1.0.0\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "production serves again after the restart");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(staging(&client, &server.proxy_url).await.unwrap().status(), 503, "stopped staging stays stopped");
 
     // Stopping production plays the deploy job's `on_stop` job, which stops the service.
     let stopped = opsloop_client(&server, &admin, &["stop", "--env", "production", "--project", "demo"]);
