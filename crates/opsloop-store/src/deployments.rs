@@ -366,21 +366,28 @@ impl Store {
     /// Deployments a stopped process left `running` become `failed`; returns them.
     pub async fn fail_interrupted_deployments(&self, reason: &str) -> Result<Vec<Deployment>> {
         let now = self.now_ms();
-        let sql = format!("{DEPLOYMENT_SELECT} WHERE d.status = 'running' ORDER BY d.id");
-        let rows: Vec<DeploymentRow> = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let rows: Vec<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).fetch_all(&mut *tx).await?;
-            sqlx::query(
-                "UPDATE deployments SET status = 'failed', reason = $1, finished_at = $2 WHERE status = 'running'",
+        // The write comes first, alone: a SQLite transaction that reads before it writes cannot
+        // wait for the write lock when another writer went first (it fails at once with
+        // "database is locked", which the busy timeout does not cover); the start-up tasks
+        // that write beside this one made that happen.
+        let ids: Vec<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "UPDATE deployments SET status = 'failed', reason = $1, finished_at = $2
+                 WHERE status = 'running' RETURNING id",
             )
             .bind(reason)
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            rows
+            .fetch_all(pool)
+            .await?
         });
-        Ok(rows.into_iter().map(deployment_from).collect())
+        let mut failed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(deployment) = self.deployment(id).await? {
+                failed.push(deployment);
+            }
+        }
+        failed.sort_by_key(|d| d.id);
+        Ok(failed)
     }
 
     /// What serves where: every project's (`None`) or one project's.
