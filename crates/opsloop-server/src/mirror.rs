@@ -76,8 +76,8 @@ pub enum RefCheck {
 const CHECK_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether `git_ref` names something in the project's repository: looked up in the mirror,
-/// fetched once when not found there (a branch pushed a moment ago). Refs are arguments after
-/// `--end-of-options`-style checks, never a shell line.
+/// fetched once when not found there (a branch pushed a moment ago). The ref goes to git as
+/// an argument after `--end-of-options`, never in a shell line.
 pub async fn check_ref(state: &AppState, project_id: i64, repo_url: &str, git_ref: &str) -> RefCheck {
     let mirror = mirror_dir(state, project_id, repo_url);
     if !mirror.join("HEAD").exists() {

@@ -17,31 +17,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("opsloop-deploy", &["opsloop-core", "opsloop-config"]),
     ("opsloop-secure", &["opsloop-core", "opsloop-config"]),
     ("opsloop-store", &["opsloop-core"]),
-    (
-        "opsloop-server",
-        &[
-            "opsloop-core",
-            "opsloop-config",
-            "opsloop-pipeline",
-            "opsloop-runner",
-            "opsloop-deploy",
-            "opsloop-secure",
-            "opsloop-store",
-        ],
-    ),
-    (
-        "opsloop",
-        &[
-            "opsloop-core",
-            "opsloop-config",
-            "opsloop-pipeline",
-            "opsloop-runner",
-            "opsloop-deploy",
-            "opsloop-secure",
-            "opsloop-store",
-            "opsloop-server",
-        ],
-    ),
+    // The server hosts every engine and the store; the binary, the server too.
+    ("opsloop-server", EVERY_CRATE),
+    ("opsloop", EVERY_CRATE),
+];
+
+/// Every workspace crate: what the server (all but the binary and itself) and the binary
+/// (all but itself) may use. A crate's own name in its list never matches a dependency.
+const EVERY_CRATE: &[&str] = &[
+    "opsloop-core",
+    "opsloop-config",
+    "opsloop-pipeline",
+    "opsloop-runner",
+    "opsloop-deploy",
+    "opsloop-secure",
+    "opsloop-store",
+    "opsloop-server",
 ];
 
 /// What only the server speaks: HTTP frameworks, HTML and the database. No engine, nor the
