@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use opsloop_core::{JobStatus as StoredJobStatus, PipelineStatus};
 use opsloop_pipeline::config::{self, FileSource};
 use opsloop_pipeline::plan::{self, PlanOptions};
 use opsloop_runner::{Event, EventSink, JobStatus, RunOptions, Stream};
@@ -78,7 +79,10 @@ pub async fn resume_queued(state: &AppState) -> usize {
             }
             Err(message) => {
                 let message = format!("its variables could not be read after the restart: {message}");
-                logged(state.store.finish_pipeline(pipeline.id, "failed", &message).await, "finish pipeline");
+                logged(
+                    state.store.finish_pipeline(pipeline.id, PipelineStatus::Failed, &message).await,
+                    "finish pipeline",
+                );
             }
         }
     }
@@ -97,11 +101,10 @@ fn spawn_run(
         let id = record.id;
         if let Err(message) = run(&state, &project, &record, commit, variables).await {
             tracing::warn!(pipeline = id, %message, "pipeline could not run");
-            if let Err(error) = state.store.finish_pipeline(id, "failed", &message).await {
+            if let Err(error) = state.store.finish_pipeline(id, PipelineStatus::Failed, &message).await {
                 tracing::error!(pipeline = id, %error, "could not record the pipeline's failure");
             }
         }
-        crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, id).await;
     });
 }
 
@@ -248,8 +251,6 @@ async fn execute(
                 .collect();
             let environments = serde_json::to_string(&environments).map_err(|e| e.to_string())?;
             state.store.set_pipeline_environments(pipeline.id, &environments).await.map_err(|e| e.to_string())?;
-            crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), project, pipeline.id)
-                .await;
             jobs
         }
         Some(chosen) => {
@@ -288,14 +289,7 @@ async fn execute(
         }),
         Err(_) => None,
     };
-    let notifier = Notifier {
-        project: project.clone(),
-        external_url: state.config.external_url.clone(),
-        // Read once per run: a hook added while it runs starts with the next pipeline's jobs.
-        enabled: !state.store.notification_hooks(project.id).await.map_err(|e| e.to_string())?.is_empty(),
-    };
-    let (sink, writer) =
-        StoreSink::start(state.store.clone(), job_ids, uploads, notifier, state.config.max_job_log_bytes);
+    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids, uploads, state.config.max_job_log_bytes);
     let run_options = RunOptions {
         project_dir: source_dir.clone(),
         state_dir: source_dir.join(".opsloop"),
@@ -371,15 +365,15 @@ async fn execute(
     let any_canceled = outcome.jobs.iter().any(|(_, o)| o.status == JobStatus::Canceled);
     // As on GitLab: a canceled job without a failed one makes the pipeline canceled.
     let status = if canceled || (!failed && any_canceled) {
-        "canceled"
+        PipelineStatus::Canceled
     } else if failed {
-        "failed"
+        PipelineStatus::Failed
     } else {
-        "success"
+        PipelineStatus::Success
     };
     state.store.finish_pipeline(pipeline.id, status, "").await.map_err(|e| e.to_string())?;
     // GitOps: a passing pipeline on the default branch applies its opsloop.yml.
-    if status == "success" && pipeline.git_ref == project.default_branch {
+    if status == PipelineStatus::Success && pipeline.git_ref == project.default_branch {
         let (state, project, commit) = (state.clone(), project.clone(), sha.clone());
         tokio::spawn(async move { crate::gitops::apply_after_pipeline(&state, &project, &commit).await });
     }
@@ -423,10 +417,19 @@ async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline
     };
     for (older, job_index, interruptible) in candidates {
         let Ok(jobs) = state.store.jobs_of(older).await else { continue };
-        let started = |status: &str| !matches!(status, "pending" | "scheduled" | "created" | "manual" | "skipped");
+        let started = |status: StoredJobStatus| {
+            !matches!(
+                status,
+                StoredJobStatus::Pending
+                    | StoredJobStatus::Scheduled
+                    | StoredJobStatus::Created
+                    | StoredJobStatus::Manual
+                    | StoredJobStatus::Skipped
+            )
+        };
         let all_interruptible = jobs
             .iter()
-            .filter(|job| started(&job.status))
+            .filter(|job| started(job.status))
             .all(|job| job_index.get(&job.id).and_then(|index| interruptible.get(*index)).copied().unwrap_or(false));
         if !all_interruptible {
             continue;
@@ -546,16 +549,9 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
         let variables = match pipeline_variables(&state, pipeline.id).await {
             Ok(variables) => variables,
             Err(message) => {
-                logged(state.store.job_finished(job.id, "failed", None).await, "job finished");
+                logged(state.store.job_finished(job.id, StoredJobStatus::Failed, None).await, "job finished");
                 logged(state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await, "append job log");
                 logged(state.store.settle_pipeline(pipeline.id).await, "settle pipeline");
-                crate::notify::pipeline_event(
-                    &state.store,
-                    state.config.external_url.as_deref(),
-                    &project,
-                    pipeline.id,
-                )
-                .await;
                 return;
             }
         };
@@ -574,10 +570,9 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
         {
             tracing::warn!(pipeline = pipeline.id, job = job.id, %message, "a job could not run again");
             logged(state.store.append_job_log(job.id, 0, &format!("# {message}\n")).await, "append job log");
-            logged(state.store.job_finished(job.id, "failed", None).await, "job finished");
+            logged(state.store.job_finished(job.id, StoredJobStatus::Failed, None).await, "job finished");
             logged(state.store.settle_pipeline(pipeline.id).await, "settle pipeline");
         }
-        crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, pipeline.id).await;
     });
 }
 
@@ -585,8 +580,8 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
 /// job that was running allows `retry: when: runner_system_failure` (or `always`), and no job
 /// had failed before the crash (its dependents' fate was already decided). `interrupted` is
 /// [`Store::interrupted_jobs`], read before the pipelines were failed. Runs in the background.
-pub fn resume_interrupted(state: &AppState, interrupted: Vec<(i64, i64, String)>) {
-    let mut by_pipeline: std::collections::BTreeMap<i64, Vec<(i64, String)>> = Default::default();
+pub fn resume_interrupted(state: &AppState, interrupted: Vec<(i64, i64, StoredJobStatus)>) {
+    let mut by_pipeline: std::collections::BTreeMap<i64, Vec<(i64, StoredJobStatus)>> = Default::default();
     for (pipeline, job, status) in interrupted {
         by_pipeline.entry(pipeline).or_default().push((job, status));
     }
@@ -600,8 +595,9 @@ pub fn resume_interrupted(state: &AppState, interrupted: Vec<(i64, i64, String)>
     }
 }
 
-async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, String)]) -> Result<(), String> {
-    let running: Vec<i64> = interrupted.iter().filter(|(_, s)| s == "running").map(|(id, _)| *id).collect();
+async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, StoredJobStatus)]) -> Result<(), String> {
+    let running: Vec<i64> =
+        interrupted.iter().filter(|(_, s)| *s == StoredJobStatus::Running).map(|(id, _)| *id).collect();
     if running.is_empty() {
         return Ok(());
     }
@@ -612,7 +608,7 @@ async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, Str
     };
     let jobs = state.store.jobs_of(pipeline_id).await.map_err(store_error)?;
     let reopened: Vec<Job> = jobs.iter().filter(|j| interrupted.iter().any(|(id, _)| *id == j.id)).cloned().collect();
-    if jobs.iter().any(|j| j.status == "failed" && !reopened.iter().any(|r| r.id == j.id)) {
+    if jobs.iter().any(|j| j.status == StoredJobStatus::Failed && !reopened.iter().any(|r| r.id == j.id)) {
         return Ok(());
     }
     // The retry rules come from the pipeline file at the pipeline's commit.
@@ -660,9 +656,8 @@ async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, Str
     let _slot = state.pipeline_slots.acquire().await;
     let commit = Some(pipeline.sha.clone());
     if let Err(message) = execute(state, &project, &pipeline, commit, variables, Some(&reopened), None).await {
-        logged(state.store.finish_pipeline(pipeline_id, "failed", &message).await, "finish pipeline");
+        logged(state.store.finish_pipeline(pipeline_id, PipelineStatus::Failed, &message).await, "finish pipeline");
     }
-    crate::notify::pipeline_event(&state.store, state.config.external_url.as_deref(), &project, pipeline_id).await;
     Ok(())
 }
 
@@ -705,13 +700,6 @@ fn artifacts_keep_ms(job: &opsloop_pipeline::config::Job, default_seconds: u64) 
         None => default_seconds,
     };
     Some(i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX))
-}
-
-/// Whether, and for which project, the sink queues job notifications.
-struct Notifier {
-    project: Project,
-    external_url: Option<String>,
-    enabled: bool,
 }
 
 /// What the sink needs to keep each job's artifacts in the object store when it ends.
@@ -970,7 +958,6 @@ impl StoreSink {
         store: Store,
         job_ids: Vec<i64>,
         uploads: Option<ArtifactUploads>,
-        notifier: Notifier,
         log_limit: usize,
     ) -> (Arc<StoreSink>, tokio::task::JoinHandle<()>) {
         let (events, mut receiver) = mpsc::unbounded_channel::<Event>();
@@ -1037,12 +1024,12 @@ impl StoreSink {
                             flush(&store, id, buffer).await;
                         }
                         let status = match outcome.status {
-                            JobStatus::Success => "success",
-                            JobStatus::Warning => "warning",
-                            JobStatus::Failed => "failed",
-                            JobStatus::Skipped => "skipped",
-                            JobStatus::Manual => "manual",
-                            JobStatus::Canceled => "canceled",
+                            JobStatus::Success => StoredJobStatus::Success,
+                            JobStatus::Warning => StoredJobStatus::Warning,
+                            JobStatus::Failed => StoredJobStatus::Failed,
+                            JobStatus::Skipped => StoredJobStatus::Skipped,
+                            JobStatus::Manual => StoredJobStatus::Manual,
+                            JobStatus::Canceled => StoredJobStatus::Canceled,
                         };
                         if let Some(tests) = &outcome.tests {
                             let report = opsloop_store::TestReport {
@@ -1055,11 +1042,8 @@ impl StoreSink {
                                 tracing::error!(job = id, %error, "could not store a test report");
                             }
                         }
+                        // Records the job's `JobFinished` event too (webhooks hear of it there).
                         logged(store.job_finished(id, status, outcome.exit_code.map(i64::from)).await, "job finished");
-                        if notifier.enabled {
-                            crate::notify::job_event(&store, notifier.external_url.as_deref(), &notifier.project, id)
-                                .await;
-                        }
                         continue;
                     }
                 };

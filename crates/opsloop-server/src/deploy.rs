@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use opsloop_core::DeploymentStatus;
 use opsloop_deploy::manifest::{self, Manifest};
 use opsloop_deploy::strategy::{Deployer, Outcome, Placement, Release as EngineRelease, Running, Slo, Step};
 use opsloop_deploy::supervisor::HealthCheck;
@@ -289,20 +290,6 @@ struct Warm {
     until: Instant,
 }
 
-/// Something that happened to a deployment, for whoever listens (the incident engine to
-/// come; today the outgoing webhooks and the log).
-#[derive(Debug, Clone, Serialize)]
-pub struct DeployEvent {
-    pub project_id: i64,
-    pub project: String,
-    pub deployment_id: i64,
-    pub environment: String,
-    pub service: String,
-    pub version: String,
-    pub status: String,
-    pub reason: Option<String>,
-}
-
 /// The deployments side of the server's state.
 pub struct DeployHub {
     pub proxy: Arc<Proxy>,
@@ -312,7 +299,6 @@ pub struct DeployHub {
     turns: Mutex<HashMap<(i64, String), Turn>>,
     serving: Mutex<HashMap<Key, Live>>,
     warm: Mutex<HashMap<Key, Warm>>,
-    pub events: tokio::sync::broadcast::Sender<DeployEvent>,
 }
 
 impl Default for DeployHub {
@@ -323,7 +309,6 @@ impl Default for DeployHub {
             turns: Mutex::default(),
             serving: Mutex::default(),
             warm: Mutex::default(),
-            events: tokio::sync::broadcast::channel(256).0,
         }
     }
 }
@@ -609,7 +594,7 @@ async fn queue(
     actor: Actor<'_>,
 ) -> Result<Deployment, ApiError> {
     let new = NewDeployment {
-        status: if approvals > 0 { "waiting_approval" } else { "queued" },
+        status: if approvals > 0 { DeploymentStatus::WaitingApproval } else { DeploymentStatus::Queued },
         environment: &request.environment,
         service: &request.service,
         release_id: release.id,
@@ -618,7 +603,7 @@ async fn queue(
         pipeline_id: request.pipeline_id,
     };
     let deployment = state.store.create_deployment(project, new, actor).await?;
-    if deployment.status == "queued" {
+    if deployment.status == DeploymentStatus::Queued {
         spawn_run(state, deployment.clone());
     }
     Ok(deployment)
@@ -639,7 +624,7 @@ pub async fn approve(
         Some(deployment) if deployment.project_id == project.id => deployment,
         _ => return Err(ApiError::not_found("deployment")),
     };
-    if deployment.status != "waiting_approval" {
+    if deployment.status != DeploymentStatus::WaitingApproval {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
             "not_waiting",
@@ -698,11 +683,11 @@ pub async fn rollback(
             .ok_or_else(|| ApiError::invalid(format!("`{service}` was never deployed to `{environment}` as `{to}`")))?,
         None => history
             .iter()
-            .find(|d| d.status == "success" && Some(d.release_id) != serving)
+            .find(|d| d.status == DeploymentStatus::Success && Some(d.release_id) != serving)
             .map(|d| d.release_id)
             .ok_or_else(|| {
-            ApiError::invalid(format!("no earlier release of `{service}` in `{environment}` to go back to"))
-        })?,
+                ApiError::invalid(format!("no earlier release of `{service}` in `{environment}` to go back to"))
+            })?,
     };
     let release = state.store.release(target).await?.ok_or_else(|| ApiError::not_found("release"))?;
     if !release_dir(state, &release).exists() {
@@ -780,12 +765,12 @@ async fn run(state: &AppState, deployment: Deployment) -> Result<(), String> {
     let (status, reason, serving_release, figures) = match result {
         Ok((status, reason, serving, figures)) => (status, reason, Some(serving), figures),
         // Nothing moved: what serves is as it was (the record is left alone).
-        Err(reason) => ("failed", Some(reason), None, Vec::new()),
+        Err(reason) => (DeploymentStatus::Failed, Some(reason), None, Vec::new()),
     };
     let mut timeline =
         TimelineRecord { steps: steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(), figures };
     if let Some(reason) = &reason {
-        tracing::warn!(deployment = deployment.id, status, %reason, "deployment did not succeed");
+        tracing::warn!(deployment = deployment.id, %status, %reason, "deployment did not succeed");
         if timeline.steps.last().is_none_or(|s| !s.text.contains(reason.as_str())) {
             let at_ms = timeline.steps.last().map_or(0, |s| s.at_ms);
             timeline.steps.push(StepRecord { at_ms, text: format!("{status}: {reason}"), traffic_percent: None });
@@ -797,51 +782,10 @@ async fn run(state: &AppState, deployment: Deployment) -> Result<(), String> {
         .finish_deployment(&deployment, status, reason.as_deref(), &timeline_json, serving_release)
         .await
         .map_err(|e| e.to_string())?;
-    emit(state, &project, &deployment, &release, status, reason).await;
     Ok(())
 }
 
-async fn emit(
-    state: &AppState,
-    project: &Project,
-    deployment: &Deployment,
-    release: &Release,
-    status: &str,
-    reason: Option<String>,
-) {
-    let event = DeployEvent {
-        project_id: project.id,
-        project: project.name.clone(),
-        deployment_id: deployment.id,
-        environment: deployment.environment.clone(),
-        service: deployment.service.clone(),
-        version: release.version.clone(),
-        status: status.to_owned(),
-        reason,
-    };
-    let _ = state.deploy.events.send(event.clone());
-    let base = state.config.external_url.as_deref().unwrap_or("").trim_end_matches('/');
-    let payload = serde_json::json!({
-        "object_kind": "deployment",
-        "project": { "id": project.id, "name": project.name },
-        "deployment": {
-            "id": deployment.id,
-            "environment": event.environment,
-            "service": event.service,
-            "version": event.version,
-            "commit": release.commit_sha,
-            "status": event.status,
-            "reason": event.reason,
-            "url": format!("{base}/projects/{}/deployments/{}", project.name, deployment.id),
-        },
-    })
-    .to_string();
-    if let Err(error) = state.store.queue_deliveries(project.id, "deployment", &payload).await {
-        tracing::error!(deployment = deployment.id, %error, "could not queue deployment notifications");
-    }
-}
-
-type Finished = (&'static str, Option<String>, Option<i64>, Vec<VersionFigures>);
+type Finished = (DeploymentStatus, Option<String>, Option<i64>, Vec<VersionFigures>);
 
 /// Runs the deployment; returns its status, reason, the release serving afterwards and the
 /// versions' figures. Errors are failures before any traffic moved.
@@ -997,9 +941,9 @@ async fn deploy_release(
         hub.put_serving(key, live);
     }
     Ok(match outcome {
-        Outcome::Succeeded => ("success", None, serving_id, figures),
-        Outcome::RolledBack { reason } => ("rolled_back", Some(reason), serving_id, figures),
-        Outcome::Failed { reason } => ("failed", Some(reason), serving_id, figures),
+        Outcome::Succeeded => (DeploymentStatus::Success, None, serving_id, figures),
+        Outcome::RolledBack { reason } => (DeploymentStatus::RolledBack, Some(reason), serving_id, figures),
+        Outcome::Failed { reason } => (DeploymentStatus::Failed, Some(reason), serving_id, figures),
     })
 }
 
@@ -1243,7 +1187,7 @@ async fn on_stop_job(state: &AppState, project: &Project, environment: &str) -> 
         return Ok(None);
     };
     let jobs = state.store.jobs_of(pipeline_id).await?;
-    Ok(jobs.into_iter().find(|j| j.name == stop_name && j.status == "manual").map(|j| j.id))
+    Ok(jobs.into_iter().find(|j| j.name == stop_name && j.status == opsloop_core::JobStatus::Manual).map(|j| j.id))
 }
 
 /// Puts what serves `service` in `environment` behind a new host and path, dropping its old
@@ -1291,11 +1235,6 @@ pub async fn restore(state: &AppState) {
     for deployment in &interrupted {
         tracing::warn!(deployment = deployment.id, service = %deployment.service, environment = %deployment.environment,
             "a deployment was interrupted by a restart; the release serving before it serves again");
-        if let (Ok(Some(project)), Ok(Some(release))) =
-            (state.store.project_by_id(deployment.project_id).await, state.store.release(deployment.release_id).await)
-        {
-            emit(state, &project, deployment, &release, "failed", Some("interrupted by a restart".to_owned())).await;
-        }
     }
     let root = releases_dir(state);
     let killed = opsloop_runner::reap::kill_marked(INSTANCE_MARKER, &root);

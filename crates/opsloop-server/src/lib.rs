@@ -15,6 +15,7 @@ pub mod config_diff;
 mod demo;
 pub mod deploy;
 pub mod error;
+pub mod events;
 pub mod gitops;
 pub mod metrics;
 mod mirror;
@@ -221,6 +222,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let heartbeats = tokio::spawn(agents::watch_heartbeats(state.clone()));
     let artifact_sweeper = tokio::spawn(objects::sweep_forever(state.clone()));
     let notifier = tokio::spawn(notify::deliver_forever(state.clone()));
+    let event_bus = tokio::spawn(events::run_forever(state.clone()));
     let release_sweeper = tokio::spawn(deploy::sweep_releases_forever(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -255,6 +257,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     heartbeats.abort();
     artifact_sweeper.abort();
     notifier.abort();
+    event_bus.abort();
     release_sweeper.abort();
     store.close().await;
     tracing::info!("stopped");

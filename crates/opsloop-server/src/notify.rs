@@ -1,6 +1,7 @@
-//! Outgoing webhooks on pipeline and job events. An event becomes one queued delivery per hook
-//! that wants it (in the store, so a restart loses none); [`deliver_forever`] sends them,
-//! signed, and retries failures with exponential backoff.
+//! Outgoing webhooks on pipeline, job and deployment events. [`Webhooks`] subscribes to the
+//! event bus: an event becomes one queued delivery per hook that wants it (in the store, so a
+//! restart loses none); [`deliver_forever`] sends them, signed, and retries failures with
+//! exponential backoff.
 //!
 //! The request: `POST <url>` with a JSON body (below), `Content-Type: application/json`,
 //! `X-Opsloop-Event: pipeline|job`, `X-Opsloop-Delivery: <id>` (the same on every attempt, so
@@ -15,10 +16,12 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use opsloop_store::{Delivery, Job, Pipeline, Project, Store};
+use opsloop_core::{DeploymentStatus, Event, JobStatus, PipelineStatus, RecordedEvent};
+use opsloop_store::{Delivery, Deployment, Job, Pipeline, Project};
 use serde_json::json;
 use sha2::Sha256;
 
+use crate::events::{Handled, Subscriber};
 use crate::state::AppState;
 use crate::views::rfc3339;
 
@@ -36,7 +39,14 @@ fn base_url(state_url: Option<&str>) -> String {
     state_url.unwrap_or("").trim_end_matches('/').to_owned()
 }
 
-pub fn pipeline_payload(external_url: Option<&str>, project: &Project, pipeline: &Pipeline) -> String {
+/// The pipeline's record as a payload, with the status the event gives it (the record may
+/// have moved on by the time a late event is handled).
+pub fn pipeline_payload(
+    external_url: Option<&str>,
+    project: &Project,
+    pipeline: &Pipeline,
+    status: PipelineStatus,
+) -> String {
     json!({
         "object_kind": "pipeline",
         "project": { "id": project.id, "name": project.name },
@@ -45,17 +55,23 @@ pub fn pipeline_payload(external_url: Option<&str>, project: &Project, pipeline:
             "ref": pipeline.git_ref,
             "sha": pipeline.sha,
             "source": pipeline.source,
-            "status": pipeline.status,
+            "status": status,
             "created_by": pipeline.created_by,
             "created_at": rfc3339(pipeline.created_at),
-            "finished_at": pipeline.finished_at.map(rfc3339),
+            "finished_at": pipeline.finished_at.filter(|_| status.is_finished()).map(rfc3339),
             "url": format!("{}/projects/{}/pipelines/{}", base_url(external_url), project.name, pipeline.id),
         },
     })
     .to_string()
 }
 
-pub fn job_payload(external_url: Option<&str>, project: &Project, pipeline: &Pipeline, job: &Job) -> String {
+pub fn job_payload(
+    external_url: Option<&str>,
+    project: &Project,
+    pipeline: &Pipeline,
+    job: &Job,
+    status: JobStatus,
+) -> String {
     json!({
         "object_kind": "job",
         "project": { "id": project.id, "name": project.name },
@@ -64,7 +80,7 @@ pub fn job_payload(external_url: Option<&str>, project: &Project, pipeline: &Pip
             "id": job.id,
             "name": job.name,
             "stage": job.stage,
-            "status": job.status,
+            "status": status,
             "exit_code": job.exit_code,
             "url": format!("{}/projects/{}/jobs/{}", base_url(external_url), project.name, job.id),
         },
@@ -72,22 +88,70 @@ pub fn job_payload(external_url: Option<&str>, project: &Project, pipeline: &Pip
     .to_string()
 }
 
-/// Queues a pipeline's current state for the project's hooks.
-pub async fn pipeline_event(store: &Store, external_url: Option<&str>, project: &Project, pipeline_id: i64) {
-    let Ok(Some(pipeline)) = store.pipeline_by_id(pipeline_id).await else { return };
-    let payload = pipeline_payload(external_url, project, &pipeline);
-    if let Err(error) = store.queue_deliveries(project.id, "pipeline", &payload).await {
-        tracing::error!(pipeline = pipeline_id, %error, "could not queue pipeline notifications");
-    }
+pub fn deployment_payload(
+    external_url: Option<&str>,
+    project: &Project,
+    deployment: &Deployment,
+    status: DeploymentStatus,
+    reason: Option<&str>,
+) -> String {
+    json!({
+        "object_kind": "deployment",
+        "project": { "id": project.id, "name": project.name },
+        "deployment": {
+            "id": deployment.id,
+            "environment": deployment.environment,
+            "service": deployment.service,
+            "version": deployment.version,
+            "commit": deployment.commit_sha,
+            "status": status,
+            "reason": reason,
+            "url": format!("{}/projects/{}/deployments/{}", base_url(external_url), project.name, deployment.id),
+        },
+    })
+    .to_string()
 }
 
-/// Queues a job's current state for the project's hooks.
-pub async fn job_event(store: &Store, external_url: Option<&str>, project: &Project, job_id: i64) {
-    let Ok(Some((job, _))) = store.job_by_id(job_id).await else { return };
-    let Ok(Some(pipeline)) = store.pipeline_by_id(job.pipeline_id).await else { return };
-    let payload = job_payload(external_url, project, &pipeline, &job);
-    if let Err(error) = store.queue_deliveries(project.id, "job", &payload).await {
-        tracing::error!(job = job_id, %error, "could not queue job notifications");
+/// Outgoing webhooks as an event subscriber: each pipeline start and end, job end and
+/// deployment end becomes one queued delivery per hook that wants its kind.
+pub struct Webhooks;
+
+impl Subscriber for Webhooks {
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn handle<'a>(&'a self, state: &'a AppState, recorded: &'a RecordedEvent) -> Handled<'a> {
+        Box::pin(async move {
+            let store = &state.store;
+            let external_url = state.config.external_url.as_deref();
+            // The project, pipeline or deployment may be gone (deleted since): nothing to send.
+            let Some(project) = store.project_by_id(recorded.event.project_id()).await? else { return Ok(()) };
+            let (kind, payload) = match &recorded.event {
+                Event::PipelineStarted { pipeline_id, .. } | Event::PipelineFinished { pipeline_id, .. } => {
+                    let status = match recorded.event {
+                        Event::PipelineFinished { status, .. } => status,
+                        _ => PipelineStatus::Running,
+                    };
+                    let Some(pipeline) = store.pipeline_by_id(*pipeline_id).await? else { return Ok(()) };
+                    ("pipeline", pipeline_payload(external_url, &project, &pipeline, status))
+                }
+                Event::JobFinished { job_id, status, .. } => {
+                    let Some((job, _)) = store.job_by_id(*job_id).await? else { return Ok(()) };
+                    let Some(pipeline) = store.pipeline_by_id(job.pipeline_id).await? else { return Ok(()) };
+                    ("job", job_payload(external_url, &project, &pipeline, &job, *status))
+                }
+                Event::DeploymentFinished { deployment_id, status, reason, .. } => {
+                    let Some(deployment) = store.deployment(*deployment_id).await? else { return Ok(()) };
+                    let payload = deployment_payload(external_url, &project, &deployment, *status, reason.as_deref());
+                    ("deployment", payload)
+                }
+                // Hooks hear of a deployment when it ends, as before the bus.
+                Event::DeploymentStarted { .. } => return Ok(()),
+            };
+            store.queue_deliveries(project.id, kind, &payload).await?;
+            Ok(())
+        })
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Inner {
     pub bound_address: std::sync::OnceLock<std::net::SocketAddr>,
     /// The deployment proxy and what it routes to.
     pub deploy: crate::deploy::DeployHub,
+    /// Live listeners of the event log.
+    pub events: crate::events::EventBus,
     /// Where artifacts are kept, opened on first use.
     objects: std::sync::OnceLock<Result<crate::objects::ObjectStorage, String>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
@@ -107,6 +109,7 @@ impl AppState {
             running_pipelines: std::sync::Mutex::new(HashMap::new()),
             agent_hub: crate::agents::AgentHub::default(),
             deploy: crate::deploy::DeployHub::default(),
+            events: crate::events::EventBus::default(),
             bound_address: std::sync::OnceLock::new(),
             project_slots: std::sync::Mutex::new(HashMap::new()),
             mirror_locks: std::sync::Mutex::new(HashMap::new()),

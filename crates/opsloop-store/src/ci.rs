@@ -4,8 +4,11 @@
 //! `canceled`, `skipped`, `manual`, `warning`), stored as text. Logs are appended in chunks, each
 //! its own row, so a crash loses at most the chunk being written, never what was stored.
 
+use opsloop_core::{Event, JobStatus, PipelineStatus, StatusParseError};
+
 use crate::audit::record_audit;
-use crate::{Actor, Page, PageRequest, Result, Store, with_pool};
+use crate::events::record_event;
+use crate::{Actor, Page, PageRequest, Result, Store, StoreError, with_pool};
 
 /// A job's JUnit summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,7 +36,7 @@ pub struct Pipeline {
     pub git_ref: String,
     pub sha: String,
     pub source: String,
-    pub status: String,
+    pub status: PipelineStatus,
     pub created_by: String,
     pub error: String,
     pub created_at: i64,
@@ -43,23 +46,24 @@ pub struct Pipeline {
 
 type PipelineRow = (i64, i64, String, String, String, String, String, String, i64, Option<i64>, Option<i64>);
 
-impl From<PipelineRow> for Pipeline {
-    fn from(row: PipelineRow) -> Self {
+impl TryFrom<PipelineRow> for Pipeline {
+    type Error = StoreError;
+    fn try_from(row: PipelineRow) -> Result<Self> {
         let (id, project_id, git_ref, sha, source, status, created_by, error, created_at, started_at, finished_at) =
             row;
-        Pipeline {
+        Ok(Pipeline {
             id,
             project_id,
             git_ref,
             sha,
             source,
-            status,
+            status: status.parse().map_err(|e: StatusParseError| StoreError::Corrupt(e.to_string()))?,
             created_by,
             error,
             created_at,
             started_at,
             finished_at,
-        }
+        })
     }
 }
 
@@ -70,7 +74,7 @@ pub struct Job {
     pub position: i64,
     pub name: String,
     pub stage: String,
-    pub status: String,
+    pub status: JobStatus,
     pub exit_code: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -78,10 +82,12 @@ pub struct Job {
 
 type JobRow = (i64, i64, i64, String, String, String, Option<i64>, Option<i64>, Option<i64>);
 
-impl From<JobRow> for Job {
-    fn from(row: JobRow) -> Self {
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+    fn try_from(row: JobRow) -> Result<Self> {
         let (id, pipeline_id, position, name, stage, status, exit_code, started_at, finished_at) = row;
-        Job { id, pipeline_id, position, name, stage, status, exit_code, started_at, finished_at }
+        let status = status.parse().map_err(|e: StatusParseError| StoreError::Corrupt(e.to_string()))?;
+        Ok(Job { id, pipeline_id, position, name, stage, status, exit_code, started_at, finished_at })
     }
 }
 
@@ -132,7 +138,7 @@ impl Store {
             tx.commit().await?;
             row
         });
-        Ok(row.into())
+        row.try_into()
     }
 
     /// The pipeline was planned at `sha` into `jobs` (name, stage), all `pending`; it runs now.
@@ -140,12 +146,15 @@ impl Store {
         let now = self.now_ms();
         let rows: Vec<JobRow> = with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE pipelines SET sha = $1, status = 'running', started_at = $2 WHERE id = $3")
-                .bind(sha)
-                .bind(now)
-                .bind(pipeline_id)
-                .execute(&mut *tx)
-                .await?;
+            let project_id: i64 = sqlx::query_scalar(
+                "UPDATE pipelines SET sha = $1, status = 'running', started_at = $2 WHERE id = $3 RETURNING project_id",
+            )
+            .bind(sha)
+            .bind(now)
+            .bind(pipeline_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            record_event!(&mut *tx, now, &Event::PipelineStarted { project_id, pipeline_id });
             let mut rows = Vec::with_capacity(jobs.len());
             for (position, (name, stage)) in jobs.iter().enumerate() {
                 let row = sqlx::query_as::<_, JobRow>(
@@ -163,21 +172,31 @@ impl Store {
             tx.commit().await?;
             rows
         });
-        Ok(rows.into_iter().map(Job::from).collect())
+        self.events_committed();
+        rows.into_iter().map(Job::try_from).collect()
     }
 
-    /// Ends a pipeline with `status`, and an error text when it could not run.
-    pub async fn finish_pipeline(&self, pipeline_id: i64, status: &str, error: &str) -> Result<()> {
+    /// Ends a pipeline with `status`, and an error text when it could not run; records
+    /// [`Event::PipelineFinished`] with it.
+    pub async fn finish_pipeline(&self, pipeline_id: i64, status: PipelineStatus, error: &str) -> Result<()> {
         let now = self.now_ms();
         with_pool!(self, |pool| {
-            sqlx::query("UPDATE pipelines SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
-                .bind(status)
-                .bind(error)
-                .bind(now)
-                .bind(pipeline_id)
-                .execute(pool)
-                .await?;
+            let mut tx = pool.begin().await?;
+            let project_id: Option<i64> = sqlx::query_scalar(
+                "UPDATE pipelines SET status = $1, error = $2, finished_at = $3 WHERE id = $4 RETURNING project_id",
+            )
+            .bind(status.as_str())
+            .bind(error)
+            .bind(now)
+            .bind(pipeline_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(project_id) = project_id {
+                record_event!(&mut *tx, now, &Event::PipelineFinished { project_id, pipeline_id, status });
+            }
+            tx.commit().await?;
         });
+        self.events_committed();
         Ok(())
     }
 
@@ -204,17 +223,27 @@ impl Store {
         Ok(())
     }
 
-    pub async fn job_finished(&self, job_id: i64, status: &str, exit_code: Option<i64>) -> Result<()> {
+    /// Ends a job; records [`Event::JobFinished`] with it.
+    pub async fn job_finished(&self, job_id: i64, status: JobStatus, exit_code: Option<i64>) -> Result<()> {
         let now = self.now_ms();
         with_pool!(self, |pool| {
-            sqlx::query("UPDATE jobs SET status = $1, exit_code = $2, finished_at = $3 WHERE id = $4")
-                .bind(status)
-                .bind(exit_code)
-                .bind(now)
-                .bind(job_id)
-                .execute(pool)
-                .await?;
+            let mut tx = pool.begin().await?;
+            let ids: Option<(i64, i64)> = sqlx::query_as(
+                "UPDATE jobs SET status = $1, exit_code = $2, finished_at = $3 WHERE id = $4
+                 RETURNING pipeline_id, (SELECT project_id FROM pipelines WHERE pipelines.id = jobs.pipeline_id)",
+            )
+            .bind(status.as_str())
+            .bind(exit_code)
+            .bind(now)
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((pipeline_id, project_id)) = ids {
+                record_event!(&mut *tx, now, &Event::JobFinished { project_id, pipeline_id, job_id, status });
+            }
+            tx.commit().await?;
         });
+        self.events_committed();
         Ok(())
     }
 
@@ -315,7 +344,7 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map(Pipeline::from))
+        row.map(Pipeline::try_from).transpose()
     }
 
     /// A project's pipelines, newest first; the cursor is the id to continue below.
@@ -331,7 +360,7 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        let rows: Vec<Pipeline> = rows.into_iter().map(Pipeline::from).collect();
+        let rows: Vec<Pipeline> = rows.into_iter().map(Pipeline::try_from).collect::<Result<_>>()?;
         Ok(Page::from_rows(rows, page, |p| p.id.to_string()))
     }
 
@@ -345,7 +374,7 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows.into_iter().map(Job::from).collect())
+        rows.into_iter().map(Job::try_from).collect()
     }
 
     /// A job and the project it belongs to.
@@ -361,12 +390,9 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map(|r| (Job::from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8)), r.9)))
+        row.map(|r| Ok((Job::try_from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8))?, r.9))).transpose()
     }
 
-    /// After a restart: whatever was created, pending or running when the server stopped is
-    /// failed (GitLab's `runner_system_failure`), never run a second time unasked. Returns how
-    /// many pipelines that touched.
     /// Takes a queued pipeline for running (created → pending); `false` when it is no longer
     /// queued (claimed by another run, or canceled).
     pub async fn claim_pipeline(&self, pipeline_id: i64) -> Result<bool> {
@@ -384,16 +410,24 @@ impl Store {
     pub async fn cancel_queued_pipeline(&self, pipeline_id: i64) -> Result<bool> {
         let now = self.now_ms();
         let canceled = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE pipelines SET status = 'canceled', finished_at = $1 WHERE id = $2 AND status = 'created'",
+            let mut tx = pool.begin().await?;
+            let project_id: Option<i64> = sqlx::query_scalar(
+                "UPDATE pipelines SET status = 'canceled', finished_at = $1 WHERE id = $2 AND status = 'created'
+                 RETURNING project_id",
             )
             .bind(now)
             .bind(pipeline_id)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(project_id) = project_id {
+                let status = PipelineStatus::Canceled;
+                record_event!(&mut *tx, now, &Event::PipelineFinished { project_id, pipeline_id, status });
+            }
+            tx.commit().await?;
+            project_id.is_some()
         });
-        Ok(canceled == 1)
+        self.events_committed();
+        Ok(canceled)
     }
 
     /// Pipelines that were created but never started (queued when the server stopped), oldest
@@ -436,19 +470,23 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
-            let touched = sqlx::query(
+            let failed: Vec<(i64, i64)> = sqlx::query_as(
                 "UPDATE pipelines SET status = 'failed', error = $1, finished_at = $2
-                 WHERE status IN ('pending', 'running')",
+                 WHERE status IN ('pending', 'running') RETURNING id, project_id",
             )
             .bind(error)
             .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .fetch_all(&mut *tx)
+            .await?;
+            for &(pipeline_id, project_id) in &failed {
+                let status = PipelineStatus::Failed;
+                record_event!(&mut *tx, now, &Event::PipelineFinished { project_id, pipeline_id, status });
+            }
             tx.commit().await?;
-            touched
+            failed.len()
         });
-        Ok(touched)
+        self.events_committed();
+        Ok(u64::try_from(touched).unwrap_or(u64::MAX))
     }
 }
 
@@ -516,12 +554,12 @@ impl Store {
         &self,
         job_id: i64,
         pipeline_id: i64,
-        from: &[&str],
+        from: &[JobStatus],
         actor: Actor<'_>,
         action: &str,
     ) -> Result<bool> {
         let now = self.now_ms();
-        let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 2)).collect();
         let job_sql = format!(
             "UPDATE jobs SET status = 'pending', exit_code = NULL, started_at = NULL, finished_at = NULL
@@ -557,8 +595,8 @@ impl Store {
 
     /// The unfinished jobs of the pipelines an earlier process left running: `(pipeline, job,
     /// status)`. Read before [`Store::fail_interrupted`] turns them failed.
-    pub async fn interrupted_jobs(&self) -> Result<Vec<(i64, i64, String)>> {
-        Ok(with_pool!(self, |pool| {
+    pub async fn interrupted_jobs(&self) -> Result<Vec<(i64, i64, JobStatus)>> {
+        let rows: Vec<(i64, i64, String)> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT j.pipeline_id, j.id, j.status FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
                  WHERE p.status IN ('pending', 'running') AND j.status IN ('created', 'pending', 'scheduled', 'running')
@@ -566,7 +604,13 @@ impl Store {
             )
             .fetch_all(pool)
             .await?
-        }))
+        });
+        rows.into_iter()
+            .map(|(pipeline, job, status)| {
+                let status = status.parse().map_err(|e: StatusParseError| StoreError::Corrupt(e.to_string()))?;
+                Ok((pipeline, job, status))
+            })
+            .collect()
     }
 
     /// Opens the jobs an interrupted (now failed) pipeline had not finished, to run again: the
@@ -608,22 +652,23 @@ impl Store {
     }
 
     /// Ends a pipeline whose job ran again, with the status its jobs now give it.
-    pub async fn settle_pipeline(&self, pipeline_id: i64) -> Result<String> {
+    pub async fn settle_pipeline(&self, pipeline_id: i64) -> Result<PipelineStatus> {
         let statuses: Vec<String> = with_pool!(self, |pool| {
             sqlx::query_scalar("SELECT status FROM jobs WHERE pipeline_id = $1")
                 .bind(pipeline_id)
                 .fetch_all(pool)
                 .await?
         });
-        let status = if statuses.iter().any(|s| s == "failed") {
-            "failed"
-        } else if statuses.iter().any(|s| s == "canceled") {
-            "canceled"
+        let has = |wanted: JobStatus| statuses.iter().any(|s| s == wanted.as_str());
+        let status = if has(JobStatus::Failed) {
+            PipelineStatus::Failed
+        } else if has(JobStatus::Canceled) {
+            PipelineStatus::Canceled
         } else {
-            "success"
+            PipelineStatus::Success
         };
         self.finish_pipeline(pipeline_id, status, "").await?;
-        Ok(status.to_owned())
+        Ok(status)
     }
 
     /// The project a job belongs to (for access checks on job routes).

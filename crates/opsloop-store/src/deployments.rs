@@ -2,8 +2,11 @@
 //! by a compare-and-set from `queued` to `running` (so it runs once), and finished in one
 //! transaction with the environment's serving release.
 
+use opsloop_core::{DeploymentStatus, Event, StatusParseError};
+
 use crate::audit::record_audit;
-use crate::{Actor, Project, Result, Store, with_pool};
+use crate::events::record_event;
+use crate::{Actor, Project, Result, Store, StoreError, with_pool};
 
 /// One version of a service: a commit, and the service's configuration at that commit (JSON,
 /// as the server wrote it).
@@ -37,8 +40,7 @@ pub struct Deployment {
     pub previous_release_id: Option<i64>,
     /// `blue-green`, `canary`, `rolling`, `recreate`.
     pub strategy: String,
-    /// `queued`, `running`, `success`, `failed`, `rolled_back`.
-    pub status: String,
+    pub status: DeploymentStatus,
     pub triggered_by: String,
     pub reason: Option<String>,
     /// The steps so far and, once it ended, both versions' figures: JSON written and read by
@@ -70,7 +72,7 @@ type DeploymentRow = (
     String,
 );
 
-fn deployment_from(row: DeploymentRow) -> Deployment {
+fn deployment_from(row: DeploymentRow) -> Result<Deployment> {
     let (
         id,
         project_id,
@@ -89,7 +91,8 @@ fn deployment_from(row: DeploymentRow) -> Deployment {
         version,
         commit_sha,
     ) = row;
-    Deployment {
+    let status = status.parse().map_err(|e: StatusParseError| StoreError::Corrupt(e.to_string()))?;
+    Ok(Deployment {
         id,
         project_id,
         environment,
@@ -106,7 +109,7 @@ fn deployment_from(row: DeploymentRow) -> Deployment {
         finished_at,
         version,
         commit_sha,
-    }
+    })
 }
 
 const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.project_id, d.environment, d.service, d.release_id,
@@ -115,8 +118,8 @@ const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.project_id, d.environment, d.ser
      FROM deployments d JOIN releases r ON r.id = d.release_id";
 
 pub struct NewDeployment<'a> {
-    /// `queued`, or `waiting_approval` for an environment that needs approvals.
-    pub status: &'a str,
+    /// `Queued`, or `WaitingApproval` for an environment that needs approvals.
+    pub status: DeploymentStatus,
     pub environment: &'a str,
     pub service: &'a str,
     pub release_id: i64,
@@ -208,7 +211,7 @@ impl Store {
             .bind(new.release_id)
             .bind(previous)
             .bind(new.strategy)
-            .bind(new.status)
+            .bind(new.status.as_str())
             .bind(new.triggered_by)
             .bind(new.pipeline_id)
             .bind(now)
@@ -227,7 +230,7 @@ impl Store {
         let row: Option<DeploymentRow> = with_pool!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(deployment_id).fetch_optional(pool).await?
         });
-        Ok(row.map(deployment_from))
+        row.map(deployment_from).transpose()
     }
 
     /// A project's deployments, newest first, optionally of one service and environment.
@@ -252,7 +255,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        Ok(rows.into_iter().map(deployment_from).collect())
+        rows.into_iter().map(deployment_from).collect()
     }
 
     /// The deployments a pipeline's jobs asked for (through its token), oldest first.
@@ -261,7 +264,7 @@ impl Store {
         let rows: Vec<DeploymentRow> = with_pool!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(pipeline_id).fetch_all(pool).await?
         });
-        Ok(rows.into_iter().map(deployment_from).collect())
+        rows.into_iter().map(deployment_from).collect()
     }
 
     /// Every queued deployment, oldest first (to start again after a restart).
@@ -269,23 +272,30 @@ impl Store {
         let sql = format!("{DEPLOYMENT_SELECT} WHERE d.status = 'queued' ORDER BY d.id");
         let rows: Vec<DeploymentRow> =
             with_pool!(self, |pool| { sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).fetch_all(pool).await? });
-        Ok(rows.into_iter().map(deployment_from).collect())
+        rows.into_iter().map(deployment_from).collect()
     }
 
     /// `queued` → `running`; false when someone else took it (or it is no longer queued).
     pub async fn claim_deployment(&self, deployment_id: i64) -> Result<bool> {
         let now = self.now_ms();
-        let changed = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE deployments SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'",
+        let claimed = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let project_id: Option<i64> = sqlx::query_scalar(
+                "UPDATE deployments SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'
+                 RETURNING project_id",
             )
             .bind(now)
             .bind(deployment_id)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(project_id) = project_id {
+                record_event!(&mut *tx, now, &Event::DeploymentStarted { project_id, deployment_id });
+            }
+            tx.commit().await?;
+            project_id.is_some()
         });
-        Ok(changed == 1)
+        self.events_committed();
+        Ok(claimed)
     }
 
     /// Keeps the timeline of a running deployment current, for those watching it.
@@ -305,7 +315,7 @@ impl Store {
     pub async fn finish_deployment(
         &self,
         deployment: &Deployment,
-        status: &str,
+        status: DeploymentStatus,
         reason: Option<&str>,
         timeline: &str,
         serving_release: Option<Option<i64>>,
@@ -313,17 +323,27 @@ impl Store {
         let now = self.now_ms();
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
+            let finished = sqlx::query(
                 "UPDATE deployments SET status = $1, reason = $2, timeline = $3, finished_at = $4
                  WHERE id = $5 AND status IN ('queued', 'running')",
             )
-            .bind(status)
+            .bind(status.as_str())
             .bind(reason)
             .bind(timeline)
             .bind(now)
             .bind(deployment.id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if finished == 1 {
+                let event = Event::DeploymentFinished {
+                    project_id: deployment.project_id,
+                    deployment_id: deployment.id,
+                    status,
+                    reason: reason.map(str::to_owned),
+                };
+                record_event!(&mut *tx, now, &event);
+            }
             match serving_release {
                 None => {}
                 Some(Some(release_id)) => {
@@ -360,6 +380,7 @@ impl Store {
             }
             tx.commit().await?;
         });
+        self.events_committed();
         Ok(())
     }
 
@@ -370,18 +391,27 @@ impl Store {
         // wait for the write lock when another writer went first (it fails at once with
         // "database is locked", which the busy timeout does not cover); the start-up tasks
         // that write beside this one made that happen.
-        let ids: Vec<i64> = with_pool!(self, |pool| {
-            sqlx::query_scalar(
+        let ids: Vec<(i64, i64)> = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let ids: Vec<(i64, i64)> = sqlx::query_as(
                 "UPDATE deployments SET status = 'failed', reason = $1, finished_at = $2
-                 WHERE status = 'running' RETURNING id",
+                 WHERE status = 'running' RETURNING id, project_id",
             )
             .bind(reason)
             .bind(now)
-            .fetch_all(pool)
-            .await?
+            .fetch_all(&mut *tx)
+            .await?;
+            for &(deployment_id, project_id) in &ids {
+                let status = DeploymentStatus::Failed;
+                let reason = Some(reason.to_owned());
+                record_event!(&mut *tx, now, &Event::DeploymentFinished { project_id, deployment_id, status, reason });
+            }
+            tx.commit().await?;
+            ids
         });
+        self.events_committed();
         let mut failed = Vec::with_capacity(ids.len());
-        for id in ids {
+        for (id, _) in ids {
             if let Some(deployment) = self.deployment(id).await? {
                 failed.push(deployment);
             }

@@ -12,6 +12,7 @@ mod audit;
 mod ci;
 mod deployments;
 mod error;
+mod events;
 mod migrate;
 mod notifications;
 mod polling;
@@ -139,6 +140,9 @@ pub struct Store {
     /// Bumped by every project or membership write made through this store (all clones), so
     /// readers can tell whether something they derived from those tables is still current.
     project_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Woken after a commit that recorded events, so subscribers in this process need not poll
+    /// (they still do, slowly, for events other processes record).
+    events_recorded: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -186,7 +190,13 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { target: path.display().to_string(), source })?;
-        Ok(Store { backend: Backend::Sqlite(pool), clock, max_connections, project_changes: Arc::default() })
+        Ok(Store {
+            backend: Backend::Sqlite(pool),
+            clock,
+            max_connections,
+            project_changes: Arc::default(),
+            events_recorded: Arc::default(),
+        })
     }
 
     async fn connect_postgres(url: &str, clock: Arc<dyn Clock>) -> Result<Self> {
@@ -199,7 +209,13 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { target: redact_url(url), source })?;
-        Ok(Store { backend: Backend::Postgres(pool), clock, max_connections, project_changes: Arc::default() })
+        Ok(Store {
+            backend: Backend::Postgres(pool),
+            clock,
+            max_connections,
+            project_changes: Arc::default(),
+            events_recorded: Arc::default(),
+        })
     }
 
     pub fn kind(&self) -> BackendKind {

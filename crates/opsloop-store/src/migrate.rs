@@ -146,9 +146,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0022_deployments_by_pipeline.sql"),
         postgres: include_str!("../migrations/postgres/0022_deployments_by_pipeline.sql"),
     },
+    Migration {
+        version: 23,
+        name: "events",
+        sqlite: include_str!("../migrations/sqlite/0023_events.sql"),
+        postgres: include_str!("../migrations/postgres/0023_events.sql"),
+    },
 ];
 
-const LATEST: i64 = 22;
+const LATEST: i64 = 23;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::test_support::TestDatabase;
-use opsloop_core::Role;
+use opsloop_core::{DeploymentStatus, Event, JobStatus, PipelineStatus, Role};
 
 /// Declares a test that runs the same body against both backends.
 macro_rules! store_test {
@@ -216,7 +216,7 @@ store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |s
     let v1 = store.create_release(project.id, "web", "v1", "aaa", "{}").await.unwrap();
     let v2 = store.create_release(project.id, "web", "v2", "bbb", "{}").await.unwrap();
     let new = |release_id| crate::NewDeployment {
-        status: "queued",
+        status: DeploymentStatus::Queued,
         environment: "production",
         service: "web",
         release_id,
@@ -228,7 +228,7 @@ store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |s
     assert_eq!((first.status.as_str(), first.previous_release_id), ("queued", None));
     assert!(store.claim_deployment(first.id).await.unwrap());
     assert!(!store.claim_deployment(first.id).await.unwrap(), "claimed twice");
-    store.finish_deployment(&first, "success", None, "[]", Some(Some(v1.id))).await.unwrap();
+    store.finish_deployment(&first, DeploymentStatus::Success, None, "[]", Some(Some(v1.id))).await.unwrap();
     let serving = store.serving_releases(Some(project.id)).await.unwrap();
     assert_eq!(serving.len(), 1);
     assert_eq!((serving[0].release_id, serving[0].deployment_id), (v1.id, first.id));
@@ -237,7 +237,10 @@ store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |s
     assert_eq!(second.previous_release_id, Some(v1.id));
     assert!(store.claim_deployment(second.id).await.unwrap());
     // Rolled back: v1 still serves, and since when is unchanged.
-    store.finish_deployment(&second, "rolled_back", Some("error rate"), "[]", Some(Some(v1.id))).await.unwrap();
+    store
+        .finish_deployment(&second, DeploymentStatus::RolledBack, Some("error rate"), "[]", Some(Some(v1.id)))
+        .await
+        .unwrap();
     let after = store.serving_releases(None).await.unwrap();
     assert_eq!(after, serving);
     let listed = store.list_deployments(project.id, Some("web"), Some("production"), 10).await.unwrap();
@@ -251,7 +254,7 @@ store_test!(deployments_are_claimed_once_and_finish_with_the_serving_release, |s
     assert!(store.claim_deployment(third.id).await.unwrap());
     let failed = store.fail_interrupted_deployments("interrupted").await.unwrap();
     assert_eq!(failed.iter().map(|d| d.id).collect::<Vec<_>>(), [third.id]);
-    assert_eq!(store.deployment(third.id).await.unwrap().unwrap().status, "failed");
+    assert_eq!(store.deployment(third.id).await.unwrap().unwrap().status, DeploymentStatus::Failed);
     assert_eq!(store.queued_deployments().await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [queued.id]);
 });
 
@@ -292,7 +295,7 @@ store_test!(pipelines_jobs_and_logs_survive_and_interrupted_ones_fail, |store| {
     store.job_started(jobs[0].id).await.unwrap();
     store.append_job_log(jobs[0].id, 0, "$ make\n").await.unwrap();
     store.append_job_log(jobs[0].id, 1, "built ünïcode ✓\n").await.unwrap();
-    store.job_finished(jobs[0].id, "success", Some(0)).await.unwrap();
+    store.job_finished(jobs[0].id, JobStatus::Success, Some(0)).await.unwrap();
     assert_eq!(store.job_log(jobs[0].id).await.unwrap(), "$ make\nbuilt ünïcode ✓\n");
     let (job, project_id) = store.job_by_id(jobs[0].id).await.unwrap().unwrap();
     assert_eq!((job.status.as_str(), job.exit_code, project_id), ("success", Some(0), project.id));
@@ -301,10 +304,10 @@ store_test!(pipelines_jobs_and_logs_survive_and_interrupted_ones_fail, |store| {
     // The server dies here; at the next start the interrupted work is failed, not rerun.
     assert_eq!(store.fail_interrupted().await.unwrap(), 1);
     let after = store.pipeline_by_id(pipeline.id).await.unwrap().unwrap();
-    assert_eq!(after.status, "failed");
+    assert_eq!(after.status, PipelineStatus::Failed);
     assert!(after.error.contains("runner_system_failure"));
-    let statuses: Vec<String> = store.jobs_of(pipeline.id).await.unwrap().into_iter().map(|j| j.status).collect();
-    assert_eq!(statuses, ["success", "failed"]);
+    let statuses: Vec<JobStatus> = store.jobs_of(pipeline.id).await.unwrap().into_iter().map(|j| j.status).collect();
+    assert_eq!(statuses, [JobStatus::Success, JobStatus::Failed]);
     let second = store.create_pipeline(project.id, "main", "web", ACTOR).await.unwrap();
     let page = store.list_pipelines(project.id, &PageRequest::first(1)).await.unwrap();
     assert_eq!(page.items[0].id, second.id, "newest first");
@@ -346,7 +349,7 @@ store_test!(a_queued_pipeline_outlives_a_restart_with_its_request, |store| {
     let resumable = store.queued_pipelines().await.unwrap();
     assert_eq!(resumable.len(), 1);
     assert_eq!((resumable[0].0.id, &resumable[0].1), (queued.id, &request));
-    assert_eq!(store.pipeline_by_id(running.id).await.unwrap().unwrap().status, "failed");
+    assert_eq!(store.pipeline_by_id(running.id).await.unwrap().unwrap().status, PipelineStatus::Failed);
 
     // Handed to two runs at once, it is claimed by one.
     let (first, second) = tokio::join!(store.claim_pipeline(queued.id), store.claim_pipeline(queued.id));
@@ -501,4 +504,37 @@ store_test!(deliveries_are_queued_per_hook_claimed_once_and_retried, |store| {
 
     assert!(store.delete_notification_hook(&project, jobs_only.id, ACTOR).await.unwrap());
     assert!(store.deliveries(jobs_only.id, 10).await.unwrap().is_empty());
+});
+
+store_test!(events_are_read_from_where_a_subscriber_joined, |store| {
+    let owner = user(&store, "eve").await;
+    let project = store.create_project(new_project("evented"), owner.id, ACTOR).await.unwrap();
+    let first = store.create_pipeline(project.id, "main", "push", ACTOR).await.unwrap();
+    store.finish_pipeline(first.id, PipelineStatus::Failed, "no runner").await.unwrap();
+    // Joins now: the first pipeline's end is history.
+    let cursor = store.event_cursor("test").await.unwrap();
+    assert_eq!(store.events_after(cursor, 10).await.unwrap(), Vec::new());
+    let second = store.create_pipeline(project.id, "main", "push", ACTOR).await.unwrap();
+    let jobs = store.start_pipeline(second.id, "abc", &[("build".to_owned(), "test".to_owned())]).await.unwrap();
+    store.job_finished(jobs[0].id, JobStatus::Success, Some(0)).await.unwrap();
+    store.finish_pipeline(second.id, PipelineStatus::Success, "").await.unwrap();
+    let events = store.events_after(cursor, 10).await.unwrap();
+    let seen: Vec<Event> = events.iter().map(|e| e.event.clone()).collect();
+    let (project_id, pipeline_id) = (project.id, second.id);
+    assert_eq!(
+        seen,
+        [
+            Event::PipelineStarted { project_id, pipeline_id },
+            Event::JobFinished { project_id, pipeline_id, job_id: jobs[0].id, status: JobStatus::Success },
+            Event::PipelineFinished { project_id, pipeline_id, status: PipelineStatus::Success },
+        ]
+    );
+    store.advance_event_cursor("test", events[1].id).await.unwrap();
+    assert_eq!(store.event_cursor("test").await.unwrap(), events[1].id);
+    // A cursor never moves back (a slow duplicate delivery cannot rewind it).
+    store.advance_event_cursor("test", events[0].id).await.unwrap();
+    assert_eq!(store.event_cursor("test").await.unwrap(), events[1].id);
+    // Only what every subscriber handled may go.
+    assert_eq!(store.prune_events(store.now_ms() + 1).await.unwrap(), 3);
+    assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
 });

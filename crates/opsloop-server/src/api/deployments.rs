@@ -46,7 +46,7 @@ impl From<opsloop_store::Deployment> for DeploymentView {
             version: deployment.version,
             commit: deployment.commit_sha,
             strategy: deployment.strategy,
-            status: deployment.status,
+            status: deployment.status.to_string(),
             triggered_by: deployment.triggered_by,
             reason: deployment.reason,
             steps: timeline.steps,

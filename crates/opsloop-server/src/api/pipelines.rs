@@ -1,5 +1,6 @@
 //! `/api/v1/projects/{project}/pipelines` and `/api/v1/jobs/{job}`: pipelines run by the server.
 
+use opsloop_core::JobStatus;
 use std::collections::BTreeMap;
 
 use axum::Extension;
@@ -51,7 +52,7 @@ impl From<opsloop_store::Pipeline> for PipelineView {
             git_ref: p.git_ref,
             sha: p.sha,
             source: p.source,
-            status: p.status,
+            status: p.status.to_string(),
             created_by: p.created_by,
             error: p.error,
             created_at: rfc3339(p.created_at),
@@ -256,7 +257,7 @@ pub async fn show(
             id: j.id,
             name: j.name,
             stage: j.stage,
-            status: j.status,
+            status: j.status.to_string(),
             exit_code: j.exit_code,
         })
         .collect();
@@ -408,7 +409,7 @@ fn job_view(job: opsloop_store::Job) -> JobView {
         id: job.id,
         name: job.name,
         stage: job.stage,
-        status: job.status,
+        status: job.status.to_string(),
         exit_code: job.exit_code,
         artifacts: None,
         needs: None,
@@ -424,9 +425,12 @@ pub async fn run_again(
     play: bool,
 ) -> Result<JobView, ApiError> {
     let (job, pipeline) = job_in_project(state, context, job_id).await?;
-    let (from, action): (&[&str], &str) =
-        if play { (&["manual"], "job.play") } else { (&["success", "warning", "failed", "canceled"], "job.retry") };
-    if !from.contains(&job.status.as_str()) {
+    let (from, action): (&[JobStatus], &str) = if play {
+        (&[JobStatus::Manual], "job.play")
+    } else {
+        (&[JobStatus::Success, JobStatus::Warning, JobStatus::Failed, JobStatus::Canceled], "job.retry")
+    };
+    if !from.contains(&job.status) {
         let what = if play { "only a manual job can be played" } else { "only a finished job can be retried" };
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -442,7 +446,7 @@ pub async fn run_again(
         ));
     }
     let mut reopened = job.clone();
-    reopened.status = "pending".to_owned();
+    reopened.status = JobStatus::Pending;
     reopened.exit_code = None;
     crate::ci::spawn_job_run(state, &context.project, &pipeline, reopened.clone(), &principal.user.username);
     Ok(job_view(reopened))
@@ -480,7 +484,7 @@ pub async fn cancel_one(
     job_id: i64,
 ) -> Result<JobView, ApiError> {
     let (job, pipeline) = job_in_project(state, context, job_id).await?;
-    if !matches!(job.status.as_str(), "pending" | "scheduled" | "running")
+    if !matches!(job.status, JobStatus::Pending | JobStatus::Scheduled | JobStatus::Running)
         || !crate::ci::cancel_job(state, pipeline.id, job.id)
     {
         return Err(ApiError::new(

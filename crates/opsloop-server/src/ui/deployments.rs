@@ -7,7 +7,7 @@ use axum::Extension;
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use opsloop_core::Role;
+use opsloop_core::{DeploymentStatus, Role};
 use serde::Deserialize;
 
 use super::pipelines::{auto_refresh, status_badge};
@@ -43,8 +43,8 @@ pub struct DeploymentPath {
     deployment: i64,
 }
 
-fn running(status: &str) -> bool {
-    matches!(status, "queued" | "running")
+fn running(status: &DeploymentStatus) -> bool {
+    matches!(status, DeploymentStatus::Queued | DeploymentStatus::Running)
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +138,7 @@ pub async fn overview(State(state): State<AppState>, Extension(principal): Exten
     recent.sort_by(|(_, a), (_, b)| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     recent.truncate(SHOWN);
     layout("Deployments", Some(&principal), "/deployments", html! {
-        @if recent.iter().any(|(_, d)| running(&d.status) || d.status == "waiting_approval") { (auto_refresh(3)) }
+        @if recent.iter().any(|(_, d)| running(&d.status) || d.status == DeploymentStatus::WaitingApproval) { (auto_refresh(3)) }
         h1 { "Deployments" }
         p.hint { "The newest deployments of your projects. Deploy, roll back and stop from a project's Environments page." }
         @if recent.is_empty() {
@@ -463,7 +463,7 @@ pub async fn show(
     let log_tail =
         tail(&deploy::service_log(&state, project.id, &deployment.environment, &deployment.service), 40, &prefixes);
     layout(&format!("{} · deployment #{}", project.name, deployment.id), Some(&principal), "/projects", html! {
-        @if running(&deployment.status) || deployment.status == "waiting_approval" { (auto_refresh(3)) }
+        @if running(&deployment.status) || deployment.status == DeploymentStatus::WaitingApproval { (auto_refresh(3)) }
         p { a href={ (base) "/environments" } { "← environments of " (project.name) } }
         h1 { "Deployment #" (deployment.id) " " (status_badge(&deployment.status)) }
         dl.facts {
@@ -490,7 +490,7 @@ pub async fn show(
         @if let Some(reason) = &deployment.reason {
             div.error role="alert" { (reason) }
         }
-        @if deployment.status == "waiting_approval" {
+        @if deployment.status == DeploymentStatus::WaitingApproval {
             div.notice {
                 "This environment needs approvals before a deployment starts."
                 @if !approvals.is_empty() { " Approved by " (approvals.join(", ")) "." }
@@ -504,12 +504,12 @@ pub async fn show(
         } @else if !approvals.is_empty() {
             p.muted { "Approved by " (approvals.join(", ")) "." }
         }
-        @if context.role >= Role::Developer && !running(&deployment.status) && deployment.status != "waiting_approval" {
+        @if context.role >= Role::Developer && !running(&deployment.status) && deployment.status != DeploymentStatus::WaitingApproval {
             form.inline method="post" action={ (base) "/rollbacks" } {
                 (csrf_field(&principal))
                 input type="hidden" name="service" value=(deployment.service);
                 input type="hidden" name="environment" value=(deployment.environment);
-                @if deployment.status == "success" {
+                @if deployment.status == DeploymentStatus::Success {
                     button type="submit" { "Roll back from this version" }
                 } @else {
                     input type="hidden" name="to" value=(release.version);
@@ -519,7 +519,7 @@ pub async fn show(
         }
         h2 { "Steps" }
         @if timeline.steps.is_empty() {
-            p.muted { @if deployment.status == "queued" { "Waiting for the environment's turn." } @else { "No steps recorded." } }
+            p.muted { @if deployment.status == DeploymentStatus::Queued { "Waiting for the environment's turn." } @else { "No steps recorded." } }
         } @else {
             ol.timeline {
                 @for step in &timeline.steps {

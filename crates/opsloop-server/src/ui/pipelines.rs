@@ -7,7 +7,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use opsloop_core::Role;
+use opsloop_core::{JobStatus, PipelineStatus, Role};
 use serde::Deserialize;
 
 use super::{csrf_field, error_box, failure, layout};
@@ -22,8 +22,25 @@ pub struct RunForm {
     git_ref: String,
 }
 
-fn running(status: &str) -> bool {
-    matches!(status, "created" | "pending" | "scheduled" | "running")
+/// Pipelines and jobs that may still change, so their pages refresh.
+trait Unfinished {
+    fn running(&self) -> bool;
+}
+
+impl Unfinished for PipelineStatus {
+    fn running(&self) -> bool {
+        !self.is_finished()
+    }
+}
+
+impl Unfinished for JobStatus {
+    fn running(&self) -> bool {
+        self.is_active()
+    }
+}
+
+fn running(status: &impl Unfinished) -> bool {
+    status.running()
 }
 
 /// Reloads a page of running work every `seconds`: through the embedded script, which waits
@@ -36,7 +53,7 @@ pub(crate) fn auto_refresh(seconds: u32) -> Markup {
     }
 }
 
-pub(crate) fn status_badge(status: &str) -> Markup {
+pub(crate) fn status_badge(status: impl std::fmt::Display) -> Markup {
     html! { span class={ "badge status-" (status) } { (status) } }
 }
 
@@ -256,7 +273,7 @@ pub async fn show(
                             li {
                                 a href={ (base) "/jobs/" (job.id) } { (job.name) } " " (status_badge(&job.status))
                                 @if let Some(ms) = job_duration_ms(job) { " " span.muted.duration { (human_duration(ms)) } }
-                                @if job.status == "manual" && !running(&pipeline.status) && context.role >= Role::Developer {
+                                @if job.status == JobStatus::Manual && !running(&pipeline.status) && context.role >= Role::Developer {
                                     " "
                                     form.inline method="post" action={ (base) "/jobs/" (job.id) "/play" } {
                                         (csrf_field(&principal))

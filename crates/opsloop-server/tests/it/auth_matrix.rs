@@ -125,7 +125,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         let trigger = app.store.create_trigger(&project, "fixture", "digest", crate::app::ACTOR).await.unwrap();
         let release = app.store.create_release(project.id, "web", "v1", "abc", "{}").await.unwrap();
         let fixture_deployment = opsloop_store::NewDeployment {
-            status: "queued",
+            status: opsloop_core::DeploymentStatus::Queued,
             environment: "production",
             service: "web",
             release_id: release.id,
@@ -466,7 +466,7 @@ async fn a_pipeline_token_reaches_only_its_projects_deployment_routes() {
     assert!(matches!(reply.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{}", reply.text());
     let release = app.store.create_release(project.id, "web", "v1", "abc", "{}").await.unwrap();
     let waiting = opsloop_store::NewDeployment {
-        status: "waiting_approval",
+        status: opsloop_core::DeploymentStatus::WaitingApproval,
         environment: "production",
         service: "web",
         release_id: release.id,
@@ -487,5 +487,8 @@ async fn a_pipeline_token_reaches_only_its_projects_deployment_routes() {
         .unwrap();
     let reply = app.send(request).await;
     assert!(!reply.status.is_success() && !reply.status.is_redirection(), "{}: {}", reply.status, reply.text());
-    assert_eq!(app.store.deployment(deployment.id).await.unwrap().unwrap().status, "waiting_approval");
+    assert_eq!(
+        app.store.deployment(deployment.id).await.unwrap().unwrap().status,
+        opsloop_core::DeploymentStatus::WaitingApproval
+    );
 }

@@ -248,7 +248,7 @@ async fn a_job_log_streams_as_server_sent_events_with_colours_escaped() {
     assert!(page.contains(&format!("data-live=\"/projects/web/jobs/{job}/live?from=1\"")), "{page}");
 
     app.store.append_job_log(job, 1, "linked\n").await.unwrap();
-    app.store.job_finished(job, "success", Some(0)).await.unwrap();
+    app.store.job_finished(job, opsloop_core::JobStatus::Success, Some(0)).await.unwrap();
     let stream = get(&app, &format!("/projects/web/jobs/{job}/live?from=1"), &session).await;
     assert_eq!(stream.headers.get("content-type").unwrap(), "text/event-stream");
     let body = stream.text();

@@ -32,10 +32,24 @@ async fn old_releases_files_go_and_needed_ones_stay() {
         pipeline_id: None,
     };
     // v1 serves; v2 waits for an approval.
-    let served = app.store.create_deployment(&project, deployment(releases[1].0.id, "queued"), ACTOR).await.unwrap();
+    let served = app
+        .store
+        .create_deployment(&project, deployment(releases[1].0.id, opsloop_core::DeploymentStatus::Queued), ACTOR)
+        .await
+        .unwrap();
     assert!(app.store.claim_deployment(served.id).await.unwrap());
-    app.store.finish_deployment(&served, "success", None, "{}", Some(Some(releases[1].0.id))).await.unwrap();
-    app.store.create_deployment(&project, deployment(releases[2].0.id, "waiting_approval"), ACTOR).await.unwrap();
+    app.store
+        .finish_deployment(&served, opsloop_core::DeploymentStatus::Success, None, "{}", Some(Some(releases[1].0.id)))
+        .await
+        .unwrap();
+    app.store
+        .create_deployment(
+            &project,
+            deployment(releases[2].0.id, opsloop_core::DeploymentStatus::WaitingApproval),
+            ACTOR,
+        )
+        .await
+        .unwrap();
     let leftover = releases[0].1.parent().unwrap().parent().unwrap().join(".checkout-cut-short");
     std::fs::create_dir_all(&leftover).unwrap();
 
