@@ -87,3 +87,16 @@ fn internal(error: credentials::CredentialError) -> ApiError {
     tracing::error!(%error, "credential generation failed");
     ApiError::internal()
 }
+
+/// Deletes expired sessions every ten minutes so the table does not grow without bound.
+pub async fn sweep_sessions_forever(store: Store) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        interval.tick().await;
+        match store.delete_expired_sessions().await {
+            Ok(0) => {}
+            Ok(count) => tracing::debug!(count, "removed expired sessions"),
+            Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
+        }
+    }
+}

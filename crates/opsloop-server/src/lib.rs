@@ -26,6 +26,7 @@ pub mod polling;
 pub mod routes;
 pub mod schedules;
 pub mod state;
+pub mod subsystem;
 pub mod ui;
 pub mod views;
 
@@ -77,11 +78,10 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
 }
 
-/// Every route of the server: API, UI and probes.
+/// Every route of the server: probes, the API's and UI's own, then each subsystem's.
 fn route_table() -> RouteTable {
-    let table = ops::routes(RouteTable::default());
-    let table = api::routes(table);
-    ui::routes(table)
+    let table = ui::routes(api::routes(ops::routes(RouteTable::default())));
+    subsystem::all().iter().fold(table, |table, subsystem| subsystem.routes(table))
 }
 
 /// Every route with its access decision, as the server enforces them.
@@ -192,7 +192,6 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     }
     let address = listener.local_addr().map_err(ServerError::Serve)?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let sweeper = tokio::spawn(sweep_sessions(store.clone()));
     let demo = config.demo;
     let proxy_listen = config.proxy_listen;
     let (app, state) = build_app_and_state(store.clone(), config);
@@ -205,10 +204,14 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         ),
         None => None,
     };
-    let restorer = {
-        let state = state.clone();
-        tokio::spawn(async move { deploy::restore(&state).await })
-    };
+    let subsystems = subsystem::all();
+    let mut workers = Vec::new();
+    for subsystem in &subsystems {
+        for worker in subsystem.workers(&state) {
+            tracing::debug!(subsystem = subsystem.name(), worker = worker.name, "starting");
+            workers.push(tokio::spawn(worker.task));
+        }
+    }
     ci::resume_interrupted(&state, unfinished);
     let resumed = ci::resume_queued(&state).await;
     if resumed > 0 {
@@ -217,13 +220,6 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     if demo {
         demo::run_first_pipeline(&state).await;
     }
-    let scheduler = tokio::spawn(schedules::run_forever(state.clone()));
-    let poller = tokio::spawn(polling::run_forever(state.clone()));
-    let heartbeats = tokio::spawn(agents::watch_heartbeats(state.clone()));
-    let artifact_sweeper = tokio::spawn(objects::sweep_forever(state.clone()));
-    let notifier = tokio::spawn(notify::deliver_forever(state.clone()));
-    let event_bus = tokio::spawn(events::run_forever(state.clone()));
-    let release_sweeper = tokio::spawn(deploy::sweep_releases_forever(state.clone()));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_waiter = stop.clone();
@@ -247,18 +243,12 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         }
     }
     let _ = proxy_stop.send(true);
-    restorer.abort();
-    // The instances go with the server; the next start brings back what each environment
-    // was serving.
-    state.deploy.stop_all().await;
-    sweeper.abort();
-    scheduler.abort();
-    poller.abort();
-    heartbeats.abort();
-    artifact_sweeper.abort();
-    notifier.abort();
-    event_bus.abort();
-    release_sweeper.abort();
+    for subsystem in subsystems.iter().rev() {
+        subsystem.stop(&state).await;
+    }
+    for worker in &workers {
+        worker.abort();
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -282,17 +272,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { () = interrupt => {}, () = terminate => {} }
-}
-
-/// Deletes expired sessions every ten minutes so the table does not grow without bound.
-async fn sweep_sessions(store: Store) {
-    let mut interval = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        interval.tick().await;
-        match store.delete_expired_sessions().await {
-            Ok(0) => {}
-            Ok(count) => tracing::debug!(count, "removed expired sessions"),
-            Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
-        }
-    }
 }

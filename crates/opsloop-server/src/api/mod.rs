@@ -28,10 +28,16 @@ use crate::routes::{RouteTable, Surface};
 /// Registers every API route with its access decision.
 pub fn routes(table: RouteTable) -> RouteTable {
     use Access::*;
-    use opsloop_core::Role::{Developer, Maintainer, Owner, Viewer};
+    let api = Surface::Api;
+    table.add(api, Method::GET, "/api/v1/openapi.json", Public, openapi_json)
+}
+
+/// The accounts subsystem's routes (see `crate::subsystem`).
+pub fn accounts_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Maintainer, Owner, Viewer};
     let api = Surface::Api;
     table
-        .add(api, Method::GET, "/api/v1/openapi.json", Public, openapi_json)
         .add(api, Method::GET, "/api/v1/me", Authenticated, tokens::me)
         .add(api, Method::GET, "/api/v1/projects", Authenticated, projects::list)
         .add(api, Method::POST, "/api/v1/projects", AuthenticatedWrite, projects::create)
@@ -53,6 +59,20 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Maintainer),
             projects::remove_member,
         )
+        .add(api, Method::GET, "/api/v1/tokens", Authenticated, tokens::list)
+        .add(api, Method::POST, "/api/v1/tokens", AuthenticatedWrite, tokens::create)
+        .add(api, Method::DELETE, "/api/v1/tokens/{id}", AuthenticatedWrite, tokens::revoke)
+        .add(api, Method::GET, "/api/v1/admin/users", Admin, admin::list_users)
+        .add(api, Method::POST, "/api/v1/admin/users", Admin, admin::create_user)
+        .add(api, Method::GET, "/api/v1/admin/audit", Admin, admin::audit)
+}
+
+/// The deployments subsystem's routes (see `crate::subsystem`).
+pub fn deployments_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Developer, Maintainer, Viewer};
+    let api = Surface::Api;
+    table
         .add(api, Method::POST, "/api/v1/projects/{project}/deployments", Project(Developer), deployments::create)
         .add(api, Method::GET, "/api/v1/projects/{project}/deployments", Project(Viewer), deployments::list)
         .add(
@@ -87,6 +107,14 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Maintainer),
             deployments::apply,
         )
+}
+
+/// The ci subsystem's routes (see `crate::subsystem`).
+pub fn ci_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Developer, Maintainer, Viewer};
+    let api = Surface::Api;
+    table
         .add(api, Method::POST, "/api/v1/projects/{project}/pipelines", Project(Developer), pipelines::run)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines", Project(Viewer), pipelines::list)
         .add(api, Method::GET, "/api/v1/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
@@ -106,22 +134,6 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/jobs/{job}/artifacts/raw/{*path}", Job(Viewer), pipelines::artifact_file)
         .add(api, Method::POST, "/api/v1/projects/{project}/hooks/{forge}", Webhook, hooks::receive)
         .add(api, Method::GET, "/api/v1/projects/{project}/webhook", Project(Maintainer), hooks::settings)
-        .add(api, Method::GET, "/api/v1/projects/{project}/notifications", Project(Maintainer), notifications::list)
-        .add(api, Method::POST, "/api/v1/projects/{project}/notifications", Project(Maintainer), notifications::create)
-        .add(
-            api,
-            Method::DELETE,
-            "/api/v1/projects/{project}/notifications/{hook}",
-            Project(Maintainer),
-            notifications::delete,
-        )
-        .add(
-            api,
-            Method::GET,
-            "/api/v1/projects/{project}/notifications/{hook}/deliveries",
-            Project(Maintainer),
-            notifications::deliveries,
-        )
         .add(api, Method::GET, "/api/v1/projects/{project}/triggers", Project(Maintainer), triggers::list)
         .add(api, Method::POST, "/api/v1/projects/{project}/triggers", Project(Maintainer), triggers::create)
         .add(
@@ -131,7 +143,6 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Maintainer),
             triggers::delete,
         )
-        // The trigger token in the body is the credential; the handler checks it.
         .add(api, Method::POST, "/api/v1/projects/{project}/trigger/pipeline", Webhook, triggers::trigger_pipeline)
         .add(api, Method::GET, "/api/v1/projects/{project}/polling", Project(Viewer), polling::show)
         .add(api, Method::GET, "/api/v1/projects/{project}/ci-settings", Project(Viewer), polling::ci_settings)
@@ -156,15 +167,40 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/projects/{project}/variables", Project(Maintainer), variables::list)
         .add(api, Method::PUT, "/api/v1/projects/{project}/variables/{key}", Project(Maintainer), variables::set)
         .add(api, Method::DELETE, "/api/v1/projects/{project}/variables/{key}", Project(Maintainer), variables::delete)
-        .add(api, Method::GET, "/api/v1/tokens", Authenticated, tokens::list)
-        .add(api, Method::POST, "/api/v1/tokens", AuthenticatedWrite, tokens::create)
-        .add(api, Method::DELETE, "/api/v1/tokens/{id}", AuthenticatedWrite, tokens::revoke)
-        .add(api, Method::GET, "/api/v1/admin/users", Admin, admin::list_users)
-        .add(api, Method::POST, "/api/v1/admin/users", Admin, admin::create_user)
-        .add(api, Method::GET, "/api/v1/admin/audit", Admin, admin::audit)
         .add(api, Method::GET, "/api/v1/admin/variables", Admin, variables::list_instance)
         .add(api, Method::PUT, "/api/v1/admin/variables/{key}", Admin, variables::set_instance)
         .add(api, Method::DELETE, "/api/v1/admin/variables/{key}", Admin, variables::delete_instance)
+}
+
+/// The notifications subsystem's routes (see `crate::subsystem`).
+pub fn notifications_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::Maintainer;
+    let api = Surface::Api;
+    table
+        .add(api, Method::GET, "/api/v1/projects/{project}/notifications", Project(Maintainer), notifications::list)
+        .add(api, Method::POST, "/api/v1/projects/{project}/notifications", Project(Maintainer), notifications::create)
+        .add(
+            api,
+            Method::DELETE,
+            "/api/v1/projects/{project}/notifications/{hook}",
+            Project(Maintainer),
+            notifications::delete,
+        )
+        .add(
+            api,
+            Method::GET,
+            "/api/v1/projects/{project}/notifications/{hook}/deliveries",
+            Project(Maintainer),
+            notifications::deliveries,
+        )
+}
+
+/// The agents subsystem's routes (see `crate::subsystem`).
+pub fn agents_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    let api = Surface::Api;
+    table
         .add(api, Method::GET, "/api/v1/admin/agents", Admin, agents::list)
         .add(api, Method::POST, "/api/v1/admin/agents", Admin, agents::create)
         .add(api, Method::DELETE, "/api/v1/admin/agents/{id}", Admin, agents::revoke)

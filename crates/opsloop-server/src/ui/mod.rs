@@ -34,17 +34,24 @@ const FAVICON: &str = include_str!("../../assets/favicon.svg");
 
 pub fn routes(table: RouteTable) -> RouteTable {
     use Access::*;
-    use opsloop_core::Role::{Developer, Maintainer, Owner, Viewer};
     let ui = Surface::Ui;
     table
         .add(ui, Method::GET, "/assets/style.css", Public, stylesheet)
         .add(ui, Method::GET, "/assets/live.js", Public, live_script)
         .add(ui, Method::GET, "/assets/favicon.svg", Public, favicon)
         .add(ui, Method::GET, "/favicon.ico", Public, favicon)
+        .add(ui, Method::GET, "/", Authenticated, home)
+}
+
+/// The accounts subsystem's routes (see `crate::subsystem`).
+pub fn accounts_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Maintainer, Owner, Viewer};
+    let ui = Surface::Ui;
+    table
         .add(ui, Method::GET, "/login", Public, login::form)
         .add(ui, Method::POST, "/login", Public, login::submit)
         .add(ui, Method::POST, "/logout", Authenticated, login::logout)
-        .add(ui, Method::GET, "/", Authenticated, home)
         .add(ui, Method::GET, "/projects", Authenticated, projects::list)
         .add(ui, Method::POST, "/projects", AuthenticatedWrite, projects::create)
         .add(ui, Method::GET, "/projects/{project}", Project(Viewer), projects::show)
@@ -58,29 +65,25 @@ pub fn routes(table: RouteTable) -> RouteTable {
             projects::remove_member,
         )
         .add(ui, Method::POST, "/projects/{project}/delete", Project(Owner), projects::delete)
+        .add(ui, Method::GET, "/settings", Authenticated, account::settings)
+        .add(ui, Method::POST, "/settings/tokens", AuthenticatedWrite, account::create_token)
+        .add(ui, Method::POST, "/settings/tokens/{id}/revoke", AuthenticatedWrite, account::revoke_token)
+        .add(ui, Method::POST, "/settings/password", Authenticated, account::change_password)
+        .add(ui, Method::GET, "/admin/users", Admin, admin::users)
+        .add(ui, Method::POST, "/admin/users", Admin, admin::create_user)
+        .add(ui, Method::GET, "/admin/audit", Admin, admin::audit)
+}
+
+/// The ci subsystem's routes (see `crate::subsystem`).
+pub fn ci_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Developer, Maintainer, Viewer};
+    let ui = Surface::Ui;
+    table
         .add(ui, Method::GET, "/projects/{project}/pipelines", Project(Viewer), pipelines::list)
         .add(ui, Method::POST, "/projects/{project}/pipelines", Project(Developer), pipelines::run)
         .add(ui, Method::GET, "/projects/{project}/pipelines/{pipeline}", Project(Viewer), pipelines::show)
         .add(ui, Method::POST, "/projects/{project}/pipelines/{pipeline}/cancel", Project(Developer), pipelines::cancel)
-        .add(ui, Method::GET, "/projects/{project}/environments", Project(Viewer), deployments::environments)
-        .add(ui, Method::GET, "/projects/{project}/compare", Project(Viewer), deployments::compare)
-        .add(ui, Method::POST, "/projects/{project}/deployments", Project(Developer), deployments::deploy_form)
-        .add(ui, Method::GET, "/projects/{project}/deployments/{deployment}", Project(Viewer), deployments::show)
-        .add(ui, Method::POST, "/projects/{project}/rollbacks", Project(Developer), deployments::rollback_form)
-        .add(
-            ui,
-            Method::POST,
-            "/projects/{project}/environments/{environment}/stop",
-            Project(Developer),
-            deployments::stop_form,
-        )
-        .add(
-            ui,
-            Method::POST,
-            "/projects/{project}/deployments/{deployment}/approve",
-            Project(Developer),
-            deployments::approve_form,
-        )
         .add(ui, Method::GET, "/projects/{project}/schedules", Project(Viewer), schedules::list)
         .add(ui, Method::POST, "/projects/{project}/schedules", Project(Maintainer), schedules::create)
         .add(
@@ -110,12 +113,6 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::POST, "/projects/{project}/jobs/{job}/retry", Project(Developer), pipelines::retry_job)
         .add(ui, Method::POST, "/projects/{project}/jobs/{job}/play", Project(Developer), pipelines::play_job)
         .add(ui, Method::POST, "/projects/{project}/jobs/{job}/cancel", Project(Developer), pipelines::cancel_job)
-        .add(ui, Method::GET, "/settings", Authenticated, account::settings)
-        .add(ui, Method::POST, "/settings/tokens", AuthenticatedWrite, account::create_token)
-        .add(ui, Method::POST, "/settings/tokens/{id}/revoke", AuthenticatedWrite, account::revoke_token)
-        .add(ui, Method::POST, "/settings/password", Authenticated, account::change_password)
-        .add(ui, Method::GET, "/admin/users", Admin, admin::users)
-        .add(ui, Method::POST, "/admin/users", Admin, admin::create_user)
         .add(ui, Method::GET, "/admin/variables", Admin, settings::instance_variables)
         .add(ui, Method::POST, "/admin/variables", Admin, settings::set_instance_variable)
         .add(ui, Method::POST, "/admin/variables/delete", Admin, settings::delete_instance_variable)
@@ -129,7 +126,6 @@ pub fn routes(table: RouteTable) -> RouteTable {
             settings::delete_variable,
         )
         .add(ui, Method::POST, "/projects/{project}/settings/ci/limits", Project(Maintainer), settings::set_limits)
-        .add(ui, Method::POST, "/projects/{project}/settings/ci/hooks", Project(Maintainer), settings::add_hook)
         .add(ui, Method::POST, "/projects/{project}/settings/ci/triggers", Project(Maintainer), settings::add_trigger)
         .add(
             ui,
@@ -138,6 +134,44 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Maintainer),
             settings::delete_trigger,
         )
+        .add(ui, Method::GET, "/pipelines", Authenticated, pipelines::overview)
+}
+
+/// The deployments subsystem's routes (see `crate::subsystem`).
+pub fn deployments_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Developer, Viewer};
+    let ui = Surface::Ui;
+    table
+        .add(ui, Method::GET, "/projects/{project}/environments", Project(Viewer), deployments::environments)
+        .add(ui, Method::GET, "/projects/{project}/compare", Project(Viewer), deployments::compare)
+        .add(ui, Method::POST, "/projects/{project}/deployments", Project(Developer), deployments::deploy_form)
+        .add(ui, Method::GET, "/projects/{project}/deployments/{deployment}", Project(Viewer), deployments::show)
+        .add(ui, Method::POST, "/projects/{project}/rollbacks", Project(Developer), deployments::rollback_form)
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/environments/{environment}/stop",
+            Project(Developer),
+            deployments::stop_form,
+        )
+        .add(
+            ui,
+            Method::POST,
+            "/projects/{project}/deployments/{deployment}/approve",
+            Project(Developer),
+            deployments::approve_form,
+        )
+        .add(ui, Method::GET, "/deployments", Authenticated, deployments::overview)
+}
+
+/// The notifications subsystem's routes (see `crate::subsystem`).
+pub fn notifications_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::Maintainer;
+    let ui = Surface::Ui;
+    table
+        .add(ui, Method::POST, "/projects/{project}/settings/ci/hooks", Project(Maintainer), settings::add_hook)
         .add(ui, Method::GET, "/projects/{project}/settings/ci/hooks/{hook}", Project(Maintainer), settings::hook_log)
         .add(
             ui,
@@ -146,12 +180,16 @@ pub fn routes(table: RouteTable) -> RouteTable {
             Project(Maintainer),
             settings::delete_hook,
         )
+}
+
+/// The agents subsystem's routes (see `crate::subsystem`).
+pub fn agents_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    let ui = Surface::Ui;
+    table
         .add(ui, Method::GET, "/admin/agents", Admin, admin::agents)
         .add(ui, Method::POST, "/admin/agents", Admin, admin::create_agent)
         .add(ui, Method::POST, "/admin/agents/{id}/revoke", Admin, admin::revoke_agent)
-        .add(ui, Method::GET, "/admin/audit", Admin, admin::audit)
-        .add(ui, Method::GET, "/pipelines", Authenticated, pipelines::overview)
-        .add(ui, Method::GET, "/deployments", Authenticated, deployments::overview)
 }
 
 async fn stylesheet() -> Response {

@@ -1,0 +1,145 @@
+//! The server as a host of subsystems: each domain (accounts, CI, agents, deployments,
+//! notifications, the event bus) says in one place which routes it serves, which background
+//! workers it runs and what it does at shutdown; [`all`] lists them. Start-up, shutdown and
+//! the route table are written once, for every subsystem, in `lib.rs`.
+//!
+//! A new subsystem (metrics, alerting, logs…) is a module with a type implementing
+//! [`Subsystem`] and one line in [`all`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::routes::RouteTable;
+use crate::state::AppState;
+
+type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A background task of a subsystem: runs from start-up until the server stops.
+pub struct Worker {
+    pub name: &'static str,
+    pub task: BoxFuture<'static>,
+}
+
+impl Worker {
+    pub fn new(name: &'static str, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Worker { name, task: Box::pin(task) }
+    }
+}
+
+pub trait Subsystem: Send + Sync {
+    /// Shown in logs (`worker stopped`, …).
+    fn name(&self) -> &'static str;
+
+    /// Adds the subsystem's API and UI routes, each with its access decision.
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        table
+    }
+
+    /// Its background workers, started once the server accepts connections and aborted when
+    /// it stops (after [`Subsystem::stop`]).
+    fn workers(&self, _state: &AppState) -> Vec<Worker> {
+        Vec::new()
+    }
+
+    /// Lets go of what outlives a request (processes, listeners) when the server stops.
+    fn stop<'a>(&'a self, _state: &'a AppState) -> BoxFuture<'a> {
+        Box::pin(async {})
+    }
+}
+
+/// Every subsystem, in start-up order.
+pub fn all() -> Vec<Box<dyn Subsystem>> {
+    vec![Box::new(Accounts), Box::new(Ci), Box::new(Agents), Box::new(Deployments), Box::new(Notifications)]
+}
+
+/// Users, sessions, tokens, projects and members.
+struct Accounts;
+
+impl Subsystem for Accounts {
+    fn name(&self) -> &'static str {
+        "accounts"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::ui::accounts_routes(crate::api::accounts_routes(table))
+    }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        vec![Worker::new("session sweeper", crate::accounts::sweep_sessions_forever(state.store.clone()))]
+    }
+}
+
+/// Pipelines: runs, schedules, polling, triggers, forge webhooks, variables, artifacts.
+struct Ci;
+
+impl Subsystem for Ci {
+    fn name(&self) -> &'static str {
+        "ci"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::ui::ci_routes(crate::api::ci_routes(table))
+    }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        vec![
+            Worker::new("scheduler", crate::schedules::run_forever(state.clone())),
+            Worker::new("poller", crate::polling::run_forever(state.clone())),
+            Worker::new("artifact sweeper", crate::objects::sweep_forever(state.clone())),
+        ]
+    }
+}
+
+/// Agents that run jobs on other machines.
+struct Agents;
+
+impl Subsystem for Agents {
+    fn name(&self) -> &'static str {
+        "agents"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::ui::agents_routes(crate::api::agents_routes(table))
+    }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        vec![Worker::new("heartbeat watcher", crate::agents::watch_heartbeats(state.clone()))]
+    }
+}
+
+/// Releases, deployments, environments and the proxy's routes.
+struct Deployments;
+
+impl Subsystem for Deployments {
+    fn name(&self) -> &'static str {
+        "deployments"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::ui::deployments_routes(crate::api::deployments_routes(table))
+    }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        let restoring = state.clone();
+        vec![
+            // What each environment served before the restart, back on its routes.
+            Worker::new("restore", async move { crate::deploy::restore(&restoring).await }),
+            Worker::new("release sweeper", crate::deploy::sweep_releases_forever(state.clone())),
+        ]
+    }
+    fn stop<'a>(&'a self, state: &'a AppState) -> BoxFuture<'a> {
+        // The instances go with the server; the next start brings back what each environment
+        // was serving.
+        Box::pin(state.deploy.stop_all())
+    }
+}
+
+/// Outgoing webhooks, and the event bus that feeds them.
+struct Notifications;
+
+impl Subsystem for Notifications {
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::ui::notifications_routes(crate::api::notifications_routes(table))
+    }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        vec![
+            Worker::new("event bus", crate::events::run_forever(state.clone())),
+            Worker::new("webhook sender", crate::notify::deliver_forever(state.clone())),
+        ]
+    }
+}
