@@ -6,6 +6,7 @@
 //! records and the CLI/API (issue 5) build on these.
 
 pub mod cgroup;
+pub mod config;
 pub mod manifest;
 pub mod pool;
 pub mod proxy;
@@ -15,5 +16,6 @@ pub mod strategy;
 pub mod supervisor;
 pub mod upstream;
 
+pub use config::DeployConfig;
 pub use proxy::{Backend, Proxy, Route};
 pub use signals::{Signals, Snapshot};

@@ -169,7 +169,7 @@ fn retries_system_failures(retry: &opsloop_pipeline::config::Retry) -> bool {
 
 impl RemoteExecutor for AgentExecutor {
     fn takes(&self, tags: &[String]) -> bool {
-        !tags.is_empty() || self.0.state.config.untagged_jobs_on_agents
+        !tags.is_empty() || self.0.state.config.ci.untagged_jobs_on_agents
     }
 
     fn run(&self, job: RemoteJob, sink: Arc<dyn EventSink>, mut cancel: watch::Receiver<bool>) -> JobFuture {
@@ -298,7 +298,7 @@ fn reindex(event: Event, index: usize, name: &str) -> Event {
 
 /// Fails or requeues the jobs of agents that stopped heartbeating.
 pub async fn watch_heartbeats(state: AppState) {
-    let timeout = Duration::from_secs(state.config.agent_timeout_seconds);
+    let timeout = Duration::from_secs(state.config.ci.agent_timeout_seconds);
     let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(500)));
     loop {
         tick.tick().await;

@@ -282,14 +282,14 @@ async fn execute(
             keep_ms: planned
                 .jobs
                 .iter()
-                .map(|j| artifacts_keep_ms(&loaded.jobs[j.config_index], state.config.default_artifacts_expire_seconds))
+                .map(|j| artifacts_keep_ms(&loaded.jobs[j.config_index], state.config.artifacts.default_expire_seconds))
                 .collect(),
             project_id: project.id,
             pipeline_id: pipeline.id,
         }),
         Err(_) => None,
     };
-    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids, uploads, state.config.max_job_log_bytes);
+    let (sink, writer) = StoreSink::start(state.store.clone(), job_ids, uploads, state.config.ci.max_job_log_bytes);
     let run_options = RunOptions {
         project_dir: source_dir.clone(),
         state_dir: source_dir.join(".opsloop"),

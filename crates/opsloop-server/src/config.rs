@@ -50,6 +50,8 @@ impl std::fmt::Debug for S3Storage {
     }
 }
 
+/// The server's configuration: a few top-level settings and one section per subsystem, as in
+/// `opsloop.toml` (`[http]`, `[auth]`, `[ci]`, `[artifacts]`, `[notifications]`, `[deploy]`).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -57,15 +59,37 @@ pub struct ServerConfig {
     pub database: DatabaseConfig,
     /// The URL users reach opsloop at; `https://` marks session cookies `Secure`.
     pub external_url: Option<String>,
+    /// Register the demo project from the embedded `examples/demo`.
+    pub demo: bool,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub ci: CiConfig,
+    pub artifacts: ArtifactsConfig,
+    pub notifications: NotificationsConfig,
+    /// The deploy engine's own section.
+    pub deploy: opsloop_deploy::DeployConfig,
+}
+
+/// `[http]`: limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub request_timeout_seconds: u64,
     pub shutdown_grace_seconds: u64,
+}
+
+/// `[auth]`: sessions and sign-in.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
     pub session_ttl_hours: u64,
     /// Failed logins allowed per client address (and per username) in `login_window_seconds`.
     pub login_attempts_per_window: u32,
     pub login_window_seconds: u64,
-    /// Register the demo project from the embedded `examples/demo`.
-    pub demo: bool,
+}
+
+/// `[ci]`: pipelines on this server and its agents.
+#[derive(Debug, Clone)]
+pub struct CiConfig {
     /// Jobs running at once on this server, over all pipelines (GitLab Runner's `concurrent`).
     pub concurrent_jobs: usize,
     /// Jobs without tags go to agents too (`[ci] executor = "agents"`); by default they run on
@@ -75,22 +99,22 @@ pub struct ServerConfig {
     pub agent_timeout_seconds: u64,
     /// A job's stored log stops here, with a note; the job runs on.
     pub max_job_log_bytes: usize,
-    pub artifacts: ArtifactStorage,
+}
+
+/// `[artifacts]`: where job artifacts are kept, and for how long.
+#[derive(Debug, Clone)]
+pub struct ArtifactsConfig {
+    pub storage: ArtifactStorage,
+    /// How long artifacts are kept when a job sets no `artifacts:expire_in` (GitLab: 30 days).
+    pub default_expire_seconds: u64,
+}
+
+/// `[notifications]`: outgoing webhooks.
+#[derive(Debug, Clone)]
+pub struct NotificationsConfig {
     /// Outgoing webhooks may target loopback and private addresses (off: a maintainer could
     /// otherwise probe the server's own network through them).
-    pub allow_private_webhook_targets: bool,
-    /// How long artifacts are kept when a job sets no `artifacts:expire_in` (GitLab: 30 days).
-    pub default_artifacts_expire_seconds: u64,
-    /// Where the deployment proxy listens (`None`: no proxy, deployments still run).
-    pub proxy_listen: Option<SocketAddr>,
-    /// How long a new instance may take to pass its health check.
-    pub deploy_health_timeout_seconds: u64,
-    /// Instances' ports come from this range (inclusive); any free port when unset.
-    pub deploy_ports: Option<(u16, u16)>,
-    /// The private key for SSH targets (default: the ssh client's own, `~/.ssh/id_*`).
-    pub ssh_identity: Option<PathBuf>,
-    /// The known-hosts file for SSH targets (default: `~/.ssh/known_hosts`).
-    pub ssh_known_hosts: Option<PathBuf>,
+    pub allow_private_targets: bool,
 }
 
 impl ServerConfig {
@@ -105,25 +129,18 @@ impl ServerConfig {
             database: DatabaseConfig::Sqlite { path: data_dir.join("opsloop.db") },
             data_dir,
             external_url: None,
-            max_body_bytes: 1024 * 1024,
-            request_timeout_seconds: 30,
-            shutdown_grace_seconds: 10,
-            session_ttl_hours: 12,
-            login_attempts_per_window: 10,
-            login_window_seconds: 300,
             demo: false,
-            concurrent_jobs: 4,
-            untagged_jobs_on_agents: false,
-            agent_timeout_seconds: 30,
-            max_job_log_bytes: 4 * 1024 * 1024,
-            artifacts: ArtifactStorage::Local,
-            allow_private_webhook_targets: false,
-            default_artifacts_expire_seconds: 30 * 86_400,
-            proxy_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
-            deploy_health_timeout_seconds: 60,
-            deploy_ports: None,
-            ssh_identity: None,
-            ssh_known_hosts: None,
+            http: HttpConfig { max_body_bytes: 1024 * 1024, request_timeout_seconds: 30, shutdown_grace_seconds: 10 },
+            auth: AuthConfig { session_ttl_hours: 12, login_attempts_per_window: 10, login_window_seconds: 300 },
+            ci: CiConfig {
+                concurrent_jobs: 4,
+                untagged_jobs_on_agents: false,
+                agent_timeout_seconds: 30,
+                max_job_log_bytes: 4 * 1024 * 1024,
+            },
+            artifacts: ArtifactsConfig { storage: ArtifactStorage::Local, default_expire_seconds: 30 * 86_400 },
+            notifications: NotificationsConfig { allow_private_targets: false },
+            deploy: opsloop_deploy::DeployConfig::default(),
         }
     }
 

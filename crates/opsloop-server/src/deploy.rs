@@ -213,7 +213,7 @@ impl ReleaseConfig {
 
     fn start_timeout(&self, state: &AppState) -> Duration {
         self.start_timeout_ms
-            .map_or_else(|| Duration::from_secs(state.config.deploy_health_timeout_seconds), Duration::from_millis)
+            .map_or_else(|| Duration::from_secs(state.config.deploy.health_timeout_seconds), Duration::from_millis)
     }
 
     /// Where instances run: every target the environment names, taken in turn.
@@ -227,8 +227,8 @@ impl ReleaseConfig {
                     user,
                     host,
                     port,
-                    identity: state.config.ssh_identity.clone(),
-                    known_hosts: state.config.ssh_known_hosts.clone(),
+                    identity: state.config.deploy.ssh_identity.clone(),
+                    known_hosts: state.config.deploy.ssh_known_hosts.clone(),
                 }),
             })
             .collect()
@@ -861,7 +861,7 @@ async fn deploy_release(
             let note = note.clone();
             Arc::new(move |step: &Step| note(step.text.clone(), step.traffic))
         }),
-        ports: state.config.deploy_ports,
+        ports: state.config.deploy.ports,
     };
     let key: Key = (project.id, deployment.environment.clone(), deployment.service.clone());
     let hub = &state.deploy;
@@ -1315,7 +1315,7 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
         health_timeout: config.start_timeout(state),
         log,
         on_step: None,
-        ports: state.config.deploy_ports,
+        ports: state.config.deploy.ports,
     };
     let engine_release = config.engine_release(state, route.clone(), version_label(&release), env, dir);
     let running = deployer.start(&engine_release).await?;

@@ -109,8 +109,8 @@ pub fn build_app(store: Store, config: ServerConfig) -> Router {
 /// [`build_app`] and the state behind it (tests drive background work through it).
 pub fn build_app_and_state(store: Store, config: ServerConfig) -> (Router, AppState) {
     let (router, specs) = route_table().into_parts();
-    let max_body_bytes = config.max_body_bytes;
-    let request_timeout = Duration::from_secs(config.request_timeout_seconds);
+    let max_body_bytes = config.http.max_body_bytes;
+    let request_timeout = Duration::from_secs(config.http.request_timeout_seconds);
     let state = AppState::new(store, config, &specs);
     let router = router
         .fallback(ops::not_found)
@@ -167,7 +167,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         .await
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;
     // The proxy's port too, before anything is created (its workers bind it for real later).
-    if let Some(address) = config.proxy_listen.filter(|a| a.port() != 0) {
+    if let Some(address) = config.deploy.proxy_listen.filter(|a| a.port() != 0) {
         std::net::TcpListener::bind(address).map_err(|source| ServerError::ProxyBind { address, source })?;
     }
     // The vault's key is made now, on first start, rather than at the first secret.
@@ -191,9 +191,9 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         demo::register(&store, &config.data_dir).await.map_err(ServerError::Setup)?;
     }
     let address = listener.local_addr().map_err(ServerError::Serve)?;
-    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let grace = Duration::from_secs(config.http.shutdown_grace_seconds);
     let demo = config.demo;
-    let proxy_listen = config.proxy_listen;
+    let proxy_listen = config.deploy.proxy_listen;
     let (app, state) = build_app_and_state(store.clone(), config);
     let _ = state.bound_address.set(address);
     let (proxy_stop, proxy_stopped) = tokio::sync::watch::channel(false);

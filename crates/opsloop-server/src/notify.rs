@@ -264,7 +264,8 @@ async fn deliver(state: &AppState, http: &reqwest::Client, delivery: Delivery) {
         .vault()
         .map_err(|e| e.message)
         .and_then(|vault| vault.decrypt(&hook.secret, &secret_context(hook.project_id)).map_err(|e| e.to_string()));
-    let allowed = if state.config.allow_private_webhook_targets { Ok(()) } else { public_target(&hook.url).await };
+    let allowed =
+        if state.config.notifications.allow_private_targets { Ok(()) } else { public_target(&hook.url).await };
     let result = match (allowed, secret) {
         (Err(refused), _) => Err(refused),
         (Ok(()), Ok(secret)) => http

@@ -44,7 +44,7 @@ impl std::fmt::Debug for ObjectStorage {
 
 impl ObjectStorage {
     pub fn open(config: &ServerConfig) -> Result<Self, ObjectError> {
-        match &config.artifacts {
+        match &config.artifacts.storage {
             ArtifactStorage::Local => {
                 let root = config.data_dir.join("objects");
                 std::fs::create_dir_all(&root)?;

@@ -89,10 +89,10 @@ impl Inner {
 impl AppState {
     pub fn new(store: Store, config: ServerConfig, specs: &[RouteSpec]) -> Self {
         let clock = store.clock();
-        let login_limiter = LoginLimiter::new(config.login_attempts_per_window, config.login_window_seconds);
+        let login_limiter = LoginLimiter::new(config.auth.login_attempts_per_window, config.auth.login_window_seconds);
         let routes = specs.iter().map(|spec| ((spec.method.clone(), spec.path), spec.clone())).collect();
         let metrics = Metrics::new(store.clone());
-        let concurrent_jobs = config.concurrent_jobs.max(1);
+        let concurrent_jobs = config.ci.concurrent_jobs.max(1);
         AppState(Arc::new(Inner {
             store,
             config,

@@ -224,7 +224,7 @@ pub fn resolve(
         _ => server.listen,
     };
 
-    server.proxy_listen = match (&args.proxy_listen, &layer.deploy.proxy_listen, &file) {
+    server.deploy.proxy_listen = match (&args.proxy_listen, &layer.deploy.proxy_listen, &file) {
         (Some(flag), _, _) => parse_proxy_listen(flag).map_err(|message| ConfigError::Value {
             message,
             help: Some("--proxy-listen / OPSLOOP_PROXY_LISTEN takes ADDRESS:PORT or `off`".to_owned()),
@@ -232,18 +232,18 @@ pub fn resolve(
         (None, Some(value), Some(loaded)) => parse_proxy_listen(value.get_ref()).map_err(|message| {
             loaded.error_at(value.span(), message, "write ADDRESS:PORT, e.g. \"127.0.0.1:8000\", or \"off\"")
         })?,
-        _ => server.proxy_listen,
+        _ => server.deploy.proxy_listen,
     };
-    server.deploy_health_timeout_seconds =
-        layer.deploy.health_timeout_seconds.unwrap_or(server.deploy_health_timeout_seconds);
-    server.ssh_identity = layer.deploy.ssh_identity.clone().map(opsloop_server::config::absolute);
+    server.deploy.health_timeout_seconds =
+        layer.deploy.health_timeout_seconds.unwrap_or(server.deploy.health_timeout_seconds);
+    server.deploy.ssh_identity = layer.deploy.ssh_identity.clone().map(opsloop_server::config::absolute);
     if let (Some(range), Some(loaded)) = (&layer.deploy.port_range, &file) {
         let parsed = range
             .get_ref()
             .split_once('-')
             .and_then(|(low, high)| Some((low.trim().parse::<u16>().ok()?, high.trim().parse::<u16>().ok()?)))
             .filter(|(low, high)| *low >= 1024 && low <= high);
-        server.deploy_ports = Some(parsed.ok_or_else(|| {
+        server.deploy.ports = Some(parsed.ok_or_else(|| {
             loaded.error_at(
                 range.span(),
                 "deploy.port_range is not a range of ports".to_owned(),
@@ -251,7 +251,7 @@ pub fn resolve(
             )
         })?);
     }
-    server.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone().map(opsloop_server::config::absolute);
+    server.deploy.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone().map(opsloop_server::config::absolute);
 
     let database_url = match (&args.config.database_url, &layer.database_url) {
         (Some(url), _) => Some((url.clone(), None)),
@@ -289,28 +289,29 @@ pub fn resolve(
 
     server.demo = args.demo || layer.demo.unwrap_or(false);
     let http = &layer.http;
-    server.max_body_bytes = http.max_body_bytes.unwrap_or(server.max_body_bytes);
-    server.request_timeout_seconds = http.request_timeout_seconds.unwrap_or(server.request_timeout_seconds);
-    server.shutdown_grace_seconds = http.shutdown_grace_seconds.unwrap_or(server.shutdown_grace_seconds);
+    server.http.max_body_bytes = http.max_body_bytes.unwrap_or(server.http.max_body_bytes);
+    server.http.request_timeout_seconds = http.request_timeout_seconds.unwrap_or(server.http.request_timeout_seconds);
+    server.http.shutdown_grace_seconds = http.shutdown_grace_seconds.unwrap_or(server.http.shutdown_grace_seconds);
     let auth = &layer.auth;
-    server.session_ttl_hours = auth.session_ttl_hours.unwrap_or(server.session_ttl_hours);
-    server.login_attempts_per_window = auth.login_attempts_per_window.unwrap_or(server.login_attempts_per_window);
-    server.login_window_seconds = auth.login_window_seconds.unwrap_or(server.login_window_seconds);
-    server.concurrent_jobs = layer.ci.concurrent_jobs.unwrap_or(server.concurrent_jobs);
-    server.untagged_jobs_on_agents = match layer.ci.executor {
+    server.auth.session_ttl_hours = auth.session_ttl_hours.unwrap_or(server.auth.session_ttl_hours);
+    server.auth.login_attempts_per_window =
+        auth.login_attempts_per_window.unwrap_or(server.auth.login_attempts_per_window);
+    server.auth.login_window_seconds = auth.login_window_seconds.unwrap_or(server.auth.login_window_seconds);
+    server.ci.concurrent_jobs = layer.ci.concurrent_jobs.unwrap_or(server.ci.concurrent_jobs);
+    server.ci.untagged_jobs_on_agents = match layer.ci.executor {
         Some(ExecutorSetting::Agents) => true,
         Some(ExecutorSetting::Local) => false,
-        None => server.untagged_jobs_on_agents,
+        None => server.ci.untagged_jobs_on_agents,
     };
-    server.agent_timeout_seconds = layer.ci.agent_timeout_seconds.unwrap_or(server.agent_timeout_seconds);
+    server.ci.agent_timeout_seconds = layer.ci.agent_timeout_seconds.unwrap_or(server.ci.agent_timeout_seconds);
     if let Some(mib) = layer.ci.max_job_log_mib {
-        server.max_job_log_bytes = mib.saturating_mul(1024 * 1024);
+        server.ci.max_job_log_bytes = mib.saturating_mul(1024 * 1024);
     }
-    server.allow_private_webhook_targets =
-        layer.notifications.allow_private_targets.unwrap_or(server.allow_private_webhook_targets);
+    server.notifications.allow_private_targets =
+        layer.notifications.allow_private_targets.unwrap_or(server.notifications.allow_private_targets);
     let artifacts = &layer.artifacts;
     if let Some(days) = artifacts.default_expire_in_days {
-        server.default_artifacts_expire_seconds = days.saturating_mul(86_400);
+        server.artifacts.default_expire_seconds = days.saturating_mul(86_400);
     }
     if artifacts.storage == Some(StorageSetting::S3) {
         let missing = |what: &str| {
@@ -325,7 +326,7 @@ pub fn resolve(
         let secret = std::env::var("OPSLOOP_S3_SECRET_ACCESS_KEY")
             .or_else(|_| std::env::var("AWS_SECRET_ACCESS_KEY"))
             .map_err(|_| missing("a secret key in OPSLOOP_S3_SECRET_ACCESS_KEY"))?;
-        server.artifacts = opsloop_server::config::ArtifactStorage::S3(opsloop_server::config::S3Storage {
+        server.artifacts.storage = opsloop_server::config::ArtifactStorage::S3(opsloop_server::config::S3Storage {
             bucket: artifacts.s3_bucket.clone().ok_or_else(|| missing("artifacts.s3_bucket"))?,
             endpoint: artifacts.s3_endpoint.clone(),
             region: artifacts.s3_region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
@@ -368,18 +369,18 @@ fn parse_proxy_listen(text: &str) -> Result<Option<SocketAddr>, String> {
 fn validate_limits(server: &ServerConfig) -> Result<(), ConfigError> {
     let checks: [(bool, &str); 9] = [
         (
-            (1024 * 1024..=1024 * 1024 * 1024).contains(&server.max_job_log_bytes),
+            (1024 * 1024..=1024 * 1024 * 1024).contains(&server.ci.max_job_log_bytes),
             "ci.max_job_log_mib must be between 1 and 1024",
         ),
-        ((1..=1000).contains(&server.concurrent_jobs), "ci.concurrent_jobs must be between 1 and 1000"),
-        ((2..=3600).contains(&server.agent_timeout_seconds), "ci.agent_timeout_seconds must be between 2 and 3600"),
-        (server.max_body_bytes >= 1024, "http.max_body_bytes must be at least 1024"),
-        (server.request_timeout_seconds >= 1, "http.request_timeout_seconds must be at least 1"),
-        (server.session_ttl_hours >= 1, "auth.session_ttl_hours must be at least 1"),
-        (server.login_attempts_per_window >= 1, "auth.login_attempts_per_window must be at least 1"),
-        (server.login_window_seconds >= 1, "auth.login_window_seconds must be at least 1"),
+        ((1..=1000).contains(&server.ci.concurrent_jobs), "ci.concurrent_jobs must be between 1 and 1000"),
+        ((2..=3600).contains(&server.ci.agent_timeout_seconds), "ci.agent_timeout_seconds must be between 2 and 3600"),
+        (server.http.max_body_bytes >= 1024, "http.max_body_bytes must be at least 1024"),
+        (server.http.request_timeout_seconds >= 1, "http.request_timeout_seconds must be at least 1"),
+        (server.auth.session_ttl_hours >= 1, "auth.session_ttl_hours must be at least 1"),
+        (server.auth.login_attempts_per_window >= 1, "auth.login_attempts_per_window must be at least 1"),
+        (server.auth.login_window_seconds >= 1, "auth.login_window_seconds must be at least 1"),
         (
-            (1..=3600).contains(&server.deploy_health_timeout_seconds),
+            (1..=3600).contains(&server.deploy.health_timeout_seconds),
             "deploy.health_timeout_seconds must be between 1 and 3600",
         ),
     ];
@@ -479,41 +480,44 @@ impl Resolved {
             log_level: self.log_level.clone(),
             demo: server.demo,
             http: ShownHttp {
-                max_body_bytes: server.max_body_bytes,
-                request_timeout_seconds: server.request_timeout_seconds,
-                shutdown_grace_seconds: server.shutdown_grace_seconds,
+                max_body_bytes: server.http.max_body_bytes,
+                request_timeout_seconds: server.http.request_timeout_seconds,
+                shutdown_grace_seconds: server.http.shutdown_grace_seconds,
             },
             auth: ShownAuth {
-                session_ttl_hours: server.session_ttl_hours,
-                login_attempts_per_window: server.login_attempts_per_window,
-                login_window_seconds: server.login_window_seconds,
+                session_ttl_hours: server.auth.session_ttl_hours,
+                login_attempts_per_window: server.auth.login_attempts_per_window,
+                login_window_seconds: server.auth.login_window_seconds,
             },
             ci: ShownCi {
-                concurrent_jobs: server.concurrent_jobs,
-                executor: if server.untagged_jobs_on_agents { "agents" } else { "local" },
-                agent_timeout_seconds: server.agent_timeout_seconds,
-                max_job_log_mib: server.max_job_log_bytes / (1024 * 1024),
+                concurrent_jobs: server.ci.concurrent_jobs,
+                executor: if server.ci.untagged_jobs_on_agents { "agents" } else { "local" },
+                agent_timeout_seconds: server.ci.agent_timeout_seconds,
+                max_job_log_mib: server.ci.max_job_log_bytes / (1024 * 1024),
             },
-            notifications: ShownNotifications { allow_private_targets: server.allow_private_webhook_targets },
+            notifications: ShownNotifications { allow_private_targets: server.notifications.allow_private_targets },
             deploy: ShownDeploy {
-                proxy_listen: server.proxy_listen.map_or_else(|| "off".to_owned(), |address| address.to_string()),
-                health_timeout_seconds: server.deploy_health_timeout_seconds,
-                port_range: server.deploy_ports.map(|(low, high)| format!("{low}-{high}")),
-                ssh_identity: server.ssh_identity.as_ref().map(|p| p.display().to_string()),
-                ssh_known_hosts: server.ssh_known_hosts.as_ref().map(|p| p.display().to_string()),
+                proxy_listen: server
+                    .deploy
+                    .proxy_listen
+                    .map_or_else(|| "off".to_owned(), |address| address.to_string()),
+                health_timeout_seconds: server.deploy.health_timeout_seconds,
+                port_range: server.deploy.ports.map(|(low, high)| format!("{low}-{high}")),
+                ssh_identity: server.deploy.ssh_identity.as_ref().map(|p| p.display().to_string()),
+                ssh_known_hosts: server.deploy.ssh_known_hosts.as_ref().map(|p| p.display().to_string()),
             },
-            artifacts: match &server.artifacts {
+            artifacts: match &server.artifacts.storage {
                 opsloop_server::config::ArtifactStorage::Local => ShownArtifacts {
                     storage: "local",
                     s3_bucket: None,
                     s3_endpoint: None,
-                    default_expire_in_days: server.default_artifacts_expire_seconds / 86_400,
+                    default_expire_in_days: server.artifacts.default_expire_seconds / 86_400,
                 },
                 opsloop_server::config::ArtifactStorage::S3(s3) => ShownArtifacts {
                     storage: "s3",
                     s3_bucket: Some(s3.bucket.clone()),
                     s3_endpoint: s3.endpoint.clone(),
-                    default_expire_in_days: server.default_artifacts_expire_seconds / 86_400,
+                    default_expire_in_days: server.artifacts.default_expire_seconds / 86_400,
                 },
             },
         }
@@ -556,7 +560,7 @@ mod tests {
         let mut args = args_with_file(&path);
         let resolved = resolve(&args, None, None).unwrap();
         assert_eq!(resolved.server.listen.port(), 9000);
-        assert_eq!(resolved.server.session_ttl_hours, 2);
+        assert_eq!(resolved.server.auth.session_ttl_hours, 2);
         assert_eq!(resolved.server.data_dir, PathBuf::from("/var/lib/opsloop"));
         assert_eq!(
             resolved.server.database,

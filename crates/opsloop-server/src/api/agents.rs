@@ -48,7 +48,7 @@ fn gone() -> ApiError {
 
 /// How often agents must heartbeat: four times per timeout.
 fn heartbeat_seconds(state: &AppState) -> u64 {
-    (state.config.agent_timeout_seconds / 4).max(1)
+    (state.config.ci.agent_timeout_seconds / 4).max(1)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

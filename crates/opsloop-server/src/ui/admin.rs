@@ -178,7 +178,7 @@ async fn render_agents(
             p.hint {
                 "Agents run jobs on other machines with " code { "opsloop agent" } ". Jobs with " code { "tags:" }
                 " wait for an agent that has all of them."
-                @if state.config.untagged_jobs_on_agents { " Untagged jobs run on agents too." }
+                @if state.config.ci.untagged_jobs_on_agents { " Untagged jobs run on agents too." }
                 @else { " Untagged jobs run on this server." }
             }
             (error_box(error.map(|(_, message)| message)))

@@ -160,7 +160,7 @@ pub async fn overview(State(state): State<AppState>, Extension(principal): Exten
                         tr {
                             td { a href={ "/projects/" (project) "/deployments/" (deployment.id) } { "#" (deployment.id) } }
                             td { a href={ "/projects/" (project) "/environments" } { (project) } }
-                            td { (status_badge(&deployment.status)) }
+                            td { (status_badge(deployment.status)) }
                             td { (deployment.environment) }
                             td { (deployment.service) }
                             td { (version_and_commit(&deployment.version, &deployment.commit_sha)) }
@@ -300,7 +300,7 @@ async fn render_environments(
                     @for deployment in &history {
                         tr {
                             td { a href={ (base) "/deployments/" (deployment.id) } { "#" (deployment.id) } }
-                            td { (status_badge(&deployment.status)) }
+                            td { (status_badge(deployment.status)) }
                             td { (deployment.environment) }
                             td { (deployment.service) }
                             td { (version_and_commit(&deployment.version, &deployment.commit_sha)) }
@@ -465,7 +465,7 @@ pub async fn show(
     layout(&format!("{} · deployment #{}", project.name, deployment.id), Some(&principal), "/projects", html! {
         @if running(&deployment.status) || deployment.status == DeploymentStatus::WaitingApproval { (auto_refresh(3)) }
         p { a href={ (base) "/environments" } { "← environments of " (project.name) } }
-        h1 { "Deployment #" (deployment.id) " " (status_badge(&deployment.status)) }
+        h1 { "Deployment #" (deployment.id) " " (status_badge(deployment.status)) }
         dl.facts {
             dt { "Service" } dd { (deployment.service) }
             dt { "Environment" } dd { (deployment.environment) }

@@ -127,7 +127,7 @@ pub async fn submit(
     let (Ok(session_id), Ok(csrf)) = (credentials::new_secret(), credentials::new_secret()) else {
         return super::error_page(StatusCode::INTERNAL_SERVER_ERROR, "could not start a session");
     };
-    let ttl_seconds = state.config.session_ttl_hours.saturating_mul(3600);
+    let ttl_seconds = state.config.auth.session_ttl_hours.saturating_mul(3600);
     let expires_at = state.clock.now_ms() + i64::try_from(ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
     if let Err(error) = state.store.create_session(&credentials::digest(&session_id), user.id, &csrf, expires_at).await
     {

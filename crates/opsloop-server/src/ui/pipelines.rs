@@ -85,7 +85,7 @@ pub async fn overview(State(state): State<AppState>, Extension(principal): Exten
                         tr {
                             td { a href={ "/projects/" (project.name) "/pipelines" } { (project.name) } }
                             @if let Some(pipeline) = latest {
-                                td { a href={ "/projects/" (project.name) "/pipelines/" (pipeline.id) } { "#" (pipeline.id) } " " (status_badge(&pipeline.status)) }
+                                td { a href={ "/projects/" (project.name) "/pipelines/" (pipeline.id) } { "#" (pipeline.id) } " " (status_badge(pipeline.status)) }
                                 td { (pipeline.git_ref) }
                                 td { (human_time(pipeline.created_at)) }
                                 td { @match crate::api::pipelines::duration_ms(pipeline) {
@@ -155,7 +155,7 @@ async fn render_list(
                         @for pipeline in &page.items {
                             tr {
                                 td { a href={ (base) "/pipelines/" (pipeline.id) } { "#" (pipeline.id) } }
-                                td { (status_badge(&pipeline.status)) }
+                                td { (status_badge(pipeline.status)) }
                                 td { (pipeline.git_ref) }
                                 td { code.sha title=(pipeline.sha) { (pipeline.sha.chars().take(8).collect::<String>()) } }
                                 td { (pipeline.source) }
@@ -238,7 +238,7 @@ pub async fn show(
     layout(&format!("Pipeline #{}", pipeline.id), Some(&principal), "/pipelines", html! {
         @if running(&pipeline.status) { (auto_refresh(2)) }
         p { a href={ (base) "/pipelines" } { "← Pipelines of " (project.name) } }
-        h1 { "Pipeline #" (pipeline.id) " " (status_badge(&pipeline.status)) }
+        h1 { "Pipeline #" (pipeline.id) " " (status_badge(pipeline.status)) }
         dl.facts {
             dt { "Ref" } dd { (pipeline.git_ref) }
             dt { "Commit" } dd { code.sha { (pipeline.sha) } }
@@ -271,7 +271,7 @@ pub async fn show(
                     ul {
                         @for job in list {
                             li {
-                                a href={ (base) "/jobs/" (job.id) } { (job.name) } " " (status_badge(&job.status))
+                                a href={ (base) "/jobs/" (job.id) } { (job.name) } " " (status_badge(job.status))
                                 @if let Some(ms) = job_duration_ms(job) { " " span.muted.duration { (human_duration(ms)) } }
                                 @if job.status == JobStatus::Manual && !running(&pipeline.status) && context.role >= Role::Developer {
                                     " "
@@ -381,7 +381,7 @@ pub async fn job(
     layout(&format!("Job {}", job.name), Some(&principal), "/pipelines", html! {
         @if live.is_some() { noscript { meta http-equiv="refresh" content="2"; } }
         p { a href={ (base) "/pipelines/" (job.pipeline_id) } { "← Pipeline #" (job.pipeline_id) } }
-        h1 { (job.name) " " (status_badge(&job.status)) }
+        h1 { (job.name) " " (status_badge(job.status)) }
         p.muted { "Stage " (job.stage) @if let Some(code) = job.exit_code { ", exit code " (code) } " · " a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw log" } }
         dl.facts {
             @if let Some(started) = job.started_at { dt { "Started" } dd { (human_time(started)) } }
@@ -393,7 +393,7 @@ pub async fn job(
                     @for (i, deployment) in deployments.iter().enumerate() {
                         @if i > 0 { ", " }
                         a href={ (base) "/deployments/" (deployment.id) } { "deployment #" (deployment.id) }
-                        " (" (deployment.service) " to " (deployment.environment) ") " (status_badge(&deployment.status))
+                        " (" (deployment.service) " to " (deployment.environment) ") " (status_badge(deployment.status))
                     }
                 }
             }

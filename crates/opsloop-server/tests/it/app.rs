@@ -56,7 +56,7 @@ impl TestApp {
 
     fn router(store: &Store, data_dir: &std::path::Path) -> (Router, opsloop_server::AppState) {
         let mut config = ServerConfig::with_data_dir(data_dir.to_path_buf());
-        config.login_attempts_per_window = 3;
+        config.auth.login_attempts_per_window = 3;
         let (router, state) = opsloop_server::build_app_and_state(store.clone(), config);
         (router.layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)))), state)
     }
