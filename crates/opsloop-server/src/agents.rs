@@ -214,7 +214,7 @@ impl RemoteExecutor for AgentExecutor {
                 .await
                 .clone();
             let (messages, mut inbox) = mpsc::unbounded_channel();
-            let hub = &this.state.agent_hub;
+            let hub = &this.state.ci.agent_hub;
             hub.insert(
                 job_id,
                 Arc::new(Waiter {
@@ -321,7 +321,7 @@ pub async fn watch_heartbeats(state: AppState) {
                 timeout.as_secs()
             );
             tracing::warn!(job = job_id, %reason, "agent job lost");
-            if let Some(waiter) = state.agent_hub.waiter(job_id) {
+            if let Some(waiter) = state.ci.agent_hub.waiter(job_id) {
                 let _ = waiter.messages.send(AgentMessage::Lost(reason));
             }
         }

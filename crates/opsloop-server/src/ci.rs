@@ -113,6 +113,7 @@ fn spawn_run(
 /// A pipeline still queued is canceled in the store, so it never starts.
 pub async fn cancel(state: &AppState, pipeline_id: i64) -> Result<bool, ApiError> {
     let signalled = state
+        .ci
         .running_pipelines
         .lock()
         .ok()
@@ -145,7 +146,7 @@ async fn run(
     commit: Option<String>,
     variables: Vec<(String, String)>,
 ) -> Result<(), String> {
-    let _slot = state.pipeline_slots.acquire().await.map_err(|_| "the server is shutting down".to_owned())?;
+    let _slot = state.ci.pipeline_slots.acquire().await.map_err(|_| "the server is shutting down".to_owned())?;
     // Claimed in the store (created → pending) so a pipeline runs once however many times it is
     // handed to a runner: already claimed, or canceled while queued, it is left alone.
     if !state.store.claim_pipeline(pipeline.id).await.map_err(|e| e.to_string())? {
@@ -313,8 +314,9 @@ async fn execute(
         isolation: opsloop_runner::Isolation::None,
         container_engine: None,
         force_shell: false,
-        shared_slots: Some(state.job_slots.clone()),
+        shared_slots: Some(state.ci.job_slots.clone()),
         shared_resource_groups: state
+            .ci
             .resource_groups
             .lock()
             .ok()
@@ -335,7 +337,7 @@ async fn execute(
     if only.is_none() && settings.auto_cancel_redundant {
         auto_cancel_older(state, project, pipeline).await;
     }
-    if let Ok(mut running) = state.running_pipelines.lock() {
+    if let Ok(mut running) = state.ci.running_pipelines.lock() {
         let entry = RunningPipeline {
             cancel: cancel_tx,
             switches: switches.clone(),
@@ -347,7 +349,7 @@ async fn execute(
         running.insert(pipeline.id, entry);
     }
     let outcome = opsloop_runner::run_pipeline(loaded, planned, run_options, sink.clone(), cancel.clone()).await;
-    if let Ok(mut running) = state.running_pipelines.lock() {
+    if let Ok(mut running) = state.ci.running_pipelines.lock() {
         running.remove(&pipeline.id);
     }
     let canceled = *cancel.borrow();
@@ -395,7 +397,7 @@ pub struct RunningPipeline {
 /// The project's own job slots, made anew when its limit changed; `None` without a limit.
 fn project_slots(state: &AppState, project_id: i64, limit: i64) -> Option<Arc<tokio::sync::Semaphore>> {
     let size = usize::try_from(limit).ok().filter(|size| *size > 0)?;
-    let mut slots = state.project_slots.lock().ok()?;
+    let mut slots = state.ci.project_slots.lock().ok()?;
     let entry = slots.entry(project_id).or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(size))));
     if entry.0 != limit {
         *entry = (limit, Arc::new(tokio::sync::Semaphore::new(size)));
@@ -407,7 +409,7 @@ fn project_slots(state: &AppState, project_id: i64, limit: i64) -> Option<Arc<to
 /// running here are canceled when every job they started is `interruptible` (jobs not yet
 /// started never start).
 async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline) {
-    let candidates: Vec<(i64, HashMap<i64, usize>, Vec<bool>)> = match state.running_pipelines.lock() {
+    let candidates: Vec<(i64, HashMap<i64, usize>, Vec<bool>)> = match state.ci.running_pipelines.lock() {
         Ok(running) => running
             .iter()
             .filter(|(id, p)| **id < newer.id && p.project_id == project.id && p.git_ref == newer.git_ref)
@@ -435,6 +437,7 @@ async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline
             continue;
         }
         let signalled = state
+            .ci
             .running_pipelines
             .lock()
             .ok()
@@ -556,7 +559,7 @@ pub fn spawn_job_run(state: &AppState, project: &Project, pipeline: &Pipeline, j
             }
         };
         let commit = (!pipeline.sha.is_empty()).then(|| pipeline.sha.clone());
-        let _slot = state.pipeline_slots.acquire().await;
+        let _slot = state.ci.pipeline_slots.acquire().await;
         if let Err(message) = execute(
             &state,
             &project,
@@ -653,7 +656,7 @@ async fn resume_one(state: &AppState, pipeline_id: i64, interrupted: &[(i64, Sto
         jobs = ids.len(),
         "resuming an interrupted pipeline (runner_system_failure)"
     );
-    let _slot = state.pipeline_slots.acquire().await;
+    let _slot = state.ci.pipeline_slots.acquire().await;
     let commit = Some(pipeline.sha.clone());
     if let Err(message) = execute(state, &project, &pipeline, commit, variables, Some(&reopened), None).await {
         logged(state.store.finish_pipeline(pipeline_id, PipelineStatus::Failed, &message).await, "finish pipeline");
@@ -681,6 +684,7 @@ fn decode_variables(state: &AppState, stored: &str) -> Result<Vec<(String, Strin
 /// Cancels one running (or waiting) job of a pipeline running here; `false` when it is not.
 pub fn cancel_job(state: &AppState, pipeline_id: i64, job_id: i64) -> bool {
     state
+        .ci
         .running_pipelines
         .lock()
         .ok()

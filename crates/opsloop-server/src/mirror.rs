@@ -83,7 +83,7 @@ pub async fn check_ref(state: &AppState, project_id: i64, repo_url: &str, git_re
     if !mirror.join("HEAD").exists() {
         return RefCheck::Unknown;
     }
-    let lock = match state.mirror_locks.lock() {
+    let lock = match state.ci.mirror_locks.lock() {
         Ok(mut locks) => locks.entry(project_id).or_default().clone(),
         Err(_) => return RefCheck::Unknown,
     };
@@ -120,6 +120,7 @@ pub async fn checkout(
     // Fetching and cloning from the mirror take turns per project, so a fetch never changes
     // the mirror under a clone.
     let lock = state
+        .ci
         .mirror_locks
         .lock()
         .map_err(|_| "the mirror locks are poisoned".to_owned())?

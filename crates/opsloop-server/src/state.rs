@@ -27,20 +27,8 @@ pub struct Inner {
     pub page_cache: PageCache,
     /// Limits concurrent password verifications (argon2 is deliberately expensive).
     pub password_checks: tokio::sync::Semaphore,
-    /// Pipelines running at once on this server.
-    pub pipeline_slots: tokio::sync::Semaphore,
-    /// Jobs running at once on this server, shared by all its pipelines.
-    pub job_slots: Arc<tokio::sync::Semaphore>,
-    /// Each project's `resource_group` locks, held across its pipelines.
-    pub resource_groups: std::sync::Mutex<HashMap<i64, Arc<opsloop_runner::ResourceGroups>>>,
-    /// Cancel switches of the pipelines running in this process.
-    pub running_pipelines: std::sync::Mutex<HashMap<i64, crate::ci::RunningPipeline>>,
-    /// Each project's own job limit and its slots (`project_ci_settings.max_concurrent_jobs`).
-    pub project_slots: std::sync::Mutex<HashMap<i64, (i64, Arc<tokio::sync::Semaphore>)>>,
-    /// Fetches of a project's mirror take turns.
-    pub mirror_locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-    /// Jobs handed to agents that this process waits for.
-    pub agent_hub: crate::agents::AgentHub,
+    /// The CI subsystem's state: slots, locks and what runs in this process.
+    pub ci: CiState,
     /// Where this server listens, once it does (jobs call back to it).
     pub bound_address: std::sync::OnceLock<std::net::SocketAddr>,
     /// The deployment proxy and what it routes to.
@@ -102,19 +90,45 @@ impl AppState {
             token_cache: TokenCache::default(),
             page_cache: PageCache::default(),
             password_checks: tokio::sync::Semaphore::new(4),
-            pipeline_slots: tokio::sync::Semaphore::new(concurrent_jobs),
-            job_slots: Arc::new(tokio::sync::Semaphore::new(concurrent_jobs)),
-            resource_groups: std::sync::Mutex::new(HashMap::new()),
+            ci: CiState::new(concurrent_jobs),
             vault: std::sync::OnceLock::new(),
-            running_pipelines: std::sync::Mutex::new(HashMap::new()),
-            agent_hub: crate::agents::AgentHub::default(),
             deploy: crate::deploy::DeployHub::default(),
             events: crate::events::EventBus::default(),
             bound_address: std::sync::OnceLock::new(),
-            project_slots: std::sync::Mutex::new(HashMap::new()),
-            mirror_locks: std::sync::Mutex::new(HashMap::new()),
             objects: std::sync::OnceLock::new(),
             routes,
         }))
+    }
+}
+
+/// What CI keeps while the server runs: one per server, shared by all its pipelines.
+pub struct CiState {
+    /// Pipelines running at once on this server.
+    pub pipeline_slots: tokio::sync::Semaphore,
+    /// Jobs running at once on this server, shared by all its pipelines.
+    pub job_slots: Arc<tokio::sync::Semaphore>,
+    /// Each project's `resource_group` locks, held across its pipelines.
+    pub resource_groups: std::sync::Mutex<HashMap<i64, Arc<opsloop_runner::ResourceGroups>>>,
+    /// Cancel switches of the pipelines running in this process.
+    pub running_pipelines: std::sync::Mutex<HashMap<i64, crate::ci::RunningPipeline>>,
+    /// Each project's own job limit and its slots (`project_ci_settings.max_concurrent_jobs`).
+    pub project_slots: std::sync::Mutex<HashMap<i64, (i64, Arc<tokio::sync::Semaphore>)>>,
+    /// Fetches of a project's mirror take turns.
+    pub mirror_locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Jobs handed to agents that this process waits for.
+    pub agent_hub: crate::agents::AgentHub,
+}
+
+impl CiState {
+    fn new(concurrent_jobs: usize) -> Self {
+        CiState {
+            pipeline_slots: tokio::sync::Semaphore::new(concurrent_jobs),
+            job_slots: Arc::new(tokio::sync::Semaphore::new(concurrent_jobs)),
+            resource_groups: std::sync::Mutex::new(HashMap::new()),
+            running_pipelines: std::sync::Mutex::new(HashMap::new()),
+            project_slots: std::sync::Mutex::new(HashMap::new()),
+            mirror_locks: std::sync::Mutex::new(HashMap::new()),
+            agent_hub: crate::agents::AgentHub::default(),
+        }
     }
 }

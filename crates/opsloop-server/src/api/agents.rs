@@ -148,11 +148,11 @@ pub async fn request_job(
     state.store.agent_seen(agent.id).await?;
     loop {
         // Listen before looking, so a job queued in between still wakes this request.
-        let queued = state.agent_hub.queued.notified();
+        let queued = state.ci.agent_hub.queued.notified();
         tokio::pin!(queued);
         queued.as_mut().enable();
         if let Some(claimed) = state.store.claim_agent_job(agent.id, &agent.tags).await? {
-            let Some(waiter) = state.agent_hub.waiter(claimed.job_id) else {
+            let Some(waiter) = state.ci.agent_hub.waiter(claimed.job_id) else {
                 // Nobody here waits for it (its pipeline ended): it is no one's job.
                 state.store.finish_agent_job(claimed.job_id, agent.id).await?;
                 continue;
@@ -192,7 +192,7 @@ async fn running_here(
     job_id: i64,
 ) -> Result<(std::sync::Arc<Waiter>, bool), ApiError> {
     let cancel = state.store.agent_job_heartbeat(job_id, agent.id).await?.ok_or_else(gone)?;
-    let waiter = state.agent_hub.waiter(job_id).ok_or_else(gone)?;
+    let waiter = state.ci.agent_hub.waiter(job_id).ok_or_else(gone)?;
     Ok((waiter, cancel))
 }
 
@@ -418,7 +418,7 @@ pub async fn finish(
     if matches!(end.outcome.status, opsloop_runner::JobStatus::Manual | opsloop_runner::JobStatus::Skipped) {
         return Err(ApiError::invalid("a job that ran cannot end as manual or skipped"));
     }
-    let waiter = state.agent_hub.waiter(job_id).ok_or_else(gone)?;
+    let waiter = state.ci.agent_hub.waiter(job_id).ok_or_else(gone)?;
     if !state.store.finish_agent_job(job_id, agent.id).await? {
         return Err(gone());
     }
