@@ -54,18 +54,47 @@ fn hierarchies() -> Vec<Hierarchy> {
     found
 }
 
-fn write(path: &Path, value: &str) -> Result<(), String> {
-    std::fs::write(path, value).map_err(|e| format!("{}: {e}", path.display()))
+/// Why an instance gets no cgroup of its own, or cannot join it.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// The cgroup's directory could not be made (no permission, a read-only mount).
+    #[error("{}: {source}", .dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A control file refused the value (no permission, the controller not handed down).
+    #[error("{}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither cgroup v2 nor v1 offers a memory controller here.
+    #[error("no cgroup hierarchy with a memory controller")]
+    NoMemoryController,
+    /// Every hierarchy with a memory controller refused, each for its own reason.
+    #[error("{}", join(.failures))]
+    Refused { failures: Vec<CgroupError> },
+}
+
+fn join(failures: &[CgroupError]) -> String {
+    failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write { path: path.to_owned(), source })
 }
 
 impl Cgroup {
     /// Makes a cgroup named after `name` limited to `bytes` of memory.
-    pub fn create(name: &str, bytes: u64) -> Result<Cgroup, String> {
+    pub fn create(name: &str, bytes: u64) -> Result<Cgroup, CgroupError> {
         let leaf: String = format!("opsloop-{name}-{}", std::process::id())
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
             .collect();
-        let mut reasons = Vec::new();
+        let mut failures = Vec::new();
         for hierarchy in hierarchies() {
             let parent = hierarchy.mount.join(hierarchy.own.trim_start_matches('/'));
             let dir = parent.join(&leaf);
@@ -74,26 +103,26 @@ impl Cgroup {
                 // The parent must hand the memory controller down (fails where it may not).
                 let _ = write(&parent.join("cgroup.subtree_control"), "+memory");
             }
-            if let Err(error) = std::fs::create_dir_all(&dir) {
-                reasons.push(format!("{}: {error}", dir.display()));
+            if let Err(source) = std::fs::create_dir_all(&dir) {
+                failures.push(CgroupError::CreateDir { dir, source });
                 continue;
             }
             match write(&dir.join(limit_file), &bytes.to_string()) {
                 Ok(()) => return Ok(Cgroup { dir }),
                 Err(error) => {
                     let _ = std::fs::remove_dir(&dir);
-                    reasons.push(error);
+                    failures.push(error);
                 }
             }
         }
-        if reasons.is_empty() {
-            reasons.push("no cgroup hierarchy with a memory controller".to_owned());
+        if failures.is_empty() {
+            return Err(CgroupError::NoMemoryController);
         }
-        Err(reasons.join("; "))
+        Err(CgroupError::Refused { failures })
     }
 
     /// Moves the process `pid` (and so what it starts from now on) into the cgroup.
-    pub fn add(&self, pid: u32) -> Result<(), String> {
+    pub fn add(&self, pid: u32) -> Result<(), CgroupError> {
         write(&self.dir.join("cgroup.procs"), &pid.to_string())
     }
 

@@ -108,17 +108,34 @@ impl Environment {
     }
 }
 
+/// Why a `strategy:` (or a deploy request's strategy) is not one opsloop knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StrategyError {
+    #[error("`{number}` in `{text}` is not a whole number")]
+    NotANumber { number: String, text: String },
+    #[error("canary steps `{text}` must rise and end at 100, e.g. canary:10,50,100")]
+    CanarySteps { text: String },
+    #[error("`{text}`: rolling takes one batch size, e.g. rolling:2")]
+    RollingBatch { text: String },
+    #[error("unknown strategy `{text}`: blue-green, canary[:STEPS], rolling[:BATCH] or recreate")]
+    Unknown { text: String },
+}
+
 /// `blue-green`, `canary` (10% → 50% → 100%), `canary:5,25,100`, `rolling` (one at a time),
 /// `rolling:2`, `recreate`.
-pub fn parse_strategy(text: &str) -> Result<Strategy, String> {
+pub fn parse_strategy(text: &str) -> Result<Strategy, StrategyError> {
     let (name, argument) = match text.trim().split_once(':') {
         Some((name, argument)) => (name, Some(argument)),
         None => (text.trim(), None),
     };
-    let numbers = |argument: &str| -> Result<Vec<u32>, String> {
+    let numbers = |argument: &str| -> Result<Vec<u32>, StrategyError> {
         argument
             .split(',')
-            .map(|n| n.trim().parse::<u32>().map_err(|_| format!("`{n}` in `{text}` is not a whole number")))
+            .map(|n| {
+                n.trim()
+                    .parse::<u32>()
+                    .map_err(|_| StrategyError::NotANumber { number: n.to_owned(), text: text.to_owned() })
+            })
             .collect()
     };
     match (name, argument) {
@@ -129,16 +146,16 @@ pub fn parse_strategy(text: &str) -> Result<Strategy, String> {
             let steps = numbers(steps)?;
             let rising = steps.windows(2).all(|pair| pair[0] < pair[1]);
             if steps.last() != Some(&100) || !rising || steps.contains(&0) {
-                return Err(format!("canary steps `{text}` must rise and end at 100, e.g. canary:10,50,100"));
+                return Err(StrategyError::CanarySteps { text: text.to_owned() });
             }
             Ok(Strategy::Canary { steps })
         }
         ("rolling", None) => Ok(Strategy::Rolling { batch: 1 }),
         ("rolling", Some(batch)) => match numbers(batch)?.as_slice() {
             [batch] if *batch >= 1 => Ok(Strategy::Rolling { batch: *batch }),
-            _ => Err(format!("`{text}`: rolling takes one batch size, e.g. rolling:2")),
+            _ => Err(StrategyError::RollingBatch { text: text.to_owned() }),
         },
-        _ => Err(format!("unknown strategy `{text}`: blue-green, canary[:STEPS], rolling[:BATCH] or recreate")),
+        _ => Err(StrategyError::Unknown { text: text.to_owned() }),
     }
 }
 
@@ -468,9 +485,9 @@ impl Reader {
             None => Strategy::BlueGreen,
             Some(node) => match self.text(node, "strategy").map(|text| parse_strategy(&text)) {
                 Some(Ok(strategy)) => strategy,
-                Some(Err(message)) => {
+                Some(Err(error)) => {
                     self.error(
-                        message,
+                        error.to_string(),
                         node.span,
                         Some("blue-green, canary, canary:10,50,100, rolling, rolling:2, recreate"),
                     );
@@ -791,9 +808,17 @@ routes:
             assert_eq!(strategy_name(&parse_strategy(text).unwrap()), text);
         }
         assert_eq!(parse_strategy("canary").unwrap(), Strategy::Canary { steps: vec![10, 50, 100] });
-        assert!(parse_strategy("canary:0,100").is_err());
-        assert!(parse_strategy("rolling:0").is_err());
-        assert!(parse_strategy("yolo").is_err());
+        assert_eq!(parse_strategy("canary:0,100"), Err(StrategyError::CanarySteps { text: "canary:0,100".into() }));
+        assert_eq!(parse_strategy("rolling:0"), Err(StrategyError::RollingBatch { text: "rolling:0".into() }));
+        let unknown = parse_strategy("yolo").unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "unknown strategy `yolo`: blue-green, canary[:STEPS], rolling[:BATCH] or recreate"
+        );
+        assert_eq!(
+            parse_strategy("canary:5,x,100").unwrap_err().to_string(),
+            "`x` in `canary:5,x,100` is not a whole number"
+        );
     }
 
     #[test]

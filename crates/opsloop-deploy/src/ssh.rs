@@ -32,6 +32,36 @@ pub struct SshTarget {
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Why a release could not be copied to a host.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// `tar` or `ssh` could not be started here (not installed, no permission).
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `tar` could not pack the release's directory.
+    #[error("tar failed: {stderr}")]
+    Tar { code: Option<i32>, stderr: String },
+    #[error("ssh has no stdin")]
+    NoStdin,
+    /// The host took longer than `limit` (unreachable, or the copy is too large).
+    #[error("ssh to {target} did not finish in {}s", .limit.as_secs())]
+    Timeout { target: String, limit: Duration },
+    /// Waiting for the `ssh` client failed.
+    #[error("ssh to {target}: {source}")]
+    Wait {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The remote command (or the connection) failed; `stderr` is what `ssh` printed.
+    #[error("ssh to {target} failed: {stderr}")]
+    Failed { target: String, code: Option<i32>, stderr: String },
+}
+
 /// Quotes `text` for a POSIX shell: `'…'`, with each `'` written as `'\''`.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -84,7 +114,7 @@ impl SshTarget {
 
     /// Copies `local_dir` (without `.git`) to the host, with `env` as its environment file.
     /// A release already there is left as it is, apart from its environment file.
-    pub async fn upload(&self, local_dir: &Path, release_key: &str, env: &[(String, String)]) -> Result<(), String> {
+    pub async fn upload(&self, local_dir: &Path, release_key: &str, env: &[(String, String)]) -> Result<(), SshError> {
         let remote = Self::remote_dir(release_key);
         let env_file: String =
             env.iter().map(|(name, value)| format!("export {name}={}\n", shell_quote(value))).collect();
@@ -124,7 +154,7 @@ impl SshTarget {
 }
 
 /// `tar -c` of a directory without its `.git`, in memory (releases are source trees).
-async fn tar_of(dir: &Path) -> Result<Vec<u8>, String> {
+async fn tar_of(dir: &Path) -> Result<Vec<u8>, SshError> {
     let output = tokio::process::Command::new("tar")
         .args(["-c", "-f", "-", "--exclude=./.git", "-C"])
         .arg(dir)
@@ -132,15 +162,16 @@ async fn tar_of(dir: &Path) -> Result<Vec<u8>, String> {
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("cannot run tar: {e}"))?;
+        .map_err(|source| SshError::Spawn { program: "tar", source })?;
     if output.status.success() {
         Ok(output.stdout)
     } else {
-        Err(format!("tar failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        Err(SshError::Tar { code: output.status.code(), stderr })
     }
 }
 
-async fn run_ssh(target: &SshTarget, script: &str, input: &[u8]) -> Result<(), String> {
+async fn run_ssh(target: &SshTarget, script: &str, input: &[u8]) -> Result<(), SshError> {
     let mut child = tokio::process::Command::new("ssh")
         .args(target.base_args(false))
         .arg(script)
@@ -149,8 +180,8 @@ async fn run_ssh(target: &SshTarget, script: &str, input: &[u8]) -> Result<(), S
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run ssh: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("ssh has no stdin")?;
+        .map_err(|source| SshError::Spawn { program: "ssh", source })?;
+    let mut stdin = child.stdin.take().ok_or(SshError::NoStdin)?;
     let input = input.to_vec();
     let writer = tokio::spawn(async move {
         let _ = stdin.write_all(&input).await;
@@ -158,13 +189,14 @@ async fn run_ssh(target: &SshTarget, script: &str, input: &[u8]) -> Result<(), S
     });
     let output = tokio::time::timeout(SETUP_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| format!("ssh to {} did not finish in {}s", target.label(), SETUP_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("ssh to {}: {e}", target.label()))?;
+        .map_err(|_| SshError::Timeout { target: target.label(), limit: SETUP_TIMEOUT })?
+        .map_err(|source| SshError::Wait { target: target.label(), source })?;
     let _ = writer.await;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!("ssh to {} failed: {}", target.label(), String::from_utf8_lossy(&output.stderr).trim()))
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        Err(SshError::Failed { target: target.label(), code: output.status.code(), stderr })
     }
 }
 

@@ -106,6 +106,23 @@ pub struct Step {
     pub traffic: Option<u32>,
 }
 
+/// Why a release's instances did not all start healthy (none of them is left running).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The release could not be copied to one of its hosts.
+    #[error(transparent)]
+    Upload(#[from] crate::ssh::SshError),
+    /// A host's name has no address.
+    #[error("cannot resolve {host}")]
+    Resolve { host: String },
+    /// No port to listen on was free (in the configured range).
+    #[error(transparent)]
+    Port(#[from] std::io::Error),
+    /// An instance crash-looped or never passed its readiness check.
+    #[error(transparent)]
+    Unhealthy(#[from] crate::supervisor::HealthError),
+}
+
 /// The instances serving one route, with their release (to start more of them again).
 #[derive(Debug)]
 pub struct Running {
@@ -168,7 +185,7 @@ impl Deployer {
     }
 
     /// Starts `release`'s instances and waits until all are healthy.
-    pub async fn start(&self, release: &Release) -> Result<Running, String> {
+    pub async fn start(&self, release: &Release) -> Result<Running, StartError> {
         let instances = self.start_instances(release, release.replicas.max(1), 1).await?;
         self.set_capacity(release, instances.len());
         Ok(Running { version: release.version.clone(), release: release.clone(), instances })
@@ -183,7 +200,7 @@ impl Deployer {
 
     /// Starts `count` instances of `release` numbered from `first`, all health-gated; on a
     /// failure none is left running.
-    async fn start_instances(&self, release: &Release, count: u32, first: u32) -> Result<Vec<Instance>, String> {
+    async fn start_instances(&self, release: &Release, count: u32, first: u32) -> Result<Vec<Instance>, StartError> {
         let mut instances = Vec::new();
         let placements: Vec<Placement> = (first..first + count)
             .map(|n| {
@@ -205,7 +222,7 @@ impl Deployer {
             target.upload(&release.dir, &release.key(), &release.env).await?;
             let found = tokio::net::lookup_host((target.host.as_str(), target.port)).await;
             let address = found.ok().and_then(|mut found| found.next()).map(|a| a.ip());
-            let address = address.ok_or_else(|| format!("cannot resolve {}", target.host))?;
+            let address = address.ok_or_else(|| StartError::Resolve { host: target.host.clone() })?;
             addresses.insert(target.label(), address);
         }
         if release.memory_limit.is_some() && placements.iter().any(|p| matches!(p, Placement::Ssh(_))) {
@@ -229,7 +246,7 @@ impl Deployer {
                 env: release.env.clone(),
                 dir: release.dir.clone(),
                 host,
-                port: free_port_in(self.ports).map_err(|e| e.to_string())?,
+                port: free_port_in(self.ports)?,
                 health: release.health.clone(),
                 readiness: release.readiness,
                 stop_grace: Duration::from_secs(10),
@@ -247,7 +264,7 @@ impl Deployer {
                 for instance in instances {
                     instance.stop().await;
                 }
-                return Err(reason);
+                return Err(reason.into());
             }
         }
         Ok(instances)
@@ -383,7 +400,7 @@ impl Deployer {
             Ok(next) => next,
             Err(reason) => {
                 timeline.note(format!("{} never became healthy; it took no traffic", release.version));
-                return (None, Outcome::Failed { reason }, timeline.steps);
+                return (None, Outcome::Failed { reason: reason.to_string() }, timeline.steps);
             }
         };
         self.serve(&service, &next);
@@ -424,7 +441,7 @@ impl Deployer {
             Ok(next) => next,
             Err(reason) => {
                 timeline.note(format!("{} never became healthy; it took no traffic", release.version));
-                return (current, None, Outcome::Failed { reason });
+                return (current, None, Outcome::Failed { reason: reason.to_string() });
             }
         };
         timeline.note(format!("{} is healthy", release.version));
@@ -471,7 +488,7 @@ impl Deployer {
                 Err(reason) => {
                     timeline.note(format!("{} never became healthy", release.version));
                     let old = Running { version: old_version, release: old_release, instances: old };
-                    return (self.restore(old, new, &service).await, Outcome::Failed { reason });
+                    return (self.restore(old, new, &service).await, Outcome::Failed { reason: reason.to_string() });
                 }
             };
             new.extend(started);
@@ -551,7 +568,7 @@ impl Deployer {
                     }
                 }
             }
-            Err(reason) => Outcome::Failed { reason },
+            Err(reason) => Outcome::Failed { reason: reason.to_string() },
         };
         timeline.traffic(format!("{} failed; starting {old_version} again", release.version), 0);
         match self.start(&old_release).await {

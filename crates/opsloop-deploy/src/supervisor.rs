@@ -99,6 +99,17 @@ pub enum InstanceState {
     Stopped,
 }
 
+/// Why an instance never turned healthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    /// It exited too often while starting.
+    #[error("{name} crash-loops ({restarts} restarts, last exit {last_exit:?})")]
+    CrashLoop { name: String, restarts: u32, last_exit: Option<i32> },
+    /// It kept running but never passed its readiness check within `limit`.
+    #[error("{name} did not become healthy in {}s", .limit.as_secs())]
+    Timeout { name: String, limit: Duration },
+}
+
 /// Where an instance's output lines go.
 pub type LogSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
@@ -132,17 +143,17 @@ impl Instance {
     }
 
     /// Waits until the instance is healthy; an error when it crash-loops or `limit` passes.
-    pub async fn wait_healthy(&self, limit: Duration) -> Result<(), String> {
+    pub async fn wait_healthy(&self, limit: Duration) -> Result<(), HealthError> {
         let deadline = Instant::now() + limit;
         loop {
             if let InstanceState::CrashLoop { restarts, last_exit } = self.state() {
-                return Err(format!("{} crash-loops ({restarts} restarts, last exit {last_exit:?})", self.spec.name));
+                return Err(HealthError::CrashLoop { name: self.spec.name.clone(), restarts, last_exit });
             }
             if self.healthy().await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!("{} did not become healthy in {}s", self.spec.name, limit.as_secs()));
+                return Err(HealthError::Timeout { name: self.spec.name.clone(), limit });
             }
             tokio::time::sleep(self.spec.readiness.interval.max(Duration::from_millis(10))).await;
         }

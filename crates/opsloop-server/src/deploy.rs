@@ -532,7 +532,7 @@ pub async fn request(
 ) -> Result<Deployment, ApiError> {
     let environment = guarded_environment(state, project, &request.environment, role).await?;
     if let Some(strategy) = &request.strategy {
-        manifest::parse_strategy(strategy).map_err(ApiError::invalid)?;
+        manifest::parse_strategy(strategy).map_err(|error| ApiError::invalid(error.to_string()))?;
     }
     let git_ref = request.version.clone().unwrap_or_else(|| project.default_branch.clone());
     let checkout = checkout(state, project, &git_ref).await?;
@@ -843,7 +843,7 @@ async fn deploy_release(
     }
     let route = route_name(&project.name, &deployment.environment, &deployment.service);
     let engine_release = config.engine_release(state, route.clone(), version_label(release), env, dir);
-    let strategy = manifest::parse_strategy(&deployment.strategy)?;
+    let strategy = manifest::parse_strategy(&deployment.strategy).map_err(|error| error.to_string())?;
     let (host, path_prefix) = route_for(state, project, &config, &deployment.service, &deployment.environment).await?;
     let deployer = Deployer {
         proxy: state.deploy.proxy.clone(),
@@ -1318,7 +1318,7 @@ async fn start_serving(state: &AppState, entry: &opsloop_store::ServingRelease) 
         ports: state.config.deploy.ports,
     };
     let engine_release = config.engine_release(state, route.clone(), version_label(&release), env, dir);
-    let running = deployer.start(&engine_release).await?;
+    let running = deployer.start(&engine_release).await.map_err(|error| error.to_string())?;
     deployer.serve(&route, &running);
     tracing::info!(route, version = %release.version, "serving again after a restart");
     state.deploy.put_serving(
