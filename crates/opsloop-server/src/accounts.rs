@@ -53,7 +53,7 @@ pub async fn create_user(
     validate_name("user", username)?;
     let (password, generated) = match password {
         Some(password) => {
-            credentials::check_password_strength(password).map_err(ApiError::invalid)?;
+            credentials::check_password_strength(password)?;
             (password.to_owned(), None)
         }
         None => {

@@ -2,7 +2,7 @@
 //! the binary, written out as a git repository under the data directory, so the demo works
 //! from any working directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use opsloop_store::{Actor, NewProject, Store};
 
@@ -18,18 +18,35 @@ const FILES: &[(&str, &str, bool)] = &[
 
 pub const DEMO_PROJECT: &str = "demo";
 
-pub async fn register(store: &Store, data_dir: &Path) -> Result<(), String> {
-    if store.project_by_name(DEMO_PROJECT).await.map_err(|e| e.to_string())?.is_some() {
+/// Why the demo project could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Store(#[from] opsloop_store::StoreError),
+    #[error("cannot resolve {}: {source}", .path.display())]
+    Resolve {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the demo repository at {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the demo needs the `admin` user created at first start")]
+    NoAdmin,
+}
+
+pub async fn register(store: &Store, data_dir: &Path) -> Result<(), DemoError> {
+    if store.project_by_name(DEMO_PROJECT).await?.is_some() {
         return Ok(());
     }
     let repo = data_dir.join("demo");
-    let repo = std::path::absolute(&repo).map_err(|e| format!("cannot resolve {}: {e}", repo.display()))?;
+    let repo = std::path::absolute(&repo).map_err(|source| DemoError::Resolve { path: repo.clone(), source })?;
     write_repository(&repo)?;
-    let admin = store
-        .user_by_username("admin")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the demo needs the `admin` user created at first start")?;
+    let admin = store.user_by_username("admin").await?.ok_or(DemoError::NoAdmin)?;
     let repo_url = repo.display().to_string();
     let project = NewProject {
         name: DEMO_PROJECT,
@@ -38,13 +55,13 @@ pub async fn register(store: &Store, data_dir: &Path) -> Result<(), String> {
         default_branch: "main",
         pipeline_file: ".gitlab-ci.yml",
     };
-    store.create_project(project, admin.id, Actor::SYSTEM).await.map_err(|e| e.to_string())?;
+    store.create_project(project, admin.id, Actor::SYSTEM).await?;
     tracing::info!(repo = %repo.display(), "registered the demo project");
     Ok(())
 }
 
-fn write_repository(repo: &Path) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("cannot write the demo repository at {}: {e}", repo.display());
+fn write_repository(repo: &Path) -> Result<(), DemoError> {
+    let io = |source: std::io::Error| DemoError::Write { path: repo.to_owned(), source };
     std::fs::create_dir_all(repo).map_err(io)?;
     for (name, content, executable) in FILES {
         let path = repo.join(name);

@@ -88,6 +88,24 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::views::InvalidField> for ApiError {
+    fn from(error: crate::views::InvalidField) -> Self {
+        ApiError::invalid(error.to_string())
+    }
+}
+
+impl From<crate::auth::credentials::WeakPassword> for ApiError {
+    fn from(error: crate::auth::credentials::WeakPassword) -> Self {
+        ApiError::invalid(error.to_string())
+    }
+}
+
+impl From<crate::schedules::ScheduleError> for ApiError {
+    fn from(error: crate::schedules::ScheduleError) -> Self {
+        ApiError::invalid(error.to_string())
+    }
+}
+
 impl From<opsloop_core::NameError> for ApiError {
     fn from(error: opsloop_core::NameError) -> Self {
         ApiError::invalid(error.to_string())

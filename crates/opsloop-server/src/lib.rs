@@ -74,6 +74,8 @@ pub enum ServerError {
     },
     #[error("setting up failed: {0}")]
     Setup(String),
+    #[error("setting up failed: {0}")]
+    Demo(#[from] demo::DemoError),
     #[error("the server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -188,7 +190,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
     let initial_admin_password =
         accounts::bootstrap_admin(&store).await.map_err(|error| ServerError::Setup(error.message))?;
     if config.demo {
-        demo::register(&store, &config.data_dir).await.map_err(ServerError::Setup)?;
+        demo::register(&store, &config.data_dir).await?;
     }
     let address = listener.local_addr().map_err(ServerError::Serve)?;
     let grace = Duration::from_secs(config.http.shutdown_grace_seconds);

@@ -116,13 +116,23 @@ impl ObjectStorage {
     }
 }
 
+/// Why expired artifacts could not be swept.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] opsloop_store::StoreError),
+    /// The object store could not be opened (`AppState::objects` logged why).
+    #[error("{0}")]
+    ObjectStore(String),
+}
+
 /// Deletes the artifacts whose `expire_in` has passed; returns how many.
-pub async fn sweep_expired(state: &crate::state::AppState) -> Result<usize, String> {
-    let keys = state.store.take_expired_artifacts(state.store.now_ms()).await.map_err(|e| e.to_string())?;
+pub async fn sweep_expired(state: &crate::state::AppState) -> Result<usize, SweepError> {
+    let keys = state.store.take_expired_artifacts(state.store.now_ms()).await?;
     if keys.is_empty() {
         return Ok(0);
     }
-    let objects = state.objects().map_err(|e| e.message)?;
+    let objects = state.objects().map_err(|error| SweepError::ObjectStore(error.message))?;
     for key in &keys {
         if let Err(error) = objects.delete(key).await {
             // The record is gone, so nothing points at it any more; it is only disk space.

@@ -18,6 +18,30 @@ pub fn human_time_of(rfc3339: &str) -> String {
 
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 
+/// A project field (or a git ref) that is refused; the message says what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidField {
+    #[error("description is longer than {MAX_DESCRIPTION_CHARS} characters")]
+    DescriptionTooLong,
+    #[error("repo_url must not be empty")]
+    EmptyRepoUrl,
+    #[error("repo_url must be at most 2048 bytes, without control characters")]
+    RepoUrlTooLong,
+    /// Would be read as an option by `git`.
+    #[error("repo_url must not start with `-`")]
+    RepoUrlOption,
+    /// `shown`: the first 80 characters.
+    #[error(
+        "repo_url `{shown}` is neither a git URL (https://, ssh://, git://, file://), nor user@host:path, nor an absolute path"
+    )]
+    RepoUrlKind { shown: String },
+    /// `shown`: the first 80 characters.
+    #[error("`{shown}` is not a valid git branch name")]
+    Branch { shown: String },
+    #[error("pipeline_file must be a relative path inside the repository, e.g. `.gitlab-ci.yml`")]
+    PipelineFile,
+}
+
 /// Checks the free-text and reference fields of a project; names are checked by
 /// [`opsloop_core::validate_name`].
 pub fn validate_project_fields(
@@ -25,11 +49,11 @@ pub fn validate_project_fields(
     repo_url: Option<&str>,
     default_branch: Option<&str>,
     pipeline_file: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), InvalidField> {
     if let Some(description) = description
         && description.chars().count() > MAX_DESCRIPTION_CHARS
     {
-        return Err(format!("description is longer than {MAX_DESCRIPTION_CHARS} characters"));
+        return Err(InvalidField::DescriptionTooLong);
     }
     if let Some(repo) = repo_url {
         validate_repo_url(repo)?;
@@ -45,16 +69,15 @@ pub fn validate_project_fields(
 
 /// A repository is a URL git understands (http, https, ssh, git, file), an scp-like
 /// `user@host:path`, or an absolute local path.
-pub fn validate_repo_url(repo: &str) -> Result<(), String> {
+pub fn validate_repo_url(repo: &str) -> Result<(), InvalidField> {
     if repo.is_empty() {
-        return Err("repo_url must not be empty".to_owned());
+        return Err(InvalidField::EmptyRepoUrl);
     }
     if repo.len() > 2048 || repo.chars().any(char::is_control) {
-        return Err("repo_url must be at most 2048 bytes, without control characters".to_owned());
+        return Err(InvalidField::RepoUrlTooLong);
     }
     if repo.starts_with('-') {
-        // Would be read as an option by `git`.
-        return Err("repo_url must not start with `-`".to_owned());
+        return Err(InvalidField::RepoUrlOption);
     }
     let scheme_ok =
         ["http://", "https://", "ssh://", "git://", "file://"].iter().any(|scheme| repo.starts_with(scheme));
@@ -63,15 +86,12 @@ pub fn validate_repo_url(repo: &str) -> Result<(), String> {
     if scheme_ok || scp_like || repo.starts_with('/') {
         Ok(())
     } else {
-        Err(format!(
-            "repo_url `{}` is neither a git URL (https://, ssh://, git://, file://), nor user@host:path, nor an absolute path",
-            repo.chars().take(80).collect::<String>()
-        ))
+        Err(InvalidField::RepoUrlKind { shown: repo.chars().take(80).collect() })
     }
 }
 
 /// A branch name git accepts (the subset of `git check-ref-format` that matters for input).
-pub fn validate_branch(branch: &str) -> Result<(), String> {
+pub fn validate_branch(branch: &str) -> Result<(), InvalidField> {
     let bad = branch.is_empty()
         || branch.len() > 255
         || branch.starts_with(['-', '/', '.'])
@@ -82,20 +102,20 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
         || branch.contains("@{")
         || branch.chars().any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c));
     if bad {
-        return Err(format!("`{}` is not a valid git branch name", branch.chars().take(80).collect::<String>()));
+        return Err(InvalidField::Branch { shown: branch.chars().take(80).collect() });
     }
     Ok(())
 }
 
 /// The pipeline file is a relative path inside the repository.
-pub fn validate_pipeline_file(path: &str) -> Result<(), String> {
+pub fn validate_pipeline_file(path: &str) -> Result<(), InvalidField> {
     let bad = path.is_empty()
         || path.len() > 255
         || path.starts_with('/')
         || path.split('/').any(|part| part == ".." || part.is_empty())
         || path.chars().any(char::is_control);
     if bad {
-        return Err("pipeline_file must be a relative path inside the repository, e.g. `.gitlab-ci.yml`".to_owned());
+        return Err(InvalidField::PipelineFile);
     }
     Ok(())
 }
@@ -112,6 +132,11 @@ mod tests {
         for bad in ["", "--upload-pack=evil", "relative/path", "ftp://x", "a\nb"] {
             assert!(validate_repo_url(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(validate_repo_url("--upload-pack=evil"), Err(InvalidField::RepoUrlOption));
+        assert_eq!(
+            validate_repo_url("ftp://x").map_err(|e| e.to_string()),
+            Err("repo_url `ftp://x` is neither a git URL (https://, ssh://, git://, file://), nor user@host:path, nor an absolute path".to_owned())
+        );
     }
 
     #[test]
@@ -127,6 +152,13 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x", "a//b"] {
             assert!(validate_pipeline_file(bad).is_err(), "{bad:?}");
         }
-        assert!(validate_project_fields(Some(&"x".repeat(1001)), None, None, None).is_err());
+        assert_eq!(
+            validate_project_fields(Some(&"x".repeat(1001)), None, None, None),
+            Err(InvalidField::DescriptionTooLong)
+        );
+        assert_eq!(
+            validate_branch("a b").map_err(|e| e.to_string()),
+            Err("`a b` is not a valid git branch name".into())
+        );
     }
 }

@@ -144,7 +144,7 @@ pub async fn create(
 ) -> Result<(StatusCode, ApiJson<DeploymentView>), ApiError> {
     check_names(&input.service, &input.environment)?;
     if let Some(version) = &input.version {
-        crate::views::validate_branch(version).map_err(ApiError::invalid)?;
+        crate::views::validate_branch(version)?;
     }
     let request = DeployRequest {
         service: input.service,

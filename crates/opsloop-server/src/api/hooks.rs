@@ -217,8 +217,8 @@ pub async fn receive(
         let Some(mr) = merge_request(event, &body)? else {
             return Ok((StatusCode::OK, answer("ignored", None)));
         };
-        crate::views::validate_branch(&mr.source).map_err(ApiError::invalid)?;
-        crate::views::validate_branch(&mr.target).map_err(ApiError::invalid)?;
+        crate::views::validate_branch(&mr.source)?;
+        crate::views::validate_branch(&mr.target)?;
         if mr.sha.is_empty() || !mr.sha.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(ApiError::invalid("the head commit is not a commit id"));
         }
@@ -241,7 +241,7 @@ pub async fn receive(
     let (Some(git_ref), false) = (git_ref, deleted) else {
         return Ok((StatusCode::OK, answer("ignored", None)));
     };
-    crate::views::validate_branch(git_ref).map_err(ApiError::invalid)?;
+    crate::views::validate_branch(git_ref)?;
     if !push.after.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::invalid("`after` is not a commit id"));
     }

@@ -174,7 +174,7 @@ pub async fn run(
     ApiJson(input): ApiJson<RunPipeline>,
 ) -> Result<(StatusCode, ApiJson<PipelineView>), ApiError> {
     let git_ref = input.git_ref.unwrap_or_else(|| context.project.default_branch.clone());
-    validate_branch(&git_ref).map_err(ApiError::invalid)?;
+    validate_branch(&git_ref)?;
     for name in input.variables.keys() {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ApiError::invalid(format!("variable name `{name}` may hold only letters, digits and `_`")));

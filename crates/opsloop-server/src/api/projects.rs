@@ -98,8 +98,12 @@ pub async fn create_project(
     validate_name("project", &input.name)?;
     let default_branch = input.default_branch.as_deref().unwrap_or(DEFAULT_BRANCH);
     let pipeline_file = input.pipeline_file.as_deref().unwrap_or(DEFAULT_PIPELINE_FILE);
-    validate_project_fields(Some(&input.description), Some(&input.repo_url), Some(default_branch), Some(pipeline_file))
-        .map_err(ApiError::invalid)?;
+    validate_project_fields(
+        Some(&input.description),
+        Some(&input.repo_url),
+        Some(default_branch),
+        Some(pipeline_file),
+    )?;
     let new = NewProject {
         name: &input.name,
         description: &input.description,
@@ -122,8 +126,7 @@ pub async fn update_project(
         input.repo_url.as_deref(),
         input.default_branch.as_deref(),
         input.pipeline_file.as_deref(),
-    )
-    .map_err(ApiError::invalid)?;
+    )?;
     let update = ProjectUpdate {
         description: input.description,
         repo_url: input.repo_url,

@@ -111,7 +111,7 @@ pub async fn create_schedule(
 ) -> Result<ScheduleView, ApiError> {
     let timezone = input.timezone.unwrap_or_else(|| "UTC".to_owned());
     let git_ref = input.git_ref.unwrap_or_else(|| context.project.default_branch.clone());
-    validate_branch(&git_ref).map_err(ApiError::invalid)?;
+    validate_branch(&git_ref)?;
     if input.description.chars().count() > 255 {
         return Err(ApiError::invalid("description is at most 255 characters"));
     }
@@ -129,8 +129,7 @@ pub async fn create_schedule(
             return Err(ApiError::invalid(format!("the value of `{key}` is over 10 KiB")));
         }
     }
-    let next_run_at =
-        crate::schedules::next_run(&input.cron, &timezone, state.clock.now_ms()).map_err(ApiError::invalid)?;
+    let next_run_at = crate::schedules::next_run(&input.cron, &timezone, state.clock.now_ms())?;
     let schedule = opsloop_store::Schedule {
         id: 0,
         project_id: context.project.id,

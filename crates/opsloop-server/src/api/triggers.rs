@@ -189,7 +189,7 @@ pub async fn trigger_pipeline(
         tracing::warn!(project = %project.name, "a trigger request with a wrong token");
         ApiError::unauthorized()
     })?;
-    validate_branch(&input.git_ref).map_err(ApiError::invalid)?;
+    validate_branch(&input.git_ref)?;
     for name in input.variables.keys() {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ApiError::invalid(format!("variable name `{name}` may hold only letters, digits and `_`")));

@@ -83,12 +83,22 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 
 pub const MIN_PASSWORD_LEN: usize = 12;
 
-pub fn check_password_strength(password: &str) -> Result<(), String> {
+/// Why a new password is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeakPassword {
+    #[error("the password must be at least {MIN_PASSWORD_LEN} characters long")]
+    TooShort,
+    /// Past this, hashing it is work an attacker could ask for cheaply.
+    #[error("the password must be at most 1024 bytes long")]
+    TooLong,
+}
+
+pub fn check_password_strength(password: &str) -> Result<(), WeakPassword> {
     if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(format!("the password must be at least {MIN_PASSWORD_LEN} characters long"));
+        return Err(WeakPassword::TooShort);
     }
     if password.len() > 1024 {
-        return Err("the password must be at most 1024 bytes long".to_owned());
+        return Err(WeakPassword::TooLong);
     }
     Ok(())
 }
@@ -122,6 +132,7 @@ mod tests {
     fn generated_passwords_are_long_enough() {
         let password = new_password().unwrap();
         assert!(check_password_strength(&password).is_ok());
-        assert!(check_password_strength("short").is_err());
+        assert_eq!(check_password_strength("short"), Err(WeakPassword::TooShort));
+        assert_eq!(check_password_strength(&"x".repeat(1025)), Err(WeakPassword::TooLong));
     }
 }

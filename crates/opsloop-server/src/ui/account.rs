@@ -206,7 +206,8 @@ pub async fn change_password(
         )
         .await;
     }
-    if let Err(message) = credentials::check_password_strength(&form.new_password) {
+    if let Err(error) = credentials::check_password_strength(&form.new_password) {
+        let message = error.to_string();
         return render(&state, &principal, None, None, Some((StatusCode::UNPROCESSABLE_ENTITY, &message))).await;
     }
     let new_password = form.new_password.clone();

@@ -184,7 +184,8 @@ pub async fn run(
 ) -> Response {
     let git_ref = form.git_ref.trim();
     let git_ref = if git_ref.is_empty() { context.project.default_branch.as_str() } else { git_ref };
-    if let Err(message) = validate_branch(git_ref) {
+    if let Err(error) = validate_branch(git_ref) {
+        let message = error.to_string();
         return render_list(&state, &principal, &context, Some((StatusCode::UNPROCESSABLE_ENTITY, &message))).await;
     }
     match crate::ci::trigger(&state, &context.project, git_ref, None, "web", Vec::new(), principal.actor()).await {
