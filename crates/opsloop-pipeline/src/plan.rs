@@ -155,6 +155,89 @@ pub struct Plan {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// A job name [`Plan::subset`] was asked for that the plan does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the plan has no job `{name}`")]
+pub struct UnknownJob {
+    pub name: String,
+}
+
+/// What [`Plan::subset`] leaves: the cut-down plan, and the names of the jobs outside it
+/// whose artifacts its jobs receive (they follow in the plan as jobs that never run).
+#[derive(Debug, Clone)]
+pub struct Subset {
+    pub plan: Plan,
+    pub upstream: Vec<String>,
+}
+
+impl Plan {
+    /// The plan cut down to the jobs named `names`, for a rerun or a retry of jobs that ran
+    /// before: those jobs first, in plan order, each run as if played when it is manual;
+    /// `needs` among them stay, needs on the others are dropped as met (those ran). The jobs
+    /// whose artifacts they receive from outside follow as jobs that never run (`when:
+    /// never`, no needs), so the runner hands on the artifacts restored for them; their names
+    /// are [`Subset::upstream`]. Stages and variables are kept as they are.
+    pub fn subset(&self, names: &[String]) -> Result<Subset, UnknownJob> {
+        let mut chosen = Vec::with_capacity(names.len());
+        for name in names {
+            let index =
+                self.jobs.iter().position(|j| &j.name == name).ok_or_else(|| UnknownJob { name: name.clone() })?;
+            chosen.push(index);
+        }
+        chosen.sort_unstable();
+        chosen.dedup();
+        let new_index: HashMap<usize, usize> = chosen.iter().enumerate().map(|(new, old)| (*old, new)).collect();
+        // Indexes into `self.jobs` of the jobs outside the subset that hand artifacts in.
+        let mut outside: Vec<usize> = Vec::new();
+        let mut jobs = Vec::with_capacity(chosen.len());
+        for old in &chosen {
+            let mut job = self.jobs[*old].clone();
+            if let Some(needs) = &mut job.needs {
+                needs.retain_mut(|need| match new_index.get(&need.job) {
+                    Some(inside) => {
+                        need.job = *inside;
+                        true
+                    }
+                    None => false,
+                });
+            }
+            job.artifacts_from = job
+                .artifacts_from
+                .iter()
+                .map(|source| match new_index.get(source) {
+                    Some(inside) => *inside,
+                    None => {
+                        let slot = outside.iter().position(|o| o == source).unwrap_or_else(|| {
+                            outside.push(*source);
+                            outside.len() - 1
+                        });
+                        chosen.len() + slot
+                    }
+                })
+                .collect();
+            if job.when == When::Manual {
+                job.when = When::OnSuccess;
+            }
+            jobs.push(job);
+        }
+        let upstream = outside.iter().map(|i| self.jobs[*i].name.clone()).collect();
+        jobs.extend(outside.iter().map(|i| {
+            let mut source = self.jobs[*i].clone();
+            source.when = When::Never;
+            source.needs = Some(Vec::new());
+            source.artifacts_from.clear();
+            source
+        }));
+        let plan = Plan {
+            stages: self.stages.clone(),
+            jobs,
+            workflow_variables: self.workflow_variables.clone(),
+            warnings: self.warnings.clone(),
+        };
+        Ok(Subset { plan, upstream })
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
     /// Job names from the command line (empty: the whole pipeline).

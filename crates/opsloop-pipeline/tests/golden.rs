@@ -316,7 +316,33 @@ thread_local! {
 
 #[track_caller]
 fn check(files: &[(&str, &str)], variables: &[(&str, &str)], options: &PlanOptions, expected: &str) {
-    let actual = run(files, variables, options);
+    compare(&run(files, variables, options), expected);
+}
+
+/// Plans the files, cuts the plan down to `names` ([`Plan::subset`], as a rerun does) and
+/// describes the result, then the jobs it receives artifacts from outside.
+fn run_subset(files: &[(&str, &str)], variables: &[(&str, &str)], names: &[&str]) -> String {
+    let source = MemFiles::new(files);
+    let given = |name: &str| variables.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+    let config = config::load(&source, files[0].0, &given);
+    assert!(!config.has_errors(), "{:?}", config.diagnostics);
+    let planned = match plan::plan(&config, &given, &source.files(), &options()) {
+        Ok(planned) => planned,
+        Err(errors) => panic!("{errors:?}"),
+    };
+    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    match planned.subset(&names) {
+        Ok(subset) => {
+            let mut out = describe(&config, &subset.plan);
+            writeln!(out, "upstream: {}", list(&subset.upstream)).unwrap();
+            out
+        }
+        Err(error) => format!("error: {error}\n"),
+    }
+}
+
+#[track_caller]
+fn compare(actual: &str, expected: &str) {
     let number = CHECKS.with(|n| {
         n.set(n.get() + 1);
         n.get()
@@ -324,7 +350,7 @@ fn check(files: &[(&str, &str)], variables: &[(&str, &str)], options: &PlanOptio
     if let Some(dir) = std::env::var_os("GOLDEN_DUMP") {
         let name = std::thread::current().name().unwrap_or("unnamed").replace("::", "-");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.{number}.txt")), &actual).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.{number}.txt")), actual).unwrap();
         return;
     }
     let expected = dedent(expected);
@@ -3044,6 +3070,60 @@ fn selection_by_stage_and_manual_jobs() {
           script: ["x"]
         "##,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reruns and retries: a plan cut down to some of its jobs
+// ---------------------------------------------------------------------------------------------
+
+/// A rerun of `deploy`, `unit` and `integration`: they come first in plan order, the manual
+/// `deploy` runs as if played (still allowed to fail, as a manual job is),
+/// `unit`'s need on `build` (which ran) is dropped, and the jobs they receive artifacts from
+/// follow as jobs that never run; the stages stay as they were.
+#[test]
+fn subset_keeps_the_named_jobs_and_hands_upstream_artifacts_on() {
+    let files = [(
+        CI,
+        r#"
+        stages: [build, test, ship]
+        build:
+          stage: build
+          script: [make]
+        lint:
+          stage: build
+          script: [lint]
+        unit:
+          stage: test
+          needs: [build]
+          script: [test]
+        integration:
+          stage: test
+          needs: [build, unit]
+          script: [it]
+        deploy:
+          stage: ship
+          when: manual
+          script: [ship]
+        "#,
+    )];
+    compare(
+        &run_subset(&files, MAIN, &["deploy", "unit", "integration", "unit"]),
+        r##"
+        stages: .pre, build, test, ship, .post
+        unit [test] when=on_success allow_failure=no needs=[] artifacts_from=[build] vars=-
+          script: ["test"]
+        integration [test] when=on_success allow_failure=no needs=[unit] artifacts_from=[build; unit] vars=-
+          script: ["it"]
+        deploy [ship] when=on_success allow_failure=yes needs=- artifacts_from=[build; lint; unit; integration] vars=-
+          script: ["ship"]
+        build [build] when=never allow_failure=no needs=[] artifacts_from=- vars=-
+          script: ["make"]
+        lint [build] when=never allow_failure=no needs=[] artifacts_from=- vars=-
+          script: ["lint"]
+        upstream: ["build", "lint"]
+        "##,
+    );
+    compare(&run_subset(&files, MAIN, &["deploy", "gone"]), "error: the plan has no job `gone`");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -256,9 +256,12 @@ async fn execute(
         }
         Some(chosen) => {
             let names: Vec<String> = chosen.iter().map(|j| j.name.clone()).collect();
-            let upstream = subset_plan(&mut planned, &names)?;
-            restore_upstream_artifacts(state, pipeline.id, &upstream, &source_dir.join(".opsloop")).await?;
-            // In plan order, which `subset_plan` keeps.
+            let subset = planned.subset(&names).map_err(|plan::UnknownJob { name }| {
+                format!("the pipeline file at this commit no longer plans a job `{name}`")
+            })?;
+            planned = subset.plan;
+            restore_upstream_artifacts(state, pipeline.id, &subset.upstream, &source_dir.join(".opsloop")).await?;
+            // In plan order, which `Plan::subset` keeps.
             let mut ordered = Vec::with_capacity(chosen.len());
             for planned_job in planned.jobs.iter().take(chosen.len()) {
                 if let Some(job) = chosen.iter().find(|j| j.name == planned_job.name) {
@@ -455,65 +458,6 @@ async fn auto_cancel_older(state: &AppState, project: &Project, newer: &Pipeline
             logged(state.store.append_audit(entry).await, "append audit");
         }
     }
-}
-
-/// Cuts `plan` down to the jobs named `names` (in plan order, first), each run as if played
-/// when it is manual; `needs` among them stay, needs on others are met (those ran). The jobs
-/// whose artifacts they receive from outside follow as jobs that never run, so the runner
-/// hands their restored artifacts on. Returns those jobs' names.
-fn subset_plan(plan: &mut opsloop_pipeline::plan::Plan, names: &[String]) -> Result<Vec<String>, String> {
-    use opsloop_pipeline::config::When;
-    let mut chosen = Vec::with_capacity(names.len());
-    for name in names {
-        let index = plan
-            .jobs
-            .iter()
-            .position(|j| &j.name == name)
-            .ok_or_else(|| format!("the pipeline file at this commit no longer plans a job `{name}`"))?;
-        chosen.push(index);
-    }
-    chosen.sort_unstable();
-    chosen.dedup();
-    let new_index: HashMap<usize, usize> = chosen.iter().enumerate().map(|(new, old)| (*old, new)).collect();
-    let mut outside: Vec<usize> = Vec::new();
-    let mut jobs = Vec::with_capacity(chosen.len());
-    for old in &chosen {
-        let mut job = plan.jobs[*old].clone();
-        if let Some(needs) = &mut job.needs {
-            needs.retain(|need| new_index.contains_key(&need.job));
-            for need in needs.iter_mut() {
-                need.job = new_index[&need.job];
-            }
-        }
-        job.artifacts_from = job
-            .artifacts_from
-            .iter()
-            .map(|source| match new_index.get(source) {
-                Some(inside) => *inside,
-                None => {
-                    let slot = outside.iter().position(|o| o == source).unwrap_or_else(|| {
-                        outside.push(*source);
-                        outside.len() - 1
-                    });
-                    chosen.len() + slot
-                }
-            })
-            .collect();
-        if job.when == When::Manual {
-            job.when = When::OnSuccess;
-        }
-        jobs.push(job);
-    }
-    let upstream = outside.iter().map(|i| plan.jobs[*i].name.clone()).collect();
-    jobs.extend(outside.iter().map(|i| {
-        let mut source = plan.jobs[*i].clone();
-        source.when = When::Never;
-        source.needs = Some(Vec::new());
-        source.artifacts_from.clear();
-        source
-    }));
-    plan.jobs = jobs;
-    Ok(upstream)
 }
 
 /// Unpacks the stored artifacts of this pipeline's jobs named `upstream` where the runner
