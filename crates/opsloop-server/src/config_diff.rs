@@ -1,9 +1,12 @@
 //! What changed between two configurations, field by field, as people read it:
 //! `env.VERSION: 1.0.0 → 1.1.0`, not `env: [["VERSION","1.0.0"]] → …`. Releases and the
-//! GitOps plan keep their configuration as JSON; this flattens it into dotted fields first.
+//! GitOps plan keep their configuration as JSON; this flattens it into dotted fields, which
+//! the deploy engine's [`desired`](opsloop_deploy::desired) compares, and writes its field
+//! changes for the API.
 
 use std::collections::BTreeMap;
 
+use opsloop_deploy::desired::{self, Fields};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -16,35 +19,23 @@ pub struct FieldChange {
     pub after: Option<String>,
 }
 
-impl std::fmt::Display for FieldChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |side: &Option<String>| side.clone().unwrap_or_else(|| "—".to_owned());
-        write!(f, "{}: {} → {}", self.field, show(&self.before), show(&self.after))
+impl From<desired::FieldChange> for FieldChange {
+    fn from(change: desired::FieldChange) -> Self {
+        let desired::FieldChange { field, before, after } = change;
+        FieldChange { field, before, after }
     }
 }
 
 /// The fields that differ between `before` and `after`, in field order.
 pub fn field_changes(before: &Value, after: &Value) -> Vec<FieldChange> {
-    let (mut old, mut new) = (BTreeMap::new(), BTreeMap::new());
-    flatten("", before, &mut old);
-    flatten("", after, &mut new);
-    let mut fields: Vec<&String> = old.keys().chain(new.keys()).collect();
-    fields.sort();
-    fields.dedup();
-    fields
-        .into_iter()
-        .filter(|field| old.get(*field) != new.get(*field))
-        .map(|field| FieldChange {
-            field: field.clone(),
-            before: old.get(field).cloned(),
-            after: new.get(field).cloned(),
-        })
-        .collect()
+    desired::field_changes(&fields(before), &fields(after)).into_iter().map(FieldChange::from).collect()
 }
 
-/// The changes as one line, `a: 1 → 2; b: x → y`.
-pub fn summary(changes: &[FieldChange]) -> String {
-    changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+/// A configuration as dotted fields.
+pub fn fields(value: &Value) -> Fields {
+    let mut out = BTreeMap::new();
+    flatten("", value, &mut out);
+    out
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -103,7 +94,7 @@ mod tests {
             "command": ["python3", "app.py"], "health": {"http": "/health"}, "memory": null});
         let changes = field_changes(&before, &after);
         assert_eq!(
-            summary(&changes),
+            desired::summary(&desired::field_changes(&fields(&before), &fields(&after))),
             "command: [python3, server.py] → [python3, app.py]; env.VERSION: 1.0.0 → 1.1.0; gone: x → —; replicas: 1 → 2"
         );
         assert_eq!(

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use opsloop_deploy::desired::{self, Action, Declared, Kind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -48,7 +49,7 @@ impl Desired {
             desired.environments.insert(environment.name.clone(), value);
         }
         for route in &manifest.routes {
-            let key = format!("{}@{}", route.service, route.environment);
+            let key = desired::route_key(&route.service, &route.environment);
             desired.routes.insert(key, serde_json::json!({ "host": route.host, "path": route.path }));
         }
         desired
@@ -56,7 +57,7 @@ impl Desired {
 
     /// The route `opsloop.yml` gives a service in an environment, if it names one.
     pub fn route(&self, service: &str, environment: &str) -> Option<(Option<String>, String)> {
-        let value = self.routes.get(&format!("{service}@{environment}"))?;
+        let value = self.routes.get(&desired::route_key(service, environment))?;
         let host = value["host"].as_str().map(str::to_owned);
         Some((host, value["path"].as_str().unwrap_or("/").to_owned()))
     }
@@ -64,19 +65,56 @@ impl Desired {
     fn protected(&self, environment: &str) -> bool {
         self.environments.get(environment).is_some_and(|e| e["protected"].as_bool() == Some(true))
     }
+
+    /// The deploy engine's diff from `before` to this: services, then environments, then
+    /// routes. Stored values compare as JSON, so a configuration recorded by an older
+    /// version reads as changed exactly when it did before.
+    fn changes_since(&self, before: &Desired) -> Vec<Change> {
+        let kinds = [
+            (Kind::Service, &before.services, &self.services),
+            (Kind::Environment, &before.environments, &self.environments),
+            (Kind::Route, &before.routes, &self.routes),
+        ];
+        kinds
+            .into_iter()
+            .flat_map(|(kind, before, after)| {
+                desired::diff(Declared { kind, before, after }, crate::config_diff::fields)
+            })
+            .map(Change::from)
+            .collect()
+    }
 }
 
+/// A change as the API and the pages show it: the engine's change, its fields in the API's
+/// shape, and a `detail` that applying it extends with what was done.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
 pub struct Change {
     /// `service`, `environment` or `route`.
-    pub kind: String,
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub kind: Kind,
     pub name: String,
     /// `create`, `change` or `remove`.
-    pub action: String,
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub action: Action,
     /// What changed (the fields, `env.VERSION: 1.0.0 → 1.1.0; …`), or what applying it does.
     pub detail: String,
     /// The fields that changed, one by one (empty for a creation or removal).
     pub fields: Vec<crate::config_diff::FieldChange>,
+}
+
+impl From<desired::Change> for Change {
+    fn from(change: desired::Change) -> Self {
+        let detail = change.summary();
+        let desired::Change { kind, name, action, fields } = change;
+        Change { kind, name, action, detail, fields: fields.into_iter().map(Into::into).collect() }
+    }
+}
+
+/// The engine's kinds and actions are written as their names (`service`, `create`).
+fn as_text<S: serde::Serializer>(value: &impl std::fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -86,46 +124,6 @@ pub struct Plan {
     /// The commit applied last, if any.
     pub applied_commit: Option<String>,
     pub changes: Vec<Change>,
-}
-
-fn diff(
-    kind: &str,
-    before: &BTreeMap<String, serde_json::Value>,
-    after: &BTreeMap<String, serde_json::Value>,
-) -> Vec<Change> {
-    let mut changes = Vec::new();
-    for (name, value) in after {
-        match before.get(name) {
-            None => changes.push(Change {
-                kind: kind.to_owned(),
-                name: name.clone(),
-                action: "create".to_owned(),
-                detail: String::new(),
-                fields: Vec::new(),
-            }),
-            Some(old) if old != value => {
-                let fields = crate::config_diff::field_changes(old, value);
-                changes.push(Change {
-                    kind: kind.to_owned(),
-                    name: name.clone(),
-                    action: "change".to_owned(),
-                    detail: crate::config_diff::summary(&fields),
-                    fields,
-                });
-            }
-            Some(_) => {}
-        }
-    }
-    for name in before.keys().filter(|name| !after.contains_key(*name)) {
-        changes.push(Change {
-            kind: kind.to_owned(),
-            name: name.clone(),
-            action: "remove".to_owned(),
-            detail: String::new(),
-            fields: Vec::new(),
-        });
-    }
-    changes
 }
 
 async fn applied(state: &AppState, project: &Project) -> Result<Option<(String, Desired)>, ApiError> {
@@ -151,9 +149,7 @@ pub async fn plan(state: &AppState, project: &Project, commit: Option<&str>) -> 
         Some((commit, before)) => (Some(commit), before),
         None => (None, Desired::default()),
     };
-    let mut changes = diff("service", &before.services, &desired.services);
-    changes.extend(diff("environment", &before.environments, &desired.environments));
-    changes.extend(diff("route", &before.routes, &desired.routes));
+    let changes = desired.changes_since(&before);
     Ok((Plan { commit: head.sha, applied_commit, changes }, desired))
 }
 
@@ -181,8 +177,8 @@ pub async fn apply(
         }
     }
     for change in &mut plan.changes {
-        match (change.kind.as_str(), change.action.as_str()) {
-            ("route", "create" | "change") => {
+        match (change.kind, change.action) {
+            (Kind::Route, Action::Create | Action::Change) => {
                 let Some((service, environment)) = change.name.split_once('@') else { continue };
                 if let Some((host, path)) = desired.route(service, environment)
                     && deploy::move_route(state, project, environment, service, host, path).await
@@ -190,7 +186,7 @@ pub async fn apply(
                     change.detail = format!("{} (what serves moved to it)", change.detail).trim().to_owned();
                 }
             }
-            ("service", "change") => {
+            (Kind::Service, Action::Change) => {
                 let mut done = Vec::new();
                 for entry in serving.iter().filter(|s| {
                     s.service == change.name && !removed.contains(&(s.environment.clone(), s.service.clone()))
@@ -216,13 +212,13 @@ pub async fn apply(
                     change.detail = format!("{}; redeployed: {}", change.detail, done.join(", "));
                 }
             }
-            (_, "remove") => {
+            (_, Action::Remove) => {
                 let stopped: Vec<String> = removed
                     .iter()
-                    .filter(|(environment, service)| match change.kind.as_str() {
-                        "service" => *service == change.name,
-                        "environment" => *environment == change.name,
-                        _ => false,
+                    .filter(|(environment, service)| match change.kind {
+                        Kind::Service => *service == change.name,
+                        Kind::Environment => *environment == change.name,
+                        Kind::Route => false,
                     })
                     .map(|(environment, service)| format!("{service} in {environment}"))
                     .collect();
@@ -253,5 +249,41 @@ pub async fn apply_after_pipeline(state: &AppState, project: &Project, commit: &
             tracing::debug!(project = %project.name, error = %error.message, "no opsloop.yml to apply");
         }
         Err(error) => tracing::warn!(project = %project.name, error = %error.message, "could not apply opsloop.yml"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The API and the CLI read plans as they always did: kinds and actions by name, the
+    /// detail from the changed fields.
+    #[test]
+    fn a_plan_is_written_as_before() {
+        let before = Desired {
+            services: BTreeMap::from([
+                ("web".to_owned(), json!({"env": [["VERSION", "1.0.0"]], "replicas": 1})),
+                ("old".to_owned(), json!({"replicas": 1})),
+            ]),
+            environments: BTreeMap::from([("staging".to_owned(), json!({"protected": false}))]),
+            routes: BTreeMap::new(),
+        };
+        let after = Desired {
+            services: BTreeMap::from([("web".to_owned(), json!({"env": [["VERSION", "1.1.0"]], "replicas": 1}))]),
+            environments: before.environments.clone(),
+            routes: BTreeMap::from([("web@staging".to_owned(), json!({"host": null, "path": "/"}))]),
+        };
+        let changes = serde_json::to_value(after.changes_since(&before)).unwrap_or_default();
+        assert_eq!(
+            changes,
+            json!([
+                {"kind": "service", "name": "web", "action": "change", "detail": "env.VERSION: 1.0.0 → 1.1.0",
+                 "fields": [{"field": "env.VERSION", "before": "1.0.0", "after": "1.1.0"}]},
+                {"kind": "service", "name": "old", "action": "remove", "detail": "", "fields": []},
+                {"kind": "route", "name": "web@staging", "action": "create", "detail": "", "fields": []},
+            ])
+        );
+        assert_eq!(after.route("web", "staging"), Some((None, "/".to_owned())));
     }
 }
