@@ -200,7 +200,7 @@ impl RemoteExecutor for AgentExecutor {
                 }
             }
             let ciphertext = match serde_json::to_string(&job.spec).map_err(|e| e.to_string()).and_then(|json| {
-                let vault = this.state.vault().map_err(|e| e.message)?;
+                let vault = this.state.vault().map_err(|e| e.to_string())?;
                 vault.encrypt(&json, &spec_context(job_id)).map_err(|e| e.to_string())
             }) {
                 Ok(ciphertext) => ciphertext,

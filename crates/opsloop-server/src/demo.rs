@@ -118,6 +118,6 @@ pub async fn run_first_pipeline(state: &crate::state::AppState) {
     if none_yet
         && let Err(error) = crate::ci::trigger(state, &project, "main", None, "web", Vec::new(), Actor::SYSTEM).await
     {
-        tracing::warn!(error = %error.message, "could not start the demo pipeline");
+        tracing::warn!(%error, "could not start the demo pipeline");
     }
 }

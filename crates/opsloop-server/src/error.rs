@@ -88,6 +88,70 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::state::Unavailable> for ApiError {
+    fn from(error: crate::state::Unavailable) -> Self {
+        tracing::error!(%error, "a part of the server is not available");
+        ApiError::internal()
+    }
+}
+
+impl From<crate::deploy::DeployError> for ApiError {
+    fn from(error: crate::deploy::DeployError) -> Self {
+        use crate::deploy::DeployError;
+        match error {
+            DeployError::Invalid(message) => ApiError::invalid(message),
+            DeployError::Forbidden(message) => ApiError::forbidden(message),
+            DeployError::NotFound { what } => ApiError::not_found(what),
+            DeployError::ReleaseUnavailable(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "release_unavailable", message)
+            }
+            DeployError::Frozen(message) => ApiError::new(StatusCode::CONFLICT, "frozen", message),
+            DeployError::NotWaiting(message) => ApiError::new(StatusCode::CONFLICT, "not_waiting", message),
+            DeployError::Store(error) => error.into(),
+            DeployError::Unavailable(error) => error.into(),
+            DeployError::OnStop(error) => error.into(),
+            DeployError::Internal(message) => {
+                tracing::error!(error = %message, "a deployment failed inside opsloop");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<crate::ci::CiError> for ApiError {
+    fn from(error: crate::ci::CiError) -> Self {
+        use crate::ci::CiError;
+        match error {
+            CiError::NotFound { what } => ApiError::not_found(what),
+            CiError::WrongStatus(message) => ApiError::new(StatusCode::CONFLICT, "wrong_status", message),
+            CiError::PipelineRunning(message) => ApiError::new(StatusCode::CONFLICT, "pipeline_running", message),
+            CiError::Store(error) => error.into(),
+            CiError::Unavailable(error) => error.into(),
+            CiError::Internal(message) => {
+                tracing::error!(error = %message, "a pipeline request failed inside opsloop");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<crate::accounts::AccountError> for ApiError {
+    fn from(error: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError;
+        match error {
+            AccountError::Invalid(message) => ApiError::invalid(message),
+            AccountError::Forbidden(message) => ApiError::forbidden(message),
+            AccountError::Name(error) => error.into(),
+            AccountError::WeakPassword(error) => error.into(),
+            AccountError::Store(error) => error.into(),
+            AccountError::Credentials(error) => {
+                tracing::error!(%error, "credential generation failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
 impl From<crate::views::InvalidField> for ApiError {
     fn from(error: crate::views::InvalidField) -> Self {
         ApiError::invalid(error.to_string())

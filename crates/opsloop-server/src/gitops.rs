@@ -16,8 +16,8 @@ use opsloop_deploy::desired::{self, Action, Declared, Kind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::deploy::DeployError;
 use crate::deploy::{self, DeployRequest, ReleaseConfig};
-use crate::error::ApiError;
 use crate::state::AppState;
 use opsloop_store::{Actor, Project};
 
@@ -126,7 +126,7 @@ pub struct Plan {
     pub changes: Vec<Change>,
 }
 
-async fn applied(state: &AppState, project: &Project) -> Result<Option<(String, Desired)>, ApiError> {
+async fn applied(state: &AppState, project: &Project) -> Result<Option<(String, Desired)>, DeployError> {
     Ok(state
         .store
         .applied_manifest(project.id)
@@ -141,7 +141,7 @@ pub async fn applied_desired(state: &AppState, project_id: i64) -> Option<Desire
 }
 
 /// The plan from what was applied to the default branch's head (or to `commit` on it).
-pub async fn plan(state: &AppState, project: &Project, commit: Option<&str>) -> Result<(Plan, Desired), ApiError> {
+pub async fn plan(state: &AppState, project: &Project, commit: Option<&str>) -> Result<(Plan, Desired), DeployError> {
     let head = deploy::checkout(state, project, commit.unwrap_or(&project.default_branch)).await?;
     let _ = tokio::fs::remove_dir_all(&head.dir).await;
     let desired = Desired::of(&head.manifest);
@@ -160,7 +160,7 @@ pub async fn apply(
     project: &Project,
     commit: Option<&str>,
     actor: Actor<'_>,
-) -> Result<Plan, ApiError> {
+) -> Result<Plan, DeployError> {
     let (mut plan, desired) = plan(state, project, commit).await?;
     let serving = state.store.serving_releases(Some(project.id)).await?;
     let removed: Vec<(String, String)> = serving
@@ -169,11 +169,12 @@ pub async fn apply(
         .map(|s| (s.environment.clone(), s.service.clone()))
         .collect();
     // Recorded first: deployments started below take their routes from it.
-    let json = serde_json::to_string(&desired).map_err(|_| ApiError::internal())?;
+    let json = serde_json::to_string(&desired)
+        .map_err(|e| DeployError::Internal(format!("cannot encode the desired state: {e}")))?;
     state.store.apply_manifest(project, &plan.commit, &json, actor).await?;
     for (environment, service) in &removed {
         if let Err(error) = deploy::stop_service(state, project, environment, service, actor).await {
-            tracing::warn!(project = %project.name, environment, service, error = %error.message, "could not stop a removed service");
+            tracing::warn!(project = %project.name, environment, service, %error, "could not stop a removed service");
         }
     }
     for change in &mut plan.changes {
@@ -205,7 +206,7 @@ pub async fn apply(
                     };
                     match deploy::request(state, project, opsloop_core::Role::Developer, request, actor).await {
                         Ok(deployment) => done.push(format!("{}: deployment #{}", entry.environment, deployment.id)),
-                        Err(error) => done.push(format!("{}: {}", entry.environment, error.message)),
+                        Err(error) => done.push(format!("{}: {}", entry.environment, error)),
                     }
                 }
                 if !done.is_empty() {
@@ -245,10 +246,10 @@ pub async fn apply_after_pipeline(state: &AppState, project: &Project, commit: &
                     action = %change.action, detail = %change.detail, "applied opsloop.yml");
             }
         }
-        Err(error) if error.code == "release_unavailable" => {
-            tracing::debug!(project = %project.name, error = %error.message, "no opsloop.yml to apply");
+        Err(DeployError::ReleaseUnavailable(message)) => {
+            tracing::debug!(project = %project.name, error = %message, "no opsloop.yml to apply");
         }
-        Err(error) => tracing::warn!(project = %project.name, error = %error.message, "could not apply opsloop.yml"),
+        Err(error) => tracing::warn!(project = %project.name, %error, "could not apply opsloop.yml"),
     }
 }
 

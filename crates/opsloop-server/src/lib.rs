@@ -188,7 +188,7 @@ pub async fn serve(config: ServerConfig, on_ready: impl FnOnce(&StartupReport)) 
         tracing::warn!(pipelines = interrupted, "failed the pipelines an earlier run left unfinished");
     }
     let initial_admin_password =
-        accounts::bootstrap_admin(&store).await.map_err(|error| ServerError::Setup(error.message))?;
+        accounts::bootstrap_admin(&store).await.map_err(|error| ServerError::Setup(error.to_string()))?;
     if config.demo {
         demo::register(&store, &config.data_dir).await?;
     }

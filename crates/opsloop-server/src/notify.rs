@@ -262,7 +262,7 @@ async fn deliver(state: &AppState, http: &reqwest::Client, delivery: Delivery) {
     };
     let secret = state
         .vault()
-        .map_err(|e| e.message)
+        .map_err(|e| e.to_string())
         .and_then(|vault| vault.decrypt(&hook.secret, &secret_context(hook.project_id)).map_err(|e| e.to_string()));
     let allowed =
         if state.config.notifications.allow_private_targets { Ok(()) } else { public_target(&hook.url).await };

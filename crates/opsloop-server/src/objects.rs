@@ -132,7 +132,7 @@ pub async fn sweep_expired(state: &crate::state::AppState) -> Result<usize, Swee
     if keys.is_empty() {
         return Ok(0);
     }
-    let objects = state.objects().map_err(|error| SweepError::ObjectStore(error.message))?;
+    let objects = state.objects().map_err(|error| SweepError::ObjectStore(error.to_string()))?;
     for key in &keys {
         if let Err(error) = objects.delete(key).await {
             // The record is gone, so nothing points at it any more; it is only disk space.

@@ -106,7 +106,7 @@ async fn poll(state: &AppState, project: &Project, first_poll: bool) -> usize {
         match crate::ci::trigger(state, project, &git_ref, Some(&sha), "push", Vec::new(), actor).await {
             Ok(_) => started += 1,
             Err(error) => {
-                tracing::warn!(project = %project.name, %git_ref, error = %error.message, "polled pipeline did not start")
+                tracing::warn!(project = %project.name, %git_ref, %error, "polled pipeline did not start")
             }
         }
     }

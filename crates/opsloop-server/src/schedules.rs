@@ -89,7 +89,7 @@ pub async fn run_due(state: &AppState) -> usize {
                 started += 1;
             }
             Err(error) => {
-                tracing::warn!(schedule = schedule.id, error = %error.message, "scheduled pipeline did not start")
+                tracing::warn!(schedule = schedule.id, %error, "scheduled pipeline did not start")
             }
         }
     }

@@ -17,6 +17,16 @@ use crate::routes::RouteSpec;
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// A part of the server that could not be opened; each use reports it again (in the log, as
+/// an internal error to the caller), and the server keeps serving what does not need it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    #[error("the artifact store is not available: {0}")]
+    Objects(String),
+    #[error("the secrets vault is not available: {0}")]
+    Vault(String),
+}
+
 pub struct Inner {
     pub store: Store,
     pub config: ServerConfig,
@@ -52,25 +62,19 @@ impl std::ops::Deref for AppState {
 
 impl Inner {
     /// The artifact store; an error when it cannot be opened (a bad S3 setting, say).
-    pub fn objects(&self) -> Result<&crate::objects::ObjectStorage, crate::error::ApiError> {
+    pub fn objects(&self) -> Result<&crate::objects::ObjectStorage, Unavailable> {
         self.objects
             .get_or_init(|| crate::objects::ObjectStorage::open(&self.config).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|error| {
-                tracing::error!(%error, "the artifact store is not available");
-                crate::error::ApiError::internal()
-            })
+            .map_err(|error| Unavailable::Objects(error.clone()))
     }
 
     /// The vault for stored secrets; an error when its key cannot be read or made.
-    pub fn vault(&self) -> Result<&opsloop_secure::Vault, crate::error::ApiError> {
+    pub fn vault(&self) -> Result<&opsloop_secure::Vault, Unavailable> {
         self.vault
             .get_or_init(|| opsloop_secure::Vault::open(&self.config.data_dir).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|error| {
-                tracing::error!(%error, "the secrets vault is not available");
-                crate::error::ApiError::internal()
-            })
+            .map_err(|error| Unavailable::Vault(error.clone()))
     }
 }
 

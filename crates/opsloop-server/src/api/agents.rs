@@ -159,6 +159,7 @@ pub async fn request_job(
             };
             let spec = state
                 .vault()
+                .map_err(ApiError::from)
                 .and_then(|vault| {
                     vault.decrypt(&claimed.spec, &spec_context(claimed.job_id)).map_err(|_| ApiError::internal())
                 })

@@ -425,31 +425,8 @@ pub async fn run_again(
     play: bool,
 ) -> Result<JobView, ApiError> {
     let (job, pipeline) = job_in_project(state, context, job_id).await?;
-    let (from, action): (&[JobStatus], &str) = if play {
-        (&[JobStatus::Manual], "job.play")
-    } else {
-        (&[JobStatus::Success, JobStatus::Warning, JobStatus::Failed, JobStatus::Canceled], "job.retry")
-    };
-    if !from.contains(&job.status) {
-        let what = if play { "only a manual job can be played" } else { "only a finished job can be retried" };
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "wrong_status",
-            format!("{what}; job {} is {}", job.id, job.status),
-        ));
-    }
-    if !state.store.reopen_job(job.id, pipeline.id, from, principal.actor(), action).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "pipeline_running",
-            format!("pipeline #{} is {}; wait for it to finish", pipeline.id, pipeline.status),
-        ));
-    }
-    let mut reopened = job.clone();
-    reopened.status = JobStatus::Pending;
-    reopened.exit_code = None;
-    crate::ci::spawn_job_run(state, &context.project, &pipeline, reopened.clone(), &principal.user.username);
-    Ok(job_view(reopened))
+    let again = if play { crate::ci::Again::Play } else { crate::ci::Again::Retry };
+    Ok(job_view(crate::ci::run_again(state, principal, &context.project, job, &pipeline, again).await?))
 }
 
 /// Run a finished job again (its pipeline must be finished too).

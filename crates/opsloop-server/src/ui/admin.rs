@@ -110,7 +110,10 @@ pub async fn create_user(
         Ok((user, password)) => {
             render_users(&state, &principal, None, Some((&user.username, password.as_deref())), None).await
         }
-        Err(error) => render_users(&state, &principal, None, None, Some((error.status, &error.message))).await,
+        Err(error) => {
+            let error = crate::error::ApiError::from(error);
+            render_users(&state, &principal, None, None, Some((error.status, &error.message))).await
+        }
     }
 }
 

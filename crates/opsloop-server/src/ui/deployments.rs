@@ -75,7 +75,7 @@ pub async fn stop_form(
     }
     match deploy::stop_environment(&state, &principal, &context, &path.environment, service).await {
         Ok(_) => Redirect::to(&format!("/projects/{}/environments", context.project.name)).into_response(),
-        Err(error) => render_environments(&state, &principal, &context, Some(&error.message)).await,
+        Err(error) => render_environments(&state, &principal, &context, Some(&error.to_string())).await,
     }
 }
 
@@ -347,7 +347,7 @@ pub async fn deploy_form(
         Ok(deployment) => {
             Redirect::to(&format!("/projects/{}/deployments/{}", context.project.name, deployment.id)).into_response()
         }
-        Err(error) => render_environments(&state, &principal, &context, Some(&error.message)).await,
+        Err(error) => render_environments(&state, &principal, &context, Some(&error.to_string())).await,
     }
 }
 
@@ -372,7 +372,7 @@ pub async fn rollback_form(
         Ok(deployment) => {
             Redirect::to(&format!("/projects/{}/deployments/{}", context.project.name, deployment.id)).into_response()
         }
-        Err(error) => render_environments(&state, &principal, &context, Some(&error.message)).await,
+        Err(error) => render_environments(&state, &principal, &context, Some(&error.to_string())).await,
     }
 }
 

@@ -192,7 +192,10 @@ pub async fn run(
         Ok(pipeline) => {
             Redirect::to(&format!("/projects/{}/pipelines/{}", context.project.name, pipeline.id)).into_response()
         }
-        Err(error) => render_list(&state, &principal, &context, Some((error.status, &error.message))).await,
+        Err(error) => {
+            let error = ApiError::from(error);
+            render_list(&state, &principal, &context, Some((error.status, &error.message))).await
+        }
     }
 }
 

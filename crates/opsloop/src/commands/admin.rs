@@ -70,7 +70,7 @@ async fn user(store: &Store, command: AdminUserCommand) -> anyhow::Result<ExitCo
             let (user, generated) =
                 opsloop_server::accounts::create_user(store, &username, password.as_deref(), admin, CLI_ACTOR)
                     .await
-                    .map_err(|e| anyhow!(e.message))?;
+                    .map_err(|e| anyhow!(e.to_string()))?;
             if json {
                 output::json(&UserOut { username: user.username, admin: user.is_admin, password: generated })?;
             } else if let Some(password) = generated {
@@ -127,7 +127,7 @@ async fn token(store: &Store, command: AdminTokenCommand) -> anyhow::Result<Exit
         .ok_or_else(|| anyhow!("no user `{user}`; create it with `opsloop admin user create {user}`"))?;
     let (secret, token) = opsloop_server::accounts::issue_token(store, &owner, &name, role, expires_in_days, CLI_ACTOR)
         .await
-        .map_err(|e| anyhow!(e.message))?;
+        .map_err(|e| anyhow!(e.to_string()))?;
     if json {
         output::json(&TokenOut {
             token: secret,
