@@ -152,6 +152,23 @@ impl From<crate::accounts::AccountError> for ApiError {
     }
 }
 
+impl From<crate::agents::AgentError> for ApiError {
+    fn from(error: crate::agents::AgentError) -> Self {
+        use crate::agents::AgentError;
+        match error {
+            AgentError::Invalid(message) => ApiError::invalid(message),
+            AgentError::Gone => ApiError::new(StatusCode::GONE, "job_gone", AgentError::Gone.to_string()),
+            AgentError::NotFound { what } => ApiError::not_found(what),
+            AgentError::Store(error) => error.into(),
+            AgentError::Unavailable(error) => error.into(),
+            AgentError::Internal(message) => {
+                tracing::error!(error = %message, "an agent request failed inside opsloop");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
 impl From<crate::views::InvalidField> for ApiError {
     fn from(error: crate::views::InvalidField) -> Self {
         ApiError::invalid(error.to_string())

@@ -7,7 +7,7 @@
 //! end. Every job route checks that the job is running on the calling agent: anything else is
 //! 410 Gone, which tells the agent to drop the job.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
@@ -20,7 +20,8 @@ use opsloop_store::Agent;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::agents::{AGENT_TOKEN_PREFIX, AgentMessage, Waiter, spec_context};
+use crate::agents::AGENT_TOKEN_PREFIX;
+use crate::agents::service::{self, MAX_WAIT_SECONDS};
 use crate::auth::Principal;
 use crate::auth::credentials::digest;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
@@ -36,20 +37,8 @@ pub async fn resolve_agent(state: &AppState, headers: &HeaderMap) -> Result<Opti
     Ok(state.store.agent_by_token(&digest(token)).await?)
 }
 
-/// Longest an agent's request for work is held open.
-const MAX_WAIT_SECONDS: u64 = 20;
 /// Largest artifact archive an agent may upload.
 pub const MAX_ARTIFACT_BYTES: usize = 512 * 1024 * 1024;
-const MAX_TAGS: usize = 50;
-
-fn gone() -> ApiError {
-    ApiError::new(StatusCode::GONE, "job_gone", "this job is no longer running on this agent; drop it")
-}
-
-/// How often agents must heartbeat: four times per timeout.
-fn heartbeat_seconds(state: &AppState) -> u64 {
-    (state.config.ci.agent_timeout_seconds / 4).max(1)
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -78,10 +67,6 @@ pub struct Registered {
     pub heartbeat_seconds: u64,
 }
 
-fn valid_tag(tag: &str) -> bool {
-    (1..=64).contains(&tag.len()) && tag.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-}
-
 /// An agent says which tags it has and how many jobs it runs at once.
 #[utoipa::path(post, path = "/api/v1/agent/register", tag = "agents", request_body = Registration,
     responses((status = 200, body = Registered), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -90,29 +75,14 @@ pub async fn register(
     Extension(agent): Extension<Agent>,
     ApiJson(input): ApiJson<Registration>,
 ) -> Result<ApiJson<Registered>, ApiError> {
-    if input.tags.len() > MAX_TAGS {
-        return Err(ApiError::invalid(format!("an agent has at most {MAX_TAGS} tags")));
-    }
-    if let Some(bad) = input.tags.iter().find(|t| !valid_tag(t)) {
-        return Err(ApiError::invalid(format!(
-            "tag `{bad}` is not allowed: use 1 to 64 letters, digits, `-`, `_`, `.`, `:` or `/`"
-        )));
-    }
-    if !(1..=256).contains(&input.concurrency) {
-        return Err(ApiError::invalid("concurrency must be between 1 and 256"));
-    }
-    if input.version.len() > 100 || input.hostname.len() > 255 {
-        return Err(ApiError::invalid("version or hostname is too long"));
-    }
-    state
-        .store
-        .register_agent(agent.id, &input.tags, i64::from(input.concurrency), &input.version, &input.hostname)
-        .await?;
-    let mut tags = input.tags;
-    tags.sort();
-    tags.dedup();
-    tracing::info!(agent = %agent.name, tags = %tags.join(","), "agent registered");
-    Ok(ApiJson(Registered { name: agent.name, tags, heartbeat_seconds: heartbeat_seconds(&state) }))
+    let registration = service::Registration {
+        tags: input.tags,
+        concurrency: input.concurrency,
+        version: input.version,
+        hostname: input.hostname,
+    };
+    let tags = service::register(&state, &agent, registration).await?;
+    Ok(ApiJson(Registered { name: agent.name, tags, heartbeat_seconds: service::heartbeat_seconds(&state) }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -143,58 +113,17 @@ pub async fn request_job(
     Extension(agent): Extension<Agent>,
     ApiQuery(query): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let wait = Duration::from_secs(query.wait_seconds.unwrap_or(MAX_WAIT_SECONDS).min(MAX_WAIT_SECONDS));
-    let deadline = Instant::now() + wait;
-    state.store.agent_seen(agent.id).await?;
-    loop {
-        // Listen before looking, so a job queued in between still wakes this request.
-        let queued = state.ci.agent_hub.queued.notified();
-        tokio::pin!(queued);
-        queued.as_mut().enable();
-        if let Some(claimed) = state.store.claim_agent_job(agent.id, &agent.tags).await? {
-            let Some(waiter) = state.ci.agent_hub.waiter(claimed.job_id) else {
-                // Nobody here waits for it (its pipeline ended): it is no one's job.
-                state.store.finish_agent_job(claimed.job_id, agent.id).await?;
-                continue;
-            };
-            let spec = state
-                .vault()
-                .map_err(ApiError::from)
-                .and_then(|vault| {
-                    vault.decrypt(&claimed.spec, &spec_context(claimed.job_id)).map_err(|_| ApiError::internal())
-                })
-                .and_then(|json| serde_json::from_str::<JobSpec>(&json).map_err(|_| ApiError::internal()));
-            let Ok(spec) = spec else {
-                tracing::error!(job = claimed.job_id, "a queued job's spec could not be read");
-                state.store.finish_agent_job(claimed.job_id, agent.id).await?;
-                let _ = waiter.messages.send(AgentMessage::Lost("the job's spec could not be read".to_owned()));
-                continue;
-            };
-            tracing::info!(agent = %agent.name, job = claimed.job_id, "agent took a job");
-            let assigned = AssignedJob {
-                job_id: claimed.job_id,
-                attempt: claimed.attempt,
-                heartbeat_seconds: heartbeat_seconds(&state),
-                spec,
-            };
-            return Ok(ApiJson(assigned).into_response());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || tokio::time::timeout(left, queued).await.is_err() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-    }
-}
-
-/// The job's waiter, if the job runs on this agent now; whether it should be canceled.
-async fn running_here(
-    state: &AppState,
-    agent: &Agent,
-    job_id: i64,
-) -> Result<(std::sync::Arc<Waiter>, bool), ApiError> {
-    let cancel = state.store.agent_job_heartbeat(job_id, agent.id).await?.ok_or_else(gone)?;
-    let waiter = state.ci.agent_hub.waiter(job_id).ok_or_else(gone)?;
-    Ok((waiter, cancel))
+    let wait = Duration::from_secs(query.wait_seconds.unwrap_or(MAX_WAIT_SECONDS));
+    Ok(match service::claim(&state, &agent, wait).await? {
+        Some(claimed) => ApiJson(AssignedJob {
+            job_id: claimed.job_id,
+            attempt: claimed.attempt,
+            heartbeat_seconds: service::heartbeat_seconds(&state),
+            spec: claimed.spec,
+        })
+        .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 fn tar_response(bytes: Vec<u8>) -> Response {
@@ -209,11 +138,7 @@ pub async fn source(
     Extension(agent): Extension<Agent>,
     ApiPath(job_id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
-    let (waiter, _) = running_here(&state, &agent, job_id).await?;
-    let archive = waiter.source.archive().await.map_err(|error| {
-        tracing::error!(job = job_id, %error, "could not pack the pipeline's source");
-        ApiError::internal()
-    })?;
+    let archive = service::source(&state, &agent, job_id).await?;
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from(archive)).into_response())
 }
 
@@ -226,16 +151,7 @@ pub async fn upstream(
     Extension(agent): Extension<Agent>,
     ApiPath((job_id, position)): ApiPath<(i64, usize)>,
 ) -> Result<Response, ApiError> {
-    let (waiter, _) = running_here(&state, &agent, job_id).await?;
-    let dir = waiter.upstream.get(position).cloned().ok_or_else(|| ApiError::not_found("upstream job"))?;
-    let packed = tokio::task::spawn_blocking(move || opsloop_runner::transfer::pack_tree(&dir))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|error| {
-            tracing::error!(job = job_id, %error, "could not pack upstream artifacts");
-            ApiError::internal()
-        })?;
-    Ok(tar_response(packed))
+    Ok(tar_response(service::upstream(&state, &agent, job_id, position).await?))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -252,8 +168,6 @@ pub struct HeartbeatAnswer {
     pub cancel: bool,
 }
 
-const MAX_EVENTS_PER_BATCH: usize = 100_000;
-
 /// The job's events since the last post; also the job's heartbeat.
 #[utoipa::path(post, path = "/api/v1/agent/jobs/{job}/events", tag = "agents", params(("job" = i64, Path)),
     request_body = EventBatch,
@@ -264,26 +178,7 @@ pub async fn events(
     ApiPath(job_id): ApiPath<i64>,
     ApiJson(batch): ApiJson<EventBatch>,
 ) -> Result<ApiJson<HeartbeatAnswer>, ApiError> {
-    if batch.events.len() > MAX_EVENTS_PER_BATCH {
-        return Err(ApiError::invalid(format!("at most {MAX_EVENTS_PER_BATCH} events per post")));
-    }
-    let (waiter, cancel) = running_here(&state, &agent, job_id).await?;
-    // A busy agent is online too (its long polls are rare then); recorded at most every 10 s.
-    if state.store.now_ms() - agent.last_seen_at > 10_000 {
-        state.store.agent_seen(agent.id).await?;
-    }
-    for event in batch.events {
-        let event = match event {
-            Event::JobStarted { job, name, executor } => {
-                Event::JobStarted { job, name, executor: format!("agent {} ({executor})", agent.name) }
-            }
-            other => other,
-        };
-        if waiter.messages.send(AgentMessage::Event(event)).is_err() {
-            return Err(gone());
-        }
-    }
-    Ok(ApiJson(HeartbeatAnswer { cancel }))
+    Ok(ApiJson(HeartbeatAnswer { cancel: service::report(&state, &agent, job_id, batch.events).await? }))
 }
 
 /// The job's artifacts as a tar archive (files and directories only). Replaces earlier ones.
@@ -296,18 +191,10 @@ pub async fn upload_artifacts(
     ApiPath(job_id): ApiPath<i64>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let (waiter, _) = running_here(&state, &agent, job_id).await?;
+    // Checked before a long upload is read, and again (by the service) after.
+    service::running_here(&state, &agent, job_id).await?;
     let archive = read_limited(body).await?;
-    // Still this agent's job after the upload (not lost and queued again meanwhile).
-    running_here(&state, &agent, job_id).await?;
-    let target = waiter.artifacts_dir.clone();
-    tokio::task::spawn_blocking(move || {
-        let _ = std::fs::remove_dir_all(&target);
-        opsloop_runner::transfer::unpack(archive.as_slice(), &target)
-    })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .map_err(|error| ApiError::invalid(format!("the artifact archive was refused: {error}")))?;
+    service::store_artifacts(&state, &agent, job_id, archive).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -326,13 +213,7 @@ pub async fn fetch_cache(
     Extension(agent): Extension<Agent>,
     ApiPath(path): ApiPath<CachePath>,
 ) -> Result<Response, ApiError> {
-    let (waiter, _) = running_here(&state, &agent, path.job).await?;
-    let key = crate::objects::cache_key(waiter.project_id, waiter.protected, &path.key);
-    let archive = state.objects()?.get_if_any(&key).await.map_err(|error| {
-        tracing::error!(%error, "could not read a cache");
-        ApiError::internal()
-    })?;
-    match archive {
+    match service::fetch_cache(&state, &agent, path.job, &path.key).await? {
         Some(archive) => Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from(archive)).into_response()),
         None => Err(ApiError::not_found("cache")),
     }
@@ -349,33 +230,10 @@ pub async fn store_cache(
     ApiPath(path): ApiPath<CachePath>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let (waiter, _) = running_here(&state, &agent, path.job).await?;
+    service::running_here(&state, &agent, path.job).await?;
     let archive = read_limited(body).await?;
-    running_here(&state, &agent, path.job).await?;
-    // Only a well-formed archive is kept, so a later fetch never unpacks garbage.
-    let checked = archive.clone();
-    let scratch = tempfile_dir(&state)?;
-    let target = scratch.clone();
-    tokio::task::spawn_blocking(move || {
-        let unpacked = opsloop_runner::transfer::unpack(checked.as_slice(), &target);
-        let _ = std::fs::remove_dir_all(&target);
-        unpacked
-    })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .map_err(|error| ApiError::invalid(format!("the cache archive was refused: {error}")))?;
-    let key = crate::objects::cache_key(waiter.project_id, waiter.protected, &path.key);
-    state.objects()?.put(&key, archive).await.map_err(|error| {
-        tracing::error!(%error, "could not store a cache");
-        ApiError::internal()
-    })?;
+    service::store_cache(&state, &agent, path.job, &path.key, archive).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A fresh scratch directory under the data directory.
-fn tempfile_dir(state: &AppState) -> Result<std::path::PathBuf, ApiError> {
-    let name = crate::auth::credentials::new_secret().map_err(|_| ApiError::internal())?;
-    Ok(state.config.data_dir.join("scratch").join(name))
 }
 
 /// Reads a request body up to [`MAX_ARTIFACT_BYTES`].
@@ -416,14 +274,7 @@ pub async fn finish(
     ApiPath(job_id): ApiPath<i64>,
     ApiJson(end): ApiJson<JobEnd>,
 ) -> Result<StatusCode, ApiError> {
-    if matches!(end.outcome.status, opsloop_runner::JobStatus::Manual | opsloop_runner::JobStatus::Skipped) {
-        return Err(ApiError::invalid("a job that ran cannot end as manual or skipped"));
-    }
-    let waiter = state.ci.agent_hub.waiter(job_id).ok_or_else(gone)?;
-    if !state.store.finish_agent_job(job_id, agent.id).await? {
-        return Err(gone());
-    }
-    let _ = waiter.messages.send(AgentMessage::Finished { outcome: end.outcome, dotenv: end.dotenv });
+    service::finish(&state, &agent, job_id, end.outcome, end.dotenv).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -491,21 +342,8 @@ pub async fn list(State(state): State<AppState>) -> Result<ApiJson<Vec<AgentView
     Ok(ApiJson(state.store.list_agents().await?.into_iter().map(|a| AgentView::new(a, now)).collect()))
 }
 
-/// Creates an agent and its token (`olpa_…`), which is stored only as a digest.
-pub async fn issue_agent_token(
-    store: &opsloop_store::Store,
-    name: &str,
-    actor: opsloop_store::Actor<'_>,
-) -> Result<(String, Agent), ApiError> {
-    opsloop_core::validate_name("agent", name).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let token =
-        format!("{AGENT_TOKEN_PREFIX}{}", crate::auth::credentials::new_secret().map_err(|_| ApiError::internal())?);
-    let agent = store.create_agent(name, &digest(&token), actor).await?;
-    Ok((token, agent))
-}
-
 pub async fn create_agent(state: &AppState, principal: &Principal, name: &str) -> Result<CreatedAgent, ApiError> {
-    let (token, agent) = issue_agent_token(&state.store, name, principal.actor()).await?;
+    let (token, agent) = service::issue_agent_token(&state.store, name, principal.actor()).await?;
     Ok(CreatedAgent { agent: AgentView::new(agent, state.clock.now_ms()), token })
 }
 

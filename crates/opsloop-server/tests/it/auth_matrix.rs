@@ -135,7 +135,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         };
         let deployment = app.store.create_deployment(&project, fixture_deployment, crate::app::ACTOR).await.unwrap();
         let (agent_token, agent) =
-            opsloop_server::api::agents::issue_agent_token(&app.store, "fixture", crate::app::ACTOR).await.unwrap();
+            opsloop_server::agents::service::issue_agent_token(&app.store, "fixture", crate::app::ACTOR).await.unwrap();
         let id = if spec.path.starts_with("/api/v1/admin/agents/") { agent.id } else { own_token_id };
         let path = spec
             .path

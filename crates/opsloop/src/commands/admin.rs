@@ -146,9 +146,9 @@ async fn token(store: &Store, command: AdminTokenCommand) -> anyhow::Result<Exit
 async fn agent(store: &Store, command: AdminAgentCommand) -> anyhow::Result<ExitCode> {
     match command {
         AdminAgentCommand::Create { name, json, .. } => {
-            let (token, agent) = opsloop_server::api::agents::issue_agent_token(store, &name, CLI_ACTOR)
+            let (token, agent) = opsloop_server::agents::service::issue_agent_token(store, &name, CLI_ACTOR)
                 .await
-                .map_err(|e| anyhow!(e.message))?;
+                .map_err(|e| anyhow!(e.to_string()))?;
             if json {
                 output::json(&serde_json::json!({ "token": token, "id": agent.id, "name": agent.name }))?;
             } else {

@@ -1,7 +1,8 @@
 //! Jobs on agents. The pipeline still runs here (the scheduler decides what starts when); a job
-//! it hands to [`AgentExecutor`] is queued in the store, claimed by one agent through the
-//! agent API (`api/agents.rs`), and its events, artifacts and end come back through the
-//! [`AgentHub`] to the task that waits for it here, which reports them as if it ran locally.
+//! it hands to [`AgentExecutor`] is queued in the store, claimed by one agent through the agent
+//! protocol ([`service`], served by `api/agents.rs`), and its events, artifacts and end come
+//! back through the [`AgentHub`] to the task that waits for it here, which reports them as if
+//! it ran locally.
 //!
 //! A job's agent must heartbeat (every event post is one); [`watch_heartbeats`] gives up on a
 //! silent one after `ci.agent_timeout_seconds`: the job fails with `runner_system_failure`, or
@@ -21,6 +22,10 @@ use opsloop_runner::{
 use tokio::sync::{OnceCell, mpsc, watch};
 
 use crate::state::AppState;
+
+pub mod service;
+
+pub use service::AgentError;
 
 /// Every agent token starts with this (user tokens with `olp_`).
 pub const AGENT_TOKEN_PREFIX: &str = "olpa_";
