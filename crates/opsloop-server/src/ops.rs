@@ -22,15 +22,18 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: the database answers and its schema is current.
+/// Ready: the database answers, its schema is current, and no subsystem reports a problem.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.check_ready().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {error}\n")).into_response()
-        }
+    let mut problems = match state.store.check_ready().await {
+        Ok(()) => Vec::new(),
+        Err(error) => vec![format!("database: {error}")],
+    };
+    problems.extend(crate::subsystem::problems(&state));
+    if problems.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
     }
+    tracing::warn!(problems = %problems.join("; "), "not ready");
+    (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("\n"))).into_response()
 }
 
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {

@@ -45,6 +45,17 @@ pub trait Subsystem: Send + Sync {
     fn stop<'a>(&'a self, _state: &'a AppState) -> BoxFuture<'a> {
         Box::pin(async {})
     }
+
+    /// What keeps the subsystem from working, if anything; `/readyz` reports every subsystem's
+    /// problems beside the database's.
+    fn problem(&self, _state: &AppState) -> Option<String> {
+        None
+    }
+}
+
+/// Every subsystem's problem, named by the subsystem.
+pub fn problems(state: &AppState) -> Vec<String> {
+    all().iter().filter_map(|s| s.problem(state).map(|problem| format!("{}: {problem}", s.name()))).collect()
 }
 
 /// Every subsystem, in start-up order.
@@ -76,6 +87,13 @@ impl Subsystem for Ci {
     }
     fn routes(&self, table: RouteTable) -> RouteTable {
         crate::ui::ci_routes(crate::api::ci_routes(table))
+    }
+    fn problem(&self, state: &AppState) -> Option<String> {
+        // Pipelines with variables need the vault; every job's artifacts need the object store.
+        let vault = state.vault().err();
+        let objects = state.objects().err();
+        let found: Vec<String> = vault.into_iter().chain(objects).map(|e| e.to_string()).collect();
+        (!found.is_empty()).then(|| found.join("; "))
     }
     fn workers(&self, state: &AppState) -> Vec<Worker> {
         vec![
@@ -118,6 +136,12 @@ impl Subsystem for Deployments {
             Worker::new("restore", async move { crate::deploy::restore(&restoring).await }),
             Worker::new("release sweeper", crate::deploy::sweep_releases_forever(state.clone())),
         ]
+    }
+    fn problem(&self, state: &AppState) -> Option<String> {
+        // Asked for a proxy, but `serve` has not (or could not) put one on its port.
+        let wanted = state.config.deploy.proxy_listen.is_some() && state.bound_address.get().is_some();
+        (wanted && state.deploy.proxy_address.get().is_none())
+            .then(|| "the deployment proxy is not listening".to_owned())
     }
     fn stop<'a>(&'a self, state: &'a AppState) -> BoxFuture<'a> {
         // The instances go with the server; the next start brings back what each environment

@@ -11,6 +11,7 @@ mod auth_matrix;
 mod bad_input;
 mod browser_flows;
 mod polling;
+mod readiness;
 mod releases;
 mod schedules;
 mod webhooks;
