@@ -80,3 +80,41 @@ impl Sources {
         text
     }
 }
+
+/// Whether `typed` is one edit (an insertion, deletion, substitution or swap of neighbours)
+/// away from `key`: a misspelt configuration key. Written here rather than pulled in
+/// (`strsim`) for comparisons of short keys.
+pub fn near_miss(typed: &str, key: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (typed.chars().collect(), key.chars().collect());
+    if a.len().abs_diff(b.len()) > 1 || a == b {
+        return false;
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let (ra, rb) = (&a[prefix..], &b[prefix..]);
+    let suffix = ra.iter().rev().zip(rb.iter().rev()).take_while(|(x, y)| x == y).count();
+    let (ma, mb) = (&ra[..ra.len() - suffix.min(ra.len())], &rb[..rb.len() - suffix.min(rb.len())]);
+    match (ma.len(), mb.len()) {
+        (0, 1) | (1, 0) | (1, 1) => true,
+        (2, 2) => ma[0] == mb[1] && ma[1] == mb[0],
+        _ => false,
+    }
+}
+
+/// The known key `typed` most likely meant: one edit away, or the same ignoring case, `-`/`_`.
+pub fn nearest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
+    let folded = |text: &str| text.to_ascii_lowercase().replace('-', "_");
+    known.iter().copied().find(|key| near_miss(typed, key) || (folded(typed) == folded(key) && typed != *key))
+}
+
+#[cfg(test)]
+mod near_tests {
+    use super::*;
+
+    #[test]
+    fn near_misses_are_one_edit_away() {
+        assert!(near_miss("comand", "command") && near_miss("strategy", "stratgey") && !near_miss("env", "slo"));
+        assert_eq!(nearest("scirpt", &["stage", "script"]), Some("script"));
+        assert_eq!(nearest("Allow-Failure", &["allow_failure"]), Some("allow_failure"));
+        assert_eq!(nearest("variables", &["stage"]), None);
+    }
+}

@@ -23,6 +23,9 @@ pub struct Span {
 pub struct Node {
     pub value: Value,
     pub span: Span,
+    /// A plain scalar that YAML 1.1 (GitLab's Psych loader) reads as a boolean and YAML 1.2 as
+    /// a string: `yes`, `no`, `on`, `off` in any case. See [`Node::as_bool`].
+    pub yaml11_bool: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +62,17 @@ const MAX_DEPTH: usize = 256;
 
 impl Node {
     pub fn new(value: Value, span: Span) -> Self {
-        Node { value, span }
+        Node { value, span, yaml11_bool: None }
+    }
+
+    /// The node as a boolean where GitLab expects one: `true`/`false`, and also YAML 1.1's
+    /// plain `yes`/`no`/`on`/`off` (any case), which GitLab's loader reads as booleans. Quoted
+    /// text is never a boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self.value {
+            Value::Bool(value) => Some(value),
+            _ => self.yaml11_bool,
+        }
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -220,7 +233,10 @@ impl<'input> Builder<'input> {
                         span,
                     });
                 }
-                let node = Node::new(scalar(&text, style), span);
+                let mut node = Node::new(scalar(&text, style), span);
+                if style == ScalarStyle::Plain {
+                    node.yaml11_bool = yaml11_bool(&text);
+                }
                 self.remember(anchor, &node);
                 Ok(node)
             }
@@ -372,6 +388,15 @@ pub fn size(node: &Node) -> usize {
         Value::Sequence(items) => 1 + items.iter().map(size).sum::<usize>(),
         Value::Mapping(entries) => 1 + entries.iter().map(|(_, v)| 1 + size(v)).sum::<usize>(),
         _ => 1,
+    }
+}
+
+/// YAML 1.1's boolean words beyond `true`/`false`, as Ruby's Psych reads them.
+fn yaml11_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "yes" | "on" => Some(true),
+        "no" | "off" => Some(false),
+        _ => None,
     }
 }
 

@@ -211,24 +211,6 @@ fn with_hint(mut diagnostic: Diagnostic, hint: &str) -> Diagnostic {
     diagnostic
 }
 
-/// One letter added, dropped, changed or two swapped: how a key is usually mistyped. Written
-/// here rather than pulled in (`strsim`) for one comparison of short keys.
-fn near_miss(typed: &str, key: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (typed.chars().collect(), key.chars().collect());
-    if a.len().abs_diff(b.len()) > 1 || a == b {
-        return false;
-    }
-    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let (ra, rb) = (&a[prefix..], &b[prefix..]);
-    let suffix = ra.iter().rev().zip(rb.iter().rev()).take_while(|(x, y)| x == y).count();
-    let (ma, mb) = (&ra[..ra.len() - suffix.min(ra.len())], &rb[..rb.len() - suffix.min(rb.len())]);
-    match (ma.len(), mb.len()) {
-        (0, 1) | (1, 0) | (1, 1) => true,
-        (2, 2) => ma[0] == mb[1] && ma[1] == mb[0],
-        _ => false,
-    }
-}
-
 /// `30s`, `500ms`, `2m`, `1h`.
 fn duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -266,7 +248,7 @@ impl Reader {
     fn known_keys(&mut self, node: &Node, what: &str, known: &[&str]) {
         for (key, _) in node.as_mapping().unwrap_or_default() {
             if !known.contains(&key.name.as_str()) {
-                let hint = match known.iter().find(|k| near_miss(&key.name, k)) {
+                let hint = match known.iter().find(|k| opsloop_config::diagnostic::near_miss(&key.name, k)) {
                     Some(meant) => format!("did you mean `{meant}`? {what} takes {}", known.join(", ")),
                     None => format!("{what} takes {}", known.join(", ")),
                 };
@@ -797,7 +779,6 @@ routes:
         assert!(!problems.iter().any(|p| p.message.contains("unknown service")), "{problems:?}");
         let unknown_env = problems.iter().find(|p| p.message.contains("unknown environment")).unwrap();
         assert_eq!(unknown_env.hint.as_deref(), Some("declare it under `environments:` first"));
-        assert!(near_miss("comand", "command") && near_miss("strategy", "stratgey") && !near_miss("env", "slo"));
         let (_, broken) = parse("services: [unclosed");
         assert_eq!(broken.len(), 1);
     }

@@ -70,10 +70,12 @@ const JOB_KEYWORDS: &[&str] = &[
     "only",
     "pages",
     "parallel",
+    "publish",
     "release",
     "resource_group",
     "retry",
     "rules",
+    "run",
     "script",
     "secrets",
     "services",
@@ -85,6 +87,20 @@ const JOB_KEYWORDS: &[&str] = &[
     "variables",
     "when",
 ];
+
+/// The keys GitLab's entries accept inside each job section (its `Entry::*` classes).
+const RULE_KEYWORDS: &[&str] =
+    &["if", "when", "allow_failure", "exists", "changes", "variables", "needs", "start_in", "interruptible"];
+const ARTIFACTS_KEYWORDS: &[&str] =
+    &["name", "untracked", "paths", "exclude", "reports", "when", "expire_in", "expose_as", "public", "access"];
+const CACHE_KEYWORDS: &[&str] = &["key", "untracked", "paths", "policy", "when", "fallback_keys", "unprotect"];
+const ENVIRONMENT_KEYWORDS: &[&str] =
+    &["name", "url", "action", "on_stop", "auto_stop_in", "kubernetes", "deployment_tier"];
+const RELEASE_KEYWORDS: &[&str] =
+    &["tag_name", "tag_message", "name", "description", "ref", "released_at", "milestones", "assets"];
+const TRIGGER_KEYWORDS: &[&str] = &["project", "branch", "strategy", "include", "forward"];
+const RETRY_KEYWORDS: &[&str] = &["max", "when", "exit_codes"];
+const INHERIT_KEYWORDS: &[&str] = &["default", "variables"];
 pub const DEFAULT_STAGES: &[&str] = &[".pre", "build", "test", "deploy", ".post"];
 /// The failure types `retry:when` accepts.
 const RETRY_WHEN: &[&str] = &[
@@ -402,7 +418,7 @@ pub fn deep_merge(base: Node, overlay: Node) -> Node {
             }
             Node::new(Value::Mapping(entries), overlay.span)
         }
-        (_, value) => Node::new(value, overlay.span),
+        (_, value) => Node { value, span: overlay.span, yaml11_bool: overlay.yaml11_bool },
     }
 }
 
@@ -437,6 +453,14 @@ fn flatten_strings(node: &Node, out: &mut Vec<String>, depth: usize) -> Result<(
             out.push(node.scalar_text().unwrap_or_default());
             Ok(())
         }
+    }
+}
+
+/// Whether a (nested) list holds a null: GitLab refuses `script: [echo, ~]`.
+fn has_null_item(node: &Node) -> bool {
+    match &node.value {
+        Value::Sequence(items) => items.iter().any(|item| matches!(item.value, Value::Null) || has_null_item(item)),
+        _ => false,
     }
 }
 
@@ -680,7 +704,7 @@ impl Loader<'_> {
                 ),
                 node.span,
             ),
-            value => Node::new(value, node.span),
+            value => Node { value, span: node.span, yaml11_bool: node.yaml11_bool },
         }
     }
 
@@ -772,8 +796,17 @@ impl Loader<'_> {
         if let Some(default) = root.get("default") {
             for (key, value) in default.as_mapping().unwrap_or_default() {
                 if !DEFAULT_KEYWORDS.contains(&key.name.as_str()) {
-                    self.diagnostics
-                        .push(Diagnostic::warning(format!("default: unknown keyword `{}`", key.name), Some(key.span)));
+                    let hint = opsloop_config::diagnostic::nearest(&key.name, DEFAULT_KEYWORDS).map_or_else(
+                        || format!("default takes: {}", DEFAULT_KEYWORDS.join(", ")),
+                        |near| format!("did you mean `{near}`?"),
+                    );
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            format!("default config contains unknown keys: {}", key.name),
+                            Some(key.span),
+                        )
+                        .with_hint(hint),
+                    );
                     continue;
                 }
                 defaults.retain(|(k, _)| *k != key.name);
@@ -824,6 +857,24 @@ impl Loader<'_> {
                 jobs.push(job);
             }
         }
+        if jobs.is_empty() && !self.diagnostics.iter().any(Diagnostic::is_error) {
+            self.error("jobs config should contain at least one visible job", root.span);
+        }
+        // `environment:on_stop` names a job of this file that stops the environment.
+        for job in &jobs {
+            let Some(stop) = job.environment.as_ref().and_then(|e| e.on_stop.clone()) else { continue };
+            let span = job.node.get("environment").and_then(|e| e.get("on_stop")).map_or(job.span, |n| n.span);
+            match jobs.iter().find(|j| j.name == stop) {
+                None => self.error(format!("{} job: on_stop job {stop} is not defined", job.name), span),
+                Some(stopper) if stopper.environment.is_none() => {
+                    self.error(format!("{} job: on_stop job {stop} needs to have environment defined", job.name), span)
+                }
+                Some(stopper) if stopper.environment.as_ref().and_then(|e| e.action.as_deref()) != Some("stop") => {
+                    self.error(format!("{} job: on_stop job {stop} needs to have action stop defined", job.name), span)
+                }
+                Some(_) => {}
+            }
+        }
         let expanded = Node::new(Value::Mapping(expanded_entries), root.span);
         Config {
             sources: std::mem::take(&mut self.sources),
@@ -833,6 +884,24 @@ impl Loader<'_> {
             jobs,
             diagnostics: std::mem::take(&mut self.diagnostics),
             expanded,
+        }
+    }
+
+    /// GitLab's "config contains unknown keys": every key of `node` outside `known` is an error
+    /// at its place, with the known key it was probably meant to be.
+    fn known_keys(&mut self, node: &Node, known: &[&str], place: &str) {
+        for (key, _) in node.as_mapping().unwrap_or_default() {
+            if known.contains(&key.name.as_str()) {
+                continue;
+            }
+            let hint = match opsloop_config::diagnostic::nearest(&key.name, known) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!("{place} takes: {}", known.join(", ")),
+            };
+            self.diagnostics.push(
+                Diagnostic::error(format!("{place} config contains unknown keys: {}", key.name), Some(key.span))
+                    .with_hint(hint),
+            );
         }
     }
 
@@ -856,7 +925,7 @@ impl Loader<'_> {
             let (text, expand, description) = match &value.value {
                 Value::Mapping(_) => (
                     value.get("value").and_then(Node::scalar_text).unwrap_or_default(),
-                    !matches!(value.get("expand").map(|e| &e.value), Some(Value::Bool(false))),
+                    value.get("expand").and_then(Node::as_bool) != Some(false),
                     value.get("description").and_then(Node::scalar_text),
                 ),
                 Value::Sequence(_) | Value::Reference(_) => {
@@ -917,24 +986,7 @@ impl Loader<'_> {
             let variables = item.get("variables").map(|node| self.variables(node)).unwrap_or_default();
             let needs = item.get("needs").map(|node| self.needs(node, "rule"));
             let start_in = item.get("start_in").and_then(Node::scalar_text);
-            for (key, _) in item.as_mapping().unwrap_or_default() {
-                if ![
-                    "if",
-                    "when",
-                    "allow_failure",
-                    "exists",
-                    "changes",
-                    "variables",
-                    "needs",
-                    "start_in",
-                    "interruptible",
-                ]
-                .contains(&key.name.as_str())
-                {
-                    self.diagnostics
-                        .push(Diagnostic::warning(format!("rules: unknown keyword `{}`", key.name), Some(key.span)));
-                }
-            }
+            self.known_keys(item, RULE_KEYWORDS, "rules");
             rules.push(Rule {
                 condition,
                 exists,
@@ -967,9 +1019,12 @@ impl Loader<'_> {
     }
 
     fn allow_failure(&mut self, node: &Node) -> Option<AllowFailure> {
+        match node.as_bool() {
+            Some(true) => return Some(AllowFailure::Yes),
+            Some(false) => return Some(AllowFailure::No),
+            None => {}
+        }
         match &node.value {
-            Value::Bool(true) => Some(AllowFailure::Yes),
-            Value::Bool(false) => Some(AllowFailure::No),
             Value::Mapping(_) => {
                 let codes = node.get("exit_codes")?;
                 let mut out = Vec::new();
@@ -1030,10 +1085,7 @@ impl Loader<'_> {
                         self.error("needs entries name a job: `- job: name`", item.span);
                         continue;
                     };
-                    let flag = |key: &str, default: bool| match item.get(key).map(|n| &n.value) {
-                        Some(Value::Bool(value)) => *value,
-                        _ => default,
-                    };
+                    let flag = |key: &str, default: bool| item.get(key).and_then(Node::as_bool).unwrap_or(default);
                     let matrix = item.get("parallel").and_then(|p| p.get("matrix")).map(|matrix| {
                         let mut combos = Vec::new();
                         if let Value::Sequence(entries) = &matrix.value {
@@ -1058,6 +1110,12 @@ impl Loader<'_> {
                     });
                 }
                 _ => self.error(format!("needs entries are job names or mappings, not {}", item.kind()), item.span),
+            }
+        }
+        // The same job twice (with the same matrix selection) is GitLab's "duplicate" error.
+        for (index, need) in needs.iter().enumerate() {
+            if needs[..index].iter().any(|earlier| earlier.job == need.job && earlier.matrix == need.matrix) {
+                self.error(format!("jobs:{owner}:needs contains duplicate entries: {}", need.job), need.span);
             }
         }
         needs
@@ -1100,7 +1158,7 @@ impl Loader<'_> {
             name: node.get("name").and_then(Node::scalar_text),
             paths,
             exclude,
-            untracked: matches!(node.get("untracked").map(|n| &n.value), Some(Value::Bool(true))),
+            untracked: node.get("untracked").and_then(Node::as_bool) == Some(true),
             when,
             expire_in: node.get("expire_in").and_then(Node::scalar_text),
             junit,
@@ -1153,7 +1211,7 @@ impl Loader<'_> {
                 paths: item.get("paths").map(|n| self.strings(n, "cache:paths")).unwrap_or_default(),
                 policy,
                 when: item.get("when").and_then(|n| self.artifacts_when(n)).unwrap_or(ArtifactsWhen::OnSuccess),
-                untracked: matches!(item.get("untracked").map(|n| &n.value), Some(Value::Bool(true))),
+                untracked: item.get("untracked").and_then(Node::as_bool) == Some(true),
                 fallback_keys: item
                     .get("fallback_keys")
                     .map(|n| self.strings(n, "cache:fallback_keys"))
@@ -1203,19 +1261,47 @@ impl Loader<'_> {
 
     fn job(&mut self, key: &Key, node: Node, global_variables: &[Variable], stages: &[String]) -> Option<Job> {
         let name = key.name.clone();
-        for (entry, _) in node.as_mapping().unwrap_or_default() {
-            if !JOB_KEYWORDS.contains(&entry.name.as_str()) {
-                self.diagnostics.push(
-                    Diagnostic::warning(
-                        format!("{name}: unknown keyword `{}` is ignored", entry.name),
-                        Some(entry.span),
-                    )
-                    .with_hint("check the spelling against GitLab's CI/CD YAML reference"),
-                );
+        self.known_keys(&node, JOB_KEYWORDS, &format!("jobs:{name}"));
+        for (keyword, known) in [
+            ("artifacts", ARTIFACTS_KEYWORDS),
+            ("cache", CACHE_KEYWORDS),
+            ("environment", ENVIRONMENT_KEYWORDS),
+            ("release", RELEASE_KEYWORDS),
+            ("trigger", TRIGGER_KEYWORDS),
+            ("retry", RETRY_KEYWORDS),
+            ("inherit", INHERIT_KEYWORDS),
+        ] {
+            let place = format!("jobs:{name}:{keyword}");
+            match node.get(keyword).map(|n| &n.value) {
+                Some(Value::Mapping(_)) => {
+                    if let Some(section) = node.get(keyword) {
+                        self.known_keys(&section.clone(), known, &place);
+                    }
+                }
+                // `cache:` may be a list of caches.
+                Some(Value::Sequence(items)) if keyword == "cache" => {
+                    for item in items.clone().iter().filter(|i| i.as_mapping().is_some()) {
+                        self.known_keys(item, known, &place);
+                    }
+                }
+                _ => {}
             }
         }
         let trigger = node.get("trigger").cloned();
         let script = match node.get("script") {
+            // A `!reference` that failed leaves a null here: that error was reported already.
+            Some(script)
+                if (matches!(script.value, Value::Null) || has_null_item(script))
+                    && !self.diagnostics.iter().any(|d| d.is_error() && d.message.starts_with("!reference")) =>
+            {
+                self.error(
+                    format!(
+                        "jobs:{name}:script config should be a string or a nested array of strings up to 10 levels deep"
+                    ),
+                    script.span,
+                );
+                Vec::new()
+            }
             Some(script) => {
                 let lines = self.strings(script, &format!("{name}: script"));
                 if lines.is_empty() {
@@ -1278,10 +1364,20 @@ impl Loader<'_> {
         let retry = match node.get("retry") {
             None => Retry::default(),
             Some(retry) => match &retry.value {
-                Value::Int(max) => Retry { max: u32::try_from(*max).unwrap_or(0).min(2), ..Retry::default() },
+                Value::Int(max) => {
+                    if !(0..=2).contains(max) {
+                        self.error(format!("jobs:{name}:retry config must be between 0 and 2"), retry.span);
+                    }
+                    Retry { max: u32::try_from(*max).unwrap_or(0).min(2), ..Retry::default() }
+                }
                 Value::Mapping(_) => Retry {
-                    max: match retry.get("max").map(|m| &m.value) {
-                        Some(Value::Int(max)) => u32::try_from(*max).unwrap_or(0).min(2),
+                    max: match retry.get("max") {
+                        Some(Node { value: Value::Int(max), span, .. }) => {
+                            if !(0..=2).contains(max) {
+                                self.error(format!("jobs:{name}:retry max must be between 0 and 2"), *span);
+                            }
+                            u32::try_from(*max).unwrap_or(0).min(2)
+                        }
                         _ => 0,
                     },
                     when: retry.get("when").map(|n| self.strings(n, "retry:when")).unwrap_or_default(),
@@ -1302,6 +1398,10 @@ impl Loader<'_> {
                 }
             },
         };
+        if when == When::Delayed && node.get("start_in").is_none() && node.get("rules").is_none() {
+            let at = node.get("when").map_or(key.span, |n| n.span);
+            self.error(format!("jobs:{name} start in can't be blank when the job is delayed"), at);
+        }
         if let Some(start_in) = node.get("start_in") {
             if node.get("rules").is_some() {
                 self.error(format!("jobs:{name} config key may not be used with `rules`: start_in"), start_in.span);
@@ -1345,7 +1445,7 @@ impl Loader<'_> {
             coverage: node.get("coverage").and_then(Node::scalar_text),
             environment,
             resource_group: node.get("resource_group").and_then(Node::scalar_text),
-            interruptible: matches!(node.get("interruptible").map(|n| &n.value), Some(Value::Bool(true))),
+            interruptible: node.get("interruptible").and_then(Node::as_bool) == Some(true),
             tags: node.get("tags").map(|n| self.strings(n, "tags")).unwrap_or_default(),
             image: node
                 .get("image")
@@ -1375,8 +1475,11 @@ enum Inherit {
 }
 
 fn inherit_list(job: &Node, what: &str) -> Inherit {
-    match job.get("inherit").and_then(|i| i.get(what)).map(|n| &n.value) {
-        Some(Value::Bool(false)) => Inherit::None,
+    let setting = job.get("inherit").and_then(|i| i.get(what));
+    if setting.and_then(Node::as_bool) == Some(false) {
+        return Inherit::None;
+    }
+    match setting.map(|n| &n.value) {
         Some(Value::Sequence(items)) => Inherit::Only(items.iter().filter_map(Node::scalar_text).collect()),
         _ => Inherit::All,
     }

@@ -153,7 +153,14 @@ pub struct Plan {
     /// Variables from the matching workflow rule.
     pub workflow_variables: Vec<Variable>,
     pub warnings: Vec<Diagnostic>,
+    /// `workflow:rules` create no pipeline for this ref: the file is valid, nothing runs (the
+    /// plan has no jobs). GitLab creates no pipeline then; `opsloop run` says so and exits 0.
+    pub prevented_by_workflow: bool,
 }
+
+/// What `opsloop lint` and `opsloop run` say when workflow rules create no pipeline.
+pub const NO_PIPELINE: &str =
+    "workflow:rules create no pipeline for this ref (no rule matched, or the match says never)";
 
 /// A job name [`Plan::subset`] was asked for that the plan does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -233,6 +240,7 @@ impl Plan {
             jobs,
             workflow_variables: self.workflow_variables.clone(),
             warnings: self.warnings.clone(),
+            prevented_by_workflow: false,
         };
         Ok(Subset { plan, upstream })
     }
@@ -275,10 +283,13 @@ pub fn plan(
         Some(rules) => match rules_match(rules, &workflow_lookup, files, options.changes.as_ref()) {
             Some(outcome) if outcome.when != Some(When::Never) => outcome.variables,
             _ => {
-                return Err(vec![Diagnostic::error(
-                    "workflow:rules prevent this pipeline from being created (no rule matched, or the match says never)",
-                    None,
-                )]);
+                return Ok(Plan {
+                    stages: config.stages.clone(),
+                    jobs: Vec::new(),
+                    workflow_variables: Vec::new(),
+                    warnings: config.diagnostics.iter().filter(|d| !d.is_error()).cloned().collect(),
+                    prevented_by_workflow: true,
+                });
             }
         },
         None => Vec::new(),
@@ -418,19 +429,35 @@ pub fn plan(
         if let Some((names, span)) = &job.dependencies {
             let mut from = Vec::new();
             for name in names {
+                // With `needs` (not empty), GitLab asks every dependency to be needed too.
+                if let Some(needs) = &job.needs
+                    && !needs.is_empty()
+                    && !needs.iter().any(|need| need.job == *name)
+                {
+                    errors.push(Diagnostic::error(
+                        format!("jobs:{} dependencies the {name} should be part of needs", job.name),
+                        Some(*span),
+                    ));
+                    continue;
+                }
                 match instances_of.get(name.as_str()) {
-                    Some(targets)
-                        if targets.iter().any(|t| {
-                            let needed = jobs[position].needs.as_ref().is_some_and(|n| n.iter().any(|n| n.job == *t));
-                            jobs[*t].stage > jobs[position].stage || (jobs[*t].stage == jobs[position].stage && !needed)
-                        }) =>
-                    {
+                    // GitLab's check: a dependency may be in the same stage (as `needs` may), never
+                    // a later one.
+                    Some(targets) if targets.iter().any(|t| jobs[*t].stage > jobs[position].stage) => {
                         errors.push(Diagnostic::error(
                             format!("{} job: dependency {name} is not defined in current or prior stages", job.name),
                             Some(*span),
                         ));
                     }
-                    Some(targets) => from.extend(targets.iter().copied()),
+                    Some(targets) => {
+                        // A same-stage job not in `needs` may still run: its artifacts cannot be
+                        // counted on, so only earlier stages (or needed jobs) deliver them.
+                        let needed =
+                            |t: usize| jobs[position].needs.as_ref().is_some_and(|n| n.iter().any(|n| n.job == t));
+                        from.extend(
+                            targets.iter().copied().filter(|t| jobs[*t].stage < jobs[position].stage || needed(*t)),
+                        );
+                    }
                     None if config.jobs.iter().any(|j| &j.name == name) => {}
                     None => errors.push(Diagnostic::error(
                         format!("dependencies: [{name}] for {} cannot be found", job.name),
@@ -510,24 +537,6 @@ pub fn plan(
         }
     }
 
-    // A job may not wait, through `needs`, on a manual job nobody plays.
-    for (position, job) in jobs.iter().enumerate() {
-        if !keep[position] || job.when == When::Manual {
-            continue;
-        }
-        for need in job.needs.iter().flatten() {
-            if keep[need.job] && jobs[need.job].when == When::Manual {
-                return Err(vec![Diagnostic::error(
-                    format!(
-                        "{} is when:manual, its needed by {}, and not specified in --manual",
-                        jobs[need.job].name, job.name
-                    ),
-                    None,
-                )]);
-            }
-        }
-    }
-
     // Drop unselected jobs and renumber the references.
     let mut new_index = vec![usize::MAX; jobs.len()];
     let mut kept = Vec::new();
@@ -548,7 +557,26 @@ pub fn plan(
             job.artifacts_from.iter().filter(|i| new_index[**i] != usize::MAX).map(|i| new_index[*i]).collect();
     }
     warnings.extend(config.diagnostics.iter().filter(|d| !d.is_error()).cloned());
-    Ok(Plan { stages: config.stages.clone(), jobs: kept, workflow_variables, warnings })
+    Ok(Plan { stages: config.stages.clone(), jobs: kept, workflow_variables, warnings, prevented_by_workflow: false })
+}
+
+impl Plan {
+    /// A job that waits, through `needs`, on a manual job nobody plays. GitLab accepts such a
+    /// file (the needing job waits until someone plays the manual one), so `lint` does too;
+    /// `opsloop run`, which nobody can click in, refuses to start it, as gitlab-ci-local does,
+    /// unless `--manual` plays the job.
+    pub fn unplayed_manual_need(&self) -> Option<Diagnostic> {
+        self.jobs.iter().filter(|job| job.when != When::Manual).find_map(|job| {
+            let need = job.needs.iter().flatten().find(|need| self.jobs[need.job].when == When::Manual)?;
+            Some(Diagnostic::error(
+                format!(
+                    "{} is when:manual, its needed by {}, and not specified in --manual",
+                    self.jobs[need.job].name, job.name
+                ),
+                None,
+            ))
+        })
+    }
 }
 
 /// One instance of a job: its name, its extra variables, its matrix values.

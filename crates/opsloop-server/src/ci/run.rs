@@ -115,6 +115,12 @@ pub(super) async fn execute(
     let options = PlanOptions { pipeline_variables: given, ..PlanOptions::default() };
     let mut planned = plan::plan(&loaded, &lookup, &files, &options)
         .map_err(|errors| format!("{} is invalid:\n{}", project.pipeline_file, render(&errors)))?;
+    if planned.prevented_by_workflow {
+        return Err(plan::NO_PIPELINE.to_owned());
+    }
+    if let Some(blocked) = planned.unplayed_manual_need() {
+        return Err(format!("{} cannot run:\n{}", project.pipeline_file, render(&[blocked])));
+    }
     let jobs = match only {
         None => {
             let names: Vec<(String, String)> = planned

@@ -251,10 +251,12 @@ pub fn lint(args: LintArgs) -> ExitCode {
         }
     };
     let mut diagnostics = loaded.config.diagnostics.clone();
-    if !loaded.config.has_errors()
-        && let Err(errors) = plan::plan(&loaded.config, &lookup, &loaded.files, &PlanOptions::default())
-    {
-        diagnostics.extend(errors);
+    let mut prevented = false;
+    if !loaded.config.has_errors() {
+        match plan::plan(&loaded.config, &lookup, &loaded.files, &PlanOptions::default()) {
+            Ok(planned) => prevented = planned.prevented_by_workflow,
+            Err(errors) => diagnostics.extend(errors),
+        }
     }
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     if args.json {
@@ -283,6 +285,9 @@ pub fn lint(args: LintArgs) -> ExitCode {
                 .filter(|s| !matches!(s.as_str(), ".pre" | ".post") || config.jobs.iter().any(|j| &j.stage == *s))
                 .count();
             println!("{} is valid: {} jobs in {stages} stages.", args.file, config.jobs.len());
+            if prevented {
+                println!("note: {}: nothing would run for this checkout.", plan::NO_PIPELINE);
+            }
         }
     }
     if errors > 0 { ExitCode::from(INVALID) } else { ExitCode::SUCCESS }
@@ -455,6 +460,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     };
     eprintln!("configuration validated in {} ms", started.elapsed().as_millis());
+    if planned.prevented_by_workflow {
+        eprintln!("{}: nothing to run.", plan::NO_PIPELINE);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(blocked) = planned.unplayed_manual_need() {
+        print_diagnostics(&config.sources, std::slice::from_ref(&blocked));
+        return ExitCode::from(INVALID);
+    }
     if args.list || args.list_json {
         return list(&config, &planned, args.list_json);
     }

@@ -1,0 +1,363 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The verdict table: one small `.gitlab-ci.yml` per row and what `opsloop lint` must say of it
+//! — valid, valid with no pipeline for this ref, or an error at a line and column with a text.
+//! Each row follows GitLab's own validation (its `Gitlab::Ci::Config::Entry` classes and the
+//! YAML processor's checks): files GitLab accepts must pass, files it refuses must fail, here
+//! and in `opsloop run`. Rows name the rule; the closing note of the pipelines issue lists the
+//! rules checked and those not yet.
+
+use std::collections::BTreeMap;
+
+use opsloop_pipeline::config::{self, FileSource};
+use opsloop_pipeline::plan::{self, PlanOptions};
+
+struct Files(BTreeMap<String, String>);
+
+impl FileSource for Files {
+    fn read(&self, path: &str) -> Result<String, String> {
+        self.0.get(path).cloned().ok_or_else(|| "no such file".to_owned())
+    }
+    fn files(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    /// Lint passes and the branch `main` gets a pipeline.
+    Valid,
+    /// Valid, but workflow rules create no pipeline for `main`.
+    NoPipeline,
+    /// Valid for GitLab; `opsloop run` (nobody to click "play") refuses it with this text.
+    RunRefuses(&'static str),
+    /// An error whose message contains the text, at `line:column` (0:0: no location).
+    Error(&'static str, u32, u32),
+}
+use Verdict::*;
+
+/// Lints `text` as `opsloop lint` does, on branch `main`: the first error, or the verdict.
+fn verdict_of(text: &str) -> (String, Option<(u32, u32)>) {
+    let files = Files(BTreeMap::from([(".gitlab-ci.yml".to_owned(), text.to_owned())]));
+    let lookup = |name: &str| match name {
+        "CI_COMMIT_BRANCH" | "CI_COMMIT_REF_NAME" | "CI_DEFAULT_BRANCH" => Some("main".to_owned()),
+        "CI_PIPELINE_SOURCE" => Some("push".to_owned()),
+        _ => None,
+    };
+    let config = config::load(&files, ".gitlab-ci.yml", &lookup);
+    if let Some(error) = config.diagnostics.iter().find(|d| d.is_error()) {
+        return (format!("error: {}", error.message), error.span.map(|s| (s.line, s.column)));
+    }
+    match plan::plan(&config, &lookup, &files.files(), &PlanOptions::default()) {
+        Err(errors) => (format!("error: {}", errors[0].message), errors[0].span.map(|s| (s.line, s.column))),
+        Ok(planned) if planned.prevented_by_workflow => ("no pipeline".to_owned(), None),
+        Ok(planned) => match planned.unplayed_manual_need() {
+            Some(refused) => (format!("run refuses: {}", refused.message), None),
+            None => ("valid".to_owned(), None),
+        },
+    }
+}
+
+const TABLE: &[(&str, &str, Verdict)] = &[
+    // ---- valid files opsloop used to refuse ----
+    (
+        "dependencies may name a job of the same stage",
+        "a:\n  stage: build\n  script: [x]\nb:\n  stage: build\n  script: [x]\n  dependencies: [a]\nstages: [build]\n",
+        Valid,
+    ),
+    (
+        "workflow rules that match nothing: no pipeline, no error",
+        "workflow:\n  rules:\n    - if: $CI_COMMIT_TAG\njob:\n  script: [x]\n",
+        NoPipeline,
+    ),
+    ("workflow rule with when: never", "workflow:\n  rules:\n    - when: never\njob:\n  script: [x]\n", NoPipeline),
+    (
+        "workflow rules matching the branch",
+        "workflow:\n  rules:\n    - if: $CI_COMMIT_BRANCH\njob:\n  script: [x]\n",
+        Valid,
+    ),
+    (
+        "needs on a manual job: GitLab waits for it; run refuses without --manual",
+        "gate:\n  stage: build\n  when: manual\n  script: [x]\nafter:\n  needs: [gate]\n  script: [x]\nstages: [build, test]\n",
+        RunRefuses("gate is when:manual, its needed by after"),
+    ),
+    ("allow_failure: yes (YAML 1.1)", "job:\n  script: [x]\n  allow_failure: yes\n", Valid),
+    ("allow_failure: Off (YAML 1.1, any case)", "job:\n  script: [x]\n  allow_failure: Off\n", Valid),
+    ("interruptible: on", "job:\n  script: [x]\n  interruptible: on\n", Valid),
+    (
+        "a YAML 1.1 boolean inherited through extends",
+        ".base:\n  allow_failure: yes\njob:\n  extends: .base\n  script: [x]\n",
+        Valid,
+    ),
+    ("artifacts:untracked: YES", "job:\n  script: [x]\n  artifacts:\n    untracked: YES\n", Valid),
+    (
+        "inherit:default: no",
+        "default:\n  before_script: [x]\njob:\n  script: [x]\n  inherit:\n    default: no\n",
+        Valid,
+    ),
+    (
+        "needs:artifacts: no",
+        "a:\n  stage: build\n  script: [x]\nb:\n  needs:\n    - job: a\n      artifacts: no\n  script: [x]\nstages: [build, test]\n",
+        Valid,
+    ),
+    (
+        "a quoted \"yes\" is a string where a boolean is expected",
+        "job:\n  script: [x]\n  allow_failure: \"yes\"\n",
+        Error("allow_failure must be true, false or", 3, 18),
+    ),
+    // ---- script ----
+    ("script: null", "job:\n  script:\n", Error("jobs:job:script config should be a string or a nested array", 2, 9)),
+    (
+        "script with a null item",
+        "job:\n  script: [echo, ~]\n",
+        Error("jobs:job:script config should be a string", 2, 11),
+    ),
+    ("script nested lists", "job:\n  script: [[a, [b]], c]\n", Valid),
+    ("script missing", "job:\n  stage: test\n", Error("job must have script specified", 1, 1)),
+    ("script empty list", "job:\n  script: []\n", Error("job has empty script", 2, 11)),
+    ("script a mapping", "job:\n  script: {a: b}\n", Error("script must be a string or a list of strings", 2, 11)),
+    // ---- unknown keys ----
+    (
+        "unknown job keyword",
+        "job:\n  script: [x]\n  scirpt: [y]\n",
+        Error("jobs:job config contains unknown keys: scirpt", 3, 3),
+    ),
+    (
+        "unknown key in artifacts",
+        "job:\n  script: [x]\n  artifacts:\n    pathz: [a]\n",
+        Error("jobs:job:artifacts config contains unknown keys: pathz", 4, 5),
+    ),
+    (
+        "unknown key in cache",
+        "job:\n  script: [x]\n  cache:\n    key: k\n    path: [a]\n",
+        Error("jobs:job:cache config contains unknown keys: path", 5, 5),
+    ),
+    (
+        "unknown key in a list of caches",
+        "job:\n  script: [x]\n  cache:\n    - key: k\n      polcy: pull\n",
+        Error("jobs:job:cache config contains unknown keys: polcy", 5, 7),
+    ),
+    (
+        "unknown key in a rule",
+        "job:\n  script: [x]\n  rules:\n    - iff: $X\n",
+        Error("rules config contains unknown keys: iff", 4, 7),
+    ),
+    (
+        "unknown key in environment",
+        "job:\n  script: [x]\n  environment:\n    name: prod\n    ulr: https://x\n",
+        Error("jobs:job:environment config contains unknown keys: ulr", 5, 5),
+    ),
+    (
+        "unknown key in release",
+        "job:\n  script: [x]\n  release:\n    tag_name: v1\n    descripton: x\n",
+        Error("jobs:job:release config contains unknown keys: descripton", 5, 5),
+    ),
+    (
+        "unknown key in trigger",
+        "job:\n  trigger:\n    include: child.yml\n    strategi: depend\n",
+        Error("jobs:job:trigger config contains unknown keys: strategi", 4, 5),
+    ),
+    (
+        "unknown key in retry",
+        "job:\n  script: [x]\n  retry:\n    max: 1\n    wen: always\n",
+        Error("jobs:job:retry config contains unknown keys: wen", 5, 5),
+    ),
+    (
+        "unknown key in inherit",
+        "job:\n  script: [x]\n  inherit:\n    defaults: false\n",
+        Error("jobs:job:inherit config contains unknown keys: defaults", 4, 5),
+    ),
+    (
+        "unknown key in default",
+        "default:\n  imagee: ruby\njob:\n  script: [x]\n",
+        Error("default config contains unknown keys: imagee", 2, 3),
+    ),
+    (
+        "every known artifacts key",
+        "job:\n  script: [x]\n  artifacts:\n    name: n\n    paths: [a]\n    exclude: [b]\n    untracked: false\n    when: always\n    expire_in: 1 day\n    expose_as: x\n    public: true\n    reports:\n      junit: r.xml\n",
+        Valid,
+    ),
+    (
+        "every known environment key",
+        "stop:\n  script: [x]\n  when: manual\n  environment:\n    name: prod\n    action: stop\njob:\n  script: [x]\n  environment:\n    name: prod\n    url: https://x\n    on_stop: stop\n    auto_stop_in: 1 day\n    deployment_tier: production\n",
+        Valid,
+    ),
+    // ---- needs and dependencies ----
+    (
+        "duplicate needs",
+        "a:\n  stage: build\n  script: [x]\nb:\n  needs: [a, a]\n  script: [x]\nstages: [build, test]\n",
+        Error("jobs:b:needs contains duplicate entries: a", 5, 14),
+    ),
+    (
+        "needs an unknown job",
+        "b:\n  needs: [nope]\n  script: [x]\n",
+        Error("needs: [nope] for b could not be found", 2, 11),
+    ),
+    (
+        "needs a later stage",
+        "a:\n  stage: deploy\n  script: [x]\nb:\n  stage: build\n  needs: [a]\n  script: [x]\nstages: [build, deploy]\n",
+        Error("a", 0, 0),
+    ),
+    ("needs a job of the same stage", "a:\n  script: [x]\nb:\n  needs: [a]\n  script: [x]\n", Valid),
+    (
+        "needs form a cycle",
+        "a:\n  needs: [b]\n  script: [x]\nb:\n  needs: [a]\n  script: [x]\n",
+        Error("needs form a cycle", 0, 0),
+    ),
+    (
+        "dependencies outside needs",
+        "a:\n  stage: build\n  script: [x]\nc:\n  stage: build\n  script: [x]\nb:\n  needs: [a]\n  dependencies: [c]\n  script: [x]\nstages: [build, test]\n",
+        Error("jobs:b dependencies the c should be part of needs", 9, 17),
+    ),
+    (
+        "dependencies inside needs",
+        "a:\n  stage: build\n  script: [x]\nb:\n  needs: [a]\n  dependencies: [a]\n  script: [x]\nstages: [build, test]\n",
+        Valid,
+    ),
+    (
+        "dependencies on a later stage",
+        "a:\n  stage: deploy\n  script: [x]\nb:\n  stage: build\n  dependencies: [a]\n  script: [x]\nstages: [build, deploy]\n",
+        Error("dependency a is not defined in current or prior stages", 6, 17),
+    ),
+    (
+        "dependencies on an unknown job",
+        "b:\n  dependencies: [nope]\n  script: [x]\n",
+        Error("dependencies: [nope] for b cannot be found", 2, 17),
+    ),
+    (
+        "needs: [] with dependencies (GitLab checks only a non-empty needs)",
+        "a:\n  stage: build\n  script: [x]\nb:\n  needs: []\n  dependencies: [a]\n  script: [x]\nstages: [build, test]\n",
+        Valid,
+    ),
+    // ---- environment ----
+    (
+        "on_stop names an unknown job",
+        "job:\n  script: [x]\n  environment:\n    name: prod\n    on_stop: stop-prod\n",
+        Error("job job: on_stop job stop-prod is not defined", 5, 14),
+    ),
+    (
+        "on_stop job without environment",
+        "stop:\n  script: [x]\njob:\n  script: [x]\n  environment:\n    name: prod\n    on_stop: stop\n",
+        Error("on_stop job stop needs to have environment defined", 7, 14),
+    ),
+    (
+        "on_stop job without action stop",
+        "stop:\n  script: [x]\n  environment: prod\njob:\n  script: [x]\n  environment:\n    name: prod\n    on_stop: stop\n",
+        Error("on_stop job stop needs to have action stop defined", 8, 14),
+    ),
+    ("environment as a string", "job:\n  script: [x]\n  environment: review/$CI_COMMIT_REF_NAME\n", Valid),
+    // ---- retry ----
+    ("retry: 3", "job:\n  script: [x]\n  retry: 3\n", Error("jobs:job:retry config must be between 0 and 2", 3, 10)),
+    ("retry: -1", "job:\n  script: [x]\n  retry: -1\n", Error("jobs:job:retry config must be between 0 and 2", 3, 10)),
+    (
+        "retry:max: 5",
+        "job:\n  script: [x]\n  retry:\n    max: 5\n",
+        Error("jobs:job:retry max must be between 0 and 2", 4, 10),
+    ),
+    ("retry: 2 and retry:max: 0", "a:\n  script: [x]\n  retry: 2\nb:\n  script: [x]\n  retry:\n    max: 0\n", Valid),
+    (
+        "retry:when unknown value",
+        "job:\n  script: [x]\n  retry:\n    max: 1\n    when: [sometimes]\n",
+        Error("retry when contains unknown values: sometimes", 5, 11),
+    ),
+    // ---- when ----
+    (
+        "when: delayed without start_in",
+        "job:\n  script: [x]\n  when: delayed\n",
+        Error("jobs:job start in can't be blank", 3, 9),
+    ),
+    ("when: delayed with start_in", "job:\n  script: [x]\n  when: delayed\n  start_in: 5 minutes\n", Valid),
+    (
+        "start_in without delayed",
+        "job:\n  script: [x]\n  start_in: 5 minutes\n",
+        Error("start in must be blank when not delayed", 3, 13),
+    ),
+    (
+        "when: never outside rules",
+        "job:\n  script: [x]\n  when: never\n",
+        Error("when:never can only be used in a rules section", 3, 9),
+    ),
+    ("when: unknown", "job:\n  script: [x]\n  when: sometimes\n", Error("unknown when: `sometimes`", 3, 9)),
+    // ---- visible jobs ----
+    ("an empty file", "", Error("jobs config should contain at least one visible job", 1, 1)),
+    (
+        "only hidden jobs",
+        ".template:\n  script: [x]\n",
+        Error("jobs config should contain at least one visible job", 1, 1),
+    ),
+    (
+        "only global keywords",
+        "stages: [build]\nvariables:\n  A: b\n",
+        Error("jobs config should contain at least one visible job", 1, 1),
+    ),
+    (
+        "only .pre and .post jobs",
+        "a:\n  stage: .pre\n  script: [x]\n",
+        Error("The pipeline must contain jobs in stages other than .pre and .post", 0, 0),
+    ),
+    // ---- stages and types ----
+    ("unknown stage", "job:\n  stage: publish\n  script: [x]\n", Error("stage:publish not found for job", 2, 10)),
+    ("a job that is not a mapping", "job: [x]\n", Error("jobs:job config should be a mapping, not a list", 1, 1)),
+    (
+        "rules with only",
+        "job:\n  script: [x]\n  only: [main]\n  rules:\n    - when: always\n",
+        Error("job: rules cannot be used with only/except", 1, 1),
+    ),
+    ("a rule that is not a mapping", "job:\n  script: [x]\n  rules: [x]\n", Error("a rule is a mapping", 3, 11)),
+    (
+        "rules:if that does not parse",
+        "job:\n  script: [x]\n  rules:\n    - if: $A ==\n",
+        Error("invalid rules:if expression", 4, 11),
+    ),
+    (
+        "parallel above 200",
+        "job:\n  script: [x]\n  parallel: 201\n",
+        Error("parallel must be between 1 and 200", 3, 13),
+    ),
+    (
+        "allow_failure:exit_codes not integers",
+        "job:\n  script: [x]\n  allow_failure:\n    exit_codes: [a]\n",
+        Error("allow_failure:exit_codes takes integers", 4, 18),
+    ),
+    (
+        "artifacts:when unknown",
+        "job:\n  script: [x]\n  artifacts:\n    when: sometimes\n",
+        Error("when must be on_success, on_failure or always", 4, 11),
+    ),
+    (
+        "cache:policy unknown",
+        "job:\n  script: [x]\n  cache:\n    policy: fetch\n",
+        Error("cache:policy `fetch` is not pull, push or pull-push", 4, 5),
+    ),
+    (
+        "extends an unknown key",
+        "job:\n  extends: .base\n  script: [x]\n",
+        Error("job: unknown key in `extends` (.base)", 2, 12),
+    ),
+    (
+        "a !reference to nothing",
+        "job:\n  script: !reference [.nope, script]\n",
+        Error("!reference [.nope, script] points at nothing", 2, 11),
+    ),
+];
+
+#[test]
+fn every_verdict_in_the_table_holds() {
+    assert!(TABLE.len() >= 60, "the table has {} rows", TABLE.len());
+    let mut failures = Vec::new();
+    for (rule, text, expected) in TABLE {
+        let (said, at) = verdict_of(text);
+        let ok = match expected {
+            Valid => said == "valid",
+            NoPipeline => said == "no pipeline",
+            RunRefuses(message) => said.starts_with("run refuses") && said.contains(message),
+            Error(message, 0, 0) => said.starts_with("error") && said.contains(message),
+            Error(message, line, column) => {
+                said.starts_with("error") && said.contains(message) && at == Some((*line, *column))
+            }
+        };
+        if !ok {
+            failures.push(format!("{rule}: expected {expected:?}, got {said} at {at:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} rows differ:\n{}", failures.len(), TABLE.len(), failures.join("\n"));
+}
