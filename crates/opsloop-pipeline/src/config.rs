@@ -184,8 +184,10 @@ pub struct Need {
     pub job: String,
     pub optional: bool,
     pub artifacts: bool,
-    /// `needs: [{job, parallel: {matrix: …}}]`: only these matrix instances.
-    pub matrix: Option<Vec<Vec<(String, String)>>>,
+    /// `needs: [{job, parallel: {matrix: …}}]`: only these matrix instances. Each selector
+    /// maps a matrix key to the values it takes (one, or a list); a value may hold
+    /// `$[[ matrix.KEY ]]`, the needing instance's own value of KEY.
+    pub matrix: Option<Vec<Vec<(String, Vec<String>)>>>,
     pub span: Span,
 }
 
@@ -1059,6 +1061,16 @@ impl Loader<'_> {
                 _ => out.push(node.clone()),
             }
         }
+        match &node.value {
+            Value::Sequence(entries) => {
+                if let Some(empty) = entries.iter().find(|e| matches!(e.value, Value::Null)) {
+                    self.error(format!("{owner} needs: entries cannot be empty"), empty.span);
+                }
+            }
+            // `!reference` resolves to a list; anything else is not one.
+            Value::Null | Value::Reference(_) => {}
+            _ => self.error(format!("{owner} needs: must be an array"), node.span),
+        }
         let mut items = Vec::new();
         flatten(node, &mut items, 0);
         let mut needs = Vec::new();
@@ -1094,7 +1106,15 @@ impl Loader<'_> {
                                     .as_mapping()
                                     .unwrap_or_default()
                                     .iter()
-                                    .map(|(k, v)| (k.name.clone(), v.scalar_text().unwrap_or_default()))
+                                    .map(|(k, v)| {
+                                        let values = match &v.value {
+                                            Value::Sequence(items) => {
+                                                items.iter().filter_map(Node::scalar_text).collect()
+                                            }
+                                            _ => vec![v.scalar_text().unwrap_or_default()],
+                                        };
+                                        (k.name.clone(), values)
+                                    })
                                     .collect();
                                 combos.push(pairs);
                             }

@@ -411,16 +411,62 @@ pub fn plan(
                     ));
                     continue;
                 }
+                let selectors = match &need.matrix {
+                    None => None,
+                    Some(combos) => {
+                        if !matches!(config.jobs[config_index].parallel, Some(Parallel::Matrix(_))) {
+                            errors.push(Diagnostic::error(
+                                format!(
+                                    "{} uses needs.parallel.matrix targeting {}, but {} has no parallel:matrix configuration",
+                                    job.name, need.job, need.job
+                                ),
+                                Some(need.span),
+                            ));
+                            continue;
+                        }
+                        let own = matrix_of.get(&position).cloned().unwrap_or_default();
+                        match resolve_selectors(combos, &own, matches!(job.parallel, Some(Parallel::Matrix(_)))) {
+                            Ok(resolved) => Some(resolved),
+                            Err(message) => {
+                                let message = match message {
+                                    SelectorError::NotParallel => format!(
+                                        "{} uses $[[ matrix.X ]] expressions in needs.parallel.matrix but is not parallelized with parallel:matrix",
+                                        job.name
+                                    ),
+                                    SelectorError::Unknown(key) => {
+                                        format!("'{key}' does not exist in matrix configuration")
+                                    }
+                                };
+                                if !errors.iter().any(|e| e.message == message) {
+                                    errors.push(Diagnostic::error(message, Some(need.span)));
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let before = planned.len();
                 for target in targets {
-                    let wanted = match &need.matrix {
+                    let wanted = match &selectors {
                         None => true,
                         Some(combos) => combos.iter().any(|combo| {
                             let values = matrix_of.get(target).cloned().unwrap_or_default();
-                            combo.iter().all(|(k, v)| values.iter().any(|(vk, vv)| vk == k && vv == v))
+                            combo.iter().all(|(k, allowed)| {
+                                values.iter().any(|(vk, vv)| vk == k && allowed.iter().any(|a| a == vv))
+                            })
                         }),
                     };
                     if wanted {
                         planned.push(PlannedNeed { job: *target, artifacts: need.artifacts });
+                    }
+                }
+                if selectors.is_some() && planned.len() == before && !need.optional {
+                    let message = format!(
+                        "{} needs.parallel.matrix selector for {} matched zero permutations",
+                        job.name, need.job
+                    );
+                    if !errors.iter().any(|e| e.message == message) {
+                        errors.push(Diagnostic::error(message, Some(need.span)));
                     }
                 }
             }
@@ -577,6 +623,60 @@ impl Plan {
             ))
         })
     }
+}
+
+/// Why a `needs:parallel:matrix` selector cannot be resolved.
+enum SelectorError {
+    /// `$[[ matrix.X ]]` in a job that has no matrix of its own.
+    NotParallel,
+    /// `$[[ matrix.X ]]` naming a key the job's own matrix lacks.
+    Unknown(String),
+}
+
+/// The selectors of one needing instance, with `$[[ matrix.KEY ]]` replaced by the instance's
+/// own value of KEY (whitespace inside the brackets does not matter; several may sit in one
+/// value).
+fn resolve_selectors(
+    combos: &[Vec<(String, Vec<String>)>],
+    own: &[(String, String)],
+    parallel: bool,
+) -> Result<Vec<Vec<(String, Vec<String>)>>, SelectorError> {
+    let substitute = |text: &str| -> Result<String, SelectorError> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("$[[") {
+            let Some(end) = rest[start..].find("]]") else { break };
+            out.push_str(&rest[..start]);
+            let inner = rest[start + 3..start + end].trim();
+            let Some(key) = inner.strip_prefix("matrix.").map(str::trim) else {
+                out.push_str(&rest[start..start + end + 2]);
+                rest = &rest[start + end + 2..];
+                continue;
+            };
+            if !parallel {
+                return Err(SelectorError::NotParallel);
+            }
+            match own.iter().find(|(k, _)| k == key) {
+                Some((_, value)) => out.push_str(value),
+                None => return Err(SelectorError::Unknown(key.to_owned())),
+            }
+            rest = &rest[start + end + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    };
+    combos
+        .iter()
+        .map(|combo| {
+            combo
+                .iter()
+                .map(|(key, values)| {
+                    let values = values.iter().map(|v| substitute(v)).collect::<Result<Vec<_>, _>>()?;
+                    Ok((key.clone(), values))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// One instance of a job: its name, its extra variables, its matrix values.

@@ -228,6 +228,41 @@ const TABLE: &[(&str, &str, Verdict)] = &[
         "a:\n  stage: build\n  script: [x]\nb:\n  needs: []\n  dependencies: [a]\n  script: [x]\nstages: [build, test]\n",
         Valid,
     ),
+    (
+        "needs: [~]",
+        "a:\n  script: [x]\nb:\n  needs: [~]\n  script: [x]\n",
+        Error("b needs: entries cannot be empty", 4, 11),
+    ),
+    (
+        "needs as a string",
+        "a:\n  script: [x]\nb:\n  needs: a\n  script: [x]\n",
+        Error("b needs: must be an array", 4, 10),
+    ),
+    (
+        "needs:parallel:matrix on a job without a matrix",
+        "a:\n  stage: build\n  script: [x]\nb:\n  needs:\n    - job: a\n      parallel:\n        matrix:\n          - X: [1]\n  script: [x]\nstages: [build, test]\n",
+        Error("b uses needs.parallel.matrix targeting a, but a has no parallel:matrix configuration", 6, 7),
+    ),
+    (
+        "needs:parallel:matrix selecting nothing",
+        "a:\n  stage: build\n  parallel:\n    matrix:\n      - X: [1, 2]\n  script: [x]\nb:\n  needs:\n    - job: a\n      parallel:\n        matrix:\n          - X: 3\n  script: [x]\nstages: [build, test]\n",
+        Error("b needs.parallel.matrix selector for a matched zero permutations", 9, 7),
+    ),
+    (
+        "needs:parallel:matrix with a list of values and $[[ matrix.X ]]",
+        "a:\n  stage: build\n  parallel:\n    matrix:\n      - X: [1, 2]\n  script: [x]\nb:\n  parallel:\n    matrix:\n      - X: [1, 2]\n  needs:\n    - job: a\n      parallel:\n        matrix:\n          - X: [\"$[[ matrix.X ]]\"]\n  script: [x]\nstages: [build, test]\n",
+        Valid,
+    ),
+    (
+        "$[[ matrix.X ]] in a job without a matrix",
+        "a:\n  stage: build\n  parallel:\n    matrix:\n      - X: [1, 2]\n  script: [x]\nb:\n  needs:\n    - job: a\n      parallel:\n        matrix:\n          - X: $[[ matrix.X ]]\n  script: [x]\nstages: [build, test]\n",
+        Error("b uses $[[ matrix.X ]] expressions in needs.parallel.matrix but is not parallelized", 9, 7),
+    ),
+    (
+        "$[[ matrix.NOPE ]] naming a key the job lacks",
+        "a:\n  stage: build\n  parallel:\n    matrix:\n      - X: [1, 2]\n  script: [x]\nb:\n  parallel:\n    matrix:\n      - X: [1, 2]\n  needs:\n    - job: a\n      parallel:\n        matrix:\n          - X: $[[ matrix.NOPE ]]\n  script: [x]\nstages: [build, test]\n",
+        Error("'NOPE' does not exist in matrix configuration", 12, 7),
+    ),
     // ---- environment ----
     (
         "on_stop names an unknown job",
