@@ -187,9 +187,12 @@ pub struct Need {
     /// `needs: [{job, parallel: {matrix: …}}]`: only these matrix instances. Each selector
     /// maps a matrix key to the values it takes (one, or a list); a value may hold
     /// `$[[ matrix.KEY ]]`, the needing instance's own value of KEY.
-    pub matrix: Option<Vec<Vec<(String, Vec<String>)>>>,
+    pub matrix: Option<Vec<MatrixSelector>>,
     pub span: Span,
 }
+
+/// One `needs:parallel:matrix` entry: each matrix key with the values it may take.
+pub type MatrixSelector = Vec<(String, Vec<String>)>;
 
 #[derive(Debug, Clone)]
 pub struct Rule {

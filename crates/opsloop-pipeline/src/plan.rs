@@ -5,7 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::config::Lookup;
-use crate::config::{AllowFailure, Config, Job, Need, Parallel, RefFilter, Rule, Variable, When, glob_matches};
+use crate::config::{
+    AllowFailure, Config, Job, MatrixSelector, Need, Parallel, RefFilter, Rule, Variable, When, glob_matches,
+};
 use crate::diagnostic::Diagnostic;
 
 /// Why and how a job is in the pipeline: when, allow_failure, rule variables, rule needs, start_in.
@@ -637,10 +639,10 @@ enum SelectorError {
 /// own value of KEY (whitespace inside the brackets does not matter; several may sit in one
 /// value).
 fn resolve_selectors(
-    combos: &[Vec<(String, Vec<String>)>],
+    combos: &[MatrixSelector],
     own: &[(String, String)],
     parallel: bool,
-) -> Result<Vec<Vec<(String, Vec<String>)>>, SelectorError> {
+) -> Result<Vec<MatrixSelector>, SelectorError> {
     let substitute = |text: &str| -> Result<String, SelectorError> {
         let mut out = String::new();
         let mut rest = text;
