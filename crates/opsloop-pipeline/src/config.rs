@@ -354,10 +354,21 @@ struct Loader<'a> {
     references: HashMap<Vec<String>, Node>,
     /// Values produced by `!reference` so far; capped like YAML aliases (reference bombs).
     referenced_values: usize,
+    /// Files included so far, and how many may be (GitLab: 150 per pipeline).
+    included: usize,
+    max_includes: usize,
 }
+
+/// GitLab's limit on included files per pipeline.
+pub const MAX_INCLUDES: usize = 150;
 
 /// Loads `path` from `files`. Problems are in `Config::diagnostics`; check `has_errors`.
 pub fn load(files: &dyn FileSource, path: &str, lookup: Lookup<'_>) -> Config {
+    load_with_max_includes(files, path, lookup, MAX_INCLUDES)
+}
+
+/// [`load`] with another limit on included files (`--maximum-includes`).
+pub fn load_with_max_includes(files: &dyn FileSource, path: &str, lookup: Lookup<'_>, max_includes: usize) -> Config {
     let mut loader = Loader {
         files,
         lookup,
@@ -365,6 +376,8 @@ pub fn load(files: &dyn FileSource, path: &str, lookup: Lookup<'_>) -> Config {
         diagnostics: Vec::new(),
         references: HashMap::new(),
         referenced_values: 0,
+        included: 0,
+        max_includes,
     };
     let empty = Node::new(Value::Mapping(Vec::new()), Span::default());
     let root = match files.read(path) {
@@ -551,6 +564,21 @@ impl Loader<'_> {
         let mut merged = Node::new(Value::Mapping(Vec::new()), node.span);
         for item in items {
             for path in self.include_paths(&item) {
+                // Every include counts, repeated ones too, as GitLab counts them.
+                self.included += 1;
+                if self.included > self.max_includes {
+                    if self.included == self.max_includes + 1 {
+                        self.error_with_hint(
+                            format!(
+                                "This GitLab CI configuration is invalid: Maximum of {} nested includes are allowed!. This limit can be increased with the --maximum-includes cli flags.",
+                                self.max_includes
+                            ),
+                            item.span,
+                            "GitLab allows 150 included files per pipeline",
+                        );
+                    }
+                    return node;
+                }
                 if !seen.insert(path.clone()) {
                     continue;
                 }
@@ -610,7 +638,7 @@ impl Loader<'_> {
             }
         };
         if let Some(rules) = rules {
-            let rules = self.rules(rules);
+            let rules = self.rules(rules, "include");
             let files = self.files.files();
             if !crate::plan::rules_match(&rules, self.lookup, &files, None)
                 .is_some_and(|outcome| outcome.when != Some(When::Never))
@@ -778,8 +806,19 @@ impl Loader<'_> {
         let stages = match root.get("stages") {
             Some(node) => {
                 let mut stages = Vec::new();
-                if flatten_strings(node, &mut stages, 0).is_err() {
+                let valid = if !matches!(node.value, Value::Sequence(_)) {
+                    self.error("stages: must be an array", node.span);
+                    false
+                } else if flatten_strings(node, &mut stages, 0).is_err() {
                     self.error("stages must be a list of names", node.span);
+                    false
+                } else {
+                    true
+                };
+                if !valid {
+                    // GitLab's defaults stand in, so jobs are not also told their stage is
+                    // "not found" (a consequence of this error, not a second one).
+                    stages = DEFAULT_STAGES.iter().map(|s| (*s).to_owned()).collect();
                 }
                 let mut all = vec![".pre".to_owned()];
                 all.extend(stages.into_iter().filter(|s| s != ".pre" && s != ".post"));
@@ -789,7 +828,8 @@ impl Loader<'_> {
             None => DEFAULT_STAGES.iter().map(|s| (*s).to_owned()).collect(),
         };
         let variables = root.get("variables").map(|node| self.variables(node)).unwrap_or_default();
-        let workflow_rules = root.get("workflow").and_then(|w| w.get("rules")).map(|rules| self.rules(rules));
+        let workflow_rules =
+            root.get("workflow").and_then(|w| w.get("rules")).map(|rules| self.rules(rules, "workflow"));
 
         // Defaults: `default:` and the legacy global keywords.
         let mut defaults: Vec<(String, Node)> = Vec::new();
@@ -944,11 +984,15 @@ impl Loader<'_> {
         out
     }
 
-    pub(crate) fn rules(&mut self, node: &Node) -> Vec<Rule> {
+    pub(crate) fn rules(&mut self, node: &Node, owner: &str) -> Vec<Rule> {
         let Value::Sequence(top) = &node.value else {
             self.error("rules must be a list", node.span);
             return Vec::new();
         };
+        if top.is_empty() {
+            // GitLab: "rules config can't be blank" (an empty list would silently never run).
+            self.error(format!("{owner} rules: config can't be blank"), node.span);
+        }
         // `!reference [.x, rules]` inside the list leaves a nested list; GitLab flattens it.
         let mut items: Vec<&Node> = Vec::new();
         let mut stack: Vec<&Node> = top.iter().rev().collect();
@@ -972,7 +1016,7 @@ impl Loader<'_> {
                 match Expression::parse(&text) {
                     Ok(expression) => Some(expression),
                     Err(error) => {
-                        self.error(format!("invalid rules:if expression `{text}`: {error}"), node.span);
+                        self.error(format!("rules:rule if invalid expression syntax in `{text}`: {error}"), node.span);
                         None
                     }
                 }
@@ -1201,7 +1245,7 @@ impl Loader<'_> {
         }
     }
 
-    fn caches(&mut self, node: &Node) -> Vec<Cache> {
+    fn caches(&mut self, node: &Node, owner: &str) -> Vec<Cache> {
         let items = match &node.value {
             Value::Sequence(items) => items.clone(),
             _ => vec![node.clone()],
@@ -1229,6 +1273,17 @@ impl Loader<'_> {
                     CachePolicy::PullPush
                 }
             };
+            if let Some(paths) = item.get("paths")
+                && !matches!(paths.value, Value::Sequence(_))
+            {
+                self.error(format!("{owner} cache[{}].paths must be array", caches.len()), paths.span);
+            }
+            if let CacheKey::Files { files, .. } = &key
+                && !(1..=2).contains(&files.len())
+            {
+                let span = item.get("key").map_or(item.span, |k| k.span);
+                self.error(format!("{owner} cache:key:files takes one or two files, not {}", files.len()), span);
+            }
             caches.push(Cache {
                 key,
                 paths: item.get("paths").map(|n| self.strings(n, "cache:paths")).unwrap_or_default(),
@@ -1327,7 +1382,7 @@ impl Loader<'_> {
             }
             Some(script) => {
                 let lines = self.strings(script, &format!("{name}: script"));
-                if lines.is_empty() {
+                if lines.is_empty() && matches!(script.value, Value::Sequence(_)) {
                     self.error(format!("{name} has empty script"), script.span);
                 }
                 lines
@@ -1364,7 +1419,7 @@ impl Loader<'_> {
             None => When::OnSuccess,
         };
         let variables = node.get("variables").map(|v| self.variables(v)).unwrap_or_default();
-        let rules = node.get("rules").map(|rules| self.rules(rules));
+        let rules = node.get("rules").map(|rules| self.rules(rules, &name));
         if rules.is_some() && (node.get("only").is_some() || node.get("except").is_some()) {
             self.error(format!("{name}: rules cannot be used with only/except"), key.span);
         }
@@ -1461,7 +1516,7 @@ impl Loader<'_> {
             only: node.get("only").map(|n| self.ref_filter(n)),
             except: node.get("except").map(|n| self.ref_filter(n)),
             artifacts: node.get("artifacts").map(|n| self.artifacts(n)),
-            cache: node.get("cache").map(|n| self.caches(n)).unwrap_or_default(),
+            cache: node.get("cache").map(|n| self.caches(n, &name)).unwrap_or_default(),
             parallel: node.get("parallel").and_then(|n| self.parallel(n)),
             retry,
             timeout: node.get("timeout").and_then(Node::scalar_text),

@@ -1504,7 +1504,7 @@ fn rules_if_syntax_error() {
         MAIN,
         &options(),
         r##"
-        error 4:11 invalid rules:if expression `$A == "x" &&`: expected an operand after '&&', found end of input at offset 12
+        error 4:11 rules:rule if invalid expression syntax in `$A == "x" &&`: expected an operand after '&&', found end of input at offset 12
         "##,
     );
 }
@@ -2816,12 +2816,9 @@ fn wrong_types_are_errors_with_locations() {
         MAIN,
         &options(),
         r##"
-        error 1:9 stages must be a list of names
+        error 1:9 stages: must be an array
         error 2:12 variables must be a mapping, not a list
         error 4:11 job: script must be a string or a list of strings
-        error 4:11 job has empty script
-        error 3:1 stage:test not found for job
-          hint: declared stages: .pre, .post
         error 7:9 unknown when: `sometimes`
           hint: one of on_success, on_failure, always, manual, delayed, never
         error 5:10 rules must be a list
@@ -2829,8 +2826,6 @@ fn wrong_types_are_errors_with_locations() {
         error 8:11 needs entries are job names or mappings, not an integer
         error 9:11 cache must be a mapping, not a string
         error 10:18 tags must be a string or a list of strings
-        error 11:1 stage:test not found for vars
-          hint: declared stages: .pre, .post
         error 14:11 variable LIST must be a string, not a list
         error 15:1 jobs:string-job config should be a mapping, not a string
         "##,

@@ -312,6 +312,33 @@ const TABLE: &[(&str, &str, Verdict)] = &[
         Error("when:never can only be used in a rules section", 3, 9),
     ),
     ("when: unknown", "job:\n  script: [x]\n  when: sometimes\n", Error("unknown when: `sometimes`", 3, 9)),
+    (
+        "${VAR} in rules:if",
+        "job:\n  script: [x]\n  rules:\n    - if: '${A} == \"x\"'\n",
+        Error("rules:rule if invalid expression syntax", 4, 11),
+    ),
+    ("rules: []", "job:\n  script: [x]\n  rules: []\n", Error("job rules: config can't be blank", 3, 10)),
+    (
+        "stages as a string, without follow-on errors",
+        "stages: build\njob:\n  script: [x]\n",
+        Error("stages: must be an array", 1, 9),
+    ),
+    (
+        "cache:paths as a string",
+        "job:\n  script: [x]\n  cache:\n    paths: folder\n",
+        Error("job cache[0].paths must be array", 4, 12),
+    ),
+    (
+        "cache:key:files with three files",
+        "job:\n  script: [x]\n  cache:\n    key:\n      files: [a, b, c]\n    paths: [x]\n",
+        Error("cache:key:files takes one or two files, not 3", 5, 7),
+    ),
+    (
+        "cache:key:files empty",
+        "job:\n  script: [x]\n  cache:\n    key:\n      files: []\n    paths: [x]\n",
+        Error("cache:key:files takes one or two files, not 0", 5, 7),
+    ),
+    ("cache with a key and no paths", "job:\n  script: [x]\n  cache:\n    key: k\n", Valid),
     // ---- visible jobs ----
     ("an empty file", "", Error("jobs config should contain at least one visible job", 1, 1)),
     (
@@ -341,7 +368,7 @@ const TABLE: &[(&str, &str, Verdict)] = &[
     (
         "rules:if that does not parse",
         "job:\n  script: [x]\n  rules:\n    - if: $A ==\n",
-        Error("invalid rules:if expression", 4, 11),
+        Error("rules:rule if invalid expression syntax", 4, 11),
     ),
     (
         "parallel above 200",

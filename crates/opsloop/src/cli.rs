@@ -275,6 +275,12 @@ pub struct RunArgs {
     /// Accepted for gitlab-ci-local compatibility; opsloop always validates.
     #[arg(long, hide = true)]
     pub json_schema_validation: bool,
+    /// How many files the pipeline may include (GitLab's limit is 150).
+    #[arg(long, value_name = "N", default_value_t = opsloop_pipeline::config::MAX_INCLUDES)]
+    pub maximum_includes: usize,
+    /// Accepted for gitlab-ci-local compatibility: job names in output are not padded to a width.
+    #[arg(long, value_name = "N", hide = true)]
+    pub max_job_name_padding: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

@@ -225,14 +225,19 @@ struct Loaded {
     files: Vec<String>,
 }
 
-fn load(cwd: Option<&Path>, file: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, String> {
+fn load(
+    cwd: Option<&Path>,
+    file: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    max_includes: usize,
+) -> Result<Loaded, String> {
     let project = match cwd {
         Some(dir) => dir.to_path_buf(),
         None => std::env::current_dir().map_err(|e| e.to_string())?,
     };
     let files = opsloop_runner::workspace::project_files(&project, STATE_DIR).map_err(|e| e.to_string())?;
     let source = DirSource { root: project, files: files.clone() };
-    let config = config::load(&source, file, lookup);
+    let config = config::load_with_max_includes(&source, file, lookup, max_includes);
     Ok(Loaded { config, files })
 }
 
@@ -243,7 +248,7 @@ pub fn lint(args: LintArgs) -> ExitCode {
     let project = args.cwd.clone().unwrap_or_else(|| PathBuf::from("."));
     let defined = predefined(&project, 1);
     let lookup = |name: &str| defined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let loaded = match load(args.cwd.as_deref(), &args.file, &lookup) {
+    let loaded = match load(args.cwd.as_deref(), &args.file, &lookup, config::MAX_INCLUDES) {
         Ok(loaded) => loaded,
         Err(error) => {
             output::error(&error);
@@ -413,7 +418,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     defined.retain(|(k, _)| !args.unset_variable.contains(k));
     let lookup = |name: &str| defined.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
 
-    let loaded = match load(Some(&project), &args.file, &lookup) {
+    let loaded = match load(Some(&project), &args.file, &lookup, args.maximum_includes) {
         Ok(loaded) => loaded,
         Err(error) => {
             output::error(&error);

@@ -197,11 +197,12 @@ fn lint_reports_every_problem_with_its_place() {
     assert_eq!(output.status.code(), Some(2), "{report}");
     assert!(report.contains("stage:biuld not found for build"), "{report}");
     assert!(report.contains(".gitlab-ci.yml:3:10"), "the stage error points at its value: {report}");
-    assert!(report.contains("unknown keyword `scirpt`"), "{report}");
+    assert!(report.contains("jobs:build config contains unknown keys: scirpt"), "{report}");
+    assert!(report.contains("did you mean `script`?"), "{report}");
     assert!(report.contains(".gitlab-ci.yml:4:3"), "{report}");
     let json = Command::new(BIN).args(["lint", "--json"]).current_dir(dir.path()).output().unwrap();
     let problems: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert!(problems.as_array().unwrap().iter().any(|p| p["severity"] == "warning" && p["line"] == 4));
+    assert!(problems.as_array().unwrap().iter().any(|p| p["severity"] == "error" && p["line"] == 4));
     let good = repo(&[(".gitlab-ci.yml", "job:\n  script: echo ok\n")]);
     let output = Command::new(BIN).args(["lint"]).current_dir(good.path()).output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
