@@ -542,3 +542,158 @@ again: *list
         }
     }
 }
+
+/// Block-style YAML text for a node tree, as people write it: plain scalars where YAML reads
+/// them back as the same string, single quotes where it would not, double quotes for text with
+/// line breaks or control characters; sequences inside mappings indented by two, sequences of
+/// sequences as `- - a`. Reading the text back gives the same tree (`--preview` relies on it).
+pub fn emit(node: &Node) -> String {
+    let mut out = String::new();
+    emit_block(node, 0, &mut out);
+    out
+}
+
+fn emit_block(node: &Node, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match &node.value {
+        Value::Mapping(entries) if !entries.is_empty() => {
+            for (key, value) in entries {
+                out.push_str(&pad);
+                out.push_str(&scalar_text_for(&key.name));
+                out.push(':');
+                emit_after_key(value, indent, out);
+            }
+        }
+        Value::Sequence(items) if !items.is_empty() => {
+            for item in items {
+                match &item.value {
+                    Value::Mapping(entries) if !entries.is_empty() => emit_nested_item(item, indent, out),
+                    Value::Sequence(inner) if !inner.is_empty() => emit_nested_item(item, indent, out),
+                    _ => {
+                        out.push_str(&pad);
+                        out.push_str("- ");
+                        out.push_str(&inline(item));
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        _ => {
+            out.push_str(&pad);
+            out.push_str(&inline(node));
+            out.push('\n');
+        }
+    }
+}
+
+fn emit_after_key(value: &Node, indent: usize, out: &mut String) {
+    match &value.value {
+        Value::Mapping(entries) if !entries.is_empty() => {
+            out.push('\n');
+            emit_block(value, indent + 2, out);
+        }
+        Value::Sequence(items) if !items.is_empty() => {
+            out.push('\n');
+            emit_block(value, indent + 2, out);
+        }
+        _ => {
+            out.push(' ');
+            out.push_str(&inline(value));
+            out.push('\n');
+        }
+    }
+}
+
+/// A collection inside a sequence: rendered two deeper, its first line starting with `- `.
+fn emit_nested_item(item: &Node, indent: usize, out: &mut String) {
+    let mut inner = String::new();
+    emit_block(item, indent + 2, &mut inner);
+    out.push_str(&" ".repeat(indent));
+    out.push_str("- ");
+    out.push_str(&inner[indent + 2..]);
+}
+
+/// A scalar, or an empty collection, on one line.
+fn inline(node: &Node) -> String {
+    match &node.value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(value) => value.to_string(),
+        Value::Int(value) => value.to_string(),
+        Value::Float(value) => value.to_string(),
+        Value::String(text) => scalar_text_for(text),
+        Value::Mapping(_) => "{}".to_owned(),
+        Value::Sequence(_) => "[]".to_owned(),
+        Value::Reference(path) => format!("!reference [{}]", path.join(", ")),
+    }
+}
+
+/// `text` as a YAML scalar that reads back as this same string.
+fn scalar_text_for(text: &str) -> String {
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return serde_json_like_quote(text);
+    }
+    let plain_reads_back = !text.is_empty()
+        && !text.starts_with([
+            ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`', '\t',
+        ])
+        && !text.ends_with([' ', ':', '\t'])
+        && !text.contains(": ")
+        && !text.contains(" #")
+        && matches!(scalar(text, ScalarStyle::Plain), Value::String(_))
+        && yaml11_bool(text).is_none();
+    // `-x` reads back as a string too; only `- ` (a sequence entry) and `-` alone do not.
+    let dash_plain = text.starts_with('-')
+        && text.len() > 1
+        && !text.starts_with("- ")
+        && !text.starts_with("---")
+        && matches!(scalar(text, ScalarStyle::Plain), Value::String(_))
+        && !text.contains(": ")
+        && !text.contains(" #")
+        && !text.ends_with([' ', ':']);
+    if plain_reads_back || dash_plain { text.to_owned() } else { format!("'{}'", text.replace('\'', "''")) }
+}
+
+/// Double-quoted YAML with escapes (line breaks, control characters).
+fn serde_json_like_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod emit_tests {
+    use super::*;
+
+    #[test]
+    fn emitted_yaml_reads_back_as_the_same_tree() {
+        let text = "job:\n  script:\n    - echo a\n    - [echo b, [echo c]]\n    - 'yes'\n    - \"multi\\nline\"\n    - '- not a list'\n    - -x\n    - 'a: b'\n    - '012'\n  rules:\n    - if: $A == \"x\"\n      when: manual\n  empty: []\n  none: {}\n  nothing: null\n  flag: true\n  n: 3\n";
+        let tree = parse_file(text, 0).unwrap_or_else(|e| panic!("{e}"));
+        let emitted = emit(&tree);
+        assert!(emitted.contains("\n    - echo a\n"), "{emitted}");
+        assert!(emitted.contains("\n    - - echo b\n      - - echo c\n"), "{emitted}");
+        assert!(emitted.contains("\n    - if: $A == \"x\"\n      when: manual\n"), "{emitted}");
+        let back = parse_file(&emitted, 0).unwrap_or_else(|e| panic!("{e}\n{emitted}"));
+        fn strip(node: &Node) -> String {
+            match &node.value {
+                Value::Mapping(entries) => {
+                    let inner: Vec<String> = entries.iter().map(|(k, v)| format!("{}={}", k.name, strip(v))).collect();
+                    format!("{{{}}}", inner.join(","))
+                }
+                Value::Sequence(items) => format!("[{}]", items.iter().map(strip).collect::<Vec<_>>().join(",")),
+                other => format!("{other:?}"),
+            }
+        }
+        assert_eq!(strip(&back), strip(&tree), "{emitted}");
+    }
+}

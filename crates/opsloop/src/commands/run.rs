@@ -439,7 +439,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     }
     eprintln!("parsing and includes finished in {} ms.", started.elapsed().as_millis());
     if args.preview {
-        print!("{}", to_yaml(&config.expanded, 0));
+        print!("---\n{}", opsloop_pipeline::yaml::emit(&config.expanded));
         return ExitCode::SUCCESS;
     }
     let predefined_lookup = |name: &str| {
@@ -721,42 +721,6 @@ fn list(config: &Config, planned: &plan::Plan, as_json: bool) -> ExitCode {
         .collect();
     output::table(&["name", "description", "stage", "when", "allow_failure", "needs"], table);
     ExitCode::SUCCESS
-}
-
-/// Block-style YAML for `--preview`; strings are double-quoted (JSON escapes are YAML escapes).
-fn to_yaml(node: &Node, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    match &node.value {
-        Value::Mapping(entries) if !entries.is_empty() => entries
-            .iter()
-            .map(|(key, value)| {
-                let key = serde_json::to_string(&key.name).unwrap_or_default();
-                match &value.value {
-                    Value::Mapping(e) if !e.is_empty() => format!("{pad}{key}:\n{}", to_yaml(value, indent + 2)),
-                    Value::Sequence(i) if !i.is_empty() => format!("{pad}{key}:\n{}", to_yaml(value, indent + 2)),
-                    _ => format!("{pad}{key}: {}\n", to_yaml(value, 0).trim_end()),
-                }
-            })
-            .collect(),
-        Value::Sequence(items) if !items.is_empty() => items
-            .iter()
-            .map(|item| match &item.value {
-                Value::Mapping(e) if !e.is_empty() => {
-                    let inner = to_yaml(item, indent + 2);
-                    format!("{pad}- {}", inner.trim_start())
-                }
-                _ => format!("{pad}- {}\n", to_yaml(item, 0).trim_end()),
-            })
-            .collect(),
-        Value::Mapping(_) => "{}\n".to_owned(),
-        Value::Sequence(_) => "[]\n".to_owned(),
-        Value::Null => "null\n".to_owned(),
-        Value::Bool(b) => format!("{b}\n"),
-        Value::Int(i) => format!("{i}\n"),
-        Value::Float(f) => format!("{f}\n"),
-        Value::String(s) => format!("{}\n", serde_json::to_string(s).unwrap_or_default()),
-        Value::Reference(path) => format!("!reference [{}]\n", path.join(", ")),
-    }
 }
 
 /// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.

@@ -86,4 +86,3 @@ fn gitlab_ci_local_second_case_set_passes_all_but_the_listed() {
     assert!(unexpected.is_empty(), "{summary}\nnew failures:\n{}", unexpected.join("\n"));
     assert!(!summary.starts_with("0 passed"), "the checker ran no case: {summary}");
 }
-
