@@ -138,6 +138,11 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
 
 /// [`parse`] for the file numbered `file` in the loader's list of sources.
 pub fn parse_file(text: &str, file: u32) -> Result<Node, YamlError> {
+    parse_with_header(text, file).map(|(_, body)| body)
+}
+
+/// [`parse_file`], keeping the `spec:` header document when the file has one (CI/CD inputs).
+pub fn parse_with_header(text: &str, file: u32) -> Result<(Option<Node>, Node), YamlError> {
     let mut builder = Builder { events: Parser::new_from_str(text), anchors: HashMap::new(), nodes: 0, depth: 0, file };
     let mut documents = Vec::new();
     loop {
@@ -159,9 +164,11 @@ pub fn parse_file(text: &str, file: u32) -> Result<Node, YamlError> {
     let mut documents = documents.into_iter();
     let first = documents.next();
     let second = documents.next();
+    let mut spec = None;
     let root = match (first, second) {
         (None, _) => Node::new(Value::Mapping(Vec::new()), Span { file, line: 1, column: 1, index: 0 }),
         (Some(header), Some(body)) if header.as_mapping().is_some_and(|m| m.iter().all(|(k, _)| k.name == "spec")) => {
+            spec = Some(header);
             body
         }
         (Some(first), Some(second)) => {
@@ -173,10 +180,11 @@ pub fn parse_file(text: &str, file: u32) -> Result<Node, YamlError> {
         }
         (Some(only), None) => only,
     };
-    Ok(match root.value {
+    let body = match root.value {
         Value::Null => Node::new(Value::Mapping(Vec::new()), root.span),
         _ => root,
-    })
+    };
+    Ok((spec, body))
 }
 
 struct Builder<'input> {

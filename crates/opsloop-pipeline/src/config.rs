@@ -383,8 +383,11 @@ pub fn load_with_max_includes(files: &dyn FileSource, path: &str, lookup: Lookup
     let root = match files.read(path) {
         Ok(text) => {
             let id = loader.sources.add(path, &text);
-            match yaml::parse_file(&text, id) {
-                Ok(node) => Some(node),
+            match yaml::parse_with_header(&text, id) {
+                Ok((header, node)) => {
+                    let at = node.span;
+                    loader.apply_inputs(header, node, None, at)
+                }
                 Err(error) => {
                     loader
                         .diagnostics
@@ -551,6 +554,40 @@ impl Loader<'_> {
         self.diagnostics.push(Diagnostic::error(message, Some(span)));
     }
 
+    /// A file's CI/CD inputs: its `spec:` header resolved against what the include gave, and
+    /// `$[[ inputs.X ]]` replaced in its body. `None` (with the errors recorded) when that fails.
+    fn apply_inputs(&mut self, header: Option<Node>, body: Node, given: Option<&Node>, at: Span) -> Option<Node> {
+        let Some(header) = header else {
+            if let Some(given) = given {
+                self.error(
+                    "Given inputs not defined in the `spec` section of the included configuration file",
+                    given.span,
+                );
+                return None;
+            }
+            return Some(body);
+        };
+        let values = match crate::inputs::resolve(&header, given, at) {
+            Ok(values) => values,
+            Err(errors) => {
+                self.diagnostics.extend(errors);
+                return None;
+            }
+        };
+        let mut warnings = Vec::new();
+        let result = crate::inputs::interpolate(body, &values, &mut warnings);
+        // One notice per file is enough.
+        warnings.dedup_by(|a, b| a.message == b.message);
+        self.diagnostics.extend(warnings);
+        match result {
+            Ok(body) => Some(body),
+            Err(error) => {
+                self.diagnostics.push(error);
+                None
+            }
+        }
+    }
+
     fn includes(&mut self, mut node: Node, depth: usize, seen: &mut HashSet<String>) -> Node {
         let Some(include) = remove_key(&mut node, "include") else { return node };
         if depth > 100 {
@@ -579,7 +616,9 @@ impl Loader<'_> {
                     }
                     return node;
                 }
-                if !seen.insert(path.clone()) {
+                // The same file twice is read once, unless each include gives it other inputs.
+                let given = item.get("inputs").map(yaml::emit).unwrap_or_default();
+                if !seen.insert(format!("{path}\u{0}{given}")) {
                     continue;
                 }
                 let text = match self.files.read(&path) {
@@ -590,8 +629,11 @@ impl Loader<'_> {
                     }
                 };
                 let id = self.sources.add(&path, &text);
-                match yaml::parse_file(&text, id) {
-                    Ok(included) => {
+                match yaml::parse_with_header(&text, id) {
+                    Ok((header, included)) => {
+                        let Some(included) = self.apply_inputs(header, included, item.get("inputs"), item.span) else {
+                            continue;
+                        };
                         let included = self.includes(included, depth + 1, seen);
                         merged = deep_merge(merged, included);
                     }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod expression;
+pub mod inputs;
 pub mod plan;
 pub mod predefined;
 pub mod variables;

@@ -431,6 +431,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         &config.diagnostics.iter().filter(|d| !d.is_error()).cloned().collect::<Vec<_>>(),
     );
     if config.has_errors() {
+        // GitLab's (and gitlab-ci-local's) first line for a refused file; scripts look for it.
+        output::error("This GitLab CI configuration is invalid:");
         print_diagnostics(
             &config.sources,
             &config.diagnostics.iter().filter(|d| d.is_error()).cloned().collect::<Vec<_>>(),
@@ -439,7 +441,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     }
     eprintln!("parsing and includes finished in {} ms.", started.elapsed().as_millis());
     if args.preview {
-        print!("---\n{}", opsloop_pipeline::yaml::emit(&config.expanded));
+        print!("---\n{}", opsloop_pipeline::yaml::emit(&preview_tree(&config)));
         return ExitCode::SUCCESS;
     }
     let predefined_lookup = |name: &str| {
@@ -721,6 +723,40 @@ fn list(config: &Config, planned: &plan::Plan, as_json: bool) -> ExitCode {
         .collect();
     output::table(&["name", "description", "stage", "when", "allow_failure", "needs"], table);
     ExitCode::SUCCESS
+}
+
+/// The expanded configuration as `--preview` shows it, normalised as GitLab reads it: the
+/// stages with `.pre` and `.post`, and each job's scripts as one flat list of lines.
+fn preview_tree(config: &Config) -> Node {
+    let mut tree = config.expanded.clone();
+    let Value::Mapping(entries) = &mut tree.value else { return tree };
+    let span = tree.span;
+    let stages = Node::new(
+        Value::Sequence(config.stages.iter().map(|s| Node::new(Value::String(s.clone()), span)).collect()),
+        span,
+    );
+    match entries.iter_mut().find(|(key, _)| key.name == "stages") {
+        Some((_, value)) => *value = stages,
+        None => entries.insert(0, (opsloop_pipeline::yaml::Key { name: "stages".to_owned(), span }, stages)),
+    }
+    for (_, job) in entries.iter_mut() {
+        let Value::Mapping(keys) = &mut job.value else { continue };
+        for (key, value) in keys.iter_mut() {
+            if matches!(key.name.as_str(), "script" | "before_script" | "after_script") {
+                let mut lines = Vec::new();
+                flatten_lines(value, &mut lines);
+                value.value = Value::Sequence(lines);
+            }
+        }
+    }
+    tree
+}
+
+fn flatten_lines(node: &Node, out: &mut Vec<Node>) {
+    match &node.value {
+        Value::Sequence(items) => items.iter().for_each(|item| flatten_lines(item, out)),
+        _ => out.push(node.clone()),
+    }
 }
 
 /// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.
