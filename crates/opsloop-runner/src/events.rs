@@ -57,6 +57,13 @@ pub enum Event {
         name: String,
         executor: String,
     },
+    /// The job deploys to an environment (its name as the job sees it, variables expanded).
+    Environment {
+        job: usize,
+        name: String,
+        environment: String,
+        url: Option<String>,
+    },
     /// An echoed command (`$ cmd`).
     Command {
         job: usize,

@@ -45,6 +45,10 @@ pub struct JobSpec {
     /// holds the path of a private file there.
     #[serde(default)]
     pub file_variables: Vec<(String, String)>,
+    /// The environment the job deploys to: its name (variables expanded) and its URL as the
+    /// YAML writes it.
+    #[serde(default)]
+    pub environment: Option<(String, Option<String>)>,
 }
 
 impl JobSpec {
@@ -195,6 +199,9 @@ pub async fn execute(
     let name = spec.name.clone();
     let executor = spec.executor(place);
     sink.emit(Event::JobStarted { job: index, name: name.clone(), executor });
+    if let Some((environment, url)) = spec.environment.clone() {
+        sink.emit(Event::Environment { job: index, name: name.clone(), environment, url });
+    }
 
     let builds = place.state_dir.join("builds");
     let workspace_dir = builds.join(workspace::dir_name(&name));

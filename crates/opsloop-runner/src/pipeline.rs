@@ -426,9 +426,31 @@ fn job_layers(shared: &Shared, index: usize, inherited: &[(String, String)]) -> 
         ("CI_JOB_URL", format!("http://localhost/jobs/{job_id}")),
     ];
     layers.extend(predefined_job.into_iter().map(|(k, v)| (k.to_owned(), v, false)));
-    if let Some(environment) = &job.environment {
-        layers.push(("CI_ENVIRONMENT_NAME".to_owned(), environment.name.clone(), true));
-        layers.push(("CI_ENVIRONMENT_SLUG".to_owned(), slug(&environment.name), false));
+    // Global < workflow:rules < the job's own < rules/matrix.
+    let own: Vec<(String, String, bool)> = job
+        .global_variables
+        .iter()
+        .chain(&shared.plan.workflow_variables)
+        .chain(&job.variables)
+        .chain(&planned.extra_variables)
+        .map(|variable| (variable.name.clone(), variable.value.clone(), variable.expand))
+        .chain(inherited.iter().map(|(k, v)| (k.clone(), v.clone(), false)))
+        .collect();
+    // The environment's name is expanded with the job's variables first (GitLab does this when
+    // it creates the job), so its slug, and the variables scoped to it, see the real name.
+    let environment = job.environment.as_ref().map(|environment| {
+        let lookup =
+            |name: &str| own.iter().chain(layers.iter()).rev().find(|(k, _, _)| k == name).map(|(_, v, _)| v.clone());
+        (opsloop_pipeline::variables::expand(&environment.name, &lookup), environment)
+    });
+    if let Some((name, environment)) = &environment {
+        layers.push(("CI_ENVIRONMENT_NAME".to_owned(), name.clone(), false));
+        layers.push(("CI_ENVIRONMENT_SLUG".to_owned(), environment_slug(name), false));
+        layers.push((
+            "CI_ENVIRONMENT_ACTION".to_owned(),
+            environment.action.clone().unwrap_or_else(|| "start".to_owned()),
+            false,
+        ));
         if let Some(url) = &environment.url {
             layers.push(("CI_ENVIRONMENT_URL".to_owned(), url.clone(), true));
         }
@@ -436,18 +458,8 @@ fn job_layers(shared: &Shared, index: usize, inherited: &[(String, String)]) -> 
             layers.push(("CI_ENVIRONMENT_TIER".to_owned(), tier.clone(), false));
         }
     }
-    // Global < workflow:rules < the job's own < rules/matrix.
-    for variable in job
-        .global_variables
-        .iter()
-        .chain(&shared.plan.workflow_variables)
-        .chain(&job.variables)
-        .chain(&planned.extra_variables)
-    {
-        layers.push((variable.name.clone(), variable.value.clone(), variable.expand));
-    }
-    layers.extend(inherited.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
-    let environment = job.environment.as_ref().map(|e| e.name.as_str());
+    layers.extend(own.iter().cloned());
+    let environment = environment.as_ref().map(|(name, _)| name.as_str());
     layers.extend(
         shared
             .options
@@ -471,6 +483,51 @@ fn slug(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("-");
     slug.chars().take(63).collect()
+}
+
+/// GitLab's `CI_ENVIRONMENT_SLUG`: lowercase, `-` for anything but a letter or digit, starting
+/// with a letter (`env-` otherwise), no repeated `-`; at most 24 characters, and when the name
+/// had to change (or is too long), 17 of them, `-` and six characters of the name's SHA-256 in
+/// base 36, so two names never share a slug.
+pub fn environment_slug(name: &str) -> String {
+    let mut slug: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .collect();
+    if !slug.starts_with(|c: char| c.is_ascii_lowercase()) {
+        slug = format!("env-{slug}");
+    }
+    let mut squeezed = String::with_capacity(slug.len());
+    for c in slug.chars() {
+        if !(c == '-' && squeezed.ends_with('-')) {
+            squeezed.push(c);
+        }
+    }
+    if squeezed.len() > 24 || squeezed != name {
+        let short: String = squeezed.chars().take(17).collect();
+        format!("{short}-{}", base36_suffix(name))
+    } else {
+        squeezed.trim_end_matches('-').to_owned()
+    }
+}
+
+/// The last six base-36 digits of the SHA-256 of `name` read as one big number.
+fn base36_suffix(name: &str) -> String {
+    use sha2::Digest;
+    let mut number: Vec<u8> = sha2::Sha256::digest(name.as_bytes()).to_vec();
+    let mut digits = Vec::new();
+    // Long division by 36, six times: only the six lowest digits are wanted.
+    for _ in 0..6 {
+        let mut remainder: u32 = 0;
+        for byte in &mut number {
+            let value = (remainder << 8) | u32::from(*byte);
+            *byte = u8::try_from(value / 36).unwrap_or(u8::MAX);
+            remainder = value % 36;
+        }
+        digits.push(char::from_digit(remainder, 36).unwrap_or('0'));
+    }
+    digits.iter().rev().collect()
 }
 
 /// Waits for `cancel` to turn true (or its sender to go away).
@@ -527,13 +584,19 @@ async fn run_job(
                 .await;
         return (outcome, Vec::new());
     }
+    let layers = job_layers(shared, index, &inherited);
+    let environment = job.environment.as_ref().map(|environment| {
+        let name = layers.iter().find(|(k, _, _)| k == "CI_ENVIRONMENT_NAME").map(|(_, v, _)| v.clone());
+        (name.unwrap_or_else(|| environment.name.clone()), environment.url.clone())
+    });
     let spec = JobSpec {
         index,
         name: name.clone(),
         image: job.image.clone(),
         commands: job.before_script.iter().chain(&job.script).cloned().collect(),
         after_script: job.after_script.clone(),
-        layers: job_layers(shared, index, &inherited),
+        layers,
+        environment,
         timeout: job.timeout.clone(),
         retry: job.retry.clone(),
         allow_failure: planned.allow_failure.clone(),
@@ -576,4 +639,18 @@ async fn run_job(
         return (canceled_outcome(started), Vec::new());
     }
     crate::job::execute(&spec, &shared.workplace, &upstream, &shared.masker, shared.sink.as_ref(), cancel).await
+}
+
+#[cfg(test)]
+mod slug_tests {
+    use super::environment_slug;
+
+    #[test]
+    fn environment_slugs_are_gitlabs() {
+        // Seen from gitlab-ci-local's cases, which follow GitLab's `Gitlab::Slug::Environment`.
+        assert_eq!(environment_slug("Stage Domain"), "stage-domain-ip33nk");
+        assert_eq!(environment_slug("stage-domain-foobar-long-string"), "stage-domain-foob-yafktx");
+        assert_eq!(environment_slug("production"), "production");
+        assert!(environment_slug("1st").starts_with("env-1st-"));
+    }
 }

@@ -69,6 +69,9 @@ impl EventSink for ChildSink {
         let index = self.index;
         self.parent.emit(match event {
             Event::JobStarted { name, executor, .. } => Event::JobStarted { job: index, name, executor },
+            Event::Environment { name, environment, url, .. } => {
+                Event::Environment { job: index, name, environment, url }
+            }
             Event::Command { name, text, .. } => Event::Command { job: index, name, text },
             Event::Output { name, stream, line, .. } => Event::Output { job: index, name, stream, line },
             Event::Note { name, text, .. } => Event::Note { job: index, name, text },

@@ -287,6 +287,7 @@ fn reindex(event: Event, index: usize, name: &str) -> Event {
     match event {
         Event::JobStarted { executor, .. } => Event::JobStarted { job: index, name, executor },
         Event::Command { text, .. } => Event::Command { job: index, name, text },
+        Event::Environment { environment, url, .. } => Event::Environment { job: index, name, environment, url },
         Event::Output { stream, line, .. } => Event::Output { job: index, name, stream, line },
         Event::AfterScript { .. } => Event::AfterScript { job: index, name },
         Event::Delayed { seconds, .. } => Event::Delayed { job: index, name, seconds },

@@ -98,6 +98,10 @@ impl StoreSink {
                         continue;
                     }
                     Event::Command { job, text, .. } => (*job, format!("$ {text}")),
+                    Event::Environment { job, environment, url, .. } => {
+                        let url = url.as_deref().map(|u| format!(" at {u}")).unwrap_or_default();
+                        (*job, format!("# environment: {environment}{url}"))
+                    }
                     Event::Output { job, line, stream: Stream::Stdout, .. } => (*job, line.clone()),
                     Event::Output { job, line, stream: Stream::Stderr, .. } => (*job, line.clone()),
                     Event::Note { job, text, .. } => (*job, format!("# {text}")),

@@ -886,6 +886,9 @@ impl EventSink for Printer {
                 Event::Command { job, name, text } => {
                     serde_json::json!({"event": "command", "job": job, "name": name, "text": text})
                 }
+                Event::Environment { job, name, environment, url } => serde_json::json!({
+                    "event": "environment", "job": job, "name": name, "environment": environment, "url": url,
+                }),
                 Event::Output { job, name, stream, line } => serde_json::json!({
                     "event": "output", "job": job, "name": name,
                     "stream": if *stream == Stream::Stdout { "stdout" } else { "stderr" }, "line": line,
@@ -919,6 +922,11 @@ impl EventSink for Printer {
                 lines.push((false, format!("{} starting {executor} ({stage})", self.prefix(name))));
             }
             Event::Command { name, text, .. } => lines.push((false, format!("{} $ {text}", self.prefix(name)))),
+            Event::Environment { name, environment, url, .. } => {
+                // gitlab-ci-local's line, which scripts read.
+                let url = url.as_deref().map(|u| format!(", url: {u}")).unwrap_or_default();
+                lines.push((false, format!("{} environment: {{ name: {environment}{url} }}", self.prefix(name))));
+            }
             Event::Output { name, stream, line, .. } => {
                 lines.push((*stream == Stream::Stderr, format!("{} > {line}", self.prefix(name))));
             }

@@ -220,10 +220,7 @@ fn list_json_and_preview_show_the_expanded_pipeline() {
     assert_eq!(names, ["job: [1/2]", "job: [2/2]"]);
     let preview = stdout(&run_in(dir.path(), &["--preview"]));
     // YAML as people write it, which reads back as the same tree.
-    assert!(
-        preview.contains("job:") && preview.contains("- echo base") && preview.contains("- linux"),
-        "{preview}"
-    );
+    assert!(preview.contains("job:") && preview.contains("- echo base") && preview.contains("- linux"), "{preview}");
     assert!(!preview.contains("extends"), "{preview}");
 }
 
