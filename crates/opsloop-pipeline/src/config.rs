@@ -418,6 +418,9 @@ pub fn load_with_max_includes(files: &dyn FileSource, path: &str, lookup: Lookup
             .push(Diagnostic::error(format!("the pipeline must be a mapping, not {}", root.kind()), Some(root.span)));
     }
     let root = loader.includes(root, 0, &mut HashSet::new());
+    // GitLab's order: includes, then `extends`, then `!reference` (so a reference reaches what a
+    // job got through `extends`).
+    let root = loader.extends_all(root);
     let root = loader.references(root);
     let mut config = loader.build(root);
     config.diagnostics.sort_by_key(|d| std::cmp::Reverse(d.severity));
@@ -829,8 +832,8 @@ impl Loader<'_> {
         Some(merged)
     }
 
-    fn build(&mut self, mut root: Node) -> Config {
-        // extends, for every job and hidden job.
+    /// Resolves `extends` for every job and hidden job.
+    fn extends_all(&mut self, mut root: Node) -> Node {
         let names: Vec<String> = root.as_mapping().unwrap_or_default().iter().map(|(k, _)| k.name.clone()).collect();
         let snapshot = root.clone();
         let mut memo = HashMap::new();
@@ -844,7 +847,10 @@ impl Loader<'_> {
                 set_key(&mut root, name, resolved);
             }
         }
+        root
+    }
 
+    fn build(&mut self, root: Node) -> Config {
         let stages = match root.get("stages") {
             Some(node) => {
                 let mut stages = Vec::new();

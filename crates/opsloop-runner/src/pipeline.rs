@@ -148,8 +148,8 @@ pub struct PipelineOutcome {
     pub success: bool,
 }
 
-/// A job's index, outcome and dotenv variables, as its task returns them.
-type Finished = (usize, JobOutcome, Vec<(String, String)>);
+/// A job task's end: its index, outcome, dotenv variables, and whether it reported its end itself.
+type Finished = (usize, JobOutcome, Vec<(String, String)>, bool);
 
 struct Shared {
     config: Config,
@@ -340,14 +340,14 @@ pub async fn run_pipeline(
                     let _ = switch.send(true);
                     std::future::pending::<()>().await
                 };
-                let (outcome, env) = tokio::select! {
+                let (outcome, env, reported) = tokio::select! {
                     ended = run_job(&shared, index, inherited, semaphore, job_cancel) => ended,
-                    () = forward => (canceled_outcome(Instant::now()), Vec::new()),
+                    () = forward => (canceled_outcome(Instant::now()), Vec::new(), false),
                 };
                 if let Some(switches) = &shared.options.job_switches {
                     switches.remove(index);
                 }
-                (index, outcome, env)
+                (index, outcome, env, reported)
             });
         }
         if finished >= count {
@@ -361,15 +361,17 @@ pub async fn run_pipeline(
             continue;
         }
         let Some(joined) = running.join_next().await else { continue };
-        let (index, outcome, env) = match joined {
+        let (index, outcome, env, reported) = match joined {
             Ok(result) => result,
             Err(error) => return Err(std::io::Error::other(format!("a job task failed: {error}"))),
         };
-        shared.sink.emit(Event::JobFinished {
-            job: index,
-            name: shared.plan.jobs[index].name.clone(),
-            outcome: outcome.clone(),
-        });
+        if !reported {
+            shared.sink.emit(Event::JobFinished {
+                job: index,
+                name: shared.plan.jobs[index].name.clone(),
+                outcome: outcome.clone(),
+            });
+        }
         if matches!(outcome.status, JobStatus::Failed | JobStatus::Canceled) {
             failed_in_stage[stage_of(index)] = true;
             failed_like[index] = true;
@@ -545,7 +547,7 @@ async fn run_job(
     inherited: Vec<(String, String)>,
     semaphore: Arc<Semaphore>,
     cancel: watch::Receiver<bool>,
-) -> (JobOutcome, Vec<(String, String)>) {
+) -> (JobOutcome, Vec<(String, String)>, bool) {
     let planned: &PlannedJob = &shared.plan.jobs[index];
     let job: &Job = &shared.config.jobs[planned.config_index];
     let name = planned.name.clone();
@@ -557,7 +559,7 @@ async fn run_job(
         shared.sink.emit(Event::Delayed { job: index, name: name.clone(), seconds: delay.as_secs() });
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
+            () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
         }
     }
     let _resource_lock = match &job.resource_group {
@@ -565,7 +567,7 @@ async fn run_job(
             let lock = shared.resource_groups.lock().await.entry(group.clone()).or_default().clone();
             tokio::select! {
                 guard = lock.lock_owned() => Some(guard),
-                () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
+                () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
             }
         }
         None => None,
@@ -574,7 +576,7 @@ async fn run_job(
         // A trigger job only waits for its child, whose jobs take slots of their own: holding
         // one here could starve the child when the slots are shared.
         if *cancel.borrow() {
-            return (canceled_outcome(started), Vec::new());
+            return (canceled_outcome(started), Vec::new(), false);
         }
         shared.sink.emit(Event::JobStarted { job: index, name: name.clone(), executor: "child pipeline".to_owned() });
         let variables: Vec<(String, String)> =
@@ -582,7 +584,7 @@ async fn run_job(
         let outcome =
             crate::trigger::run_child(&name, index, trigger, &shared.options, variables, shared.sink.clone(), cancel)
                 .await;
-        return (outcome, Vec::new());
+        return (outcome, Vec::new(), false);
     }
     let layers = job_layers(shared, index, &inherited);
     let environment = job.environment.as_ref().map(|environment| {
@@ -613,14 +615,14 @@ async fn run_job(
     let _project_permit = match &shared.options.project_slots {
         Some(slots) => tokio::select! {
             permit = slots.clone().acquire_owned() => permit.ok(),
-            () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
+            () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
         },
         None => None,
     };
     // A job another machine takes never holds one of this machine's slots.
     if let Some(remote) = shared.options.remote.as_ref().filter(|remote| remote.takes(&job.tags)) {
         if *cancel.borrow() {
-            return (canceled_outcome(started), Vec::new());
+            return (canceled_outcome(started), Vec::new(), false);
         }
         let request = RemoteJob {
             spec,
@@ -629,16 +631,22 @@ async fn run_job(
             artifacts_dir: workspace::artifacts_dir(&shared.options.state_dir, &name),
             workplace: shared.workplace.clone(),
         };
-        return remote.run(request, shared.sink.clone(), cancel).await;
+        let (outcome, env) = remote.run(request, shared.sink.clone(), cancel).await;
+        return (outcome, env, false);
     }
     let _permit = tokio::select! {
         permit = semaphore.acquire_owned() => permit.ok(),
-        () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new()),
+        () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
     };
     if *cancel.borrow() {
-        return (canceled_outcome(started), Vec::new());
+        return (canceled_outcome(started), Vec::new(), false);
     }
-    crate::job::execute(&spec, &shared.workplace, &upstream, &shared.masker, shared.sink.as_ref(), cancel).await
+    let (outcome, env) =
+        crate::job::execute(&spec, &shared.workplace, &upstream, &shared.masker, shared.sink.as_ref(), cancel).await;
+    // Reported while the job still holds its slot: with `--concurrency 1` the next job's start
+    // never comes before this one's end.
+    shared.sink.emit(Event::JobFinished { job: index, name: planned.name.clone(), outcome: outcome.clone() });
+    (outcome, env, true)
 }
 
 #[cfg(test)]

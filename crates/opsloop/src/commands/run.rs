@@ -742,6 +742,24 @@ fn preview_tree(config: &Config) -> Node {
     for (_, job) in entries.iter_mut() {
         let Value::Mapping(keys) = &mut job.value else { continue };
         for (key, value) in keys.iter_mut() {
+            // `image: alpine` is `image: {name: alpine}`.
+            if key.name == "image" && matches!(value.value, Value::String(_)) {
+                let name = opsloop_pipeline::yaml::Key { name: "name".to_owned(), span: value.span };
+                value.value = Value::Mapping(vec![(name, value.clone())]);
+            }
+            // `rules:` holding a `!reference` to a list reads as one flat list.
+            if key.name == "rules"
+                && let Value::Sequence(items) = &mut value.value
+            {
+                let flat: Vec<Node> = std::mem::take(items)
+                    .into_iter()
+                    .flat_map(|item| match item.value {
+                        Value::Sequence(inner) => inner,
+                        _ => vec![item],
+                    })
+                    .collect();
+                *items = flat;
+            }
             if matches!(key.name.as_str(), "script" | "before_script" | "after_script") {
                 let mut lines = Vec::new();
                 flatten_lines(value, &mut lines);
