@@ -138,12 +138,29 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
 
 /// [`parse`] for the file numbered `file` in the loader's list of sources.
 pub fn parse_file(text: &str, file: u32) -> Result<Node, YamlError> {
-    parse_with_header(text, file).map(|(_, body)| body)
+    parse_with_header(text, file).map(|parsed| parsed.body)
 }
 
-/// [`parse_file`], keeping the `spec:` header document when the file has one (CI/CD inputs).
-pub fn parse_with_header(text: &str, file: u32) -> Result<(Option<Node>, Node), YamlError> {
-    let mut builder = Builder { events: Parser::new_from_str(text), anchors: HashMap::new(), nodes: 0, depth: 0, file };
+/// A file as [`parse_with_header`] reads it.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The `spec:` header document, when the file has one (CI/CD inputs).
+    pub spec: Option<Node>,
+    pub body: Node,
+    /// Keys written twice in one mapping (the later one won), for a warning.
+    pub duplicates: Vec<Key>,
+}
+
+/// [`parse_file`], keeping the `spec:` header and the keys written twice.
+pub fn parse_with_header(text: &str, file: u32) -> Result<Parsed, YamlError> {
+    let mut builder = Builder {
+        events: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+        nodes: 0,
+        depth: 0,
+        file,
+        duplicates: Vec::new(),
+    };
     let mut documents = Vec::new();
     loop {
         let (event, span) = builder.next()?;
@@ -184,7 +201,7 @@ pub fn parse_with_header(text: &str, file: u32) -> Result<(Option<Node>, Node), 
         Value::Null => Node::new(Value::Mapping(Vec::new()), root.span),
         _ => root,
     };
-    Ok((spec, body))
+    Ok(Parsed { spec, body, duplicates: builder.duplicates })
 }
 
 struct Builder<'input> {
@@ -193,6 +210,7 @@ struct Builder<'input> {
     nodes: usize,
     depth: usize,
     file: u32,
+    duplicates: Vec<Key>,
 }
 
 impl<'input> Builder<'input> {
@@ -377,6 +395,9 @@ impl<'input> Builder<'input> {
             };
             let key = Key { name, span: key_span };
             // A repeated key replaces the earlier one, as GitLab's YAML reader does.
+            if entries.iter().any(|(k, _)| k.name == key.name) {
+                self.duplicates.push(key.clone());
+            }
             entries.retain(|(k, _)| k.name != key.name);
             entries.push((key, value));
         }

@@ -384,9 +384,10 @@ pub fn load_with_max_includes(files: &dyn FileSource, path: &str, lookup: Lookup
         Ok(text) => {
             let id = loader.sources.add(path, &text);
             match yaml::parse_with_header(&text, id) {
-                Ok((header, node)) => {
-                    let at = node.span;
-                    loader.apply_inputs(header, node, None, at)
+                Ok(parsed) => {
+                    let at = parsed.body.span;
+                    loader.warn_duplicate_keys(&parsed.duplicates);
+                    loader.apply_inputs(parsed.spec, parsed.body, None, at)
                 }
                 Err(error) => {
                     loader
@@ -557,6 +558,16 @@ impl Loader<'_> {
         self.diagnostics.push(Diagnostic::error(message, Some(span)));
     }
 
+    /// Warns of keys written twice in one mapping: YAML keeps the last, which is rarely meant.
+    fn warn_duplicate_keys(&mut self, duplicates: &[Key]) {
+        for key in duplicates {
+            self.diagnostics.push(Diagnostic::warning(
+                format!("duplicated mapping key detected: `{}` (the last one wins)", key.name),
+                Some(key.span),
+            ));
+        }
+    }
+
     /// A file's CI/CD inputs: its `spec:` header resolved against what the include gave, and
     /// `$[[ inputs.X ]]` replaced in its body. `None` (with the errors recorded) when that fails.
     fn apply_inputs(&mut self, header: Option<Node>, body: Node, given: Option<&Node>, at: Span) -> Option<Node> {
@@ -627,14 +638,19 @@ impl Loader<'_> {
                 let text = match self.files.read(&path) {
                     Ok(text) => text,
                     Err(error) => {
-                        self.error(format!("include:local `{path}` cannot be read: {error}"), item.span);
+                        self.error(
+                            format!("Local include file cannot be found {path} (include:local: {error})"),
+                            item.span,
+                        );
                         continue;
                     }
                 };
                 let id = self.sources.add(&path, &text);
                 match yaml::parse_with_header(&text, id) {
-                    Ok((header, included)) => {
-                        let Some(included) = self.apply_inputs(header, included, item.get("inputs"), item.span) else {
+                    Ok(parsed) => {
+                        self.warn_duplicate_keys(&parsed.duplicates);
+                        let Some(included) = self.apply_inputs(parsed.spec, parsed.body, item.get("inputs"), item.span)
+                        else {
                             continue;
                         };
                         let included = self.includes(included, depth + 1, seen);
@@ -1181,11 +1197,17 @@ impl Loader<'_> {
                     });
                 }
                 Value::Mapping(_) => {
-                    if item.get("project").is_some() || item.get("pipeline").is_some() {
-                        self.diagnostics.push(Diagnostic::warning(
-                            format!("{owner}.needs[{index}] ignored, project key not supported"),
-                            Some(item.span),
-                        ));
+                    // Another project's or pipeline's jobs are out of a local run's reach.
+                    let ignored = if item.get("project").is_some() {
+                        Some(format!("{owner}.needs[{index}] ignored, project key not supported"))
+                    } else if item.get("pipeline").is_some() {
+                        let job = item.get("job").and_then(Node::scalar_text).unwrap_or_default();
+                        Some(format!("{owner}.needs[{index}].job:{job} ignored, pipeline key not supported"))
+                    } else {
+                        None
+                    };
+                    if let Some(message) = ignored {
+                        self.diagnostics.push(Diagnostic::warning(message, Some(item.span)));
                         continue;
                     }
                     let Some(job) = item.get("job").and_then(Node::scalar_text) else {

@@ -1261,7 +1261,7 @@ fn include_local_errors() {
         MAIN,
         &options(),
         r##"
-        error 2:5 include:local `missing.yml` cannot be read: no such file
+        error 2:5 Local include file cannot be found missing.yml (include:local: no such file)
         error 3:5 `./relative.yml` for include:local is invalid. Gitlab does not support relative path (ie. cannot start with `./`).
         error 4:5 `ci/../escape.yml` for include:local is invalid. Gitlab does not support directory traversal.
         error 5:5 include entries need `local:` (a path in this repository)

@@ -49,6 +49,9 @@ pub struct JobSpec {
     /// YAML writes it.
     #[serde(default)]
     pub environment: Option<(String, Option<String>)>,
+    /// Overrides the workplace's `copy_back` for this job (`# @NoArtifactsToSource`).
+    #[serde(default)]
+    pub artifacts_to_source: Option<bool>,
 }
 
 impl JobSpec {
@@ -452,7 +455,8 @@ pub async fn execute(
             let exclude: Vec<String> = artifacts.exclude.iter().map(|p| variables::expand(p, &lookup)).collect();
             let (source, project, state) = (workspace_dir.clone(), place.project_dir.clone(), place.state_dir.clone());
             let target = workspace::artifacts_dir(&state, &name);
-            let (untracked, tracked, copy_back) = (artifacts.untracked, place.files.clone(), place.copy_back);
+            let (untracked, tracked, copy_back) =
+                (artifacts.untracked, place.files.clone(), spec.artifacts_to_source.unwrap_or(place.copy_back));
             let copied = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
                 let mut files = workspace::collect(&source, &project, &paths, &exclude)?;
                 if untracked {

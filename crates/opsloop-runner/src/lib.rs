@@ -18,4 +18,6 @@ pub mod workspace;
 
 pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
 pub use job::{CacheFuture, JobFuture, JobSpec, RemoteExecutor, RemoteJob, SharedCache, Workplace, execute};
-pub use pipeline::{Isolation, JobSwitches, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline};
+pub use pipeline::{
+    ArtifactsToSource, Isolation, JobSwitches, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline,
+};

@@ -23,6 +23,9 @@ pub use crate::job::parse_dotenv;
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub project_dir: PathBuf,
+    /// Jobs whose artifacts are not copied back into the project (gitlab-ci-local's
+    /// `# @NoArtifactsToSource` and `--no-artifacts-to-source`); `None`: every job's are.
+    pub artifacts_to_source: ArtifactsToSource,
     /// `.opsloop` inside the project: builds, artifacts, caches, scripts.
     pub state_dir: PathBuf,
     pub concurrency: usize,
@@ -70,6 +73,16 @@ pub struct RunOptions {
 
 /// The cancel switch of each started job, by plan index, and the jobs canceled before they
 /// started (they end as canceled the moment they would start).
+/// Whether artifacts are copied back into the project after each job (gitlab-ci-local does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ArtifactsToSource {
+    #[default]
+    Always,
+    /// For every job but these (by their name in the file).
+    Except(Vec<String>),
+    Never,
+}
+
 #[derive(Debug, Default)]
 pub struct JobSwitches(std::sync::Mutex<Switches>);
 
@@ -222,7 +235,7 @@ pub async fn run_pipeline(
         source_root,
         files: Arc::new(files),
         project_dir: options.project_dir.clone(),
-        copy_back: true,
+        copy_back: !matches!(options.artifacts_to_source, ArtifactsToSource::Never),
         isolation: options.isolation,
         container_engine: options.container_engine.clone(),
         force_shell: options.force_shell,
@@ -608,6 +621,10 @@ async fn run_job(
         masked: shared.options.masked.clone(),
         upstream: planned.artifacts_from.iter().map(|source| shared.plan.jobs[*source].name.clone()).collect(),
         file_variables: Vec::new(),
+        artifacts_to_source: match &shared.options.artifacts_to_source {
+            ArtifactsToSource::Except(names) if names.contains(&job.name) => Some(false),
+            _ => None,
+        },
     };
     let upstream: Vec<PathBuf> =
         spec.upstream.iter().map(|name| workspace::artifacts_dir(&shared.options.state_dir, name)).collect();

@@ -275,6 +275,10 @@ pub struct RunArgs {
     /// Accepted for gitlab-ci-local compatibility; opsloop always validates.
     #[arg(long, hide = true)]
     pub json_schema_validation: bool,
+    /// Leave artifacts in the state folder only: by default they are also copied back into the
+    /// project after each job, as gitlab-ci-local does (a job opts out with `# @NoArtifactsToSource`).
+    #[arg(long)]
+    pub no_artifacts_to_source: bool,
     /// How many files the pipeline may include (GitLab's limit is 150).
     #[arg(long, value_name = "N", default_value_t = opsloop_pipeline::config::MAX_INCLUDES)]
     pub maximum_includes: usize,

@@ -199,6 +199,8 @@ pub(super) async fn execute(
     };
     let (sink, writer) = StoreSink::start(state.store.clone(), job_ids, uploads, state.config.ci.max_job_log_bytes);
     let run_options = RunOptions {
+        // As `opsloop run` does by default, so the same file behaves the same here.
+        artifacts_to_source: opsloop_runner::ArtifactsToSource::Always,
         project_dir: source_dir.clone(),
         state_dir: source_dir.join(".opsloop"),
         concurrency: std::thread::available_parallelism().map_or(2, usize::from),

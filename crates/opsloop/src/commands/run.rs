@@ -502,6 +502,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let options = RunOptions {
+        artifacts_to_source: if args.no_artifacts_to_source {
+            opsloop_runner::ArtifactsToSource::Never
+        } else {
+            opsloop_runner::ArtifactsToSource::Except(jobs_marked(&config, "@NoArtifactsToSource"))
+        },
         project_dir: project.clone(),
         state_dir,
         concurrency: args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
@@ -775,6 +780,26 @@ fn flatten_lines(node: &Node, out: &mut Vec<Node>) {
         Value::Sequence(items) => items.iter().for_each(|item| flatten_lines(item, out)),
         _ => out.push(node.clone()),
     }
+}
+
+/// Jobs with `# <directive>` in the comment lines right above their key in the pipeline file
+/// (gitlab-ci-local's job decorators).
+fn jobs_marked(config: &Config, directive: &str) -> Vec<String> {
+    config
+        .jobs
+        .iter()
+        .filter(|job| {
+            let text = config.sources.text(job.span);
+            let lines: Vec<&str> = text.lines().collect();
+            let above = usize::try_from(job.span.line).unwrap_or(0).saturating_sub(1);
+            lines[..above.min(lines.len())]
+                .iter()
+                .rev()
+                .take_while(|line| line.trim_start().starts_with('#'))
+                .any(|line| line.contains(directive))
+        })
+        .map(|job| job.name.clone())
+        .collect()
 }
 
 /// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.
