@@ -482,10 +482,20 @@ pub fn plan(
                     && !needs.is_empty()
                     && !needs.iter().any(|need| need.job == *name)
                 {
-                    errors.push(Diagnostic::error(
-                        format!("jobs:{} dependencies the {name} should be part of needs", job.name),
-                        Some(*span),
-                    ));
+                    let listed = |items: Vec<&str>| items.join(",");
+                    errors.push(
+                        Diagnostic::error(
+                            format!("jobs:{} dependencies the {name} should be part of needs", job.name),
+                            Some(*span),
+                        )
+                        // gitlab-ci-local's wording of the same rule, which scripts look for.
+                        .with_hint(format!(
+                            "{} needs: '{}' doesn't fully contain dependencies: '{}'",
+                            job.name,
+                            listed(needs.iter().map(|n| n.job.as_str()).collect()),
+                            listed(names.iter().map(String::as_str).collect()),
+                        )),
+                    );
                     continue;
                 }
                 match instances_of.get(name.as_str()) {
@@ -506,7 +516,12 @@ pub fn plan(
                             targets.iter().copied().filter(|t| jobs[*t].stage < jobs[position].stage || needed(*t)),
                         );
                     }
-                    None if config.jobs.iter().any(|j| &j.name == name) => {}
+                    // A job of the file that its rules (or `only`/`except`) left out: its
+                    // artifacts can never come.
+                    None if config.jobs.iter().any(|j| &j.name == name) => errors.push(Diagnostic::error(
+                        format!("{name} is when:never, but its depended on by {}", job.name),
+                        Some(*span),
+                    )),
                     None => errors.push(Diagnostic::error(
                         format!("dependencies: [{name}] for {} cannot be found", job.name),
                         Some(*span),

@@ -263,6 +263,11 @@ const TABLE: &[(&str, &str, Verdict)] = &[
         "a:\n  stage: build\n  parallel:\n    matrix:\n      - X: [1, 2]\n  script: [x]\nb:\n  parallel:\n    matrix:\n      - X: [1, 2]\n  needs:\n    - job: a\n      parallel:\n        matrix:\n          - X: $[[ matrix.NOPE ]]\n  script: [x]\nstages: [build, test]\n",
         Error("'NOPE' does not exist in matrix configuration", 12, 7),
     ),
+    (
+        "dependencies on a job its rules leave out",
+        "a:\n  stage: build\n  script: [x]\n  rules:\n    - if: $NOPE\nb:\n  dependencies: [a]\n  script: [x]\nstages: [build, test]\n",
+        Error("a is when:never, but its depended on by b", 7, 17),
+    ),
     // ---- environment ----
     (
         "on_stop names an unknown job",

@@ -282,6 +282,10 @@ pub struct RunArgs {
     /// How many files the pipeline may include (GitLab's limit is 150).
     #[arg(long, value_name = "N", default_value_t = opsloop_pipeline::config::MAX_INCLUDES)]
     pub maximum_includes: usize,
+    /// Accepted for gitlab-ci-local compatibility: opsloop always checks that every needed or
+    /// depended-on job is in the pipeline.
+    #[arg(long, hide = true)]
+    pub validate_dependency_chain: bool,
     /// Accepted for gitlab-ci-local compatibility: job names in output are not padded to a width.
     #[arg(long, value_name = "N", hide = true)]
     pub max_job_name_padding: Option<usize>,
