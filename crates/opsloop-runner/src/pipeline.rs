@@ -276,6 +276,8 @@ pub async fn run_pipeline(
     let mut failed_like: Vec<bool> = vec![false; count];
     let mut dotenv: Vec<Vec<(String, String)>> = vec![Vec::new(); count];
     let mut running: JoinSet<Finished> = JoinSet::new();
+    // The place in line for a slot of the job started last (see `Turn`).
+    let mut last_turn: Option<tokio::sync::oneshot::Receiver<()>> = None;
     let mut ready: Vec<usize> =
         (0..count).filter(|i| shared.plan.jobs[*i].needs.is_some() && waiting_on[*i] == 0).collect();
     let mut finished = 0;
@@ -342,6 +344,7 @@ pub async fn run_pipeline(
             let shared = shared.clone();
             let semaphore = semaphore.clone();
             let cancel = cancel.clone();
+            let turn = Turn::after(&mut last_turn);
             running.spawn(async move {
                 // The job stops when the pipeline is canceled or it alone is (`JobSwitches`).
                 let (switch, job_cancel) = watch::channel(false);
@@ -354,7 +357,7 @@ pub async fn run_pipeline(
                     std::future::pending::<()>().await
                 };
                 let (outcome, env, reported) = tokio::select! {
-                    ended = run_job(&shared, index, inherited, semaphore, job_cancel) => ended,
+                    ended = run_job(&shared, index, inherited, semaphore, job_cancel, turn) => ended,
                     () = forward => (canceled_outcome(Instant::now()), Vec::new(), false),
                 };
                 if let Some(switches) = &shared.options.job_switches {
@@ -554,12 +557,56 @@ async fn canceled(mut cancel: watch::Receiver<bool>) {
     }
 }
 
+/// A job's place in the queue for slots: jobs line up for a slot in the order the scheduler
+/// started them (so `--concurrency 1` runs them in file order), each passing its place on once
+/// it is in line. A job that first waits for something else (its `start_in`, a resource group,
+/// the project's own limit, another machine) passes its place on before that wait. Dropping it
+/// passes it too, so a job that ends early never holds the others back.
+pub(crate) struct Turn {
+    wait: Option<tokio::sync::oneshot::Receiver<()>>,
+    next: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// The next job's place, after `previous` (the last one handed out).
+    fn after(previous: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> Turn {
+        let (next, following) = tokio::sync::oneshot::channel();
+        Turn { wait: std::mem::replace(previous, Some(following)), next: Some(next) }
+    }
+
+    /// Waits until the jobs before this one are in line (or gone).
+    async fn wait(&mut self) {
+        if let Some(wait) = self.wait.take() {
+            let _ = wait.await;
+        }
+    }
+
+    fn pass(&mut self) {
+        if let Some(next) = self.next.take() {
+            let _ = next.send(());
+        }
+    }
+
+    /// Gives up the place: waits for the jobs before, then lets the next one go.
+    async fn step_aside(&mut self) {
+        self.wait().await;
+        self.pass();
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.pass();
+    }
+}
+
 async fn run_job(
     shared: &Arc<Shared>,
     index: usize,
     inherited: Vec<(String, String)>,
     semaphore: Arc<Semaphore>,
     cancel: watch::Receiver<bool>,
+    mut turn: Turn,
 ) -> (JobOutcome, Vec<(String, String)>, bool) {
     let planned: &PlannedJob = &shared.plan.jobs[index];
     let job: &Job = &shared.config.jobs[planned.config_index];
@@ -570,6 +617,7 @@ async fn run_job(
         && let Some(delay) = planned.start_in.as_deref().and_then(shell::parse_duration)
     {
         shared.sink.emit(Event::Delayed { job: index, name: name.clone(), seconds: delay.as_secs() });
+        turn.step_aside().await;
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
@@ -577,6 +625,7 @@ async fn run_job(
     }
     let _resource_lock = match &job.resource_group {
         Some(group) => {
+            turn.step_aside().await;
             let lock = shared.resource_groups.lock().await.entry(group.clone()).or_default().clone();
             tokio::select! {
                 guard = lock.lock_owned() => Some(guard),
@@ -588,6 +637,7 @@ async fn run_job(
     if let Some(trigger) = &job.trigger {
         // A trigger job only waits for its child, whose jobs take slots of their own: holding
         // one here could starve the child when the slots are shared.
+        turn.step_aside().await;
         if *cancel.borrow() {
             return (canceled_outcome(started), Vec::new(), false);
         }
@@ -630,14 +680,18 @@ async fn run_job(
         spec.upstream.iter().map(|name| workspace::artifacts_dir(&shared.options.state_dir, name)).collect();
     // The project's own limit holds for its jobs wherever they run.
     let _project_permit = match &shared.options.project_slots {
-        Some(slots) => tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.ok(),
-            () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
-        },
+        Some(slots) => {
+            turn.step_aside().await;
+            tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.ok(),
+                () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
+            }
+        }
         None => None,
     };
     // A job another machine takes never holds one of this machine's slots.
     if let Some(remote) = shared.options.remote.as_ref().filter(|remote| remote.takes(&job.tags)) {
+        turn.step_aside().await;
         if *cancel.borrow() {
             return (canceled_outcome(started), Vec::new(), false);
         }
@@ -651,9 +705,21 @@ async fn run_job(
         let (outcome, env) = remote.run(request, shared.sink.clone(), cancel).await;
         return (outcome, env, false);
     }
-    let _permit = tokio::select! {
-        permit = semaphore.acquire_owned() => permit.ok(),
+    tokio::select! {
+        () = turn.wait() => {}
         () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
+    }
+    // In line (the semaphore queues waiters in the order they first ask), then the next job may
+    // line up behind.
+    let mut acquire = std::pin::pin!(semaphore.acquire_owned());
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(acquire.as_mut().poll(cx))).await;
+    turn.pass();
+    let _permit = match first {
+        std::task::Poll::Ready(permit) => permit.ok(),
+        std::task::Poll::Pending => tokio::select! {
+            permit = acquire => permit.ok(),
+            () = canceled(cancel.clone()) => return (canceled_outcome(started), Vec::new(), false),
+        },
     };
     if *cancel.borrow() {
         return (canceled_outcome(started), Vec::new(), false);
