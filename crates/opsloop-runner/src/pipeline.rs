@@ -571,7 +571,7 @@ impl Turn {
     /// The next job's place, after `previous` (the last one handed out).
     fn after(previous: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> Turn {
         let (next, following) = tokio::sync::oneshot::channel();
-        Turn { wait: std::mem::replace(previous, Some(following)), next: Some(next) }
+        Turn { wait: previous.replace(following), next: Some(next) }
     }
 
     /// Waits until the jobs before this one are in line (or gone).
