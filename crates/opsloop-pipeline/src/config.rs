@@ -258,6 +258,10 @@ pub struct Cache {
     pub key: CacheKey,
     pub paths: Vec<String>,
     pub policy: CachePolicy,
+    /// `policy: $VAR`: decided where the job runs, from its variables (`policy` is then the
+    /// default, pull-push).
+    #[serde(default)]
+    pub policy_variable: Option<String>,
     pub when: ArtifactsWhen,
     pub untracked: bool,
     pub fallback_keys: Vec<String>,
@@ -1334,7 +1338,9 @@ impl Loader<'_> {
                 },
                 Some(key) => CacheKey::Text(key.scalar_text().unwrap_or_default()),
             };
-            let policy = match item.get("policy").and_then(Node::scalar_text).as_deref() {
+            let policy_text = item.get("policy").and_then(Node::scalar_text);
+            let policy_variable = policy_text.clone().filter(|text| text.contains('$'));
+            let policy = match policy_text.as_deref().filter(|_| policy_variable.is_none()) {
                 None | Some("pull-push") => CachePolicy::PullPush,
                 Some("pull") => CachePolicy::Pull,
                 Some("push") => CachePolicy::Push,
@@ -1355,6 +1361,7 @@ impl Loader<'_> {
                 self.error(format!("{owner} cache:key:files takes one or two files, not {}", files.len()), span);
             }
             caches.push(Cache {
+                policy_variable,
                 key,
                 paths: item.get("paths").map(|n| self.strings(n, "cache:paths")).unwrap_or_default(),
                 policy,

@@ -159,6 +159,18 @@ pub(crate) fn canceled_outcome(started: Instant) -> JobOutcome {
     }
 }
 
+/// The cache's policy, a `policy: $VAR` decided by the job's variables (anything but `pull` or
+/// `push` is pull-push, GitLab's default).
+fn cache_policy(cache: &opsloop_pipeline::config::Cache, env: &[(String, String)]) -> CachePolicy {
+    let Some(text) = &cache.policy_variable else { return cache.policy };
+    let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    match variables::expand(text, &lookup).trim() {
+        "pull" => CachePolicy::Pull,
+        "push" => CachePolicy::Push,
+        _ => CachePolicy::PullPush,
+    }
+}
+
 fn cache_key(files: &[String], key: &CacheKey, workspace: &Path, env: &[(String, String)]) -> String {
     let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     match key {
@@ -171,7 +183,8 @@ fn cache_key(files: &[String], key: &CacheKey, workspace: &Path, env: &[(String,
             use sha2::Digest;
             let mut digest = sha2::Sha256::new();
             for pattern in patterns {
-                for file in opsloop_pipeline::config::glob_matches(pattern, files) {
+                let pattern = variables::expand(pattern, &lookup);
+                for file in opsloop_pipeline::config::glob_matches(&pattern, files) {
                     digest.update(file.as_bytes());
                     digest.update(std::fs::read(workspace.join(&file)).unwrap_or_default());
                 }
@@ -288,7 +301,7 @@ pub async fn execute(
     let caches: Vec<(String, &opsloop_pipeline::config::Cache)> =
         spec.caches.iter().map(|cache| (cache_key(&place.files, &cache.key, &workspace_dir, &env), cache)).collect();
     for (key, cache) in &caches {
-        if cache.policy != CachePolicy::Push {
+        if cache_policy(cache, &env) != CachePolicy::Push {
             let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
             let mut keys = vec![key.clone()];
             keys.extend(cache.fallback_keys.iter().map(|k| variables::expand(k, &lookup)));
@@ -511,9 +524,10 @@ pub async fn execute(
             ArtifactsWhen::OnFailure => !succeeded,
             ArtifactsWhen::Always => true,
         };
-        if wanted && cache.policy != CachePolicy::Pull {
-            let (workspace_dir, project, paths) =
-                (workspace_dir.clone(), place.project_dir.clone(), cache.paths.clone());
+        if wanted && cache_policy(cache, &env) != CachePolicy::Pull {
+            let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            let paths: Vec<String> = cache.paths.iter().map(|p| variables::expand(p, &lookup)).collect();
+            let (workspace_dir, project) = (workspace_dir.clone(), place.project_dir.clone());
             let target = workspace::cache_dir(&place.cache_root, key);
             let (untracked, tracked) = (cache.untracked, place.files.clone());
             let saved_dir = target.clone();
