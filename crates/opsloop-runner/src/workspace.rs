@@ -11,15 +11,20 @@ use opsloop_pipeline::config::glob_matches;
 /// A job name or cache key as one path component: the name itself when it is plainly safe,
 /// otherwise its safe characters plus a digest of the whole name, so two names never share a
 /// directory (`build:x` and `build/x`) and `..` or an empty key cannot escape.
+/// Longer names are cut to this many characters (plus the digest): a path component may hold
+/// 255 bytes, and a matrix value can be longer than that.
+const MAX_DIR_NAME: usize = 100;
+
 pub fn dir_name(name: &str) -> String {
     let safe: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
-    if safe == name && !name.is_empty() && !name.starts_with('.') {
+    if safe == name && !name.is_empty() && !name.starts_with('.') && safe.len() <= MAX_DIR_NAME {
         return safe;
     }
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
-    format!("{}-{}", safe.trim_start_matches('.'), &digest[..12])
+    let kept: String = safe.trim_start_matches('.').chars().take(MAX_DIR_NAME).collect();
+    format!("{kept}-{}", &digest[..12])
 }
 
 /// The project's files a job starts with: git's tracked files and the untracked ones git does
@@ -261,6 +266,10 @@ mod tests {
         assert_eq!(dir_name("consume"), "consume");
         assert_ne!(dir_name("build:x"), dir_name("build/x"));
         assert!(dir_name("build: [a, b] 1/2").starts_with("build___a__b__1_2-"));
+        // A matrix value of hundreds of characters still makes a usable, unique file name.
+        let long = format!("deploy: [{}]", "x".repeat(300));
+        assert!(dir_name(&long).len() <= MAX_DIR_NAME + 13);
+        assert_ne!(dir_name(&long), dir_name(&format!("deploy: [{}y]", "x".repeat(300))));
         for hostile in ["..", ".", "", "../x"] {
             let name = dir_name(hostile);
             assert!(!name.is_empty() && !name.starts_with('.') && !name.contains('/'), "{hostile:?} -> {name}");
