@@ -464,7 +464,9 @@ pub async fn execute(
         if wanted {
             let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
             let mut paths: Vec<String> = artifacts.paths.iter().map(|p| variables::expand(p, &lookup)).collect();
-            paths.extend(artifacts.dotenv.iter().chain(&artifacts.junit).map(|p| variables::expand(p, &lookup)));
+            // A dotenv report is read here, not passed on: later jobs get its variables, never
+            // the file (GitLab's reports are not artifacts of the job's workspace).
+            paths.extend(artifacts.junit.iter().map(|p| variables::expand(p, &lookup)));
             let exclude: Vec<String> = artifacts.exclude.iter().map(|p| variables::expand(p, &lookup)).collect();
             let (source, project, state) = (workspace_dir.clone(), place.project_dir.clone(), place.state_dir.clone());
             let target = workspace::artifacts_dir(&state, &name);
@@ -512,8 +514,14 @@ pub async fn execute(
                 }
             }
             for file in &artifacts.dotenv {
-                if let Ok(text) = std::fs::read_to_string(workspace_dir.join(variables::expand(file, &lookup))) {
-                    reported.extend(parse_dotenv(&text));
+                let file = variables::expand(file, &lookup);
+                match std::fs::read_to_string(workspace_dir.join(&file)) {
+                    Ok(text) => reported.extend(parse_dotenv(&text)),
+                    Err(_) => sink.emit(Event::Note {
+                        job: index,
+                        name: name.clone(),
+                        text: format!("artifact reports dotenv '{file}' could not be found"),
+                    }),
                 }
             }
         }

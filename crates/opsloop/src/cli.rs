@@ -247,6 +247,9 @@ pub struct RunArgs {
     /// Keep each job's workspace under .opsloop/builds/<job> after it ends (jobs always run in their own).
     #[arg(long)]
     pub shell_isolation: bool,
+    /// The default: workspaces are removed when their job ends (gitlab-ci-local's flag).
+    #[arg(long, conflicts_with = "shell_isolation")]
+    pub no_shell_isolation: bool,
     /// Start jobs from untracked files too (those git does not ignore). By default a job starts
     /// from git's tracked files as the working tree has them, uncommitted edits included, as
     /// gitlab-ci-local does.
