@@ -238,6 +238,9 @@ pub struct RunArgs {
     /// List the jobs as JSON.
     #[arg(long)]
     pub list_json: bool,
+    /// List the jobs as `;`-separated lines (gitlab-ci-local's `--list-csv`).
+    #[arg(long)]
+    pub list_csv: bool,
     /// Print the fully expanded configuration (after include, extends, !reference, default).
     #[arg(long)]
     pub preview: bool,

@@ -475,8 +475,15 @@ pub async fn run(args: RunArgs) -> ExitCode {
         print_diagnostics(&config.sources, std::slice::from_ref(&blocked));
         return ExitCode::from(INVALID);
     }
-    if args.list || args.list_json {
-        return list(&config, &planned, args.list_json);
+    if args.list || args.list_json || args.list_csv {
+        let format = if args.list_json {
+            ListFormat::Json
+        } else if args.list_csv {
+            ListFormat::Csv
+        } else {
+            ListFormat::Table
+        };
+        return list(&config, &planned, format);
     }
     exclude_state_dir(&project);
 
@@ -688,7 +695,15 @@ fn exclude_state_dir(project: &Path) {
     }
 }
 
-fn list(config: &Config, planned: &plan::Plan, as_json: bool) -> ExitCode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+fn list(config: &Config, planned: &plan::Plan, format: ListFormat) -> ExitCode {
+    let described = job_comments(config, "@Description");
     let rows: Vec<serde_json::Value> = planned
         .jobs
         .iter()
@@ -696,38 +711,90 @@ fn list(config: &Config, planned: &plan::Plan, as_json: bool) -> ExitCode {
             let source = &config.jobs[job.config_index];
             let needs: Option<Vec<String>> =
                 job.needs.as_ref().map(|n| n.iter().map(|n| planned.jobs[n.job].name.clone()).collect());
+            let allow_failure = match &job.allow_failure {
+                config::AllowFailure::No => serde_json::json!(false),
+                config::AllowFailure::Yes => serde_json::json!(true),
+                config::AllowFailure::ExitCodes(codes) => serde_json::json!(codes),
+            };
+            // The environment as the job names it, its own and the pipeline's variables expanded.
+            let environment = source.environment.as_ref().map(|environment| {
+                let lookup = |name: &str| {
+                    job.extra_variables
+                        .iter()
+                        .chain(&source.variables)
+                        .chain(&planned.workflow_variables)
+                        .chain(&source.global_variables)
+                        .find(|v| v.name == name)
+                        .map(|v| v.value.clone())
+                };
+                opsloop_pipeline::variables::expand(&environment.name, &lookup)
+            });
+            let description = source
+                .node
+                .get("description")
+                .and_then(Node::scalar_text)
+                .or_else(|| described.iter().find(|(name, _)| *name == source.name).map(|(_, text)| text.clone()));
             serde_json::json!({
                 "name": job.name,
                 "stage": planned.stages[job.stage],
                 "when": job.when.as_str(),
-                "allow_failure": !matches!(job.allow_failure, config::AllowFailure::No),
+                "allow_failure": allow_failure,
+                "environment": environment,
                 "needs": needs,
-                "description": source.node.get("description").and_then(Node::scalar_text),
+                "description": description,
             })
         })
         .collect();
-    if as_json {
+    if format == ListFormat::Json {
         println!("{}", serde_json::Value::Array(rows));
         return ExitCode::SUCCESS;
     }
-    let table = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row["name"].as_str().unwrap_or_default().to_owned(),
-                row["description"].as_str().unwrap_or_default().to_owned(),
-                row["stage"].as_str().unwrap_or_default().to_owned(),
-                row["when"].as_str().unwrap_or_default().to_owned(),
-                row["allow_failure"].to_string(),
-                row["needs"]
-                    .as_array()
-                    .map(|n| format!("[{}]", n.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")))
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    output::table(&["name", "description", "stage", "when", "allow_failure", "needs"], table);
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    };
+    if format == ListFormat::Csv {
+        println!("name;stage;when;allowFailure;environment;needs");
+        for row in &rows {
+            let fields = ["name", "stage", "when", "allow_failure", "environment", "needs"].map(|key| text(&row[key]));
+            println!("{}", fields.join(";"));
+        }
+        return ExitCode::SUCCESS;
+    }
+    // gitlab-ci-local's layout, which scripts read: lowercase header, columns two spaces apart.
+    let columns = ["name", "description", "stage", "when", "allow_failure", "environment", "needs"];
+    let mut table: Vec<Vec<String>> = vec![columns.iter().map(|c| (*c).to_owned()).collect()];
+    table.extend(rows.iter().map(|row| columns.map(|k| text(&row[k])).to_vec()));
+    let widths: Vec<usize> =
+        (0..columns.len()).map(|c| table.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    for row in &table {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
     ExitCode::SUCCESS
+}
+
+/// For each job with a `# <directive> text` comment right above its key, the text.
+fn job_comments(config: &Config, directive: &str) -> Vec<(String, String)> {
+    config
+        .jobs
+        .iter()
+        .filter_map(|job| {
+            let lines: Vec<&str> = config.sources.text(job.span).lines().collect();
+            let above = usize::try_from(job.span.line).unwrap_or(0).saturating_sub(1);
+            lines[..above.min(lines.len())]
+                .iter()
+                .rev()
+                .take_while(|line| line.trim_start().starts_with('#'))
+                .find_map(|line| line.split_once(directive).map(|(_, text)| text.trim().to_owned()))
+                .map(|text| (job.name.clone(), text))
+        })
+        .collect()
 }
 
 /// The expanded configuration as `--preview` shows it, normalised as GitLab reads it: the
@@ -785,21 +852,7 @@ fn flatten_lines(node: &Node, out: &mut Vec<Node>) {
 /// Jobs with `# <directive>` in the comment lines right above their key in the pipeline file
 /// (gitlab-ci-local's job decorators).
 fn jobs_marked(config: &Config, directive: &str) -> Vec<String> {
-    config
-        .jobs
-        .iter()
-        .filter(|job| {
-            let text = config.sources.text(job.span);
-            let lines: Vec<&str> = text.lines().collect();
-            let above = usize::try_from(job.span.line).unwrap_or(0).saturating_sub(1);
-            lines[..above.min(lines.len())]
-                .iter()
-                .rev()
-                .take_while(|line| line.trim_start().starts_with('#'))
-                .any(|line| line.contains(directive))
-        })
-        .map(|job| job.name.clone())
-        .collect()
+    job_comments(config, directive).into_iter().map(|(name, _)| name).collect()
 }
 
 /// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.
