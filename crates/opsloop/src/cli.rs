@@ -202,9 +202,10 @@ pub enum Command {
 pub struct RunArgs {
     /// Jobs to run (default: the whole pipeline).
     pub jobs: Vec<String>,
-    /// The pipeline file.
-    #[arg(long, default_value = ".gitlab-ci.yml")]
-    pub file: String,
+    /// The pipeline file (default `.gitlab-ci.yml`; when the working directory has none and
+    /// neither this nor `--cwd` is given, the git repository's root is used, as gitlab-ci-local does).
+    #[arg(long)]
+    pub file: Option<String>,
     /// The project directory (default: the current directory).
     #[arg(long)]
     pub cwd: Option<std::path::PathBuf>,

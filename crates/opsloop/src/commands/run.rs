@@ -368,8 +368,20 @@ fn print_miette(sources: &opsloop_pipeline::diagnostic::Sources, diagnostics: &[
 
 pub async fn run(args: RunArgs) -> ExitCode {
     let started = Instant::now();
-    let project = args.cwd.clone().unwrap_or_else(|| PathBuf::from("."));
+    let file = args.file.clone().unwrap_or_else(|| DEFAULT_PIPELINE_FILE.to_owned());
+    let project = match &args.cwd {
+        Some(dir) => dir.clone(),
+        // From a subfolder of a repository without a pipeline file of its own: the root's.
+        None if args.file.is_none() && !Path::new(DEFAULT_PIPELINE_FILE).exists() => {
+            git_root().unwrap_or_else(|| PathBuf::from("."))
+        }
+        None => PathBuf::from("."),
+    };
     let project = std::path::absolute(&project).unwrap_or(project);
+    if !project.join(&file).is_file() {
+        output::error(&format!("{} could not be found", project.join(&file).display()));
+        return ExitCode::from(INVALID);
+    }
     let state_dir = project.join(STATE_DIR);
     let pipeline_id = next_pipeline_id(&state_dir);
     let mut defined = predefined(&project, pipeline_id);
@@ -418,7 +430,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     defined.retain(|(k, _)| !args.unset_variable.contains(k));
     let lookup = |name: &str| defined.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
 
-    let loaded = match load(Some(&project), &args.file, &lookup, args.maximum_includes) {
+    let loaded = match load(Some(&project), &file, &lookup, args.maximum_includes) {
         Ok(loaded) => loaded,
         Err(error) => {
             output::error(&error);
@@ -853,6 +865,15 @@ fn flatten_lines(node: &Node, out: &mut Vec<Node>) {
 /// (gitlab-ci-local's job decorators).
 fn jobs_marked(config: &Config, directive: &str) -> Vec<String> {
     job_comments(config, directive).into_iter().map(|(name, _)| name).collect()
+}
+
+const DEFAULT_PIPELINE_FILE: &str = ".gitlab-ci.yml";
+
+/// The root of the git repository around the working directory, if there is one.
+fn git_root() -> Option<PathBuf> {
+    let output = std::process::Command::new("git").args(["rev-parse", "--show-toplevel"]).output().ok()?;
+    let root = String::from_utf8(output.stdout).ok()?;
+    (output.status.success() && !root.trim().is_empty()).then(|| PathBuf::from(root.trim()))
 }
 
 /// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.
