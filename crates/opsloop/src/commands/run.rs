@@ -408,6 +408,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     }
+    // gitlab-ci-local's environment variables: `GCL_VARIABLE="A=1;B=2"` and
+    // `GCL_VARIABLE_<NAME>=value`, below the command line's `--variable`.
+    for (key, value) in std::env::vars() {
+        if key == "GCL_VARIABLE" {
+            for pair in value.split(';').filter(|p| !p.is_empty()) {
+                if let Some((name, value)) = pair.split_once('=') {
+                    overrides.push(Override { name: name.to_owned(), value: value.to_owned(), environment: None });
+                }
+            }
+        } else if let Some(name) = key.strip_prefix("GCL_VARIABLE_").filter(|n| !n.is_empty()) {
+            overrides.push(Override { name: name.to_owned(), value, environment: None });
+        }
+    }
     for pair in &args.variable {
         let Some((name, value)) = pair.split_once('=') else {
             output::error(&format!("--variable takes KEY=VALUE, not `{pair}`"));
