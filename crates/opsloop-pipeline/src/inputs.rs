@@ -138,16 +138,6 @@ pub fn resolve(spec: &Node, given: Option<&Node>, at: Span) -> Result<HashMap<St
     if errors.is_empty() { Ok(values) } else { Err(errors) }
 }
 
-/// Whether `node` (keys and values, deeply) holds an interpolation block.
-pub fn has_interpolation(node: &Node) -> bool {
-    match &node.value {
-        Value::String(text) => text.contains("$[["),
-        Value::Sequence(items) => items.iter().any(has_interpolation),
-        Value::Mapping(entries) => entries.iter().any(|(k, v)| k.name.contains("$[[") || has_interpolation(v)),
-        _ => false,
-    }
-}
-
 /// Replaces every `$[[ inputs.NAME ]]` in `node`. Warnings (functions, which opsloop does not
 /// apply) go to `warnings`.
 pub fn interpolate(
