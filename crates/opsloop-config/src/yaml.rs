@@ -395,10 +395,11 @@ impl<'input> Builder<'input> {
             };
             let key = Key { name, span: key_span };
             // A repeated key replaces the earlier one, as GitLab's YAML reader does.
-            if entries.iter().any(|(k, _)| k.name == key.name) {
+            let before = entries.len();
+            entries.retain(|(k, _)| k.name != key.name);
+            if entries.len() != before {
                 self.duplicates.push(key.clone());
             }
-            entries.retain(|(k, _)| k.name != key.name);
             entries.push((key, value));
         }
         // Explicit keys win over merged ones, wherever `<<` stood.
@@ -422,10 +423,15 @@ pub fn size(node: &Node) -> usize {
 
 /// YAML 1.1's boolean words beyond `true`/`false`, as Ruby's Psych reads them.
 fn yaml11_bool(text: &str) -> Option<bool> {
-    match text.to_ascii_lowercase().as_str() {
-        "yes" | "on" => Some(true),
-        "no" | "off" => Some(false),
-        _ => None,
+    // Called for every plain scalar: no allocation, and most texts are longer than three.
+    if text.len() > 3 {
+        None
+    } else if text.eq_ignore_ascii_case("yes") || text.eq_ignore_ascii_case("on") {
+        Some(true)
+    } else if text.eq_ignore_ascii_case("no") || text.eq_ignore_ascii_case("off") {
+        Some(false)
+    } else {
+        None
     }
 }
 

@@ -1426,20 +1426,20 @@ impl Loader<'_> {
             ("retry", RETRY_KEYWORDS),
             ("inherit", INHERIT_KEYWORDS),
         ] {
-            let place = format!("jobs:{name}:{keyword}");
-            match node.get(keyword).map(|n| &n.value) {
-                Some(Value::Mapping(_)) => {
-                    if let Some(section) = node.get(keyword) {
-                        self.known_keys(&section.clone(), known, &place);
-                    }
+            let Some(section) = node.get(keyword) else { continue };
+            // `cache:` may be a list of caches.
+            let sections: Vec<&Node> = match &section.value {
+                Value::Mapping(_) => vec![section],
+                Value::Sequence(items) if keyword == "cache" => items.iter().collect(),
+                _ => continue,
+            };
+            // Only a section with a key outside the known ones costs anything more.
+            for section in sections {
+                let unknown =
+                    section.as_mapping().unwrap_or_default().iter().any(|(k, _)| !known.contains(&k.name.as_str()));
+                if unknown {
+                    self.known_keys(section, known, &format!("jobs:{name}:{keyword}"));
                 }
-                // `cache:` may be a list of caches.
-                Some(Value::Sequence(items)) if keyword == "cache" => {
-                    for item in items.clone().iter().filter(|i| i.as_mapping().is_some()) {
-                        self.known_keys(item, known, &place);
-                    }
-                }
-                _ => {}
             }
         }
         let trigger = node.get("trigger").cloned();
