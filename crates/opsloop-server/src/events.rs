@@ -197,7 +197,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_subscriber_gets_each_event_again_in_order_and_resumes_from_its_cursor() {
+    async fn a_failing_subscriber_gets_each_event_again_in_order_resumes_from_its_cursor_and_live_listeners_hear_new_ones()
+     {
         let db = TestDatabase::sqlite().await;
         let store = db.store.clone();
         let actor = Actor { name: "tester", source_ip: "" };
@@ -255,5 +256,26 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         running.abort();
         assert!(again.seen.lock().unwrap().is_empty());
+
+        // Live listeners hear what happens from the moment they listen, in memory.
+        let mut live = state.events.subscribe();
+        let fanning = {
+            let state = state.clone();
+            tokio::spawn(async move { fan_out(&state).await })
+        };
+        // The fan-out starts at the end of the log; give it a moment to read where that is.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pipeline = store.create_pipeline(project.id, "main", "push", actor).await.unwrap();
+        store.finish_pipeline(pipeline.id, PipelineStatus::Canceled, "").await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(10), live.recv()).await.unwrap().unwrap();
+        fanning.abort();
+        assert_eq!(
+            heard.event,
+            Event::PipelineFinished {
+                project_id: project.id,
+                pipeline_id: pipeline.id,
+                status: PipelineStatus::Canceled
+            }
+        );
     }
 }
