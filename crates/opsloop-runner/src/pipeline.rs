@@ -23,8 +23,8 @@ pub use crate::job::parse_dotenv;
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub project_dir: PathBuf,
-    /// Jobs whose artifacts are not copied back into the project (gitlab-ci-local's
-    /// `# @NoArtifactsToSource` and `--no-artifacts-to-source`); `None`: every job's are.
+    /// Whether each job's artifacts are copied back into the project (gitlab-ci-local's
+    /// `# @NoArtifactsToSource` and `--no-artifacts-to-source` turn it off).
     pub artifacts_to_source: ArtifactsToSource,
     /// `.opsloop` inside the project: builds, artifacts, caches, scripts.
     pub state_dir: PathBuf,

@@ -5,7 +5,7 @@
 //! What a pipeline was asked to run (the pushed commit, the trigger's variables, encrypted) is
 //! stored with it, so a pipeline still queued when the server stops starts after the restart.
 //!
-//! Jobs with tags (or all, with `ci.executor = "agents"`) run on agents: see `agents.rs`.
+//! Jobs with tags (or all, with `ci.executor = "agents"`) run on agents: see `agents/`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
