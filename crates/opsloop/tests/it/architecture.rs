@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("opsloop-runner", &["opsloop-core", "opsloop-config", "opsloop-pipeline"]),
     ("opsloop-deploy", &["opsloop-core", "opsloop-config"]),
     ("opsloop-secure", &["opsloop-core", "opsloop-config"]),
+    ("opsloop-metrics", &["opsloop-core", "opsloop-config"]),
     ("opsloop-store", &["opsloop-core"]),
     // The server hosts every engine and the store; the binary, the server too.
     ("opsloop-server", EVERY_CRATE),
@@ -31,6 +32,7 @@ const EVERY_CRATE: &[&str] = &[
     "opsloop-runner",
     "opsloop-deploy",
     "opsloop-secure",
+    "opsloop-metrics",
     "opsloop-store",
     "opsloop-server",
 ];

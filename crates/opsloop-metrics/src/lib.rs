@@ -1,0 +1,6 @@
+//! The metrics engine: Prometheus's data model, a PromQL evaluator over any [`storage::Queryable`],
+//! and (in its own modules) the TSDB, scraping and rules. A library: no HTTP server, no store.
+
+pub mod labels;
+pub mod promql;
+pub mod storage;

@@ -1,0 +1,1 @@
+//! PromQL evaluation over a [`crate::storage::Queryable`]; parsing is `promql-parser`'s.
