@@ -62,6 +62,77 @@ pub trait Queryable: Send + Sync {
     }
 }
 
+/// Label names of the series matching `matchers` in `[mint, maxt]`, sorted.
+pub fn label_names(
+    q: &dyn Queryable,
+    matchers: &[Matcher],
+    mint: Timestamp,
+    maxt: Timestamp,
+) -> Result<Vec<String>, StorageError> {
+    let mut names = std::collections::BTreeSet::new();
+    for labels in q.series(&or_everything(matchers), mint, maxt)? {
+        for l in labels.iter() {
+            names.insert(l.name.clone());
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// Values of label `name` among the series matching `matchers` in `[mint, maxt]`, sorted.
+pub fn label_values(
+    q: &dyn Queryable,
+    name: &str,
+    matchers: &[Matcher],
+    mint: Timestamp,
+    maxt: Timestamp,
+) -> Result<Vec<String>, StorageError> {
+    let mut values = std::collections::BTreeSet::new();
+    for labels in q.series(&or_everything(matchers), mint, maxt)? {
+        if let Some(v) = labels.get(name) {
+            values.insert(v.to_owned());
+        }
+    }
+    Ok(values.into_iter().collect())
+}
+
+/// No matchers means every series: a name matcher that any series satisfies.
+fn or_everything(matchers: &[Matcher]) -> Vec<Matcher> {
+    if matchers.is_empty() {
+        match Matcher::regex(crate::labels::METRIC_NAME, ".+", false) {
+            Ok(m) => vec![m],
+            Err(_) => Vec::new(),
+        }
+    } else {
+        matchers.to_vec()
+    }
+}
+
+/// A view of storage that only shows series also matching `scope` (every selector of every
+/// query gets the matcher: how a project's members see only their project's series).
+pub struct Scoped {
+    pub inner: std::sync::Arc<dyn Queryable>,
+    pub scope: Vec<Matcher>,
+}
+
+impl Queryable for Scoped {
+    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, StorageError> {
+        let mut all = matchers.to_vec();
+        all.extend(self.scope.iter().cloned());
+        self.inner.select(&all, mint, maxt)
+    }
+
+    fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, StorageError> {
+        let mut all = matchers.to_vec();
+        all.extend(self.scope.iter().cloned());
+        self.inner.series(&all, mint, maxt)
+    }
+}
+
+/// Both halves: what a host keeps behind one `Arc`.
+pub trait Storage: Queryable + Appendable {}
+
+impl<T: Queryable + Appendable> Storage for T {}
+
 /// Write access: a batch of samples that becomes visible (and durable, for the TSDB) at commit.
 pub trait Appendable: Send + Sync {
     fn append(&self, batch: &[(Labels, Sample)]) -> Result<(), StorageError>;

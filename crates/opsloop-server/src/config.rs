@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub notifications: NotificationsConfig,
     /// The deploy engine's own section.
     pub deploy: opsloop_deploy::DeployConfig,
+    /// The metrics engine's own section.
+    pub metrics: opsloop_metrics::MetricsConfig,
 }
 
 /// `[http]`: limits of the HTTP server.
@@ -141,6 +143,7 @@ impl ServerConfig {
             artifacts: ArtifactsConfig { storage: ArtifactStorage::Local, default_expire_seconds: 30 * 86_400 },
             notifications: NotificationsConfig { allow_private_targets: false },
             deploy: opsloop_deploy::DeployConfig::default(),
+            metrics: opsloop_metrics::MetricsConfig::default(),
         }
     }
 

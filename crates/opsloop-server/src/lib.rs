@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod gitops;
 pub mod metrics;
+pub mod prometheus;
 mod mirror;
 pub mod notify;
 pub mod objects;

@@ -45,6 +45,8 @@ pub struct Inner {
     pub deploy: crate::deploy::DeployHub,
     /// Live listeners of the event log.
     pub events: crate::events::EventBus,
+    /// The metrics engine: series storage, queries.
+    pub prometheus: crate::prometheus::MetricsHub,
     /// Where artifacts are kept, opened on first use.
     objects: std::sync::OnceLock<Result<crate::objects::ObjectStorage, String>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
@@ -98,6 +100,7 @@ impl AppState {
             vault: std::sync::OnceLock::new(),
             deploy: crate::deploy::DeployHub::default(),
             events: crate::events::EventBus::default(),
+            prometheus: crate::prometheus::MetricsHub::default(),
             bound_address: std::sync::OnceLock::new(),
             objects: std::sync::OnceLock::new(),
             routes,

@@ -60,7 +60,32 @@ pub fn problems(state: &AppState) -> Vec<String> {
 
 /// Every subsystem, in start-up order.
 pub fn all() -> Vec<Box<dyn Subsystem>> {
-    vec![Box::new(Accounts), Box::new(Ci), Box::new(Agents), Box::new(Deployments), Box::new(Notifications)]
+    vec![
+        Box::new(Accounts),
+        Box::new(Ci),
+        Box::new(Agents),
+        Box::new(Deployments),
+        Box::new(Notifications),
+        Box::new(Monitoring),
+    ]
+}
+
+/// Metrics: series storage, PromQL and Prometheus's HTTP API.
+struct Monitoring;
+
+impl Subsystem for Monitoring {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::prometheus::api::routes(table)
+    }
+    fn problem(&self, state: &AppState) -> Option<String> {
+        match state.prometheus.storage(&state.config) {
+            Err(crate::prometheus::MetricsError::Disabled) | Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
 }
 
 /// Users, sessions, tokens, projects and members.

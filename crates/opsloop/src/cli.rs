@@ -349,6 +349,10 @@ pub struct ServeArgs {
     /// Register a demo project (files from examples/demo) so there is something to look at.
     #[arg(long)]
     pub demo: bool,
+    /// A prometheus.yml to scrape targets and evaluate rules from (overrides `[metrics]
+    /// config_file`); Grafana then reads everything at http://ADDR:PORT/prometheus.
+    #[arg(long, env = "OPSLOOP_METRICS_CONFIG", value_name = "FILE")]
+    pub metrics_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -39,6 +39,20 @@ struct FileConfig {
     notifications: NotificationsSection,
     #[serde(default)]
     deploy: DeploySection,
+    #[serde(default)]
+    metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    enabled: Option<bool>,
+    /// A `prometheus.yml`: scrape targets, rule files, alertmanagers, remote write.
+    config_file: Option<PathBuf>,
+    /// How long samples are kept, e.g. `"15d"`.
+    retention: Option<Spanned<String>>,
+    /// The most stored samples may take on disk, e.g. `"10GB"`.
+    retention_size: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +267,23 @@ pub fn resolve(
     }
     server.deploy.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone().map(opsloop_server::config::absolute);
 
+    server.metrics.enabled = layer.metrics.enabled.unwrap_or(server.metrics.enabled);
+    server.metrics.config_file = args
+        .metrics_config
+        .clone()
+        .or_else(|| layer.metrics.config_file.clone())
+        .map(opsloop_server::config::absolute);
+    if let (Some(value), Some(loaded)) = (&layer.metrics.retention, &file) {
+        server.metrics.retention_seconds = parse_retention(value.get_ref()).ok_or_else(|| {
+            loaded.error_at(value.span(), "metrics.retention is not a duration".to_owned(), "write e.g. \"15d\", \"12h\" or \"2w\"")
+        })?;
+    }
+    if let (Some(value), Some(loaded)) = (&layer.metrics.retention_size, &file) {
+        server.metrics.retention_bytes = Some(parse_size(value.get_ref()).ok_or_else(|| {
+            loaded.error_at(value.span(), "metrics.retention_size is not a size".to_owned(), "write e.g. \"512MB\" or \"10GB\"")
+        })?);
+    }
+
     let database_url = match (&args.config.database_url, &layer.database_url) {
         (Some(url), _) => Some((url.clone(), None)),
         (None, Some(value)) => Some((value.get_ref().clone(), Some(value.span()))),
@@ -408,6 +439,17 @@ pub struct Shown {
     pub artifacts: ShownArtifacts,
     pub notifications: ShownNotifications,
     pub deploy: ShownDeploy,
+    pub metrics: ShownMetrics,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownMetrics {
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
+    pub retention: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_size_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -505,6 +547,12 @@ impl Resolved {
                 port_range: server.deploy.ports.map(|(low, high)| format!("{low}-{high}")),
                 ssh_identity: server.deploy.ssh_identity.as_ref().map(|p| p.display().to_string()),
                 ssh_known_hosts: server.deploy.ssh_known_hosts.as_ref().map(|p| p.display().to_string()),
+            },
+            metrics: ShownMetrics {
+                enabled: server.metrics.enabled,
+                config_file: server.metrics.config_file.as_ref().map(|p| p.display().to_string()),
+                retention: format!("{}s", server.metrics.retention_seconds),
+                retention_size_bytes: server.metrics.retention_bytes,
             },
             artifacts: match &server.artifacts.storage {
                 opsloop_server::config::ArtifactStorage::Local => ShownArtifacts {
@@ -611,4 +659,37 @@ mod tests {
         let args = ServeArgs { config, ..ServeArgs::default() };
         assert!(matches!(resolve(&args, None, None), Err(ConfigError::Value { .. })));
     }
+}
+
+/// A retention time in Prometheus's words (`15d`, `12h`, `2w`, `1y`), in seconds.
+fn parse_retention(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..digits].parse().ok()?;
+    let unit = match &s[digits..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        "y" => 31_536_000,
+        _ => return None,
+    };
+    n.checked_mul(unit).filter(|&secs| secs > 0)
+}
+
+/// A size in Prometheus's words (`512MB`, `10GB`, `1TB`; powers of 1024 as Prometheus reads them).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let unit: u64 = match s[digits..].trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "KIB" => 1 << 10,
+        "MB" | "MIB" => 1 << 20,
+        "GB" | "GIB" => 1 << 30,
+        "TB" | "TIB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(unit).filter(|&b| b > 0)
 }

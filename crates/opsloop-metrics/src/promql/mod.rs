@@ -88,6 +88,11 @@ pub fn parse(query: &str) -> Result<Expr, PromqlError> {
     promql_parser::parser::parse(query).map_err(PromqlError::Parse)
 }
 
+/// The matchers of a series selector (`up{job="x"}`), its metric name included.
+pub fn selector_matchers(vs: &promql_parser::parser::VectorSelector) -> Result<Vec<crate::labels::Matcher>, PromqlError> {
+    eval::Evaluator::matchers(vs)
+}
+
 /// Evaluation settings: Prometheus's defaults unless set.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {

@@ -34,7 +34,7 @@ pub async fn resolve_agent(state: &AppState, headers: &HeaderMap) -> Result<Opti
     if !token.starts_with(AGENT_TOKEN_PREFIX) {
         return Ok(None);
     }
-    Ok(state.store.agent_by_token(&digest(token)).await?)
+    Ok(state.store.agent_by_token(&digest(&token)).await?)
 }
 
 /// Largest artifact archive an agent may upload.

@@ -164,10 +164,10 @@ pub async fn resolve_principal(
     if let Some(token) = bearer_token(headers)
         && token.starts_with(PIPELINE_TOKEN_PREFIX)
     {
-        return pipeline_principal(store, token, source_ip).await;
+        return pipeline_principal(store, &token, source_ip).await;
     }
     if let Some(token) = bearer_token(headers) {
-        let digest = credentials::digest(token);
+        let digest = credentials::digest(&token);
         let (mut token, user, cached) = match cache.get(&digest) {
             Some((token, user)) => (token, user, true),
             None => match store.token_by_hash(&digest).await? {
@@ -244,10 +244,24 @@ pub async fn membership(store: &Store, principal: &Principal, project: &Project)
     }
 }
 
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The API token a request presents: `Authorization: Bearer TOKEN`, or HTTP basic auth with
+/// the token as the password and any user name — what Grafana's data sources, Prometheus's
+/// `remote_write` and `alertmanagers`, and Terraform's `http` backend configure most easily.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    use base64::Engine as _;
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (_, password) = decoded.split_once(':')?;
+        return (!password.is_empty()).then(|| std::borrow::Cow::Owned(password.to_owned()));
+    }
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+        .map(std::borrow::Cow::Borrowed)
 }
 
 /// The value of a cookie from the request's `Cookie` headers.
@@ -322,10 +336,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, "Bearer olp_abc".parse().unwrap());
         headers.append(COOKIE, "a=1; opsloop_session=xyz; b=2".parse().unwrap());
-        assert_eq!(bearer_token(&headers), Some("olp_abc"));
+        assert_eq!(bearer_token(&headers).as_deref(), Some("olp_abc"));
         assert_eq!(cookie(&headers, SESSION_COOKIE), Some("xyz"));
         assert_eq!(cookie(&headers, "missing"), None);
         headers.insert(AUTHORIZATION, "Basic Zm9v".parse().unwrap());
-        assert_eq!(bearer_token(&headers), None);
+        assert_eq!(bearer_token(&headers), None, "not user:password");
+        // grafana:olp_abc
+        headers.insert(AUTHORIZATION, "Basic Z3JhZmFuYTpvbHBfYWJj".parse().unwrap());
+        assert_eq!(bearer_token(&headers).as_deref(), Some("olp_abc"));
     }
 }

@@ -1,0 +1,495 @@
+//! Prometheus's HTTP API (`/prometheus/api/v1/...`), answering in Prometheus's own JSON
+//! (`status`, `data`, `errorType`, `error`) so Grafana, `promtool` and scripts read it as they
+//! read Prometheus. GET and POST (form bodies) both work, as in Prometheus.
+//!
+//! Handlers translate: parameters in, the engine's answer out. Every read goes through the
+//! caller's scope (see `super::scope`).
+
+use std::fmt::Write as _;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use opsloop_metrics::labels::{Labels, Matcher};
+use opsloop_metrics::promql::{self, PromqlError, QueryValue};
+use opsloop_metrics::storage::{self, Queryable, Scoped, Timestamp};
+use serde_json::{Value, json};
+
+use super::MetricsError;
+use crate::auth::{Access, Principal};
+use crate::routes::{RouteTable, Surface};
+use crate::state::AppState;
+
+pub fn routes(table: RouteTable) -> RouteTable {
+    use Access::{Admin, Authenticated, Public};
+    let api = Surface::Api;
+    let mut t = table;
+    for method in [Method::GET, Method::POST] {
+        t = t
+            .add(api, method.clone(), "/prometheus/api/v1/query", Authenticated, query)
+            .add(api, method.clone(), "/prometheus/api/v1/query_range", Authenticated, query_range)
+            .add(api, method.clone(), "/prometheus/api/v1/series", Authenticated, series)
+            .add(api, method.clone(), "/prometheus/api/v1/labels", Authenticated, labels)
+            .add(api, method.clone(), "/prometheus/api/v1/format_query", Authenticated, format_query)
+            .add(api, method.clone(), "/prometheus/api/v1/query_exemplars", Authenticated, exemplars);
+    }
+    t.add(api, Method::GET, "/prometheus/api/v1/label/{name}/values", Authenticated, label_values)
+        .add(api, Method::GET, "/prometheus/api/v1/metadata", Authenticated, metadata)
+        .add(api, Method::GET, "/prometheus/api/v1/status/buildinfo", Authenticated, buildinfo)
+        .add(api, Method::GET, "/prometheus/api/v1/status/runtimeinfo", Authenticated, runtimeinfo)
+        .add(api, Method::GET, "/prometheus/api/v1/status/flags", Authenticated, flags)
+        .add(api, Method::GET, "/prometheus/api/v1/status/config", Admin, config)
+        .add(api, Method::POST, "/prometheus/api/v1/write", Admin, write)
+        .add(Surface::Ops, Method::GET, "/prometheus/-/healthy", Public, healthy)
+        .add(Surface::Ops, Method::GET, "/prometheus/-/ready", Public, ready)
+}
+
+/// An answer in Prometheus's error envelope, with its status codes: 400 for bad input, 422 for
+/// a query that cannot be evaluated, 503 for a timeout or an unavailable store.
+struct PromError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl PromError {
+    fn bad_data(message: impl Into<String>) -> Self {
+        PromError { status: StatusCode::BAD_REQUEST, kind: "bad_data", message: message.into() }
+    }
+}
+
+impl From<PromqlError> for PromError {
+    fn from(e: PromqlError) -> Self {
+        let status = match &e {
+            PromqlError::Parse(_) => StatusCode::BAD_REQUEST,
+            PromqlError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        PromError { status, kind: e.error_type(), message: e.to_string() }
+    }
+}
+
+impl From<storage::StorageError> for PromError {
+    fn from(e: storage::StorageError) -> Self {
+        PromError { status: StatusCode::UNPROCESSABLE_ENTITY, kind: "execution", message: e.to_string() }
+    }
+}
+
+impl From<MetricsError> for PromError {
+    fn from(e: MetricsError) -> Self {
+        PromError { status: StatusCode::SERVICE_UNAVAILABLE, kind: "unavailable", message: e.to_string() }
+    }
+}
+
+impl From<opsloop_store::StoreError> for PromError {
+    fn from(e: opsloop_store::StoreError) -> Self {
+        tracing::error!(error = %e, "metrics API: store error");
+        PromError { status: StatusCode::SERVICE_UNAVAILABLE, kind: "internal", message: "internal error".into() }
+    }
+}
+
+impl IntoResponse for PromError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"status": "error", "errorType": self.kind, "error": self.message})))
+            .into_response()
+    }
+}
+
+fn success(data: Value) -> Response {
+    axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// Query-string and form parameters together, in order (`match[]` repeats).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn read(uri: &Uri, body: &Bytes) -> Result<Params, PromError> {
+        let mut all: Vec<(String, String)> = Vec::new();
+        if let Some(q) = uri.query() {
+            all.extend(serde_urlencoded::from_str::<Vec<(String, String)>>(q).map_err(|e| PromError::bad_data(e.to_string()))?);
+        }
+        if !body.is_empty() {
+            all.extend(
+                serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+                    .map_err(|e| PromError::bad_data(format!("invalid form body: {e}")))?,
+            );
+        }
+        Ok(Params(all))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    fn time(&self, name: &str, default: Timestamp) -> Result<Timestamp, PromError> {
+        match self.get(name) {
+            None | Some("") => Ok(default),
+            Some(v) => parse_time(v).ok_or_else(|| PromError::bad_data(format!("invalid parameter \"{name}\": cannot parse \"{v}\" to a valid timestamp"))),
+        }
+    }
+}
+
+/// A time as Prometheus's API takes it: Unix seconds (with a fraction) or RFC 3339.
+pub fn parse_time(s: &str) -> Option<Timestamp> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() {
+            return None;
+        }
+        return Some((secs * 1000.0).round() as i64);
+    }
+    let ts: jiff::Timestamp = s.parse().ok()?;
+    Some(ts.as_millisecond())
+}
+
+/// A duration as Prometheus's API takes it: seconds (with a fraction) or `1m30s`.
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return secs.is_finite().then(|| (secs * 1000.0).round() as i64);
+    }
+    promql_duration(s)
+}
+
+fn promql_duration(s: &str) -> Option<i64> {
+    let mut total = 0i64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let ms = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(ms)?)?;
+        rest = &rest[unit..];
+    }
+    Some(total)
+}
+
+fn now_ms(state: &AppState) -> Timestamp {
+    state.clock.now_ms()
+}
+
+/// The storage as this caller may see it; `None` when they may see nothing.
+async fn scoped(state: &AppState, principal: &Principal) -> Result<Option<Scoped>, PromError> {
+    let storage = state.prometheus.storage(&state.config)?.clone();
+    let Some(scope) = super::scope(&state.store, principal).await? else { return Ok(None) };
+    Ok(Some(Scoped { inner: storage, scope }))
+}
+
+/// Runs a query off the async threads: evaluation is CPU work that may take seconds.
+async fn evaluate<F>(work: F) -> Result<QueryValue, PromError>
+where
+    F: FnOnce() -> Result<QueryValue, PromqlError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(PromError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() }),
+    }
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, how Prometheus writes sample values.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn ts_json(t: Timestamp) -> Value {
+    // Seconds with millisecond precision, a JSON number as Prometheus writes it.
+    let secs = t as f64 / 1000.0;
+    serde_json::Number::from_f64(secs).map(Value::Number).unwrap_or(Value::Null)
+}
+
+fn labels_json(labels: &Labels) -> Value {
+    Value::Object(labels.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect())
+}
+
+pub fn value_json(value: &QueryValue) -> Value {
+    match value {
+        QueryValue::Scalar { t, v } => json!({"resultType": "scalar", "result": [ts_json(*t), format_value(*v)]}),
+        QueryValue::String { t, v } => json!({"resultType": "string", "result": [ts_json(*t), v]}),
+        QueryValue::Vector(samples) => json!({
+            "resultType": "vector",
+            "result": samples.iter().map(|s| json!({
+                "metric": labels_json(&s.labels),
+                "value": [ts_json(s.t), format_value(s.v)],
+            })).collect::<Vec<_>>(),
+        }),
+        QueryValue::Matrix(series) => json!({
+            "resultType": "matrix",
+            "result": series.iter().map(|s| json!({
+                "metric": labels_json(&s.labels),
+                "values": s.samples.iter().map(|p| json!([ts_json(p.t), format_value(p.v)])).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn empty_result(range: bool) -> Value {
+    json!({"resultType": if range { "matrix" } else { "vector" }, "result": []})
+}
+
+async fn query(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, PromError> {
+    let params = Params::read(&uri, &body)?;
+    let q = params.get("query").ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let t = params.time("time", now_ms(&state))?;
+    promql::parse(q)?;
+    let Some(view) = scoped(&state, &principal).await? else {
+        return Ok(success(empty_result(false)));
+    };
+    let engine = state.prometheus.engine.clone();
+    let q = q.to_owned();
+    let value = evaluate(move || engine.instant(&view, &promql::parse(&q)?, t)).await?;
+    Ok(success(value_json(&value)))
+}
+
+async fn query_range(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, PromError> {
+    let params = Params::read(&uri, &body)?;
+    let q = params.get("query").ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let start = params
+        .get("start")
+        .and_then(parse_time)
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"start\": cannot parse to a valid timestamp"))?;
+    let end = params
+        .get("end")
+        .and_then(parse_time)
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"end\": cannot parse to a valid timestamp"))?;
+    let step = params
+        .get("step")
+        .and_then(parse_duration_ms)
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"step\": cannot parse to a valid duration"))?;
+    promql::parse(q)?;
+    let Some(view) = scoped(&state, &principal).await? else {
+        return Ok(success(empty_result(true)));
+    };
+    let engine = state.prometheus.engine.clone();
+    let q = q.to_owned();
+    let value = evaluate(move || engine.range(&view, &promql::parse(&q)?, start, end, step)).await?;
+    Ok(success(value_json(&value)))
+}
+
+/// `match[]` selectors, each parsed to its matchers.
+fn selectors(params: &Params) -> Result<Vec<Vec<Matcher>>, PromError> {
+    let mut out = Vec::new();
+    for m in params.all("match[]") {
+        let expr = promql::parse(m)?;
+        let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+            return Err(PromError::bad_data(format!("invalid parameter \"match[]\": {m} is not a series selector")));
+        };
+        out.push(promql::selector_matchers(&vs)?);
+    }
+    Ok(out)
+}
+
+fn time_bounds(params: &Params) -> Result<(Timestamp, Timestamp), PromError> {
+    Ok((params.time("start", i64::MIN / 2)?, params.time("end", i64::MAX / 2)?))
+}
+
+async fn series(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, PromError> {
+    let params = Params::read(&uri, &body)?;
+    let sets = selectors(&params)?;
+    if sets.is_empty() {
+        return Err(PromError::bad_data("no match[] parameter provided"));
+    }
+    let (start, end) = time_bounds(&params)?;
+    let Some(view) = scoped(&state, &principal).await? else { return Ok(success(json!([]))) };
+    let mut found = std::collections::BTreeSet::new();
+    for matchers in &sets {
+        found.extend(view.series(matchers, start, end)?);
+    }
+    Ok(success(Value::Array(found.iter().map(labels_json).collect())))
+}
+
+async fn labels(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, PromError> {
+    let params = Params::read(&uri, &body)?;
+    let sets = selectors(&params)?;
+    let (start, end) = time_bounds(&params)?;
+    let Some(view) = scoped(&state, &principal).await? else { return Ok(success(json!([]))) };
+    let mut names = std::collections::BTreeSet::new();
+    if sets.is_empty() {
+        names.extend(storage::label_names(&view, &[], start, end)?);
+    }
+    for matchers in &sets {
+        names.extend(storage::label_names(&view, matchers, start, end)?);
+    }
+    Ok(success(json!(names)))
+}
+
+async fn label_values(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    uri: Uri,
+) -> Result<Response, PromError> {
+    let params = Params::read(&uri, &Bytes::new())?;
+    let sets = selectors(&params)?;
+    let (start, end) = time_bounds(&params)?;
+    let Some(view) = scoped(&state, &principal).await? else { return Ok(success(json!([]))) };
+    let mut values = std::collections::BTreeSet::new();
+    if sets.is_empty() {
+        values.extend(storage::label_values(&view, &name, &[], start, end)?);
+    }
+    for matchers in &sets {
+        values.extend(storage::label_values(&view, &name, matchers, start, end)?);
+    }
+    Ok(success(json!(values)))
+}
+
+/// Remote write in (protobuf + snappy, version 1): how a Prometheus, an agent or another
+/// opsloop forwards its samples here. 204 once the samples are stored; 400 for a body that
+/// cannot be decoded (the sender must not retry it).
+async fn write(State(state): State<AppState>, body: Bytes) -> Result<Response, PromError> {
+    let storage = state.prometheus.storage(&state.config)?.clone();
+    // Snappy compresses samples about tenfold; more than 64 MiB decoded is not a real batch.
+    let samples = opsloop_metrics::remote::decode(&body, 64 << 20).map_err(|e| PromError::bad_data(e.to_string()))?;
+    let stored = tokio::task::spawn_blocking(move || storage.append(&samples)).await;
+    match stored {
+        Ok(Ok(())) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(Err(e @ (storage::StorageError::OutOfOrder | storage::StorageError::DuplicateSample | storage::StorageError::OutOfBounds))) => {
+            Err(PromError::bad_data(e.to_string()))
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(PromError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() }),
+    }
+}
+
+async fn format_query(uri: Uri, body: Bytes) -> Result<Response, PromError> {
+    let params = Params::read(&uri, &body)?;
+    let q = params.get("query").ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    Ok(success(Value::String(promql::parse(q)?.to_string())))
+}
+
+async fn exemplars() -> Response {
+    // Exemplars are not stored; Prometheus answers the same when none were scraped.
+    success(json!([]))
+}
+
+async fn metadata() -> Response {
+    success(json!({}))
+}
+
+async fn buildinfo() -> Response {
+    success(json!({
+        "version": "2.42.0",
+        "revision": env!("CARGO_PKG_VERSION"),
+        "branch": "opsloop",
+        "buildUser": "opsloop",
+        "buildDate": "",
+        "goVersion": "",
+    }))
+}
+
+async fn runtimeinfo(State(state): State<AppState>) -> Response {
+    let start = jiff::Timestamp::from_millisecond(state.prometheus.started_ms).map(|t| t.to_string()).unwrap_or_default();
+    success(json!({
+        "startTime": start,
+        "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        "reloadConfigSuccess": true,
+        "lastConfigTime": start,
+        "corruptionCount": 0,
+        "goroutineCount": 0,
+        "GOMAXPROCS": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "GOGC": "",
+        "GODEBUG": "",
+        "storageRetention": format!("{}s", state.config.metrics.retention_seconds),
+    }))
+}
+
+async fn flags(State(state): State<AppState>) -> Response {
+    success(json!({
+        "storage.tsdb.retention.time": format!("{}s", state.config.metrics.retention_seconds),
+        "query.lookback-delta": "5m",
+        "query.max-samples": state.prometheus.engine.options.limits.max_samples.to_string(),
+    }))
+}
+
+async fn config(State(state): State<AppState>) -> Response {
+    let yaml = match &state.config.metrics.config_file {
+        Some(path) => std::fs::read_to_string(path).unwrap_or_default(),
+        None => String::new(),
+    };
+    success(json!({"yaml": yaml}))
+}
+
+async fn healthy() -> impl IntoResponse {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "Prometheus Server is Healthy.\n")
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.prometheus.storage(&state.config) {
+        Ok(_) => (StatusCode::OK, "Prometheus Server is Ready.\n").into_response(),
+        Err(e) => {
+            let mut body = String::new();
+            let _ = writeln!(body, "Service Unavailable: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_durations_as_prometheus_reads_them() {
+        assert_eq!(parse_time("1435781451.781"), Some(1_435_781_451_781));
+        assert_eq!(parse_time("2015-07-01T20:10:51.781Z"), Some(1_435_781_451_781));
+        assert_eq!(parse_time("nope"), None);
+        assert_eq!(parse_duration_ms("15"), Some(15_000));
+        assert_eq!(parse_duration_ms("1m30s"), Some(90_000));
+        assert_eq!(parse_duration_ms("0.5"), Some(500));
+        assert_eq!(parse_duration_ms("1x"), None);
+    }
+
+    #[test]
+    fn values_as_go_writes_them() {
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(0.1), "0.1");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+    }
+}

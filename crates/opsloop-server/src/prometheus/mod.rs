@@ -1,0 +1,91 @@
+//! The metrics subsystem: opsloop in Prometheus's role. The engine (`opsloop-metrics`) stores,
+//! scrapes and evaluates; this module holds it for the server (`MetricsHub`), decides what a
+//! caller may see (`scope`), and serves Prometheus's HTTP API under `/prometheus` (`api`), so
+//! Grafana's Prometheus data source takes `http://HOST:PORT/prometheus` as its URL.
+
+pub mod api;
+
+use std::sync::{Arc, OnceLock};
+
+use opsloop_metrics::labels::Matcher;
+use opsloop_metrics::promql::{Engine, EngineOptions};
+use opsloop_metrics::storage::Storage;
+use opsloop_store::{PageRequest, Store, StoreError};
+
+use crate::auth::{Credential, Principal};
+use crate::config::ServerConfig;
+
+/// Why the metrics subsystem cannot answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetricsError {
+    #[error("the metrics subsystem is turned off ([metrics] enabled = false)")]
+    Disabled,
+    #[error("the metrics storage could not be opened: {0}")]
+    Storage(String),
+}
+
+/// What the server keeps of the metrics engine.
+pub struct MetricsHub {
+    storage: OnceLock<Result<Arc<dyn Storage>, String>>,
+    pub engine: Engine,
+    /// When this process started, for `status/runtimeinfo`.
+    pub started_ms: i64,
+}
+
+impl Default for MetricsHub {
+    fn default() -> Self {
+        MetricsHub { storage: OnceLock::new(), engine: Engine::new(EngineOptions::default()), started_ms: now_ms() }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl MetricsHub {
+    /// The series store, opened on first use under `<data-dir>/metrics`.
+    pub fn storage(&self, config: &ServerConfig) -> Result<&Arc<dyn Storage>, MetricsError> {
+        if !config.metrics.enabled {
+            return Err(MetricsError::Disabled);
+        }
+        self.storage
+            .get_or_init(|| open_storage(config))
+            .as_ref()
+            .map_err(|e| MetricsError::Storage(e.clone()))
+    }
+}
+
+fn open_storage(_config: &ServerConfig) -> Result<Arc<dyn Storage>, String> {
+    Ok(Arc::new(opsloop_metrics::storage::MemStorage::new()))
+}
+
+/// The matchers that limit what `principal` sees: nothing for an instance admin; for anyone
+/// else, the series labelled with a project they belong to (prom-label-proxy's model: the
+/// matcher joins every selector). `None` means they may see no series at all.
+pub async fn scope(store: &Store, principal: &Principal) -> Result<Option<Vec<Matcher>>, StoreError> {
+    if principal.is_admin() {
+        return Ok(Some(Vec::new()));
+    }
+    let names: Vec<String> = match &principal.credential {
+        Credential::Pipeline { project_id, .. } => {
+            store.project_by_id(*project_id).await?.map(|p| vec![p.name]).unwrap_or_default()
+        }
+        _ => {
+            let mut names = Vec::new();
+            let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+            loop {
+                let found = store.list_projects(Some(principal.user.id), &page).await?;
+                names.extend(found.items.into_iter().map(|p| p.name));
+                match found.next_cursor {
+                    Some(cursor) => page.after = Some(cursor),
+                    None => break names,
+                }
+            }
+        }
+    };
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let alternatives: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
+    Ok(Matcher::regex("project", &alternatives.join("|"), false).ok().map(|m| vec![m]))
+}
