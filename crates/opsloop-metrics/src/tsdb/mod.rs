@@ -1,0 +1,3 @@
+//! The time-series database.
+
+pub mod chunk;
