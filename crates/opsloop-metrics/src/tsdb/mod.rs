@@ -1,5 +1,7 @@
 //! The time-series database.
 
 pub mod chunk;
+mod encoding;
 pub mod head;
 pub mod postings;
+pub mod wal;
