@@ -41,6 +41,10 @@ impl<'a> Decoder<'a> {
         Self { buf, pos: 0 }
     }
 
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
