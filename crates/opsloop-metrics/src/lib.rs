@@ -5,6 +5,7 @@ pub mod labels;
 pub mod promql;
 pub mod remote;
 pub mod storage;
+pub mod tsdb;
 
 use std::path::PathBuf;
 
