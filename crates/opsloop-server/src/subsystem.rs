@@ -80,6 +80,21 @@ impl Subsystem for Monitoring {
     fn routes(&self, table: RouteTable) -> RouteTable {
         crate::prometheus::api::routes(table)
     }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        if !state.config.metrics.enabled {
+            return Vec::new();
+        }
+        vec![Worker::new("metrics compactor", crate::prometheus::compact_forever(state.clone()))]
+    }
+    fn stop<'a>(&'a self, state: &'a AppState) -> BoxFuture<'a> {
+        Box::pin(async move {
+            if let Ok(tsdb) = state.prometheus.storage(&state.config)
+                && let Err(e) = tsdb.close()
+            {
+                tracing::warn!(error = %e, "closing the metrics storage");
+            }
+        })
+    }
     fn problem(&self, state: &AppState) -> Option<String> {
         match state.prometheus.storage(&state.config) {
             Err(crate::prometheus::MetricsError::Disabled) | Ok(_) => None,

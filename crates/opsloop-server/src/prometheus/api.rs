@@ -14,7 +14,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use opsloop_metrics::labels::{Labels, Matcher};
 use opsloop_metrics::promql::{self, PromqlError, QueryValue};
-use opsloop_metrics::storage::{self, Queryable, Scoped, Timestamp};
+use opsloop_metrics::storage::{self, Appendable, Queryable, Scoped, Timestamp};
 use serde_json::{Value, json};
 
 use super::MetricsError;
@@ -40,6 +40,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/prometheus/api/v1/status/buildinfo", Authenticated, buildinfo)
         .add(api, Method::GET, "/prometheus/api/v1/status/runtimeinfo", Authenticated, runtimeinfo)
         .add(api, Method::GET, "/prometheus/api/v1/status/flags", Authenticated, flags)
+        .add(api, Method::GET, "/prometheus/api/v1/status/tsdb", Admin, tsdb_status)
         .add(api, Method::GET, "/prometheus/api/v1/status/config", Admin, config)
         .add(api, Method::POST, "/prometheus/api/v1/write", Admin, write)
         .add(Surface::Ops, Method::GET, "/prometheus/-/healthy", Public, healthy)
@@ -188,7 +189,7 @@ fn now_ms(state: &AppState) -> Timestamp {
 
 /// The storage as this caller may see it; `None` when they may see nothing.
 async fn scoped(state: &AppState, principal: &Principal) -> Result<Option<Scoped>, PromError> {
-    let storage = state.prometheus.storage(&state.config)?.clone();
+    let storage: std::sync::Arc<dyn Queryable> = state.prometheus.storage(&state.config)?.clone();
     let Some(scope) = super::scope(&state.store, principal).await? else { return Ok(None) };
     Ok(Some(Scoped { inner: storage, scope }))
 }
@@ -436,6 +437,23 @@ async fn runtimeinfo(State(state): State<AppState>) -> Response {
         "GODEBUG": "",
         "storageRetention": format!("{}s", state.config.metrics.retention_seconds),
     }))
+}
+
+async fn tsdb_status(State(state): State<AppState>) -> Result<Response, PromError> {
+    let stats = state.prometheus.storage(&state.config)?.stats();
+    let pairs = |v: &[(String, usize)]| v.iter().map(|(name, value)| json!({"name": name, "value": value})).collect::<Vec<_>>();
+    Ok(success(json!({
+        "headStats": {
+            "numSeries": stats.num_series,
+            "chunkCount": stats.num_chunks,
+            "minTime": stats.head_min_time.unwrap_or(0),
+            "maxTime": stats.head_max_time.unwrap_or(0),
+        },
+        "seriesCountByMetricName": pairs(&stats.series_count_by_metric_name),
+        "labelValueCountByLabelName": pairs(&stats.label_value_count_by_label_name),
+        "memoryInBytesByLabelName": [],
+        "seriesCountByLabelValuePair": pairs(&stats.series_count_by_label_value_pair),
+    })))
 }
 
 async fn flags(State(state): State<AppState>) -> Response {

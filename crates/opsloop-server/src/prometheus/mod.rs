@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use opsloop_metrics::labels::Matcher;
 use opsloop_metrics::promql::{Engine, EngineOptions};
-use opsloop_metrics::storage::Storage;
+use opsloop_metrics::tsdb::{Tsdb, TsdbOptions};
 use opsloop_store::{PageRequest, Store, StoreError};
 
 use crate::auth::{Credential, Principal};
@@ -26,7 +26,7 @@ pub enum MetricsError {
 
 /// What the server keeps of the metrics engine.
 pub struct MetricsHub {
-    storage: OnceLock<Result<Arc<dyn Storage>, String>>,
+    storage: OnceLock<Result<Arc<Tsdb>, String>>,
     pub engine: Engine,
     /// When this process started, for `status/runtimeinfo`.
     pub started_ms: i64,
@@ -43,8 +43,8 @@ fn now_ms() -> i64 {
 }
 
 impl MetricsHub {
-    /// The series store, opened on first use under `<data-dir>/metrics`.
-    pub fn storage(&self, config: &ServerConfig) -> Result<&Arc<dyn Storage>, MetricsError> {
+    /// The series store, opened on first use under `<data-dir>/metrics` (its WAL replayed).
+    pub fn storage(&self, config: &ServerConfig) -> Result<&Arc<Tsdb>, MetricsError> {
         if !config.metrics.enabled {
             return Err(MetricsError::Disabled);
         }
@@ -55,8 +55,29 @@ impl MetricsHub {
     }
 }
 
-fn open_storage(_config: &ServerConfig) -> Result<Arc<dyn Storage>, String> {
-    Ok(Arc::new(opsloop_metrics::storage::MemStorage::new()))
+fn open_storage(config: &ServerConfig) -> Result<Arc<Tsdb>, String> {
+    let options = TsdbOptions {
+        retention: std::time::Duration::from_secs(config.metrics.retention_seconds),
+        retention_size: config.metrics.retention_bytes.unwrap_or(0),
+        ..TsdbOptions::default()
+    };
+    let dir = config.data_dir.join("metrics");
+    Tsdb::open(&dir, options).map(Arc::new).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Cuts blocks from the head, merges them and applies retention, once a minute.
+pub async fn compact_forever(state: crate::state::AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Ok(tsdb) = state.prometheus.storage(&state.config) else { continue };
+        let tsdb = tsdb.clone();
+        match tokio::task::spawn_blocking(move || tsdb.compact()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics compaction failed"),
+            Err(e) => tracing::warn!(error = %e, "metrics compaction stopped"),
+        }
+    }
 }
 
 /// The matchers that limit what `principal` sees: nothing for an instance admin; for anyone
