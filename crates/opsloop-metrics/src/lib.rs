@@ -4,3 +4,4 @@
 pub mod labels;
 pub mod promql;
 pub mod storage;
+pub mod textparse;
