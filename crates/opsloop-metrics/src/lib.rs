@@ -3,5 +3,6 @@
 
 pub mod labels;
 pub mod promql;
+pub mod relabel;
 pub mod storage;
 pub mod textparse;
