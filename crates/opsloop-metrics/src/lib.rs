@@ -5,5 +5,6 @@ pub mod config;
 pub mod labels;
 pub mod promql;
 pub mod relabel;
+pub mod scrape;
 pub mod storage;
 pub mod textparse;
