@@ -1,0 +1,44 @@
+//! Every `prometheus.yml` under `tests/prometheus-yml` is loaded by opsloop and checked by
+//! `promtool check config`: the two verdicts must agree, and must be what the file's name says
+//! (`valid-…` or `invalid-…`), so the files keep their meaning where promtool is absent.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn verdicts_agree_with_promtool() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prometheus-yml");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the test files are there")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{} files", files.len());
+    let promtool = Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !promtool {
+        opsloop_core::skip::skipped("promtool not found; checking the verdicts the file names give");
+    }
+    let mut disagreements = Vec::new();
+    for path in &files {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let ours = opsloop_metrics::config::load_file(path);
+        let ours_valid = ours.is_ok();
+        assert_eq!(ours_valid, name.starts_with("valid-"), "{name}: {:?}", ours.err().map(|e| e.to_string()));
+        if let Err(e) = &ours {
+            // Every refusal says where.
+            assert!(e.to_string().contains(".yml:"), "{name}: {e}");
+        }
+        if promtool {
+            let out = Command::new("promtool").arg("check").arg("config").arg(path).output().expect("promtool runs");
+            if out.status.success() != ours_valid {
+                disagreements.push(format!(
+                    "{name}: promtool says {}, opsloop says {ours_valid}\n{}",
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}
