@@ -84,10 +84,17 @@ impl Subsystem for Monitoring {
         if !state.config.metrics.enabled {
             return Vec::new();
         }
-        vec![Worker::new("metrics compactor", crate::prometheus::compact_forever(state.clone()))]
+        vec![
+            Worker::new("metrics compactor", crate::prometheus::compact_forever(state.clone())),
+            Worker::new("metrics scraper", crate::prometheus::scraping::run_forever(state.clone())),
+        ]
     }
     fn stop<'a>(&'a self, state: &'a AppState) -> BoxFuture<'a> {
         Box::pin(async move {
+            // Stopping the loops writes their staleness markers before the storage closes.
+            if let Some(scraper) = state.prometheus.scraper() {
+                scraper.stop().await;
+            }
             if let Ok(tsdb) = state.prometheus.storage(&state.config)
                 && let Err(e) = tsdb.close()
             {

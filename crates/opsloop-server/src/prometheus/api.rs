@@ -45,6 +45,8 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::POST, "/prometheus/api/v1/write", Admin, write)
         .add(Surface::Ops, Method::GET, "/prometheus/-/healthy", Public, healthy)
         .add(Surface::Ops, Method::GET, "/prometheus/-/ready", Public, ready)
+        .add(api, Method::POST, "/prometheus/-/reload", Admin, reload)
+        .add(api, Method::GET, "/prometheus/api/v1/targets", Authenticated, targets)
 }
 
 /// An answer in Prometheus's error envelope, with its status codes: 400 for bad input, 422 for
@@ -424,12 +426,13 @@ async fn buildinfo() -> Response {
 }
 
 async fn runtimeinfo(State(state): State<AppState>) -> Response {
+    let reload = state.prometheus.reload_status();
     let start = jiff::Timestamp::from_millisecond(state.prometheus.started_ms).map(|t| t.to_string()).unwrap_or_default();
     success(json!({
         "startTime": start,
         "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
-        "reloadConfigSuccess": true,
-        "lastConfigTime": start,
+        "reloadConfigSuccess": reload.success,
+        "lastConfigTime": jiff::Timestamp::from_millisecond(reload.at_ms).map(|t| t.to_string()).unwrap_or_default(),
         "corruptionCount": 0,
         "goroutineCount": 0,
         "GOMAXPROCS": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -465,11 +468,75 @@ async fn flags(State(state): State<AppState>) -> Response {
 }
 
 async fn config(State(state): State<AppState>) -> Response {
-    let yaml = match &state.config.metrics.config_file {
-        Some(path) => std::fs::read_to_string(path).unwrap_or_default(),
-        None => String::new(),
+    success(json!({"yaml": state.prometheus.reload_status().yaml}))
+}
+
+/// Reloads the configuration file now, answering with the outcome (500 and the reason when
+/// the new file is invalid; the running configuration then stays, as Prometheus keeps it).
+async fn reload(State(state): State<AppState>) -> Response {
+    let Some(manager) = state.prometheus.scraper().cloned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the metrics subsystem is not running\n").into_response();
     };
-    success(json!({"yaml": yaml}))
+    match super::scraping::reload(&state, &manager).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {error}\n")).into_response(),
+    }
+}
+
+/// The scrape targets, as `/api/v1/targets` lists them. A member of some projects sees the
+/// targets whose labels name one of them; an admin sees all.
+async fn targets(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+) -> Result<Response, PromError> {
+    let params = Params::read(&uri, &Bytes::new())?;
+    let wanted = params.get("state").unwrap_or("any");
+    let Some(scope) = super::scope(&state.store, &principal).await? else {
+        return Ok(success(json!({"activeTargets": [], "droppedTargets": []})));
+    };
+    let visible = |labels: &Labels| opsloop_metrics::labels::matches_all(&scope, labels);
+    let snapshot = state.prometheus.scraper().map(|m| m.targets()).unwrap_or_default();
+    let rfc3339 = |ms: Option<i64>| {
+        ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_owned())
+    };
+    let active: Vec<Value> = if matches!(wanted, "any" | "active") {
+        snapshot
+            .active
+            .iter()
+            .filter(|t| visible(&t.labels))
+            .map(|t| {
+                json!({
+                    "discoveredLabels": labels_json(&t.discovered_labels),
+                    "labels": labels_json(&t.labels),
+                    "scrapePool": t.scrape_pool,
+                    "scrapeUrl": t.scrape_url,
+                    "globalUrl": t.scrape_url,
+                    "lastError": t.last_error.clone().unwrap_or_default(),
+                    "lastScrape": rfc3339(t.last_scrape),
+                    "lastScrapeDuration": t.last_scrape_duration.as_secs_f64(),
+                    "health": t.health.as_str(),
+                    "scrapeInterval": format!("{}s", t.scrape_interval.as_secs()),
+                    "scrapeTimeout": format!("{}s", t.scrape_timeout.as_secs()),
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let dropped: Vec<Value> = if matches!(wanted, "any" | "dropped") {
+        snapshot
+            .dropped
+            .iter()
+            .filter(|t| visible(&t.discovered_labels))
+            .map(|t| json!({"discoveredLabels": labels_json(&t.discovered_labels)}))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(success(json!({"activeTargets": active, "droppedTargets": dropped})))
 }
 
 async fn healthy() -> impl IntoResponse {

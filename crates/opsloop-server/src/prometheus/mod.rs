@@ -4,11 +4,14 @@
 //! Grafana's Prometheus data source takes `http://HOST:PORT/prometheus` as its URL.
 
 pub mod api;
+pub mod scraping;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use opsloop_metrics::labels::Matcher;
+use opsloop_metrics::config::Config;
 use opsloop_metrics::promql::{Engine, EngineOptions};
+use opsloop_metrics::scrape::ScrapeManager;
 use opsloop_metrics::tsdb::{Tsdb, TsdbOptions};
 use opsloop_store::{PageRequest, Store, StoreError};
 
@@ -30,11 +33,24 @@ pub struct MetricsHub {
     pub engine: Engine,
     /// When this process started, for `status/runtimeinfo`.
     pub started_ms: i64,
+    scraper: OnceLock<Arc<ScrapeManager>>,
+    config: Mutex<Option<Arc<Config>>>,
+    reload_status: Mutex<scraping::ReloadStatus>,
+    /// Held while a configuration is (re)loaded.
+    pub reloading: tokio::sync::Mutex<()>,
 }
 
 impl Default for MetricsHub {
     fn default() -> Self {
-        MetricsHub { storage: OnceLock::new(), engine: Engine::new(EngineOptions::default()), started_ms: now_ms() }
+        MetricsHub {
+            storage: OnceLock::new(),
+            engine: Engine::new(EngineOptions::default()),
+            started_ms: now_ms(),
+            scraper: OnceLock::new(),
+            config: Mutex::new(None),
+            reload_status: Mutex::new(scraping::ReloadStatus::default()),
+            reloading: tokio::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -43,6 +59,32 @@ fn now_ms() -> i64 {
 }
 
 impl MetricsHub {
+    /// The scrape manager, once the scraper worker has started.
+    pub fn scraper(&self) -> Option<&Arc<ScrapeManager>> {
+        self.scraper.get()
+    }
+
+    pub(crate) fn set_scraper(&self, manager: Arc<ScrapeManager>) {
+        let _ = self.scraper.set(manager);
+    }
+
+    /// The `prometheus.yml` in force (the built-in one when none was given).
+    pub fn config(&self) -> Option<Arc<Config>> {
+        self.config.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
+        *self.config.lock().unwrap_or_else(PoisonError::into_inner) = Some(config);
+    }
+
+    pub fn reload_status(&self) -> scraping::ReloadStatus {
+        self.reload_status.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn set_reload_status(&self, status: scraping::ReloadStatus) {
+        *self.reload_status.lock().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
     /// The series store, opened on first use under `<data-dir>/metrics` (its WAL replayed).
     pub fn storage(&self, config: &ServerConfig) -> Result<&Arc<Tsdb>, MetricsError> {
         if !config.metrics.enabled {

@@ -1,0 +1,111 @@
+//! Scraping on the server: the `prometheus.yml` given by `[metrics] config_file` (or
+//! `--metrics-config`), reloaded on SIGHUP and on `POST /prometheus/-/reload` — an invalid new
+//! file is reported and the running configuration kept, as Prometheus does. Without a file,
+//! opsloop scrapes itself every 15 s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opsloop_metrics::config::{self, Config};
+use opsloop_metrics::scrape::ScrapeManager;
+
+use crate::state::AppState;
+
+/// What the last (re)load did, for `status/runtimeinfo` and `status/config`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub success: bool,
+    pub at_ms: i64,
+    pub error: Option<String>,
+    /// The text of the configuration in force.
+    pub yaml: String,
+}
+
+/// The configuration opsloop runs with when it was given none: itself, as job `opsloop`.
+fn default_config(state: &AppState) -> Result<(Config, String), config::ConfigError> {
+    let address = state.bound_address.get().map(|a| a.to_string()).unwrap_or_else(|| state.config.listen.to_string());
+    // JSON is YAML; serde_json quotes the address safely.
+    let text = serde_json::json!({
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "scrape_configs": [{"job_name": "opsloop", "static_configs": [{"targets": [address]}]}],
+    })
+    .to_string();
+    let config = config::load(&text, "<built-in configuration>", &state.config.data_dir)?;
+    Ok((config, text))
+}
+
+/// Reads the configuration to run with: the file when one is set, else the built-in one.
+pub fn load(state: &AppState) -> Result<(Config, String), String> {
+    match &state.config.metrics.config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            let config = config::load(&text, &path.display().to_string(), dir).map_err(|e| e.to_string())?;
+            Ok((config, text))
+        }
+        None => default_config(state).map_err(|e| e.to_string()),
+    }
+}
+
+/// Loads the configuration and applies it; on an error the running one stays.
+pub async fn reload(state: &AppState, manager: &ScrapeManager) -> Result<(), String> {
+    // One reload at a time: two racing ones could leave the older file in force.
+    let _turn = state.prometheus.reloading.lock().await;
+    let now = state.clock.now_ms();
+    let loaded = load(state);
+    let mut status = state.prometheus.reload_status();
+    match loaded {
+        Ok((config, yaml)) => {
+            for warning in &config.warnings {
+                tracing::warn!(warning = %warning, "metrics configuration");
+            }
+            manager.apply_config(&config).await;
+            state.prometheus.set_config(Arc::new(config));
+            status = ReloadStatus { success: true, at_ms: now, error: None, yaml };
+            state.prometheus.set_reload_status(status);
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "metrics configuration not loaded; the previous one stays in force");
+            status.success = false;
+            status.at_ms = now;
+            status.error = Some(error.clone());
+            state.prometheus.set_reload_status(status);
+            Err(error)
+        }
+    }
+}
+
+/// The scraper worker: loads the configuration, then reloads it on SIGHUP until the server
+/// stops (`POST /prometheus/-/reload` calls [`reload`] itself, to answer with the outcome).
+pub async fn run_forever(state: AppState) {
+    let storage = match state.prometheus.storage(&state.config) {
+        Ok(tsdb) => tsdb.clone(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: no storage, nothing is scraped");
+            return;
+        }
+    };
+    let manager = Arc::new(ScrapeManager::new(storage));
+    state.prometheus.set_scraper(Arc::clone(&manager));
+    let _ = reload(&state, &manager).await;
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let signal = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signal = std::future::pending::<()>();
+        signal.await;
+        let _ = reload(&state, &manager).await;
+        // A burst of signals is one reload.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
