@@ -8,8 +8,8 @@ pub mod scraping;
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use opsloop_metrics::labels::Matcher;
 use opsloop_metrics::config::Config;
+use opsloop_metrics::labels::Matcher;
 use opsloop_metrics::promql::{Engine, EngineOptions};
 use opsloop_metrics::scrape::ScrapeManager;
 use opsloop_metrics::tsdb::{Tsdb, TsdbOptions};
@@ -90,10 +90,7 @@ impl MetricsHub {
         if !config.metrics.enabled {
             return Err(MetricsError::Disabled);
         }
-        self.storage
-            .get_or_init(|| open_storage(config))
-            .as_ref()
-            .map_err(|e| MetricsError::Storage(e.clone()))
+        self.storage.get_or_init(|| open_storage(config)).as_ref().map_err(|e| MetricsError::Storage(e.clone()))
     }
 }
 
