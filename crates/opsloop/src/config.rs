@@ -268,19 +268,24 @@ pub fn resolve(
     server.deploy.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone().map(opsloop_server::config::absolute);
 
     server.metrics.enabled = layer.metrics.enabled.unwrap_or(server.metrics.enabled);
-    server.metrics.config_file = args
-        .metrics_config
-        .clone()
-        .or_else(|| layer.metrics.config_file.clone())
-        .map(opsloop_server::config::absolute);
+    server.metrics.config_file =
+        args.metrics_config.clone().or_else(|| layer.metrics.config_file.clone()).map(opsloop_server::config::absolute);
     if let (Some(value), Some(loaded)) = (&layer.metrics.retention, &file) {
         server.metrics.retention_seconds = parse_retention(value.get_ref()).ok_or_else(|| {
-            loaded.error_at(value.span(), "metrics.retention is not a duration".to_owned(), "write e.g. \"15d\", \"12h\" or \"2w\"")
+            loaded.error_at(
+                value.span(),
+                "metrics.retention is not a duration".to_owned(),
+                "write e.g. \"15d\", \"12h\" or \"2w\"",
+            )
         })?;
     }
     if let (Some(value), Some(loaded)) = (&layer.metrics.retention_size, &file) {
         server.metrics.retention_bytes = Some(parse_size(value.get_ref()).ok_or_else(|| {
-            loaded.error_at(value.span(), "metrics.retention_size is not a size".to_owned(), "write e.g. \"512MB\" or \"10GB\"")
+            loaded.error_at(
+                value.span(),
+                "metrics.retention_size is not a size".to_owned(),
+                "write e.g. \"512MB\" or \"10GB\"",
+            )
         })?);
     }
 
