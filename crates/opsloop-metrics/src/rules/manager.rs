@@ -356,3 +356,78 @@ pub fn go_e(v: f64) -> String {
     let e: i32 = e.parse().unwrap_or(0);
     format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::{Labels, Matcher};
+    use crate::storage::{MemStorage, Queryable, Sample};
+
+    fn rules(record_expr: &str) -> Vec<RuleGroup> {
+        let text = format!(
+            "groups:\n- name: g\n  interval: 24h\n  rules:\n  - alert: Down\n    expr: up == 0\n    for: 1h\n    annotations: {{summary: x}}\n  - record: r\n    expr: {record_expr}\n"
+        );
+        super::super::file::parse(&text, "m.yml").expect("valid")
+    }
+
+    #[tokio::test]
+    async fn reload_keeps_unchanged_groups_and_rule_state() {
+        let s = Arc::new(MemStorage::new());
+        s.add(Labels::from_pairs([("__name__", "up"), ("instance", "a")]), Sample { t: 1000, v: 0.0 });
+        let m = RuleManager::new(Arc::clone(&s) as Arc<dyn Storage>, ManagerOptions::default());
+        m.update(rules("up")).await;
+        let first = m.group_handles();
+        first[0].eval(60_000);
+        m.update(rules("up")).await;
+        assert!(Arc::ptr_eq(&first[0], &m.group_handles()[0]), "unchanged group kept running");
+
+        m.update(rules("up * 2")).await;
+        let second = m.group_handles();
+        assert!(!Arc::ptr_eq(&first[0], &second[0]), "changed group replaced");
+        let alerts = m.alerts();
+        assert_eq!(alerts.len(), 1, "the alerting rule kept its alert");
+        assert_eq!(alerts[0].active_at, "1970-01-01T00:01:00Z");
+
+        let json = serde_json::to_value(m.groups()).expect("serializable");
+        let g = &json[0];
+        assert_eq!(
+            (g["name"].as_str(), g["file"].as_str(), g["interval"].as_f64()),
+            (Some("g"), Some("m.yml"), Some(86400.0))
+        );
+        let alerting = &g["rules"][0];
+        for key in [
+            "state",
+            "name",
+            "query",
+            "duration",
+            "labels",
+            "annotations",
+            "alerts",
+            "health",
+            "evaluationTime",
+            "lastEvaluation",
+            "type",
+        ] {
+            assert!(alerting.get(key).is_some(), "{key} missing in {alerting}");
+        }
+        assert_eq!(alerting["state"], "pending");
+        assert_eq!(alerting["alerts"][0]["value"], "0e+00");
+        assert_eq!(g["rules"][1]["type"], "recording");
+        assert_eq!(g["rules"][1]["lastEvaluation"], "0001-01-01T00:00:00Z", "the new rule has not run");
+
+        // A removed group's series are marked stale.
+        second[0].eval(120_000);
+        m.update(Vec::new()).await;
+        assert!(m.groups().is_empty());
+        let r = s.select(&[Matcher::equal("__name__", "r")], 0, i64::MAX).expect("select");
+        let last = r[0].samples.last().expect("samples");
+        assert!(crate::storage::is_stale_nan(last.v));
+    }
+
+    #[test]
+    fn go_e_formats_as_prometheus_answers() {
+        assert_eq!(go_e(1.0), "1e+00");
+        assert_eq!(go_e(1234.5), "1.2345e+03");
+        assert_eq!(go_e(0.00012), "1.2e-04");
+    }
+}
