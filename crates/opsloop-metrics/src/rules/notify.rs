@@ -58,6 +58,8 @@ pub enum NotifyError {
     Http(#[from] reqwest::Error),
     #[error("bad response status {0}")]
     Status(reqwest::StatusCode),
+    #[error("send task failed: {0}")]
+    Task(String),
     #[error("reading {path}: {source}")]
     Secret {
         path: String,
@@ -281,9 +283,7 @@ async fn futures_join_all<F: std::future::Future<Output = Result<(), NotifyError
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
-        out.push(h.await.unwrap_or_else(|e| {
-            Err(NotifyError::Secret { path: String::new(), source: std::io::Error::other(e.to_string()) })
-        }));
+        out.push(h.await.unwrap_or_else(|e| Err(NotifyError::Task(e.to_string()))));
     }
     out
 }
