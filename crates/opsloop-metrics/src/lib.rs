@@ -6,6 +6,7 @@ pub mod labels;
 pub mod promql;
 pub mod relabel;
 pub mod remote;
+pub mod rules;
 pub mod scrape;
 pub mod storage;
 pub mod textparse;

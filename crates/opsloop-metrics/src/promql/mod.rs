@@ -9,7 +9,7 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
-mod time;
+pub(crate) mod time;
 
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
