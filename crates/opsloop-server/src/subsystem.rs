@@ -86,14 +86,15 @@ impl Subsystem for Monitoring {
         }
         vec![
             Worker::new("metrics compactor", crate::prometheus::compact_forever(state.clone())),
-            Worker::new("metrics scraper", crate::prometheus::scraping::run_forever(state.clone())),
+            Worker::new("metrics", crate::prometheus::runtime::run_forever(state.clone())),
         ]
     }
     fn stop<'a>(&'a self, state: &'a AppState) -> BoxFuture<'a> {
         Box::pin(async move {
             // Stopping the loops writes their staleness markers before the storage closes.
-            if let Some(scraper) = state.prometheus.scraper() {
-                scraper.stop().await;
+            if let Some(runtime) = state.prometheus.runtime() {
+                runtime.scraper.stop().await;
+                runtime.rules.stop().await;
             }
             if let Ok(tsdb) = state.prometheus.storage(&state.config)
                 && let Err(e) = tsdb.close()

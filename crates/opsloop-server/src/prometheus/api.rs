@@ -47,6 +47,9 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(Surface::Ops, Method::GET, "/prometheus/-/ready", Public, ready)
         .add(api, Method::POST, "/prometheus/-/reload", Admin, reload)
         .add(api, Method::GET, "/prometheus/api/v1/targets", Authenticated, targets)
+        .add(api, Method::GET, "/prometheus/api/v1/rules", Authenticated, rules)
+        .add(api, Method::GET, "/prometheus/api/v1/alerts", Authenticated, alerts)
+        .add(api, Method::GET, "/prometheus/api/v1/alertmanagers", Admin, alertmanagers)
 }
 
 /// An answer in Prometheus's error envelope, with its status codes: 400 for bad input, 422 for
@@ -493,15 +496,75 @@ async fn config(State(state): State<AppState>) -> Response {
 /// Reloads the configuration file now, answering with the outcome (500 and the reason when
 /// the new file is invalid; the running configuration then stays, as Prometheus keeps it).
 async fn reload(State(state): State<AppState>) -> Response {
-    let Some(manager) = state.prometheus.scraper().cloned() else {
+    let Some(runtime) = state.prometheus.runtime().cloned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "the metrics subsystem is not running\n").into_response();
     };
-    match super::scraping::reload(&state, &manager).await {
+    match super::runtime::reload(&state, &runtime).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(error) => {
             (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {error}\n")).into_response()
         }
     }
+}
+
+/// Rule groups with their rules' state. Rules are configuration shared by the instance:
+/// every signed-in user reads them, as anyone with Prometheus's UI does; the alerts in them are
+/// filtered by the caller's scope.
+async fn rules(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, PromError> {
+    let Some(scope) = super::scope(&state.store, &principal).await? else {
+        return Ok(success(json!({"groups": []})));
+    };
+    let groups = state.prometheus.runtime().map(|r| r.rules.groups()).unwrap_or_default();
+    let mut groups = serde_json::to_value(groups).unwrap_or_else(|_| json!([]));
+    retain_visible_alerts(&mut groups, &scope);
+    Ok(success(json!({"groups": groups})))
+}
+
+/// Drops the alerts whose labels fall outside the caller's scope, wherever they sit.
+fn retain_visible_alerts(value: &mut Value, scope: &[Matcher]) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(alerts)) = map.get_mut("alerts") {
+                alerts.retain(|a| {
+                    let labels = Labels::from_pairs(
+                        a["labels"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())),
+                    );
+                    opsloop_metrics::labels::matches_all(scope, &labels)
+                });
+            }
+            for v in map.values_mut() {
+                retain_visible_alerts(v, scope);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| retain_visible_alerts(v, scope)),
+        _ => {}
+    }
+}
+
+async fn alerts(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, PromError> {
+    let Some(scope) = super::scope(&state.store, &principal).await? else {
+        return Ok(success(json!({"alerts": []})));
+    };
+    let alerts = state.prometheus.runtime().map(|r| r.rules.alerts()).unwrap_or_default();
+    let mut value = json!({"alerts": serde_json::to_value(alerts).unwrap_or_else(|_| json!([]))});
+    retain_visible_alerts(&mut value, &scope);
+    Ok(success(value))
+}
+
+async fn alertmanagers(State(state): State<AppState>) -> Response {
+    let urls = state.prometheus.runtime().map(|r| r.notifier.alertmanagers()).unwrap_or_default();
+    let active: Vec<Value> = urls.iter().map(|u| json!({"url": u})).collect();
+    success(json!({"activeAlertmanagers": active, "droppedAlertmanagers": []}))
 }
 
 /// The scrape targets, as `/api/v1/targets` lists them. A member of some projects sees the
@@ -517,7 +580,7 @@ async fn targets(
         return Ok(success(json!({"activeTargets": [], "droppedTargets": []})));
     };
     let visible = |labels: &Labels| opsloop_metrics::labels::matches_all(&scope, labels);
-    let snapshot = state.prometheus.scraper().map(|m| m.targets()).unwrap_or_default();
+    let snapshot = state.prometheus.runtime().map(|r| r.scraper.targets()).unwrap_or_default();
     let rfc3339 = |ms: Option<i64>| {
         ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
             .map(|t| t.to_string())

@@ -4,14 +4,13 @@
 //! Grafana's Prometheus data source takes `http://HOST:PORT/prometheus` as its URL.
 
 pub mod api;
-pub mod scraping;
+pub mod runtime;
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use opsloop_metrics::config::Config;
 use opsloop_metrics::labels::Matcher;
 use opsloop_metrics::promql::{Engine, EngineOptions};
-use opsloop_metrics::scrape::ScrapeManager;
 use opsloop_metrics::tsdb::{Tsdb, TsdbOptions};
 use opsloop_store::{PageRequest, Store, StoreError};
 
@@ -33,9 +32,9 @@ pub struct MetricsHub {
     pub engine: Engine,
     /// When this process started, for `status/runtimeinfo`.
     pub started_ms: i64,
-    scraper: OnceLock<Arc<ScrapeManager>>,
+    runtime: OnceLock<Arc<runtime::Runtime>>,
     config: Mutex<Option<Arc<Config>>>,
-    reload_status: Mutex<scraping::ReloadStatus>,
+    reload_status: Mutex<runtime::ReloadStatus>,
     /// Held while a configuration is (re)loaded.
     pub reloading: tokio::sync::Mutex<()>,
 }
@@ -46,9 +45,9 @@ impl Default for MetricsHub {
             storage: OnceLock::new(),
             engine: Engine::new(EngineOptions::default()),
             started_ms: now_ms(),
-            scraper: OnceLock::new(),
+            runtime: OnceLock::new(),
             config: Mutex::new(None),
-            reload_status: Mutex::new(scraping::ReloadStatus::default()),
+            reload_status: Mutex::new(runtime::ReloadStatus::default()),
             reloading: tokio::sync::Mutex::new(()),
         }
     }
@@ -59,13 +58,13 @@ fn now_ms() -> i64 {
 }
 
 impl MetricsHub {
-    /// The scrape manager, once the scraper worker has started.
-    pub fn scraper(&self) -> Option<&Arc<ScrapeManager>> {
-        self.scraper.get()
+    /// Scraping, rules and the notifier, once the metrics worker has started.
+    pub fn runtime(&self) -> Option<&Arc<runtime::Runtime>> {
+        self.runtime.get()
     }
 
-    pub(crate) fn set_scraper(&self, manager: Arc<ScrapeManager>) {
-        let _ = self.scraper.set(manager);
+    pub(crate) fn set_runtime(&self, runtime: Arc<runtime::Runtime>) {
+        let _ = self.runtime.set(runtime);
     }
 
     /// The `prometheus.yml` in force (the built-in one when none was given).
@@ -77,11 +76,11 @@ impl MetricsHub {
         *self.config.lock().unwrap_or_else(PoisonError::into_inner) = Some(config);
     }
 
-    pub fn reload_status(&self) -> scraping::ReloadStatus {
+    pub fn reload_status(&self) -> runtime::ReloadStatus {
         self.reload_status.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    pub(crate) fn set_reload_status(&self, status: scraping::ReloadStatus) {
+    pub(crate) fn set_reload_status(&self, status: runtime::ReloadStatus) {
         *self.reload_status.lock().unwrap_or_else(PoisonError::into_inner) = status;
     }
 

@@ -446,3 +446,88 @@ fn differ(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
     }
     None
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_record_and_alert_to_a_real_alertmanager() {
+    const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+    if !std::path::Path::new(ALERTMANAGER).exists() {
+        return skip(
+            "rules with a real Alertmanager, because prometheus-alertmanager is missing (apt-get install prometheus-alertmanager)",
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n").unwrap();
+    let am_port = free_port();
+    let mut alertmanager = Command::new(ALERTMANAGER)
+        .arg(format!("--config.file={}", dir.path().join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.path().join("am").display()))
+        .arg("--cluster.listen-address=")
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: shop\n    interval: 1s\n    rules:\n      - record: project:errors:ratio\n        expr: sum by (project) (errors_total) / sum by (project) (requests_total)\n      - alert: ErrorsHigh\n        expr: project:errors:ratio > 0.1\n        labels:\n          severity: page\n        annotations:\n          summary: '{{ $labels.project }} fails {{ $value | humanizePercentage }} of requests'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!("global:\n  evaluation_interval: 1s\n  external_labels:\n    site: test\nrule_files: ['rules.yml']\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n"),
+    )
+    .unwrap();
+    let server = Server::start_in(
+        &dir.path().join("data"),
+        &["--metrics-config", dir.path().join("prometheus.yml").to_str().unwrap()],
+    );
+    let admin = server.token("admin");
+    let now = now_ms();
+    let data: Vec<(Labels, Vec<Sample>)> = [("requests_total", 100.0), ("errors_total", 25.0)]
+        .iter()
+        .map(|(name, v)| (series(&[("__name__", name), ("project", "shop")]), vec![Sample { t: now, v: *v }]))
+        .collect();
+    assert_eq!(
+        remote_write(&format!("{}/prometheus/api/v1/write", server.url), &admin, &data).await,
+        reqwest::StatusCode::NO_CONTENT
+    );
+
+    let query = format!("{}/prometheus/api/v1/query?query={}", server.url, urlencode("project:errors:ratio"));
+    wait_for("the recording rule's series", || {
+        let (url, admin) = (query.clone(), admin.clone());
+        async move { get_json(&url, &admin).await.1["data"]["result"][0]["value"][1] == "0.25" }
+    })
+    .await;
+    let am_alerts = format!("http://127.0.0.1:{am_port}/api/v2/alerts");
+    wait_for("the alert at the Alertmanager", || {
+        let url = am_alerts.clone();
+        async move {
+            let Ok(r) = Server::client().get(&url).send().await else { return false };
+            let alerts: Vec<serde_json::Value> = r.json().await.unwrap_or_default();
+            alerts.iter().any(|a| {
+                a["labels"]["alertname"] == "ErrorsHigh"
+                    && a["labels"]["project"] == "shop"
+                    && a["labels"]["site"] == "test"
+                    && a["annotations"]["summary"] == "shop fails 25% of requests"
+            })
+        }
+    })
+    .await;
+    let (_, alerts) = get_json(&format!("{}/prometheus/api/v1/alerts", server.url), &admin).await;
+    assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
+    let (_, rules) = get_json(&format!("{}/prometheus/api/v1/rules", server.url), &admin).await;
+    let names: Vec<&str> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["project:errors:ratio", "ErrorsHigh"], "{rules}");
+    // ALERTS is written from the evaluation after `for` state was restored (the second).
+    let firing = format!("{}/prometheus/api/v1/query?query={}", server.url, urlencode("ALERTS{alertstate=\"firing\"}"));
+    wait_for("the ALERTS series", || {
+        let (url, admin) = (firing.clone(), admin.clone());
+        async move { get_json(&url, &admin).await.1["data"]["result"][0]["metric"]["alertname"] == "ErrorsHigh" }
+    })
+    .await;
+    let _ = alertmanager.kill();
+    let _ = alertmanager.wait();
+}

@@ -1,13 +1,19 @@
-//! Scraping on the server: the `prometheus.yml` given by `[metrics] config_file` (or
-//! `--metrics-config`), reloaded on SIGHUP and on `POST /prometheus/-/reload` — an invalid new
-//! file is reported and the running configuration kept, as Prometheus does. Without a file,
-//! opsloop scrapes itself every 15 s.
+//! The metrics engine at work on the server: the `prometheus.yml` given by `[metrics]
+//! config_file` (or `--metrics-config`) drives scraping, rule evaluation and the notifier that
+//! sends alerts to Alertmanagers. It is reloaded on SIGHUP and on `POST /prometheus/-/reload`;
+//! an invalid new file (or rule file) is reported and the running configuration kept, as
+//! Prometheus does. Without a file, opsloop scrapes itself every 15 s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use opsloop_metrics::config::{self, Config};
+use opsloop_metrics::rules::file::{RuleGroup, load_patterns};
+use opsloop_metrics::rules::group::GroupOptions;
+use opsloop_metrics::rules::manager::{ManagerOptions, RuleManager};
+use opsloop_metrics::rules::notify::Notifier;
 use opsloop_metrics::scrape::ScrapeManager;
+use opsloop_metrics::storage::Storage;
 
 use crate::state::AppState;
 
@@ -34,32 +40,44 @@ fn default_config(state: &AppState) -> Result<(Config, String), config::ConfigEr
     Ok((config, text))
 }
 
-/// Reads the configuration to run with: the file when one is set, else the built-in one.
-pub fn load(state: &AppState) -> Result<(Config, String), String> {
+/// Reads the configuration to run with (the file when one is set, else the built-in one)
+/// and the rule files it names.
+pub fn load(state: &AppState) -> Result<(Config, String, Vec<RuleGroup>), String> {
     match &state.config.metrics.config_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
             let dir = path.parent().unwrap_or(std::path::Path::new("."));
             let config = config::load(&text, &path.display().to_string(), dir).map_err(|e| e.to_string())?;
-            Ok((config, text))
+            let groups = load_patterns(&config.rule_files, dir).map_err(|e| e.to_string())?;
+            Ok((config, text, groups))
         }
-        None => default_config(state).map_err(|e| e.to_string()),
+        None => default_config(state).map(|(c, t)| (c, t, Vec::new())).map_err(|e| e.to_string()),
     }
 }
 
+/// The parts that run a configuration.
+pub struct Runtime {
+    pub scraper: ScrapeManager,
+    pub rules: RuleManager,
+    pub notifier: Notifier,
+}
+
 /// Loads the configuration and applies it; on an error the running one stays.
-pub async fn reload(state: &AppState, manager: &ScrapeManager) -> Result<(), String> {
+pub async fn reload(state: &AppState, runtime: &Runtime) -> Result<(), String> {
     // One reload at a time: two racing ones could leave the older file in force.
     let _turn = state.prometheus.reloading.lock().await;
     let now = state.clock.now_ms();
     let loaded = load(state);
     let mut status = state.prometheus.reload_status();
     match loaded {
-        Ok((config, yaml)) => {
+        Ok((config, yaml, groups)) => {
             for warning in &config.warnings {
                 tracing::warn!(warning = %warning, "metrics configuration");
             }
-            manager.apply_config(&config).await;
+            runtime.scraper.apply_config(&config).await;
+            runtime.notifier.apply_config(&config.alerting, &config.global.external_labels);
+            runtime.rules.set_options(rule_options(state, &config, &runtime.notifier));
+            runtime.rules.update(groups).await;
             state.prometheus.set_config(Arc::new(config));
             status = ReloadStatus { success: true, at_ms: now, error: None, yaml };
             state.prometheus.set_reload_status(status);
@@ -76,8 +94,29 @@ pub async fn reload(state: &AppState, manager: &ScrapeManager) -> Result<(), Str
     }
 }
 
-/// The scraper worker: loads the configuration, then reloads it on SIGHUP until the server
-/// stops (`POST /prometheus/-/reload` calls [`reload`] itself, to answer with the outcome).
+fn rule_options(state: &AppState, config: &Config, notifier: &Notifier) -> ManagerOptions {
+    ManagerOptions {
+        group: GroupOptions {
+            engine: state.prometheus.engine.clone(),
+            external_labels: config.global.external_labels.clone(),
+            external_url: state
+                .config
+                .external_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", state.config.listen))
+                .trim_end_matches('/')
+                .to_owned()
+                + "/metrics/graph",
+            sink: Some(Arc::new(notifier.clone())),
+            ..GroupOptions::default()
+        },
+        evaluation_interval: config.global.evaluation_interval,
+    }
+}
+
+/// The metrics worker: loads the configuration and starts scraping, rules and the notifier,
+/// then reloads on SIGHUP until the server stops (`POST /prometheus/-/reload` calls [`reload`]
+/// itself, to answer with the outcome).
 pub async fn run_forever(state: AppState) {
     let storage = match state.prometheus.storage(&state.config) {
         Ok(tsdb) => tsdb.clone(),
@@ -86,9 +125,16 @@ pub async fn run_forever(state: AppState) {
             return;
         }
     };
-    let manager = Arc::new(ScrapeManager::new(storage));
-    state.prometheus.set_scraper(Arc::clone(&manager));
-    let _ = reload(&state, &manager).await;
+    let notifier = Notifier::new(opsloop_metrics::rules::notify::DEFAULT_QUEUE_CAPACITY);
+    let runtime = Arc::new(Runtime {
+        scraper: ScrapeManager::new(storage.clone()),
+        rules: RuleManager::new(storage as Arc<dyn Storage>, ManagerOptions::default()),
+        notifier: notifier.clone(),
+    });
+    state.prometheus.set_runtime(Arc::clone(&runtime));
+    tokio::spawn(async move { notifier.run(std::future::pending::<()>()).await });
+    let _ = reload(&state, &runtime).await;
+    let manager = runtime;
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
