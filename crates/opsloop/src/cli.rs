@@ -49,6 +49,61 @@ pub enum Command {
     Run(RunArgs),
     /// Check a .gitlab-ci.yml: every problem at once, with file:line:column and a hint.
     Lint(LintArgs),
+    /// Evaluate a PromQL expression at one instant on a running server.
+    ///
+    /// Examples:
+    ///   opsloop query 'up'
+    ///   opsloop query 'sum by (job) (rate(http_requests_total[5m]))' --time -1h
+    ///   opsloop query 'up == 0' --json | jq '.data.result[].metric.instance'
+    ///
+    /// Exit 0 with a result (even an empty one), 2 for an invalid expression, 1 otherwise.
+    #[command(verbatim_doc_comment)]
+    Query {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The PromQL expression.
+        expr: String,
+        /// When: `now` (default), `-5m` (relative), Unix seconds or RFC 3339.
+        #[arg(long, allow_hyphen_values = true)]
+        time: Option<String>,
+        /// Print Prometheus's JSON answer as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a PromQL expression over a time range on a running server.
+    ///
+    /// Example:
+    ///   opsloop query-range 'rate(http_requests_total[5m])' --start -1h --step 1m
+    #[command(verbatim_doc_comment)]
+    QueryRange {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The PromQL expression.
+        expr: String,
+        /// Start: `-1h` (default), Unix seconds or RFC 3339.
+        #[arg(long, allow_hyphen_values = true)]
+        start: Option<String>,
+        /// End: `now` (default), `-5m`, Unix seconds or RFC 3339.
+        #[arg(long, allow_hyphen_values = true)]
+        end: Option<String>,
+        /// Resolution: `15s`, `1m`, or seconds (default: the range / 250).
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check Prometheus configuration and rule files offline (promtool's role).
+    ///
+    /// Examples:
+    ///   opsloop metrics check-config prometheus.yml     the file and the rule files it names
+    ///   opsloop metrics check-rules rules/*.yml
+    ///
+    /// Exit 0 when valid, 2 with every problem at file:line:column otherwise.
+    #[command(verbatim_doc_comment)]
+    Metrics {
+        #[command(subcommand)]
+        command: MetricsCommand,
+    },
     /// Run the built-in reverse proxy alone, with fixed routes (deployments drive the same
     /// proxy and switch its routes live).
     ///
@@ -520,6 +575,23 @@ pub struct ClientArgs {
     /// API token (create one with `opsloop admin token create` or under Settings in the web UI).
     #[arg(long, global = true, env = "OPSLOOP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Check a prometheus.yml and the rule files it names.
+    CheckConfig {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check Prometheus rule files (recording and alerting rules).
+    CheckRules {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -68,6 +68,30 @@ impl ApiClient {
         Ok(text)
     }
 
+    /// A GET of a path outside `/api/v1` (Prometheus's API under `/prometheus`), answering
+    /// with the status and the JSON body as they are: that API has its own error envelope.
+    pub async fn get_outside_api(&self, segments: &[&str], query: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().map_err(|()| anyhow!("--server must be an http(s) URL"))?;
+            path.pop_if_empty().extend(segments);
+        }
+        url.set_query(Some(query));
+        let response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the opsloop server at {}", self.base))?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::json!({"status": "error", "error": String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>()})
+        });
+        Ok((status, body))
+    }
+
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

@@ -3,6 +3,7 @@
 mod admin;
 mod agent;
 mod deploy;
+mod metrics;
 mod pipeline;
 mod project;
 mod proxy;
@@ -50,6 +51,11 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Run(args) => Ok(run::run(args).await),
         Command::Agent(args) => Ok(agent::run(args).await),
         Command::Lint(args) => Ok(run::lint(args)),
+        Command::Query { client, expr, time, json } => Ok(metrics::query(&client, &expr, time.as_deref(), json).await),
+        Command::QueryRange { client, expr, start, end, step, json } => {
+            Ok(metrics::query_range(&client, &expr, start.as_deref(), end.as_deref(), step.as_deref(), json).await)
+        }
+        Command::Metrics { command } => Ok(metrics::check(command)),
         Command::Proxy(args) => Ok(proxy::run(args).await),
         // Handled in `main` before the runtime starts; here only for completeness.
         Command::ReapInstances { server, releases } => Ok(serve::reap_instances(server, &releases)),

@@ -531,3 +531,48 @@ async fn rules_record_and_alert_to_a_real_alertmanager() {
     let _ = alertmanager.kill();
     let _ = alertmanager.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_queries_and_checks_files_as_promtool_does() {
+    let server = Server::start();
+    let admin = server.token("admin");
+    let now = now_ms();
+    assert_eq!(
+        remote_write(&format!("{}/prometheus/api/v1/write", server.url), &admin, &counters(now)).await,
+        reqwest::StatusCode::NO_CONTENT
+    );
+    let out = crate::harness::opsloop_client(&server, &admin, &["query", "sum by (project) (http_requests_total)"]);
+    let said = crate::harness::text(&out.stdout);
+    assert!(out.status.success(), "{}", crate::harness::text(&out.stderr));
+    assert!(said.contains("{project=\"shop\"}") && said.contains("120"), "{said}");
+    let out = crate::harness::opsloop_client(&server, &admin, &["query", "node_load1", "--json"]);
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["data"]["result"][0]["value"][1], "0.5");
+    let out = crate::harness::opsloop_client(&server, &admin, &["query", "sum(("]);
+    assert_eq!(out.status.code(), Some(2), "an invalid expression is invalid input");
+    let out = crate::harness::opsloop_client(
+        &server,
+        &admin,
+        &["query-range", "http_requests_total{project=\"blog\"}", "--start", "-5m", "--step", "1m"],
+    );
+    assert!(out.status.success(), "{}", crate::harness::text(&out.stderr));
+    assert_eq!(crate::harness::text(&out.stdout).lines().filter(|l| l.starts_with("  ")).count(), 6);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: sum(up)\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad.yml"), "groups:\n  - name: g\n    rules:\n      - alert: X\n        exp: up\n")
+        .unwrap();
+    std::fs::write(dir.path().join("prometheus.yml"), "rule_files: ['rules.yml']\nscrape_configs: []\n").unwrap();
+    let check = |args: &[&str]| Command::new(crate::harness::BIN).args(args).current_dir(dir.path()).output().unwrap();
+    let out = check(&["metrics", "check-config", "prometheus.yml"]);
+    assert!(out.status.success(), "{}", crate::harness::text(&out.stderr));
+    assert!(crate::harness::text(&out.stdout).contains("1 rule group"));
+    let out = check(&["metrics", "check-rules", "rules.yml", "bad.yml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = crate::harness::text(&out.stderr);
+    assert!(said.contains("bad.yml:5:9") && said.contains("expr"), "{said}");
+}
