@@ -630,6 +630,20 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_section_reads_prometheus_words_and_points_at_mistakes() {
+        let (_dir, path) = write("[metrics]\nretention = \"2w\"\nretention_size = \"512MB\"\n");
+        let resolved = resolve(&args_with_file(&path), None, None).unwrap();
+        assert_eq!(resolved.server.metrics.retention_seconds, 14 * 86_400);
+        assert_eq!(resolved.server.metrics.retention_bytes, Some(512 << 20));
+        let (_dir, path) = write("[metrics]\nretention = \"two weeks\"\n");
+        let error = resolve(&args_with_file(&path), None, None).unwrap_err().to_string();
+        assert!(error.contains("metrics.retention"), "{error}");
+        assert_eq!(parse_size("10GB"), Some(10 << 30));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(parse_retention("0d"), None, "no retention at all is a mistake, not a setting");
+    }
+
+    #[test]
     fn the_example_config_file_loads() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/opsloop.toml");
         let resolved = resolve(&args_with_file(&example), None, None).unwrap();
