@@ -69,6 +69,18 @@ pub struct Service {
     /// Requests one instance is meant to take at once (`concurrency: 100`): the proxy's
     /// saturation signal is in flight against it.
     pub concurrency: Option<u32>,
+    /// Where each instance serves Prometheus metrics (`metrics: {path: /metrics, port: 9100}`):
+    /// opsloop then scrapes every instance, labelled with its project, service, environment
+    /// and version.
+    pub metrics: Option<MetricsEndpoint>,
+}
+
+/// A service's metrics endpoint on each instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsEndpoint {
+    pub path: String,
+    /// The instance's own port (`$PORT`) when unset.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,6 +373,7 @@ impl Reader {
                 "liveness",
                 "memory",
                 "concurrency",
+                "metrics",
                 "artifact",
                 "slo",
                 "build",
@@ -498,8 +511,32 @@ impl Reader {
             liveness,
             memory,
             concurrency: node.get("concurrency").and_then(|n| self.count(n, "concurrency", 1..=1_000_000)),
+            metrics: node.get("metrics").and_then(|n| self.metrics_endpoint(n, &what)),
             artifact: node.get("artifact").and_then(|n| self.text(n, "artifact")),
         })
+    }
+
+    /// `metrics: {path: /metrics, port: 9100}`, or `metrics: true` for `/metrics` on the
+    /// instance's own port.
+    fn metrics_endpoint(&mut self, node: &Node, what: &str) -> Option<MetricsEndpoint> {
+        if let Some(on) = node.as_bool() {
+            return on.then(|| MetricsEndpoint { path: "/metrics".into(), port: None });
+        }
+        let what = format!("{what}'s metrics");
+        self.known_keys(node, &what, &["path", "port"]);
+        let path = match node.get("path") {
+            Some(n) => self.text(n, "metrics.path")?,
+            None => "/metrics".to_owned(),
+        };
+        if !path.starts_with('/') {
+            self.error(format!("{what}: path must start with `/`"), node.span, Some("e.g. `path: /metrics`"));
+            return None;
+        }
+        let port = match node.get("port") {
+            Some(n) => Some(u16::try_from(self.count(n, "metrics.port", 1..=65_535)?).ok()?),
+            None => None,
+        };
+        Some(MetricsEndpoint { path, port })
     }
 
     /// A check: `{http: /path, status: 200}`, `{tcp: true}` or `{command: "…"}`, plus `extra`

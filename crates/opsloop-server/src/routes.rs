@@ -32,6 +32,11 @@ pub enum Surface {
     Ui,
     /// Probes and scrapes (`/healthz`, `/metrics`): plain answers.
     Ops,
+    /// Another system's API that opsloop speaks for its clients (Prometheus's under
+    /// `/prometheus`): documented by that system, not in opsloop's OpenAPI document; refusals
+    /// are JSON errors as on `Api`. Its POSTs may be reads (Prometheus takes long queries as
+    /// form bodies), so the route's `Access` alone says whether it writes.
+    Compat,
 }
 
 #[derive(Debug, Clone)]
@@ -311,7 +316,7 @@ fn refuse(surface: Surface, error: ApiError, path: &str) -> Response {
             Redirect::to(&target).into_response()
         }
         Surface::Ui => crate::ui::error_page(error.status, &error.message),
-        Surface::Api | Surface::Ops => error.into_response(),
+        Surface::Api | Surface::Ops | Surface::Compat => error.into_response(),
     }
 }
 

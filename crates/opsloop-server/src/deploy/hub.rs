@@ -40,7 +40,35 @@ impl Default for DeployHub {
     }
 }
 
+/// The instances one release serves in an environment, for metrics discovery.
+#[derive(Debug, Clone)]
+pub struct ServingInstances {
+    pub project_id: i64,
+    pub environment: String,
+    pub service: String,
+    pub release_id: i64,
+    pub version: String,
+    /// `host:port` of each instance.
+    pub instances: Vec<(std::net::IpAddr, u16)>,
+}
+
 impl DeployHub {
+    /// What serves where in this process, instance by instance.
+    pub fn serving_instances(&self) -> Vec<ServingInstances> {
+        let serving = self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        serving
+            .iter()
+            .map(|((project_id, environment, service), live)| ServingInstances {
+                project_id: *project_id,
+                environment: environment.clone(),
+                service: service.clone(),
+                release_id: live.release_id,
+                version: live.running.version.clone(),
+                instances: live.running.instances.iter().map(|i| (i.spec.host, i.spec.port)).collect(),
+            })
+            .collect()
+    }
+
     pub(super) fn turn(&self, project_id: i64, environment: &str) -> Turn {
         let mut turns = self.turns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         turns.entry((project_id, environment.to_owned())).or_default().clone()

@@ -53,6 +53,10 @@ pub struct ReleaseConfig {
     /// The pipeline artifacts the release runs (`artifact: JOB` in `opsloop.yml`).
     #[serde(default)]
     pub artifact: Option<ArtifactRef>,
+    /// Where each instance serves Prometheus metrics: `(path, port)`, the instance's own port
+    /// when `None`. Left out when unset, like the other late fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<(String, Option<u16>)>,
 }
 
 /// The artifacts a release was built into: which job of which pipeline, and the archive's
@@ -116,6 +120,7 @@ impl ReleaseConfig {
             }),
             memory_bytes: service.memory,
             concurrency: service.concurrency,
+            metrics: service.metrics.as_ref().map(|m| (m.path.clone(), m.port)),
             max_error_rate: service.slo.max_error_rate,
             max_p99_ms: u64::try_from(service.slo.max_p99.as_millis()).unwrap_or(u64::MAX),
             min_requests: service.slo.min_requests,

@@ -24,7 +24,7 @@ use crate::state::AppState;
 
 pub fn routes(table: RouteTable) -> RouteTable {
     use Access::{Admin, Authenticated, Public};
-    let api = Surface::Api;
+    let api = Surface::Compat;
     let mut t = table;
     for method in [Method::GET, Method::POST] {
         t = t
@@ -496,8 +496,9 @@ async fn config(State(state): State<AppState>) -> Response {
 /// Reloads the configuration file now, answering with the outcome (500 and the reason when
 /// the new file is invalid; the running configuration then stays, as Prometheus keeps it).
 async fn reload(State(state): State<AppState>) -> Response {
-    let Some(runtime) = state.prometheus.runtime().cloned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the metrics subsystem is not running\n").into_response();
+    let runtime = match super::runtime::started(&state) {
+        Ok(runtime) => runtime,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     };
     match super::runtime::reload(&state, &runtime).await {
         Ok(()) => StatusCode::OK.into_response(),

@@ -63,8 +63,8 @@ impl MetricsHub {
         self.runtime.get()
     }
 
-    pub(crate) fn set_runtime(&self, runtime: Arc<runtime::Runtime>) {
-        let _ = self.runtime.set(runtime);
+    pub(crate) fn runtime_or_init(&self, make: impl FnOnce() -> Arc<runtime::Runtime>) -> Arc<runtime::Runtime> {
+        self.runtime.get_or_init(make).clone()
     }
 
     /// The `prometheus.yml` in force (the built-in one when none was given).

@@ -40,6 +40,65 @@ fn default_config(state: &AppState) -> Result<(Config, String), config::ConfigEr
     Ok((config, text))
 }
 
+/// The scrape job opsloop adds for the instances of deployed services that declare
+/// `metrics:` in `opsloop.yml`: its own service discovery. Each instance's series carry
+/// `project`, `service`, `environment`, `version` and `instance`, so a project's members see
+/// them and nobody else does.
+pub const SERVICES_JOB: &str = "opsloop-services";
+
+/// The target groups of [`SERVICES_JOB`], one per serving release with a metrics endpoint.
+async fn discovered_services(state: &AppState) -> Vec<serde_json::Value> {
+    let mut groups = Vec::new();
+    let mut projects: std::collections::HashMap<i64, Option<String>> = std::collections::HashMap::new();
+    for serving in state.deploy.serving_instances() {
+        let Ok(Some(release)) = state.store.release(serving.release_id).await else { continue };
+        let Ok(config) = serde_json::from_str::<crate::deploy::ReleaseConfig>(&release.config) else { continue };
+        let Some((path, port)) = config.metrics else { continue };
+        let project = match projects.get(&serving.project_id) {
+            Some(name) => name.clone(),
+            None => {
+                let name = state.store.project_by_id(serving.project_id).await.ok().flatten().map(|p| p.name);
+                projects.insert(serving.project_id, name.clone());
+                name
+            }
+        };
+        let Some(project) = project else { continue };
+        for (host, own_port) in &serving.instances {
+            let address = std::net::SocketAddr::new(*host, port.unwrap_or(*own_port)).to_string();
+            groups.push(serde_json::json!({
+                "targets": [address],
+                "labels": {
+                    "__metrics_path__": path,
+                    "project": project,
+                    "service": serving.service,
+                    "environment": serving.environment,
+                    "version": serving.version,
+                },
+            }));
+        }
+    }
+    groups
+}
+
+/// `config` with [`SERVICES_JOB`] added when services are discovered (and the file does not
+/// already define a job of that name).
+fn with_services(config: &Config, groups: &[serde_json::Value], dir: &std::path::Path) -> Config {
+    let mut config = config.clone();
+    config.scrape_configs.retain(|c| c.job_name != SERVICES_JOB);
+    if groups.is_empty() {
+        return config;
+    }
+    let text = serde_json::json!({
+        "scrape_configs": [{"job_name": SERVICES_JOB, "scrape_interval": "15s", "static_configs": groups}],
+    })
+    .to_string();
+    match config::load(&text, "<deployed services>", dir) {
+        Ok(services) => config.scrape_configs.extend(services.scrape_configs),
+        Err(e) => tracing::warn!(error = %e, "metrics: discovered services not scraped"),
+    }
+    config
+}
+
 /// Reads the configuration to run with (the file when one is set, else the built-in one)
 /// and the rule files it names.
 pub fn load(state: &AppState) -> Result<(Config, String, Vec<RuleGroup>), String> {
@@ -60,6 +119,8 @@ pub struct Runtime {
     pub scraper: ScrapeManager,
     pub rules: RuleManager,
     pub notifier: Notifier,
+    /// The deployed instances last handed to the scraper.
+    services: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 /// Loads the configuration and applies it; on an error the running one stays.
@@ -74,7 +135,9 @@ pub async fn reload(state: &AppState, runtime: &Runtime) -> Result<(), String> {
             for warning in &config.warnings {
                 tracing::warn!(warning = %warning, "metrics configuration");
             }
-            runtime.scraper.apply_config(&config).await;
+            let services = discovered_services(state).await;
+            runtime.scraper.apply_config(&with_services(&config, &services, &state.config.data_dir)).await;
+            *runtime.services.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = services;
             runtime.notifier.apply_config(&config.alerting, &config.global.external_labels);
             runtime.rules.set_options(rule_options(state, &config, &runtime.notifier));
             runtime.rules.update(groups).await;
@@ -114,29 +177,39 @@ fn rule_options(state: &AppState, config: &Config, notifier: &Notifier) -> Manag
     }
 }
 
+/// Scraping, rules and the notifier, made on first use (by the worker at start-up, or by a
+/// reload asked over the API first). Call within the tokio runtime.
+pub fn started(state: &AppState) -> Result<Arc<Runtime>, super::MetricsError> {
+    let storage = state.prometheus.storage(&state.config)?.clone();
+    Ok(state.prometheus.runtime_or_init(|| {
+        let notifier = Notifier::new(opsloop_metrics::rules::notify::DEFAULT_QUEUE_CAPACITY);
+        let sending = notifier.clone();
+        tokio::spawn(async move { sending.run(std::future::pending::<()>()).await });
+        Arc::new(Runtime {
+            scraper: ScrapeManager::new(storage.clone()),
+            rules: RuleManager::new(storage as Arc<dyn Storage>, ManagerOptions::default()),
+            notifier,
+            services: std::sync::Mutex::new(Vec::new()),
+        })
+    }))
+}
+
 /// The metrics worker: loads the configuration and starts scraping, rules and the notifier,
 /// then reloads on SIGHUP until the server stops (`POST /prometheus/-/reload` calls [`reload`]
 /// itself, to answer with the outcome).
 pub async fn run_forever(state: AppState) {
-    let storage = match state.prometheus.storage(&state.config) {
-        Ok(tsdb) => tsdb.clone(),
+    let runtime = match started(&state) {
+        Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "metrics: no storage, nothing is scraped");
             return;
         }
     };
-    let notifier = Notifier::new(opsloop_metrics::rules::notify::DEFAULT_QUEUE_CAPACITY);
-    let runtime = Arc::new(Runtime {
-        scraper: ScrapeManager::new(storage.clone()),
-        rules: RuleManager::new(storage as Arc<dyn Storage>, ManagerOptions::default()),
-        notifier: notifier.clone(),
-    });
-    state.prometheus.set_runtime(Arc::clone(&runtime));
-    tokio::spawn(async move { notifier.run(std::future::pending::<()>()).await });
     let _ = reload(&state, &runtime).await;
     let manager = runtime;
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut discovery = tokio::time::interval(Duration::from_secs(5));
     loop {
         #[cfg(unix)]
         let signal = async {
@@ -149,9 +222,27 @@ pub async fn run_forever(state: AppState) {
         };
         #[cfg(not(unix))]
         let signal = std::future::pending::<()>();
-        signal.await;
-        let _ = reload(&state, &manager).await;
+        tokio::select! {
+            _ = signal => {
+                let _ = reload(&state, &manager).await;
+            }
+            _ = discovery.tick() => refresh_services(&state, &manager).await,
+        }
         // A burst of signals is one reload.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Re-applies the configuration in force when the deployed instances changed (a deployment
+/// started, moved or stopped them); unchanged jobs keep running.
+async fn refresh_services(state: &AppState, runtime: &Runtime) {
+    let Some(config) = state.prometheus.config() else { return };
+    let services = discovered_services(state).await;
+    let changed = *runtime.services.lock().unwrap_or_else(std::sync::PoisonError::into_inner) != services;
+    if !changed {
+        return;
+    }
+    let _turn = state.prometheus.reloading.lock().await;
+    runtime.scraper.apply_config(&with_services(&config, &services, &state.config.data_dir)).await;
+    *runtime.services.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = services;
 }

@@ -41,6 +41,10 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
         ("POST", "/api/v1/projects/{project}/notifications") => r#"{"url": "https://hooks.example.com/opsloop"}"#,
         ("POST", "/api/v1/agent/register") => r#"{"tags": ["linux"], "concurrency": 2}"#,
+        // Prometheus's API: parameters go in the query string; remote write's body is snappy
+        // (one zero byte: an empty WriteRequest).
+        ("POST", "/prometheus/api/v1/write") => "\u{0}",
+        ("POST", p) if p.starts_with("/prometheus/") => "",
         ("POST", "/api/v1/agent/jobs/request") => "",
         ("POST", "/api/v1/agent/jobs/{job}/events") => r#"{"events": []}"#,
         ("PUT", "/api/v1/agent/jobs/{job}/artifacts" | "/api/v1/agent/jobs/{job}/caches/{key}") => "",
@@ -56,7 +60,8 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
 #[tokio::test]
 async fn every_api_route_denies_by_default_and_allows_the_right_role() {
     let specs = opsloop_server::route_specs();
-    let api_routes: Vec<_> = specs.iter().filter(|spec| spec.surface == Surface::Api).collect();
+    let api_routes: Vec<_> =
+        specs.iter().filter(|spec| matches!(spec.surface, Surface::Api | Surface::Compat)).collect();
     assert!(api_routes.len() >= 28, "the route table lost routes: {}", api_routes.len());
 
     for (index, spec) in api_routes.iter().enumerate() {
@@ -155,6 +160,15 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{id}", &id.to_string());
         // An agent's request for work would wait for one.
         let path = if spec.path == "/api/v1/agent/jobs/request" { format!("{path}?wait_seconds=0") } else { path };
+        // Prometheus's API takes its parameters in the query string (or a form body).
+        let path = match spec.path {
+            "/prometheus/api/v1/query" | "/prometheus/api/v1/format_query" | "/prometheus/api/v1/query_exemplars" => {
+                format!("{path}?query=up")
+            }
+            "/prometheus/api/v1/query_range" => format!("{path}?query=up&start=0&end=60&step=15"),
+            "/prometheus/api/v1/series" => format!("{path}?match[]=up"),
+            _ => path,
+        };
 
         // 1. No credentials: 401 unless the route is public; a webhook without its signature too.
         let anonymous = app.api(spec.method.clone(), &path, None, body).await;
@@ -192,7 +206,9 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{label} with a forged token");
 
         // 3. A viewer token on a write route: 403 (a non-member gets 404 on project routes).
-        if spec.method != Method::GET {
+        // Another system's API may read with POST (Prometheus's long queries): its Access says.
+        let reads_with_post = spec.surface == Surface::Compat && spec.access == Access::Authenticated;
+        if spec.method != Method::GET && !reads_with_post {
             let viewer = app.user("viewer").await;
             if let Access::Project(_) | Access::Job(_) = spec.access {
                 app.store.set_member(&project, &viewer, Role::Viewer, crate::app::ACTOR).await.unwrap();
@@ -303,7 +319,9 @@ async fn public_routes_are_a_short_explicit_list() {
             "GET /assets/favicon.svg",
             "GET /favicon.ico",
             "GET /login",
-            "POST /login"
+            "POST /login",
+            "GET /prometheus/-/healthy",
+            "GET /prometheus/-/ready"
         ]
     );
     let signed: Vec<String> = opsloop_server::route_specs()
