@@ -20,6 +20,8 @@ use reqwest::StatusCode;
 
 use crate::harness::{Server, opsloop_client, text};
 
+mod metrics;
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The longest any single step (a navigation, an element showing up) may take.
