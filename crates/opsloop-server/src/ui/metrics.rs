@@ -1,5 +1,5 @@
-//! The Metrics area: a PromQL graph and table (`/metrics/graph`) and the TSDB's statistics
-//! (`/metrics/tsdb`, admins).
+//! The Metrics area: a PromQL graph and table (`/metrics/graph`), the scrape targets
+//! (`/metrics/targets`) and the TSDB's statistics (`/metrics/tsdb`, admins).
 //!
 //! The graph page is the one page of the UI that needs JavaScript: the server renders the form
 //! with the state of its query string, and `assets/metrics.js` asks Prometheus's HTTP API under
@@ -18,6 +18,8 @@ use crate::auth::{Access, Principal};
 use crate::routes::{RouteTable, Surface};
 use crate::state::AppState;
 use crate::views::human_time;
+use opsloop_metrics::labels::Labels;
+use opsloop_metrics::scrape::{Health, TargetInfo};
 
 const SCRIPT: &str = include_str!("../../assets/metrics.js");
 const STYLESHEET: &str = include_str!("../../assets/metrics.css");
@@ -38,6 +40,7 @@ pub fn routes(table: RouteTable) -> RouteTable {
     let ui = Surface::Ui;
     table
         .add(ui, Method::GET, "/metrics/graph", Authenticated, graph)
+        .add(ui, Method::GET, "/metrics/targets", Authenticated, targets)
         .add(ui, Method::GET, "/metrics/tsdb", Admin, tsdb)
         .add(ui, Method::GET, "/assets/metrics.js", Authenticated, script)
         .add(ui, Method::GET, "/assets/metrics.css", Authenticated, stylesheet)
@@ -117,7 +120,7 @@ fn human_bytes(bytes: u64) -> String {
 
 /// The links between the Metrics area's pages.
 fn subnav(principal: &Principal, current: &str) -> Markup {
-    let mut pages = vec![("/metrics/graph", "Graph")];
+    let mut pages = vec![("/metrics/graph", "Graph"), ("/metrics/targets", "Targets")];
     if principal.is_admin() {
         pages.push(("/metrics/tsdb", "TSDB status"));
     }
@@ -254,6 +257,94 @@ async fn tsdb(State(state): State<AppState>, Extension(principal): Extension<Pri
     .into_response()
 }
 
+/// The scrape targets by scrape pool, as `/prometheus/api/v1/targets` lists them and with the
+/// same scope: a member sees the targets whose labels name one of their projects.
+async fn targets(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    let unavailable = state.prometheus.storage(&state.config).err().map(|e| e.to_string());
+    let scope = match crate::prometheus::scope(&state.store, &principal).await {
+        Ok(scope) => scope,
+        Err(error) => return super::failure(error),
+    };
+    let snapshot = state.prometheus.scraper().map(|m| m.targets());
+    let started = snapshot.is_some();
+    let visible = |labels: &Labels| {
+        scope.as_deref().is_some_and(|matchers| opsloop_metrics::labels::matches_all(matchers, labels))
+    };
+    let mut pools: std::collections::BTreeMap<&str, Vec<&TargetInfo>> = std::collections::BTreeMap::new();
+    let mut dropped = 0;
+    if let Some(snapshot) = &snapshot {
+        for target in snapshot.active.iter().filter(|t| visible(&t.labels)) {
+            pools.entry(target.scrape_pool.as_str()).or_default().push(target);
+        }
+        dropped = snapshot.dropped.iter().filter(|t| visible(&t.discovered_labels)).count();
+    }
+    let now = state.clock.now_ms();
+    layout("Targets", Some(&principal), AREA, html! {
+        (metrics_stylesheet())
+        h1 { "Targets" }
+        (subnav(&principal, "/metrics/targets"))
+        (error_box(unavailable.as_deref()))
+        p.hint {
+            "What opsloop scrapes, from its " code { "prometheus.yml" } " (" code { "--metrics-config" } "; without one, its own " code { "/metrics" } ")."
+            @if !principal.is_admin() { " You see the targets whose " code { "project" } " label names one of your projects." }
+        }
+        @if !started && unavailable.is_none() {
+            p.muted { "Scraping has not started yet." }
+        } @else if pools.is_empty() {
+            p.muted { "No targets." }
+        }
+        @for (pool, targets) in &pools {
+            @let up = targets.iter().filter(|t| t.health == Health::Up).count();
+            h2 { (pool) " " span.badge { (up) "/" (targets.len()) " up" } }
+            table.targets {
+                thead { tr {
+                    th scope="col" { "Endpoint" } th scope="col" { "State" } th scope="col" { "Labels" }
+                    th scope="col" { "Last scrape" } th scope="col" { "Duration" } th scope="col" { "Error" }
+                } }
+                tbody {
+                    @for target in targets {
+                        tr {
+                            td { code { (target.scrape_url) } }
+                            td { (health_badge(target.health)) }
+                            td { @for label in target.labels.iter() { code.label { (label.name) "=\"" (label.value) "\"" } " " } }
+                            td { @match target.last_scrape {
+                                Some(at) => span title=(human_time(at)) { (ago(now, at)) },
+                                None => span.muted { "never" },
+                            } }
+                            td.number { @if target.last_scrape.is_some() { (format!("{:.1} ms", target.last_scrape_duration.as_secs_f64() * 1000.0)) } }
+                            td { @if let Some(error) = &target.last_error { span.error-text { (error) } } }
+                        }
+                    }
+                }
+            }
+        }
+        @if dropped > 0 {
+            p.muted { (dropped) " discovered " (if dropped == 1 { "target was" } else { "targets were" }) " dropped by relabelling." }
+        }
+    })
+    .into_response()
+}
+
+fn health_badge(health: Health) -> Markup {
+    // The status colours of pipelines: up reads as success, down as failure.
+    let class = match health {
+        Health::Up => "status-success",
+        Health::Down => "status-failed",
+        Health::Unknown => "status-pending",
+    };
+    html! { span class={ "badge " (class) } { (health.as_str()) } }
+}
+
+/// How long ago `then` was, for people: `12 s ago`, `3 min ago`, `2 h ago`.
+fn ago(now_ms: i64, then_ms: i64) -> String {
+    let seconds = (now_ms - then_ms).max(0) / 1000;
+    match seconds {
+        0..60 => format!("{seconds} s ago"),
+        60..3600 => format!("{} min ago", seconds / 60),
+        _ => format!("{} h ago", seconds / 3600),
+    }
+}
+
 fn top_table(title: &str, name: &str, count: &str, rows: &[(String, usize)]) -> Markup {
     html! {
         h2 { (title) }
@@ -296,6 +387,15 @@ mod tests {
         assert_eq!((q.expr.as_str(), q.range.as_str(), q.table()), ("rate(x[5m])", "6h", true));
         assert_eq!(GraphQuery::parse(Some("expr=a&expr=b")), GraphQuery::default());
         assert_eq!(GraphQuery::parse(None), GraphQuery::default());
+    }
+
+    #[test]
+    fn scrapes_ago_for_people() {
+        assert_eq!(ago(10_000, 10_000), "0 s ago");
+        assert_eq!(ago(70_000, 10_000), "1 min ago");
+        assert_eq!(ago(7_210_000, 10_000), "2 h ago");
+        // A scrape stamped after the page's clock (another clock) is not in the future.
+        assert_eq!(ago(0, 5_000), "0 s ago");
     }
 
     #[test]
