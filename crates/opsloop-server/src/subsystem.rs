@@ -78,7 +78,7 @@ impl Subsystem for Monitoring {
         "metrics"
     }
     fn routes(&self, table: RouteTable) -> RouteTable {
-        crate::prometheus::api::routes(table)
+        crate::ui::metrics_routes(crate::prometheus::api::routes(table))
     }
     fn workers(&self, state: &AppState) -> Vec<Worker> {
         if !state.config.metrics.enabled {

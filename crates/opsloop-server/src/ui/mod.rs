@@ -1,4 +1,5 @@
-//! The web UI: server-rendered HTML (maud), one embedded stylesheet, no JavaScript needed.
+//! The web UI: server-rendered HTML (maud), one embedded stylesheet, no JavaScript needed
+//! except on the metrics graph, which draws what Prometheus's HTTP API answers (see `metrics`).
 //! Every form posts with the session's CSRF token; the route table decides access.
 
 mod account;
@@ -6,6 +7,7 @@ mod admin;
 mod ansi;
 mod deployments;
 mod login;
+mod metrics;
 mod pipelines;
 mod projects;
 mod schedules;
@@ -18,14 +20,21 @@ use maud::{DOCTYPE, Markup, html};
 use crate::auth::{Access, CSRF_FIELD, Principal};
 use crate::routes::{RouteTable, Surface};
 
+/// The metrics subsystem's pages (see `crate::subsystem`).
+pub use metrics::routes as metrics_routes;
+
 pub const STYLESHEET: &str = include_str!("../../assets/style.css");
 const LIVE_SCRIPT: &str = include_str!("../../assets/live.js");
 
 /// The product areas, in navigation order. Only areas that exist are listed: a link to a
 /// page saying "not available yet" costs a new user a click and trust. Later issues add the
 /// rest (monitoring, logs, alerts, infrastructure, security, insights) as they ship.
-pub const AREAS: &[(&str, &str)] =
-    &[("/projects", "Projects"), ("/pipelines", "Pipelines"), ("/deployments", "Deployments")];
+pub const AREAS: &[(&str, &str)] = &[
+    ("/projects", "Projects"),
+    ("/pipelines", "Pipelines"),
+    ("/deployments", "Deployments"),
+    ("/metrics/graph", "Metrics"),
+];
 
 /// The icon browsers show in tabs and bookmarks: the brand's first letter on the accent colour.
 /// Served as SVG (a few hundred bytes, sharp at any size) under both the address the page links

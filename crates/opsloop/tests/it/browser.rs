@@ -20,6 +20,8 @@ use reqwest::StatusCode;
 
 use crate::harness::{Server, opsloop_client, text};
 
+mod metrics;
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The longest any single step (a navigation, an element showing up) may take.
@@ -769,7 +771,8 @@ async fn first_hour_tour(browser: &Client, server: &Server) {
     wait_for_location(browser, "/projects").await;
     wait_for_text(browser, "main h1", "Projects").await;
     let areas = read(browser, "return [...document.querySelectorAll('nav.areas a')].map(a => a.textContent)").await;
-    assert_page(browser, areas == serde_json::json!(["Projects", "Pipelines", "Deployments"]), "three areas").await;
+    assert_page(browser, areas == serde_json::json!(["Projects", "Pipelines", "Deployments", "Metrics"]), "four areas")
+        .await;
     let icon = Server::client().get(at("/favicon.ico")).send().await.expect("GET /favicon.ico");
     assert_eq!(icon.status(), StatusCode::OK, "a favicon");
     assert_no_csp_violation(browser).await;
