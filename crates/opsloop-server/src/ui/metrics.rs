@@ -265,7 +265,7 @@ async fn targets(State(state): State<AppState>, Extension(principal): Extension<
         Ok(scope) => scope,
         Err(error) => return super::failure(error),
     };
-    let snapshot = state.prometheus.scraper().map(|m| m.targets());
+    let snapshot = state.prometheus.runtime().map(|r| r.scraper.targets());
     let started = snapshot.is_some();
     let visible = |labels: &Labels| {
         scope.as_deref().is_some_and(|matchers| opsloop_metrics::labels::matches_all(matchers, labels))
