@@ -1,3 +1,5 @@
+//! Tests of the TSDB as a whole: appends, queries across head and blocks, compaction, retention, reopening.
+
 use std::time::Duration;
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Tests of rule evaluation: recording order, alert states, staleness, `for` restore.
+
 use std::sync::Mutex as StdMutex;
 
 use super::*;

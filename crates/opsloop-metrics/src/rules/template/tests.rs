@@ -1,3 +1,5 @@
+//! Tests of the Go-template subset against what Prometheus documents.
+
 use super::*;
 use crate::labels::Labels;
 
