@@ -268,19 +268,24 @@ pub fn resolve(
     server.deploy.ssh_known_hosts = layer.deploy.ssh_known_hosts.clone().map(opsloop_server::config::absolute);
 
     server.metrics.enabled = layer.metrics.enabled.unwrap_or(server.metrics.enabled);
-    server.metrics.config_file = args
-        .metrics_config
-        .clone()
-        .or_else(|| layer.metrics.config_file.clone())
-        .map(opsloop_server::config::absolute);
+    server.metrics.config_file =
+        args.metrics_config.clone().or_else(|| layer.metrics.config_file.clone()).map(opsloop_server::config::absolute);
     if let (Some(value), Some(loaded)) = (&layer.metrics.retention, &file) {
         server.metrics.retention_seconds = parse_retention(value.get_ref()).ok_or_else(|| {
-            loaded.error_at(value.span(), "metrics.retention is not a duration".to_owned(), "write e.g. \"15d\", \"12h\" or \"2w\"")
+            loaded.error_at(
+                value.span(),
+                "metrics.retention is not a duration".to_owned(),
+                "write e.g. \"15d\", \"12h\" or \"2w\"",
+            )
         })?;
     }
     if let (Some(value), Some(loaded)) = (&layer.metrics.retention_size, &file) {
         server.metrics.retention_bytes = Some(parse_size(value.get_ref()).ok_or_else(|| {
-            loaded.error_at(value.span(), "metrics.retention_size is not a size".to_owned(), "write e.g. \"512MB\" or \"10GB\"")
+            loaded.error_at(
+                value.span(),
+                "metrics.retention_size is not a size".to_owned(),
+                "write e.g. \"512MB\" or \"10GB\"",
+            )
         })?);
     }
 
@@ -572,6 +577,39 @@ impl Resolved {
     }
 }
 
+/// A retention time in Prometheus's words (`15d`, `12h`, `2w`, `1y`), in seconds.
+fn parse_retention(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..digits].parse().ok()?;
+    let unit = match &s[digits..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        "y" => 31_536_000,
+        _ => return None,
+    };
+    n.checked_mul(unit).filter(|&secs| secs > 0)
+}
+
+/// A size in Prometheus's words (`512MB`, `10GB`, `1TB`; powers of 1024 as Prometheus reads them).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let unit: u64 = match s[digits..].trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "KIB" => 1 << 10,
+        "MB" | "MIB" => 1 << 20,
+        "GB" | "GIB" => 1 << 30,
+        "TB" | "TIB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(unit).filter(|&b| b > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,37 +697,4 @@ mod tests {
         let args = ServeArgs { config, ..ServeArgs::default() };
         assert!(matches!(resolve(&args, None, None), Err(ConfigError::Value { .. })));
     }
-}
-
-/// A retention time in Prometheus's words (`15d`, `12h`, `2w`, `1y`), in seconds.
-fn parse_retention(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit())?;
-    let n: u64 = s[..digits].parse().ok()?;
-    let unit = match &s[digits..] {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        "y" => 31_536_000,
-        _ => return None,
-    };
-    n.checked_mul(unit).filter(|&secs| secs > 0)
-}
-
-/// A size in Prometheus's words (`512MB`, `10GB`, `1TB`; powers of 1024 as Prometheus reads them).
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().ok()?;
-    let unit: u64 = match s[digits..].trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "KB" | "KIB" => 1 << 10,
-        "MB" | "MIB" => 1 << 20,
-        "GB" | "GIB" => 1 << 30,
-        "TB" | "TIB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(unit).filter(|&b| b > 0)
 }

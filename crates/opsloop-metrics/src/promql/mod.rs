@@ -89,7 +89,9 @@ pub fn parse(query: &str) -> Result<Expr, PromqlError> {
 }
 
 /// The matchers of a series selector (`up{job="x"}`), its metric name included.
-pub fn selector_matchers(vs: &promql_parser::parser::VectorSelector) -> Result<Vec<crate::labels::Matcher>, PromqlError> {
+pub fn selector_matchers(
+    vs: &promql_parser::parser::VectorSelector,
+) -> Result<Vec<crate::labels::Matcher>, PromqlError> {
     eval::Evaluator::matchers(vs)
 }
 
