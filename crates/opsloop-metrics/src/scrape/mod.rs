@@ -191,7 +191,7 @@ impl ScrapeManager {
 
 /// The HTTP client of a job. A TLS setting that cannot be honoured (an unreadable CA file)
 /// falls back to the default client with a warning rather than stopping the job.
-fn client_for(http: &HttpClientConfig) -> reqwest::Client {
+pub(crate) fn client_for(http: &HttpClientConfig) -> reqwest::Client {
     let mut b = reqwest::Client::builder().danger_accept_invalid_certs(http.tls_config.insecure_skip_verify).redirect(
         if http.follow_redirects { reqwest::redirect::Policy::limited(10) } else { reqwest::redirect::Policy::none() },
     );
