@@ -109,7 +109,10 @@ impl Params {
     fn read(uri: &Uri, body: &Bytes) -> Result<Params, PromError> {
         let mut all: Vec<(String, String)> = Vec::new();
         if let Some(q) = uri.query() {
-            all.extend(serde_urlencoded::from_str::<Vec<(String, String)>>(q).map_err(|e| PromError::bad_data(e.to_string()))?);
+            all.extend(
+                serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                    .map_err(|e| PromError::bad_data(e.to_string()))?,
+            );
         }
         if !body.is_empty() {
             all.extend(
@@ -131,7 +134,9 @@ impl Params {
     fn time(&self, name: &str, default: Timestamp) -> Result<Timestamp, PromError> {
         match self.get(name) {
             None | Some("") => Ok(default),
-            Some(v) => parse_time(v).ok_or_else(|| PromError::bad_data(format!("invalid parameter \"{name}\": cannot parse \"{v}\" to a valid timestamp"))),
+            Some(v) => parse_time(v).ok_or_else(|| {
+                PromError::bad_data(format!("invalid parameter \"{name}\": cannot parse \"{v}\" to a valid timestamp"))
+            }),
         }
     }
 }
@@ -201,7 +206,9 @@ where
 {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => Ok(result?),
-        Err(e) => Err(PromError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() }),
+        Err(e) => {
+            Err(PromError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() })
+        }
     }
 }
 
@@ -260,7 +267,9 @@ async fn query(
     body: Bytes,
 ) -> Result<Response, PromError> {
     let params = Params::read(&uri, &body)?;
-    let q = params.get("query").ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let q = params
+        .get("query")
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
     let t = params.time("time", now_ms(&state))?;
     promql::parse(q)?;
     let Some(view) = scoped(&state, &principal).await? else {
@@ -279,7 +288,9 @@ async fn query_range(
     body: Bytes,
 ) -> Result<Response, PromError> {
     let params = Params::read(&uri, &body)?;
-    let q = params.get("query").ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let q = params
+        .get("query")
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
     let start = params
         .get("start")
         .and_then(parse_time)
@@ -389,17 +400,23 @@ async fn write(State(state): State<AppState>, body: Bytes) -> Result<Response, P
     let stored = tokio::task::spawn_blocking(move || storage.append(&samples)).await;
     match stored {
         Ok(Ok(())) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(Err(e @ (storage::StorageError::OutOfOrder | storage::StorageError::DuplicateSample | storage::StorageError::OutOfBounds))) => {
-            Err(PromError::bad_data(e.to_string()))
-        }
+        Ok(Err(
+            e @ (storage::StorageError::OutOfOrder
+            | storage::StorageError::DuplicateSample
+            | storage::StorageError::OutOfBounds),
+        )) => Err(PromError::bad_data(e.to_string())),
         Ok(Err(e)) => Err(e.into()),
-        Err(e) => Err(PromError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() }),
+        Err(e) => {
+            Err(PromError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() })
+        }
     }
 }
 
 async fn format_query(uri: Uri, body: Bytes) -> Result<Response, PromError> {
     let params = Params::read(&uri, &body)?;
-    let q = params.get("query").ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    let q = params
+        .get("query")
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
     Ok(success(Value::String(promql::parse(q)?.to_string())))
 }
 
@@ -424,7 +441,8 @@ async fn buildinfo() -> Response {
 }
 
 async fn runtimeinfo(State(state): State<AppState>) -> Response {
-    let start = jiff::Timestamp::from_millisecond(state.prometheus.started_ms).map(|t| t.to_string()).unwrap_or_default();
+    let start =
+        jiff::Timestamp::from_millisecond(state.prometheus.started_ms).map(|t| t.to_string()).unwrap_or_default();
     success(json!({
         "startTime": start,
         "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -441,7 +459,8 @@ async fn runtimeinfo(State(state): State<AppState>) -> Response {
 
 async fn tsdb_status(State(state): State<AppState>) -> Result<Response, PromError> {
     let stats = state.prometheus.storage(&state.config)?.stats();
-    let pairs = |v: &[(String, usize)]| v.iter().map(|(name, value)| json!({"name": name, "value": value})).collect::<Vec<_>>();
+    let pairs =
+        |v: &[(String, usize)]| v.iter().map(|(name, value)| json!({"name": name, "value": value})).collect::<Vec<_>>();
     Ok(success(json!({
         "headStats": {
             "numSeries": stats.num_series,

@@ -48,10 +48,7 @@ impl MetricsHub {
         if !config.metrics.enabled {
             return Err(MetricsError::Disabled);
         }
-        self.storage
-            .get_or_init(|| open_storage(config))
-            .as_ref()
-            .map_err(|e| MetricsError::Storage(e.clone()))
+        self.storage.get_or_init(|| open_storage(config)).as_ref().map_err(|e| MetricsError::Storage(e.clone()))
     }
 }
 
