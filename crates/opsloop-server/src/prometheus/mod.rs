@@ -4,6 +4,7 @@
 //! Grafana's Prometheus data source takes `http://HOST:PORT/prometheus` as its URL.
 
 pub mod api;
+pub mod remote_write;
 
 use std::sync::{Arc, OnceLock};
 
@@ -27,6 +28,7 @@ pub enum MetricsError {
 /// What the server keeps of the metrics engine.
 pub struct MetricsHub {
     storage: OnceLock<Result<Arc<Tsdb>, String>>,
+    remote_writers: OnceLock<Vec<Arc<opsloop_metrics::remote::RemoteWriter>>>,
     pub engine: Engine,
     /// When this process started, for `status/runtimeinfo`.
     pub started_ms: i64,
@@ -34,7 +36,12 @@ pub struct MetricsHub {
 
 impl Default for MetricsHub {
     fn default() -> Self {
-        MetricsHub { storage: OnceLock::new(), engine: Engine::new(EngineOptions::default()), started_ms: now_ms() }
+        MetricsHub {
+            storage: OnceLock::new(),
+            remote_writers: OnceLock::new(),
+            engine: Engine::new(EngineOptions::default()),
+            started_ms: now_ms(),
+        }
     }
 }
 
