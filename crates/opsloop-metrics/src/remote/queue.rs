@@ -252,23 +252,20 @@ impl Queue {
             let start = if n == from.segment { from.offset } else { 0 };
             let stop = if n == end.segment { end.offset } else { u64::MAX };
             file.seek(SeekFrom::Start(start)).map_err(io_err(&path))?;
-            let mut data = Vec::new();
-            file.take(stop.saturating_sub(start)).read_to_end(&mut data).map_err(io_err(&path))?;
-            let mut off = 0usize;
+            // Record by record, so that a round reads what it sends, not the whole segment.
+            let mut reader = io::BufReader::new(file.take(stop.saturating_sub(start)));
             batch.end = Position { segment: n, offset: start };
             while batch.samples.len() < max_samples {
-                match record_at(&data, off) {
-                    Some((payload, next)) => {
-                        match decode(payload) {
+                match next_record(&mut reader).map_err(io_err(&path))? {
+                    Record::Payload(payload) => {
+                        match decode(&payload) {
                             Some(samples) => batch.samples.extend(samples),
                             None => skipped += 1,
                         }
-                        off = next;
-                        batch.end.offset = start + off as u64;
+                        batch.end.offset += (HEADER + payload.len()) as u64;
                     }
-                    None => {
-                        if off < data.len() {
-                            tracing::warn!(segment = %path.display(), at = start + off as u64, "remote-write queue: corrupt record, skipping the rest of the segment");
+                    found @ (Record::End | Record::Corrupt) => {
+                        if matches!(found, Record::Corrupt) {
                             skipped += 1;
                         }
                         if n != end.segment {
@@ -344,6 +341,39 @@ fn parse_cursor(text: &str) -> Option<Position> {
 
 fn sync_dir(dir: &Path) -> Result<(), QueueError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+enum Record {
+    Payload(Vec<u8>),
+    End,
+    /// A bad checksum or length: nothing after it in the segment can be trusted.
+    Corrupt,
+}
+
+fn next_record(reader: &mut impl Read) -> io::Result<Record> {
+    let mut header = [0u8; HEADER];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Record::End),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD {
+        tracing::warn!(len, "remote-write queue: corrupt record, skipping the rest of the segment");
+        return Ok(Record::Corrupt);
+    }
+    let mut payload = vec![0; len];
+    match reader.read_exact(&mut payload) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Record::Corrupt),
+        Err(e) => return Err(e),
+    }
+    if crc32fast::hash(&payload) != crc {
+        tracing::warn!("remote-write queue: record checksum mismatch, skipping the rest of the segment");
+        return Ok(Record::Corrupt);
+    }
+    Ok(Record::Payload(payload))
 }
 
 /// The payload of the whole, intact record at `off`, and where the next one starts.
@@ -426,5 +456,24 @@ mod tests {
         assert_eq!(q.pending(), 1);
         let (batch, _) = q.read(q.cursor(), 100).expect("read");
         assert_eq!(batch.samples.iter().map(|s| s.1.t).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_its_segment_and_reading_goes_on_in_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = Queue::open(dir.path(), 0).expect("open");
+        q.append(&[series("a", &[1])]).expect("append");
+        q.append(&[series("a", &[2])]).expect("append");
+        q.lock().end.offset = SEGMENT_BYTES;
+        q.append(&[series("a", &[3])]).expect("append");
+        let seg = segment_path(dir.path(), 1);
+        let mut data = fs::read(&seg).expect("segment");
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        fs::write(&seg, &data).expect("corrupt it");
+        let (batch, skipped) = q.read(q.cursor(), 100).expect("read");
+        assert_eq!(skipped, 1);
+        assert_eq!(batch.samples.iter().map(|s| s.1.t).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(batch.end.segment, 2);
     }
 }
