@@ -18,8 +18,9 @@ scrape manager not yet wired into the server), Prometheus scrapes and remote-wri
 to opsloop's /prometheus/api/v1/write with an admin token, and the table says so: opsloop's CPU
 is then that of receiving, not scraping, and Prometheus's includes sending.
 
-Defaults finish in about 3 minutes (10 targets x 5,000 series, 5 s, 60 s of ingest); the load of
-the issue's targets is `--targets 40 --ingest 600`. Every figure is from this run; machines are
+Defaults finish in about 2 minutes after the build (10 targets x 5,000 series, 5 s, 60 s of
+ingest); the load of the issue's targets is `--targets 40 --ingest 600` (and `--interval 1` for
+its 200k samples/s). Every figure is from this run; machines are
 noisy, so compare the ratios.
 
 Usage: bench/metrics.py [--bin PATH | --skip-build] [--targets N] [--series S] [--interval S]
