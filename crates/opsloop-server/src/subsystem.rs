@@ -84,10 +84,12 @@ impl Subsystem for Monitoring {
         if !state.config.metrics.enabled {
             return Vec::new();
         }
-        vec![
+        let mut workers = vec![
             Worker::new("metrics compactor", crate::prometheus::compact_forever(state.clone())),
             Worker::new("metrics", crate::prometheus::runtime::run_forever(state.clone())),
-        ]
+        ];
+        workers.extend(crate::prometheus::remote_write::workers(state));
+        workers
     }
     fn stop<'a>(&'a self, state: &'a AppState) -> BoxFuture<'a> {
         Box::pin(async move {

@@ -14,7 +14,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use opsloop_metrics::labels::{Labels, Matcher};
 use opsloop_metrics::promql::{self, PromqlError, QueryValue};
-use opsloop_metrics::storage::{self, Appendable, Queryable, Scoped, Timestamp};
+use opsloop_metrics::storage::{self, Queryable, Scoped, Timestamp};
 use serde_json::{Value, json};
 
 use super::MetricsError;
@@ -399,7 +399,8 @@ async fn label_values(
 /// opsloop forwards its samples here. 204 once the samples are stored; 400 for a body that
 /// cannot be decoded (the sender must not retry it).
 async fn write(State(state): State<AppState>, body: Bytes) -> Result<Response, PromError> {
-    let storage = state.prometheus.storage(&state.config)?.clone();
+    // Through the appender, so samples received are forwarded too, as Prometheus does.
+    let storage = state.prometheus.appender(&state.config)?;
     // Snappy compresses samples about tenfold; more than 64 MiB decoded is not a real batch.
     let samples = opsloop_metrics::remote::decode(&body, 64 << 20).map_err(|e| PromError::bad_data(e.to_string()))?;
     let stored = tokio::task::spawn_blocking(move || storage.append(&samples)).await;

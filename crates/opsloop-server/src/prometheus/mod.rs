@@ -4,6 +4,7 @@
 //! Grafana's Prometheus data source takes `http://HOST:PORT/prometheus` as its URL.
 
 pub mod api;
+pub mod remote_write;
 pub mod runtime;
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -29,6 +30,7 @@ pub enum MetricsError {
 /// What the server keeps of the metrics engine.
 pub struct MetricsHub {
     storage: OnceLock<Result<Arc<Tsdb>, String>>,
+    remote_writers: OnceLock<Vec<Arc<opsloop_metrics::remote::RemoteWriter>>>,
     pub engine: Engine,
     /// When this process started, for `status/runtimeinfo`.
     pub started_ms: i64,
@@ -43,6 +45,7 @@ impl Default for MetricsHub {
     fn default() -> Self {
         MetricsHub {
             storage: OnceLock::new(),
+            remote_writers: OnceLock::new(),
             engine: Engine::new(EngineOptions::default()),
             started_ms: now_ms(),
             runtime: OnceLock::new(),

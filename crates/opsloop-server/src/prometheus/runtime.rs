@@ -13,7 +13,6 @@ use opsloop_metrics::rules::group::GroupOptions;
 use opsloop_metrics::rules::manager::{ManagerOptions, RuleManager};
 use opsloop_metrics::rules::notify::Notifier;
 use opsloop_metrics::scrape::ScrapeManager;
-use opsloop_metrics::storage::Storage;
 
 use crate::state::AppState;
 
@@ -180,14 +179,15 @@ fn rule_options(state: &AppState, config: &Config, notifier: &Notifier) -> Manag
 /// Scraping, rules and the notifier, made on first use (by the worker at start-up, or by a
 /// reload asked over the API first). Call within the tokio runtime.
 pub fn started(state: &AppState) -> Result<Arc<Runtime>, super::MetricsError> {
-    let storage = state.prometheus.storage(&state.config)?.clone();
+    // Through the appender: what is scraped or recorded is forwarded by remote write too.
+    let storage = state.prometheus.appender(&state.config)?;
     Ok(state.prometheus.runtime_or_init(|| {
         let notifier = Notifier::new(opsloop_metrics::rules::notify::DEFAULT_QUEUE_CAPACITY);
         let sending = notifier.clone();
         tokio::spawn(async move { sending.run(std::future::pending::<()>()).await });
         Arc::new(Runtime {
             scraper: ScrapeManager::new(storage.clone()),
-            rules: RuleManager::new(storage as Arc<dyn Storage>, ManagerOptions::default()),
+            rules: RuleManager::new(storage, ManagerOptions::default()),
             notifier,
             services: std::sync::Mutex::new(Vec::new()),
         })

@@ -18,6 +18,7 @@ mod conformance;
 mod crash;
 mod deploy;
 mod readme;
+mod remote_write;
 mod run;
 mod scrape;
 mod server_ci;

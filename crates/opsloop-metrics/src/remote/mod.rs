@@ -2,6 +2,14 @@
 //! `WriteRequest`. The message types are written out with `prost`'s derive instead of
 //! generated from Prometheus's `.proto` files: four small messages do not justify a protoc
 //! build step.
+//!
+//! `decode` is the receiving side; the sending side is [`writer::RemoteWriter`] over its
+//! durable [`queue::Queue`].
+
+pub mod queue;
+pub mod writer;
+
+pub use writer::{RemoteWriteStats, RemoteWriter, ShardStats, Tee, WriterError, WriterOptions};
 
 use prost::Message;
 
