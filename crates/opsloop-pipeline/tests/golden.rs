@@ -534,6 +534,18 @@ fn pipeline_of_only_pre_and_post_jobs_does_not_run() {
     );
 }
 
+/// A local run asks for those jobs now: they are planned, with GitLab's verdict as a warning.
+#[test]
+fn a_local_run_plans_only_pre_and_post_jobs_with_a_warning() {
+    let source = MemFiles::new(&[(CI, "setup:\n  stage: .pre\n  script: [echo setup]\n")]);
+    let lookup = |name: &str| MAIN.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+    let config = config::load(&source, CI, &lookup);
+    let options = PlanOptions { allow_pre_post_only: true, ..options() };
+    let plan = plan::plan(&config, &lookup, &source.files(), &options).expect("planned");
+    assert_eq!(plan.jobs.len(), 1);
+    assert!(plan.warnings.iter().any(|w| w.message == plan::PRE_POST_ONLY && !w.is_error()));
+}
+
 /// Hidden jobs (names starting with `.`) are templates: not planned, no `script` needed.
 /// `trigger` jobs need no `script`; other jobs do, and it may not be empty.
 #[test]

@@ -293,9 +293,10 @@ pub struct RunArgs {
     /// depended-on job is in the pipeline.
     #[arg(long, hide = true)]
     pub validate_dependency_chain: bool,
-    /// Accepted for gitlab-ci-local compatibility: job names in output are not padded to a width.
-    #[arg(long, value_name = "N", hide = true)]
-    pub max_job_name_padding: Option<usize>,
+    /// Pad job names in output to at most N characters (default: the longest name that runs;
+    /// 0: no padding).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_job_name_padding: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

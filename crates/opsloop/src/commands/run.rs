@@ -483,6 +483,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         manual: args.manual.clone(),
         changes: uses_changes(&config).then(|| change_sets(&project, &config, &lookup)),
         pipeline_variables,
+        allow_pre_post_only: true,
     };
     let planned = match plan::plan(&config, &predefined_lookup, &loaded.files, &options) {
         Ok(planned) => planned,
@@ -491,6 +492,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
+    // The loader's warnings were printed above; these are the planner's own.
+    print_diagnostics(
+        &config.sources,
+        &planned.warnings.iter().filter(|w| !config.diagnostics.contains(w)).cloned().collect::<Vec<_>>(),
+    );
     eprintln!("configuration validated in {} ms", started.elapsed().as_millis());
     if planned.prevented_by_workflow {
         eprintln!("{}: nothing to run.", plan::NO_PIPELINE);
@@ -567,7 +573,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         // A local run is the user's own: jobs see their environment, as with gitlab-ci-local.
         clean_env: false,
     };
-    let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
+    let width = name_width(planned.jobs.iter().map(|j| j.name.as_str()), args.max_job_name_padding);
     let printer = Arc::new(Printer {
         width,
         json: args.json,
@@ -889,6 +895,17 @@ fn git_root() -> Option<PathBuf> {
     (output.status.success() && !root.trim().is_empty()).then(|| PathBuf::from(root.trim()))
 }
 
+/// How wide job names are padded in output: to the longest name that runs, so job lines
+/// align, but never beyond `max` (`--max-job-name-padding`; 0 or less: no padding), which
+/// keeps one very long name from pushing every line far right.
+fn name_width<'a>(names: impl Iterator<Item = &'a str>, max: Option<i64>) -> usize {
+    let longest = names.map(|name| name.chars().count()).max().unwrap_or(0);
+    match max {
+        Some(max) => usize::try_from(max).map_or(0, |max| longest.min(max)),
+        None => longest,
+    }
+}
+
 /// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.
 fn human_duration(duration: std::time::Duration) -> String {
     let ms = duration.as_secs_f64() * 1000.0;
@@ -1107,5 +1124,21 @@ impl EventSink for Printer {
             }
             None => print(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_pad_to_the_longest_within_the_maximum() {
+        let names = ["short", "a-much-longer-name"];
+        assert_eq!(name_width(names.into_iter(), None), 18);
+        assert_eq!(name_width(names.into_iter(), Some(10)), 10);
+        assert_eq!(name_width(names.into_iter(), Some(100)), 18);
+        assert_eq!(name_width(names.into_iter(), Some(0)), 0);
+        assert_eq!(name_width(names.into_iter(), Some(-3)), 0);
+        assert_eq!(name_width(std::iter::empty(), None), 0);
     }
 }
