@@ -297,6 +297,10 @@ pub struct RunArgs {
     /// 0: no padding).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_job_name_padding: Option<i64>,
+    /// Start each job line with the time of day and the job's elapsed time, and give each
+    /// job's duration first in the summary.
+    #[arg(long)]
+    pub timestamps: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

@@ -4,15 +4,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use opsloop_pipeline::config::{self, Config, FileSource};
 use opsloop_pipeline::diagnostic::{Diagnostic, Severity};
 use opsloop_pipeline::plan::{self, PlanOptions};
 use opsloop_pipeline::yaml::{self, Node, Value};
-use opsloop_runner::{Event, EventSink, Isolation, JobStatus, Override, RunOptions, Stream};
+use opsloop_runner::{Isolation, Override, RunOptions};
 
+use super::run_printer::{Printer, PrinterOptions, name_width};
 use crate::cli::{IsolationArg, LintArgs, RunArgs};
 use crate::output;
 
@@ -574,15 +575,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
         clean_env: false,
     };
     let width = name_width(planned.jobs.iter().map(|j| j.name.as_str()), args.max_job_name_padding);
-    let printer = Arc::new(Printer {
+    let printer = Arc::new(Printer::new(PrinterOptions {
         width,
         json: args.json,
         stages: planned.stages.clone(),
         jobs: planned.jobs.iter().map(|j| j.stage).collect(),
         color: output::color(),
-        lock: Mutex::new(()),
-        live: if args.json { None } else { Live::for_terminal() },
-    });
+        timestamps: args.timestamps,
+    }));
     let coverage_jobs: Vec<bool> =
         planned.jobs.iter().map(|j| config.jobs[j.config_index].coverage.is_some()).collect();
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
@@ -596,8 +596,17 @@ pub async fn run(args: RunArgs) -> ExitCode {
             std::process::exit(130);
         }
     });
+    let watcher = printer.clone();
+    let silence = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            watcher.note_silent_jobs();
+        }
+    });
     let outcome = opsloop_runner::run_pipeline(config, planned, options, printer.clone(), cancel_rx).await;
     interrupt.abort();
+    silence.abort();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -893,252 +902,4 @@ fn git_root() -> Option<PathBuf> {
     let output = std::process::Command::new("git").args(["rev-parse", "--show-toplevel"]).output().ok()?;
     let root = String::from_utf8(output.stdout).ok()?;
     (output.status.success() && !root.trim().is_empty()).then(|| PathBuf::from(root.trim()))
-}
-
-/// How wide job names are padded in output: to the longest name that runs, so job lines
-/// align, but never beyond `max` (`--max-job-name-padding`; 0 or less: no padding), which
-/// keeps one very long name from pushing every line far right.
-fn name_width<'a>(names: impl Iterator<Item = &'a str>, max: Option<i64>) -> usize {
-    let longest = names.map(|name| name.chars().count()).max().unwrap_or(0);
-    match max {
-        Some(max) => usize::try_from(max).map_or(0, |max| longest.min(max)),
-        None => longest,
-    }
-}
-
-/// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.
-fn human_duration(duration: std::time::Duration) -> String {
-    let ms = duration.as_secs_f64() * 1000.0;
-    let (value, unit) = if ms < 1000.0 {
-        (ms, "ms")
-    } else if ms < 60_000.0 {
-        (ms / 1000.0, "s")
-    } else {
-        (ms / 60_000.0, "min")
-    };
-    let text = if value >= 10.0 { format!("{value:.0}") } else { format!("{value:.2}") };
-    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_owned() } else { text };
-    format!("{text} {unit}")
-}
-
-/// Prints runner events as gitlab-ci-local does: `job > line`, `job $ command`, and a summary.
-struct Printer {
-    width: usize,
-    json: bool,
-    stages: Vec<String>,
-    jobs: Vec<usize>,
-    color: bool,
-    lock: Mutex<()>,
-    /// On a terminal: a spinner line per running job, with its elapsed time.
-    live: Option<Live>,
-}
-
-struct Live {
-    multi: indicatif::MultiProgress,
-    bars: Mutex<std::collections::HashMap<usize, indicatif::ProgressBar>>,
-}
-
-impl Live {
-    /// Only when both streams are terminals: piped output stays plain lines.
-    fn for_terminal() -> Option<Live> {
-        use std::io::IsTerminal;
-        (std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
-            .then(|| Live { multi: indicatif::MultiProgress::new(), bars: Mutex::new(Default::default()) })
-    }
-
-    fn started(&self, job: usize, name: &str) {
-        let style = indicatif::ProgressStyle::with_template("  {spinner} {prefix} running for {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        let bar = self.multi.add(indicatif::ProgressBar::new_spinner().with_style(style).with_prefix(name.to_owned()));
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        if let Ok(mut bars) = self.bars.lock() {
-            bars.insert(job, bar);
-        }
-    }
-
-    fn finished(&self, job: usize) {
-        if let Some(bar) = self.bars.lock().ok().and_then(|mut bars| bars.remove(&job)) {
-            bar.finish_and_clear();
-            self.multi.remove(&bar);
-        }
-    }
-}
-
-impl Printer {
-    fn prefix(&self, name: &str) -> String {
-        let padded = format!("{name:<width$}", width = self.width);
-        if self.color { format!("\x1b[34m{padded}\x1b[0m") } else { padded }
-    }
-
-    fn summary(&self, outcome: &opsloop_runner::PipelineOutcome, coverage: &[bool]) {
-        let _guard = self.lock.lock();
-        println!();
-        let paint = |label: &str, colour: &str| {
-            if self.color { format!("\x1b[{colour}m{label}\x1b[0m") } else { label.to_owned() }
-        };
-        for (index, (name, job)) in outcome.jobs.iter().enumerate() {
-            let padded = format!("{name:<width$}", width = self.width);
-            let cover = job
-                .coverage
-                .as_ref()
-                .filter(|_| coverage.get(index).copied().unwrap_or(false))
-                .map(|c| format!(" {c}% coverage"))
-                .unwrap_or_default();
-            let took = human_duration(job.duration);
-            match job.status {
-                JobStatus::Success => println!(" {}  {padded}{cover}  {took}", paint("PASS", "32")),
-                JobStatus::Warning => println!(" {}  {padded}  pre_script  {took}", paint("WARN", "33")),
-                JobStatus::Failed => println!(" {}  {padded}  {took}", paint("FAIL", "31")),
-                JobStatus::Canceled => println!(" {}  {padded}  {took}", paint("CANCELED", "31")),
-                JobStatus::Skipped | JobStatus::Manual => continue,
-            }
-            if job.after_script_failed {
-                println!(" {}  {padded}  after_script", paint("WARN", "33"));
-            }
-            if matches!(job.status, JobStatus::Failed | JobStatus::Warning) {
-                let start = job.tail.len().saturating_sub(3);
-                for line in &job.tail[start..] {
-                    println!("  > {line}");
-                }
-            }
-        }
-        let reports: Vec<(&String, &opsloop_runner::junit::TestReport)> =
-            outcome.jobs.iter().filter_map(|(name, job)| job.tests.as_ref().map(|t| (name, t))).collect();
-        if !reports.is_empty() {
-            println!();
-            for (name, report) in reports {
-                println!(
-                    " TESTS {name}: {} tests, {} passed, {} failed, {} skipped",
-                    report.total(),
-                    report.passed,
-                    report.failed,
-                    report.skipped
-                );
-                for failure in &report.failures {
-                    println!("  ✗ {failure}");
-                }
-            }
-        }
-    }
-}
-
-impl EventSink for Printer {
-    fn emit(&self, event: Event) {
-        let _guard = self.lock.lock();
-        if self.json {
-            let value = match &event {
-                Event::JobStarted { job, name, executor } => {
-                    serde_json::json!({"event": "job_started", "job": job, "name": name, "executor": executor})
-                }
-                Event::Command { job, name, text } => {
-                    serde_json::json!({"event": "command", "job": job, "name": name, "text": text})
-                }
-                Event::Environment { job, name, environment, url } => serde_json::json!({
-                    "event": "environment", "job": job, "name": name, "environment": environment, "url": url,
-                }),
-                Event::Output { job, name, stream, line } => serde_json::json!({
-                    "event": "output", "job": job, "name": name,
-                    "stream": if *stream == Stream::Stdout { "stdout" } else { "stderr" }, "line": line,
-                }),
-                Event::Note { job, name, text } => {
-                    serde_json::json!({"event": "note", "job": job, "name": name, "text": text})
-                }
-                Event::AfterScript { job, name } => {
-                    serde_json::json!({"event": "after_script", "job": job, "name": name})
-                }
-                Event::Delayed { job, name, seconds } => {
-                    serde_json::json!({"event": "note", "job": job, "name": name, "text": format!("delayed: starting in {seconds}s")})
-                }
-                Event::JobFinished { job, name, outcome } => serde_json::json!({
-                    "event": "job_finished", "job": job, "name": name, "status": outcome.status.as_str(),
-                    "exit_code": outcome.exit_code, "duration_ms": outcome.duration.as_millis() as u64,
-                    "coverage": outcome.coverage, "attempts": outcome.attempts,
-                    "tests": outcome.tests.as_ref().map(|t| serde_json::json!({
-                        "passed": t.passed, "failed": t.failed, "skipped": t.skipped, "failures": t.failures,
-                    })),
-                }),
-            };
-            println!("{value}");
-            return;
-        }
-        // Lines to print, true for stderr; printed with the live view suspended.
-        let mut lines: Vec<(bool, String)> = Vec::new();
-        match &event {
-            Event::JobStarted { job, name, executor } => {
-                let stage = self.jobs.get(*job).and_then(|s| self.stages.get(*s)).cloned().unwrap_or_default();
-                lines.push((false, format!("{} starting {executor} ({stage})", self.prefix(name))));
-            }
-            Event::Command { name, text, .. } => lines.push((false, format!("{} $ {text}", self.prefix(name)))),
-            Event::Environment { name, environment, url, .. } => {
-                // gitlab-ci-local's line, which scripts read.
-                let url = url.as_deref().map(|u| format!(", url: {u}")).unwrap_or_default();
-                lines.push((false, format!("{} environment: {{ name: {environment}{url} }}", self.prefix(name))));
-            }
-            Event::Output { name, stream, line, .. } => {
-                lines.push((*stream == Stream::Stderr, format!("{} > {line}", self.prefix(name))));
-            }
-            Event::Note { name, text, .. } => lines.push((true, format!("{} {text}", self.prefix(name)))),
-            Event::Delayed { name, seconds, .. } => {
-                lines.push((true, format!("{} delayed: starting in {seconds}s", self.prefix(name))))
-            }
-            Event::AfterScript { name, .. } => {
-                lines.push((false, format!("{} Running after script...", self.prefix(name))))
-            }
-            Event::JobFinished { name, outcome, .. } => {
-                let ms = outcome.duration.as_millis();
-                match outcome.status {
-                    JobStatus::Success => lines.push((false, format!("{} finished in {ms} ms", self.prefix(name)))),
-                    JobStatus::Warning => lines.push((
-                        true,
-                        format!("{} finished in {ms} ms  WARN {}", self.prefix(name), outcome.exit_code.unwrap_or(1)),
-                    )),
-                    JobStatus::Failed => {
-                        let code = outcome.exit_code.map_or_else(|| "timeout".to_owned(), |c| c.to_string());
-                        lines.push((true, format!("{} finished in {ms} ms  FAIL {code}", self.prefix(name))));
-                    }
-                    JobStatus::Canceled => lines.push((true, format!("{} canceled after {ms} ms", self.prefix(name)))),
-                    JobStatus::Skipped | JobStatus::Manual => {}
-                }
-                if outcome.after_script_failed {
-                    lines.push((true, format!("{} finished in {ms} ms  WARN 1  after_script", self.prefix(name))));
-                }
-            }
-        }
-        let print = || {
-            for (to_stderr, line) in &lines {
-                if *to_stderr {
-                    eprintln!("{line}");
-                } else {
-                    println!("{line}");
-                }
-            }
-        };
-        match &self.live {
-            Some(live) => {
-                live.multi.suspend(print);
-                match &event {
-                    Event::JobStarted { job, name, .. } => live.started(*job, name),
-                    Event::JobFinished { job, .. } => live.finished(*job),
-                    _ => {}
-                }
-            }
-            None => print(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_pad_to_the_longest_within_the_maximum() {
-        let names = ["short", "a-much-longer-name"];
-        assert_eq!(name_width(names.into_iter(), None), 18);
-        assert_eq!(name_width(names.into_iter(), Some(10)), 10);
-        assert_eq!(name_width(names.into_iter(), Some(100)), 18);
-        assert_eq!(name_width(names.into_iter(), Some(0)), 0);
-        assert_eq!(name_width(names.into_iter(), Some(-3)), 0);
-        assert_eq!(name_width(std::iter::empty(), None), 0);
-    }
 }
