@@ -670,6 +670,13 @@ async fn run_job(
         caches: job.cache.clone(),
         masked: shared.options.masked.clone(),
         upstream: planned.artifacts_from.iter().map(|source| shared.plan.jobs[*source].name.clone()).collect(),
+        producers: planned
+            .artifacts_from
+            .iter()
+            .map(|source| &shared.plan.jobs[*source])
+            .filter(|source| shared.config.jobs[source.config_index].artifacts.is_some())
+            .map(|source| source.name.clone())
+            .collect(),
         file_variables: Vec::new(),
         artifacts_to_source: match &shared.options.artifacts_to_source {
             ArtifactsToSource::Except(names) if names.contains(&job.name) => Some(false),

@@ -74,7 +74,7 @@ impl EventSink for ChildSink {
             }
             Event::Command { name, text, .. } => Event::Command { job: index, name, text },
             Event::Output { name, stream, line, .. } => Event::Output { job: index, name, stream, line },
-            Event::Note { name, text, .. } => Event::Note { job: index, name, text },
+            Event::Note { name, text, kind, .. } => Event::Note { job: index, name, text, kind },
             Event::AfterScript { name, .. } => Event::AfterScript { job: index, name },
             Event::Delayed { name, seconds, .. } => Event::Delayed { job: index, name, seconds },
             Event::JobFinished { name, outcome, .. } => Event::JobFinished { job: index, name, outcome },

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use opsloop_runner::{Event, EventSink, JobStatus, Stream};
+use opsloop_runner::{Event, EventSink, JobStatus, NoteKind, Stream};
 
 /// How wide job names are padded in output: to the longest name that runs, so job lines
 /// align, but never beyond `max` (`--max-job-name-padding`; 0 or less: no padding), which
@@ -288,8 +288,13 @@ impl EventSink for Printer {
                     "event": "output", "job": job, "name": name,
                     "stream": if *stream == Stream::Stdout { "stdout" } else { "stderr" }, "line": line,
                 }),
-                Event::Note { job, name, text } => {
-                    serde_json::json!({"event": "note", "job": job, "name": name, "text": text})
+                Event::Note { job, name, text, kind } => {
+                    let kind = match kind {
+                        NoteKind::Warning => "warning",
+                        NoteKind::Progress => "progress",
+                        NoteKind::Detail => "detail",
+                    };
+                    serde_json::json!({"event": "note", "job": job, "name": name, "text": text, "kind": kind})
                 }
                 Event::AfterScript { job, name } => {
                     serde_json::json!({"event": "after_script", "job": job, "name": name})
@@ -340,7 +345,11 @@ impl EventSink for Printer {
                     None => lines.push((to_stderr, format!("{} > {line}", self.prefix(job, name)))),
                 }
             }
-            Event::Note { name, text, .. } => lines.push((true, format!("{} {text}", self.prefix(job, name)))),
+            Event::Note { name, text, kind, .. } => match kind {
+                NoteKind::Warning => lines.push((true, format!("{} {text}", self.prefix(job, name)))),
+                NoteKind::Progress => lines.push((false, format!("{} {text}", self.prefix(job, name)))),
+                NoteKind::Detail => lines.push((false, text.clone())),
+            },
             Event::Delayed { name, seconds, .. } => {
                 lines.push((true, format!("{} delayed: starting in {seconds}s", self.prefix(job, name))))
             }
