@@ -114,7 +114,7 @@ pub async fn run_child(
     let files = match &parent.prepared_source {
         Some(source) => crate::workspace::list_tree(source).unwrap_or_default(),
         None => {
-            let state_name = parent.state_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let state_name = crate::pipeline::state_name(parent);
             crate::workspace::project_files(&parent.project_dir, &state_name).unwrap_or_default()
         }
     };

@@ -7,6 +7,7 @@ mod pipeline;
 mod project;
 mod proxy;
 mod run;
+mod run_files;
 mod run_printer;
 pub mod serve;
 
