@@ -3277,3 +3277,22 @@ fn reference_and_matrix_bombs_are_refused() {
     let config = config::load(&files, CI, &|_| None);
     assert!(config.diagnostics.iter().any(|d| d.message.contains("makes 300 jobs")), "{:?}", config.diagnostics);
 }
+
+/// A file included again counts again, with everything it includes, though it is read once:
+/// GitLab counts every include towards its limit.
+#[test]
+fn repeated_includes_count_with_their_nested_includes() {
+    let files: &[(&str, &str)] = &[
+        (CI, "include: [{local: /nested.yml}, {local: /nested.yml}]\njob:\n  script: [x]\n"),
+        ("nested.yml", "include: [{local: /base.yml}]\n"),
+        ("base.yml", "variables:\n  A: a\n"),
+    ];
+    let source = MemFiles::new(files);
+    let none = |_: &str| None;
+    let counted = |max: usize| {
+        let config = config::load_with_max_includes(&source, CI, &none, max);
+        config.diagnostics.iter().any(|d| d.message.contains("nested includes are allowed"))
+    };
+    assert!(!counted(4), "nested, base, nested again and its base: 4 includes");
+    assert!(counted(3));
+}
