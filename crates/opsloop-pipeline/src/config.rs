@@ -3,7 +3,7 @@
 //! Every step keeps source positions, and problems are collected rather than stopping at the
 //! first, so `opsloop lint` reports them all at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::diagnostic::{Diagnostic, Sources};
 use crate::expression::Expression;
@@ -360,6 +360,8 @@ struct Loader<'a> {
     referenced_values: usize,
     /// Files included so far, and how many may be (GitLab: 150 per pipeline).
     included: usize,
+    /// The include limit was passed (said once).
+    too_many_includes: bool,
     max_includes: usize,
 }
 
@@ -381,6 +383,7 @@ pub fn load_with_max_includes(files: &dyn FileSource, path: &str, lookup: Lookup
         references: HashMap::new(),
         referenced_values: 0,
         included: 0,
+        too_many_includes: false,
         max_includes,
     };
     let empty = Node::new(Value::Mapping(Vec::new()), Span::default());
@@ -422,7 +425,7 @@ pub fn load_with_max_includes(files: &dyn FileSource, path: &str, lookup: Lookup
             .diagnostics
             .push(Diagnostic::error(format!("the pipeline must be a mapping, not {}", root.kind()), Some(root.span)));
     }
-    let root = loader.includes(root, 0, &mut HashSet::new());
+    let root = loader.includes(root, 0, &mut HashMap::new());
     // GitLab's order: includes, then `extends`, then `!reference` (so a reference reaches what a
     // job got through `extends`).
     let root = loader.extends_all(root);
@@ -606,7 +609,9 @@ impl Loader<'_> {
         }
     }
 
-    fn includes(&mut self, mut node: Node, depth: usize, seen: &mut HashSet<String>) -> Node {
+    /// `seen` holds each file read (with the inputs it was given) and how many includes its own
+    /// nested includes made, so a file included again counts those again without being read.
+    fn includes(&mut self, mut node: Node, depth: usize, seen: &mut HashMap<String, usize>) -> Node {
         let Some(include) = remove_key(&mut node, "include") else { return node };
         if depth > 100 {
             self.error("includes nested more than 100 deep", include.span);
@@ -619,10 +624,15 @@ impl Loader<'_> {
         let mut merged = Node::new(Value::Mapping(Vec::new()), node.span);
         for item in items {
             for path in self.include_paths(&item) {
-                // Every include counts, repeated ones too, as GitLab counts them.
-                self.included += 1;
+                // Every include counts, repeated ones and what they include too, as GitLab
+                // counts them.
+                let given = item.get("inputs").map(yaml::emit).unwrap_or_default();
+                let key = format!("{path}\u{0}{given}");
+                let repeated = seen.get(&key).copied();
+                self.included += 1 + repeated.unwrap_or(0);
                 if self.included > self.max_includes {
-                    if self.included == self.max_includes + 1 {
+                    if !self.too_many_includes {
+                        self.too_many_includes = true;
                         self.error_with_hint(
                             format!(
                                 "This GitLab CI configuration is invalid: Maximum of {} nested includes are allowed!. This limit can be increased with the --maximum-includes cli flags.",
@@ -635,10 +645,11 @@ impl Loader<'_> {
                     return node;
                 }
                 // The same file twice is read once, unless each include gives it other inputs.
-                let given = item.get("inputs").map(yaml::emit).unwrap_or_default();
-                if !seen.insert(format!("{path}\u{0}{given}")) {
+                if repeated.is_some() {
                     continue;
                 }
+                seen.insert(key.clone(), 0);
+                let before = self.included;
                 let text = match self.files.read(&path) {
                     Ok(text) => text,
                     Err(error) => {
@@ -658,6 +669,7 @@ impl Loader<'_> {
                             continue;
                         };
                         let included = self.includes(included, depth + 1, seen);
+                        seen.insert(key, self.included - before);
                         merged = deep_merge(merged, included);
                     }
                     Err(error) => self.error(format!("invalid YAML in {path}: {}", error.message), error.span),

@@ -164,6 +164,9 @@ pub struct Plan {
 pub const NO_PIPELINE: &str =
     "workflow:rules create no pipeline for this ref (no rule matched, or the match says never)";
 
+/// GitLab's verdict on a pipeline whose jobs are all in `.pre` and `.post`.
+pub const PRE_POST_ONLY: &str = "The pipeline must contain jobs in stages other than .pre and .post";
+
 /// A job name [`Plan::subset`] was asked for that the plan does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the plan has no job `{name}`")]
@@ -265,6 +268,10 @@ pub struct PlanOptions {
     /// Variables given to this pipeline (`--variable`, a run's variables): they win over the
     /// YAML's own variables, which win over the predefined ones `lookup` gives.
     pub pipeline_variables: Vec<(String, String)>,
+    /// A pipeline with jobs in `.pre` and `.post` only is planned, with a warning, instead of
+    /// refused. GitLab creates no such pipeline, but a local run (like gitlab-ci-local's) is
+    /// someone asking to run those jobs now, and refusing them helps nobody.
+    pub allow_pre_post_only: bool,
 }
 
 /// Plans `config`. `lookup` resolves pipeline-level variables (predefined, CLI, global).
@@ -542,7 +549,14 @@ pub fn plan(
     }
     let last = config.stages.len().saturating_sub(1);
     if !jobs.is_empty() && jobs.iter().all(|job| job.stage == 0 || job.stage == last) {
-        errors.push(Diagnostic::error("The pipeline must contain jobs in stages other than .pre and .post", None));
+        if options.allow_pre_post_only {
+            warnings.push(
+                Diagnostic::warning(PRE_POST_ONLY, None)
+                    .with_hint("GitLab would create no pipeline for this file; the jobs run here anyway"),
+            );
+        } else {
+            errors.push(Diagnostic::error(PRE_POST_ONLY, None));
+        }
     }
     if let Some(cycle) = find_cycle(&jobs) {
         errors.push(Diagnostic::error(format!("needs form a cycle: {}", cycle.join(" → ")), None));

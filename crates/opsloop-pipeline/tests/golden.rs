@@ -534,6 +534,18 @@ fn pipeline_of_only_pre_and_post_jobs_does_not_run() {
     );
 }
 
+/// A local run asks for those jobs now: they are planned, with GitLab's verdict as a warning.
+#[test]
+fn a_local_run_plans_only_pre_and_post_jobs_with_a_warning() {
+    let source = MemFiles::new(&[(CI, "setup:\n  stage: .pre\n  script: [echo setup]\n")]);
+    let lookup = |name: &str| MAIN.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+    let config = config::load(&source, CI, &lookup);
+    let options = PlanOptions { allow_pre_post_only: true, ..options() };
+    let plan = plan::plan(&config, &lookup, &source.files(), &options).expect("planned");
+    assert_eq!(plan.jobs.len(), 1);
+    assert!(plan.warnings.iter().any(|w| w.message == plan::PRE_POST_ONLY && !w.is_error()));
+}
+
 /// Hidden jobs (names starting with `.`) are templates: not planned, no `script` needed.
 /// `trigger` jobs need no `script`; other jobs do, and it may not be empty.
 #[test]
@@ -3264,4 +3276,23 @@ fn reference_and_matrix_bombs_are_refused() {
     let files = MemFiles::new(&[(CI, matrix)]);
     let config = config::load(&files, CI, &|_| None);
     assert!(config.diagnostics.iter().any(|d| d.message.contains("makes 300 jobs")), "{:?}", config.diagnostics);
+}
+
+/// A file included again counts again, with everything it includes, though it is read once:
+/// GitLab counts every include towards its limit.
+#[test]
+fn repeated_includes_count_with_their_nested_includes() {
+    let files: &[(&str, &str)] = &[
+        (CI, "include: [{local: /nested.yml}, {local: /nested.yml}]\njob:\n  script: [x]\n"),
+        ("nested.yml", "include: [{local: /base.yml}]\n"),
+        ("base.yml", "variables:\n  A: a\n"),
+    ];
+    let source = MemFiles::new(files);
+    let none = |_: &str| None;
+    let counted = |max: usize| {
+        let config = config::load_with_max_includes(&source, CI, &none, max);
+        config.diagnostics.iter().any(|d| d.message.contains("nested includes are allowed"))
+    };
+    assert!(!counted(4), "nested, base, nested again and its base: 4 includes");
+    assert!(counted(3));
 }

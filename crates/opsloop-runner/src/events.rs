@@ -92,12 +92,26 @@ pub enum Event {
         job: usize,
         name: String,
         text: String,
+        #[serde(default)]
+        kind: NoteKind,
     },
     JobFinished {
         job: usize,
         name: String,
         outcome: JobOutcome,
     },
+}
+
+/// What a note is, which decides where a terminal shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NoteKind {
+    /// Something to look at: a retry, a timeout, artifacts missing.
+    #[default]
+    Warning,
+    /// A step of the job's own done, such as its artifacts saved.
+    Progress,
+    /// A line under the job's progress, such as what one cache path matched.
+    Detail,
 }
 
 pub trait EventSink: Send + Sync {

@@ -12,7 +12,7 @@ use opsloop_pipeline::variables;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::events::{Event, EventSink, JobOutcome, JobStatus, Stream};
+use crate::events::{Event, EventSink, JobOutcome, JobStatus, NoteKind, Stream};
 use crate::mask::Masker;
 use crate::pipeline::Isolation;
 use crate::shell::{self, Ending, Line};
@@ -41,6 +41,10 @@ pub struct JobSpec {
     pub masked: Vec<String>,
     /// The jobs whose artifacts are restored into the workspace, in order.
     pub upstream: Vec<String>,
+    /// Those of `upstream` that declare `artifacts:`: when one left none (it failed, or its
+    /// paths matched nothing), the job is warned that what it expects is missing.
+    #[serde(default)]
+    pub producers: Vec<String>,
     /// File-type variables to write where the job runs (name, contents): the variable then
     /// holds the path of a private file there.
     #[serde(default)]
@@ -257,12 +261,24 @@ pub async fn execute(
         Ok(Err(error)) => return (fail_setup(format!("preparing the workspace failed: {error}")), Vec::new()),
         Err(error) => return (fail_setup(format!("preparing the workspace failed: {error}")), Vec::new()),
     }
+    for (producer, dir) in spec.upstream.iter().zip(upstream) {
+        let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+        if empty && spec.producers.contains(producer) {
+            sink.emit(Event::Note {
+                job: index,
+                name: name.clone(),
+                text: format!("artifacts from {producer} was empty"),
+                kind: NoteKind::Warning,
+            });
+        }
+    }
     let (launcher, mount) = match (&spec.image, &place.container_engine) {
         (Some(_), _) if place.force_shell => {
             sink.emit(Event::Note {
                 job: index,
                 name: name.clone(),
                 text: "runs in the shell although it names an image (--force-shell)".to_owned(),
+                kind: NoteKind::Warning,
             });
             (shell_launcher(place.isolation), None)
         }
@@ -397,6 +413,7 @@ pub async fn execute(
                 job: index,
                 name: name.clone(),
                 text: format!("retrying (attempt {} of {})", attempts + 1, spec.retry.max + 1),
+                kind: NoteKind::Warning,
             });
             continue;
         }
@@ -407,6 +424,7 @@ pub async fn execute(
             job: index,
             name: name.clone(),
             text: format!("job timed out after {}", spec.timeout.clone().unwrap_or_default()),
+            kind: NoteKind::Warning,
         });
     }
     let (status, exit_code) = match ending {
@@ -472,6 +490,7 @@ pub async fn execute(
             let target = workspace::artifacts_dir(&state, &name);
             let (untracked, tracked, copy_back) =
                 (artifacts.untracked, place.files.clone(), spec.artifacts_to_source.unwrap_or(place.copy_back));
+            let saving = Instant::now();
             let copied = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
                 let mut files = workspace::collect(&source, &project, &paths, &exclude)?;
                 if untracked {
@@ -493,12 +512,27 @@ pub async fn execute(
                 Ok(files.len())
             })
             .await;
-            if let Ok(Err(error)) = copied {
-                sink.emit(Event::Note {
+            match copied {
+                Ok(Err(error)) => sink.emit(Event::Note {
                     job: index,
                     name: name.clone(),
                     text: format!("saving artifacts failed: {error}"),
-                });
+                    kind: NoteKind::Warning,
+                }),
+                // gitlab-ci-local's words, which people grep for.
+                Ok(Ok(0)) if !artifacts.paths.is_empty() || artifacts.untracked => sink.emit(Event::Note {
+                    job: index,
+                    name: name.clone(),
+                    text: "!! no artifacts was copied !!".to_owned(),
+                    kind: NoteKind::Progress,
+                }),
+                Ok(Ok(_)) => sink.emit(Event::Note {
+                    job: index,
+                    name: name.clone(),
+                    text: format!("exported artifacts in {} ms", saving.elapsed().as_millis()),
+                    kind: NoteKind::Progress,
+                }),
+                Err(_) => {}
             }
             if !artifacts.junit.is_empty() {
                 let patterns: Vec<String> = artifacts.junit.iter().map(|p| variables::expand(p, &lookup)).collect();
@@ -507,9 +541,12 @@ pub async fn execute(
                     let Ok(xml) = std::fs::read_to_string(workspace_dir.join(&file)) else { continue };
                     match crate::junit::parse(&xml) {
                         Ok(report) => tests.get_or_insert_with(Default::default).merge(report),
-                        Err(error) => {
-                            sink.emit(Event::Note { job: index, name: name.clone(), text: format!("{file}: {error}") })
-                        }
+                        Err(error) => sink.emit(Event::Note {
+                            job: index,
+                            name: name.clone(),
+                            text: format!("{file}: {error}"),
+                            kind: NoteKind::Warning,
+                        }),
                     }
                 }
             }
@@ -521,6 +558,7 @@ pub async fn execute(
                         job: index,
                         name: name.clone(),
                         text: format!("artifact reports dotenv '{file}' could not be found"),
+                        kind: NoteKind::Warning,
                     }),
                 }
             }
@@ -539,8 +577,14 @@ pub async fn execute(
             let target = workspace::cache_dir(&place.cache_root, key);
             let (untracked, tracked) = (cache.untracked, place.files.clone());
             let saved_dir = target.clone();
-            let saved = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let saved = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(String, usize)>> {
                 let mut files = workspace::collect(&workspace_dir, &project, &paths, &[])?;
+                // What each path matched, for the report below.
+                let mut matched = Vec::with_capacity(paths.len());
+                for path in &paths {
+                    let count = workspace::collect(&workspace_dir, &project, std::slice::from_ref(path), &[])?.len();
+                    matched.push((path.clone(), count));
+                }
                 if untracked {
                     let tracked: std::collections::HashSet<&String> = tracked.iter().collect();
                     files.extend(workspace::list_tree(&workspace_dir)?.into_iter().filter(|f| !tracked.contains(f)));
@@ -548,11 +592,40 @@ pub async fn execute(
                     files.dedup();
                 }
                 std::fs::create_dir_all(&target)?;
-                workspace::copy_files(&workspace_dir, &target, &files)
+                workspace::copy_files(&workspace_dir, &target, &files)?;
+                Ok(matched)
             })
             .await;
-            if let (Ok(Ok(())), Some(shared)) = (saved, &place.shared_cache) {
-                shared.store(key, &saved_dir).await;
+            match saved {
+                Ok(Ok(matched)) => {
+                    // gitlab-ci-local's report, so a path that never matches is noticed.
+                    for (path, count) in matched {
+                        let text = if count == 0 {
+                            format!(
+                                "WARNING: {path}: no matching files. Ensure that the artifact path is relative to the working directory"
+                            )
+                        } else {
+                            format!("{path}: found {count} artifact files and directories")
+                        };
+                        sink.emit(Event::Note { job: index, name: name.clone(), text, kind: NoteKind::Detail });
+                    }
+                    sink.emit(Event::Note {
+                        job: index,
+                        name: name.clone(),
+                        text: format!("saved cache '{key}'"),
+                        kind: NoteKind::Progress,
+                    });
+                    if let Some(shared) = &place.shared_cache {
+                        shared.store(key, &saved_dir).await;
+                    }
+                }
+                Ok(Err(error)) => sink.emit(Event::Note {
+                    job: index,
+                    name: name.clone(),
+                    text: format!("saving cache '{key}' failed: {error}"),
+                    kind: NoteKind::Warning,
+                }),
+                Err(_) => {}
             }
         }
     }

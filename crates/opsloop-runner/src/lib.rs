@@ -16,7 +16,7 @@ pub mod transfer;
 mod trigger;
 pub mod workspace;
 
-pub use events::{Event, EventSink, JobOutcome, JobStatus, Stream};
+pub use events::{Event, EventSink, JobOutcome, JobStatus, NoteKind, Stream};
 pub use job::{CacheFuture, JobFuture, JobSpec, RemoteExecutor, RemoteJob, SharedCache, Workplace, execute};
 pub use pipeline::{
     ArtifactsToSource, Isolation, JobSwitches, Override, PipelineOutcome, ResourceGroups, RunOptions, run_pipeline,

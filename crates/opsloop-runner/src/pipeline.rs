@@ -3,7 +3,7 @@
 //! their outcomes whether it runs at all (`when`). Cost per event is linear in the job's edges.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub artifacts_to_source: ArtifactsToSource,
     /// `.opsloop` inside the project: builds, artifacts, caches, scripts.
     pub state_dir: PathBuf,
+    /// Files of the project the workspaces leave out (`--ignores-file`).
+    pub ignores: workspace::Ignores,
     pub concurrency: usize,
     /// Keep each job's workspace after it ends (`--shell-isolation` kept for inspection).
     pub keep_workspaces: bool,
@@ -146,6 +148,17 @@ pub struct Override {
     pub environment: Option<String>,
 }
 
+/// The state folder as the project's file list names it (it may be nested: `ci/.state`).
+pub(crate) fn state_name(options: &RunOptions) -> String {
+    options
+        .state_dir
+        .strip_prefix(&options.project_dir)
+        .ok()
+        .or_else(|| options.state_dir.file_name().map(Path::new))
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn environment_matches(pattern: &str, environment: Option<&str>) -> bool {
     if pattern == "*" {
         return true;
@@ -197,7 +210,7 @@ pub async fn run_pipeline(
     cancel: watch::Receiver<bool>,
 ) -> std::io::Result<PipelineOutcome> {
     std::fs::create_dir_all(&options.state_dir)?;
-    let state_name = options.state_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let state_name = state_name(&options);
     let snapshot = options.state_dir.join("source");
     let committed = if let Some(prepared) = &options.prepared_source {
         let prepared = prepared.clone();
@@ -224,6 +237,8 @@ pub async fn run_pipeline(
             (options.project_dir.clone(), files)
         }
     };
+    let mut files = files;
+    files.retain(|file| !options.ignores.ignores(file));
     let masker = Masker::new(options.masked.iter().cloned());
     let count = plan.jobs.len();
     let concurrency = options.concurrency.max(1);
@@ -456,9 +471,11 @@ fn job_layers(shared: &Shared, index: usize, inherited: &[(String, String)]) -> 
         .collect();
     // The environment's name is expanded with the job's variables first (GitLab does this when
     // it creates the job), so its slug, and the variables scoped to it, see the real name.
+    // The variables it names are resolved first: `ENV: $TARGET` names the environment TARGET holds.
     let environment = job.environment.as_ref().map(|environment| {
-        let lookup =
-            |name: &str| own.iter().chain(layers.iter()).rev().find(|(k, _, _)| k == name).map(|(_, v, _)| v.clone());
+        let known: Vec<(String, String, bool)> = layers.iter().chain(own.iter()).cloned().collect();
+        let resolved = opsloop_pipeline::variables::resolve(&known, &|_| None);
+        let lookup = |name: &str| resolved.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         (opsloop_pipeline::variables::expand(&environment.name, &lookup), environment)
     });
     if let Some((name, environment)) = &environment {
@@ -670,6 +687,13 @@ async fn run_job(
         caches: job.cache.clone(),
         masked: shared.options.masked.clone(),
         upstream: planned.artifacts_from.iter().map(|source| shared.plan.jobs[*source].name.clone()).collect(),
+        producers: planned
+            .artifacts_from
+            .iter()
+            .map(|source| &shared.plan.jobs[*source])
+            .filter(|source| shared.config.jobs[source.config_index].artifacts.is_some())
+            .map(|source| source.name.clone())
+            .collect(),
         file_variables: Vec::new(),
         artifacts_to_source: match &shared.options.artifacts_to_source {
             ArtifactsToSource::Except(names) if names.contains(&job.name) => Some(false),

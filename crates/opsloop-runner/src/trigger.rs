@@ -74,7 +74,7 @@ impl EventSink for ChildSink {
             }
             Event::Command { name, text, .. } => Event::Command { job: index, name, text },
             Event::Output { name, stream, line, .. } => Event::Output { job: index, name, stream, line },
-            Event::Note { name, text, .. } => Event::Note { job: index, name, text },
+            Event::Note { name, text, kind, .. } => Event::Note { job: index, name, text, kind },
             Event::AfterScript { name, .. } => Event::AfterScript { job: index, name },
             Event::Delayed { name, seconds, .. } => Event::Delayed { job: index, name, seconds },
             Event::JobFinished { name, outcome, .. } => Event::JobFinished { job: index, name, outcome },
@@ -114,7 +114,7 @@ pub async fn run_child(
     let files = match &parent.prepared_source {
         Some(source) => crate::workspace::list_tree(source).unwrap_or_default(),
         None => {
-            let state_name = parent.state_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let state_name = crate::pipeline::state_name(parent);
             crate::workspace::project_files(&parent.project_dir, &state_name).unwrap_or_default()
         }
     };

@@ -230,6 +230,89 @@ pub fn collect(workspace: &Path, project: &Path, patterns: &[String], exclude: &
     Ok(chosen)
 }
 
+/// Files that jobs' workspaces leave out, from a file of rsync exclude patterns (what
+/// gitlab-ci-local's `.gitlab-ci-local-ignores` holds): `name` anywhere, `/path` from the
+/// project's root, `dir/` only directories, `*`, `**` and `?` wildcards; blank lines and `#`
+/// comments are skipped. Include rules (`+ pattern`) are not supported and are skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Ignores {
+    rules: Vec<IgnoreRule>,
+}
+
+#[derive(Debug, Clone)]
+struct IgnoreRule {
+    regex: regex::Regex,
+    /// From the root, not at any depth.
+    anchored: bool,
+    /// Several components (`a/b`): matched against whole trailing components.
+    has_slash: bool,
+    directory_only: bool,
+}
+
+impl Ignores {
+    pub fn parse(text: &str) -> Ignores {
+        let rules = text
+            .lines()
+            .map(str::trim_end)
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#') && !line.starts_with(';'))
+            .filter(|line| !line.starts_with("+ "))
+            .filter_map(|line| {
+                let line = line.strip_prefix("- ").unwrap_or(line);
+                let directory_only = line.ends_with('/');
+                let line = line.trim_end_matches('/');
+                let anchored = line.starts_with('/');
+                let line = line.trim_start_matches('/');
+                let regex = regex::Regex::new(&format!("^{}$", glob_regex(line))).ok()?;
+                Some(IgnoreRule { regex, anchored, has_slash: line.contains('/'), directory_only })
+            })
+            .collect();
+        Ignores { rules }
+    }
+
+    /// Whether `path` (a file, relative to the project) is left out: it or a folder it is in
+    /// matches a rule.
+    pub fn ignores(&self, path: &str) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        (1..=parts.len()).any(|end| {
+            let is_dir = end < parts.len();
+            let prefix = &parts[..end];
+            self.rules.iter().any(|rule| {
+                if rule.directory_only && !is_dir {
+                    return false;
+                }
+                if rule.anchored {
+                    rule.regex.is_match(&prefix.join("/"))
+                } else if rule.has_slash {
+                    (0..end).any(|start| rule.regex.is_match(&prefix[start..].join("/")))
+                } else {
+                    rule.regex.is_match(prefix[end - 1])
+                }
+            })
+        })
+    }
+}
+
+/// An rsync wildcard pattern as a regular expression body.
+fn glob_regex(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                out.push_str(".*");
+            }
+            '*' => out.push_str("[^/]*"),
+            '?' => out.push_str("[^/]"),
+            other => out.push_str(&regex::escape(&other.to_string())),
+        }
+    }
+    out
+}
+
 /// Where one job's artifacts are kept.
 pub fn artifacts_dir(state: &Path, job: &str) -> PathBuf {
     state.join("artifacts").join(dir_name(job))
@@ -274,6 +357,22 @@ mod tests {
             let name = dir_name(hostile);
             assert!(!name.is_empty() && !name.starts_with('.') && !name.contains('/'), "{hostile:?} -> {name}");
         }
+    }
+
+    #[test]
+    fn ignores_read_rsync_patterns() {
+        let ignores = Ignores::parse("# comment\n*-big-*\n/build/\nlogs/*.log\n- tmp\n+ keep\n");
+        assert!(ignores.ignores("test-big-file.txt"));
+        assert!(ignores.ignores("sub/test-big-file.txt"));
+        assert!(!ignores.ignores("test-small-file.txt"));
+        assert!(ignores.ignores("build/out.bin"));
+        assert!(!ignores.ignores("src/build/out.bin"), "anchored at the root");
+        assert!(!ignores.ignores("build"), "only a folder named build");
+        assert!(ignores.ignores("app/logs/a.log"));
+        assert!(!ignores.ignores("app/logs/sub/a.log"));
+        assert!(ignores.ignores("tmp/x") && ignores.ignores("a/tmp"));
+        assert!(!ignores.ignores("keep"));
+        assert!(!Ignores::default().ignores("anything"));
     }
 
     #[test]

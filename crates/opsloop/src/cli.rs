@@ -328,12 +328,36 @@ pub struct RunArgs {
     /// With --isolation sandbox: let jobs reach the network.
     #[arg(long)]
     pub allow_network: bool,
-    /// Run jobs that name an `image:` in the shell when no container engine has that image.
-    #[arg(long)]
+    /// Run jobs that name an `image:` in the shell when no container engine has that image
+    /// (gitlab-ci-local's `--force-shell-executor`).
+    #[arg(long, visible_alias = "force-shell-executor")]
     pub force_shell: bool,
-    /// Accepted for gitlab-ci-local compatibility; opsloop runs shell jobs without an image by default.
-    #[arg(long, hide = true)]
+    /// The default: jobs with an `image:` run in a container (gitlab-ci-local's flag).
+    #[arg(long, conflicts_with = "force_shell")]
+    pub no_force_shell_executor: bool,
+    /// Run jobs without an `image:` in the shell: opsloop's default (gitlab-ci-local's flag).
+    #[arg(long)]
     pub shell_executor_no_image: bool,
+    /// Run jobs without an `image:` in a container of `--default-image` (default
+    /// docker.io/ruby:3.1, as gitlab-ci-local) instead of the shell.
+    #[arg(long, conflicts_with = "shell_executor_no_image")]
+    pub no_shell_executor_no_image: bool,
+    /// The image for jobs without `image:` when they run in containers (see
+    /// `--no-shell-executor-no-image`); with shell jobs it has no effect, and a warning says so.
+    #[arg(long, value_name = "IMAGE")]
+    pub default_image: Option<String>,
+    /// When to pull job images: `always` or `if-not-present` (the default). opsloop runs an image
+    /// only when the container engine already has it, so either is accepted and nothing is pulled.
+    #[arg(long, value_name = "POLICY", value_parser = ["always", "if-not-present"])]
+    pub pull_policy: Option<String>,
+    /// Where opsloop keeps workspaces, artifacts, caches and logs, relative to the project
+    /// (default `.opsloop`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
+    /// A file of patterns (rsync's exclude syntax: `*.log`, `/build/`) for files that jobs'
+    /// workspaces leave out (default: `.gitlab-ci-local-ignores` when present).
+    #[arg(long, value_name = "FILE")]
+    pub ignores_file: Option<std::path::PathBuf>,
     /// Accepted for gitlab-ci-local compatibility; opsloop always validates.
     #[arg(long, hide = true)]
     pub json_schema_validation: bool,
@@ -348,9 +372,14 @@ pub struct RunArgs {
     /// depended-on job is in the pipeline.
     #[arg(long, hide = true)]
     pub validate_dependency_chain: bool,
-    /// Accepted for gitlab-ci-local compatibility: job names in output are not padded to a width.
-    #[arg(long, value_name = "N", hide = true)]
-    pub max_job_name_padding: Option<usize>,
+    /// Pad job names in output to at most N characters (default: the longest name that runs;
+    /// 0: no padding).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_job_name_padding: Option<i64>,
+    /// Start each job line with the time of day and the job's elapsed time, and give each
+    /// job's duration first in the summary.
+    #[arg(long)]
+    pub timestamps: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

@@ -183,7 +183,9 @@ impl RemoteExecutor for AgentExecutor {
             let started = Instant::now();
             let index = job.spec.index;
             let name = job.spec.name.clone();
-            let note = |text: String| sink.emit(Event::Note { job: index, name: name.clone(), text });
+            let note = |text: String| {
+                sink.emit(Event::Note { job: index, name: name.clone(), text, kind: opsloop_runner::NoteKind::Warning })
+            };
             let fail = |message: String| {
                 note(message.clone());
                 (ended(JobStatus::Failed, started, vec![message], 0), Vec::new())
@@ -291,7 +293,7 @@ fn reindex(event: Event, index: usize, name: &str) -> Event {
         Event::Output { stream, line, .. } => Event::Output { job: index, name, stream, line },
         Event::AfterScript { .. } => Event::AfterScript { job: index, name },
         Event::Delayed { seconds, .. } => Event::Delayed { job: index, name, seconds },
-        Event::Note { text, .. } => Event::Note { job: index, name, text },
+        Event::Note { text, kind, .. } => Event::Note { job: index, name, text, kind },
         // The end is reported through `finish`, never as an event.
         Event::JobFinished { .. } => Event::Output {
             job: index,

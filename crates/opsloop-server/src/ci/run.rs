@@ -203,6 +203,7 @@ pub(super) async fn execute(
         artifacts_to_source: opsloop_runner::ArtifactsToSource::Always,
         project_dir: source_dir.clone(),
         state_dir: source_dir.join(".opsloop"),
+        ignores: opsloop_runner::workspace::Ignores::default(),
         concurrency: std::thread::available_parallelism().map_or(2, usize::from),
         keep_workspaces: false,
         source: opsloop_runner::pipeline::SourceFiles::WorkingTree,

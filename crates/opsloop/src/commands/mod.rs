@@ -8,6 +8,8 @@ mod pipeline;
 mod project;
 mod proxy;
 mod run;
+mod run_files;
+mod run_printer;
 pub mod serve;
 
 use std::process::ExitCode;

@@ -4,15 +4,17 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use opsloop_pipeline::config::{self, Config, FileSource};
 use opsloop_pipeline::diagnostic::{Diagnostic, Severity};
 use opsloop_pipeline::plan::{self, PlanOptions};
-use opsloop_pipeline::yaml::{self, Node, Value};
-use opsloop_runner::{Event, EventSink, Isolation, JobStatus, Override, RunOptions, Stream};
+use opsloop_pipeline::yaml::{Node, Value};
+use opsloop_runner::{Isolation, Override, RunOptions};
 
+use super::run_files;
+use super::run_printer::{Printer, PrinterOptions, name_width};
 use crate::cli::{IsolationArg, LintArgs, RunArgs};
 use crate::output;
 
@@ -135,80 +137,6 @@ fn remote_path(remote: &str) -> Option<String> {
     Some(path.trim_end_matches(".git").trim_matches('/').to_owned()).filter(|p| !p.is_empty())
 }
 
-/// Reads a variables file: `NAME: value`, `NAME: {value: …, masked: true, type: file}`, or
-/// `NAME: {values: {"env-pattern": value}}`. Masked values are added to `masked`; file-type
-/// values are written under `files_dir` and the variable holds the file's path.
-fn variables_file(
-    path: &Path,
-    section: Option<&str>,
-    masked: &mut Vec<String>,
-    files_dir: &Path,
-) -> Result<Vec<Override>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(format!("{}: {error}", path.display())),
-    };
-    let root = yaml::parse(&text)
-        .map_err(|e| format!("{}:{}:{}: {}", path.display(), e.span.line, e.span.column, e.message))?;
-    let root = match section {
-        Some(section) => match root.get(section) {
-            Some(node) => node.clone(),
-            None => return Ok(Vec::new()),
-        },
-        None => root,
-    };
-    let mut out = Vec::new();
-    for (key, value) in root.as_mapping().unwrap_or_default() {
-        match &value.value {
-            Value::Mapping(_) => {
-                if let Some(values) = value.get("values").and_then(Node::as_mapping) {
-                    for (pattern, scoped) in values {
-                        out.push(Override {
-                            name: key.name.clone(),
-                            value: scoped.scalar_text().unwrap_or_default(),
-                            environment: Some(pattern.name.clone()),
-                        });
-                    }
-                } else if let Some(plain) = value.get("value").and_then(Node::scalar_text) {
-                    if matches!(value.get("masked").map(|m| &m.value), Some(Value::Bool(true))) {
-                        masked.push(plain.clone());
-                    }
-                    let plain = if value.get("type").and_then(Node::scalar_text).as_deref() == Some("file") {
-                        write_variable_file(files_dir, &key.name, &plain)?
-                    } else {
-                        plain
-                    };
-                    out.push(Override { name: key.name.clone(), value: plain, environment: None });
-                }
-            }
-            _ => out.push(Override {
-                name: key.name.clone(),
-                value: value.scalar_text().unwrap_or_default(),
-                environment: None,
-            }),
-        }
-    }
-    Ok(out)
-}
-
-/// A file-type variable's content, written to a file only its owner can read; returns the path.
-fn write_variable_file(dir: &Path, name: &str, content: &str) -> Result<String, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let safe: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-    let path = dir.join(safe);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(content.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path.display().to_string())
-}
-
 fn print_diagnostics(config_sources: &opsloop_pipeline::diagnostic::Sources, diagnostics: &[Diagnostic]) {
     for diagnostic in diagnostics {
         let rendered = config_sources.render(diagnostic);
@@ -227,6 +155,7 @@ struct Loaded {
 
 fn load(
     cwd: Option<&Path>,
+    state_name: &str,
     file: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     max_includes: usize,
@@ -235,7 +164,7 @@ fn load(
         Some(dir) => dir.to_path_buf(),
         None => std::env::current_dir().map_err(|e| e.to_string())?,
     };
-    let files = opsloop_runner::workspace::project_files(&project, STATE_DIR).map_err(|e| e.to_string())?;
+    let files = opsloop_runner::workspace::project_files(&project, state_name).map_err(|e| e.to_string())?;
     let source = DirSource { root: project, files: files.clone() };
     let config = config::load_with_max_includes(&source, file, lookup, max_includes);
     Ok(Loaded { config, files })
@@ -248,7 +177,7 @@ pub fn lint(args: LintArgs) -> ExitCode {
     let project = args.cwd.clone().unwrap_or_else(|| PathBuf::from("."));
     let defined = predefined(&project, 1);
     let lookup = |name: &str| defined.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let loaded = match load(args.cwd.as_deref(), &args.file, &lookup, config::MAX_INCLUDES) {
+    let loaded = match load(args.cwd.as_deref(), STATE_DIR, &args.file, &lookup, config::MAX_INCLUDES) {
         Ok(loaded) => loaded,
         Err(error) => {
             output::error(&error);
@@ -368,7 +297,6 @@ fn print_miette(sources: &opsloop_pipeline::diagnostic::Sources, diagnostics: &[
 
 pub async fn run(args: RunArgs) -> ExitCode {
     let started = Instant::now();
-    let file = args.file.clone().unwrap_or_else(|| DEFAULT_PIPELINE_FILE.to_owned());
     let project = match &args.cwd {
         Some(dir) => dir.clone(),
         // From a subfolder of a repository without a pipeline file of its own: the root's.
@@ -378,36 +306,51 @@ pub async fn run(args: RunArgs) -> ExitCode {
         None => PathBuf::from("."),
     };
     let project = std::path::absolute(&project).unwrap_or(project);
+    // Default options from files, below the command line: the home folder's, then the project's.
+    let home = args.home.clone().or_else(|| std::env::var_os("HOME").map(PathBuf::from));
+    let option_files: Vec<PathBuf> = home
+        .iter()
+        .map(|home| home.join(".gitlab-ci-local/.env"))
+        .chain([project.join(".gitlab-ci-local-env")])
+        .collect();
+    let mut warnings = Vec::new();
+    let args = match run_files::with_default_options(args, &option_files, &mut warnings) {
+        Ok(args) => args,
+        Err(error) => {
+            output::error(&error.to_string());
+            return ExitCode::from(INVALID);
+        }
+    };
+    warnings.iter().for_each(|warning| eprintln!("warning: {warning}"));
+    let file = args.file.clone().unwrap_or_else(|| DEFAULT_PIPELINE_FILE.to_owned());
     if !project.join(&file).is_file() {
         output::error(&format!("{} could not be found", project.join(&file).display()));
         return ExitCode::from(INVALID);
     }
-    let state_dir = project.join(STATE_DIR);
+    let state_name = args.state_dir.clone().unwrap_or_else(|| STATE_DIR.to_owned());
+    let state_name = state_name.trim_end_matches('/').to_owned();
+    let state_dir = project.join(&state_name);
     let pipeline_id = next_pipeline_id(&state_dir);
     let mut defined = predefined(&project, pipeline_id);
 
     // Variables from files and the command line, lowest to highest.
-    let mut overrides: Vec<Override> = Vec::new();
-    let mut masked: Vec<String> = Vec::new();
-    let files_dir = state_dir.join("variables");
-    let home = args.home.clone().or_else(|| std::env::var_os("HOME").map(PathBuf::from));
-    if let Some(home) = home {
-        match variables_file(&home.join(".gitlab-ci-local/variables.yml"), Some("global"), &mut masked, &files_dir) {
-            Ok(found) => overrides.extend(found),
-            Err(error) => {
-                output::error(&error);
-                return ExitCode::from(INVALID);
-            }
-        }
-    }
+    let remote = || git(&project, &["remote", "get-url", "origin"]).and_then(|url| run_files::Remote::parse(&url));
     let project_file = args.variables_file.clone().unwrap_or_else(|| project.join(".gitlab-ci-local-variables.yml"));
-    match variables_file(&project_file, None, &mut masked, &files_dir) {
-        Ok(found) => overrides.extend(found),
+    let from_files = match run_files::read_variables(&run_files::Sources {
+        home: home.as_deref(),
+        project_file: &project.join(project_file),
+        remote: &remote,
+        files_dir: &state_dir.join("variables"),
+    }) {
+        Ok(found) => found,
         Err(error) => {
-            output::error(&error);
+            output::error(&error.to_string());
             return ExitCode::from(INVALID);
         }
-    }
+    };
+    from_files.warnings.iter().for_each(|warning| eprintln!("{warning}"));
+    let mut overrides: Vec<Override> = from_files.overrides;
+    let masked: Vec<String> = from_files.masked;
     // gitlab-ci-local's environment variables: `GCL_VARIABLE="A=1;B=2"` and
     // `GCL_VARIABLE_<NAME>=value`, below the command line's `--variable`.
     for (key, value) in std::env::vars() {
@@ -443,7 +386,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     defined.retain(|(k, _)| !args.unset_variable.contains(k));
     let lookup = |name: &str| defined.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
 
-    let loaded = match load(Some(&project), &file, &lookup, args.maximum_includes) {
+    let loaded = match load(Some(&project), &state_name, &file, &lookup, args.maximum_includes) {
         Ok(loaded) => loaded,
         Err(error) => {
             output::error(&error);
@@ -483,6 +426,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         manual: args.manual.clone(),
         changes: uses_changes(&config).then(|| change_sets(&project, &config, &lookup)),
         pipeline_variables,
+        allow_pre_post_only: true,
     };
     let planned = match plan::plan(&config, &predefined_lookup, &loaded.files, &options) {
         Ok(planned) => planned,
@@ -491,6 +435,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
+    // The loader's warnings were printed above; these are the planner's own.
+    print_diagnostics(
+        &config.sources,
+        &planned.warnings.iter().filter(|w| !config.diagnostics.contains(w)).cloned().collect::<Vec<_>>(),
+    );
     eprintln!("configuration validated in {} ms", started.elapsed().as_millis());
     if planned.prevented_by_workflow {
         eprintln!("{}: nothing to run.", plan::NO_PIPELINE);
@@ -510,7 +459,36 @@ pub async fn run(args: RunArgs) -> ExitCode {
         };
         return list(&config, &planned, format);
     }
-    exclude_state_dir(&project);
+    exclude_state_dir(&project, &state_name);
+
+    // gitlab-ci-local's words for flags that change nothing together.
+    if args.default_image.is_some() && !args.no_shell_executor_no_image {
+        eprintln!(" WARN  --default-image does not work with --shell-executor-no-image=true");
+    }
+    if args.default_image.is_some() && args.force_shell {
+        eprintln!(" WARN  --default-image does not work with --force-shell-executor=true");
+    }
+    // An interactive job runs attached to the terminal, so only as a manual job in the shell.
+    for name in jobs_marked(&config, "@Interactive") {
+        let Some(job) = config.jobs.iter().find(|job| job.name == name) else { continue };
+        if job.image.is_some() || job.when != config::When::Manual {
+            output::error(&format!("{name} @Interactive decorator cannot have image: and must be when:manual"));
+            return ExitCode::from(INVALID);
+        }
+        if args.no_shell_executor_no_image {
+            output::error(&format!("{name} @Interactive decorator cannot be used with --no-shell-executor-no-image"));
+            return ExitCode::from(INVALID);
+        }
+    }
+    let mut config = config;
+    if args.no_shell_executor_no_image {
+        // Jobs without an image run in a container of the default one, as gitlab-ci-local's
+        // docker executor does (its default image is Ruby's, like GitLab Runner's examples).
+        let image = args.default_image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+        for job in config.jobs.iter_mut().filter(|job| job.image.is_none()) {
+            job.image = Some(image.clone());
+        }
+    }
 
     let container_engine = match container_engine_for(&config, &planned) {
         Ok(engine) => engine,
@@ -520,6 +498,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
         Err(message) => {
             output::error(&format!("{message}; pass --force-shell to run them in the shell"));
+            return ExitCode::from(INVALID);
+        }
+    };
+    let ignores_file = project.join(args.ignores_file.clone().unwrap_or_else(|| DEFAULT_IGNORES_FILE.into()));
+    let ignores = match std::fs::read_to_string(&ignores_file) {
+        Ok(text) => opsloop_runner::workspace::Ignores::parse(&text),
+        // Only a file given on the command line must exist.
+        Err(_) if args.ignores_file.is_none() => opsloop_runner::workspace::Ignores::default(),
+        Err(error) => {
+            output::error(&format!("{}: {error}", ignores_file.display()));
             return ExitCode::from(INVALID);
         }
     };
@@ -541,6 +529,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         },
         project_dir: project.clone(),
         state_dir,
+        ignores,
         concurrency: args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
         keep_workspaces: args.shell_isolation,
         source: match (args.dirty, args.committed) {
@@ -567,16 +556,15 @@ pub async fn run(args: RunArgs) -> ExitCode {
         // A local run is the user's own: jobs see their environment, as with gitlab-ci-local.
         clean_env: false,
     };
-    let width = planned.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(0);
-    let printer = Arc::new(Printer {
+    let width = name_width(planned.jobs.iter().map(|j| j.name.as_str()), args.max_job_name_padding);
+    let printer = Arc::new(Printer::new(PrinterOptions {
         width,
         json: args.json,
         stages: planned.stages.clone(),
         jobs: planned.jobs.iter().map(|j| j.stage).collect(),
         color: output::color(),
-        lock: Mutex::new(()),
-        live: if args.json { None } else { Live::for_terminal() },
-    });
+        timestamps: args.timestamps,
+    }));
     let coverage_jobs: Vec<bool> =
         planned.jobs.iter().map(|j| config.jobs[j.config_index].coverage.is_some()).collect();
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
@@ -590,8 +578,17 @@ pub async fn run(args: RunArgs) -> ExitCode {
             std::process::exit(130);
         }
     });
+    let watcher = printer.clone();
+    let silence = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            watcher.note_silent_jobs();
+        }
+    });
     let outcome = opsloop_runner::run_pipeline(config, planned, options, printer.clone(), cancel_rx).await;
     interrupt.abort();
+    silence.abort();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -704,19 +701,24 @@ fn next_pipeline_id(state_dir: &Path) -> u64 {
     next
 }
 
-/// Keeps `.opsloop/` out of `git status` without touching the project's `.gitignore`.
-fn exclude_state_dir(project: &Path) {
+/// Keeps the state folder out of `git status` without touching the project's `.gitignore`.
+fn exclude_state_dir(project: &Path, state_name: &str) {
+    // Only a folder inside the project can show up there.
+    if Path::new(state_name).is_absolute() || state_name.split('/').any(|part| part == "..") {
+        return;
+    }
     let Some(git_dir) = git(project, &["rev-parse", "--git-dir"]) else { return };
     let exclude = project.join(git_dir).join("info").join("exclude");
     let existing = std::fs::read_to_string(&exclude).unwrap_or_default();
-    if existing.lines().any(|l| l.trim() == "/.opsloop/" || l.trim() == ".opsloop/") {
+    let line = format!("/{}/", state_name.trim_start_matches("./"));
+    if existing.lines().any(|l| l.trim() == line || l.trim() == line.trim_start_matches('/')) {
         return;
     }
     if let Some(parent) = exclude.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
     if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&exclude) {
-        let _ = writeln!(file, "/.opsloop/");
+        let _ = writeln!(file, "{line}");
     }
 }
 
@@ -882,230 +884,15 @@ fn jobs_marked(config: &Config, directive: &str) -> Vec<String> {
 
 const DEFAULT_PIPELINE_FILE: &str = ".gitlab-ci.yml";
 
+/// The image of jobs without one under `--no-shell-executor-no-image` (gitlab-ci-local's).
+const DEFAULT_IMAGE: &str = "docker.io/ruby:3.1";
+
+/// gitlab-ci-local's file of patterns for files the workspaces leave out.
+const DEFAULT_IGNORES_FILE: &str = ".gitlab-ci-local-ignores";
+
 /// The root of the git repository around the working directory, if there is one.
 fn git_root() -> Option<PathBuf> {
     let output = std::process::Command::new("git").args(["rev-parse", "--show-toplevel"]).output().ok()?;
     let root = String::from_utf8(output.stdout).ok()?;
     (output.status.success() && !root.trim().is_empty()).then(|| PathBuf::from(root.trim()))
-}
-
-/// `12 ms`, `1.58 s`, `2.5 min`: three significant figures at most.
-fn human_duration(duration: std::time::Duration) -> String {
-    let ms = duration.as_secs_f64() * 1000.0;
-    let (value, unit) = if ms < 1000.0 {
-        (ms, "ms")
-    } else if ms < 60_000.0 {
-        (ms / 1000.0, "s")
-    } else {
-        (ms / 60_000.0, "min")
-    };
-    let text = if value >= 10.0 { format!("{value:.0}") } else { format!("{value:.2}") };
-    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_owned() } else { text };
-    format!("{text} {unit}")
-}
-
-/// Prints runner events as gitlab-ci-local does: `job > line`, `job $ command`, and a summary.
-struct Printer {
-    width: usize,
-    json: bool,
-    stages: Vec<String>,
-    jobs: Vec<usize>,
-    color: bool,
-    lock: Mutex<()>,
-    /// On a terminal: a spinner line per running job, with its elapsed time.
-    live: Option<Live>,
-}
-
-struct Live {
-    multi: indicatif::MultiProgress,
-    bars: Mutex<std::collections::HashMap<usize, indicatif::ProgressBar>>,
-}
-
-impl Live {
-    /// Only when both streams are terminals: piped output stays plain lines.
-    fn for_terminal() -> Option<Live> {
-        use std::io::IsTerminal;
-        (std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
-            .then(|| Live { multi: indicatif::MultiProgress::new(), bars: Mutex::new(Default::default()) })
-    }
-
-    fn started(&self, job: usize, name: &str) {
-        let style = indicatif::ProgressStyle::with_template("  {spinner} {prefix} running for {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        let bar = self.multi.add(indicatif::ProgressBar::new_spinner().with_style(style).with_prefix(name.to_owned()));
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        if let Ok(mut bars) = self.bars.lock() {
-            bars.insert(job, bar);
-        }
-    }
-
-    fn finished(&self, job: usize) {
-        if let Some(bar) = self.bars.lock().ok().and_then(|mut bars| bars.remove(&job)) {
-            bar.finish_and_clear();
-            self.multi.remove(&bar);
-        }
-    }
-}
-
-impl Printer {
-    fn prefix(&self, name: &str) -> String {
-        let padded = format!("{name:<width$}", width = self.width);
-        if self.color { format!("\x1b[34m{padded}\x1b[0m") } else { padded }
-    }
-
-    fn summary(&self, outcome: &opsloop_runner::PipelineOutcome, coverage: &[bool]) {
-        let _guard = self.lock.lock();
-        println!();
-        let paint = |label: &str, colour: &str| {
-            if self.color { format!("\x1b[{colour}m{label}\x1b[0m") } else { label.to_owned() }
-        };
-        for (index, (name, job)) in outcome.jobs.iter().enumerate() {
-            let padded = format!("{name:<width$}", width = self.width);
-            let cover = job
-                .coverage
-                .as_ref()
-                .filter(|_| coverage.get(index).copied().unwrap_or(false))
-                .map(|c| format!(" {c}% coverage"))
-                .unwrap_or_default();
-            let took = human_duration(job.duration);
-            match job.status {
-                JobStatus::Success => println!(" {}  {padded}{cover}  {took}", paint("PASS", "32")),
-                JobStatus::Warning => println!(" {}  {padded}  pre_script  {took}", paint("WARN", "33")),
-                JobStatus::Failed => println!(" {}  {padded}  {took}", paint("FAIL", "31")),
-                JobStatus::Canceled => println!(" {}  {padded}  {took}", paint("CANCELED", "31")),
-                JobStatus::Skipped | JobStatus::Manual => continue,
-            }
-            if job.after_script_failed {
-                println!(" {}  {padded}  after_script", paint("WARN", "33"));
-            }
-            if matches!(job.status, JobStatus::Failed | JobStatus::Warning) {
-                let start = job.tail.len().saturating_sub(3);
-                for line in &job.tail[start..] {
-                    println!("  > {line}");
-                }
-            }
-        }
-        let reports: Vec<(&String, &opsloop_runner::junit::TestReport)> =
-            outcome.jobs.iter().filter_map(|(name, job)| job.tests.as_ref().map(|t| (name, t))).collect();
-        if !reports.is_empty() {
-            println!();
-            for (name, report) in reports {
-                println!(
-                    " TESTS {name}: {} tests, {} passed, {} failed, {} skipped",
-                    report.total(),
-                    report.passed,
-                    report.failed,
-                    report.skipped
-                );
-                for failure in &report.failures {
-                    println!("  ✗ {failure}");
-                }
-            }
-        }
-    }
-}
-
-impl EventSink for Printer {
-    fn emit(&self, event: Event) {
-        let _guard = self.lock.lock();
-        if self.json {
-            let value = match &event {
-                Event::JobStarted { job, name, executor } => {
-                    serde_json::json!({"event": "job_started", "job": job, "name": name, "executor": executor})
-                }
-                Event::Command { job, name, text } => {
-                    serde_json::json!({"event": "command", "job": job, "name": name, "text": text})
-                }
-                Event::Environment { job, name, environment, url } => serde_json::json!({
-                    "event": "environment", "job": job, "name": name, "environment": environment, "url": url,
-                }),
-                Event::Output { job, name, stream, line } => serde_json::json!({
-                    "event": "output", "job": job, "name": name,
-                    "stream": if *stream == Stream::Stdout { "stdout" } else { "stderr" }, "line": line,
-                }),
-                Event::Note { job, name, text } => {
-                    serde_json::json!({"event": "note", "job": job, "name": name, "text": text})
-                }
-                Event::AfterScript { job, name } => {
-                    serde_json::json!({"event": "after_script", "job": job, "name": name})
-                }
-                Event::Delayed { job, name, seconds } => {
-                    serde_json::json!({"event": "note", "job": job, "name": name, "text": format!("delayed: starting in {seconds}s")})
-                }
-                Event::JobFinished { job, name, outcome } => serde_json::json!({
-                    "event": "job_finished", "job": job, "name": name, "status": outcome.status.as_str(),
-                    "exit_code": outcome.exit_code, "duration_ms": outcome.duration.as_millis() as u64,
-                    "coverage": outcome.coverage, "attempts": outcome.attempts,
-                    "tests": outcome.tests.as_ref().map(|t| serde_json::json!({
-                        "passed": t.passed, "failed": t.failed, "skipped": t.skipped, "failures": t.failures,
-                    })),
-                }),
-            };
-            println!("{value}");
-            return;
-        }
-        // Lines to print, true for stderr; printed with the live view suspended.
-        let mut lines: Vec<(bool, String)> = Vec::new();
-        match &event {
-            Event::JobStarted { job, name, executor } => {
-                let stage = self.jobs.get(*job).and_then(|s| self.stages.get(*s)).cloned().unwrap_or_default();
-                lines.push((false, format!("{} starting {executor} ({stage})", self.prefix(name))));
-            }
-            Event::Command { name, text, .. } => lines.push((false, format!("{} $ {text}", self.prefix(name)))),
-            Event::Environment { name, environment, url, .. } => {
-                // gitlab-ci-local's line, which scripts read.
-                let url = url.as_deref().map(|u| format!(", url: {u}")).unwrap_or_default();
-                lines.push((false, format!("{} environment: {{ name: {environment}{url} }}", self.prefix(name))));
-            }
-            Event::Output { name, stream, line, .. } => {
-                lines.push((*stream == Stream::Stderr, format!("{} > {line}", self.prefix(name))));
-            }
-            Event::Note { name, text, .. } => lines.push((true, format!("{} {text}", self.prefix(name)))),
-            Event::Delayed { name, seconds, .. } => {
-                lines.push((true, format!("{} delayed: starting in {seconds}s", self.prefix(name))))
-            }
-            Event::AfterScript { name, .. } => {
-                lines.push((false, format!("{} Running after script...", self.prefix(name))))
-            }
-            Event::JobFinished { name, outcome, .. } => {
-                let ms = outcome.duration.as_millis();
-                match outcome.status {
-                    JobStatus::Success => lines.push((false, format!("{} finished in {ms} ms", self.prefix(name)))),
-                    JobStatus::Warning => lines.push((
-                        true,
-                        format!("{} finished in {ms} ms  WARN {}", self.prefix(name), outcome.exit_code.unwrap_or(1)),
-                    )),
-                    JobStatus::Failed => {
-                        let code = outcome.exit_code.map_or_else(|| "timeout".to_owned(), |c| c.to_string());
-                        lines.push((true, format!("{} finished in {ms} ms  FAIL {code}", self.prefix(name))));
-                    }
-                    JobStatus::Canceled => lines.push((true, format!("{} canceled after {ms} ms", self.prefix(name)))),
-                    JobStatus::Skipped | JobStatus::Manual => {}
-                }
-                if outcome.after_script_failed {
-                    lines.push((true, format!("{} finished in {ms} ms  WARN 1  after_script", self.prefix(name))));
-                }
-            }
-        }
-        let print = || {
-            for (to_stderr, line) in &lines {
-                if *to_stderr {
-                    eprintln!("{line}");
-                } else {
-                    println!("{line}");
-                }
-            }
-        };
-        match &self.live {
-            Some(live) => {
-                live.multi.suspend(print);
-                match &event {
-                    Event::JobStarted { job, name, .. } => live.started(*job, name),
-                    Event::JobFinished { job, .. } => live.finished(*job),
-                    _ => {}
-                }
-            }
-            None => print(),
-        }
-    }
 }
