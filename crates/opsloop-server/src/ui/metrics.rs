@@ -22,6 +22,8 @@ use opsloop_metrics::labels::Labels;
 use opsloop_metrics::scrape::{Health, TargetInfo};
 
 const SCRIPT: &str = include_str!("../../assets/metrics.js");
+/// The graph page's charting, apart so that other pages can draw with it.
+const CHART_SCRIPT: &str = include_str!("../../assets/chart.js");
 const STYLESHEET: &str = include_str!("../../assets/metrics.css");
 
 /// Every metrics page counts as the Metrics area of the navigation, whose link is the graph.
@@ -33,7 +35,7 @@ const DEFAULT_RANGE: &str = "1h";
 /// Auto-refresh choices: (value in the query string, shown as).
 const REFRESHES: [(&str, &str); 4] = [("", "off"), ("5s", "5s"), ("15s", "15s"), ("1m", "1m")];
 
-/// The Metrics area's pages (see `crate::subsystem`). The script and its stylesheet are only
+/// The Metrics area's pages (see `crate::subsystem`). The scripts and the stylesheet are only
 /// used by signed-in pages, so they are not public.
 pub fn routes(table: RouteTable) -> RouteTable {
     use Access::{Admin, Authenticated};
@@ -42,16 +44,22 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::GET, "/metrics/graph", Authenticated, graph)
         .add(ui, Method::GET, "/metrics/targets", Authenticated, targets)
         .add(ui, Method::GET, "/metrics/tsdb", Admin, tsdb)
+        .add(ui, Method::GET, "/assets/chart.js", Authenticated, chart_script)
         .add(ui, Method::GET, "/assets/metrics.js", Authenticated, script)
         .add(ui, Method::GET, "/assets/metrics.css", Authenticated, stylesheet)
 }
 
-async fn script() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "private, max-age=3600")],
-        SCRIPT,
-    )
+fn javascript(text: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "private, max-age=3600")], text)
         .into_response()
+}
+
+async fn script() -> Response {
+    javascript(SCRIPT)
+}
+
+async fn chart_script() -> Response {
+    javascript(CHART_SCRIPT)
 }
 
 async fn stylesheet() -> Response {
@@ -222,6 +230,7 @@ async fn graph(
                 tbody {}
             }
         }
+        script src="/assets/chart.js" {}
         script src="/assets/metrics.js" {}
     })
     .into_response()
