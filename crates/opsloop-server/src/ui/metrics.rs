@@ -1,5 +1,6 @@
 //! The Metrics area: a PromQL graph and table (`/metrics/graph`), the scrape targets
-//! (`/metrics/targets`) and the TSDB's statistics (`/metrics/tsdb`, admins).
+//! (`/metrics/targets`), the rules and alerts (`rules.rs`) and the TSDB's statistics
+//! (`/metrics/tsdb`, admins).
 //!
 //! The graph page is the one page of the UI that needs JavaScript: the server renders the form
 //! with the state of its query string, and `assets/metrics.js` asks Prometheus's HTTP API under
@@ -27,7 +28,7 @@ const CHART_SCRIPT: &str = include_str!("../../assets/chart.js");
 const STYLESHEET: &str = include_str!("../../assets/metrics.css");
 
 /// Every metrics page counts as the Metrics area of the navigation, whose link is the graph.
-const AREA: &str = "/metrics/graph";
+pub(super) const AREA: &str = "/metrics/graph";
 
 /// The ranges the range menu offers, as Prometheus's UI offers them.
 const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
@@ -43,6 +44,8 @@ pub fn routes(table: RouteTable) -> RouteTable {
     table
         .add(ui, Method::GET, "/metrics/graph", Authenticated, graph)
         .add(ui, Method::GET, "/metrics/targets", Authenticated, targets)
+        .add(ui, Method::GET, "/metrics/rules", Authenticated, super::rules::rules)
+        .add(ui, Method::GET, "/metrics/alerts", Authenticated, super::rules::alerts)
         .add(ui, Method::GET, "/metrics/tsdb", Admin, tsdb)
         .add(ui, Method::GET, "/assets/chart.js", Authenticated, chart_script)
         .add(ui, Method::GET, "/assets/metrics.js", Authenticated, script)
@@ -127,8 +130,13 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 /// The links between the Metrics area's pages.
-fn subnav(principal: &Principal, current: &str) -> Markup {
-    let mut pages = vec![("/metrics/graph", "Graph"), ("/metrics/targets", "Targets")];
+pub(super) fn subnav(principal: &Principal, current: &str) -> Markup {
+    let mut pages = vec![
+        ("/metrics/graph", "Graph"),
+        ("/metrics/targets", "Targets"),
+        ("/metrics/rules", "Rules"),
+        ("/metrics/alerts", "Alerts"),
+    ];
     if principal.is_admin() {
         pages.push(("/metrics/tsdb", "TSDB status"));
     }
@@ -145,7 +153,7 @@ fn subnav(principal: &Principal, current: &str) -> Markup {
 
 /// The stylesheet of the Metrics pages, beside the shared one (a `link` in the body is valid
 /// HTML and keeps the shared page frame unchanged).
-fn metrics_stylesheet() -> Markup {
+pub(super) fn metrics_stylesheet() -> Markup {
     html! { link rel="stylesheet" href="/assets/metrics.css"; }
 }
 
@@ -345,7 +353,7 @@ fn health_badge(health: Health) -> Markup {
 }
 
 /// How long ago `then` was, for people: `12 s ago`, `3 min ago`, `2 h ago`.
-fn ago(now_ms: i64, then_ms: i64) -> String {
+pub(super) fn ago(now_ms: i64, then_ms: i64) -> String {
     let seconds = (now_ms - then_ms).max(0) / 1000;
     match seconds {
         0..60 => format!("{seconds} s ago"),

@@ -10,6 +10,7 @@ mod login;
 mod metrics;
 mod pipelines;
 mod projects;
+mod rules;
 mod schedules;
 mod settings;
 
