@@ -13,6 +13,7 @@ mod projects;
 mod rules;
 mod schedules;
 mod settings;
+mod signals;
 
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
