@@ -216,7 +216,7 @@ async fn render_environments(
             table {
                 thead { tr {
                     th scope="col" { "Environment" } th scope="col" { "Service" } th scope="col" { "Version" }
-                    th scope="col" { "Health" } th scope="col" { "Since" }
+                    th scope="col" { "Health" } th scope="col" { "Since" } th scope="col" { "Signals" }
                     @if can_deploy { th scope="col" { span.muted { "Actions" } } }
                 } }
                 tbody {
@@ -233,6 +233,7 @@ async fn render_environments(
                                 }
                             }
                             td { (crate::views::human_time_of(&entry.since)) }
+                            td { a.signals href=(super::signals::link(&project.name, &entry.environment, &entry.service, None)) { "golden signals" } }
                             @if can_deploy {
                                 td {
                                     form.inline method="post" action={ (base) "/rollbacks" } {
@@ -541,6 +542,7 @@ pub async fn show(
             }
         }
         h2 { "Golden signals" }
+        p { a.signals href=(super::signals::link(&project.name, &deployment.environment, &deployment.service, Some(deployment.id))) { "Charts of the golden signals around this deployment" } " (old and new version side by side)" }
         p.hint { @if timeline.figures.is_empty() { "Totals so far, through the proxy." } @else { "Over the deployment, through the proxy." } }
         (figures_table(&figures, &new_label))
         @if let Some(previous) = &previous {

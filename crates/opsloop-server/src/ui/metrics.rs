@@ -1,7 +1,8 @@
 //! The Metrics area: a PromQL graph and table (`/metrics/graph`), the scrape targets
-//! (`/metrics/targets`) and the TSDB's statistics (`/metrics/tsdb`, admins).
+//! (`/metrics/targets`), the rules and alerts (`rules.rs`), the TSDB's statistics
+//! (`/metrics/tsdb`, admins) and each service's golden signals (`signals.rs`).
 //!
-//! The graph page is the one page of the UI that needs JavaScript: the server renders the form
+//! The graph page needs JavaScript (as does the signals dashboard): the server renders the form
 //! with the state of its query string, and `assets/metrics.js` asks Prometheus's HTTP API under
 //! `/prometheus/api/v1` with the session cookie (GET only, so no CSRF token is involved). What
 //! a person sees is therefore scoped exactly as the API scopes it (`crate::prometheus::scope`).
@@ -22,36 +23,67 @@ use opsloop_metrics::labels::Labels;
 use opsloop_metrics::scrape::{Health, TargetInfo};
 
 const SCRIPT: &str = include_str!("../../assets/metrics.js");
+/// The charting both the graph page and the golden-signals dashboard draw with.
+const CHART_SCRIPT: &str = include_str!("../../assets/chart.js");
+const SIGNALS_SCRIPT: &str = include_str!("../../assets/signals.js");
 const STYLESHEET: &str = include_str!("../../assets/metrics.css");
 
 /// Every metrics page counts as the Metrics area of the navigation, whose link is the graph.
-const AREA: &str = "/metrics/graph";
+pub(super) const AREA: &str = "/metrics/graph";
 
 /// The ranges the range menu offers, as Prometheus's UI offers them.
-const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
-const DEFAULT_RANGE: &str = "1h";
+pub(super) const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
+pub(super) const DEFAULT_RANGE: &str = "1h";
 /// Auto-refresh choices: (value in the query string, shown as).
 const REFRESHES: [(&str, &str); 4] = [("", "off"), ("5s", "5s"), ("15s", "15s"), ("1m", "1m")];
 
-/// The Metrics area's pages (see `crate::subsystem`). The script and its stylesheet are only
+/// The Metrics area's pages (see `crate::subsystem`). The scripts and the stylesheet are only
 /// used by signed-in pages, so they are not public.
 pub fn routes(table: RouteTable) -> RouteTable {
-    use Access::{Admin, Authenticated};
+    use Access::{Admin, Authenticated, Project};
+    use opsloop_core::Role::Viewer;
     let ui = Surface::Ui;
     table
         .add(ui, Method::GET, "/metrics/graph", Authenticated, graph)
         .add(ui, Method::GET, "/metrics/targets", Authenticated, targets)
+        .add(ui, Method::GET, "/metrics/rules", Authenticated, super::rules::rules)
+        .add(ui, Method::GET, "/metrics/alerts", Authenticated, super::rules::alerts)
         .add(ui, Method::GET, "/metrics/tsdb", Admin, tsdb)
+        .add(
+            ui,
+            Method::GET,
+            "/projects/{project}/environments/{environment}/signals",
+            Project(Viewer),
+            super::signals::page,
+        )
+        .add(
+            ui,
+            Method::GET,
+            "/projects/{project}/environments/{environment}/signals/data",
+            Project(Viewer),
+            super::signals::data,
+        )
+        .add(ui, Method::GET, "/assets/chart.js", Authenticated, chart_script)
         .add(ui, Method::GET, "/assets/metrics.js", Authenticated, script)
+        .add(ui, Method::GET, "/assets/signals.js", Authenticated, signals_script)
         .add(ui, Method::GET, "/assets/metrics.css", Authenticated, stylesheet)
 }
 
-async fn script() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "private, max-age=3600")],
-        SCRIPT,
-    )
+fn javascript(text: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "private, max-age=3600")], text)
         .into_response()
+}
+
+async fn script() -> Response {
+    javascript(SCRIPT)
+}
+
+async fn chart_script() -> Response {
+    javascript(CHART_SCRIPT)
+}
+
+async fn signals_script() -> Response {
+    javascript(SIGNALS_SCRIPT)
 }
 
 async fn stylesheet() -> Response {
@@ -83,7 +115,7 @@ impl GraphQuery {
 }
 
 /// Seconds in a duration as the range menu writes it (`5m`, `24h`, `7d`); `None` otherwise.
-fn range_seconds(range: &str) -> Option<u64> {
+pub(super) fn range_seconds(range: &str) -> Option<u64> {
     let digits = range.find(|c: char| !c.is_ascii_digit())?;
     let n: u64 = range[..digits].parse().ok()?;
     let unit = match &range[digits..] {
@@ -99,7 +131,7 @@ fn range_seconds(range: &str) -> Option<u64> {
 
 /// The step the graph uses when none is set: about 250 points over the range, as Prometheus's
 /// own UI does, and never under a second (the API's resolution). `metrics.js` computes the same.
-fn auto_step_seconds(range_seconds: u64) -> u64 {
+pub(super) fn auto_step_seconds(range_seconds: u64) -> u64 {
     (range_seconds / 250).max(1)
 }
 
@@ -119,8 +151,13 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 /// The links between the Metrics area's pages.
-fn subnav(principal: &Principal, current: &str) -> Markup {
-    let mut pages = vec![("/metrics/graph", "Graph"), ("/metrics/targets", "Targets")];
+pub(super) fn subnav(principal: &Principal, current: &str) -> Markup {
+    let mut pages = vec![
+        ("/metrics/graph", "Graph"),
+        ("/metrics/targets", "Targets"),
+        ("/metrics/rules", "Rules"),
+        ("/metrics/alerts", "Alerts"),
+    ];
     if principal.is_admin() {
         pages.push(("/metrics/tsdb", "TSDB status"));
     }
@@ -137,7 +174,7 @@ fn subnav(principal: &Principal, current: &str) -> Markup {
 
 /// The stylesheet of the Metrics pages, beside the shared one (a `link` in the body is valid
 /// HTML and keeps the shared page frame unchanged).
-fn metrics_stylesheet() -> Markup {
+pub(super) fn metrics_stylesheet() -> Markup {
     html! { link rel="stylesheet" href="/assets/metrics.css"; }
 }
 
@@ -222,6 +259,7 @@ async fn graph(
                 tbody {}
             }
         }
+        script src="/assets/chart.js" {}
         script src="/assets/metrics.js" {}
     })
     .into_response()
@@ -336,7 +374,7 @@ fn health_badge(health: Health) -> Markup {
 }
 
 /// How long ago `then` was, for people: `12 s ago`, `3 min ago`, `2 h ago`.
-fn ago(now_ms: i64, then_ms: i64) -> String {
+pub(super) fn ago(now_ms: i64, then_ms: i64) -> String {
     let seconds = (now_ms - then_ms).max(0) / 1000;
     match seconds {
         0..60 => format!("{seconds} s ago"),

@@ -10,8 +10,10 @@ mod login;
 mod metrics;
 mod pipelines;
 mod projects;
+mod rules;
 mod schedules;
 mod settings;
+mod signals;
 
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};

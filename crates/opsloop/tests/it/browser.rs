@@ -909,6 +909,23 @@ async fn deploy_and_roll_back_from_the_environments_page() {
     let answer = Server::client().get(format!("{}/", server.proxy_url)).send().await.expect("the proxy answers");
     assert_eq!(answer.text().await.expect("body"), "1.0.0\n");
     assert_no_csp_violation(&browser).await;
+
+    // The rollback's golden signals: its page links them, with the deployments of the range
+    // listed and marked on every chart.
+    follow(&browser, "a.signals", "golden signals").await;
+    wait_for_text(&browser, "main h1", "Golden signals of web in production").await;
+    wait_for_text(&browser, "#signals-deployments li", "started").await;
+    let marked = "return document.querySelectorAll('svg#signals-rate g.event line').length > 0";
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while read(&browser, marked).await != serde_json::Value::Bool(true) {
+        assert!(Instant::now() < deadline, "no deployment marker on the rate chart:\n{}", page_text(&browser).await);
+        tokio::time::sleep(POLL).await;
+    }
+    assert_no_csp_violation(&browser).await;
+    // The environments page links each serving service's signals.
+    browser.goto(&at("/projects/demo/environments")).await.expect("open the environments");
+    follow(&browser, "main table a.signals", "golden signals").await;
+    wait_for_text(&browser, "main h1", "Golden signals of web in production").await;
     drop(server);
     opsloop_runner::reap::kill_marked("OPSLOOP_RELEASE_DIR", &data.join("releases"));
 }
