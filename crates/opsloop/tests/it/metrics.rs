@@ -576,3 +576,45 @@ async fn the_cli_queries_and_checks_files_as_promtool_does() {
     let said = crate::harness::text(&out.stderr);
     assert!(said.contains("bad.yml:5:9") && said.contains("expr"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_prometheus_remote_writes_into_opsloop() {
+    if Command::new("prometheus").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        return skip("remote write from a real Prometheus, because prometheus is missing (apt-get install prometheus)");
+    }
+    let server = Server::start();
+    let admin = server.token("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Prometheus scrapes itself and forwards everything to opsloop, with a token as the
+    // basic-auth password as a team would configure it.
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  external_labels:\n    replica: a\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: {}/prometheus/api/v1/write\n    basic_auth:\n      username: prometheus\n      password: {admin}\n    queue_config:\n      batch_send_deadline: 1s\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let query =
+        format!("{}/prometheus/api/v1/query?query={}", server.url, urlencode("up{job=\"prometheus\", replica=\"a\"}"));
+    wait_for("Prometheus's own series, forwarded to opsloop", || {
+        let (url, admin) = (query.clone(), admin.clone());
+        async move { get_json(&url, &admin).await.1["data"]["result"][0]["value"][1] == "1" }
+    })
+    .await;
+    let names = format!("{}/prometheus/api/v1/label/__name__/values", server.url);
+    let (_, body) = get_json(&names, &admin).await;
+    let count = body["data"].as_array().map_or(0, Vec::len);
+    assert!(count > 100, "Prometheus's own metrics arrived: {count} names");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}
