@@ -618,3 +618,62 @@ async fn a_real_prometheus_remote_writes_into_opsloop() {
     let _ = prometheus.kill();
     let _ = prometheus.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_ingest_loses_no_acknowledged_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = Server::start_in(&data_dir, &[]);
+    let admin = server.token("admin");
+    let write = format!("{}/prometheus/api/v1/write", server.url);
+    let base = now_ms() - 3_600_000;
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sender = {
+        let (acked, admin, write) = (acked.clone(), admin.clone(), write.clone());
+        tokio::spawn(async move {
+            for i in 0..100_000i64 {
+                let batch: Vec<(Labels, Vec<Sample>)> = (0..50)
+                    .map(|s| {
+                        let series = series(&[("__name__", "ingest_test"), ("series", &s.to_string())]);
+                        (series, vec![Sample { t: base + i * 1000, v: i as f64 }])
+                    })
+                    .collect();
+                let sent = Server::client()
+                    .post(&write)
+                    .bearer_auth(&admin)
+                    .body(opsloop_metrics::remote::encode(&batch))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT => {
+                        acked.store(i + 1, std::sync::atomic::Ordering::SeqCst)
+                    }
+                    _ => return,
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| server.kill_hard());
+    let _ = sender.await;
+    let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(acked > 5, "some batches were acknowledged before the kill: {acked}");
+
+    let server = Server::start_in(&data_dir, &[]);
+    let at = (base + acked * 1000) as f64 / 1000.0;
+    let query = format!(
+        "{}/prometheus/api/v1/query?query={}&time={at}",
+        server.url,
+        urlencode("min(count_over_time(ingest_test[2h]))")
+    );
+    let (status, body) = get_json(&query, &admin).await;
+    assert_eq!(status, 200, "{body}");
+    let stored: i64 = body["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(stored >= acked, "every series keeps every acknowledged sample: {stored} stored, {acked} acknowledged");
+    let (_, body) = get_json(
+        &format!("{}/prometheus/api/v1/query?query={}&time={at}", server.url, urlencode("count(ingest_test)")),
+        &admin,
+    )
+    .await;
+    assert_eq!(body["data"]["result"][0]["value"][1], "50");
+}
