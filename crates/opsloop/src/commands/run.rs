@@ -159,14 +159,7 @@ pub fn lint(args: LintArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
-    let mut diagnostics = loaded.config.diagnostics.clone();
-    let mut prevented = false;
-    if !loaded.config.has_errors() {
-        match plan::plan(&loaded.config, &lookup, &loaded.files, &PlanOptions::default()) {
-            Ok(planned) => prevented = planned.prevented_by_workflow,
-            Err(errors) => diagnostics.extend(errors),
-        }
-    }
+    let (diagnostics, prevented) = plan::problems(&loaded.config, &lookup, &loaded.files);
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     if args.json {
         let items: Vec<serde_json::Value> = diagnostics
@@ -379,10 +372,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
     if config.has_errors() {
         // GitLab's (and gitlab-ci-local's) first line for a refused file; scripts look for it.
         output::error("This GitLab CI configuration is invalid:");
-        print_diagnostics(
-            &config.sources,
-            &config.diagnostics.iter().filter(|d| d.is_error()).cloned().collect::<Vec<_>>(),
-        );
+        // Every problem at once, the planner's too (undefined needs, cycles), as lint says them.
+        let (problems, _) = plan::problems(&config, &lookup, &loaded.files);
+        print_diagnostics(&config.sources, &problems.into_iter().filter(|d| d.is_error()).collect::<Vec<_>>());
         return ExitCode::from(INVALID);
     }
     eprintln!("parsing and includes finished in {} ms.", started.elapsed().as_millis());
