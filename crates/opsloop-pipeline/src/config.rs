@@ -1354,7 +1354,22 @@ impl Loader<'_> {
         }
     }
 
-    fn artifacts(&mut self, node: &Node) -> Artifacts {
+    fn artifacts(&mut self, node: &Node, owner: &str) -> Artifacts {
+        // Report files are paths: GitLab refuses a number or a boolean where one is named.
+        for (report, value) in node.get("reports").and_then(Node::as_mapping).unwrap_or_default() {
+            let mut items = vec![value];
+            if let Value::Sequence(list) = &value.value {
+                items = list.iter().collect();
+            }
+            if let Some(item) =
+                items.iter().find(|item| matches!(item.value, Value::Int(_) | Value::Float(_) | Value::Bool(_)))
+            {
+                self.error(
+                    format!("jobs:{owner}:artifacts:reports {} should be a string or an array of strings", report.name),
+                    item.span,
+                );
+            }
+        }
         let paths = node.get("paths").map(|n| self.strings(n, "artifacts:paths")).unwrap_or_default();
         let exclude = node.get("exclude").map(|n| self.strings(n, "artifacts:exclude")).unwrap_or_default();
         let when = node.get("when").and_then(|n| self.artifacts_when(n)).unwrap_or(ArtifactsWhen::OnSuccess);
@@ -1529,6 +1544,11 @@ impl Loader<'_> {
                 );
                 Vec::new()
             }
+            // GitLab's schema: a script string has at least one character.
+            Some(Node { value: Value::String(text), span, .. }) if text.is_empty() => {
+                self.error(format!("jobs:{name} script can't be blank"), *span);
+                Vec::new()
+            }
             Some(script) => {
                 let lines = self.strings(script, &format!("{name}: script"));
                 if lines.is_empty() && matches!(script.value, Value::Sequence(_)) {
@@ -1666,7 +1686,16 @@ impl Loader<'_> {
             rules,
             only: node.get("only").map(|n| self.ref_filter(n)),
             except: node.get("except").map(|n| self.ref_filter(n)),
-            artifacts: node.get("artifacts").map(|n| self.artifacts(n)),
+            artifacts: match node.get("artifacts") {
+                // GitLab reads a keyword without a value as one not given (its entry factory
+                // makes a null value "unspecified"); said, since it is likely a slip.
+                Some(Node { value: Value::Null, span, .. }) => {
+                    self.diagnostics
+                        .push(Diagnostic::warning(format!("{name}.artifacts is null, ignoring."), Some(*span)));
+                    None
+                }
+                other => other.map(|n| self.artifacts(n, &name)),
+            },
             cache: node.get("cache").map(|n| self.caches(n, &name)).unwrap_or_default(),
             parallel: node.get("parallel").and_then(|n| self.parallel(n)),
             retry,

@@ -400,6 +400,17 @@ const TABLE: &[(&str, &str, Verdict)] = &[
         "job:\n  extends: .base\n  script: [x]\n",
         Error("job: unknown key in `extends` (.base)", 2, 12),
     ),
+    ("script as an empty string", "job:\n  script: ''\n", Error("jobs:job script can't be blank", 2, 11)),
+    (
+        "a report path that is a number",
+        "job:\n  script: [x]\n  artifacts:\n    reports:\n      junit: 3\n",
+        Error("jobs:job:artifacts:reports junit should be a string or an array of strings", 5, 14),
+    ),
+    (
+        "artifacts without a value: GitLab reads a null keyword as not given (a warning here)",
+        "job:\n  script: [x]\n  artifacts:\n",
+        Valid,
+    ),
     (
         "a !reference to nothing",
         "job:\n  script: !reference [.nope, script]\n",

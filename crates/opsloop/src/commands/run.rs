@@ -846,7 +846,27 @@ fn preview_tree(config: &Config) -> Node {
                 flatten_lines(value, &mut lines);
                 value.value = Value::Sequence(lines);
             }
+            // `cache:` is a list of caches, each with GitLab's defaults for what it leaves out.
+            if key.name == "cache" {
+                if matches!(value.value, Value::Mapping(_)) {
+                    value.value = Value::Sequence(vec![value.clone()]);
+                }
+                if let Value::Sequence(caches) = &mut value.value {
+                    for cache in caches.iter_mut() {
+                        let at = cache.span;
+                        let Value::Mapping(entries) = &mut cache.value else { continue };
+                        for (name, default) in [("policy", "pull-push"), ("when", "on_success")] {
+                            if !entries.iter().any(|(k, _)| k.name == name) {
+                                let key = opsloop_pipeline::yaml::Key { name: name.to_owned(), span: at };
+                                entries.push((key, Node::new(Value::String(default.to_owned()), at)));
+                            }
+                        }
+                    }
+                }
+            }
         }
+        // A keyword without a value is one not given (the loader warned about it).
+        keys.retain(|(key, value)| !(key.name == "artifacts" && matches!(value.value, Value::Null)));
     }
     tree
 }
