@@ -502,7 +502,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         project_dir: project.clone(),
         state_dir,
         ignores,
-        concurrency: args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+        concurrency: args.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
         keep_workspaces: args.shell_isolation,
         source: match (args.dirty, args.committed) {
             (true, _) => opsloop_runner::pipeline::SourceFiles::WorkingTree,
@@ -885,6 +885,11 @@ fn jobs_marked(config: &Config, directive: &str) -> Vec<String> {
 }
 
 const DEFAULT_PIPELINE_FILE: &str = ".gitlab-ci.yml";
+
+/// Jobs at once unless `--concurrency` says otherwise (why: see its help). Each running job
+/// holds a few file descriptors (pipes, its log), so 64 stays well inside the usual limit of
+/// 1,024.
+const DEFAULT_CONCURRENCY: usize = 64;
 
 /// The image of jobs without one under `--no-shell-executor-no-image` (gitlab-ci-local's).
 const DEFAULT_IMAGE: &str = "docker.io/ruby:3.1";
