@@ -32,7 +32,7 @@ How it measures
     target is shown as FAIL* when others took more than 10% of the CPUs (rerun on a quiet machine).
   * A run counts only when the tool exits 0 and its summary lists PASS for every job; otherwise
     the scenario is an ERROR (and the script exits non-zero): a failing run measures nothing.
-  * Both tools get the same --concurrency (default: the CPU count, opsloop's own default);
+  * Both tools get the same --concurrency (default: the CPU count; opsloop's own default is 64);
     `--concurrency 0` passes none, so each tool uses its own default (gitlab-ci-local: unlimited).
   * One untimed warm-up run of opsloop per scenario, and of gitlab-ci-local on a (page cache);
     then --runs timed runs per tool; medians are reported.
@@ -478,7 +478,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per tool and scenario (default 5)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
-                        help="passed to both tools (default: the CPU count, opsloop's default; 0: each tool's own)")
+                        help="passed to both tools (default: the CPU count; 0: each tool's own)")
     parser.add_argument("--skip-build", action="store_true", help="do not run cargo build")
     parser.add_argument("--opsloop", metavar="PATH", help="the opsloop binary to measure (no build)")
     parser.add_argument("--gcl", metavar="CMD", help="command that runs gitlab-ci-local (no install)")

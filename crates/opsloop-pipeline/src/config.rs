@@ -338,7 +338,16 @@ pub struct Config {
     pub diagnostics: Vec<Diagnostic>,
     /// The whole configuration after include, !reference, extends and default (for `--preview`).
     pub expanded: Node,
+    /// An include could not be read: what it held (jobs, stages, templates) is missing, so
+    /// errors about those are consequences of that one, not problems of their own.
+    pub include_failed: bool,
+    /// Jobs of the file that could not be loaded (not a mapping): they exist, so a `needs`
+    /// naming one is not also "not found".
+    pub unloaded: Vec<String>,
 }
+
+/// The hint of an error that follows from another one (see [`Config::may_define`]).
+pub const CONSEQUENCE: &str = "a consequence of an error above (an include that could not be read, a job that could not be loaded): fix that first";
 
 impl Config {
     pub fn has_errors(&self) -> bool {
@@ -346,6 +355,11 @@ impl Config {
     }
     pub fn job(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|job| job.name == name)
+    }
+    /// Whether a job named `name`, though not loaded, may be in the file: it is one that
+    /// could not be loaded, or an include that could not be read may hold it.
+    pub fn may_define(&self, name: &str) -> bool {
+        self.include_failed || self.unloaded.iter().any(|unloaded| unloaded == name)
     }
 }
 
@@ -363,6 +377,10 @@ struct Loader<'a> {
     /// The include limit was passed (said once).
     too_many_includes: bool,
     max_includes: usize,
+    /// An include could not be read or parsed (see `Config::include_failed`).
+    include_failed: bool,
+    /// The top-level `stages:` was refused, so a job's stage cannot be checked against it.
+    stages_refused: bool,
 }
 
 /// GitLab's limit on included files per pipeline.
@@ -385,6 +403,8 @@ pub fn load_with_max_includes(files: &dyn FileSource, path: &str, lookup: Lookup
         included: 0,
         too_many_includes: false,
         max_includes,
+        include_failed: false,
+        stages_refused: false,
     };
     let empty = Node::new(Value::Mapping(Vec::new()), Span::default());
     let root = match files.read(path) {
@@ -418,6 +438,8 @@ pub fn load_with_max_includes(files: &dyn FileSource, path: &str, lookup: Lookup
             jobs: Vec::new(),
             diagnostics: loader.diagnostics,
             expanded: empty,
+            include_failed: false,
+            unloaded: Vec::new(),
         };
     };
     if root.as_mapping().is_none() {
@@ -561,6 +583,21 @@ fn glob_matches_with(pattern: &str, files: &[String], double_star_needs_folder: 
 }
 
 impl Loader<'_> {
+    /// An error that the failed include may explain (what it held is missing): then it is a
+    /// warning marked as a consequence, so the one real problem stands out.
+    fn error_unless_consequence(&mut self, message: impl Into<String>, span: Span, hint: Option<String>) {
+        let diagnostic = if self.include_failed {
+            Diagnostic::warning(message, Some(span)).with_hint(CONSEQUENCE)
+        } else {
+            let diagnostic = Diagnostic::error(message, Some(span));
+            match hint {
+                Some(hint) => diagnostic.with_hint(hint),
+                None => diagnostic,
+            }
+        };
+        self.diagnostics.push(diagnostic);
+    }
+
     fn error(&mut self, message: impl Into<String>, span: Span) {
         self.diagnostics.push(Diagnostic::error(message, Some(span)));
     }
@@ -631,6 +668,7 @@ impl Loader<'_> {
                 let repeated = seen.get(&key).copied();
                 self.included += 1 + repeated.unwrap_or(0);
                 if self.included > self.max_includes {
+                    self.include_failed = true;
                     if !self.too_many_includes {
                         self.too_many_includes = true;
                         self.error_with_hint(
@@ -653,6 +691,7 @@ impl Loader<'_> {
                 let text = match self.files.read(&path) {
                     Ok(text) => text,
                     Err(error) => {
+                        self.include_failed = true;
                         self.error(
                             format!("Local include file cannot be found {path} (include:local: {error})"),
                             item.span,
@@ -666,20 +705,34 @@ impl Loader<'_> {
                         self.warn_duplicate_keys(&parsed.duplicates);
                         let Some(included) = self.apply_inputs(parsed.spec, parsed.body, item.get("inputs"), item.span)
                         else {
+                            self.include_failed = true;
                             continue;
                         };
                         let included = self.includes(included, depth + 1, seen);
                         seen.insert(key, self.included - before);
                         merged = deep_merge(merged, included);
                     }
-                    Err(error) => self.error(format!("invalid YAML in {path}: {}", error.message), error.span),
+                    Err(error) => {
+                        self.include_failed = true;
+                        self.error(format!("invalid YAML in {path}: {}", error.message), error.span);
+                    }
                 }
             }
         }
         deep_merge(merged, node)
     }
 
+    /// The files an include entry names; `include_failed` is set when one cannot be had.
     fn include_paths(&mut self, item: &Node) -> Vec<String> {
+        let errors_before = self.diagnostics.iter().filter(|d| d.is_error()).count();
+        let paths = self.include_entry_paths(item);
+        if self.diagnostics.iter().filter(|d| d.is_error()).count() > errors_before {
+            self.include_failed = true;
+        }
+        paths
+    }
+
+    fn include_entry_paths(&mut self, item: &Node) -> Vec<String> {
         let (local, rules) = match &item.value {
             Value::String(text) if text.starts_with("https://") || text.starts_with("http://") => {
                 self.error_with_hint(
@@ -855,7 +908,9 @@ impl Loader<'_> {
             match self.extends(&parent, root, memo, chain) {
                 Some(parent_node) if parent_node.as_mapping().is_some() => base = deep_merge(base, parent_node),
                 Some(_) => self.error(format!("{name}: `{parent}` in extends is not a job"), span),
-                None => self.error(format!("{name}: unknown key in `extends` ({parent})"), span),
+                None => {
+                    self.error_unless_consequence(format!("{name}: unknown key in `extends` ({parent})"), span, None)
+                }
             }
         }
         chain.pop();
@@ -896,9 +951,10 @@ impl Loader<'_> {
                     true
                 };
                 if !valid {
-                    // GitLab's defaults stand in, so jobs are not also told their stage is
+                    // GitLab's defaults stand in, and jobs are not also told their stage is
                     // "not found" (a consequence of this error, not a second one).
                     stages = DEFAULT_STAGES.iter().map(|s| (*s).to_owned()).collect();
+                    self.stages_refused = true;
                 }
                 let mut all = vec![".pre".to_owned()];
                 all.extend(stages.into_iter().filter(|s| s != ".pre" && s != ".post"));
@@ -940,6 +996,7 @@ impl Loader<'_> {
         }
 
         let mut jobs = Vec::new();
+        let mut unloaded = Vec::new();
         let mut expanded_entries = Vec::new();
         for (key, value) in root.as_mapping().unwrap_or_default().iter() {
             if GLOBAL_KEYWORDS.contains(&key.name.as_str()) {
@@ -953,6 +1010,7 @@ impl Loader<'_> {
             }
             if value.as_mapping().is_none() {
                 self.error(format!("jobs:{} config should be a mapping, not {}", key.name, value.kind()), key.span);
+                unloaded.push(key.name.clone());
                 continue;
             }
             let mut node = value.clone();
@@ -1009,6 +1067,8 @@ impl Loader<'_> {
             jobs,
             diagnostics: std::mem::take(&mut self.diagnostics),
             expanded,
+            include_failed: self.include_failed,
+            unloaded,
         }
     }
 
@@ -1294,7 +1354,22 @@ impl Loader<'_> {
         }
     }
 
-    fn artifacts(&mut self, node: &Node) -> Artifacts {
+    fn artifacts(&mut self, node: &Node, owner: &str) -> Artifacts {
+        // Report files are paths: GitLab refuses a number or a boolean where one is named.
+        for (report, value) in node.get("reports").and_then(Node::as_mapping).unwrap_or_default() {
+            let mut items = vec![value];
+            if let Value::Sequence(list) = &value.value {
+                items = list.iter().collect();
+            }
+            if let Some(item) =
+                items.iter().find(|item| matches!(item.value, Value::Int(_) | Value::Float(_) | Value::Bool(_)))
+            {
+                self.error(
+                    format!("jobs:{owner}:artifacts:reports {} should be a string or an array of strings", report.name),
+                    item.span,
+                );
+            }
+        }
         let paths = node.get("paths").map(|n| self.strings(n, "artifacts:paths")).unwrap_or_default();
         let exclude = node.get("exclude").map(|n| self.strings(n, "artifacts:exclude")).unwrap_or_default();
         let when = node.get("when").and_then(|n| self.artifacts_when(n)).unwrap_or(ArtifactsWhen::OnSuccess);
@@ -1469,6 +1544,11 @@ impl Loader<'_> {
                 );
                 Vec::new()
             }
+            // GitLab's schema: a script string has at least one character.
+            Some(Node { value: Value::String(text), span, .. }) if text.is_empty() => {
+                self.error(format!("jobs:{name} script can't be blank"), *span);
+                Vec::new()
+            }
             Some(script) => {
                 let lines = self.strings(script, &format!("{name}: script"));
                 if lines.is_empty() && matches!(script.value, Value::Sequence(_)) {
@@ -1478,7 +1558,7 @@ impl Loader<'_> {
             }
             None if trigger.is_some() => Vec::new(),
             None => {
-                self.error(format!("{name} must have script specified"), key.span);
+                self.error_unless_consequence(format!("{name} must have script specified"), key.span, None);
                 Vec::new()
             }
         };
@@ -1486,10 +1566,12 @@ impl Loader<'_> {
             Some(stage) => (stage.scalar_text().unwrap_or_default(), stage.span),
             None => ("test".to_owned(), key.span),
         };
-        if !stages.contains(&stage) {
-            self.diagnostics.push(
-                Diagnostic::error(format!("stage:{stage} not found for {name}"), Some(stage_span))
-                    .with_hint(format!("declared stages: {}", stages.join(", "))),
+        // Against stages that were refused, any stage would be reported: that says nothing new.
+        if !stages.contains(&stage) && !self.stages_refused {
+            self.error_unless_consequence(
+                format!("stage:{stage} not found for {name}"),
+                stage_span,
+                Some(format!("declared stages: {}", stages.join(", "))),
             );
         }
         let when = match node.get("when") {
@@ -1604,7 +1686,16 @@ impl Loader<'_> {
             rules,
             only: node.get("only").map(|n| self.ref_filter(n)),
             except: node.get("except").map(|n| self.ref_filter(n)),
-            artifacts: node.get("artifacts").map(|n| self.artifacts(n)),
+            artifacts: match node.get("artifacts") {
+                // GitLab reads a keyword without a value as one not given (its entry factory
+                // makes a null value "unspecified"); said, since it is likely a slip.
+                Some(Node { value: Value::Null, span, .. }) => {
+                    self.diagnostics
+                        .push(Diagnostic::warning(format!("{name}.artifacts is null, ignoring."), Some(*span)));
+                    None
+                }
+                other => other.map(|n| self.artifacts(n, &name)),
+            },
             cache: node.get("cache").map(|n| self.caches(n, &name)).unwrap_or_default(),
             parallel: node.get("parallel").and_then(|n| self.parallel(n)),
             retry,

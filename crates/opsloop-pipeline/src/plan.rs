@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::config::Lookup;
 use crate::config::{
-    AllowFailure, Config, Job, MatrixSelector, Need, Parallel, RefFilter, Rule, Variable, When, glob_matches,
+    AllowFailure, CONSEQUENCE, Config, Job, MatrixSelector, Need, Parallel, RefFilter, Rule, Variable, When,
+    glob_matches,
 };
 use crate::diagnostic::Diagnostic;
 
@@ -274,6 +275,30 @@ pub struct PlanOptions {
     pub allow_pre_post_only: bool,
 }
 
+/// Every problem of a loaded file at once, as `opsloop lint` reports them: the loader's, then
+/// the planner's (`needs`, `dependencies`, cycles, matrix selectors), which are checked even
+/// when loading found errors, so one kind of mistake never hides another. Where a loading error
+/// explains a planner's finding (a needed job in an include that could not be read), that
+/// finding is a warning marked as its consequence. Also whether workflow rules create no
+/// pipeline for this ref.
+pub fn problems(config: &Config, lookup: Lookup<'_>, files: &[String]) -> (Vec<Diagnostic>, bool) {
+    let mut diagnostics = config.diagnostics.clone();
+    // Without a single job (an unreadable or empty file) there is nothing to plan.
+    if config.jobs.is_empty() {
+        return (diagnostics, false);
+    }
+    let mut prevented = false;
+    match plan(config, lookup, files, &PlanOptions::default()) {
+        Ok(planned) => {
+            prevented = planned.prevented_by_workflow;
+            diagnostics.extend(planned.warnings.into_iter().filter(|w| !config.diagnostics.contains(w)));
+        }
+        Err(errors) => diagnostics.extend(errors),
+    }
+    diagnostics.sort_by_key(|d| std::cmp::Reverse(d.severity));
+    (diagnostics, prevented)
+}
+
 /// Plans `config`. `lookup` resolves pipeline-level variables (predefined, CLI, global).
 pub fn plan(
     config: &Config,
@@ -391,11 +416,11 @@ pub fn plan(
                     continue;
                 }
                 let Some(config_index) = config.jobs.iter().position(|j| j.name == need.job) else {
-                    if !need.optional {
-                        errors.push(Diagnostic::error(
-                            format!("needs: [{}] for {} could not be found", need.job, job.name),
-                            Some(need.span),
-                        ));
+                    let message = format!("needs: [{}] for {} could not be found", need.job, job.name);
+                    if config.may_define(&need.job) {
+                        warnings.push(Diagnostic::warning(message, Some(need.span)).with_hint(CONSEQUENCE));
+                    } else if !need.optional {
+                        errors.push(Diagnostic::error(message, Some(need.span)));
                     }
                     continue;
                 };
@@ -529,6 +554,13 @@ pub fn plan(
                         format!("{name} is when:never, but its depended on by {}", job.name),
                         Some(*span),
                     )),
+                    None if config.may_define(name) => warnings.push(
+                        Diagnostic::warning(
+                            format!("dependencies: [{name}] for {} cannot be found", job.name),
+                            Some(*span),
+                        )
+                        .with_hint(CONSEQUENCE),
+                    ),
                     None => errors.push(Diagnostic::error(
                         format!("dependencies: [{name}] for {} cannot be found", job.name),
                         Some(*span),
@@ -547,8 +579,9 @@ pub fn plan(
             };
         }
     }
-    let last = config.stages.len().saturating_sub(1);
-    if !jobs.is_empty() && jobs.iter().all(|job| job.stage == 0 || job.stage == last) {
+    // By the stage's name: a job whose stage was not found also has position 0.
+    let pre_or_post = |job: &PlannedJob| matches!(config.jobs[job.config_index].stage.as_str(), ".pre" | ".post");
+    if !jobs.is_empty() && jobs.iter().all(pre_or_post) {
         if options.allow_pre_post_only {
             warnings.push(
                 Diagnostic::warning(PRE_POST_ONLY, None)
@@ -559,7 +592,14 @@ pub fn plan(
         }
     }
     if let Some(cycle) = find_cycle(&jobs) {
-        errors.push(Diagnostic::error(format!("needs form a cycle: {}", cycle.join(" → ")), None));
+        // At the first job's `needs` entry that closes the cycle's first step.
+        let span = cycle.get(1).and_then(|next| {
+            let source = &config.jobs[jobs[cycle[0]].config_index];
+            let target = &config.jobs[jobs[*next].config_index].name;
+            source.needs.iter().flatten().find(|need| need.job == *target).map(|need| need.span)
+        });
+        let names: Vec<&str> = cycle.iter().map(|position| jobs[*position].name.as_str()).collect();
+        errors.push(Diagnostic::error(format!("needs form a cycle: {}", names.join(" → ")), span));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -763,8 +803,9 @@ fn expand_parallel(job: &Job) -> Vec<Instance> {
     }
 }
 
-/// A cycle in the `needs` graph, as job names, if there is one.
-fn find_cycle(jobs: &[PlannedJob]) -> Option<Vec<String>> {
+/// A cycle in the `needs` graph, as positions in `jobs` (the first one again at the end), if
+/// there is one.
+fn find_cycle(jobs: &[PlannedJob]) -> Option<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -793,8 +834,8 @@ fn find_cycle(jobs: &[PlannedJob]) -> Option<Vec<String>> {
                     }
                     Mark::Active => {
                         let from = stack.iter().position(|(n, _)| *n == next).unwrap_or(0);
-                        let mut cycle: Vec<String> = stack[from..].iter().map(|(n, _)| jobs[*n].name.clone()).collect();
-                        cycle.push(jobs[next].name.clone());
+                        let mut cycle: Vec<usize> = stack[from..].iter().map(|(n, _)| *n).collect();
+                        cycle.push(next);
                         return Some(cycle);
                     }
                     Mark::Done => {}

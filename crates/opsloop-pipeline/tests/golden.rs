@@ -2501,7 +2501,7 @@ fn needs_errors() {
     );
 }
 
-/// A cycle through `needs` is an error that names the cycle.
+/// A cycle through `needs` is an error that names the cycle, at the `needs` entry that starts it.
 #[test]
 fn needs_cycle_is_named() {
     check(
@@ -2525,7 +2525,7 @@ fn needs_cycle_is_named() {
         MAIN,
         &options(),
         r##"
-        error needs form a cycle: a → c → b → a
+        error 3:11 needs form a cycle: a → c → b → a
         "##,
     );
 }

@@ -201,7 +201,7 @@ const TABLE: &[(&str, &str, Verdict)] = &[
     (
         "needs form a cycle",
         "a:\n  needs: [b]\n  script: [x]\nb:\n  needs: [a]\n  script: [x]\n",
-        Error("needs form a cycle", 0, 0),
+        Error("needs form a cycle: a → b → a", 2, 11),
     ),
     (
         "dependencies outside needs",
@@ -400,6 +400,17 @@ const TABLE: &[(&str, &str, Verdict)] = &[
         "job:\n  extends: .base\n  script: [x]\n",
         Error("job: unknown key in `extends` (.base)", 2, 12),
     ),
+    ("script as an empty string", "job:\n  script: ''\n", Error("jobs:job script can't be blank", 2, 11)),
+    (
+        "a report path that is a number",
+        "job:\n  script: [x]\n  artifacts:\n    reports:\n      junit: 3\n",
+        Error("jobs:job:artifacts:reports junit should be a string or an array of strings", 5, 14),
+    ),
+    (
+        "artifacts without a value: GitLab reads a null keyword as not given (a warning here)",
+        "job:\n  script: [x]\n  artifacts:\n",
+        Valid,
+    ),
     (
         "a !reference to nothing",
         "job:\n  script: !reference [.nope, script]\n",
@@ -427,4 +438,107 @@ fn every_verdict_in_the_table_holds() {
         }
     }
     assert!(failures.is_empty(), "{} of {} rows differ:\n{}", failures.len(), TABLE.len(), failures.join("\n"));
+}
+
+/// Files with several problems, and every error `opsloop lint` must report for each (by a text
+/// each message contains, in the order reported), then the warnings marked as consequences of
+/// one of those errors. One kind of mistake must not hide another, and an error must not bring
+/// misleading follow-on errors.
+const EVERY_PROBLEM: &[(&str, &str, &[&str], &[&str])] = &[
+    (
+        "type errors do not hide undefined needs and dependencies",
+        "a:\n  script: [x]\n  when: sometimes\n  needs: [nope]\nb:\n  script: [x]\n  retry: 5\n  dependencies: [missing]\n",
+        &[
+            "unknown when: `sometimes`",
+            "jobs:b:retry config must be between 0 and 2",
+            "needs: [nope] for a could not be found",
+            "dependencies: [missing] for b cannot be found",
+        ],
+        &[],
+    ),
+    (
+        "stages as a string: one error, no 'stage not found' for any job",
+        "stages: build\ncompile:\n  stage: build\n  script: [x]\nship:\n  stage: deploy-prod\n  script: [x]\nunit:\n  script: [x]\n",
+        &["stages: must be an array"],
+        &[],
+    ),
+    (
+        "stages as a string does not make every job a .pre job",
+        "stages: release\nship:\n  stage: release\n  script: [x]\n",
+        &["stages: must be an array"],
+        &[],
+    ),
+    (
+        "a missing include: its consequences are marked, not errors",
+        "include: ci/templates.yml\nstages: [build, test]\nbuild:\n  extends: .template\n  stage: build\ntest:\n  stage: publish\n  needs: [lint]\n  script: [x]\n",
+        &["Local include file cannot be found ci/templates.yml"],
+        &[
+            "build: unknown key in `extends` (.template)",
+            "build must have script specified",
+            "stage:publish not found for test",
+            "needs: [lint] for test could not be found",
+        ],
+    ),
+    (
+        "a remote include: what it would bring is not reported missing",
+        "include: 'https://example.invalid/ci.yml'\njob:\n  extends: .remote\n",
+        &["is a remote include"],
+        &["job: unknown key in `extends` (.remote)", "job must have script specified"],
+    ),
+    (
+        "a job that could not be loaded is not also 'not found'",
+        "a: [x]\nb:\n  needs: [a]\n  script: [x]\n",
+        &["jobs:a config should be a mapping"],
+        &["needs: [a] for b could not be found"],
+    ),
+    (
+        "a cycle is reported with the other problems, at a place",
+        "a:\n  needs: [b]\n  script: [x]\nb:\n  needs: [a]\n  script: [x]\n  when: sometimes\n",
+        &["unknown when: `sometimes`", "needs form a cycle: a → b → a"],
+        &[],
+    ),
+];
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let lookup = |name: &str| match name {
+        "CI_COMMIT_BRANCH" | "CI_COMMIT_REF_NAME" | "CI_DEFAULT_BRANCH" => Some("main".to_owned()),
+        "CI_PIPELINE_SOURCE" => Some("push".to_owned()),
+        _ => None,
+    };
+    let mut failures = Vec::new();
+    for (rule, text, errors, consequences) in EVERY_PROBLEM {
+        let files = Files(BTreeMap::from([(".gitlab-ci.yml".to_owned(), (*text).to_owned())]));
+        let config = config::load(&files, ".gitlab-ci.yml", &lookup);
+        let (problems, _) = plan::problems(&config, &lookup, &files.files());
+        let said: Vec<&str> = problems.iter().filter(|d| d.is_error()).map(|d| d.message.as_str()).collect();
+        let marked: Vec<&str> = problems
+            .iter()
+            .filter(|d| !d.is_error() && d.hint.as_deref() == Some(config::CONSEQUENCE))
+            .map(|d| d.message.as_str())
+            .collect();
+        let matches = |said: &[&str], expected: &[&str]| {
+            said.len() == expected.len() && said.iter().zip(expected).all(|(s, e)| s.contains(e))
+        };
+        if !matches(&said, errors) || !matches(&marked, consequences) {
+            failures.push(format!("{rule}:\n  errors {said:?}\n  consequences {marked:?}"));
+        }
+    }
+    let spanless: Vec<String> = EVERY_PROBLEM
+        .iter()
+        .filter_map(|(rule, text, _, _)| {
+            let files = Files(BTreeMap::from([(".gitlab-ci.yml".to_owned(), (*text).to_owned())]));
+            let config = config::load(&files, ".gitlab-ci.yml", &lookup);
+            let (problems, _) = plan::problems(&config, &lookup, &files.files());
+            problems.iter().any(|d| d.is_error() && d.span.is_none()).then(|| (*rule).to_owned())
+        })
+        .collect();
+    assert!(spanless.is_empty(), "errors without a location: {spanless:?}");
+    assert!(
+        failures.is_empty(),
+        "{} of {} files differ:\n{}",
+        failures.len(),
+        EVERY_PROBLEM.len(),
+        failures.join("\n")
+    );
 }

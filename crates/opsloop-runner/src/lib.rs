@@ -11,6 +11,7 @@ pub mod junit;
 pub mod mask;
 pub mod pipeline;
 pub mod reap;
+pub mod repo;
 pub mod shell;
 pub mod transfer;
 mod trigger;

@@ -31,29 +31,45 @@ pub fn dir_name(name: &str) -> String {
 /// not ignore (from the working tree), or every file when the project is not a git repository.
 /// `state_dir` is never included.
 pub fn project_files(project: &Path, state_dir_name: &str) -> io::Result<Vec<String>> {
-    listed_files(project, state_dir_name, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+    let Some(repo) = crate::repo::Repo::open(project) else { return listed_files(project, state_dir_name, None) };
+    let mut files = repo.tracked_files()?;
+    // Untracked files that `.gitignore` and its kin leave in: git's own rules (global excludes,
+    // `info/exclude`, every level's `.gitignore`) are many, so git is asked for these.
+    files.extend(git_list(project, &["ls-files", "-z", "--others", "--exclude-standard"]).unwrap_or_default());
+    listed_files(project, state_dir_name, Some(files))
 }
 
 /// Git's tracked files as they are in the working tree, edits included and deleted ones left
 /// out (what gitlab-ci-local copies into a job), or every file outside a git repository.
 pub fn tracked_files(project: &Path, state_dir_name: &str) -> io::Result<Vec<String>> {
-    let mut files = listed_files(project, state_dir_name, &["ls-files", "-z", "--cached"])?;
+    let tracked = crate::repo::Repo::open(project).map(|repo| repo.tracked_files()).transpose()?;
+    let mut files = listed_files(project, state_dir_name, tracked)?;
     files.retain(|f| project.join(f).symlink_metadata().is_ok());
     Ok(files)
 }
 
-fn listed_files(project: &Path, state_dir_name: &str, ls_files: &[&str]) -> io::Result<Vec<String>> {
-    let output = Command::new("git").args(ls_files).current_dir(project).output();
-    let mut files = match output {
-        Ok(output) if output.status.success() => output
+/// What `git <args>` lists (`-z` separated), or `None` when git fails.
+fn git_list(project: &Path, args: &[&str]) -> Option<Vec<String>> {
+    let output = Command::new("git").args(args).current_dir(project).output().ok()?;
+    output.status.success().then(|| {
+        output
             .stdout
             .split(|b| *b == 0)
             .filter(|p| !p.is_empty())
             .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect::<Vec<_>>(),
-        _ => walk(project, project)?,
+            .collect()
+    })
+}
+
+/// `listed` (or, outside a repository, every file below `project`) without the state folder
+/// and `.git`, sorted.
+fn listed_files(project: &Path, state_dir_name: &str, listed: Option<Vec<String>>) -> io::Result<Vec<String>> {
+    let mut files = match listed {
+        Some(files) => files,
+        None => walk(project, project)?,
     };
-    files.retain(|f| !(f == state_dir_name || f.starts_with(&format!("{state_dir_name}/")) || f.starts_with(".git/")));
+    let state_prefix = format!("{state_dir_name}/");
+    files.retain(|f| !(f == state_dir_name || f.starts_with(&state_prefix) || f.starts_with(".git/")));
     files.sort();
     files.dedup();
     Ok(files)

@@ -300,7 +300,11 @@ pub struct RunArgs {
     /// Print the fully expanded configuration (after include, extends, !reference, default).
     #[arg(long)]
     pub preview: bool,
-    /// How many jobs run at once (default: the number of CPUs).
+    /// How many jobs run at once (default: 64). Jobs start as soon as what they wait for is
+    /// done, as on GitLab with enough runners and in gitlab-ci-local (which has no limit): shell
+    /// jobs mostly wait (network, sleep, containers), and a limit of the CPU count made a
+    /// `needs:` DAG run in waves. 64 keeps a pipeline of hundreds of jobs within the process's
+    /// open-file limit; pass the CPU count for jobs that each keep a core busy.
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Keep each job's workspace under .opsloop/builds/<job> after it ends (jobs always run in their own).

@@ -11,6 +11,7 @@ use opsloop_pipeline::config::{self, Config, FileSource};
 use opsloop_pipeline::diagnostic::{Diagnostic, Severity};
 use opsloop_pipeline::plan::{self, PlanOptions};
 use opsloop_pipeline::yaml::{Node, Value};
+use opsloop_runner::repo::HeadFacts;
 use opsloop_runner::{Isolation, Override, RunOptions};
 
 use super::run_files;
@@ -22,10 +23,20 @@ use crate::output;
 const INVALID: u8 = 2;
 pub const STATE_DIR: &str = ".opsloop";
 
-/// The project's files on disk, as the loader sees them.
+/// The project's files on disk, as the loader sees them. The list of files is made only when
+/// asked for (include globs, `rules:exists`): listing untracked files takes a `git` process.
 struct DirSource {
     root: PathBuf,
-    files: Vec<String>,
+    state_name: String,
+    files: std::sync::OnceLock<Result<Vec<String>, String>>,
+}
+
+impl DirSource {
+    fn listed(&self) -> &Result<Vec<String>, String> {
+        self.files.get_or_init(|| {
+            opsloop_runner::workspace::project_files(&self.root, &self.state_name).map_err(|e| e.to_string())
+        })
+    }
 }
 
 impl FileSource for DirSource {
@@ -34,7 +45,7 @@ impl FileSource for DirSource {
         std::fs::read_to_string(self.root.join(relative)).map_err(|e| e.to_string())
     }
     fn files(&self) -> Vec<String> {
-        self.files.clone()
+        self.listed().clone().unwrap_or_default()
     }
 }
 
@@ -43,63 +54,25 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
     output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-/// GitLab's predefined variables for a local pipeline, from git where it can tell.
-/// What git says about the project, asked in five calls run side by side: start-up time is
-/// most of a small pipeline's wall time.
-struct GitFacts {
-    sha: Option<String>,
-    branch: Option<String>,
-    tag: Option<String>,
-    default_branch: Option<String>,
-    /// Author, commit time and message of HEAD.
-    commit: Option<String>,
-    config: Option<String>,
-}
-
-fn git_facts(project: &Path) -> GitFacts {
-    std::thread::scope(|scope| {
-        let ask = |args: &'static [&'static str]| scope.spawn(move || git(project, args));
-        let head = ask(&["rev-parse", "HEAD", "--abbrev-ref", "HEAD"]);
-        let tag = ask(&["describe", "--exact-match", "--tags", "HEAD"]);
-        let default_branch = ask(&["symbolic-ref", "--short", "refs/remotes/origin/HEAD"]);
-        let commit = ask(&["log", "-1", "--format=%an <%ae>%x00%cI%x00%B"]);
-        let config = ask(&["config", "--get-regexp", r"^(user\.name|user\.email|remote\.origin\.url)$"]);
-        let head = head.join().ok().flatten();
-        let mut lines = head.as_deref().unwrap_or_default().lines();
-        GitFacts {
-            sha: lines.next().map(str::to_owned),
-            branch: lines.next().filter(|b| *b != "HEAD").map(str::to_owned),
-            tag: tag.join().ok().flatten(),
-            default_branch: default_branch.join().ok().flatten(),
-            commit: commit.join().ok().flatten(),
-            config: config.join().ok().flatten(),
-        }
-    })
-}
-
 /// GitLab's predefined variables for a local pipeline, from git where it can tell (the
 /// values themselves are decided in `opsloop_pipeline::predefined`, as on the server).
 fn predefined(project: &Path, pipeline_id: u64) -> Vec<(String, String)> {
+    let facts = opsloop_runner::repo::Repo::open(project).map(|repo| repo.head_facts()).unwrap_or_default();
+    predefined_from(project, pipeline_id, facts)
+}
+
+fn predefined_from(project: &Path, pipeline_id: u64, facts: HeadFacts) -> Vec<(String, String)> {
     use opsloop_pipeline::predefined::{CommitFacts, GitRef, PipelineFacts};
-    let facts = git_facts(project);
     let sha = facts.sha.unwrap_or_else(|| "0".repeat(40));
-    let default_branch =
-        facts.default_branch.map(|r| r.trim_start_matches("origin/").to_owned()).unwrap_or_else(|| "main".to_owned());
-    let commit = facts.commit.unwrap_or_default();
-    let mut parts = commit.splitn(3, '\0');
+    let default_branch = facts.default_branch.unwrap_or_else(|| "main".to_owned());
     let commit = CommitFacts {
-        author: parts.next().unwrap_or_default().to_owned(),
-        timestamp: parts.next().unwrap_or_default().to_owned(),
-        message: parts.next().unwrap_or_default().to_owned(),
+        author: facts.author.unwrap_or_default(),
+        timestamp: facts.committed_at.unwrap_or_default(),
+        message: facts.message.unwrap_or_default(),
     };
-    let setting = |key: &str| {
-        facts.config.as_deref().unwrap_or_default().lines().find_map(|line| {
-            line.split_once(' ').filter(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.to_owned())
-        })
-    };
-    let user_name = setting("user.name").unwrap_or_else(|| "local".to_owned());
-    let user_email = setting("user.email").unwrap_or_else(|| "local@localhost".to_owned());
-    let remote = setting("remote.origin.url").unwrap_or_default();
+    let user_name = facts.user_name.unwrap_or_else(|| "local".to_owned());
+    let user_email = facts.user_email.unwrap_or_else(|| "local@localhost".to_owned());
+    let remote = facts.origin_url.unwrap_or_default();
     let dir_name =
         project.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "project".to_owned());
     let path = remote_path(&remote).unwrap_or_else(|| format!("local/{dir_name}"));
@@ -164,9 +137,11 @@ fn load(
         Some(dir) => dir.to_path_buf(),
         None => std::env::current_dir().map_err(|e| e.to_string())?,
     };
-    let files = opsloop_runner::workspace::project_files(&project, state_name).map_err(|e| e.to_string())?;
-    let source = DirSource { root: project, files: files.clone() };
+    let source = DirSource { root: project, state_name: state_name.to_owned(), files: std::sync::OnceLock::new() };
     let config = config::load_with_max_includes(&source, file, lookup, max_includes);
+    // Only `rules:exists` needs the list when planning.
+    let files =
+        if source.files.get().is_some() || uses_exists(&config) { source.listed().clone()? } else { Vec::new() };
     Ok(Loaded { config, files })
 }
 
@@ -184,14 +159,7 @@ pub fn lint(args: LintArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
-    let mut diagnostics = loaded.config.diagnostics.clone();
-    let mut prevented = false;
-    if !loaded.config.has_errors() {
-        match plan::plan(&loaded.config, &lookup, &loaded.files, &PlanOptions::default()) {
-            Ok(planned) => prevented = planned.prevented_by_workflow,
-            Err(errors) => diagnostics.extend(errors),
-        }
-    }
+    let (diagnostics, prevented) = plan::problems(&loaded.config, &lookup, &loaded.files);
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     if args.json {
         let items: Vec<serde_json::Value> = diagnostics
@@ -331,10 +299,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let state_name = state_name.trim_end_matches('/').to_owned();
     let state_dir = project.join(&state_name);
     let pipeline_id = next_pipeline_id(&state_dir);
-    let mut defined = predefined(&project, pipeline_id);
+    let repo = opsloop_runner::repo::Repo::open(&project);
+    let facts = repo.as_ref().map(|repo| repo.head_facts()).unwrap_or_default();
+    let origin_url = facts.origin_url.clone();
+    let mut defined = predefined_from(&project, pipeline_id, facts);
 
     // Variables from files and the command line, lowest to highest.
-    let remote = || git(&project, &["remote", "get-url", "origin"]).and_then(|url| run_files::Remote::parse(&url));
+    let remote = || origin_url.as_deref().and_then(run_files::Remote::parse);
     let project_file = args.variables_file.clone().unwrap_or_else(|| project.join(".gitlab-ci-local-variables.yml"));
     let from_files = match run_files::read_variables(&run_files::Sources {
         home: home.as_deref(),
@@ -401,10 +372,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
     if config.has_errors() {
         // GitLab's (and gitlab-ci-local's) first line for a refused file; scripts look for it.
         output::error("This GitLab CI configuration is invalid:");
-        print_diagnostics(
-            &config.sources,
-            &config.diagnostics.iter().filter(|d| d.is_error()).cloned().collect::<Vec<_>>(),
-        );
+        // Every problem at once, the planner's too (undefined needs, cycles), as lint says them.
+        let (problems, _) = plan::problems(&config, &lookup, &loaded.files);
+        print_diagnostics(&config.sources, &problems.into_iter().filter(|d| d.is_error()).collect::<Vec<_>>());
         return ExitCode::from(INVALID);
     }
     eprintln!("parsing and includes finished in {} ms.", started.elapsed().as_millis());
@@ -459,7 +429,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
         };
         return list(&config, &planned, format);
     }
-    exclude_state_dir(&project, &state_name);
+    if let Some(repo) = &repo {
+        exclude_state_dir(repo, &state_name);
+    }
 
     // gitlab-ci-local's words for flags that change nothing together.
     if args.default_image.is_some() && !args.no_shell_executor_no_image {
@@ -530,7 +502,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         project_dir: project.clone(),
         state_dir,
         ignores,
-        concurrency: args.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+        concurrency: args.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
         keep_workspaces: args.shell_isolation,
         source: match (args.dirty, args.committed) {
             (true, _) => opsloop_runner::pipeline::SourceFiles::WorkingTree,
@@ -650,6 +622,16 @@ fn dedup(jobs: &[String]) -> Vec<String> {
     out
 }
 
+/// Whether any rule asks whether files exist; if none does, the project's files need not be listed.
+fn uses_exists(config: &Config) -> bool {
+    config
+        .jobs
+        .iter()
+        .flat_map(|job| job.rules.iter().flatten())
+        .chain(config.workflow_rules.iter().flatten())
+        .any(|rule| rule.exists.is_some())
+}
+
 /// Whether any job asks about changed files; if none does, git need not be asked.
 fn uses_changes(config: &Config) -> bool {
     config.jobs.iter().any(|job| {
@@ -702,13 +684,13 @@ fn next_pipeline_id(state_dir: &Path) -> u64 {
 }
 
 /// Keeps the state folder out of `git status` without touching the project's `.gitignore`.
-fn exclude_state_dir(project: &Path, state_name: &str) {
+fn exclude_state_dir(repo: &opsloop_runner::repo::Repo, state_name: &str) {
     // Only a folder inside the project can show up there.
     if Path::new(state_name).is_absolute() || state_name.split('/').any(|part| part == "..") {
         return;
     }
-    let Some(git_dir) = git(project, &["rev-parse", "--git-dir"]) else { return };
-    let exclude = project.join(git_dir).join("info").join("exclude");
+    // Git reads `info/exclude` from the common directory, shared by linked worktrees.
+    let exclude = repo.common_dir().join("info").join("exclude");
     let existing = std::fs::read_to_string(&exclude).unwrap_or_default();
     let line = format!("/{}/", state_name.trim_start_matches("./"));
     if existing.lines().any(|l| l.trim() == line || l.trim() == line.trim_start_matches('/')) {
@@ -864,7 +846,27 @@ fn preview_tree(config: &Config) -> Node {
                 flatten_lines(value, &mut lines);
                 value.value = Value::Sequence(lines);
             }
+            // `cache:` is a list of caches, each with GitLab's defaults for what it leaves out.
+            if key.name == "cache" {
+                if matches!(value.value, Value::Mapping(_)) {
+                    value.value = Value::Sequence(vec![value.clone()]);
+                }
+                if let Value::Sequence(caches) = &mut value.value {
+                    for cache in caches.iter_mut() {
+                        let at = cache.span;
+                        let Value::Mapping(entries) = &mut cache.value else { continue };
+                        for (name, default) in [("policy", "pull-push"), ("when", "on_success")] {
+                            if !entries.iter().any(|(k, _)| k.name == name) {
+                                let key = opsloop_pipeline::yaml::Key { name: name.to_owned(), span: at };
+                                entries.push((key, Node::new(Value::String(default.to_owned()), at)));
+                            }
+                        }
+                    }
+                }
+            }
         }
+        // A keyword without a value is one not given (the loader warned about it).
+        keys.retain(|(key, value)| !(key.name == "artifacts" && matches!(value.value, Value::Null)));
     }
     tree
 }
@@ -884,6 +886,11 @@ fn jobs_marked(config: &Config, directive: &str) -> Vec<String> {
 
 const DEFAULT_PIPELINE_FILE: &str = ".gitlab-ci.yml";
 
+/// Jobs at once unless `--concurrency` says otherwise (why: see its help). Each running job
+/// holds a few file descriptors (pipes, its log), so 64 stays well inside the usual limit of
+/// 1,024.
+const DEFAULT_CONCURRENCY: usize = 64;
+
 /// The image of jobs without one under `--no-shell-executor-no-image` (gitlab-ci-local's).
 const DEFAULT_IMAGE: &str = "docker.io/ruby:3.1";
 
@@ -892,7 +899,5 @@ const DEFAULT_IGNORES_FILE: &str = ".gitlab-ci-local-ignores";
 
 /// The root of the git repository around the working directory, if there is one.
 fn git_root() -> Option<PathBuf> {
-    let output = std::process::Command::new("git").args(["rev-parse", "--show-toplevel"]).output().ok()?;
-    let root = String::from_utf8(output.stdout).ok()?;
-    (output.status.success() && !root.trim().is_empty()).then(|| PathBuf::from(root.trim()))
+    opsloop_runner::repo::Repo::open(Path::new(".")).and_then(|repo| repo.workdir())
 }
