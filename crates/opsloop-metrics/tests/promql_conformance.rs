@@ -189,30 +189,7 @@ fn almost_equal(a: f64, b: f64) -> bool {
 
 /// Prometheus's `model.ParseDuration` (`1h30m`, `0m`, `100ms`), in milliseconds.
 fn duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut total = 0i64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let n: i64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let ms = match &rest[..unit] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            _ => return None,
-        };
-        total += n * ms;
-        rest = &rest[unit..];
-    }
-    Some(total)
+    opsloop_metrics::config::parse_duration(s).and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
 /// Splits `metric{a="b", c="d"} 1 2 3` into the selector and the values, minding braces and

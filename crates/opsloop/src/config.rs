@@ -579,19 +579,7 @@ impl Resolved {
 
 /// A retention time in Prometheus's words (`15d`, `12h`, `2w`, `1y`), in seconds.
 fn parse_retention(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit())?;
-    let n: u64 = s[..digits].parse().ok()?;
-    let unit = match &s[digits..] {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        "y" => 31_536_000,
-        _ => return None,
-    };
-    n.checked_mul(unit).filter(|&secs| secs > 0)
+    opsloop_metrics::config::parse_duration(s.trim()).map(|d| d.as_secs()).filter(|&secs| secs > 0)
 }
 
 /// A size in Prometheus's words (`512MB`, `10GB`, `1TB`; powers of 1024 as Prometheus reads them).

@@ -163,34 +163,7 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
     if let Ok(secs) = s.parse::<f64>() {
         return secs.is_finite().then(|| (secs * 1000.0).round() as i64);
     }
-    promql_duration(s)
-}
-
-fn promql_duration(s: &str) -> Option<i64> {
-    let mut total = 0i64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let n: i64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let ms = match &rest[..unit] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(ms)?)?;
-        rest = &rest[unit..];
-    }
-    Some(total)
+    opsloop_metrics::config::parse_duration(s).and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
 fn now_ms(state: &AppState) -> Timestamp {
