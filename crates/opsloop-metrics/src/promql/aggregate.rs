@@ -266,7 +266,7 @@ fn count_values(
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)`: the shortest decimal that reads back as `v`,
 /// never in exponent form.
-pub(crate) fn format_go_float(v: f64) -> String {
+pub fn format_go_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {

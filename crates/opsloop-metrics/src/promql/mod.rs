@@ -20,6 +20,7 @@ use promql_parser::parser::{Expr, Function};
 use crate::labels::Labels;
 use crate::storage::{Queryable, Sample, Series, StorageError, Timestamp};
 
+pub use aggregate::format_go_float as format_value;
 pub use eval::Limits;
 
 /// What a query evaluates to, in the shape the HTTP API answers with.

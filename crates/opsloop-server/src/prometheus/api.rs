@@ -190,18 +190,9 @@ where
     }
 }
 
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, how Prometheus writes sample values.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
+/// How Prometheus writes sample values (Go's `strconv.FormatFloat(v, 'f', -1, 64)`): the
+/// engine's own formatting, which `count_values` labels use too.
+pub use opsloop_metrics::promql::format_value;
 
 fn ts_json(t: Timestamp) -> Value {
     // Seconds with millisecond precision, a JSON number as Prometheus writes it.
