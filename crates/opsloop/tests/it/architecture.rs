@@ -17,6 +17,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("opsloop-deploy", &["opsloop-core", "opsloop-config"]),
     ("opsloop-secure", &["opsloop-core", "opsloop-config"]),
     ("opsloop-metrics", &["opsloop-core", "opsloop-config"]),
+    ("opsloop-alert", &["opsloop-core", "opsloop-config"]),
+    ("opsloop-checks", &["opsloop-core", "opsloop-config"]),
     ("opsloop-store", &["opsloop-core"]),
     // The server hosts every engine and the store; the binary, the server too.
     ("opsloop-server", EVERY_CRATE),
@@ -33,6 +35,8 @@ const EVERY_CRATE: &[&str] = &[
     "opsloop-deploy",
     "opsloop-secure",
     "opsloop-metrics",
+    "opsloop-alert",
+    "opsloop-checks",
     "opsloop-store",
     "opsloop-server",
 ];
