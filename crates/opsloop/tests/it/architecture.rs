@@ -19,6 +19,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("opsloop-metrics", &["opsloop-core", "opsloop-config"]),
     ("opsloop-alert", &["opsloop-core", "opsloop-config"]),
     ("opsloop-checks", &["opsloop-core", "opsloop-config"]),
+    ("opsloop-logs", &["opsloop-core", "opsloop-config"]),
+    ("opsloop-scan", &["opsloop-core", "opsloop-config"]),
     ("opsloop-store", &["opsloop-core"]),
     // The server hosts every engine and the store; the binary, the server too.
     ("opsloop-server", EVERY_CRATE),
@@ -37,6 +39,8 @@ const EVERY_CRATE: &[&str] = &[
     "opsloop-metrics",
     "opsloop-alert",
     "opsloop-checks",
+    "opsloop-logs",
+    "opsloop-scan",
     "opsloop-store",
     "opsloop-server",
 ];

@@ -1,0 +1,3 @@
+//! The Loki role, as a library (no HTTP server, no store): log streams identified by labels,
+//! stored in compressed time-bounded chunks behind a WAL, indexed by label and time, and
+//! queried with LogQL (our own parser and evaluator).

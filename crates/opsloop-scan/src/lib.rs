@@ -1,0 +1,4 @@
+//! The gitleaks, osv-scanner and Syft roles, as a library (no HTTP server, no store): secret
+//! scanning of trees, git history and staged changes with gitleaks-compatible rules; lockfile
+//! inventories audited against an offline OSV database with each ecosystem's version ordering;
+//! SBOMs. Kept apart from `opsloop-secure`, the vault.
