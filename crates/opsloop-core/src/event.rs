@@ -6,7 +6,7 @@
 //! log from its own cursor, at least once. A new kind of event is one variant here; a new
 //! subscriber never touches the emitter.
 
-use crate::status::{DeploymentStatus, JobStatus, PipelineStatus};
+use crate::status::{DeploymentStatus, IncidentStatus, JobStatus, PipelineStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -22,6 +22,9 @@ pub enum Event {
     /// A deployment ended: `success` (traffic switched to the new release), `failed` (the old
     /// release still serves) or `rolled_back` (it served, failed its checks, and was undone).
     DeploymentFinished { project_id: i64, deployment_id: i64, status: DeploymentStatus, reason: Option<String> },
+    /// An incident was opened, acknowledged or resolved. `project_id` is 0 for an incident of
+    /// the instance (alerts that name no project).
+    IncidentChanged { project_id: i64, incident_id: i64, status: IncidentStatus },
 }
 
 impl Event {
@@ -33,6 +36,7 @@ impl Event {
             Event::JobFinished { .. } => "job_finished",
             Event::DeploymentStarted { .. } => "deployment_started",
             Event::DeploymentFinished { .. } => "deployment_finished",
+            Event::IncidentChanged { .. } => "incident_changed",
         }
     }
 
@@ -43,7 +47,8 @@ impl Event {
             | Event::PipelineFinished { project_id, .. }
             | Event::JobFinished { project_id, .. }
             | Event::DeploymentStarted { project_id, .. }
-            | Event::DeploymentFinished { project_id, .. } => *project_id,
+            | Event::DeploymentFinished { project_id, .. }
+            | Event::IncidentChanged { project_id, .. } => *project_id,
         }
     }
 }

@@ -14,4 +14,4 @@ pub use clock::{Clock, SystemClock};
 pub use event::{Event, RecordedEvent};
 pub use name::{NameError, validate_name};
 pub use role::{Role, RoleParseError};
-pub use status::{DeploymentStatus, JobStatus, PipelineStatus, StatusParseError};
+pub use status::{DeploymentStatus, IncidentStatus, JobStatus, PipelineStatus, StatusParseError};

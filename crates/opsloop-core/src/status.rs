@@ -119,6 +119,24 @@ impl DeploymentStatus {
     }
 }
 
+status_enum!(
+    /// An incident's state: PagerDuty's three.
+    IncidentStatus, "incident" {
+        /// Open and paging through its escalation policy.
+        Triggered => "triggered",
+        /// Someone took it: escalation stops.
+        Acknowledged => "acknowledged",
+        Resolved => "resolved",
+    }
+);
+
+impl IncidentStatus {
+    /// Not resolved: new alerts with the same key join it.
+    pub fn is_open(self) -> bool {
+        !matches!(self, IncidentStatus::Resolved)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +153,9 @@ mod tests {
         for status in DeploymentStatus::ALL {
             assert_eq!(status.as_str().parse::<DeploymentStatus>(), Ok(*status));
             assert_eq!(serde_json::to_value(status).ok(), Some(serde_json::Value::from(status.as_str())));
+        }
+        for status in IncidentStatus::ALL {
+            assert_eq!(status.as_str().parse::<IncidentStatus>(), Ok(*status));
         }
         let error = "done".parse::<JobStatus>().unwrap_err();
         assert_eq!(error.to_string(), "unknown job status `done`");

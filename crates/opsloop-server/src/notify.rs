@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use opsloop_core::{DeploymentStatus, Event, JobStatus, PipelineStatus, RecordedEvent};
-use opsloop_store::{Delivery, Deployment, Job, Pipeline, Project};
+use opsloop_store::{Delivery, Deployment, Incident, Job, Pipeline, Project};
 use serde_json::json;
 use sha2::Sha256;
 
@@ -112,6 +112,23 @@ pub fn deployment_payload(
     .to_string()
 }
 
+pub fn incident_payload(external_url: Option<&str>, project: &Project, incident: &Incident) -> String {
+    json!({
+        "object_kind": "incident",
+        "project": { "id": project.id, "name": project.name },
+        "incident": {
+            "id": incident.id,
+            "title": incident.title,
+            "severity": incident.severity,
+            "status": incident.status,
+            "assignee": incident.assignee,
+            "created_at": rfc3339(incident.created_at),
+            "url": format!("{}/incidents/{}", base_url(external_url), incident.id),
+        },
+    })
+    .to_string()
+}
+
 /// Outgoing webhooks as an event subscriber: each pipeline start and end, job end and
 /// deployment end becomes one queued delivery per hook that wants its kind.
 pub struct Webhooks;
@@ -145,6 +162,10 @@ impl Subscriber for Webhooks {
                     let Some(deployment) = store.deployment(*deployment_id).await? else { return Ok(()) };
                     let payload = deployment_payload(external_url, &project, &deployment, *status, reason.as_deref());
                     ("deployment", payload)
+                }
+                Event::IncidentChanged { incident_id, .. } => {
+                    let Some(incident) = store.incident(*incident_id).await? else { return Ok(()) };
+                    ("incident", incident_payload(external_url, &project, &incident))
                 }
                 // Hooks hear of a deployment when it ends, as before the bus.
                 Event::DeploymentStarted { .. } => return Ok(()),

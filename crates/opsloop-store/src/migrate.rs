@@ -152,9 +152,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0023_events.sql"),
         postgres: include_str!("../migrations/postgres/0023_events.sql"),
     },
+    Migration {
+        version: 24,
+        name: "alerting",
+        sqlite: include_str!("../migrations/sqlite/0024_alerting.sql"),
+        postgres: include_str!("../migrations/postgres/0024_alerting.sql"),
+    },
 ];
 
-const LATEST: i64 = 23;
+const LATEST: i64 = 24;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

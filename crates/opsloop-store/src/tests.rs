@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::test_support::TestDatabase;
-use opsloop_core::{DeploymentStatus, Event, JobStatus, PipelineStatus, Role};
+use opsloop_core::{DeploymentStatus, Event, IncidentStatus, JobStatus, PipelineStatus, Role};
 
 /// Declares a test that runs the same body against both backends.
 macro_rules! store_test {
@@ -537,4 +537,66 @@ store_test!(events_are_read_from_where_a_subscriber_joined, |store| {
     // Only what every subscriber handled may go.
     assert_eq!(store.prune_events(store.now_ms() + 1).await.unwrap(), 3);
     assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
+});
+
+store_test!(incidents_open_join_and_change_status_once, |store| {
+    let cursor = store.event_cursor("test").await.unwrap();
+    let new = NewIncident {
+        project_id: None,
+        dedup_key: "{}:{alertname=\"Down\"}",
+        title: "Down",
+        severity: "critical",
+        escalation_policy: "default",
+        alerts: "[1]",
+    };
+    let (first, created) = store.open_or_join_incident(&new).await.unwrap();
+    assert!(created);
+    assert_eq!(first.status, IncidentStatus::Triggered);
+    // The same key while open joins it.
+    let (joined, created) = store.open_or_join_incident(&NewIncident { alerts: "[1,2]", ..new.clone() }).await.unwrap();
+    assert!(!created);
+    assert_eq!((joined.id, joined.alerts.as_str()), (first.id, "[1,2]"));
+    store.set_incident_escalation(first.id, "{\"level\":0}", Some(5)).await.unwrap();
+    assert_eq!(store.incidents_due(10, 10).await.unwrap().len(), 1);
+    assert!(store.set_incident_status(first.id, IncidentStatus::Acknowledged, "alice", "").await.unwrap());
+    // Acknowledging twice changes nothing; an acknowledged incident no longer escalates.
+    assert!(!store.set_incident_status(first.id, IncidentStatus::Acknowledged, "bob", "").await.unwrap());
+    assert!(store.incidents_due(10, 10).await.unwrap().is_empty());
+    let acked = store.incident(first.id).await.unwrap().unwrap();
+    assert_eq!(acked.assignee.as_deref(), Some("alice"));
+    assert!(store.set_incident_status(first.id, IncidentStatus::Resolved, "alice", "fixed").await.unwrap());
+    // Resolved: the same key opens a new one.
+    let (second, created) = store.open_or_join_incident(&new).await.unwrap();
+    assert!(created && second.id != first.id);
+    let kinds: Vec<String> = store.incident_timeline(first.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["triggered", "alerts", "acknowledged", "resolved"]);
+    let open = store.incidents(&IncidentFilter { open: true, ..Default::default() }).await.unwrap();
+    assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), [second.id]);
+    let resolved = IncidentFilter { status: Some(IncidentStatus::Resolved), project: Some(None), ..Default::default() };
+    assert_eq!(store.incidents(&resolved).await.unwrap().len(), 1);
+    let events: Vec<Event> = store.events_after(cursor, 10).await.unwrap().into_iter().map(|e| e.event).collect();
+    let statuses: Vec<IncidentStatus> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IncidentChanged { status, .. } => Some(*status),
+            _ => None,
+        })
+        .collect();
+    use IncidentStatus::*;
+    assert_eq!(statuses, [Triggered, Acknowledged, Resolved, Triggered]);
+});
+
+store_test!(leases_state_and_nonces, |store| {
+    assert!(store.take_lease("alerting", "a", 10_000).await.unwrap());
+    assert!(!store.take_lease("alerting", "b", 10_000).await.unwrap());
+    assert!(store.take_lease("alerting", "a", 10_000).await.unwrap());
+    // An expired lease goes to whoever asks.
+    assert!(store.take_lease("alerting", "a", -20_000).await.unwrap());
+    assert!(store.take_lease("alerting", "b", 10_000).await.unwrap());
+    assert_eq!(store.subsystem_state("alerting").await.unwrap(), None);
+    store.save_subsystem_state("alerting", "{\"v\":1}").await.unwrap();
+    store.save_subsystem_state("alerting", "{\"v\":2}").await.unwrap();
+    assert_eq!(store.subsystem_state("alerting").await.unwrap().as_deref(), Some("{\"v\":2}"));
+    assert!(store.use_nonce("n1").await.unwrap());
+    assert!(!store.use_nonce("n1").await.unwrap());
 });

@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::state::AppState;
 use crate::views::rfc3339;
 
-const EVENTS: [&str; 3] = ["pipeline", "job", "deployment"];
+const EVENTS: [&str; 4] = ["pipeline", "job", "deployment", "incident"];
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HookView {
