@@ -118,6 +118,19 @@ impl From<crate::deploy::DeployError> for ApiError {
     }
 }
 
+impl From<crate::alerting::AlertingError> for ApiError {
+    fn from(error: crate::alerting::AlertingError) -> Self {
+        use crate::alerting::AlertingError;
+        match error {
+            AlertingError::Invalid(message) => ApiError::invalid(message),
+            AlertingError::Forbidden(message) => ApiError::forbidden(message),
+            AlertingError::NotFound { what } => ApiError::not_found(what),
+            AlertingError::WrongStatus(message) => ApiError::new(StatusCode::CONFLICT, "wrong_status", message),
+            AlertingError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<crate::ci::CiError> for ApiError {
     fn from(error: crate::ci::CiError) -> Self {
         use crate::ci::CiError;

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod agents;
+pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod ci;

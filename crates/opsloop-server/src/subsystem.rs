@@ -67,7 +67,20 @@ pub fn all() -> Vec<Box<dyn Subsystem>> {
         Box::new(Deployments),
         Box::new(Notifications),
         Box::new(Monitoring),
+        Box::new(Alerting),
     ]
+}
+
+/// Alerting: incidents, and (as the engine lands) Alertmanager's API, routing and on-call.
+struct Alerting;
+
+impl Subsystem for Alerting {
+    fn name(&self) -> &'static str {
+        "alerting"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::api::alerting_routes(table)
+    }
 }
 
 /// Metrics: series storage, PromQL and Prometheus's HTTP API.

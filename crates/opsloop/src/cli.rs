@@ -183,6 +183,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Incidents on a running server: list, show, acknowledge, resolve.
+    ///
+    /// Examples:
+    ///   opsloop incident list --open
+    ///   opsloop incident show 12
+    ///   opsloop incident ack 12 --note "looking"
+    ///   opsloop incident list --json | jq '.[] | select(.status == "triggered") | .id'
+    #[command(verbatim_doc_comment)]
+    Incident {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
     /// A service's deployments in an environment, newest first.
     Deployments {
         #[command(flatten)]
@@ -828,6 +842,47 @@ pub enum EnvironmentsCommand {
     Apply {
         #[command(flatten)]
         project: ProjectArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// Incidents you may see, newest first.
+    List {
+        /// Only open ones (triggered or acknowledged).
+        #[arg(long)]
+        open: bool,
+        /// Only incidents in this state: triggered, acknowledged or resolved.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the API's JSON (id, status, title, alerts, timeline…).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One incident with its timeline.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge: you take the incident and its escalation stops.
+    Ack {
+        id: i64,
+        /// Shown on the timeline.
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve an incident by hand.
+    Resolve {
+        id: i64,
+        #[arg(long, default_value = "")]
+        note: String,
         #[arg(long)]
         json: bool,
     },

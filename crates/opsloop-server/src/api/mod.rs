@@ -5,6 +5,7 @@ pub mod admin;
 pub mod agents;
 pub mod deployments;
 pub mod hooks;
+pub mod incidents;
 pub mod notifications;
 pub mod page_cache;
 pub mod pipelines;
@@ -172,6 +173,18 @@ pub fn ci_routes(table: RouteTable) -> RouteTable {
         .add(api, Method::DELETE, "/api/v1/admin/variables/{key}", Admin, variables::delete_instance)
 }
 
+/// The alerting subsystem's routes (see `crate::subsystem`).
+pub fn alerting_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    let api = Surface::Api;
+    table
+        .add(api, Method::GET, "/api/v1/incidents", Authenticated, incidents::list)
+        .add(api, Method::GET, "/api/v1/incidents/{id}", Authenticated, incidents::show)
+        .add(api, Method::POST, "/api/v1/incidents/{id}/acknowledge", AuthenticatedWrite, incidents::acknowledge)
+        .add(api, Method::POST, "/api/v1/incidents/{id}/resolve", AuthenticatedWrite, incidents::resolve)
+        .add(api, Method::POST, "/api/v1/incidents/{id}/notes", AuthenticatedWrite, incidents::add_note)
+}
+
 /// The notifications subsystem's routes (see `crate::subsystem`).
 pub fn notifications_routes(table: RouteTable) -> RouteTable {
     use Access::*;
@@ -244,6 +257,7 @@ pub fn agents_routes(table: RouteTable) -> RouteTable {
         polling::show, polling::set, polling::ci_settings, polling::set_ci_settings,
         triggers::list, triggers::create, triggers::delete, triggers::trigger_pipeline,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
+        incidents::list, incidents::show, incidents::acknowledge, incidents::resolve, incidents::add_note,
         deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
         deployments::plan, deployments::apply, deployments::approve, deployments::stop, deployments::compare,
         schedules::list, schedules::create, schedules::update, schedules::delete,

@@ -130,7 +130,8 @@ pub async fn create_hook(
     events.sort();
     events.dedup();
     if let Some(bad) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-        return Err(ApiError::invalid(format!("unknown event `{bad}`: use `pipeline` or `job`")));
+        let known = EVENTS.map(|e| format!("`{e}`")).join(", ");
+        return Err(ApiError::invalid(format!("unknown event `{bad}`: use {known}")));
     }
     let secret = match input.secret {
         Some(secret) if (16..=256).contains(&secret.len()) => secret,

@@ -40,6 +40,8 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/projects/{project}/triggers") => r#"{"description": "deploy script"}"#,
         ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
         ("POST", "/api/v1/projects/{project}/notifications") => r#"{"url": "https://hooks.example.com/opsloop"}"#,
+        ("POST", "/api/v1/incidents/{id}/acknowledge" | "/api/v1/incidents/{id}/resolve") => "",
+        ("POST", "/api/v1/incidents/{id}/notes") => r#"{"text": "looking into it"}"#,
         ("POST", "/api/v1/agent/register") => r#"{"tags": ["linux"], "concurrency": 2}"#,
         // Prometheus's API: parameters go in the query string; remote write's body is snappy
         // (one zero byte: an empty WriteRequest).
@@ -141,7 +143,23 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         let deployment = app.store.create_deployment(&project, fixture_deployment, crate::app::ACTOR).await.unwrap();
         let (agent_token, agent) =
             opsloop_server::agents::service::issue_agent_token(&app.store, "fixture", crate::app::ACTOR).await.unwrap();
-        let id = if spec.path.starts_with("/api/v1/admin/agents/") { agent.id } else { own_token_id };
+        // An incident of the instance: every signed-in user sees it, writers act on it.
+        let incident = opsloop_store::NewIncident {
+            project_id: None,
+            dedup_key: "fixture",
+            title: "Fixture",
+            severity: "critical",
+            escalation_policy: "",
+            alerts: "[]",
+        };
+        let (incident, _) = app.store.open_or_join_incident(&incident).await.unwrap();
+        let id = if spec.path.starts_with("/api/v1/admin/agents/") {
+            agent.id
+        } else if spec.path.starts_with("/api/v1/incidents/") {
+            incident.id
+        } else {
+            own_token_id
+        };
         let path = spec
             .path
             .replace("{project}", &project.name)

@@ -10,6 +10,7 @@ mod artifacts;
 mod auth_matrix;
 mod bad_input;
 mod browser_flows;
+mod incidents;
 mod polling;
 mod readiness;
 mod releases;

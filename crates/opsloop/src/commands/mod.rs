@@ -3,6 +3,7 @@
 mod admin;
 mod agent;
 mod deploy;
+mod incident;
 mod metrics;
 mod pipeline;
 mod project;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Deploy { client, args } => deploy::deploy(&client, args).await,
         Command::Rollback { client, args } => deploy::rollback(&client, args).await,
         Command::Deployments { client, args } => deploy::list(&client, args).await,
+        Command::Incident { client, command } => Ok(incident::run(&client, command).await),
         Command::Approve { client, deployment, project, json } => {
             deploy::approve(&client, deployment, project, json).await
         }

@@ -1,0 +1,101 @@
+//! `opsloop incident`: incidents on a running server, through its API.
+
+use std::process::ExitCode;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::fail;
+use crate::cli::{ClientArgs, IncidentCommand};
+use crate::client::ApiClient;
+use crate::output;
+
+pub async fn run(client: &ClientArgs, command: IncidentCommand) -> ExitCode {
+    let result = async {
+        let client = ApiClient::new(client)?;
+        match command {
+            IncidentCommand::List { open, status, limit, json } => {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query.append_pair("limit", &limit.clamp(1, 500).to_string());
+                if open {
+                    query.append_pair("open", "true");
+                }
+                if let Some(status) = &status {
+                    query.append_pair("status", status);
+                }
+                let incidents: Vec<Value> =
+                    client.get_with_query(&["incidents"], &query.finish()).await?.unwrap_or_default();
+                if json {
+                    // Scripts read the timeline too: one request per incident is the price.
+                    let mut detailed = Vec::with_capacity(incidents.len());
+                    for incident in &incidents {
+                        let id = incident["id"].to_string();
+                        let one: Option<Value> =
+                            client.call::<Value, _>(Method::GET, &["incidents", &id], None).await?;
+                        detailed.push(one.unwrap_or_else(|| incident.clone()));
+                    }
+                    output::json(&detailed)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let text = |value: &Value| value.as_str().unwrap_or("-").to_owned();
+                let rows = incidents
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i["id"].to_string(),
+                            text(&i["status"]),
+                            text(&i["severity"]),
+                            text(&i["title"]),
+                            text(&i["project"]),
+                            text(&i["assignee"]),
+                            text(&i["created_at"]),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "STATUS", "SEVERITY", "TITLE", "PROJECT", "ASSIGNEE", "OPENED"], rows);
+                Ok(ExitCode::SUCCESS)
+            }
+            IncidentCommand::Show { id, json } => {
+                let incident: Value = client
+                    .call::<Value, _>(Method::GET, &["incidents", &id.to_string()], None)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the server sent no incident"))?;
+                print_incident(&incident, json)
+            }
+            IncidentCommand::Ack { id, note, json } => change(&client, id, "acknowledge", &note, json).await,
+            IncidentCommand::Resolve { id, note, json } => change(&client, id, "resolve", &note, json).await,
+        }
+    }
+    .await;
+    result.unwrap_or_else(|error| fail(&error))
+}
+
+async fn change(client: &ApiClient, id: i64, action: &str, note: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let body = json!({ "note": note });
+    let incident: Value = client
+        .call(Method::POST, &["incidents", &id.to_string(), action], Some(&body))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the server sent no incident"))?;
+    print_incident(&incident, json)
+}
+
+fn print_incident(incident: &Value, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        output::json(incident)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = |value: &Value| value.as_str().unwrap_or("-").to_owned();
+    println!("incident {}: {}", incident["id"], text(&incident["title"]));
+    println!("  status    {}", text(&incident["status"]));
+    println!("  severity  {}", text(&incident["severity"]));
+    println!("  assignee  {}", text(&incident["assignee"]));
+    println!("  opened    {}", text(&incident["created_at"]));
+    println!("timeline:");
+    for entry in incident["timeline"].as_array().into_iter().flatten() {
+        let detail = text(&entry["detail"]);
+        let detail =
+            if detail.len() > 100 { format!("{}…", &detail[..detail.floor_char_boundary(100)]) } else { detail };
+        println!("  {}  {:<13} {:<10} {}", text(&entry["at"]), text(&entry["kind"]), text(&entry["actor"]), detail);
+    }
+    Ok(ExitCode::SUCCESS)
+}
