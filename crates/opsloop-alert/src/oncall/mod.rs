@@ -1,0 +1,7 @@
+//! The on-call part of the alerting engine (PagerDuty's role): who is on call ([`schedule`]),
+//! who gets paged and when ([`escalation`]), signed ack links ([`ack`]), calendar feeds
+//! ([`ical`]), all configured as code ([`config`]).
+
+pub mod config;
+
+pub use config::{OncallConfig, UserName};
