@@ -3,5 +3,7 @@
 //! ([`ical`]), all configured as code ([`config`]).
 
 pub mod config;
+pub mod schedule;
 
 pub use config::{OncallConfig, UserName};
+pub use schedule::Shift;
