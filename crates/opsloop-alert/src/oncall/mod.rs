@@ -3,7 +3,9 @@
 //! ([`ical`]), all configured as code ([`config`]).
 
 pub mod config;
+pub mod escalation;
 pub mod schedule;
 
 pub use config::{OncallConfig, UserName};
+pub use escalation::{Escalation, EscalationState, PageAction};
 pub use schedule::Shift;
