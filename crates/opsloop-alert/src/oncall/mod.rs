@@ -2,6 +2,7 @@
 //! who gets paged and when ([`escalation`]), signed ack links ([`ack`]), calendar feeds
 //! ([`ical`]), all configured as code ([`config`]).
 
+pub mod ack;
 pub mod config;
 pub mod escalation;
 pub mod schedule;
