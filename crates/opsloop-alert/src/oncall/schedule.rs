@@ -225,14 +225,18 @@ impl Schedule {
         })
     }
 
-    /// The shift of the final schedule that contains `at`, looking up to a rotation's worth
-    /// (at most [`MAX_RENDER_SPAN`]) either side for its edges: the `until` of a CLI answer.
-    pub fn shift_at(&self, at: Timestamp) -> Option<Shift> {
-        let reach = self.layers.iter().map(|l| l.rotation).max().unwrap_or(SignedDuration::ZERO).min(MAX_RENDER_SPAN)
-            + SignedDuration::from_hours(24);
+    /// The shift of the final schedule that contains `at`, with each edge that lies within
+    /// `reach` of it (`None` for an edge further away: someone on call for months).
+    pub fn shift_around(
+        &self,
+        at: Timestamp,
+        reach: SignedDuration,
+    ) -> Option<(UserName, Option<Timestamp>, Option<Timestamp>)> {
+        let reach = reach.min(MAX_RENDER_SPAN / 2);
         let from = at.checked_sub(reach).unwrap_or(Timestamp::MIN);
         let to = at.checked_add(reach).unwrap_or(Timestamp::MAX);
-        self.final_schedule(from, to).into_iter().find(|s| s.start <= at && at < s.end)
+        let shift = self.final_schedule(from, to).into_iter().find(|s| s.start <= at && at < s.end)?;
+        Some((shift.user, (shift.start > from).then_some(shift.start), (shift.end < to).then_some(shift.end)))
     }
 
     /// DST (and other offset) changes in `(from, to)`: a restriction edge in a DST gap does
