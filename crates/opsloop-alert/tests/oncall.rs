@@ -3,6 +3,8 @@
 //! layers, escalation under a manual clock (with a restart in the middle), iCal feeds, ack
 //! links, and the CLI's `who_is_on_call`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 
 use jiff::civil::Time;
@@ -322,7 +324,7 @@ fn ical_feeds_are_folded_crlf_utc_and_well_formed() {
     let starts: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("DTSTART:")).collect();
     assert_eq!(starts[0], "20260323T080000Z", "the first handoff, 09:00 +01");
     assert!(starts.iter().all(|s| s.len() == 16 && s.ends_with('Z')));
-    assert!(lines.iter().any(|l| *l == "SUMMARY:On call: carol (s)"));
+    assert!(lines.contains(&"SUMMARY:On call: carol (s)"));
     let uids: HashSet<&str> = lines.iter().filter_map(|l| l.strip_prefix("UID:")).collect();
     assert_eq!(uids.len(), events, "UIDs are unique");
     assert_eq!(feed, ical::schedule_feed(s, from, to, generated), "deterministic");
