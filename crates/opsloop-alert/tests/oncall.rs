@@ -378,3 +378,56 @@ fn the_cli_answer() {
     assert_eq!(e.to_string(), "unknown schedule `ss` (did you mean `s`?)");
     assert!(matches!(parse_at(&c, "s", "tomorrow"), Err(OncallError::BadTime { .. })));
 }
+
+/// The rendering agrees with `on_call_at` at every instant: sampled every 7 minutes over two
+/// months spanning a DST change, for a schedule with layers, restrictions (one crossing
+/// midnight, one weekly) and overrides.
+#[test]
+fn final_schedule_agrees_with_on_call_at_everywhere() {
+    let text = format!(
+        "{USERS}{}",
+        LAYERED.replace(
+            "restrictions: [{days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:00\"}]",
+            "restrictions: [{days: [mon, wed], start: \"22:00\", end: \"02:30\"}, {start_day: fri, start: \"18:00\", end_day: sun, end: \"03:00\"}]\n      - {rotation: 12h, handoff: 2026-03-25T02:30, users: [bob, dave], restrictions: [{days: [sun], start: \"02:15\", end: \"02:45\"}]}",
+        )
+    );
+    let c = config(&text);
+    let s = c.schedule("s").unwrap();
+    assert_eq!(s.layers.len(), 3, "the replacement took");
+    let (from, to) = (ts("2026-03-15T00:00Z"), ts("2026-05-15T00:00Z"));
+    let shifts = s.final_schedule(from, to);
+    for pair in shifts.windows(2) {
+        assert!(pair[0].end <= pair[1].start, "sorted and disjoint: {pair:?}");
+        assert!(pair[0].end < pair[1].start || pair[0].user != pair[1].user, "merged: {pair:?}");
+    }
+    let mut at = from;
+    while at < to {
+        let rendered = shifts.iter().find(|x| x.start <= at && at < x.end).map(|x| x.user.to_string());
+        assert_eq!(rendered, s.on_call_at(at).map(|u| u.to_string()), "at {at}");
+        at += SignedDuration::from_mins(7);
+    }
+}
+
+#[test]
+fn damaged_files_are_refused_without_panicking() {
+    let text = format!(
+        "{USERS}{LAYERED}escalation_policies:\n  - {{name: p, levels: [{{targets: [schedule:s]}}, {{targets: [user:bob], after: 5m}}]}}\n"
+    );
+    assert!(load(&text, "x.yml").is_ok(), "{:?}", load(&text, "x.yml").err());
+    let bytes: Vec<char> = text.chars().collect();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..400 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let cut = (seed % bytes.len() as u64) as usize;
+        let len = (seed >> 32) as usize % 6 + 1;
+        let damaged: String =
+            bytes.iter().enumerate().filter(|(i, _)| *i < cut || *i >= cut + len).map(|(_, c)| c).collect();
+        if let Ok(c) = load(&damaged, "x.yml") {
+            for s in &c.schedules {
+                let _ = s.final_schedule(ts("2026-03-20T00:00Z"), ts("2026-04-20T00:00Z"));
+            }
+        }
+    }
+}
