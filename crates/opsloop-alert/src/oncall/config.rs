@@ -601,7 +601,11 @@ impl Decoder {
                 None => Some(SignedDuration::ZERO),
             };
             if let Some(after) = after {
-                rules.push(NotificationRule { contact: kind, after });
+                let rule = NotificationRule { contact: kind, after };
+                // The same rule twice would send the same message twice.
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
             }
         }
         let (name, span) = name?;
@@ -614,10 +618,13 @@ impl Decoder {
         }
         if f.get("notification_rules").is_none() {
             // Nothing written: every way the user has, at once.
-            let mut kinds: Vec<ContactKind> = contacts.iter().map(|c| c.kind).collect();
-            kinds.dedup();
-            rules =
-                kinds.into_iter().map(|contact| NotificationRule { contact, after: SignedDuration::ZERO }).collect();
+            // One rule per kind: a rule already covers every method of its kind.
+            for c in &contacts {
+                let rule = NotificationRule { contact: c.kind, after: SignedDuration::ZERO };
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
         }
         Some((User { name: UserName(name), contacts, notification_rules: rules }, span))
     }
@@ -1093,6 +1100,16 @@ escalation_policies:
     }
 
     #[test]
+    fn default_rules_notify_each_method_once() {
+        let text = "users:\n  - {name: m, email: m@example.com, contact: [{webhook: \"https://x.example.com\"}, {email: n@example.com}]}\n";
+        let config = load(text, "x.yml").unwrap_or_else(|e| panic!("{e}"));
+        let m = config.user("m").unwrap();
+        assert_eq!(m.contacts.len(), 3);
+        let kinds: Vec<ContactKind> = m.notification_rules.iter().map(|r| r.contact).collect();
+        assert_eq!(kinds, [ContactKind::Email, ContactKind::Webhook]);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1w"), Some(SignedDuration::from_hours(168)));
         assert_eq!(parse_duration("1d12h"), Some(SignedDuration::from_hours(36)));
@@ -1160,6 +1177,12 @@ escalation_policies:
             "users: [{name: x, email: x@example.com}]\nescalation_policies:\n  - name: p\n    levels:\n      - targets: [user:x]\n      - targets: [user:x]\n",
         );
         assert!(e.contains("escalation level 2 needs `after`"), "{e}");
+        let e = errors(&EXAMPLE.replace("end: 2026-03-29T00:00+01:00", "end: 2026-03-27T00:00+01:00"));
+        assert!(e.contains("oncall.yml:32:10: an override must end after it starts"), "{e}");
+        let e = errors(&EXAMPLE.replace("{days: [mon, tue, wed, thu, fri],", "{days: [mon], start_day: fri,"));
+        assert!(e.contains("either `days`"), "{e}");
+        let e = errors(&EXAMPLE.replace("repeat: 2", "repeat: -1"));
+        assert!(e.contains("oncall.yml:35:13: `repeat` must be a whole number"), "{e}");
         let e = errors("usres: []\n");
         assert!(e.contains("oncall.yml:1:1: unknown key `usres`") && e.contains("did you mean `users`?"), "{e}");
     }
