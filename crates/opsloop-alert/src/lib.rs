@@ -2,3 +2,5 @@
 //! routed through an `alertmanager.yml` route tree, grouped, silenced and inhibited the way
 //! Alertmanager does, and sent through notification channels; on-call schedules and
 //! escalation policies decide who is paged. Time comes from `opsloop_core::Clock`.
+
+pub mod oncall;
