@@ -70,6 +70,14 @@ pub struct ServerConfig {
     pub deploy: opsloop_deploy::DeployConfig,
     /// The metrics engine's own section.
     pub metrics: opsloop_metrics::MetricsConfig,
+    pub alerting: AlertingConfig,
+}
+
+/// `[alerting]`: on-call as code (`--oncall-config`).
+#[derive(Debug, Clone, Default)]
+pub struct AlertingConfig {
+    /// Users, schedules, overrides and escalation policies (`opsloop_alert::oncall::config`).
+    pub oncall_file: Option<PathBuf>,
 }
 
 /// `[http]`: limits of the HTTP server.
@@ -144,6 +152,7 @@ impl ServerConfig {
             notifications: NotificationsConfig { allow_private_targets: false },
             deploy: opsloop_deploy::DeployConfig::default(),
             metrics: opsloop_metrics::MetricsConfig::default(),
+            alerting: AlertingConfig::default(),
         }
     }
 

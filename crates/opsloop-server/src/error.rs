@@ -125,6 +125,7 @@ impl From<crate::alerting::AlertingError> for ApiError {
             AlertingError::Invalid(message) => ApiError::invalid(message),
             AlertingError::Forbidden(message) => ApiError::forbidden(message),
             AlertingError::NotFound { what } => ApiError::not_found(what),
+            AlertingError::NotFoundNamed(message) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             AlertingError::WrongStatus(message) => ApiError::new(StatusCode::CONFLICT, "wrong_status", message),
             AlertingError::Store(error) => error.into(),
         }

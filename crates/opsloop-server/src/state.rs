@@ -47,6 +47,7 @@ pub struct Inner {
     pub events: crate::events::EventBus,
     /// The metrics engine: series storage, queries.
     pub prometheus: crate::prometheus::MetricsHub,
+    pub alerting: crate::alerting::AlertingHub,
     /// Where artifacts are kept, opened on first use.
     objects: std::sync::OnceLock<Result<crate::objects::ObjectStorage, String>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
@@ -87,6 +88,7 @@ impl AppState {
         let routes = specs.iter().map(|spec| ((spec.method.clone(), spec.path), spec.clone())).collect();
         let metrics = Metrics::new(store.clone());
         let concurrent_jobs = config.ci.concurrent_jobs.max(1);
+        let alerting = crate::alerting::AlertingHub::load(&config.alerting);
         AppState(Arc::new(Inner {
             store,
             config,
@@ -101,6 +103,7 @@ impl AppState {
             deploy: crate::deploy::DeployHub::default(),
             events: crate::events::EventBus::default(),
             prometheus: crate::prometheus::MetricsHub::default(),
+            alerting,
             bound_address: std::sync::OnceLock::new(),
             objects: std::sync::OnceLock::new(),
             routes,

@@ -81,6 +81,9 @@ impl Subsystem for Alerting {
     fn routes(&self, table: RouteTable) -> RouteTable {
         crate::api::alerting_routes(table)
     }
+    fn problem(&self, state: &AppState) -> Option<String> {
+        state.alerting.problem()
+    }
 }
 
 /// Metrics: series storage, PromQL and Prometheus's HTTP API.

@@ -197,6 +197,34 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentCommand,
     },
+    /// Who is on call: from a running server's on-call configuration, or from a file.
+    ///
+    /// Examples:
+    ///   opsloop oncall                         every schedule, now
+    ///   opsloop oncall primary --at 2026-03-29T03:00+02:00
+    ///   opsloop oncall primary --config oncall.yml --at 2026-12-24T20:00 --json
+    ///   opsloop oncall --config oncall.yml --check    validate the file (exit 2 when invalid)
+    ///
+    /// A time without an offset is read in the schedule's own time zone.
+    #[command(verbatim_doc_comment)]
+    Oncall {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The schedule (all of them when omitted).
+        schedule: Option<String>,
+        /// When: RFC 3339 (`2026-03-28T09:00+01:00`), or a local date-time in the schedule's zone.
+        #[arg(long)]
+        at: Option<String>,
+        /// Answer from this on-call file instead of asking a server.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only validate `--config`: every problem at file:line:column.
+        #[arg(long, requires = "config")]
+        check: bool,
+        /// Print JSON: {"schedule", "timezone", "at", "user", "since", "until"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// A service's deployments in an environment, newest first.
     Deployments {
         #[command(flatten)]
@@ -455,6 +483,10 @@ pub struct ServeArgs {
     /// config_file`); Grafana then reads everything at http://ADDR:PORT/prometheus.
     #[arg(long, env = "OPSLOOP_METRICS_CONFIG", value_name = "FILE")]
     pub metrics_config: Option<PathBuf>,
+    /// On-call as code: users, schedules, overrides and escalation policies (overrides
+    /// `[alerting] oncall_file`); `opsloop oncall` then answers who is on call.
+    #[arg(long, env = "OPSLOOP_ONCALL_CONFIG", value_name = "FILE")]
+    pub oncall_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

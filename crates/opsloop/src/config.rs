@@ -41,6 +41,15 @@ struct FileConfig {
     deploy: DeploySection,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    alerting: AlertingSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertingSection {
+    /// On-call as code: users, schedules, overrides, escalation policies.
+    oncall_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +279,8 @@ pub fn resolve(
     server.metrics.enabled = layer.metrics.enabled.unwrap_or(server.metrics.enabled);
     server.metrics.config_file =
         args.metrics_config.clone().or_else(|| layer.metrics.config_file.clone()).map(opsloop_server::config::absolute);
+    server.alerting.oncall_file =
+        args.oncall_config.clone().or_else(|| layer.alerting.oncall_file.clone()).map(opsloop_server::config::absolute);
     if let (Some(value), Some(loaded)) = (&layer.metrics.retention, &file) {
         server.metrics.retention_seconds = parse_retention(value.get_ref()).ok_or_else(|| {
             loaded.error_at(
@@ -445,6 +456,13 @@ pub struct Shown {
     pub notifications: ShownNotifications,
     pub deploy: ShownDeploy,
     pub metrics: ShownMetrics,
+    pub alerting: ShownAlerting,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownAlerting {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oncall_file: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -558,6 +576,9 @@ impl Resolved {
                 config_file: server.metrics.config_file.as_ref().map(|p| p.display().to_string()),
                 retention: format!("{}s", server.metrics.retention_seconds),
                 retention_size_bytes: server.metrics.retention_bytes,
+            },
+            alerting: ShownAlerting {
+                oncall_file: server.alerting.oncall_file.as_ref().map(|p| p.display().to_string()),
             },
             artifacts: match &server.artifacts.storage {
                 opsloop_server::config::ArtifactStorage::Local => ShownArtifacts {

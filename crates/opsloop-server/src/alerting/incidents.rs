@@ -18,6 +18,9 @@ pub enum AlertingError {
     Forbidden(String),
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// Not found, with the message saying what was meant.
+    #[error("{0}")]
+    NotFoundNamed(String),
     /// The incident is not in a state the change applies to (acknowledging a resolved one).
     #[error("{0}")]
     WrongStatus(String),

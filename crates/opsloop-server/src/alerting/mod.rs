@@ -1,7 +1,42 @@
-//! Alerting as a subsystem of the server: incidents (this module's service layer, shared by
-//! the API, the UI and the CLI through the API), and the hosting of the alerting engine
-//! (`opsloop-alert`) as it lands. Handlers only translate [`AlertingError`] to HTTP.
+//! Alerting as a subsystem of the server: incidents ([`incidents`], the service layer shared
+//! by the API and the UI), on-call as code ([`oncall`]), and the hosting of the alerting
+//! engine (`opsloop-alert`). Handlers only translate [`AlertingError`] to HTTP.
 
 pub mod incidents;
+pub mod oncall;
+
+use std::sync::Arc;
 
 pub use incidents::AlertingError;
+use opsloop_alert::oncall::OncallConfig;
+
+use crate::config::AlertingConfig;
+
+/// What alerting keeps while the server runs.
+#[derive(Default)]
+pub struct AlertingHub {
+    /// The on-call configuration, when `--oncall-config` names a valid file.
+    oncall: Option<Arc<OncallConfig>>,
+    /// Why the on-call file could not be used (shown by `/readyz`).
+    problem: Option<String>,
+}
+
+impl AlertingHub {
+    /// Reads the on-call file once at start; `serve` has already refused an invalid one, so a
+    /// problem here is a file that changed in between.
+    pub fn load(config: &AlertingConfig) -> Self {
+        let Some(path) = &config.oncall_file else { return AlertingHub::default() };
+        match opsloop_alert::oncall::config::load_file(path) {
+            Ok(oncall) => AlertingHub { oncall: Some(Arc::new(oncall)), problem: None },
+            Err(error) => AlertingHub { oncall: None, problem: Some(error.to_string()) },
+        }
+    }
+
+    pub fn oncall(&self) -> Option<Arc<OncallConfig>> {
+        self.oncall.clone()
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        self.problem.clone()
+    }
+}

@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod hooks;
 pub mod incidents;
 pub mod notifications;
+pub mod oncall;
 pub mod page_cache;
 pub mod pipelines;
 pub mod polling;
@@ -183,6 +184,10 @@ pub fn alerting_routes(table: RouteTable) -> RouteTable {
         .add(api, Method::POST, "/api/v1/incidents/{id}/acknowledge", AuthenticatedWrite, incidents::acknowledge)
         .add(api, Method::POST, "/api/v1/incidents/{id}/resolve", AuthenticatedWrite, incidents::resolve)
         .add(api, Method::POST, "/api/v1/incidents/{id}/notes", AuthenticatedWrite, incidents::add_note)
+        .add(api, Method::GET, "/api/v1/oncall", Authenticated, oncall::list)
+        .add(api, Method::GET, "/api/v1/oncall/{name}", Authenticated, oncall::who)
+        .add(api, Method::GET, "/api/v1/oncall/{name}/shifts", Authenticated, oncall::shifts)
+        .add(api, Method::GET, "/api/v1/oncall/{name}/calendar.ics", Authenticated, oncall::calendar)
 }
 
 /// The notifications subsystem's routes (see `crate::subsystem`).
@@ -258,6 +263,7 @@ pub fn agents_routes(table: RouteTable) -> RouteTable {
         triggers::list, triggers::create, triggers::delete, triggers::trigger_pipeline,
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         incidents::list, incidents::show, incidents::acknowledge, incidents::resolve, incidents::add_note,
+        oncall::list, oncall::who, oncall::shifts, oncall::calendar,
         deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
         deployments::plan, deployments::apply, deployments::approve, deployments::stop, deployments::compare,
         schedules::list, schedules::create, schedules::update, schedules::delete,

@@ -44,6 +44,25 @@ impl Reply {
     }
 }
 
+pub const ONCALL: &str = "\
+users:
+  - name: alice
+    email: alice@example.com
+  - name: bob
+    email: bob@example.com
+schedules:
+  - name: primary
+    timezone: Europe/Berlin
+    layers:
+      - rotation: 1w
+        handoff: 2026-03-23T09:00
+        users: [alice, bob]
+escalation_policies:
+  - name: default
+    levels:
+      - targets: [schedule:primary]
+";
+
 impl TestApp {
     pub async fn new() -> TestApp {
         let db = TestDatabase::sqlite().await;
@@ -57,6 +76,10 @@ impl TestApp {
     fn router(store: &Store, data_dir: &std::path::Path) -> (Router, opsloop_server::AppState) {
         let mut config = ServerConfig::with_data_dir(data_dir.to_path_buf());
         config.auth.login_attempts_per_window = 3;
+        // Every test app has someone on call: alice and bob by the week, from a Monday.
+        let oncall = data_dir.join("oncall.yml");
+        std::fs::write(&oncall, ONCALL).unwrap();
+        config.alerting.oncall_file = Some(oncall);
         let (router, state) = opsloop_server::build_app_and_state(store.clone(), config);
         (router.layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)))), state)
     }

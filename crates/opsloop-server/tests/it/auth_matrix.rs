@@ -173,6 +173,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{trigger}", &trigger.id.to_string())
             .replace("{deployment}", &deployment.id.to_string())
             .replace("{environment}", "production")
+            .replace("{name}", "primary")
             .replace("/compare", &format!("/compare?from={0}&to={0}", deployment.id))
             .replace("{*path}", "out.txt")
             .replace("{id}", &id.to_string());

@@ -76,3 +76,56 @@ async fn project_incidents_are_seen_by_members_and_acted_on_by_developers() {
     let bad = app.api(Method::POST, &format!("{path}/notes"), Some(&developer), Some(r#"{"text": " "}"#)).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn who_is_on_call_follows_the_rotation_in_the_schedules_zone() {
+    let app = TestApp::new().await;
+    let reader = app.user("reader").await;
+    let token = app.token(&reader, Role::Viewer).await;
+    let at = |time: &str| format!("/api/v1/oncall/primary?at={}", time.replace('+', "%2B"));
+    // Handoffs at 09:00 Berlin on Mondays: alice's first week, bob's second, across the DST
+    // change of 29 March (09:00 is then 07:00Z, not 08:00Z).
+    let cases = [
+        ("2026-03-23T09:00", "alice"),
+        ("2026-03-30T08:59", "alice"),
+        ("2026-03-30T09:00", "bob"),
+        ("2026-03-30T06:30:00Z", "alice"),
+        ("2026-03-30T07:00:00Z", "bob"),
+        ("2026-04-06T09:00+02:00", "alice"),
+    ];
+    for (time, user) in cases {
+        let reply = app.api(Method::GET, &at(time), Some(&token), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{time}: {}", reply.text());
+        assert_eq!(reply.json()["user"], user, "{time}");
+    }
+    let shift = app.api(Method::GET, &at("2026-03-31T12:00"), Some(&token), None).await.json();
+    assert_eq!(
+        (shift["since"].as_str(), shift["until"].as_str()),
+        (Some("2026-03-30T07:00:00Z"), Some("2026-04-06T07:00:00Z"))
+    );
+
+    let unknown = app.api(Method::GET, "/api/v1/oncall/primray", Some(&token), None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.text().contains("did you mean `primary`"), "{}", unknown.text());
+    let bad = app.api(Method::GET, &at("tomorrow"), Some(&token), None).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let shifts = app
+        .api(Method::GET, "/api/v1/oncall/primary/shifts?from=2026-03-23T08:00:00Z&days=14", Some(&token), None)
+        .await;
+    let users: Vec<&str> = shifts
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["user"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|s| if s == "alice" { "alice" } else { "bob" })
+        .collect();
+    assert_eq!(users, ["alice", "bob", "alice"]);
+    let calendar = app.api(Method::GET, "/api/v1/oncall/primary/calendar.ics", Some(&token), None).await;
+    assert_eq!(calendar.status, StatusCode::OK);
+    let text = calendar.text();
+    assert!(text.starts_with("BEGIN:VCALENDAR\r\n") && text.contains("BEGIN:VEVENT"), "{text}");
+}

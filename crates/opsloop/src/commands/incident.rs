@@ -99,3 +99,97 @@ fn print_incident(incident: &Value, json: bool) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `opsloop oncall`: from `--config FILE` offline, or from the server's configuration.
+pub async fn oncall(
+    client: &ClientArgs,
+    schedule: Option<&str>,
+    at: Option<&str>,
+    config: Option<&std::path::Path>,
+    check: bool,
+    json: bool,
+) -> ExitCode {
+    let answers = match config {
+        Some(path) => match offline(path, schedule, at, check) {
+            Ok(Some(answers)) => answers,
+            Ok(None) => {
+                output::status(&format!("{}: valid", path.display()));
+                return ExitCode::SUCCESS;
+            }
+            Err(code) => return code,
+        },
+        None => {
+            let asked = async {
+                let client = ApiClient::new(client)?;
+                let answers: Vec<Value> = match schedule {
+                    Some(schedule) => {
+                        let mut query = url::form_urlencoded::Serializer::new(String::new());
+                        if let Some(at) = at {
+                            query.append_pair("at", at);
+                        }
+                        let one: Option<Value> = client.get_with_query(&["oncall", schedule], &query.finish()).await?;
+                        one.into_iter().collect()
+                    }
+                    None => client.call::<Value, Vec<Value>>(Method::GET, &["oncall"], None).await?.unwrap_or_default(),
+                };
+                Ok::<_, anyhow::Error>(answers)
+            }
+            .await;
+            match asked {
+                Ok(answers) => answers,
+                Err(error) => return fail(&error),
+            }
+        }
+    };
+    if json {
+        // One schedule asked: one object, what scripts expect from `--json`.
+        let printed = match (schedule, answers.as_slice()) {
+            (Some(_), [one]) => output::json(one),
+            _ => output::json(&answers),
+        };
+        return printed.map_or_else(|error| fail(&error), |()| ExitCode::SUCCESS);
+    }
+    let text = |value: &Value| value.as_str().unwrap_or("-").to_owned();
+    let rows = answers
+        .iter()
+        .map(|a| {
+            let user = a["user"].as_str().unwrap_or("(nobody)").to_owned();
+            vec![text(&a["schedule"]), user, text(&a["since"]), text(&a["until"]), text(&a["timezone"])]
+        })
+        .collect();
+    output::table(&["SCHEDULE", "ON CALL", "SINCE", "UNTIL", "TIME ZONE"], rows);
+    ExitCode::SUCCESS
+}
+
+/// Answers from a file: `Ok(None)` when only checking; exit 2 for an invalid file or time.
+fn offline(
+    path: &std::path::Path,
+    schedule: Option<&str>,
+    at: Option<&str>,
+    check: bool,
+) -> Result<Option<Vec<Value>>, ExitCode> {
+    use opsloop_alert::oncall;
+    let invalid = |message: String| {
+        output::error(&message);
+        ExitCode::from(2)
+    };
+    let config = oncall::config::load_file(path).map_err(|e| invalid(e.to_string()))?;
+    if check {
+        return Ok(None);
+    }
+    let names: Vec<String> = match schedule {
+        Some(name) => vec![name.to_owned()],
+        None => config.schedules.iter().map(|s| s.name.clone()).collect(),
+    };
+    let now = oncall::now(&opsloop_core::SystemClock);
+    let mut answers = Vec::new();
+    for name in names {
+        let instant = match at {
+            None | Some("now") => now,
+            Some(text) => oncall::parse_at(&config, &name, text).map_err(|e| invalid(e.to_string()))?,
+        };
+        let answer = oncall::on_call_answer(&config, &name, instant).map_err(|e| invalid(e.to_string()))?;
+        answers.push(serde_json::to_value(&answer).map_err(|e| invalid(e.to_string()))?);
+    }
+    Ok(Some(answers))
+}
