@@ -6,4 +6,5 @@
 pub mod config;
 pub mod labels;
 pub mod matcher;
+pub mod route;
 pub mod timeinterval;
