@@ -95,7 +95,7 @@ fn config(name: &str) -> String {
 
 fn labels(text: &str) -> LabelSet {
     LabelSet::from_pairs(text.split_whitespace().map(|p| {
-        let (n, v) = p.split_once('=').unwrap();
+        let (n, v) = p.split_once('=').expect("name=value");
         (n.to_owned(), v.to_owned())
     }))
 }
