@@ -2,6 +2,8 @@
 //! resolved notifications, silences, inhibition, time intervals, and a restart from a
 //! snapshot that neither repeats nor loses a notification.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Instant;
 
 use jiff::Timestamp;
