@@ -94,6 +94,11 @@ impl LabelSet {
         LabelSet(self.0.iter().filter(|(n, _)| keep(n)).cloned().collect())
     }
 
+    /// The subset of pairs `keep` accepts.
+    pub fn filter_pairs(&self, mut keep: impl FnMut(&str, &str) -> bool) -> LabelSet {
+        LabelSet(self.0.iter().filter(|(n, v)| keep(n, v)).cloned().collect())
+    }
+
     pub fn fingerprint(&self) -> Fingerprint {
         let mut hash = FNV_OFFSET;
         for (name, value) in &self.0 {

@@ -6,10 +6,12 @@
 pub mod alerts;
 pub mod config;
 pub mod dispatch;
+pub mod driver;
 pub mod inhibit;
 pub mod labels;
 pub mod matcher;
 pub mod nflog;
+pub mod notify;
 pub mod route;
 pub mod silence;
 pub mod timeinterval;
