@@ -73,9 +73,12 @@ pub struct ServerConfig {
     pub alerting: AlertingConfig,
 }
 
-/// `[alerting]`: on-call as code (`--oncall-config`).
+/// `[alerting]`: the instance's `alertmanager.yml` (`--alerting-config`) and on-call as code
+/// (`--oncall-config`).
 #[derive(Debug, Clone, Default)]
 pub struct AlertingConfig {
+    /// Routes, receivers, inhibitions and time intervals in Alertmanager's format.
+    pub config_file: Option<PathBuf>,
     /// Users, schedules, overrides and escalation policies (`opsloop_alert::oncall::config`).
     pub oncall_file: Option<PathBuf>,
 }

@@ -79,7 +79,25 @@ impl Subsystem for Alerting {
         "alerting"
     }
     fn routes(&self, table: RouteTable) -> RouteTable {
-        crate::api::alerting_routes(table)
+        crate::alerting::api::routes(crate::api::alerting_routes(table))
+    }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        let starting = state.clone();
+        vec![
+            Worker::new("alerting", async move {
+                if let Err(e) = crate::alerting::engine::driver(&starting).await {
+                    tracing::error!(error = %e, "the alerting engine could not start");
+                }
+            }),
+            Worker::new("escalation", crate::alerting::engine::escalate_forever(state.clone())),
+        ]
+    }
+    fn stop<'a>(&'a self, state: &'a AppState) -> BoxFuture<'a> {
+        Box::pin(async move {
+            if let Some(driver) = state.alerting.engine.get() {
+                crate::alerting::engine::save(state, driver).await;
+            }
+        })
     }
     fn problem(&self, state: &AppState) -> Option<String> {
         state.alerting.problem()

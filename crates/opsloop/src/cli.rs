@@ -197,6 +197,15 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentCommand,
     },
+    /// Check alertmanager.yml files offline (amtool check-config's role): every problem at
+    /// file:line:column. Exit 0 when all are valid, 2 otherwise.
+    ///
+    /// Example: opsloop alerting check-config alertmanager.yml
+    #[command(verbatim_doc_comment)]
+    Alerting {
+        #[command(subcommand)]
+        command: AlertingCommand,
+    },
     /// Who is on call: from a running server's on-call configuration, or from a file.
     ///
     /// Examples:
@@ -483,6 +492,11 @@ pub struct ServeArgs {
     /// config_file`); Grafana then reads everything at http://ADDR:PORT/prometheus.
     #[arg(long, env = "OPSLOOP_METRICS_CONFIG", value_name = "FILE")]
     pub metrics_config: Option<PathBuf>,
+    /// An alertmanager.yml for the built-in Alertmanager (overrides `[alerting] config_file`):
+    /// routes, receivers (webhook, Slack, Teams, Discord, PagerDuty, and `oncall_configs`
+    /// that open incidents), inhibitions. Prometheus and amtool reach it at /alertmanager.
+    #[arg(long, env = "OPSLOOP_ALERTING_CONFIG", value_name = "FILE")]
+    pub alerting_config: Option<PathBuf>,
     /// On-call as code: users, schedules, overrides and escalation policies (overrides
     /// `[alerting] oncall_file`); `opsloop oncall` then answers who is on call.
     #[arg(long, env = "OPSLOOP_ONCALL_CONFIG", value_name = "FILE")]
@@ -876,6 +890,15 @@ pub enum EnvironmentsCommand {
         project: ProjectArg,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertingCommand {
+    /// Validate alertmanager.yml files.
+    CheckConfig {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 

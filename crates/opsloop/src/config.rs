@@ -48,6 +48,8 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertingSection {
+    /// The instance's `alertmanager.yml`: routes, receivers, inhibitions, time intervals.
+    config_file: Option<PathBuf>,
     /// On-call as code: users, schedules, overrides, escalation policies.
     oncall_file: Option<PathBuf>,
 }
@@ -279,6 +281,11 @@ pub fn resolve(
     server.metrics.enabled = layer.metrics.enabled.unwrap_or(server.metrics.enabled);
     server.metrics.config_file =
         args.metrics_config.clone().or_else(|| layer.metrics.config_file.clone()).map(opsloop_server::config::absolute);
+    server.alerting.config_file = args
+        .alerting_config
+        .clone()
+        .or_else(|| layer.alerting.config_file.clone())
+        .map(opsloop_server::config::absolute);
     server.alerting.oncall_file =
         args.oncall_config.clone().or_else(|| layer.alerting.oncall_file.clone()).map(opsloop_server::config::absolute);
     if let (Some(value), Some(loaded)) = (&layer.metrics.retention, &file) {
@@ -462,6 +469,8 @@ pub struct Shown {
 #[derive(Debug, Serialize)]
 pub struct ShownAlerting {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub oncall_file: Option<String>,
 }
 
@@ -578,6 +587,7 @@ impl Resolved {
                 retention_size_bytes: server.metrics.retention_bytes,
             },
             alerting: ShownAlerting {
+                config_file: server.alerting.config_file.as_ref().map(|p| p.display().to_string()),
                 oncall_file: server.alerting.oncall_file.as_ref().map(|p| p.display().to_string()),
             },
             artifacts: match &server.artifacts.storage {

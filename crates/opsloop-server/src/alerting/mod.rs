@@ -2,6 +2,8 @@
 //! by the API and the UI), on-call as code ([`oncall`]), and the hosting of the alerting
 //! engine (`opsloop-alert`). Handlers only translate [`AlertingError`] to HTTP.
 
+pub mod api;
+pub mod engine;
 pub mod incidents;
 pub mod oncall;
 
@@ -19,6 +21,12 @@ pub struct AlertingHub {
     oncall: Option<Arc<OncallConfig>>,
     /// Why the on-call file could not be used (shown by `/readyz`).
     problem: Option<String>,
+    /// The running engine ([`engine::driver`]).
+    pub engine: tokio::sync::OnceCell<opsloop_alert::driver::Driver>,
+    /// When the engine started (Alertmanager's `uptime`).
+    pub started: std::sync::OnceLock<jiff::Timestamp>,
+    /// Wakes the escalation worker when an incident starts escalating.
+    pub escalations_due: tokio::sync::Notify,
 }
 
 impl AlertingHub {
@@ -27,8 +35,8 @@ impl AlertingHub {
     pub fn load(config: &AlertingConfig) -> Self {
         let Some(path) = &config.oncall_file else { return AlertingHub::default() };
         match opsloop_alert::oncall::config::load_file(path) {
-            Ok(oncall) => AlertingHub { oncall: Some(Arc::new(oncall)), problem: None },
-            Err(error) => AlertingHub { oncall: None, problem: Some(error.to_string()) },
+            Ok(oncall) => AlertingHub { oncall: Some(Arc::new(oncall)), ..AlertingHub::default() },
+            Err(error) => AlertingHub { problem: Some(error.to_string()), ..AlertingHub::default() },
         }
     }
 

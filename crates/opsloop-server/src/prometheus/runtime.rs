@@ -169,7 +169,10 @@ fn rule_options(state: &AppState, config: &Config, notifier: &Notifier) -> Manag
                 .trim_end_matches('/')
                 .to_owned()
                 + "/metrics/graph",
-            sink: Some(Arc::new(notifier.clone())),
+            sink: Some(Arc::new(crate::alerting::engine::Fanout(vec![
+                Arc::new(notifier.clone()),
+                Arc::new(crate::alerting::engine::RuleSink(state.clone())),
+            ]))),
             ..GroupOptions::default()
         },
         evaluation_interval: config.global.evaluation_interval,

@@ -9,6 +9,9 @@ use opsloop_server::routes::Surface;
 
 use crate::app::TestApp;
 
+const SILENCE: &str = r#"{"matchers": [{"name": "alertname", "value": "Fixture", "isRegex": false}],
+    "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "t", "comment": "c"}"#;
+
 /// A valid body for each write route, keyed by method and route pattern.
 fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
     Some(match (method.as_str(), path) {
@@ -46,6 +49,8 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         // Prometheus's API: parameters go in the query string; remote write's body is snappy
         // (one zero byte: an empty WriteRequest).
         ("POST", "/prometheus/api/v1/write") => "\u{0}",
+        ("POST", "/alertmanager/api/v2/alerts") => r#"[{"labels": {"alertname": "Fixture"}}]"#,
+        ("POST", "/alertmanager/api/v2/silences") => SILENCE,
         ("POST", p) if p.starts_with("/prometheus/") => "",
         ("POST", "/api/v1/agent/jobs/request") => "",
         ("POST", "/api/v1/agent/jobs/{job}/events") => r#"{"events": []}"#,
@@ -153,6 +158,13 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             alerts: "[]",
         };
         let (incident, _) = app.store.open_or_join_incident(&incident).await.unwrap();
+        let silence_id = if spec.path.contains("{silence_id}") {
+            let driver = opsloop_server::alerting::engine::driver(&app.state).await.unwrap();
+            let silence = serde_json::from_str(SILENCE).unwrap();
+            driver.with(|engine| engine.set_silence(silence, jiff::Timestamp::now())).unwrap()
+        } else {
+            String::new()
+        };
         let id = if spec.path.starts_with("/api/v1/admin/agents/") {
             agent.id
         } else if spec.path.starts_with("/api/v1/incidents/") {
@@ -174,6 +186,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{deployment}", &deployment.id.to_string())
             .replace("{environment}", "production")
             .replace("{name}", "primary")
+            .replace("{silence_id}", &silence_id)
             .replace("/compare", &format!("/compare?from={0}&to={0}", deployment.id))
             .replace("{*path}", "out.txt")
             .replace("{id}", &id.to_string());
@@ -340,7 +353,10 @@ async fn public_routes_are_a_short_explicit_list() {
             "GET /login",
             "POST /login",
             "GET /prometheus/-/healthy",
-            "GET /prometheus/-/ready"
+            "GET /prometheus/-/ready",
+            // Alertmanager's probes, as public as Alertmanager's own.
+            "GET /alertmanager/-/healthy",
+            "GET /alertmanager/-/ready"
         ]
     );
     let signed: Vec<String> = opsloop_server::route_specs()

@@ -193,3 +193,24 @@ fn offline(
     }
     Ok(Some(answers))
 }
+
+/// `opsloop alerting check-config FILE…`.
+pub fn alerting(command: crate::cli::AlertingCommand) -> ExitCode {
+    let crate::cli::AlertingCommand::CheckConfig { files } = command;
+    let mut code = ExitCode::SUCCESS;
+    for file in files {
+        match opsloop_alert::config::load_file(&file) {
+            Ok(config) => output::status(&format!(
+                "{}: valid ({} receivers, {} inhibit rules)",
+                file.display(),
+                config.receivers.len(),
+                config.inhibit_rules.len()
+            )),
+            Err(error) => {
+                output::error(&error.to_string());
+                code = ExitCode::from(2);
+            }
+        }
+    }
+    code
+}

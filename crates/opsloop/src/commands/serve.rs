@@ -21,9 +21,16 @@ pub async fn run(resolved: Resolved) -> miette::Result<ExitCode> {
     init_logging(resolved.log_format, &resolved.log_level);
     let _ = opsloop_server::metrics::BUILD_COMMIT.set(env!("OPSLOOP_BUILD_COMMIT").to_owned());
     let config = resolved.server.clone();
-    // An invalid on-call file stops the start with every problem, like a bad config file.
+    // An invalid on-call or alerting file stops the start with every problem, like a bad
+    // config file.
     if let Some(path) = &config.alerting.oncall_file
         && let Err(error) = opsloop_alert::oncall::config::load_file(path)
+    {
+        output::error(&error.to_string());
+        return Ok(ExitCode::from(2));
+    }
+    if let Some(path) = &config.alerting.config_file
+        && let Err(error) = opsloop_alert::config::load_file(path)
     {
         output::error(&error.to_string());
         return Ok(ExitCode::from(2));
