@@ -68,6 +68,14 @@ impl Labels {
         }
     }
 
+    /// Sets a label even to the empty string: `logfmt --keep-empty` keeps standalone keys.
+    pub fn set_keep_empty(&mut self, name: &str, value: &str) {
+        match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => value.clone_into(&mut self.0[i].1),
+            Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
+        }
+    }
+
     pub fn remove(&mut self, name: &str) {
         if let Ok(i) = self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             self.0.remove(i);

@@ -376,7 +376,7 @@ fn logfmt(line: &str, strict: bool, keep_empty: bool, params: &[(String, String)
         if params.is_empty() {
             if value.is_empty() && keep_empty {
                 // `set` drops empty values; a kept-empty key is written as is.
-                labels.current.set(&name, "");
+                labels.current.set_keep_empty(&name, "");
                 continue;
             }
             labels.extracted(&name, &value);

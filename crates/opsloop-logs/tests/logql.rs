@@ -160,7 +160,11 @@ fn check(src: &dyn LogSource, header: &str, expect: &[&str], ctx: &str) -> Resul
             let QueryResult::Streams(st) = r else { return Err(format!("{ctx}: {q}: not streams")) };
             let got: Vec<String> = st
                 .iter()
-                .flat_map(|s| s.entries.iter().map(move |(t, l)| format!("{} {} {}", s.labels, fmt_secs(*t), l)))
+                .flat_map(|s| {
+                    s.entries
+                        .iter()
+                        .map(move |(t, l)| format!("{} {} {}", s.labels, fmt_secs(*t), l).trim_end().to_string())
+                })
                 .collect();
             let want: Vec<String> = expect.iter().map(|l| l.trim().to_string()).collect();
             if got != want {
