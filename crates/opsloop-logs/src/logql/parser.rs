@@ -80,9 +80,8 @@ impl Parser<'_> {
     }
     fn next(&mut self) -> Tok {
         let t = self.peek().clone();
-        if self.i < self.toks.len() - 1 {
-            self.i += 1;
-        }
+        // `i` may step past `Eof` (peek clamps), so that `i -= 1` always puts a token back.
+        self.i += 1;
         t
     }
     fn err_here(&self, msg: impl Into<String>) -> ParseError {
@@ -651,8 +650,8 @@ impl Parser<'_> {
             Tok::Sub | Tok::Add => {
                 let neg = *self.peek() == Tok::Sub;
                 self.next();
-                // Unary minus binds tighter than any binary operator but `^`.
-                let inner = self.metric_primary()?;
+                // Unary minus binds tighter than any binary operator but `^`: -a ^ 2 is -(a ^ 2).
+                let inner = self.metric_expr(BinOp::Pow.precedence())?;
                 if !neg {
                     return Ok(inner);
                 }
