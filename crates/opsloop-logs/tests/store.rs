@@ -15,14 +15,14 @@ const S: i64 = 1_000_000_000;
 
 fn stream(labels: &str, entries: &[(i64, &str)]) -> PushStream {
     PushStream {
-        labels: Labels::parse(labels).unwrap(),
+        labels: Labels::parse(labels).expect("labels"),
         entries: entries.iter().map(|(t, l)| Entry { ts: *t, line: l.to_string(), metadata: vec![] }).collect(),
     }
 }
 
 fn lines(store: &Store, tenant: &str, q: &str) -> Vec<String> {
     let p = QueryParams { start: 0, end: i64::MAX, step: 0, limit: 0, direction: Direction::Forward };
-    let QueryResult::Streams(st) = query_range(&store.reader(tenant), q, &p).unwrap() else { panic!() };
+    let QueryResult::Streams(st) = query_range(&store.reader(tenant), q, &p).expect("query") else { panic!() };
     let mut out: Vec<(i64, String)> = st.into_iter().flat_map(|s| s.entries).collect();
     out.sort();
     out.into_iter().map(|e| e.1).collect()
@@ -148,7 +148,7 @@ fn retention_compaction_and_listings() {
     assert_eq!(store.label_names("t", 0, i64::MAX), vec!["app", "env"]);
     assert_eq!(store.label_values("t", "app", &[], 0, i64::MAX), vec!["even", "odd"]);
     let sel = parse_matchers(r#"{app="odd"}"#).unwrap();
-    assert_eq!(store.series("t", &[sel.clone()], 0, i64::MAX).len(), 1);
+    assert_eq!(store.series("t", std::slice::from_ref(&sel), 0, i64::MAX).len(), 1);
     let st = store.index_stats("t", &sel, 0, i64::MAX);
     assert_eq!((st.streams, st.entries), (1, 100));
 
