@@ -1084,15 +1084,39 @@ impl LogSource for Reader<'_> {
         }
         let pass = |line: &str| hint.required.iter().all(|r| r.find(line.as_bytes()).is_some());
         if disjoint {
-            for (c, file) in &chunks {
+            // Decompression dominates a scan: chunks are decoded (and pre-filtered) a group at
+            // a time on scoped threads, one per core, then handed to `f` in order.
+            let load = |c: &ChunkMeta, file: &File| -> Result<(chunk::Decoded, Vec<usize>), SourceError> {
                 let d = read_chunk_from(file, c)?;
                 let a = d.ts.partition_point(|&t| t < start);
                 let b = d.ts.partition_point(|&t| t < end);
                 let idx: Vec<usize> =
                     if hint.required.is_empty() { (a..b).collect() } else { d.matching(&hint.required, a..b) };
-                for i in idx {
-                    if f(EntryRef { ts: d.ts[i], line: d.line(i), metadata: d.metadata(i) }).is_break() {
-                        return Ok(());
+                Ok((d, idx))
+            };
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+            for group in chunks.chunks(threads) {
+                let loaded: Vec<Result<(chunk::Decoded, Vec<usize>), SourceError>> = if group.len() == 1 {
+                    vec![load(&group[0].0, &group[0].1)]
+                } else {
+                    std::thread::scope(|sc| {
+                        let handles: Vec<_> = group[1..].iter().map(|(c, file)| sc.spawn(|| load(c, file))).collect();
+                        let mut out = vec![load(&group[0].0, &group[0].1)];
+                        for h in handles {
+                            out.push(
+                                h.join()
+                                    .unwrap_or_else(|_| Err(SourceError::Corrupt("a decoder thread panicked".into()))),
+                            );
+                        }
+                        out
+                    })
+                };
+                for r in loaded {
+                    let (d, idx) = r?;
+                    for i in idx {
+                        if f(EntryRef { ts: d.ts[i], line: d.line(i), metadata: d.metadata(i) }).is_break() {
+                            return Ok(());
+                        }
                     }
                 }
             }
