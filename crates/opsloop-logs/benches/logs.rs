@@ -277,6 +277,24 @@ fn size_and_filter(c: &mut Criterion) {
             ours.as_secs_f64() / best.as_secs_f64()
         );
     }
+    // CPU time (user + system) is steadier than wall time on a shared machine: 20 runs each,
+    // read from /proc (clock ticks), ours including the decoder threads.
+    if let (Some(a), true) = (cpu_ticks(), std::process::Command::new("rg").arg("--version").output().is_ok()) {
+        for _ in 0..20 {
+            let _ = std::process::Command::new("rg").arg("-c").arg("needle-7f3a").arg(&raw_path).output();
+        }
+        let b = cpu_ticks().unwrap_or(a);
+        for _ in 0..20 {
+            let _ = count(q);
+        }
+        let c2 = cpu_ticks().unwrap_or(b);
+        let rg_cpu = (b.1 - a.1) as f64 / 20.0 * 10.0;
+        let ours_cpu = (c2.0 - b.0) as f64 / 20.0 * 10.0;
+        println!(
+            "[logs] CPU per run: rg {rg_cpu:.1} ms, our filter {ours_cpu:.1} ms; ratio {:.2}",
+            ours_cpu / rg_cpu.max(0.1)
+        );
+    }
     let mut g = c.benchmark_group("query");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(raw_bytes));
@@ -295,6 +313,16 @@ fn size_and_filter(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// (own utime + stime, children's cutime + cstime) in clock ticks (10 ms), from /proc/self/stat.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // rest[0] is field 3 (state); utime is field 14 → index 11.
+    Some((f.get(11)? + f.get(12)?, f.get(13)? + f.get(14)?))
 }
 
 criterion_group!(benches, ingest, size_and_filter);
