@@ -10,6 +10,7 @@ mod notifications;
 mod proxy;
 
 mod agents;
+mod alerting;
 mod architecture;
 mod artifacts;
 mod browser;

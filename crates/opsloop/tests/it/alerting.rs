@@ -1,0 +1,271 @@
+//! Alerting through the real binary: a real Prometheus 2.42 evaluates a rule and sends its
+//! alert to opsloop's `/alertmanager` (bearer token, `path_prefix`), opsloop routes it by its
+//! `alertmanager.yml` to a webhook receiver and opens an incident that pages the person on call
+//! (a webhook contact); the CLI lists and acknowledges it; amtool manages silences against it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+
+use crate::harness::{Server, call_json, free_port, opsloop, opsloop_client, skip, text};
+
+/// Keeps every POST body by path, answering 200.
+fn receiver() -> (String, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let trimmed = line.trim_end();
+                if trimmed.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = trimmed.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            log.lock().unwrap().push((path, body));
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, received)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn received_at(log: &Arc<Mutex<Vec<(String, serde_json::Value)>>>, path: &str) -> Vec<serde_json::Value> {
+    log.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, body)| body.clone()).collect()
+}
+
+fn configs(dir: &std::path::Path, receiver: &str) -> (String, String) {
+    let alerting = dir.join("alertmanager.yml");
+    std::fs::write(
+        &alerting,
+        format!(
+            "route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 1h
+  routes:
+    - matchers: ['severity=\"critical\"']
+      receiver: pager
+receivers:
+  - name: team
+    webhook_configs:
+      - url: {receiver}/team
+  - name: pager
+    webhook_configs:
+      - url: {receiver}/pager
+        send_resolved: true
+    oncall_configs:
+      - escalation_policy: default
+"
+        ),
+    )
+    .unwrap();
+    let oncall = dir.join("oncall.yml");
+    std::fs::write(
+        &oncall,
+        format!(
+            "users:
+  - name: alice
+    contact:
+      - webhook: {receiver}/page
+schedules:
+  - name: primary
+    timezone: Europe/Berlin
+    layers:
+      - rotation: 1d
+        handoff: 2026-01-01T09:00
+        users: [alice]
+escalation_policies:
+  - name: default
+    levels:
+      - targets: [schedule:primary]
+"
+        ),
+    )
+    .unwrap();
+    (alerting.display().to_string(), oncall.display().to_string())
+}
+
+#[test]
+fn a_real_prometheus_alert_is_routed_notified_and_pages_the_person_on_call() {
+    if Command::new("prometheus").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        return skip("alerts from a real Prometheus, because prometheus is missing (apt-get install prometheus)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver_url, received) = receiver();
+    let (alerting, oncall) = configs(dir.path(), &receiver_url);
+    let data_dir = dir.path().join("data");
+    let server = Server::start_in(&data_dir, &["--alerting-config", &alerting, "--oncall-config", &oncall]);
+    let token = server.token("developer");
+    let opsloop_address = server.url.trim_start_matches("http://").to_owned();
+
+    // A Prometheus whose rule always fires, sending to opsloop as to an Alertmanager.
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: demo\n    interval: 1s\n    rules:\n      - alert: AlwaysFiring\n        expr: vector(1)\n        labels:\n          severity: critical\n        annotations:\n          summary: it fires\n",
+    )
+    .unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nalerting:\n  alertmanagers:\n    - path_prefix: /alertmanager\n      authorization:\n        credentials: {token}\n      static_configs:\n        - targets: ['{opsloop_address}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // Its first send races its discovery of the Alertmanager (and is dropped); resend soon.
+        .arg("--rules.alert.resend-delay=1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // The pager receiver's webhook gets Alertmanager's payload; the team receiver nothing.
+    wait_until("the pager webhook", || !received_at(&received, "/pager").is_empty());
+    let notification = received_at(&received, "/pager").remove(0);
+    assert_eq!(notification["version"], "4");
+    assert_eq!(notification["receiver"], "pager");
+    assert_eq!(notification["status"], "firing");
+    assert_eq!(notification["groupLabels"]["alertname"], "AlwaysFiring");
+    assert_eq!(notification["alerts"][0]["annotations"]["summary"], "it fires");
+    assert!(received_at(&received, "/team").is_empty());
+
+    // The incident opened, and alice was paged through her webhook.
+    wait_until("alice's page", || !received_at(&received, "/page").is_empty());
+    let page = received_at(&received, "/page").remove(0);
+    assert_eq!(page["user"], "alice");
+    let incident_id = page["incident"]["id"].as_i64().unwrap();
+    let listed = opsloop_client(&server, &token, &["incident", "list", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let incidents: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let incident = incidents.as_array().unwrap().iter().find(|i| i["id"] == incident_id).unwrap().clone();
+    assert_eq!(incident["status"], "triggered");
+    assert!(incident["title"].as_str().unwrap().contains("AlwaysFiring"), "{incident}");
+    assert_eq!(incident["alerts"][0]["labels"]["alertname"], "AlwaysFiring");
+    let kinds: Vec<&str> =
+        incident["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"triggered") && kinds.contains(&"paged"), "{kinds:?}");
+
+    let acked = opsloop_client(&server, &token, &["incident", "ack", &incident_id.to_string(), "--json"]);
+    assert!(acked.status.success(), "{}", text(&acked.stderr));
+    let acked: serde_json::Value = serde_json::from_slice(&acked.stdout).unwrap();
+    assert_eq!(acked["status"], "acknowledged");
+
+    // Alertmanager's API lists the alert with the receiver it reached.
+    let (status, alerts) = call_json(Method::GET, &format!("{}/alertmanager/api/v2/alerts", server.url), &token, None);
+    assert_eq!(status, 200);
+    let alert = alerts.as_array().unwrap().iter().find(|a| a["labels"]["alertname"] == "AlwaysFiring").unwrap();
+    assert_eq!(alert["receivers"][0]["name"], "pager");
+    assert_eq!(alert["status"]["state"], "active");
+
+    // amtool, with the token in its HTTP config, silences it; the API then shows it suppressed.
+    if Command::new("amtool").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        skip("amtool against opsloop, because amtool is missing (apt-get install prometheus-alertmanager)");
+    } else {
+        let http_config = dir.path().join("amtool-http.yml");
+        std::fs::write(&http_config, format!("authorization:\n  credentials: {token}\n")).unwrap();
+        let amtool = |args: &[&str]| {
+            Command::new("amtool")
+                .arg(format!("--alertmanager.url={}/alertmanager", server.url))
+                .arg(format!("--http.config.file={}", http_config.display()))
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let added = amtool(&["silence", "add", "alertname=AlwaysFiring", "--comment=maintenance", "--duration=1h"]);
+        assert!(added.status.success(), "amtool silence add: {}", text(&added.stderr));
+        let id = text(&added.stdout).trim().to_owned();
+        let queried = amtool(&["silence", "query", "-q"]);
+        assert!(text(&queried.stdout).contains(&id), "{}", text(&queried.stdout));
+        wait_until("the alert silenced", || {
+            let (_, alerts) =
+                call_json(Method::GET, &format!("{}/alertmanager/api/v2/alerts", server.url), &token, None);
+            alerts.as_array().is_some_and(|all| {
+                all.iter().any(|a| a["status"]["state"] == "suppressed" && a["status"]["silencedBy"][0] == id)
+            })
+        });
+        let expired = amtool(&["silence", "expire", &id]);
+        assert!(expired.status.success(), "amtool silence expire: {}", text(&expired.stderr));
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}
+
+#[test]
+fn alerts_posted_over_the_api_notify_once_and_survive_a_restart_without_repeating() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver_url, received) = receiver();
+    let (alerting, oncall) = configs(dir.path(), &receiver_url);
+    let data_dir = dir.path().join("data");
+    let mut server = Server::start_in(&data_dir, &["--alerting-config", &alerting, "--oncall-config", &oncall]);
+    let token = server.token("developer");
+    let alerts_url = format!("{}/alertmanager/api/v2/alerts", server.url);
+    let alert = serde_json::json!([{ "labels": { "alertname": "DiskFull", "instance": "db1" } }]);
+    let (status, _) = call_json(Method::POST, &alerts_url, &token, Some(alert.clone()));
+    assert_eq!(status, 200);
+    wait_until("the team webhook", || !received_at(&received, "/team").is_empty());
+    let bad = serde_json::json!([{ "labels": {} }]);
+    let (status, message) = call_json(Method::POST, &alerts_url, &token, Some(bad));
+    assert_eq!(status, 400);
+    assert!(message.as_str().unwrap_or_default().contains("label"), "{message}");
+
+    // Restarted: the notification log came back, so the same alert is not notified again.
+    server.terminate();
+    let server = Server::start_in(&data_dir, &["--alerting-config", &alerting, "--oncall-config", &oncall]);
+    let alerts_url = format!("{}/alertmanager/api/v2/alerts", server.url);
+    let (status, _) = call_json(Method::POST, &alerts_url, &token, Some(alert));
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(received_at(&received, "/team").len(), 1, "notified again after the restart");
+
+    // The configuration checks, offline.
+    let checked = opsloop(&["alerting", "check-config", &alerting]);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    let broken = dir.path().join("broken.yml");
+    std::fs::write(&broken, "route:\n  receiver: nobody\n  gruop_by: [x]\nreceivers:\n  - name: team\n").unwrap();
+    let refused = opsloop(&["alerting", "check-config", broken.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = text(&refused.stderr);
+    assert!(message.contains("broken.yml:3:3") && message.contains("group_by"), "{message}");
+    let who = opsloop(&["oncall", "primary", "--config", &oncall, "--at", "2026-06-01T12:00", "--json"]);
+    assert!(who.status.success(), "{}", text(&who.stderr));
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(who["user"], "alice");
+}
