@@ -1,0 +1,1 @@
+//! The scheduler: every check on its interval (written next).
