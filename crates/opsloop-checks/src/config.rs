@@ -36,7 +36,7 @@ pub struct Config {
 }
 
 /// One check (Gatus calls it an endpoint).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub name: String,
     pub group: Option<String>,

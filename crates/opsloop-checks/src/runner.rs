@@ -63,8 +63,12 @@ impl Runner {
 
 /// The conditions of `endpoint` against what was seen (Gatus: the check succeeds when every
 /// condition holds; errors alone do not fail it).
-pub fn evaluate(endpoint: &Endpoint, seen: Observation, timestamp_ms: i64, now_ms: i64) -> CheckResult {
+pub fn evaluate(endpoint: &Endpoint, mut seen: Observation, timestamp_ms: i64, now_ms: i64) -> CheckResult {
     let mut errors = seen.errors.clone();
+    let status = seen.status;
+    if status.is_none() {
+        seen.status = Some(endpoint.kind.missing_status());
+    }
     let mut conditions = Vec::with_capacity(endpoint.conditions.len());
     for condition in &endpoint.conditions {
         let (result, more) = condition.evaluate(&seen, now_ms, endpoint.ui.display);
@@ -80,7 +84,7 @@ pub fn evaluate(endpoint: &Endpoint, seen: Observation, timestamp_ms: i64, now_m
         success,
         timestamp_ms,
         duration: seen.duration,
-        status: seen.status,
+        status,
         ip: seen.ip,
         connected: seen.connected,
         dns_rcode: seen.dns_rcode,

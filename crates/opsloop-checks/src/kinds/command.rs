@@ -26,6 +26,10 @@ impl Kind for Command {
         target.command
     }
 
+    fn missing_status(&self) -> i64 {
+        -1
+    }
+
     fn probe<'a>(&'a self, endpoint: &'a Endpoint, _ctx: &'a ProbeContext) -> Probe<'a> {
         Box::pin(probe(endpoint))
     }

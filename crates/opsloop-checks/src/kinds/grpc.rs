@@ -30,6 +30,10 @@ impl Kind for Grpc {
         host_port(url, None).map(|_| ())
     }
 
+    fn missing_status(&self) -> i64 {
+        -1
+    }
+
     fn probe<'a>(&'a self, endpoint: &'a Endpoint, ctx: &'a ProbeContext) -> Probe<'a> {
         Box::pin(probe(endpoint, ctx))
     }

@@ -63,6 +63,13 @@ pub trait Kind: Send + Sync + 'static {
     }
 
     fn probe<'a>(&'a self, endpoint: &'a Endpoint, ctx: &'a ProbeContext) -> Probe<'a>;
+
+    /// What `[STATUS]` reads when the probe got no status (a timeout, a refused
+    /// connection). Gatus's 0 for HTTP; a kind whose success status is 0 (an exit code, a
+    /// gRPC status) says something else, or a timeout would pass `[STATUS] == 0`.
+    fn missing_status(&self) -> i64 {
+        0
+    }
 }
 
 /// A URL a kind cannot run, said in words for the configuration error.
@@ -98,6 +105,9 @@ impl KindRef {
     }
     pub fn probe<'a>(self, endpoint: &'a Endpoint, ctx: &'a ProbeContext) -> Probe<'a> {
         self.0.probe(endpoint, ctx)
+    }
+    pub fn missing_status(self) -> i64 {
+        self.0.missing_status()
     }
 }
 
