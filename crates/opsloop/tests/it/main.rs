@@ -13,6 +13,7 @@ mod agents;
 mod architecture;
 mod artifacts;
 mod browser;
+mod checks;
 mod cli;
 mod conformance;
 mod crash;
