@@ -790,6 +790,8 @@ impl Decoder<'_> {
                 self.error(f.span, "a heartbeat has a `period` or a cron `schedule`, not both");
                 return None;
             }
+            // An invalid period or schedule has been reported already.
+            _ if f.get("period").is_some() || f.get("schedule").is_some() => return None,
             _ => {
                 let d = Diagnostic::error("a heartbeat needs a `period` (e.g. 1h) or a cron `schedule`", Some(f.span))
                     .with_hint("e.g. `schedule: \"0 3 * * *\"` with `timezone: Europe/Berlin`");
