@@ -104,6 +104,19 @@ pub enum Command {
         #[command(subcommand)]
         command: MetricsCommand,
     },
+    /// Synthetic checks in Gatus's format (endpoints with conditions), run offline.
+    ///
+    /// Examples:
+    ///   opsloop checks run config.yaml            every check once, ✓/✗ and why
+    ///   opsloop checks run checks.yml --json      the results as JSON
+    ///
+    /// Exit 0 when every check passes, 1 when one fails, 2 when the file is invalid
+    /// (every problem at file:line:column).
+    #[command(verbatim_doc_comment)]
+    Checks {
+        #[command(subcommand)]
+        command: ChecksCommand,
+    },
     /// Run the built-in reverse proxy alone, with fixed routes (deployments drive the same
     /// proxy and switch its routes live).
     ///
@@ -684,6 +697,28 @@ pub enum MetricsCommand {
         files: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChecksCommand {
+    /// Run every check of a Gatus-format file once: HTTP, TCP, TLS, DNS, ICMP, gRPC, commands.
+    ///
+    /// Reads Gatus's `endpoints:` (or opsloop's `checks:`) with their conditions, e.g.
+    /// `[STATUS] == 200`, `[BODY].status == UP`, `[CERTIFICATE_EXPIRATION] > 48h`. Other
+    /// Gatus sections (storage, alerting, ui…) are accepted and ignored; heartbeats are not run.
+    ///
+    /// Exit 0 when every check passes, 1 when one fails, 2 when the file is invalid.
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// The checks file (a Gatus config.yaml works as it is).
+        file: PathBuf,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many checks run at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
     },
 }
 

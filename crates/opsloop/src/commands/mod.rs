@@ -2,6 +2,7 @@
 
 mod admin;
 mod agent;
+mod checks;
 mod deploy;
 mod incident;
 mod metrics;
@@ -64,6 +65,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
             Ok(metrics::query_range(&client, &expr, start.as_deref(), end.as_deref(), step.as_deref(), json).await)
         }
         Command::Metrics { command } => Ok(metrics::check(command)),
+        Command::Checks { command } => Ok(checks::run(command).await),
         Command::Proxy(args) => Ok(proxy::run(args).await),
         // Handled in `main` before the runtime starts; here only for completeness.
         Command::ReapInstances { server, releases } => Ok(serve::reap_instances(server, &releases)),

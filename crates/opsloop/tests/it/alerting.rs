@@ -13,8 +13,10 @@ use reqwest::Method;
 
 use crate::harness::{Server, call_json, free_port, opsloop, opsloop_client, skip, text};
 
+type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
 /// Keeps every POST body by path, answering 200.
-fn receiver() -> (String, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
+fn receiver() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -61,7 +63,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn received_at(log: &Arc<Mutex<Vec<(String, serde_json::Value)>>>, path: &str) -> Vec<serde_json::Value> {
+fn received_at(log: &Received, path: &str) -> Vec<serde_json::Value> {
     log.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, body)| body.clone()).collect()
 }
 

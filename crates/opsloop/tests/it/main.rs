@@ -14,6 +14,7 @@ mod alerting;
 mod architecture;
 mod artifacts;
 mod browser;
+mod checks;
 mod cli;
 mod conformance;
 mod crash;
