@@ -1,6 +1,8 @@
 //! Version ordering against osv-scalibr's conformance data (`../shared/peers/osv-versions`):
 //! every pair of every file, for every ecosystem we support.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::cmp::Ordering;
 use std::path::PathBuf;
 
