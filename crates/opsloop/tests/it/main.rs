@@ -20,5 +20,6 @@ mod deploy;
 mod readme;
 mod remote_write;
 mod run;
+mod scan;
 mod scrape;
 mod server_ci;
