@@ -117,6 +117,46 @@ pub enum Command {
         #[command(subcommand)]
         command: ChecksCommand,
     },
+    /// Scan for secrets offline (gitleaks' role): a directory, git history, staged changes or
+    /// standard input.
+    ///
+    /// Examples:
+    ///   opsloop scan secrets                        the current directory
+    ///   opsloop scan secrets . --git --since main   commits on this branch since main
+    ///   opsloop scan secrets --staged               what `git commit` would record (a pre-commit hook)
+    ///   cat app.env | opsloop scan secrets -        standard input
+    ///   opsloop scan secrets --format sarif > secrets.sarif
+    ///
+    /// Rules: .gitleaks.toml in PATH (or --config), else the built-in rules. Findings listed in
+    /// .gitleaksignore (fingerprints), marked `gitleaks:allow` or present in --baseline are not
+    /// reported. Exit 0 when nothing is found, 1 with findings, 2 on bad input.
+    #[command(verbatim_doc_comment)]
+    Scan {
+        #[command(subcommand)]
+        command: ScanCommand,
+    },
+    /// Audit lockfiles against an offline OSV database (osv-scanner's role).
+    ///
+    /// Examples:
+    ///   opsloop audit --db osv/                     OSV JSON records (or an all.zip export)
+    ///   opsloop audit app/ --db all.zip --fail-on high --format sarif
+    ///
+    /// Reads Cargo.lock, package-lock.json, yarn.lock, pnpm-lock.yaml, requirements*.txt,
+    /// poetry.lock, Pipfile.lock, uv.lock, go.mod, Gemfile.lock, composer.lock, gradle.lockfile,
+    /// packages.lock.json, pubspec.lock and mix.lock under PATH. osv-scanner.toml in PATH (or
+    /// --ignore-config) lists [[IgnoredVulns]]. Exit 0 when nothing reaches --fail-on, 1 when
+    /// something does, 2 on bad input.
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
+    /// Write a software bill of materials of the lockfiles under PATH.
+    ///
+    /// Examples:
+    ///   opsloop sbom --format cyclonedx > bom.json
+    ///   opsloop sbom app/ --format spdx --name app > app.spdx.json
+    ///
+    /// Exit 0, or 2 on bad input.
+    #[command(verbatim_doc_comment)]
+    Sbom(SbomArgs),
     /// Run the built-in reverse proxy alone, with fixed routes (deployments drive the same
     /// proxy and switch its routes live).
     ///
@@ -1075,4 +1115,106 @@ pub enum HookCommand {
         #[arg(long)]
         project: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScanCommand {
+    /// Scan PATH (default: .) for secrets; `-` reads standard input.
+    Secrets(SecretsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SecretsFormatArg {
+    /// Findings with secrets redacted.
+    Table,
+    /// gitleaks' JSON report (secrets in clear: it is what a baseline is made of).
+    Json,
+    /// SARIF 2.1.0.
+    Sarif,
+    /// GitLab's secret-detection report (schema 15).
+    Gitlab,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsArgs {
+    /// A directory, a file, or `-` for standard input.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Scan the git history of the repository at PATH instead of its files.
+    #[arg(long, conflicts_with = "staged")]
+    pub git: bool,
+    /// With --git: only commits after REF (REF..HEAD), or a range A..B.
+    #[arg(long, value_name = "REF", requires = "git")]
+    pub since: Option<String>,
+    /// Scan the changes staged in the index (against HEAD).
+    #[arg(long)]
+    pub staged: bool,
+    /// A gitleaks configuration (default: PATH/.gitleaks.toml, else the built-in rules).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A previous JSON report: its findings are not reported again.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Fingerprints to ignore (default: PATH/.gitleaksignore).
+    #[arg(long, value_name = "FILE")]
+    pub ignore_file: Option<PathBuf>,
+    /// Skip files larger than this many megabytes (0: no limit).
+    #[arg(long, value_name = "MB", default_value_t = 10)]
+    pub max_target_megabytes: u64,
+    #[arg(long, value_enum, default_value_t = SecretsFormatArg::Table)]
+    pub format: SecretsFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormatArg {
+    Table,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeverityArg {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A directory (searched for lockfiles) or one lockfile.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// The OSV database: a directory of OSV JSON records or a zip of them.
+    #[arg(long, value_name = "DIR", env = "OPSLOOP_OSV_DB")]
+    pub db: PathBuf,
+    /// Exit 1 when a vulnerability of this severity or above is found (unknown severities
+    /// always count).
+    #[arg(long, value_enum, default_value_t = SeverityArg::Low)]
+    pub fail_on: SeverityArg,
+    /// osv-scanner.toml with [[IgnoredVulns]] (default: PATH/osv-scanner.toml).
+    #[arg(long, value_name = "FILE")]
+    pub ignore_config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = AuditFormatArg::Table)]
+    pub format: AuditFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomFormatArg {
+    /// CycloneDX 1.6 JSON.
+    Cyclonedx,
+    /// SPDX 2.3 JSON.
+    Spdx,
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// A directory (searched for lockfiles) or one lockfile.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: SbomFormatArg,
+    /// The name of the described project (default: the directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
 }

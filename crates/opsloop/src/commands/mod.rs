@@ -12,6 +12,7 @@ mod proxy;
 mod run;
 mod run_files;
 mod run_printer;
+mod scan;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -67,6 +68,9 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Metrics { command } => Ok(metrics::check(command)),
         Command::Checks { command } => Ok(checks::run(command).await),
         Command::Proxy(args) => Ok(proxy::run(args).await),
+        Command::Scan { command } => Ok(scan::scan(command)),
+        Command::Audit(args) => Ok(scan::audit(args)),
+        Command::Sbom(args) => Ok(scan::sbom(args)),
         // Handled in `main` before the runtime starts; here only for completeness.
         Command::ReapInstances { server, releases } => Ok(serve::reap_instances(server, &releases)),
     }

@@ -22,5 +22,6 @@ mod deploy;
 mod readme;
 mod remote_write;
 mod run;
+mod scan;
 mod scrape;
 mod server_ci;
