@@ -84,7 +84,7 @@ fn pipeline_and_job_events_are_signed_retried_and_logged() {
         Some(serde_json::json!({ "url": url, "secret": "a shared secret of some length" })),
     );
     let hook = created["id"].to_string();
-    assert_eq!(created["events"], serde_json::json!(["deployment", "job", "pipeline"]), "{created}");
+    assert_eq!(created["events"], serde_json::json!(["deployment", "incident", "job", "pipeline"]), "{created}");
 
     let run = opsloop_client(&server, &token, &["pipeline", "run", "notified", "--wait"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
