@@ -71,6 +71,13 @@ pub struct ServerConfig {
     /// The metrics engine's own section.
     pub metrics: opsloop_metrics::MetricsConfig,
     pub alerting: AlertingConfig,
+    pub checks: ChecksConfig,
+}
+
+/// `[checks]`: synthetic checks and heartbeats in Gatus's format (`--checks-config`).
+#[derive(Debug, Clone, Default)]
+pub struct ChecksConfig {
+    pub config_file: Option<PathBuf>,
 }
 
 /// `[alerting]`: the instance's `alertmanager.yml` (`--alerting-config`) and on-call as code
@@ -156,6 +163,7 @@ impl ServerConfig {
             deploy: opsloop_deploy::DeployConfig::default(),
             metrics: opsloop_metrics::MetricsConfig::default(),
             alerting: AlertingConfig::default(),
+            checks: ChecksConfig::default(),
         }
     }
 

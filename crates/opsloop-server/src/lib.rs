@@ -10,6 +10,7 @@ pub mod agents;
 pub mod alerting;
 pub mod api;
 pub mod auth;
+pub mod checks;
 pub mod ci;
 pub mod config;
 pub mod config_diff;

@@ -48,6 +48,7 @@ pub struct Inner {
     /// The metrics engine: series storage, queries.
     pub prometheus: crate::prometheus::MetricsHub,
     pub alerting: crate::alerting::AlertingHub,
+    pub checks: crate::checks::ChecksHub,
     /// Where artifacts are kept, opened on first use.
     objects: std::sync::OnceLock<Result<crate::objects::ObjectStorage, String>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
@@ -89,6 +90,7 @@ impl AppState {
         let metrics = Metrics::new(store.clone());
         let concurrent_jobs = config.ci.concurrent_jobs.max(1);
         let alerting = crate::alerting::AlertingHub::load(&config.alerting);
+        let checks = crate::checks::ChecksHub::load(config.checks.config_file.as_deref());
         AppState(Arc::new(Inner {
             store,
             config,
@@ -104,6 +106,7 @@ impl AppState {
             events: crate::events::EventBus::default(),
             prometheus: crate::prometheus::MetricsHub::default(),
             alerting,
+            checks,
             bound_address: std::sync::OnceLock::new(),
             objects: std::sync::OnceLock::new(),
             routes,

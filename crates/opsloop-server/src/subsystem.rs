@@ -68,7 +68,33 @@ pub fn all() -> Vec<Box<dyn Subsystem>> {
         Box::new(Notifications),
         Box::new(Monitoring),
         Box::new(Alerting),
+        Box::new(Checks),
     ]
+}
+
+/// Synthetic checks and heartbeats: results as samples, changes as alerts.
+struct Checks;
+
+impl Subsystem for Checks {
+    fn name(&self) -> &'static str {
+        "checks"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::checks::api::routes(table)
+    }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        if !state.checks.configured() {
+            return Vec::new();
+        }
+        let starting = state.clone();
+        vec![
+            Worker::new("checks", async move { crate::checks::start(&starting) }),
+            Worker::new("heartbeats", crate::checks::tick_heartbeats_forever(state.clone())),
+        ]
+    }
+    fn problem(&self, state: &AppState) -> Option<String> {
+        state.checks.problem()
+    }
 }
 
 /// Alerting: incidents, and (as the engine lands) Alertmanager's API, routing and on-call.

@@ -117,6 +117,18 @@ pub enum Command {
         #[command(subcommand)]
         command: ChecksCommand,
     },
+    /// The checks and heartbeats a running server runs (`serve --checks-config FILE`).
+    ///
+    /// Examples:
+    ///   opsloop check list                 every check's health, every heartbeat's state
+    ///   opsloop check run _api-health      run one now and print what it saw
+    #[command(verbatim_doc_comment)]
+    Check {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: CheckCommand,
+    },
     /// Scan for secrets offline (gitleaks' role): a directory, git history, staged changes or
     /// standard input.
     ///
@@ -545,6 +557,10 @@ pub struct ServeArgs {
     /// config_file`); Grafana then reads everything at http://ADDR:PORT/prometheus.
     #[arg(long, env = "OPSLOOP_METRICS_CONFIG", value_name = "FILE")]
     pub metrics_config: Option<PathBuf>,
+    /// Synthetic checks and heartbeats in Gatus's format (overrides `[checks] config_file`):
+    /// run on their intervals, stored as `opsloop_check_*` series, alerting when down.
+    #[arg(long, env = "OPSLOOP_CHECKS_CONFIG", value_name = "FILE")]
+    pub checks_config: Option<PathBuf>,
     /// An alertmanager.yml for the built-in Alertmanager (overrides `[alerting] config_file`):
     /// routes, receivers (webhook, Slack, Teams, Discord, PagerDuty, and `oncall_configs`
     /// that open incidents), inhibitions. Prometheus and amtool reach it at /alertmanager.
@@ -759,6 +775,23 @@ pub enum ChecksCommand {
         /// How many checks run at once.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Every check with its health, every heartbeat with its state.
+    List {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one check now (by its key, `group_name` as Gatus writes it) and print the result;
+    /// exit 1 when it fails.
+    Run {
+        key: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

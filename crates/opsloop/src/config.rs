@@ -43,6 +43,15 @@ struct FileConfig {
     metrics: MetricsSection,
     #[serde(default)]
     alerting: AlertingSection,
+    #[serde(default)]
+    checks: ChecksSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChecksSection {
+    /// Checks and heartbeats in Gatus's format (`endpoints:`, `checks:`, `heartbeats:`).
+    config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +295,8 @@ pub fn resolve(
         .clone()
         .or_else(|| layer.alerting.config_file.clone())
         .map(opsloop_server::config::absolute);
+    server.checks.config_file =
+        args.checks_config.clone().or_else(|| layer.checks.config_file.clone()).map(opsloop_server::config::absolute);
     server.alerting.oncall_file =
         args.oncall_config.clone().or_else(|| layer.alerting.oncall_file.clone()).map(opsloop_server::config::absolute);
     if let (Some(value), Some(loaded)) = (&layer.metrics.retention, &file) {
@@ -464,6 +475,13 @@ pub struct Shown {
     pub deploy: ShownDeploy,
     pub metrics: ShownMetrics,
     pub alerting: ShownAlerting,
+    pub checks: ShownChecks,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownChecks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -586,6 +604,7 @@ impl Resolved {
                 retention: format!("{}s", server.metrics.retention_seconds),
                 retention_size_bytes: server.metrics.retention_bytes,
             },
+            checks: ShownChecks { config_file: server.checks.config_file.as_ref().map(|p| p.display().to_string()) },
             alerting: ShownAlerting {
                 config_file: server.alerting.config_file.as_ref().map(|p| p.display().to_string()),
                 oncall_file: server.alerting.oncall_file.as_ref().map(|p| p.display().to_string()),

@@ -63,6 +63,17 @@ escalation_policies:
       - targets: [schedule:primary]
 ";
 
+pub const CHECKS: &str = "\
+checks:
+  - name: truth
+    command: ['true']
+    conditions: ['[STATUS] == 0']
+heartbeats:
+  - name: nightly
+    period: 1d
+    grace: 1h
+";
+
 impl TestApp {
     pub async fn new() -> TestApp {
         let db = TestDatabase::sqlite().await;
@@ -80,6 +91,10 @@ impl TestApp {
         let oncall = data_dir.join("oncall.yml");
         std::fs::write(&oncall, ONCALL).unwrap();
         config.alerting.oncall_file = Some(oncall);
+        // And a check that passes, run by a command, and a heartbeat.
+        let checks = data_dir.join("checks.yml");
+        std::fs::write(&checks, CHECKS).unwrap();
+        config.checks.config_file = Some(checks);
         let (router, state) = opsloop_server::build_app_and_state(store.clone(), config);
         (router.layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)))), state)
     }

@@ -44,6 +44,7 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/admin/agents") => r#"{"name": "builder"}"#,
         ("POST", "/api/v1/projects/{project}/notifications") => r#"{"url": "https://hooks.example.com/opsloop"}"#,
         ("POST", "/api/v1/incidents/{id}/acknowledge" | "/api/v1/incidents/{id}/resolve") => "",
+        ("POST", "/api/v1/checks/{check}/run") => "",
         ("POST", "/api/v1/incidents/{id}/notes") => r#"{"text": "looking into it"}"#,
         ("POST", "/api/v1/agent/register") => r#"{"tags": ["linux"], "concurrency": 2}"#,
         // Prometheus's API: parameters go in the query string; remote write's body is snappy
@@ -187,6 +188,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{environment}", "production")
             .replace("{name}", "primary")
             .replace("{silence_id}", &silence_id)
+            .replace("{check}", "_truth")
             .replace("/compare", &format!("/compare?from={0}&to={0}", deployment.id))
             .replace("{*path}", "out.txt")
             .replace("{id}", &id.to_string());
@@ -356,7 +358,12 @@ async fn public_routes_are_a_short_explicit_list() {
             "GET /prometheus/-/ready",
             // Alertmanager's probes, as public as Alertmanager's own.
             "GET /alertmanager/-/healthy",
-            "GET /alertmanager/-/ready"
+            "GET /alertmanager/-/ready",
+            // Heartbeat pings: the token in the URL is the credential, as at Healthchecks.io.
+            "GET /ping/{token}",
+            "POST /ping/{token}",
+            "GET /ping/{token}/{action}",
+            "POST /ping/{token}/{action}"
         ]
     );
     let signed: Vec<String> = opsloop_server::route_specs()

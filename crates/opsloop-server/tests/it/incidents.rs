@@ -129,3 +129,34 @@ async fn who_is_on_call_follows_the_rotation_in_the_schedules_zone() {
     let text = calendar.text();
     assert!(text.starts_with("BEGIN:VCALENDAR\r\n") && text.contains("BEGIN:VEVENT"), "{text}");
 }
+
+#[tokio::test]
+async fn checks_run_on_demand_and_heartbeats_take_pings_by_token() {
+    let app = TestApp::new().await;
+    let reader = app.user("reader").await;
+    let reader_token = app.token(&reader, Role::Developer).await;
+    let admin_token = app.token(&app.admin, Role::Admin).await;
+    let ran = app.api(Method::POST, "/api/v1/checks/_truth/run", Some(&reader_token), None).await;
+    assert_eq!(ran.status, StatusCode::OK, "{}", ran.text());
+    assert_eq!(ran.json()["success"], true);
+    let unknown = app.api(Method::POST, "/api/v1/checks/_nothing/run", Some(&reader_token), None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // Only an admin sees the ping URL: it is the credential.
+    let listed = app.api(Method::GET, "/api/v1/checks", Some(&reader_token), None).await.json();
+    assert_eq!(listed["heartbeats"][0]["key"], "_nightly");
+    assert!(listed["heartbeats"][0].get("ping_url").is_none());
+    let listed = app.api(Method::GET, "/api/v1/checks", Some(&admin_token), None).await.json();
+    assert_eq!(listed["heartbeats"][0]["state"], "new");
+    let url = listed["heartbeats"][0]["ping_url"].as_str().unwrap().to_owned();
+    let path = &url[url.find("/ping/").unwrap()..];
+    assert_eq!(app.api(Method::POST, &format!("{path}/start"), None, None).await.status, StatusCode::OK);
+    let pinged = app.api(Method::POST, path, None, Some("backup done\n12 GB")).await;
+    assert_eq!((pinged.status, pinged.text().as_str()), (StatusCode::OK, "OK"));
+    let listed = app.api(Method::GET, "/api/v1/checks", Some(&admin_token), None).await.json();
+    assert_eq!(listed["heartbeats"][0]["state"], "up");
+    assert_eq!(listed["heartbeats"][0]["last_lines"][1], "12 GB");
+    // A wrong token, or a bad action, is refused without saying more.
+    assert_eq!(app.api(Method::GET, "/ping/not-a-token", None, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.api(Method::GET, &format!("{path}/sleep"), None, None).await.status, StatusCode::BAD_REQUEST);
+}

@@ -114,3 +114,73 @@ fn human(duration: Duration) -> String {
         format!("{:.1}s", duration.as_secs_f64())
     }
 }
+
+/// `opsloop check list|run`: the checks a running server runs, through its API.
+pub async fn remote(client: &crate::cli::ClientArgs, command: crate::cli::CheckCommand) -> ExitCode {
+    use crate::cli::CheckCommand;
+    use serde_json::Value;
+    let result = async {
+        let client = crate::client::ApiClient::new(client)?;
+        match command {
+            CheckCommand::List { json } => {
+                let listed: Value =
+                    client.call::<Value, Value>(reqwest::Method::GET, &["checks"], None).await?.unwrap_or_default();
+                if json {
+                    output::json(&listed)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let text = |value: &Value| value.as_str().unwrap_or("-").to_owned();
+                let rows = listed["checks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        let last = &c["last"];
+                        vec![
+                            text(&c["key"]),
+                            text(&c["health"]),
+                            text(&last["kind"]),
+                            last["duration_ms"].as_f64().map_or("-".to_owned(), |ms| format!("{ms:.0} ms")),
+                            last["status"].as_i64().map_or("-".to_owned(), |s| s.to_string()),
+                        ]
+                    })
+                    .collect();
+                output::table(&["CHECK", "HEALTH", "KIND", "LAST", "STATUS"], rows);
+                let rows: Vec<Vec<String>> = listed["heartbeats"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| vec![text(&h["key"]), text(&h["state"]), text(&h["ping_url"])])
+                    .collect();
+                if !rows.is_empty() {
+                    println!();
+                    output::table(&["HEARTBEAT", "STATE", "PING URL"], rows);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            CheckCommand::Run { key, json } => {
+                let result: Value = client
+                    .call::<Value, Value>(reqwest::Method::POST, &["checks", &key, "run"], None)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the server sent no result"))?;
+                let passed = result["success"].as_bool().unwrap_or(false);
+                if json {
+                    output::json(&result)?;
+                } else {
+                    let mark = if passed { "✓" } else { "✗" };
+                    println!("{mark} {key} ({} ms)", result["duration_ms"]);
+                    for condition in result["conditions"].as_array().into_iter().flatten() {
+                        let ok = condition["success"].as_bool().unwrap_or(false);
+                        println!("  {} {}", if ok { "✓" } else { "✗" }, condition["condition"].as_str().unwrap_or(""));
+                    }
+                    for error in result["errors"].as_array().into_iter().flatten() {
+                        println!("  error: {}", error.as_str().unwrap_or(""));
+                    }
+                }
+                Ok::<_, anyhow::Error>(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(|error| super::fail(&error))
+}

@@ -45,6 +45,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Rollback { client, args } => deploy::rollback(&client, args).await,
         Command::Deployments { client, args } => deploy::list(&client, args).await,
         Command::Incident { client, command } => Ok(incident::run(&client, command).await),
+        Command::Check { client, command } => Ok(checks::remote(&client, command).await),
         Command::Alerting { command } => Ok(incident::alerting(command)),
         Command::Oncall { client, schedule, at, config, check, json } => {
             Ok(incident::oncall(&client, schedule.as_deref(), at.as_deref(), config.as_deref(), check, json).await)

@@ -29,6 +29,12 @@ pub async fn run(resolved: Resolved) -> miette::Result<ExitCode> {
         output::error(&error.to_string());
         return Ok(ExitCode::from(2));
     }
+    if let Some(path) = &config.checks.config_file
+        && let Err(error) = opsloop_checks::config::load_file(path)
+    {
+        output::error(&error.to_string());
+        return Ok(ExitCode::from(2));
+    }
     if let Some(path) = &config.alerting.config_file
         && let Err(error) = opsloop_alert::config::load_file(path)
     {

@@ -78,3 +78,55 @@ fn checks_run_passes_fails_and_refuses() {
     assert!(stderr.contains("hint: did you mean `[STATUS]`?"), "{stderr}");
     drop(tcp);
 }
+
+/// The server runs the checks of `--checks-config` on their intervals: results become series,
+/// a failing check an alert, and `opsloop check` shows them.
+#[test]
+fn the_server_runs_checks_stores_their_series_and_alerts_when_one_is_down() {
+    use crate::harness::{Server, call_json, opsloop_client};
+    let up = http_server(200, r#"{"status": "UP"}"#);
+    let down = http_server(503, "no");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("checks.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "endpoints:\n  - name: api\n    group: core\n    url: http://127.0.0.1:{up}/health\n    interval: 1s\n    conditions: ['[STATUS] == 200', '[BODY].status == UP']\n  - name: shop\n    url: http://127.0.0.1:{down}/\n    interval: 1s\n    conditions: ['[STATUS] == 200']\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_in(&dir.path().join("data"), &["--checks-config", config.to_str().unwrap()]);
+    let token = server.token("admin");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let alerts_url = format!("{}/alertmanager/api/v2/alerts", server.url);
+    loop {
+        let (_, alerts) = call_json(reqwest::Method::GET, &alerts_url, &token, None);
+        let down = alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["labels"]["alertname"] == "CheckDown" && a["labels"]["check"] == "shop");
+        if down {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no CheckDown alert: {alerts}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let query = format!("{}/prometheus/api/v1/query?query=opsloop_check_up", server.url);
+    let (_, answer) = call_json(reqwest::Method::GET, &query, &token, None);
+    let mut seen: Vec<(String, String)> = answer["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"]["check"].as_str().unwrap().to_owned(), r["value"][1].as_str().unwrap().to_owned()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [("api".to_owned(), "1".to_owned()), ("shop".to_owned(), "0".to_owned())]);
+
+    let listed = opsloop_client(&server, &token, &["check", "list"]);
+    let shown = text(&listed.stdout);
+    assert!(shown.contains("core_api") && shown.contains("up") && shown.contains("down"), "{shown}");
+    let ran = opsloop_client(&server, &token, &["check", "run", "_shop"]);
+    assert_eq!(ran.status.code(), Some(1), "{}", text(&ran.stderr));
+    assert!(text(&ran.stdout).contains("[STATUS] (503) == 200"), "{}", text(&ran.stdout));
+}
