@@ -264,6 +264,7 @@ pub fn agents_routes(table: RouteTable) -> RouteTable {
         notifications::list, notifications::create, notifications::delete, notifications::deliveries,
         incidents::list, incidents::show, incidents::acknowledge, incidents::resolve, incidents::add_note,
         oncall::list, oncall::who, oncall::shifts, oncall::calendar,
+        crate::checks::api::list, crate::checks::api::run,
         deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
         deployments::plan, deployments::apply, deployments::approve, deployments::stop, deployments::compare,
         schedules::list, schedules::create, schedules::update, schedules::delete,

@@ -39,14 +39,19 @@ pub fn routes(table: RouteTable) -> RouteTable {
     table
         .add(api, Method::GET, "/api/v1/checks", Authenticated, list)
         .add(api, Method::POST, "/api/v1/checks/{check}/run", AuthenticatedWrite, run)
-        .add(Surface::Ops, Method::GET, "/ping/{token}", Public, ping_success)
-        .add(Surface::Ops, Method::POST, "/ping/{token}", Public, ping_success)
-        .add(Surface::Ops, Method::GET, "/ping/{token}/{action}", Public, ping_action)
-        .add(Surface::Ops, Method::POST, "/ping/{token}/{action}", Public, ping_action)
+        // No user: the token in the URL is the credential, checked by the handler (as a
+        // forge's signature is), so cron's `curl` needs no session and no CSRF token.
+        .add(Surface::Ops, Method::GET, "/ping/{token}", Webhook, ping_success)
+        .add(Surface::Ops, Method::POST, "/ping/{token}", Webhook, ping_success)
+        .add(Surface::Ops, Method::GET, "/ping/{token}/{action}", Webhook, ping_action)
+        .add(Surface::Ops, Method::POST, "/ping/{token}/{action}", Webhook, ping_action)
 }
 
-/// Every check with its health and last result, and every heartbeat with its state.
-async fn list(
+/// Every check with its health and last result, and every heartbeat with its state (and, for
+/// admins, its ping URL).
+#[utoipa::path(get, path = "/api/v1/checks", tag = "checks",
+    responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<ApiJson<Value>, ApiError> {
@@ -56,12 +61,14 @@ async fn list(
 }
 
 #[derive(Debug, Deserialize)]
-struct KeyPath {
+pub struct KeyPath {
     check: String,
 }
 
-/// Runs one check now and answers what it saw.
-async fn run(State(state): State<AppState>, Path(path): Path<KeyPath>) -> Result<ApiJson<Value>, ApiError> {
+/// Runs one check now (by its key, `group_name` as Gatus writes it) and answers what it saw.
+#[utoipa::path(post, path = "/api/v1/checks/{check}/run", tag = "checks", params(("check" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn run(State(state): State<AppState>, Path(path): Path<KeyPath>) -> Result<ApiJson<Value>, ApiError> {
     let result = super::run_now(&state, &path.check).await?;
     Ok(ApiJson(serde_json::to_value(&result).map_err(|_| ApiError::internal())?))
 }

@@ -70,7 +70,7 @@ checks:
     conditions: ['[STATUS] == 0']
 heartbeats:
   - name: nightly
-    period: 1d
+    period: 24h
     grace: 1h
 ";
 
