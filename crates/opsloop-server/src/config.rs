@@ -71,6 +71,24 @@ pub struct ServerConfig {
     /// The metrics engine's own section.
     pub metrics: opsloop_metrics::MetricsConfig,
     pub alerting: AlertingConfig,
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: the logs store behind Loki's API (`/loki`).
+#[derive(Debug, Clone)]
+pub struct LogsConfig {
+    pub enabled: bool,
+    /// Entries older than this are deleted (Loki's `retention_period`); 0 keeps them forever.
+    pub retention_seconds: u64,
+    /// The most the chunk files may take on disk; the oldest go first.
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        // 31 days: the retention Loki's documentation uses in its examples (`744h`).
+        LogsConfig { enabled: true, retention_seconds: 31 * 86_400, retention_bytes: None }
+    }
 }
 
 /// `[alerting]`: the instance's `alertmanager.yml` (`--alerting-config`) and on-call as code
@@ -156,6 +174,7 @@ impl ServerConfig {
             deploy: opsloop_deploy::DeployConfig::default(),
             metrics: opsloop_metrics::MetricsConfig::default(),
             alerting: AlertingConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 

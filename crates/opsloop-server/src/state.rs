@@ -48,6 +48,8 @@ pub struct Inner {
     /// The metrics engine: series storage, queries.
     pub prometheus: crate::prometheus::MetricsHub,
     pub alerting: crate::alerting::AlertingHub,
+    /// The logs engine: log streams, LogQL.
+    pub loki: crate::loki::LogsHub,
     /// Where artifacts are kept, opened on first use.
     objects: std::sync::OnceLock<Result<crate::objects::ObjectStorage, String>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
@@ -104,6 +106,7 @@ impl AppState {
             events: crate::events::EventBus::default(),
             prometheus: crate::prometheus::MetricsHub::default(),
             alerting,
+            loki: crate::loki::LogsHub::default(),
             bound_address: std::sync::OnceLock::new(),
             objects: std::sync::OnceLock::new(),
             routes,
