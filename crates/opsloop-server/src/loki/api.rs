@@ -32,6 +32,10 @@ const PUSH_BODY_BYTES: usize = 16 << 20;
 /// Log queries return at most this many lines when `limit` is not given (Loki's default).
 const DEFAULT_LIMIT: usize = 100;
 
+/// The most lines one log query may ask for (Loki's `max_entries_limit_per_query`): results
+/// are built in memory.
+const MAX_LIMIT: usize = 5000;
+
 /// How far back queries look when `start` is not given (Loki's default).
 const DEFAULT_SINCE_NS: i64 = 3_600 * 1_000_000_000;
 
@@ -186,7 +190,14 @@ impl Params {
     fn limit(&self) -> Result<usize, LokiError> {
         match self.get("limit") {
             None => Ok(DEFAULT_LIMIT),
-            Some(v) => v.parse::<usize>().map_err(|_| LokiError::bad_request(format!("invalid limit: \"{v}\""))),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > MAX_LIMIT => Err(LokiError::bad_request(format!(
+                    "max entries limit per query exceeded, limit > max_entries_limit_per_query ({n} > {MAX_LIMIT})"
+                ))),
+                // 0 would mean no limit to the evaluator; Loki refuses it.
+                Ok(0) | Err(_) => Err(LokiError::bad_request(format!("invalid limit: \"{v}\""))),
+                Ok(n) => Ok(n),
+            },
         }
     }
 
@@ -511,7 +522,8 @@ async fn push(
         headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase()).unwrap_or_default()
     };
     let body: Vec<u8> = match header_str(header::CONTENT_ENCODING).as_str() {
-        "" | "identity" => body.to_vec(),
+        // Some clients name the protobuf body's snappy framing here; the decoder undoes it.
+        "" | "identity" | "snappy" => body.to_vec(),
         "gzip" => gunzip(&body, limits.max_decoded_bytes)?,
         other => return Err(LokiError::bad_request(format!("unsupported Content-Encoding: {other}"))),
     };

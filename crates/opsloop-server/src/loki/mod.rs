@@ -237,13 +237,17 @@ impl LogSource for ScopedSource<'_> {
 }
 
 /// Copies a job's stored log into the logs store when it finishes, as the stream
-/// `{project, pipeline, job, stream="job"}`, so LogQL searches CI output beside application
-/// logs. A durable event subscriber: jobs run here and on agents both end in `JobFinished`, and
-/// a job that finished while the server was down is copied after the restart. At least once:
-/// a crash between the push and the cursor's move copies that job again.
+/// `{project, job, stream="job"}` with `pipeline` and `job_id` on every line, so LogQL
+/// searches CI output beside application logs. A durable event subscriber: jobs run here and on
+/// agents both end in `JobFinished`, and a job that finished while the server was down is
+/// copied after the restart. At least once: a crash between the push and the cursor's move
+/// copies that job again.
 ///
-/// `pipeline` as a label makes one stream per job run; the store's per-tenant limits on
-/// streams and label values (100,000 each by default) bound that, and retention ages them out.
+/// `pipeline` and `job_id` are structured metadata, not stream labels: as labels they would
+/// make a stream per job run, and the tenant's stream limit (100,000) would be reached in days
+/// on a busy instance, after which every new stream, Promtail's included, is refused. As
+/// metadata they still filter (`{stream="job"} | pipeline="42"`) and still show among a
+/// result's labels, as Loki shows structured metadata.
 pub struct JobLogs;
 
 impl Subscriber for JobLogs {
@@ -259,7 +263,7 @@ impl Subscriber for JobLogs {
             let Some(project) = state.store.project_by_id(project_id).await? else { return Ok(()) };
             let Some((job, _)) = state.store.job_by_id(job_id).await? else { return Ok(()) };
             let text = state.store.job_log(job_id).await?;
-            let Some(stream) = job_stream(&project.name, pipeline_id, &job.name, &text, recorded.at) else {
+            let Some(stream) = job_stream(&project.name, pipeline_id, job_id, &job.name, &text, recorded.at) else {
                 return Ok(());
             };
             let logs = logs.clone();
@@ -277,27 +281,29 @@ impl Subscriber for JobLogs {
 
 /// The stream for a finished job's log. Lines have no times of their own in the CI store: they
 /// all get the moment the job finished, plus their index in nanoseconds so their order holds.
-fn job_stream(project: &str, pipeline_id: i64, job: &str, text: &str, finished_ms: i64) -> Option<PushStream> {
+fn job_stream(
+    project: &str,
+    pipeline_id: i64,
+    job_id: i64,
+    job: &str,
+    text: &str,
+    finished_ms: i64,
+) -> Option<PushStream> {
     let base = finished_ms.saturating_mul(1_000_000);
+    let metadata = vec![("pipeline".to_owned(), pipeline_id.to_string()), ("job_id".to_owned(), job_id.to_string())];
     let entries: Vec<Entry> = text
         .lines()
         .enumerate()
         .map(|(i, line)| Entry {
             ts: base.saturating_add(i64::try_from(i).unwrap_or(i64::MAX)),
             line: line.to_owned(),
-            metadata: Vec::new(),
+            metadata: metadata.clone(),
         })
         .collect();
     if entries.is_empty() {
         return None;
     }
-    let pipeline = pipeline_id.to_string();
-    let labels = Labels::from_pairs([
-        (PROJECT_LABEL, project),
-        ("pipeline", pipeline.as_str()),
-        ("job", job),
-        ("stream", "job"),
-    ]);
+    let labels = Labels::from_pairs([(PROJECT_LABEL, project), ("job", job), ("stream", "job")]);
     Some(PushStream { labels, entries })
 }
 
@@ -307,12 +313,13 @@ mod tests {
 
     #[test]
     fn a_job_log_becomes_one_stream_in_line_order() {
-        let s = job_stream("shop", 7, "build", "one\ntwo\n", 1_000).unwrap();
-        assert_eq!(s.labels.get("pipeline"), Some("7"));
+        let s = job_stream("shop", 7, 70, "build", "one\ntwo\n", 1_000).unwrap();
+        assert_eq!(s.labels.get("pipeline"), None, "one stream per job name, not per run");
         assert_eq!(s.labels.get("stream"), Some("job"));
+        assert!(s.entries[0].metadata.contains(&("pipeline".to_owned(), "7".to_owned())));
         let ts: Vec<i64> = s.entries.iter().map(|e| e.ts).collect();
         assert_eq!(ts, [1_000_000_000, 1_000_000_001]);
-        assert!(job_stream("shop", 7, "build", "", 1_000).is_none());
+        assert!(job_stream("shop", 7, 70, "build", "", 1_000).is_none());
     }
 
     #[test]

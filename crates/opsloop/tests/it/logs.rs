@@ -170,6 +170,14 @@ async fn loki_push_and_query_with_scopes_and_kill_9() {
     assert_eq!(status, 200, "{raw}");
     assert_eq!(body["data"]["resultType"], "matrix");
 
+    // Grafana's health check of a Loki data source.
+    let (status, body, raw) =
+        get(&server, &admin, &format!("/loki/api/v1/query?query={}", urlencode("vector(1)+vector(1)"))).await;
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(body["data"]["result"][0]["value"][1], "2", "{body}");
+    let (status, _, raw) = get(&server, &admin, &format!("{}0000", log_query(r#"{project="p"}"#))).await;
+    assert_eq!(status, 400, "a limit past 5000 is refused: {raw}");
+
     // The index: labels, values, series, stats.
     let (_, body, _) = get(&server, &admin, "/loki/api/v1/labels").await;
     assert_eq!(body["data"], json!(["app", "host", "project"]));
@@ -289,7 +297,16 @@ fn a_finished_jobs_log_is_searchable_with_logql() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let printed = text(&out.stdout);
         if printed.contains("compiled with 0 warnings") {
+            // One run picked by its structured metadata, which shows among the labels.
             assert!(printed.contains(r#"pipeline=""#), "{printed}");
+            let pipeline = printed.split(r#"pipeline=""#).nth(1).and_then(|rest| rest.split('"').next()).unwrap();
+            let one_run =
+                format!(r#"{{project="jl", stream="job"}} | pipeline="{pipeline}" |= "0 warnings" != "$ echo""#);
+            let out = opsloop_client(&server, &token, &["logs", &one_run]);
+            assert_eq!(text(&out.stdout).lines().count(), 1, "{}", text(&out.stdout));
+            let other_run = r#"{project="jl", stream="job"} | pipeline="999999""#;
+            let out = opsloop_client(&server, &token, &["logs", other_run]);
+            assert_eq!(text(&out.stdout), "", "another run's lines are not these");
             break;
         }
         assert!(Instant::now() < deadline, "the job's log never reached the logs store: {printed}");
