@@ -541,8 +541,13 @@ async fn push(
         Err(e) => return Err(LokiError { status: StatusCode::FORBIDDEN, message: e.to_string() }),
     }
     let store = state.loki.store(&state.config)?.clone();
+    let lines: usize = streams.iter().map(|s| s.entries.len()).sum();
+    let bytes: usize = streams.iter().flat_map(|s| &s.entries).map(|e| e.line.len()).sum();
     match tokio::task::spawn_blocking(move || store.push(TENANT, streams)).await {
-        Ok(Ok(())) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(Ok(())) => {
+            state.metrics.logs_received(lines as u64, bytes as u64);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         Ok(Err(e @ (LogStoreError::Cardinality { .. } | LogStoreError::StreamLimit { .. }))) => {
             Err(LokiError { status: StatusCode::TOO_MANY_REQUESTS, message: e.to_string() })
         }

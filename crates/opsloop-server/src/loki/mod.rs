@@ -74,6 +74,12 @@ fn now_ns() -> i64 {
 /// Cuts heads that reached their age every 10 s (so queries read compressed chunks and the
 /// WAL can be checkpointed); applies retention and compacts every 10 minutes.
 pub async fn upkeep_forever(state: AppState) {
+    // Opened (its WAL replayed) now, off the async threads, rather than by the first request.
+    let opening = state.clone();
+    let opened = tokio::task::spawn_blocking(move || opening.loki.store(&opening.config).map(|_| ())).await;
+    if let Ok(Err(e)) = opened {
+        tracing::error!(error = %e, "the logs store could not be opened");
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut ticks: u64 = 0;
     loop {
@@ -82,8 +88,14 @@ pub async fn upkeep_forever(state: AppState) {
         let Ok(store) = state.loki.store(&state.config) else { continue };
         let store = store.clone();
         let cut = store.clone();
-        match tokio::task::spawn_blocking(move || cut.cut_due()).await {
-            Ok(Ok(())) => {}
+        match tokio::task::spawn_blocking(move || cut.cut_due().map(|()| cut.stats())).await {
+            Ok(Ok(stats)) => state.metrics.set_logs_store(crate::metrics::LogsStoreFigures {
+                streams: stats.streams,
+                entries: stats.entries,
+                chunks: stats.chunks,
+                stored_bytes: stats.stored_bytes,
+                wal_bytes: stats.wal_bytes,
+            }),
             Ok(Err(e)) => tracing::warn!(error = %e, "cutting log chunks failed"),
             Err(e) => tracing::warn!(error = %e, "cutting log chunks stopped"),
         }

@@ -141,6 +141,10 @@ async fn loki_push_and_query_with_scopes_and_kill_9() {
         push_json(&server, &admin, json!({"streams": [{"stream": {"a": "1"}, "values": [["soon", "x"]]}]})).await;
     assert_eq!(status, 400, "{body}");
 
+    // Counted on opsloop's own /metrics.
+    let metrics = Server::client().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("opsloop_logs_received_lines_total 7"), "{metrics}");
+
     // Log query: the lines of project p with "error", from both pushes.
     let (status, body, raw) = get(&server, &admin, &log_query(r#"{project="p"} |= "error""#)).await;
     assert_eq!(status, 200, "{raw}");
