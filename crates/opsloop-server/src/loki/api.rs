@@ -62,6 +62,8 @@ pub fn routes(table: RouteTable) -> RouteTable {
             .add(api, method.clone(), "/loki/api/v1/series", Authenticated, series);
     }
     t.add(api, Method::GET, "/loki/api/v1/labels", Authenticated, labels)
+        // The older name of `/labels`, which older Grafana and logcli versions call.
+        .add(api, Method::GET, "/loki/api/v1/label", Authenticated, labels)
         .add(api, Method::GET, "/loki/api/v1/label/{name}/values", Authenticated, label_values)
         .add(api, Method::GET, "/loki/api/v1/index/stats", Authenticated, index_stats)
         .add(api, Method::GET, "/loki/api/v1/format_query", Authenticated, format_query)

@@ -133,6 +133,39 @@ async fn loki_push_and_query_with_scopes_and_kill_9() {
         .unwrap();
     assert_eq!(response.status(), 204);
 
+    // Gzipped JSON, as Alloy sends it, and a batch bigger than the API's 1 MiB body limit.
+    let big_line = "x".repeat(1000);
+    let values: Vec<serde_json::Value> = (0..1500).map(|i| json!([(t + i).to_string(), big_line])).collect();
+    let batch = serde_json::to_vec(&json!({"streams": [{"stream": {"project": "big"}, "values": values}]})).unwrap();
+    assert!(batch.len() > 1 << 20);
+    let response = Server::client()
+        .post(format!("{}/loki/api/v1/push", server.url))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(
+        &mut gz,
+        json!({"streams": [{"stream": {"project": "big"}, "values": [[ts(0), "gzipped"]]}]}).to_string().as_bytes(),
+    )
+    .unwrap();
+    let response = Server::client()
+        .post(format!("{}/loki/api/v1/push", server.url))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let (_, body, _) = get(&server, &admin, &log_query(r#"{project="big"} |= "gzipped""#)).await;
+    assert_eq!(lines(&body), ["gzipped"]);
+
     // Bad input: 400 with Loki's message, nothing stored.
     let (status, body) = push_json(&server, &admin, json!({"streams": [{"stream": {}, "values": [["1", "x"]]}]})).await;
     assert_eq!(status, 400, "{body}");
@@ -143,7 +176,7 @@ async fn loki_push_and_query_with_scopes_and_kill_9() {
 
     // Counted on opsloop's own /metrics.
     let metrics = Server::client().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("opsloop_logs_received_lines_total 7"), "{metrics}");
+    assert!(metrics.contains("opsloop_logs_received_lines_total 1508"), "{metrics}");
 
     // Log query: the lines of project p with "error", from both pushes.
     let (status, body, raw) = get(&server, &admin, &log_query(r#"{project="p"} |= "error""#)).await;
@@ -186,7 +219,9 @@ async fn loki_push_and_query_with_scopes_and_kill_9() {
     let (_, body, _) = get(&server, &admin, "/loki/api/v1/labels").await;
     assert_eq!(body["data"], json!(["app", "host", "project"]));
     let (_, body, _) = get(&server, &admin, "/loki/api/v1/label/project/values").await;
-    assert_eq!(body["data"], json!(["a", "b", "p"]));
+    assert_eq!(body["data"], json!(["a", "b", "big", "p"]));
+    let (_, body, _) = get(&server, &admin, "/loki/api/v1/label").await;
+    assert_eq!(body["data"], json!(["app", "host", "project"]), "the older name of /labels");
     let (_, body, _) =
         get(&server, &admin, &format!("/loki/api/v1/series?match[]={}", urlencode(r#"{app="api"}"#))).await;
     assert_eq!(body["data"], json!([{"app": "api", "project": "a"}, {"app": "api", "project": "b"}]));
