@@ -229,6 +229,12 @@ async fn loki_push_and_query_with_scopes_and_kill_9() {
         get(&server, &admin, &format!("/loki/api/v1/index/stats?query={}", urlencode(r#"{project="p"}"#))).await;
     assert_eq!((body["streams"].as_u64(), body["entries"].as_u64()), (Some(2), Some(4)), "{body}");
 
+    // Grafana's Loki data source authenticates with basic auth: the token as the password.
+    let url = format!("{}/loki/api/v1/labels", server.url);
+    let response = Server::client().get(&url).basic_auth("grafana", Some(&admin)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(Server::client().get(&url).send().await.unwrap().status(), 401);
+
     // A parse error is a 400 in Loki's words.
     let (status, _, raw) = get(&server, &admin, &log_query(r#"{project="p"} |= "#)).await;
     assert_eq!(status, 400, "{raw}");
