@@ -327,8 +327,11 @@ async fn evaluate(
     // Parsed first, so a bad query is a 400 whatever the caller may see.
     parse_expr(&q)?;
     let (store, scope) = scoped(state, principal).await?;
+    // Never closed; held until the evaluation ends, even when the client has gone.
+    let permit = state.loki.queries.clone().acquire_owned().await.map_err(|e| LokiError::internal(e.to_string()))?;
     let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let reader = store.reader(TENANT);
         let source = ScopedSource { inner: &reader, scope: &scope };
         if instant {

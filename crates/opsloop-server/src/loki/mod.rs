@@ -39,9 +39,19 @@ pub enum LogsError {
 }
 
 /// What the server keeps of the logs engine: its store, opened on first use.
-#[derive(Default)]
 pub struct LogsHub {
     store: OnceLock<Result<Arc<Store>, String>>,
+    /// Queries evaluated at once. A scan decompresses chunks on every core, so more queries at
+    /// once only share the same cores while pushes and the rest of the server wait; the others
+    /// queue here (Loki's querier `max_concurrent`).
+    pub queries: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for LogsHub {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        LogsHub { store: OnceLock::new(), queries: Arc::new(tokio::sync::Semaphore::new(cores.clamp(2, 8))) }
+    }
 }
 
 impl LogsHub {
