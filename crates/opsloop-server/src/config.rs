@@ -72,12 +72,30 @@ pub struct ServerConfig {
     pub metrics: opsloop_metrics::MetricsConfig,
     pub alerting: AlertingConfig,
     pub checks: ChecksConfig,
+    pub logs: LogsConfig,
 }
 
 /// `[checks]`: synthetic checks and heartbeats in Gatus's format (`--checks-config`).
 #[derive(Debug, Clone, Default)]
 pub struct ChecksConfig {
     pub config_file: Option<PathBuf>,
+}
+
+/// `[logs]`: the logs store behind Loki's API (`/loki`).
+#[derive(Debug, Clone)]
+pub struct LogsConfig {
+    pub enabled: bool,
+    /// Entries older than this are deleted (Loki's `retention_period`); 0 keeps them forever.
+    pub retention_seconds: u64,
+    /// The most the chunk files may take on disk; the oldest go first.
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        // 31 days: the retention Loki's documentation uses in its examples (`744h`).
+        LogsConfig { enabled: true, retention_seconds: 31 * 86_400, retention_bytes: None }
+    }
 }
 
 /// `[alerting]`: the instance's `alertmanager.yml` (`--alerting-config`) and on-call as code
@@ -164,6 +182,7 @@ impl ServerConfig {
             metrics: opsloop_metrics::MetricsConfig::default(),
             alerting: AlertingConfig::default(),
             checks: ChecksConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 

@@ -44,7 +44,7 @@ pub trait Subscriber: Send + Sync + 'static {
 
 /// The durable subscribers, in one place.
 pub fn subscribers() -> Vec<Arc<dyn Subscriber>> {
-    vec![Arc::new(crate::notify::Webhooks)]
+    vec![Arc::new(crate::notify::Webhooks), Arc::new(crate::loki::JobLogs)]
 }
 
 /// The in-memory side: live listeners.

@@ -19,6 +19,7 @@ pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod gitops;
+pub mod loki;
 pub mod metrics;
 mod mirror;
 pub mod notify;

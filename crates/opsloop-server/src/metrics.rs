@@ -1,5 +1,5 @@
 //! opsloop's own metrics, served at `/metrics`: HTTP requests by route and status, a latency
-//! histogram, the database pool and build info.
+//! histogram, the database pool, the logs store and build info.
 //!
 //! The answer is Prometheus's text format (0.0.4) unless the scraper asks for OpenMetrics in
 //! `Accept`, as the official client libraries negotiate: Prometheus 2.x before the
@@ -61,7 +61,25 @@ struct Inner {
     in_flight: Gauge,
     pool: Family<PoolLabels, Gauge>,
     pool_max: Gauge,
+    logs_lines: Counter,
+    logs_bytes: Counter,
+    logs_store: Family<LogsStoreLabels, Gauge>,
     store: Store,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LogsStoreLabels {
+    figure: &'static str,
+}
+
+/// The logs store's figures as `opsloop_logs_store{figure=…}` reports them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogsStoreFigures {
+    pub streams: u64,
+    pub entries: u64,
+    pub chunks: u64,
+    pub stored_bytes: u64,
+    pub wal_bytes: u64,
 }
 
 /// The version and commit the running binary was built from; set once by the binary.
@@ -88,18 +106,61 @@ impl Metrics {
         registry.register("db_pool_connections", "Metadata database connections by state", pool.clone());
         let pool_max = Gauge::default();
         registry.register("db_pool_max_connections", "Most connections the pool will open", pool_max.clone());
+        let logs_lines = Counter::default();
+        registry.register("logs_received_lines", "Log lines accepted by /loki/api/v1/push", logs_lines.clone());
+        let logs_bytes = Counter::default();
+        registry.register(
+            "logs_received_bytes",
+            "Bytes of log lines accepted by /loki/api/v1/push",
+            logs_bytes.clone(),
+        );
+        let logs_store = Family::<LogsStoreLabels, Gauge>::default();
+        registry.register(
+            "logs_store",
+            "The logs store: streams, entries, chunks, stored_bytes, wal_bytes (every 10 s)",
+            logs_store.clone(),
+        );
         let build = Info::new(BuildLabels {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             commit: BUILD_COMMIT.get().cloned().unwrap_or_else(|| "unknown".to_owned()),
             backend: store.kind().as_str(),
         });
         registry.register("build", "The running opsloop build", build);
-        Metrics(Arc::new(Inner { registry, requests, latency, in_flight, pool, pool_max, store }))
+        Metrics(Arc::new(Inner {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            pool,
+            pool_max,
+            logs_lines,
+            logs_bytes,
+            logs_store,
+            store,
+        }))
     }
 
     /// Counts an answered request; the fallback uses it for requests that matched no route.
     pub fn count(&self, method: String, route: String, status: u16) {
         self.0.requests.get_or_create(&RequestLabels { method, route, status }).inc();
+    }
+
+    /// Counts a push the logs store accepted.
+    pub fn logs_received(&self, lines: u64, bytes: u64) {
+        self.0.logs_lines.inc_by(lines);
+        self.0.logs_bytes.inc_by(bytes);
+    }
+
+    /// The logs store's latest figures.
+    pub fn set_logs_store(&self, figures: LogsStoreFigures) {
+        let gauge = |figure: &'static str, value: u64| {
+            self.0.logs_store.get_or_create(&LogsStoreLabels { figure }).set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        gauge("streams", figures.streams);
+        gauge("entries", figures.entries);
+        gauge("chunks", figures.chunks);
+        gauge("stored_bytes", figures.stored_bytes);
+        gauge("wal_bytes", figures.wal_bytes);
     }
 
     /// The exposition in OpenMetrics text (what `prometheus-client` writes, `# EOF` included);

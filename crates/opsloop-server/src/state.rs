@@ -49,6 +49,8 @@ pub struct Inner {
     pub prometheus: crate::prometheus::MetricsHub,
     pub alerting: crate::alerting::AlertingHub,
     pub checks: crate::checks::ChecksHub,
+    /// The logs engine: log streams, LogQL.
+    pub loki: crate::loki::LogsHub,
     /// Where artifacts are kept, opened on first use.
     objects: std::sync::OnceLock<Result<crate::objects::ObjectStorage, String>>,
     /// The secrets vault, opened on first use (and at start by `serve`).
@@ -107,6 +109,7 @@ impl AppState {
             prometheus: crate::prometheus::MetricsHub::default(),
             alerting,
             checks,
+            loki: crate::loki::LogsHub::default(),
             bound_address: std::sync::OnceLock::new(),
             objects: std::sync::OnceLock::new(),
             routes,

@@ -69,6 +69,7 @@ pub fn all() -> Vec<Box<dyn Subsystem>> {
         Box::new(Monitoring),
         Box::new(Alerting),
         Box::new(Checks),
+        Box::new(Logs),
     ]
 }
 
@@ -168,6 +169,43 @@ impl Subsystem for Monitoring {
     fn problem(&self, state: &AppState) -> Option<String> {
         match state.prometheus.storage(&state.config) {
             Err(crate::prometheus::MetricsError::Disabled) | Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+}
+
+/// Logs: the log store, LogQL and Loki's HTTP API.
+struct Logs;
+
+impl Subsystem for Logs {
+    fn name(&self) -> &'static str {
+        "logs"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::loki::api::routes(table)
+    }
+    fn workers(&self, state: &AppState) -> Vec<Worker> {
+        if !state.config.logs.enabled {
+            return Vec::new();
+        }
+        vec![Worker::new("logs upkeep", crate::loki::upkeep_forever(state.clone()))]
+    }
+    fn stop<'a>(&'a self, state: &'a AppState) -> BoxFuture<'a> {
+        Box::pin(async move {
+            // Everything into chunk files, so the next start replays an empty WAL.
+            if let Some(store) = state.loki.opened() {
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "flushing the logs store"),
+                    Err(e) => tracing::warn!(error = %e, "flushing the logs store stopped"),
+                }
+            }
+        })
+    }
+    fn problem(&self, state: &AppState) -> Option<String> {
+        match state.loki.store(&state.config) {
+            Err(crate::loki::LogsError::Disabled) | Ok(_) => None,
             Err(e) => Some(e.to_string()),
         }
     }

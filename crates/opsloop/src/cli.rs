@@ -92,6 +92,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a LogQL query on a running server's logs (logcli's role): the newest matching lines
+    /// of the range, printed oldest first; a metric query prints its series.
+    ///
+    /// Examples:
+    ///   opsloop logs '{project="shop"} |= "error"' --since 30m
+    ///   opsloop logs 'sum by (level) (count_over_time({project="shop"} | logfmt [5m]))'
+    ///   opsloop logs '{stream="job", job="build"}' --limit 1000 --json | jq '.data.result'
+    ///
+    /// Exit 0 with a result (even an empty one), 2 for an invalid query, 1 otherwise.
+    #[command(verbatim_doc_comment)]
+    Logs {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The LogQL query.
+        query: String,
+        /// How far back to look: `1h` (default), `30m`, `2d`.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// The most lines a log query prints (default 100).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print Loki's JSON answer as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check Prometheus configuration and rule files offline (promtool's role).
     ///
     /// Examples:

@@ -45,6 +45,8 @@ struct FileConfig {
     alerting: AlertingSection,
     #[serde(default)]
     checks: ChecksSection,
+    #[serde(default)]
+    logs: LogsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +54,16 @@ struct FileConfig {
 struct ChecksSection {
     /// Checks and heartbeats in Gatus's format (`endpoints:`, `checks:`, `heartbeats:`).
     config_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsSection {
+    enabled: Option<bool>,
+    /// How long log lines are kept, e.g. `"31d"`; `"0s"` keeps them forever.
+    retention: Option<Spanned<String>>,
+    /// The most stored logs may take on disk, e.g. `"10GB"`.
+    retention_size: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,6 +330,33 @@ pub fn resolve(
         })?);
     }
 
+    server.logs.enabled = layer.logs.enabled.unwrap_or(server.logs.enabled);
+    if let (Some(value), Some(loaded)) = (&layer.logs.retention, &file) {
+        let text = value.get_ref().trim();
+        // `0s` (or `0`) is Loki's way to keep logs forever.
+        let forever = matches!(text, "0" | "0s");
+        server.logs.retention_seconds = if forever {
+            0
+        } else {
+            parse_retention(text).ok_or_else(|| {
+                loaded.error_at(
+                    value.span(),
+                    "logs.retention is not a duration".to_owned(),
+                    "write e.g. \"31d\", \"744h\" or \"0s\" to keep logs forever",
+                )
+            })?
+        };
+    }
+    if let (Some(value), Some(loaded)) = (&layer.logs.retention_size, &file) {
+        server.logs.retention_bytes = Some(parse_size(value.get_ref()).ok_or_else(|| {
+            loaded.error_at(
+                value.span(),
+                "logs.retention_size is not a size".to_owned(),
+                "write e.g. \"512MB\" or \"10GB\"",
+            )
+        })?);
+    }
+
     let database_url = match (&args.config.database_url, &layer.database_url) {
         (Some(url), _) => Some((url.clone(), None)),
         (None, Some(value)) => Some((value.get_ref().clone(), Some(value.span()))),
@@ -476,12 +515,21 @@ pub struct Shown {
     pub metrics: ShownMetrics,
     pub alerting: ShownAlerting,
     pub checks: ShownChecks,
+    pub logs: ShownLogs,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ShownChecks {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownLogs {
+    pub enabled: bool,
+    pub retention: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_size_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -605,6 +653,11 @@ impl Resolved {
                 retention_size_bytes: server.metrics.retention_bytes,
             },
             checks: ShownChecks { config_file: server.checks.config_file.as_ref().map(|p| p.display().to_string()) },
+            logs: ShownLogs {
+                enabled: server.logs.enabled,
+                retention: format!("{}s", server.logs.retention_seconds),
+                retention_size_bytes: server.logs.retention_bytes,
+            },
             alerting: ShownAlerting {
                 config_file: server.alerting.config_file.as_ref().map(|p| p.display().to_string()),
                 oncall_file: server.alerting.oncall_file.as_ref().map(|p| p.display().to_string()),
@@ -665,6 +718,20 @@ mod tests {
         let path = dir.path().join("opsloop.toml");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn the_logs_section_reads_lokis_words() {
+        let (_dir, path) = write("[logs]\nenabled = false\nretention = \"744h\"\nretention_size = \"1GB\"\n");
+        let resolved = resolve(&args_with_file(&path), None, None).unwrap();
+        assert!(!resolved.server.logs.enabled);
+        assert_eq!(resolved.server.logs.retention_seconds, 31 * 86_400);
+        assert_eq!(resolved.server.logs.retention_bytes, Some(1 << 30));
+        let (_dir, path) = write("[logs]\nretention = \"0s\"\n");
+        assert_eq!(resolve(&args_with_file(&path), None, None).unwrap().server.logs.retention_seconds, 0);
+        let (_dir, path) = write("[logs]\nretention = \"a month\"\n");
+        let error = resolve(&args_with_file(&path), None, None).unwrap_err().to_string();
+        assert!(error.contains("logs.retention"), "{error}");
     }
 
     #[test]

@@ -128,7 +128,18 @@ pub async fn scope(store: &Store, principal: &Principal) -> Result<Option<Vec<Ma
     if principal.is_admin() {
         return Ok(Some(Vec::new()));
     }
-    let names: Vec<String> = match &principal.credential {
+    let names = visible_projects(store, principal).await?;
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let alternatives: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
+    Ok(Matcher::regex("project", &alternatives.join("|"), false).ok().map(|m| vec![m]))
+}
+
+/// The names of the projects whose series (and log streams) a non-admin caller sees: their
+/// memberships, or a pipeline token's own project.
+pub async fn visible_projects(store: &Store, principal: &Principal) -> Result<Vec<String>, StoreError> {
+    Ok(match &principal.credential {
         Credential::Pipeline { project_id, .. } => {
             store.project_by_id(*project_id).await?.map(|p| vec![p.name]).unwrap_or_default()
         }
@@ -144,10 +155,5 @@ pub async fn scope(store: &Store, principal: &Principal) -> Result<Option<Vec<Ma
                 }
             }
         }
-    };
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let alternatives: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
-    Ok(Matcher::regex("project", &alternatives.join("|"), false).ok().map(|m| vec![m]))
+    })
 }

@@ -53,6 +53,9 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/alertmanager/api/v2/alerts") => r#"[{"labels": {"alertname": "Fixture"}}]"#,
         ("POST", "/alertmanager/api/v2/silences") => SILENCE,
         ("POST", p) if p.starts_with("/prometheus/") => "",
+        // Loki's push: an empty JSON push stores nothing and needs no project.
+        ("POST", "/loki/api/v1/push") => r#"{"streams": []}"#,
+        ("POST", p) if p.starts_with("/loki/") => "",
         ("POST", "/api/v1/agent/jobs/request") => "",
         ("POST", "/api/v1/agent/jobs/{job}/events") => r#"{"events": []}"#,
         ("PUT", "/api/v1/agent/jobs/{job}/artifacts" | "/api/v1/agent/jobs/{job}/caches/{key}") => "",
@@ -201,6 +204,13 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             }
             "/prometheus/api/v1/query_range" => format!("{path}?query=up&start=0&end=60&step=15"),
             "/prometheus/api/v1/series" => format!("{path}?match[]=up"),
+            // Loki's too; `{app="x"}` is a selector and a log query.
+            "/loki/api/v1/query"
+            | "/loki/api/v1/query_range"
+            | "/loki/api/v1/index/stats"
+            | "/loki/api/v1/format_query"
+            | "/loki/api/v1/label/{name}/values" => format!("{path}?query=%7Bapp%3D%22x%22%7D"),
+            "/loki/api/v1/series" => format!("{path}?match[]=%7Bapp%3D%22x%22%7D"),
             _ => path,
         };
 
@@ -358,7 +368,9 @@ async fn public_routes_are_a_short_explicit_list() {
             "GET /prometheus/-/ready",
             // Alertmanager's probes, as public as Alertmanager's own.
             "GET /alertmanager/-/healthy",
-            "GET /alertmanager/-/ready"
+            "GET /alertmanager/-/ready",
+            // Loki's readiness probe, as public as Loki's own.
+            "GET /loki/ready"
         ]
     );
     let signed: Vec<String> = opsloop_server::route_specs()

@@ -5,6 +5,7 @@ mod agent;
 mod checks;
 mod deploy;
 mod incident;
+mod logs;
 mod metrics;
 mod pipeline;
 mod project;
@@ -65,6 +66,9 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Query { client, expr, time, json } => Ok(metrics::query(&client, &expr, time.as_deref(), json).await),
         Command::QueryRange { client, expr, start, end, step, json } => {
             Ok(metrics::query_range(&client, &expr, start.as_deref(), end.as_deref(), step.as_deref(), json).await)
+        }
+        Command::Logs { client, query, since, limit, json } => {
+            Ok(logs::query(&client, &query, &since, limit, json).await)
         }
         Command::Metrics { command } => Ok(metrics::check(command)),
         Command::Checks { command } => Ok(checks::run(command).await),
