@@ -159,6 +159,26 @@ pub async fn change_status(
     store.incident(incident.id).await?.ok_or(AlertingError::NotFound { what: "incident" })
 }
 
+/// How far back a deployment counts as a suspect for an incident.
+const SUSPECT_WINDOW_MS: i64 = 60 * 60 * 1000;
+
+/// What changed around an incident: the deployments of its project in the hour before it
+/// opened (narrowed to the `service` and `environment` its alerts share, when they name them),
+/// newest first — the first is the usual suspect, one rollback away.
+pub async fn suspects(store: &Store, incident: &Incident) -> Result<Vec<opsloop_store::Deployment>, AlertingError> {
+    let Some(project_id) = incident.project_id else { return Ok(Vec::new()) };
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&incident.alerts).unwrap_or_default();
+    let shared = |name: &str| -> Option<String> {
+        let mut values = alerts.iter().map(|a| a["labels"][name].as_str());
+        let first = values.next()??;
+        values.all(|v| v == Some(first)).then(|| first.to_owned())
+    };
+    let (service, environment) = (shared("service"), shared("environment"));
+    let deployments = store.list_deployments(project_id, service.as_deref(), environment.as_deref(), 50).await?;
+    let since = incident.created_at - SUSPECT_WINDOW_MS;
+    Ok(deployments.into_iter().filter(|d| (since..=incident.created_at).contains(&d.created_at)).collect())
+}
+
 /// Adds a note to an incident's timeline.
 pub async fn add_note(store: &Store, principal: &Principal, id: i64, text: &str) -> Result<(), AlertingError> {
     let text = text.trim();

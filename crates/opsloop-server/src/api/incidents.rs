@@ -63,11 +63,27 @@ pub struct TimelineEntry {
     pub detail: String,
 }
 
+/// A deployment in the hour before the incident: what probably caused it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuspectView {
+    pub deployment: i64,
+    pub service: String,
+    pub environment: String,
+    pub version: String,
+    pub commit: String,
+    pub status: String,
+    pub created_at: String,
+    /// The deployment's page; `POST /api/v1/projects/{project}/rollbacks` undoes it.
+    pub url: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IncidentDetail {
     #[serde(flatten)]
     pub incident: IncidentView,
     pub timeline: Vec<TimelineEntry>,
+    /// Deployments of the incident's project (and service) in the hour before it, newest first.
+    pub changes: Vec<SuspectView>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -130,7 +146,23 @@ pub async fn list(
 
 async fn detail(state: &AppState, principal: &Principal, id: i64) -> Result<IncidentDetail, ApiError> {
     let (incident, timeline) = incidents::show(&state.store, principal, id).await?;
+    let project = incident.project.clone().unwrap_or_default();
+    let changes = incidents::suspects(&state.store, &incident.incident)
+        .await?
+        .into_iter()
+        .map(|d| SuspectView {
+            url: format!("/projects/{project}/deployments/{}", d.id),
+            deployment: d.id,
+            service: d.service,
+            environment: d.environment,
+            version: d.version,
+            commit: d.commit_sha,
+            status: d.status.to_string(),
+            created_at: rfc3339(d.created_at),
+        })
+        .collect();
     Ok(IncidentDetail {
+        changes,
         incident: incident.into(),
         timeline: timeline
             .into_iter()

@@ -21,6 +21,21 @@ fn new_incident(project_id: Option<i64>, key: &str) -> NewIncident<'_> {
 async fn project_incidents_are_seen_by_members_and_acted_on_by_developers() {
     let app = TestApp::new().await;
     let project = app.project("shop").await;
+    // A deployment of web just before: the suspect. One of another service is not.
+    let mut suspects = Vec::new();
+    for service in ["web", "worker"] {
+        let release = app.store.create_release(project.id, service, "v2", "abc123", "{}").await.unwrap();
+        let new = opsloop_store::NewDeployment {
+            status: opsloop_core::DeploymentStatus::Queued,
+            environment: "production",
+            service,
+            release_id: release.id,
+            strategy: "blue-green",
+            triggered_by: "dave",
+            pipeline_id: None,
+        };
+        suspects.push(app.store.create_deployment(&project, new, crate::app::ACTOR).await.unwrap().id);
+    }
     let (incident, _) = app.store.open_or_join_incident(&new_incident(Some(project.id), "shop-web")).await.unwrap();
     let (instance, _) = app.store.open_or_join_incident(&new_incident(None, "instance")).await.unwrap();
     let viewer = app.user("vera").await;
@@ -48,6 +63,11 @@ async fn project_incidents_are_seen_by_members_and_acted_on_by_developers() {
     assert_eq!(shown.status, StatusCode::OK);
     assert_eq!(shown.json()["project"], "shop");
     assert_eq!(shown.json()["alerts"][0]["labels"]["service"], "web");
+    let changes = shown.json()["changes"].clone();
+    assert_eq!(changes.as_array().unwrap().len(), 1, "{changes}");
+    assert_eq!(changes[0]["deployment"], suspects[0]);
+    assert_eq!(changes[0]["commit"], "abc123");
+    assert_eq!(changes[0]["url"], format!("/projects/shop/deployments/{}", suspects[0]));
     assert_eq!(app.api(Method::POST, &ack, Some(&viewer), None).await.status, StatusCode::FORBIDDEN);
 
     // A developer acknowledges once; twice is a conflict; then resolves with a note.

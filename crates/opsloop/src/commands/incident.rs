@@ -90,6 +90,22 @@ fn print_incident(incident: &Value, json: bool) -> anyhow::Result<ExitCode> {
     println!("  severity  {}", text(&incident["severity"]));
     println!("  assignee  {}", text(&incident["assignee"]));
     println!("  opened    {}", text(&incident["created_at"]));
+    let changes = incident["changes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !changes.is_empty() {
+        println!("changed in the hour before (newest first; `opsloop rollback` undoes one):");
+        for change in changes {
+            println!(
+                "  deployment {}  {} to {}  {} ({})  {}  {}",
+                change["deployment"],
+                text(&change["service"]),
+                text(&change["environment"]),
+                text(&change["version"]),
+                text(&change["commit"]).chars().take(12).collect::<String>(),
+                text(&change["status"]),
+                text(&change["created_at"]),
+            );
+        }
+    }
     println!("timeline:");
     for entry in incident["timeline"].as_array().into_iter().flatten() {
         let detail = text(&entry["detail"]);
