@@ -106,7 +106,7 @@ impl Subsystem for Alerting {
         "alerting"
     }
     fn routes(&self, table: RouteTable) -> RouteTable {
-        crate::alerting::api::routes(crate::api::alerting_routes(table))
+        crate::alerting::links::routes(crate::alerting::api::routes(crate::api::alerting_routes(table)))
     }
     fn workers(&self, state: &AppState) -> Vec<Worker> {
         let starting = state.clone();

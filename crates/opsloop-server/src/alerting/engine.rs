@@ -13,6 +13,7 @@ use opsloop_alert::dispatch::{AlertStatus, Notification};
 use opsloop_alert::driver::Driver;
 use opsloop_alert::notify::{self, DeliveryStatus, RetryPolicy};
 use opsloop_alert::oncall::Escalation;
+use opsloop_alert::oncall::ack::AckAction;
 use opsloop_alert::oncall::config::ContactKind;
 use opsloop_alert::{Engine, Snapshot};
 use opsloop_core::IncidentStatus;
@@ -127,7 +128,7 @@ async fn carry_out(state: AppState, mut notifications: tokio::sync::mpsc::Unboun
 }
 
 fn external_url(state: &AppState) -> String {
-    state.config.external_url.clone().unwrap_or_else(|| format!("http://{}", state.config.listen))
+    super::base_url(state)
 }
 
 /// A firing notification opens an incident for its group (or updates the open one); a
@@ -269,15 +270,28 @@ async fn send_page(
     page: &opsloop_alert::oncall::PageAction,
 ) -> Result<(), String> {
     let url = format!("{}/incidents/{}", external_url(state).trim_end_matches('/'), incident.id);
+    // A link that acknowledges without signing in; without the vault there is none.
+    let ack_url = super::links::issue(state, incident.id, page.user.as_str(), AckAction::Acknowledge)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "no acknowledge link in the page"))
+        .ok();
     let body = match page.contact.kind {
         ContactKind::Webhook => serde_json::json!({
             "incident": { "id": incident.id, "title": incident.title, "severity": incident.severity, "url": url },
             "user": page.user.as_str(),
             "level": page.level,
             "attempt": page.attempt,
+            "ack_url": ack_url,
         }),
         ContactKind::Slack => serde_json::json!({
-            "text": format!("[{}] {} — paged {} (level {}): {url}", incident.severity, incident.title, page.user.as_str(), page.level),
+            "text": format!(
+                "[{}] {} — paged {} (level {}): {url}{}",
+                incident.severity,
+                incident.title,
+                page.user.as_str(),
+                page.level,
+                ack_url.as_deref().map(|link| format!("\nAcknowledge: {link}")).unwrap_or_default()
+            ),
         }),
         other => return Err(format!("{} pages are not sent by opsloop yet", other.as_str())),
     };

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod engine;
 pub mod incidents;
+pub mod links;
 pub mod oncall;
 
 use std::sync::Arc;
@@ -13,6 +14,16 @@ pub use incidents::AlertingError;
 use opsloop_alert::oncall::OncallConfig;
 
 use crate::config::AlertingConfig;
+
+/// The URL people reach this server at: `external_url`, else the address it listens on (the
+/// bound one: `--listen 127.0.0.1:0` picks a port at start).
+pub fn base_url(state: &crate::state::AppState) -> String {
+    match (&state.config.external_url, state.bound_address.get()) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(address)) => format!("http://{address}"),
+        (None, None) => format!("http://{}", state.config.listen),
+    }
+}
 
 /// What alerting keeps while the server runs.
 #[derive(Default)]
@@ -25,6 +36,8 @@ pub struct AlertingHub {
     pub engine: tokio::sync::OnceCell<opsloop_alert::driver::Driver>,
     /// When the engine started (Alertmanager's `uptime`).
     pub started: std::sync::OnceLock<jiff::Timestamp>,
+    /// Signs the one-time links in pages ([`links`]), its key read on first use.
+    pub link_signer: tokio::sync::OnceCell<opsloop_alert::oncall::ack::AckSigner>,
     /// Wakes the escalation worker when an incident starts escalating.
     pub escalations_due: tokio::sync::Notify,
 }

@@ -158,7 +158,7 @@ pub struct HeartbeatView {
 
 pub async fn heartbeats(state: &AppState, with_urls: bool) -> Result<Vec<HeartbeatView>, ChecksError> {
     let monitors = monitors(state).await?;
-    let base = state.config.external_url.clone().unwrap_or_else(|| format!("http://{}", state.config.listen));
+    let base = crate::alerting::base_url(state);
     let guard = monitors.lock().unwrap_or_else(|p| p.into_inner());
     let mut views: Vec<HeartbeatView> = guard
         .values()

@@ -383,6 +383,9 @@ async fn public_routes_are_a_short_explicit_list() {
         [
             "POST /api/v1/projects/{project}/hooks/{forge}",
             "POST /api/v1/projects/{project}/trigger/pipeline",
+            // Signed one-time links in pages: acknowledge without signing in.
+            "GET /incidents/link/{token}",
+            "POST /incidents/link/{token}",
             // Heartbeat pings: the token in the URL is the credential, as at Healthchecks.io.
             "GET /ping/{token}",
             "POST /ping/{token}",

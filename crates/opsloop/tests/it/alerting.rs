@@ -52,6 +52,15 @@ fn receiver() -> (String, Received) {
     (url, received)
 }
 
+/// A request without credentials: the status and the body.
+fn anonymous(method: Method, url: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let response = Server::client().request(method, url).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    })
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -185,10 +194,27 @@ fn a_real_prometheus_alert_is_routed_notified_and_pages_the_person_on_call() {
         incident["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"triggered") && kinds.contains(&"paged"), "{kinds:?}");
 
-    let acked = opsloop_client(&server, &token, &["incident", "ack", &incident_id.to_string(), "--json"]);
-    assert!(acked.status.success(), "{}", text(&acked.stderr));
-    let acked: serde_json::Value = serde_json::from_slice(&acked.stdout).unwrap();
-    assert_eq!(acked["status"], "acknowledged");
+    // Alice acknowledges from the page's signed link, without signing in: opening it only asks,
+    // its POST acts, once.
+    let link = page["ack_url"].as_str().expect("the page carries an acknowledge link").to_owned();
+    let opened = anonymous(Method::GET, &link);
+    assert_eq!(opened.0, 200);
+    assert!(opened.1.contains("Acknowledge incident"), "{}", opened.1);
+    let shown = opsloop_client(&server, &token, &["incident", "show", &incident_id.to_string(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["status"], "triggered", "opening the link changed nothing");
+    assert_eq!(anonymous(Method::POST, &link).0, 200);
+    assert_eq!(anonymous(Method::POST, &link).0, 403, "a link works once");
+    let tampered = format!("{}x", &link[..link.len() - 1]);
+    assert_eq!(anonymous(Method::POST, &tampered).0, 403);
+    let shown = opsloop_client(&server, &token, &["incident", "show", &incident_id.to_string(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["status"], "acknowledged");
+    assert_eq!(shown["assignee"], "alice (link)");
+    let resolved = opsloop_client(&server, &token, &["incident", "resolve", &incident_id.to_string(), "--json"]);
+    assert!(resolved.status.success(), "{}", text(&resolved.stderr));
+    let resolved: serde_json::Value = serde_json::from_slice(&resolved.stdout).unwrap();
+    assert_eq!(resolved["status"], "resolved");
 
     // Alertmanager's API lists the alert with the receiver it reached.
     let (status, alerts) = call_json(Method::GET, &format!("{}/alertmanager/api/v2/alerts", server.url), &token, None);
