@@ -34,6 +34,8 @@ pub fn routes(table: RouteTable) -> RouteTable {
         .add(api, Method::DELETE, "/alertmanager/api/v2/silence/{silence_id}", AuthenticatedWrite, expire_silence)
         .add(api, Method::GET, "/alertmanager/api/v2/status", Authenticated, status)
         .add(api, Method::GET, "/alertmanager/api/v2/receivers", Authenticated, receivers)
+        // The routing key in the body is the credential (an opsloop token), checked by the handler.
+        .add(Surface::Ops, Method::POST, "/integrations/pagerduty/v2/enqueue", Webhook, pagerduty_enqueue)
         .add(Surface::Ops, Method::GET, "/alertmanager/-/healthy", Public, healthy)
         .add(Surface::Ops, Method::GET, "/alertmanager/-/ready", Public, ready)
 }
@@ -284,4 +286,148 @@ async fn ready(State(state): State<AppState>) -> Response {
         Ok(_) => "OK".into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
     }
+}
+
+/// PagerDuty Events API v2's `enqueue` body, as tools that page PagerDuty send it.
+#[derive(Debug, Deserialize)]
+struct PagerDutyEvent {
+    routing_key: String,
+    event_action: String,
+    dedup_key: Option<String>,
+    payload: Option<PagerDutyPayload>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PagerDutyPayload {
+    summary: String,
+    source: String,
+    severity: String,
+    component: Option<String>,
+    group: Option<String>,
+    class: Option<String>,
+    custom_details: Option<Value>,
+}
+
+fn pagerduty_error(status: StatusCode, message: &str, errors: Vec<String>) -> Response {
+    (status, Json(json!({ "status": "invalid event", "message": message, "errors": errors }))).into_response()
+}
+
+/// PagerDuty Events API v2 in: point a tool that pages PagerDuty at
+/// `http://HOST/integrations/pagerduty/v2/enqueue` with an opsloop token (developer or
+/// above) as its routing key. `trigger` fires an alert (labels `alertname="PagerDuty"`,
+/// `dedup_key`, `source`, `severity`, `component`, `group`, `class`; the summary and details
+/// as annotations) that opsloop routes like any other; `resolve` resolves it; `acknowledge` is
+/// accepted and changes nothing (acknowledge the incident in opsloop).
+pub async fn pagerduty_enqueue(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let event: PagerDutyEvent = match serde_json::from_slice(&body) {
+        Ok(event) => event,
+        Err(e) => return pagerduty_error(StatusCode::BAD_REQUEST, "Event object is invalid", vec![e.to_string()]),
+    };
+    // The routing key is the credential: an opsloop token that may write.
+    let mut headers = axum::http::HeaderMap::new();
+    let Ok(value) = axum::http::HeaderValue::from_str(&format!("Bearer {}", event.routing_key)) else {
+        return pagerduty_error(StatusCode::BAD_REQUEST, "Event object is invalid", vec!["bad routing_key".to_owned()]);
+    };
+    headers.insert(axum::http::header::AUTHORIZATION, value);
+    let principal =
+        crate::auth::resolve_principal(&state.store, &state.token_cache, &headers, "pagerduty".to_owned()).await;
+    match principal {
+        Ok(Some(p)) if p.cap >= opsloop_core::Role::Developer => {}
+        Ok(Some(_)) => return pagerduty_error(StatusCode::FORBIDDEN, "The routing key may not write", Vec::new()),
+        Ok(None) => return pagerduty_error(StatusCode::UNAUTHORIZED, "Invalid routing key", Vec::new()),
+        Err(e) => {
+            tracing::error!(error = %e, "checking a PagerDuty routing key");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    }
+    let dedup_key = event.dedup_key.clone().unwrap_or_else(|| {
+        let mut bytes = [0u8; 16];
+        let _ = getrandom::fill(&mut bytes);
+        hex::encode(bytes)
+    });
+    let at = now(&state);
+    let alert = match (event.event_action.as_str(), &event.payload) {
+        ("trigger", Some(p)) => {
+            if !matches!(p.severity.as_str(), "critical" | "error" | "warning" | "info") {
+                return pagerduty_error(
+                    StatusCode::BAD_REQUEST,
+                    "Event object is invalid",
+                    vec!["'payload.severity' must be one of critical, error, warning or info".to_owned()],
+                );
+            }
+            let mut labels = vec![
+                ("alertname", "PagerDuty".to_owned()),
+                ("dedup_key", dedup_key.clone()),
+                ("source", p.source.clone()),
+                ("severity", p.severity.clone()),
+            ];
+            for (name, value) in [("component", &p.component), ("group", &p.group), ("class", &p.class)] {
+                if let Some(value) = value {
+                    labels.push((name, value.clone()));
+                }
+            }
+            let mut annotations = vec![("summary", p.summary.clone())];
+            if let Some(details) = &p.custom_details {
+                annotations.push(("details", details.to_string()));
+            }
+            PostableAlert {
+                labels: opsloop_alert::labels::LabelSet::from_pairs(labels),
+                annotations: opsloop_alert::labels::LabelSet::from_pairs(annotations),
+                starts_at: Some(at),
+                ends_at: None,
+                generator_url: String::new(),
+            }
+        }
+        ("trigger", None) => {
+            return pagerduty_error(
+                StatusCode::BAD_REQUEST,
+                "Event object is invalid",
+                vec!["'payload' is missing".to_owned()],
+            );
+        }
+        ("resolve", _) => {
+            // The alert as it was triggered: found by its dedup key among the engine's alerts.
+            let Ok(driver) = driver(&state).await else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
+            let found = driver.with(|engine| {
+                engine.alerts(at).into_iter().find(|v| {
+                    v.alert.labels.get("alertname") == Some("PagerDuty")
+                        && v.alert.labels.get("dedup_key") == Some(dedup_key.as_str())
+                })
+            });
+            let Some(view) = found else {
+                return (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "status": "success", "message": "Event processed", "dedup_key": dedup_key })),
+                )
+                    .into_response();
+            };
+            PostableAlert {
+                labels: view.alert.labels.clone(),
+                annotations: view.alert.annotations.clone(),
+                starts_at: Some(view.alert.starts_at),
+                ends_at: Some(at),
+                generator_url: String::new(),
+            }
+        }
+        ("acknowledge", _) => {
+            return (
+                StatusCode::ACCEPTED,
+                Json(json!({ "status": "success", "message": "Event processed", "dedup_key": dedup_key })),
+            )
+                .into_response();
+        }
+        (other, _) => {
+            return pagerduty_error(
+                StatusCode::BAD_REQUEST,
+                "Event object is invalid",
+                vec![format!("'event_action' must be trigger, acknowledge or resolve, not {other:?}")],
+            );
+        }
+    };
+    let Ok(driver) = driver(&state).await else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
+    if let Err(e) = driver.with(|engine| engine.put(vec![alert], at)) {
+        return pagerduty_error(StatusCode::BAD_REQUEST, "Event object is invalid", vec![e.to_string()]);
+    }
+    (StatusCode::ACCEPTED, Json(json!({ "status": "success", "message": "Event processed", "dedup_key": dedup_key })))
+        .into_response()
 }

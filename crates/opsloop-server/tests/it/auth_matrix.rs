@@ -383,6 +383,8 @@ async fn public_routes_are_a_short_explicit_list() {
         [
             "POST /api/v1/projects/{project}/hooks/{forge}",
             "POST /api/v1/projects/{project}/trigger/pipeline",
+            // PagerDuty Events v2 in: the routing key in the body is an opsloop token.
+            "POST /integrations/pagerduty/v2/enqueue",
             // Signed one-time links in pages: acknowledge without signing in.
             "GET /incidents/link/{token}",
             "POST /incidents/link/{token}",

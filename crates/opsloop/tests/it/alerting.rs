@@ -297,3 +297,47 @@ fn alerts_posted_over_the_api_notify_once_and_survive_a_restart_without_repeatin
     let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
     assert_eq!(who["user"], "alice");
 }
+
+#[test]
+fn pagerduty_events_in_fire_and_resolve_alerts_routed_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver_url, received) = receiver();
+    let (alerting, oncall) = configs(dir.path(), &receiver_url);
+    let server =
+        Server::start_in(&dir.path().join("data"), &["--alerting-config", &alerting, "--oncall-config", &oncall]);
+    let token = server.token("developer");
+    let viewer = server.token("viewer");
+    let enqueue = format!("{}/integrations/pagerduty/v2/enqueue", server.url);
+    let event = |key: &str, action: &str| {
+        serde_json::json!({
+            "routing_key": key,
+            "event_action": action,
+            "dedup_key": "disk-db1",
+            "payload": { "summary": "disk full on db1", "source": "db1", "severity": "critical", "component": "postgres" },
+        })
+    };
+    // No token works as a routing key but an opsloop token that may write.
+    assert_eq!(call_json(Method::POST, &enqueue, "", Some(event("olp_forged", "trigger"))).0, 401);
+    assert_eq!(call_json(Method::POST, &enqueue, "", Some(event(&viewer, "trigger"))).0, 403);
+    let (status, answer) = call_json(Method::POST, &enqueue, "", Some(event(&token, "trigger")));
+    assert_eq!((status, answer["dedup_key"].as_str()), (202, Some("disk-db1")), "{answer}");
+    let bad = serde_json::json!({ "routing_key": token, "event_action": "trigger", "payload": { "summary": "x", "source": "y", "severity": "fatal" } });
+    let (status, answer) = call_json(Method::POST, &enqueue, "", Some(bad));
+    assert_eq!((status, answer["status"].as_str()), (400, Some("invalid event")), "{answer}");
+
+    // Routed by alertmanager.yml: severity critical → the pager receiver, and an incident.
+    wait_until("the pager webhook", || !received_at(&received, "/pager").is_empty());
+    let notification = received_at(&received, "/pager").remove(0);
+    assert_eq!(notification["alerts"][0]["labels"]["component"], "postgres");
+    assert_eq!(notification["alerts"][0]["annotations"]["summary"], "disk full on db1");
+    let (status, _) = call_json(Method::POST, &enqueue, "", Some(event(&token, "resolve")));
+    assert_eq!(status, 202);
+    wait_until("the resolved notification", || {
+        received_at(&received, "/pager").iter().any(|n| n["status"] == "resolved")
+    });
+    wait_until("the incident resolved with its alerts", || {
+        let listed = opsloop_client(&server, &token, &["incident", "list", "--json"]);
+        let incidents: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        incidents.as_array().is_some_and(|all| all.iter().any(|i| i["status"] == "resolved"))
+    });
+}
