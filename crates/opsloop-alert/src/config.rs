@@ -201,6 +201,10 @@ pub enum IntegrationSettings {
         to: String,
         from: String,
         smarthost: String,
+        hello: String,
+        require_tls: bool,
+        auth_username: Option<String>,
+        auth_password: Option<String>,
     },
     OnCall {
         escalation_policy: String,
@@ -1092,10 +1096,18 @@ impl Decoder {
                 if from.is_none() {
                     self.error(node.span, "no global mail from address set");
                 }
+                let require_tls = match node.get("require_tls") {
+                    Some(flag) => flag.as_bool().unwrap_or(global.smtp_require_tls),
+                    None => global.smtp_require_tls,
+                };
                 IntegrationSettings::Email {
                     to,
                     from: from.unwrap_or_default(),
                     smarthost: smarthost.unwrap_or_default(),
+                    hello: s(self, "hello").unwrap_or_else(|| global.smtp_hello.clone()),
+                    require_tls,
+                    auth_username: s(self, "auth_username").or_else(|| global.smtp_auth_username.clone()),
+                    auth_password: s(self, "auth_password").or_else(|| global.smtp_auth_password.clone()),
                 }
             }
             IntegrationKind::OnCall => {

@@ -7,6 +7,7 @@
 //! is used as written only when it holds no `{{`.
 
 pub mod discord;
+pub mod email;
 pub mod msteams;
 pub mod pagerduty;
 pub mod slack;
@@ -143,6 +144,21 @@ pub async fn send(client: &reqwest::Client, request: &Request, retry: RetryPolic
 
 /// Builds and sends a notification.
 pub async fn deliver(client: &reqwest::Client, n: &Notification, external_url: &str, retry: RetryPolicy) -> Delivery {
+    if let IntegrationSettings::Email { to, from, smarthost, hello, require_tls, auth_username, auth_password } =
+        &n.integration.settings
+    {
+        let smtp = email::Smtp {
+            smarthost: smarthost.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            hello: hello.clone(),
+            require_tls: *require_tls,
+            username: auth_username.clone(),
+            password: auth_password.clone(),
+        };
+        let (subject, body) = email::message_text(n, external_url);
+        return email::send(&smtp, &subject, &body, retry).await;
+    }
     match build_request(n, external_url) {
         Ok(request) => send(client, &request, retry).await,
         Err(e) => {

@@ -261,8 +261,8 @@ pub async fn escalate_forever(state: AppState) {
     }
 }
 
-/// Sends one page: a JSON POST for webhook contacts, a Slack-format message for chat ones.
-/// Email is not sent yet (no SMTP transport here): the page fails, visibly, on the timeline.
+/// Sends one page: a JSON POST for webhook contacts, a Slack-format message for chat ones, an
+/// email through `alertmanager.yml`'s `global.smtp_*` for email ones.
 async fn send_page(
     client: &reqwest::Client,
     state: &AppState,
@@ -293,7 +293,32 @@ async fn send_page(
                 ack_url.as_deref().map(|link| format!("\nAcknowledge: {link}")).unwrap_or_default()
             ),
         }),
-        other => return Err(format!("{} pages are not sent by opsloop yet", other.as_str())),
+        ContactKind::Email => {
+            // The SMTP settings are alertmanager.yml's `global.smtp_*`.
+            let driver = driver(state).await?;
+            let global = driver.with(|engine| engine.config().global.clone());
+            let smarthost =
+                global.smtp_smarthost.ok_or("email pages need global.smtp_smarthost in alertmanager.yml")?;
+            let smtp = notify::email::Smtp {
+                smarthost,
+                from: global.smtp_from.unwrap_or_else(|| "opsloop@localhost".to_owned()),
+                to: page.contact.address.clone(),
+                hello: global.smtp_hello,
+                require_tls: global.smtp_require_tls,
+                username: global.smtp_auth_username,
+                password: global.smtp_auth_password,
+            };
+            let subject = format!("[{}] Incident {}: {}", incident.severity, incident.id, incident.title);
+            let mut text = format!("You are paged (level {}) for incident {}.\n\n{url}\n", page.level, incident.id);
+            if let Some(link) = &ack_url {
+                text.push_str(&format!("\nAcknowledge: {link}\n"));
+            }
+            let delivery = notify::email::send(&smtp, &subject, &text, RetryPolicy::default()).await;
+            return match delivery.status {
+                DeliveryStatus::Delivered => Ok(()),
+                DeliveryStatus::Failed => Err(delivery.error.unwrap_or_else(|| "not delivered".to_owned())),
+            };
+        }
     };
     let response = client.post(&page.contact.address).json(&body).send().await.map_err(|e| e.to_string())?;
     if response.status().is_success() { Ok(()) } else { Err(format!("the receiver answered {}", response.status())) }

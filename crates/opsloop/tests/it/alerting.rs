@@ -341,3 +341,58 @@ fn pagerduty_events_in_fire_and_resolve_alerts_routed_like_any_other() {
         incidents.as_array().is_some_and(|all| all.iter().any(|i| i["status"] == "resolved"))
     });
 }
+
+#[test]
+fn email_notifications_and_email_pages_reach_a_real_smtp_sink() {
+    let available = Command::new("python3").args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+    if !available {
+        return skip("email to an SMTP sink, because aiosmtpd is missing (python3 -m pip install aiosmtpd)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mailbox = dir.path().join("mail");
+    let smtp_port = free_port();
+    let mut sink = Command::new("python3")
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{smtp_port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&mailbox)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let alerting = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &alerting,
+        format!(
+            "global:\n  smtp_smarthost: 127.0.0.1:{smtp_port}\n  smtp_from: opsloop@example.com\n  smtp_require_tls: false\nroute:\n  receiver: mail\n  group_by: [alertname]\n  group_wait: 1s\nreceivers:\n  - name: mail\n    email_configs:\n      - to: team@example.com\n    oncall_configs:\n      - escalation_policy: default\n"
+        ),
+    )
+    .unwrap();
+    let oncall = dir.path().join("oncall.yml");
+    std::fs::write(
+        &oncall,
+        "users:\n  - name: bob\n    email: bob@example.com\nschedules:\n  - name: primary\n    timezone: UTC\n    layers:\n      - rotation: 1d\n        handoff: 2026-01-01T00:00\n        users: [bob]\nescalation_policies:\n  - name: default\n    levels:\n      - targets: [user:bob]\n",
+    )
+    .unwrap();
+    let server = Server::start_in(
+        &dir.path().join("data"),
+        &["--alerting-config", alerting.to_str().unwrap(), "--oncall-config", oncall.to_str().unwrap()],
+    );
+    let token = server.token("developer");
+    let alert = serde_json::json!([{ "labels": { "alertname": "QueueStuck", "queue": "mail" }, "annotations": { "summary": "nothing moved for 10m" } }]);
+    let (status, _) =
+        call_json(Method::POST, &format!("{}/alertmanager/api/v2/alerts", server.url), &token, Some(alert));
+    assert_eq!(status, 200);
+    let messages = || -> Vec<String> {
+        std::fs::read_dir(mailbox.join("new"))
+            .map(|entries| entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect())
+            .unwrap_or_default()
+    };
+    wait_until("two messages in the SMTP sink", || messages().len() >= 2);
+    let all = messages();
+    let team = all.iter().find(|m| m.contains("To: team@example.com")).expect("the receiver's email");
+    assert!(team.contains("Subject: [FIRING:1] QueueStuck"), "{team}");
+    assert!(team.contains("nothing moved for 10m"), "{team}");
+    let page = all.iter().find(|m| m.contains("To: bob@example.com")).expect("bob's page");
+    assert!(page.contains("Acknowledge: http"), "{page}");
+    let _ = sink.kill();
+    let _ = sink.wait();
+}
