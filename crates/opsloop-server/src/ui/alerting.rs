@@ -104,7 +104,7 @@ fn alert_row(view: &AlertView, writable: bool, now_ms: i64) -> Markup {
                 @if view.silenced_by.is_empty() && view.inhibited_by.is_empty() { span.muted { "—" } }
             }
             td { (view.receivers.join(", ")) }
-            td title=(human_time(ts_ms(alert.starts_at))) { (super::incidents::age(now_ms, ts_ms(alert.starts_at))) }
+            td.age title=(human_time(ts_ms(alert.starts_at))) { (super::incidents::age(now_ms, ts_ms(alert.starts_at))) }
             td { (alert.annotations.get("summary").unwrap_or("")) }
             td {
                 @if writable { a.button.secondary href=(silence_link(&alert.labels)) { "Silence" } }

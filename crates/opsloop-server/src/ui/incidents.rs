@@ -117,7 +117,7 @@ pub async fn list(
                             td { a href={ "/incidents/" (incident.id) } { "#" (incident.id) " " (incident.title) } }
                             td { @match project { Some(name) => a href={ "/projects/" (name) } { (name) }, None => span.muted { "instance" } } }
                             td { @match &incident.assignee { Some(who) => (who), None => span.muted { "nobody" } } }
-                            td title=(human_time(incident.created_at)) { (age(now, incident.created_at)) }
+                            td.age title=(human_time(incident.created_at)) { (age(now, incident.created_at)) }
                         }
                     }
                 }
@@ -240,14 +240,12 @@ fn json_labels(labels: &serde_json::Value) -> Markup {
 
 /// A timeline entry's detail: the JSON kinds summarised for people, text as written.
 fn event_detail(kind: &str, detail: &str) -> Markup {
+    // `triggered` and `alerts` carry the alerts as JSON; the Alerts table above shows them.
+    let alerts = serde_json::from_str::<serde_json::Value>(detail).ok().and_then(|v| v.as_array().map(Vec::len));
+    if let Some(count) = alerts {
+        return html! { span { "— " (count) " alert(s), as listed under Alerts" } };
+    }
     match kind {
-        "alerts" => {
-            let count = serde_json::from_str::<serde_json::Value>(detail)
-                .ok()
-                .and_then(|v| v.as_array().map(Vec::len))
-                .unwrap_or(0);
-            html! { span { "— " (count) " alert(s) as the engine saw them" } }
-        }
         "paged" => {
             let Ok(page) = serde_json::from_str::<serde_json::Value>(detail) else {
                 return html! { span { (detail) } };
