@@ -2,7 +2,8 @@
 //! incidents (`oncall_configs`), an on-call file and a checks file, an alert posted over the
 //! Alertmanager API opens an incident; a person acknowledges it and adds a note on its page
 //! (both on the timeline), finds who is on call, silences the alert through the form its
-//! Silence button prefills (the alert then shows suppressed), and sees the check up and runs it.
+//! Silence button prefills (the alert then shows suppressed, and active again once the
+//! silence is expired), and sees the check up and runs it.
 
 use std::time::{Duration, Instant};
 
@@ -193,6 +194,16 @@ async fn an_incident_is_acknowledged_its_alert_silenced_and_the_checks_seen_in_t
     browser.goto(&at("/alerting/alerts")).await.expect("open /alerting/alerts again");
     let row = wait_for_text(&browser, "tr.alert[data-state=suppressed]", "DiskFull").await;
     assert!(row.find(Locator::Css("a.silenced-by")).await.is_ok(), "the silence is named");
+
+    // Expiring the silence from its list makes the alert active again.
+    browser.goto(&at("/alerting/silences")).await.expect("open /alerting/silences");
+    let silence = wait_for_text(&browser, "tr.silence[data-state=active]", "disk being cleaned").await;
+    let expire = silence.find(Locator::Css("form")).await.expect("an Expire form");
+    submit(&expire, "Expire").await;
+    wait_for_location(&browser, "/alerting/silences?notice=silence-expired").await;
+    wait_for_text(&browser, "tr.silence[data-state=expired]", "disk being cleaned").await;
+    browser.goto(&at("/alerting/alerts")).await.expect("open /alerting/alerts once more");
+    wait_for_text(&browser, "tr.alert[data-state=active]", "DiskFull").await;
 
     // Checks: the command check is up; Run now runs it again and says it passed.
     browser.goto(&at("/checks")).await.expect("open /checks");
