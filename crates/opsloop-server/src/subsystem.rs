@@ -81,7 +81,7 @@ impl Subsystem for Checks {
         "checks"
     }
     fn routes(&self, table: RouteTable) -> RouteTable {
-        crate::checks::api::routes(table)
+        crate::ui::checks_routes(crate::checks::api::routes(table))
     }
     fn workers(&self, state: &AppState) -> Vec<Worker> {
         if !state.checks.configured() {
@@ -106,7 +106,9 @@ impl Subsystem for Alerting {
         "alerting"
     }
     fn routes(&self, table: RouteTable) -> RouteTable {
-        crate::alerting::links::routes(crate::alerting::api::routes(crate::api::alerting_routes(table)))
+        crate::ui::alerting_routes(crate::alerting::links::routes(crate::alerting::api::routes(
+            crate::api::alerting_routes(table),
+        )))
     }
     fn workers(&self, state: &AppState) -> Vec<Worker> {
         let starting = state.clone();

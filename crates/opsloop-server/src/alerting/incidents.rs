@@ -122,6 +122,12 @@ async fn actionable(store: &Store, principal: &Principal, id: i64) -> Result<Inc
     Ok(incident)
 }
 
+/// Whether `principal` may act on (acknowledge, resolve, annotate) an incident it can see, so
+/// that a page offers only the buttons that would work.
+pub async fn can_act(store: &Store, principal: &Principal, incident: &Incident) -> Result<bool, AlertingError> {
+    Ok(allowed(store, principal, incident, Right::Act).await?)
+}
+
 /// Moves an incident to `status` (acknowledged or resolved) as `actor`; an already
 /// acknowledged incident acknowledged again, or a resolved one changed, is a conflict.
 pub async fn set_status(

@@ -4,10 +4,14 @@
 
 mod account;
 mod admin;
+mod alerting;
 mod ansi;
+mod checks;
 mod deployments;
+mod incidents;
 mod login;
 mod metrics;
+mod oncall;
 mod pipelines;
 mod projects;
 mod rules;
@@ -30,12 +34,16 @@ const LIVE_SCRIPT: &str = include_str!("../../assets/live.js");
 
 /// The product areas, in navigation order. Only areas that exist are listed: a link to a
 /// page saying "not available yet" costs a new user a click and trust. Later issues add the
-/// rest (monitoring, logs, alerts, infrastructure, security, insights) as they ship.
+/// rest (logs, infrastructure, security, insights) as they ship.
 pub const AREAS: &[(&str, &str)] = &[
     ("/projects", "Projects"),
     ("/pipelines", "Pipelines"),
     ("/deployments", "Deployments"),
     ("/metrics/graph", "Metrics"),
+    ("/incidents", "Incidents"),
+    (alerting::AREA, "Alerts"),
+    ("/oncall", "On-call"),
+    ("/checks", "Checks"),
 ];
 
 /// The icon browsers show in tabs and bookmarks: the brand's first letter on the accent colour.
@@ -203,6 +211,38 @@ pub fn agents_routes(table: RouteTable) -> RouteTable {
         .add(ui, Method::POST, "/admin/agents/{id}/revoke", Admin, admin::revoke_agent)
 }
 
+/// The alerting subsystem's pages (see `crate::subsystem`): incidents, on-call, and the
+/// engine's alerts and silences. Writes need a writing credential, as in the API; which
+/// incident a person may act on is the incidents service's decision.
+pub fn alerting_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    let ui = Surface::Ui;
+    table
+        .add(ui, Method::GET, "/incidents", Authenticated, incidents::list)
+        .add(ui, Method::GET, "/incidents/{id}", Authenticated, incidents::show)
+        .add(ui, Method::POST, "/incidents/{id}/acknowledge", AuthenticatedWrite, incidents::acknowledge)
+        .add(ui, Method::POST, "/incidents/{id}/resolve", AuthenticatedWrite, incidents::resolve)
+        .add(ui, Method::POST, "/incidents/{id}/notes", AuthenticatedWrite, incidents::add_note)
+        .add(ui, Method::GET, "/oncall", Authenticated, oncall::page)
+        .add(ui, Method::GET, "/alerting/alerts", Authenticated, alerting::alerts)
+        .add(ui, Method::GET, "/alerting/silences", Authenticated, alerting::silences)
+        .add(ui, Method::POST, "/alerting/silences", AuthenticatedWrite, alerting::create_silence)
+        .add(ui, Method::POST, "/alerting/silences/{silence_id}/expire", AuthenticatedWrite, alerting::expire_silence)
+}
+
+/// The checks subsystem's pages (see `crate::subsystem`).
+pub fn checks_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    let ui = Surface::Ui;
+    table.add(ui, Method::GET, "/checks", Authenticated, checks::page).add(
+        ui,
+        Method::POST,
+        "/checks/{check}/run",
+        AuthenticatedWrite,
+        checks::run,
+    )
+}
+
 async fn stylesheet() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLESHEET)
         .into_response()
@@ -356,6 +396,13 @@ pub fn notice_text(key: Option<&str>) -> Option<&'static str> {
         "member-removed" => "Member removed.",
         "revoked" => "Token revoked.",
         "password-changed" => "Password changed.",
+        "acknowledged" => "Incident acknowledged: its escalation stopped.",
+        "resolved" => "Incident resolved.",
+        "note-added" => "Note added to the timeline.",
+        "silenced" => "Silence created: matching alerts are suppressed until it ends.",
+        "silence-expired" => "Silence expired.",
+        "check-passed" => "The check ran and passed.",
+        "check-failed" => "The check ran and failed: its failed conditions are listed below.",
         "must-change" => "Choose a new password before you go on: the one you signed in with was for one use only.",
         _ => return None,
     })

@@ -20,6 +20,7 @@ use reqwest::StatusCode;
 
 use crate::harness::{Server, opsloop_client, text};
 
+mod alerting;
 mod metrics;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -771,8 +772,17 @@ async fn first_hour_tour(browser: &Client, server: &Server) {
     wait_for_location(browser, "/projects").await;
     wait_for_text(browser, "main h1", "Projects").await;
     let areas = read(browser, "return [...document.querySelectorAll('nav.areas a')].map(a => a.textContent)").await;
-    assert_page(browser, areas == serde_json::json!(["Projects", "Pipelines", "Deployments", "Metrics"]), "four areas")
-        .await;
+    let expected = serde_json::json!([
+        "Projects",
+        "Pipelines",
+        "Deployments",
+        "Metrics",
+        "Incidents",
+        "Alerts",
+        "On-call",
+        "Checks"
+    ]);
+    assert_page(browser, areas == expected, "eight areas").await;
     let icon = Server::client().get(at("/favicon.ico")).send().await.expect("GET /favicon.ico");
     assert_eq!(icon.status(), StatusCode::OK, "a favicon");
     assert_no_csp_violation(browser).await;
