@@ -684,7 +684,8 @@ store_test!(terraform_states_keep_serial_lineage_and_lock_rules, |store| {
         StateWrite::Written
     );
     assert!(matches!(store.unlock_terraform_state(id, "prod", "two").await.unwrap(), UnlockOutcome::Held(_)));
-    assert!(matches!(store.delete_terraform_state(&project, "prod", ACTOR).await.unwrap(), Some(_)));
+    let refused = store.delete_terraform_state(&project, "prod", ACTOR).await.unwrap();
+    assert_eq!(refused.map(|lock| lock.lock_id).as_deref(), Some("one"), "a locked state is not deleted");
     assert_eq!(store.unlock_terraform_state(id, "prod", "one").await.unwrap(), UnlockOutcome::Released);
     assert_eq!(store.unlock_terraform_state(id, "prod", "one").await.unwrap(), UnlockOutcome::NotLocked);
     store.lock_terraform_state(id, "prod", &tf_lock("three")).await.unwrap();
