@@ -551,6 +551,16 @@ async fn a_pipeline_token_reaches_only_its_projects_deployment_routes() {
         let reply = app.api(method.clone(), path, Some(token), None).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path}: {}", reply.text());
     }
+    // Terraform's backend: a pipeline nobody started acts as a developer, so it reads (plans)
+    // but neither writes nor deletes a state.
+    let state = "/api/v1/projects/web/terraform/state/ci";
+    let reply = app.api(Method::GET, state, Some(token), None).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    let body = r#"{"version": 4, "serial": 1, "lineage": "l", "resources": []}"#;
+    let reply = app.api(Method::POST, state, Some(token), Some(body)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    let reply = app.api(Method::DELETE, state, Some(token), None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
     let reply = app.api(Method::GET, &format!("/api/v1/projects/{}/deployments", other.name), Some(token), None).await;
     assert!(matches!(reply.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{}", reply.text());
     let release = app.store.create_release(project.id, "web", "v1", "abc", "{}").await.unwrap();
