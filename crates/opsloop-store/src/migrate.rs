@@ -166,7 +166,7 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-const LATEST: i64 = 24;
+const LATEST: i64 = 25;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,
