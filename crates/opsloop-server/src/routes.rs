@@ -93,9 +93,14 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 /// Enforces the route table: resolves the caller, checks CSRF for browser writes, decides
 /// access, and hands the handler a [`Principal`] (and [`ProjectContext`]) in extensions.
 /// The routes a pipeline's token (`CI_JOB_TOKEN`) may call: deploying, rolling back,
-/// stopping and reading its own project's deployments and environments. Not approving, not
-/// applying GitOps, nothing else of the project.
-const PIPELINE_TOKEN_ROUTES: [(&str, &str); 7] = [
+/// stopping and reading its own project's deployments and environments, and Terraform's state
+/// backend (what `terraform plan`/`apply` in a job needs, as with GitLab's job token). Not
+/// approving, not applying GitOps, not deleting states, nothing else of the project.
+const PIPELINE_TOKEN_ROUTES: [(&str, &str); 11] = [
+    ("GET", "/api/v1/projects/{project}/terraform/state/{name}"),
+    ("POST", "/api/v1/projects/{project}/terraform/state/{name}"),
+    ("POST", "/api/v1/projects/{project}/terraform/state/{name}/lock"),
+    ("DELETE", "/api/v1/projects/{project}/terraform/state/{name}/lock"),
     ("POST", "/api/v1/projects/{project}/deployments"),
     ("GET", "/api/v1/projects/{project}/deployments"),
     ("GET", "/api/v1/projects/{project}/deployments/{deployment}"),
@@ -153,7 +158,11 @@ pub async fn enforce(
         && matches!(principal.credential, crate::auth::Credential::Pipeline { .. })
         && !(surface == Surface::Api && PIPELINE_TOKEN_ROUTES.contains(&(request.method().as_str(), matched.as_str())))
     {
-        return refuse(surface, ApiError::forbidden("a pipeline's token reaches only the deployment routes"), "");
+        return refuse(
+            surface,
+            ApiError::forbidden("a pipeline's token reaches only the deployment and Terraform state routes"),
+            "",
+        );
     }
 
     let request = if !state_changing {

@@ -70,7 +70,21 @@ pub fn all() -> Vec<Box<dyn Subsystem>> {
         Box::new(Alerting),
         Box::new(Checks),
         Box::new(Logs),
+        Box::new(Infra),
     ]
+}
+
+/// Infrastructure as code: Terraform's state backend.
+struct Infra;
+
+impl Subsystem for Infra {
+    fn name(&self) -> &'static str {
+        "infra"
+    }
+    fn routes(&self, table: RouteTable) -> RouteTable {
+        crate::api::infra_routes(table)
+    }
+    // States are stored encrypted, so they need the vault too; `Ci` already reports it.
 }
 
 /// Synthetic checks and heartbeats: results as samples, changes as alerts.

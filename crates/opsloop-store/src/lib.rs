@@ -19,6 +19,7 @@ mod notifications;
 mod polling;
 mod projects;
 mod schedules;
+mod terraform;
 mod triggers;
 mod users;
 mod variables;
@@ -46,6 +47,10 @@ pub use notifications::{Delivery, NotificationHook};
 pub use polling::CiSettings;
 pub use projects::{Member, NewProject, Project, ProjectUpdate};
 pub use schedules::Schedule;
+pub use terraform::{
+    LockOutcome, NewTerraformLock, NewTerraformVersion, StateWrite, TerraformLock, TerraformStateSummary,
+    TerraformVersion, UnlockOutcome,
+};
 pub use triggers::{PipelineToken, PipelineTrigger};
 pub use users::{ApiToken, NewUser, Session, User};
 pub use variables::StoredVariable;

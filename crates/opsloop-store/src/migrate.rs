@@ -158,9 +158,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0024_alerting.sql"),
         postgres: include_str!("../migrations/postgres/0024_alerting.sql"),
     },
+    Migration {
+        version: 25,
+        name: "terraform",
+        sqlite: include_str!("../migrations/sqlite/0025_terraform.sql"),
+        postgres: include_str!("../migrations/postgres/0025_terraform.sql"),
+    },
 ];
 
-const LATEST: i64 = 24;
+const LATEST: i64 = 25;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS opsloop_migrations (
     version BIGINT PRIMARY KEY,

@@ -600,3 +600,132 @@ store_test!(leases_state_and_nonces, |store| {
     assert!(store.use_nonce("n1").await.unwrap());
     assert!(!store.use_nonce("n1").await.unwrap());
 });
+
+fn tf_version<'a>(serial: i64, lineage: &'a str, digest: &'a str) -> NewTerraformVersion<'a> {
+    NewTerraformVersion {
+        serial,
+        lineage,
+        ciphertext: digest,
+        digest,
+        size: 10,
+        created_by: "alice",
+        pipeline_id: None,
+        job_id: None,
+    }
+}
+
+fn tf_lock(id: &str) -> NewTerraformLock<'_> {
+    NewTerraformLock {
+        lock_id: id,
+        who: "alice@laptop",
+        operation: "OperationTypeApply",
+        info: "{}",
+        locked_by: "alice",
+    }
+}
+
+store_test!(terraform_states_keep_serial_lineage_and_lock_rules, |store| {
+    let alice = user(&store, "alice").await;
+    let project = store.create_project(new_project("infra"), alice.id, ACTOR).await.unwrap();
+    let id = project.id;
+    assert!(store.terraform_latest(id, "prod").await.unwrap().is_none());
+    assert!(store.terraform_versions(id, "prod").await.unwrap().is_none());
+
+    // The first version may have any serial; then only higher serials of the same lineage.
+    assert_eq!(
+        store.put_terraform_state(id, "prod", None, &tf_version(1, "L", "d1")).await.unwrap(),
+        StateWrite::Written
+    );
+    assert_eq!(
+        store.put_terraform_state(id, "prod", None, &tf_version(1, "L", "d1")).await.unwrap(),
+        StateWrite::Unchanged
+    );
+    assert_eq!(
+        store.put_terraform_state(id, "prod", None, &tf_version(1, "L", "other")).await.unwrap(),
+        StateWrite::StaleSerial { latest: 1 }
+    );
+    assert_eq!(
+        store.put_terraform_state(id, "prod", None, &tf_version(3, "L", "d3")).await.unwrap(),
+        StateWrite::Written
+    );
+    assert_eq!(
+        store.put_terraform_state(id, "prod", None, &tf_version(2, "L", "d2")).await.unwrap(),
+        StateWrite::StaleSerial { latest: 3 }
+    );
+    assert_eq!(
+        store.put_terraform_state(id, "prod", None, &tf_version(4, "M", "d4")).await.unwrap(),
+        StateWrite::OtherLineage { latest: "L".into() }
+    );
+    let (latest, body) = store.terraform_latest(id, "prod").await.unwrap().unwrap();
+    assert_eq!((latest.serial, body.as_str()), (3, "d3"));
+    let serials: Vec<i64> =
+        store.terraform_versions(id, "prod").await.unwrap().unwrap().iter().map(|v| v.serial).collect();
+    assert_eq!(serials, [3, 1]);
+    assert_eq!(store.terraform_version(id, "prod", 1).await.unwrap().unwrap().1, "d1");
+    assert!(store.terraform_version(id, "prod", 2).await.unwrap().is_none());
+
+    // Locked: only the holder writes; unlock by id; a force unlock is audited.
+    assert_eq!(store.lock_terraform_state(id, "prod", &tf_lock("one")).await.unwrap(), LockOutcome::Acquired);
+    assert_eq!(store.lock_terraform_state(id, "prod", &tf_lock("one")).await.unwrap(), LockOutcome::Acquired);
+    let LockOutcome::Held(held) = store.lock_terraform_state(id, "prod", &tf_lock("two")).await.unwrap() else {
+        panic!("a second lock was granted");
+    };
+    assert_eq!(held.lock_id, "one");
+    assert!(matches!(
+        store.put_terraform_state(id, "prod", None, &tf_version(4, "L", "d4")).await.unwrap(),
+        StateWrite::Locked(_)
+    ));
+    assert!(matches!(
+        store.put_terraform_state(id, "prod", Some("two"), &tf_version(4, "L", "d4")).await.unwrap(),
+        StateWrite::Locked(_)
+    ));
+    assert_eq!(
+        store.put_terraform_state(id, "prod", Some("one"), &tf_version(4, "L", "d4")).await.unwrap(),
+        StateWrite::Written
+    );
+    assert!(matches!(store.unlock_terraform_state(id, "prod", "two").await.unwrap(), UnlockOutcome::Held(_)));
+    let refused = store.delete_terraform_state(&project, "prod", ACTOR).await.unwrap();
+    assert_eq!(refused.map(|lock| lock.lock_id).as_deref(), Some("one"), "a locked state is not deleted");
+    assert_eq!(store.unlock_terraform_state(id, "prod", "one").await.unwrap(), UnlockOutcome::Released);
+    assert_eq!(store.unlock_terraform_state(id, "prod", "one").await.unwrap(), UnlockOutcome::NotLocked);
+    store.lock_terraform_state(id, "prod", &tf_lock("three")).await.unwrap();
+    let listed = store.terraform_states(id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].latest.as_ref().map(|v| v.serial), Some(4));
+    assert_eq!(listed[0].lock.as_ref().map(|l| l.lock_id.as_str()), Some("three"));
+    let broken = store.force_unlock_terraform_state(&project, "prod", ACTOR).await.unwrap();
+    assert_eq!(broken.map(|l| l.lock_id), Some("three".to_owned()));
+    assert!(store.terraform_lock(id, "prod").await.unwrap().is_none());
+    let audit = store.list_audit(&PageRequest::first(5)).await.unwrap();
+    assert_eq!(audit.items[0].action, "terraform.force_unlock");
+    assert!(audit.items[0].detail.contains("lock=three"), "{}", audit.items[0].detail);
+
+    assert_eq!(store.delete_terraform_state(&project, "prod", ACTOR).await.unwrap(), None);
+    assert!(store.terraform_latest(id, "prod").await.unwrap().is_none());
+    assert!(matches!(store.delete_terraform_state(&project, "prod", ACTOR).await, Err(StoreError::NotFound { .. })));
+});
+
+store_test!(concurrent_terraform_locks_have_exactly_one_winner, |store| {
+    let alice = user(&store, "alice").await;
+    let project = store.create_project(new_project("infra"), alice.id, ACTOR).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("lock-{n}");
+            store.lock_terraform_state(project.id, "shared", &tf_lock(&id)).await.map(|outcome| (id, outcome))
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut holders = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            (id, LockOutcome::Acquired) => winners.push(id),
+            (_, LockOutcome::Held(lock)) => holders.push(lock.lock_id),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert!(holders.iter().all(|holder| *holder == winners[0]), "{holders:?} vs {winners:?}");
+    let held = store.terraform_lock(project.id, "shared").await.unwrap().unwrap();
+    assert_eq!(held.lock_id, winners[0]);
+});

@@ -287,6 +287,17 @@ pub enum Command {
         #[command(subcommand)]
         command: IncidentCommand,
     },
+    /// Infrastructure as code: Terraform states kept in a project.
+    ///
+    /// Example:
+    ///   opsloop infra backend-config prod --project shop > backend.tf
+    #[command(verbatim_doc_comment)]
+    Infra {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: InfraCommand,
+    },
     /// Check alertmanager.yml files offline (amtool check-config's role): every problem at
     /// file:line:column. Exit 0 when all are valid, 2 otherwise.
     ///
@@ -1032,6 +1043,18 @@ pub enum AlertingCommand {
     CheckConfig {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InfraCommand {
+    /// Print the `terraform { backend "http" { … } }` block for a state of the project on this
+    /// server. No token goes in it: set `TF_HTTP_PASSWORD` to one.
+    BackendConfig {
+        /// The state's name (letters, digits, `-`, `_`, `.`).
+        state: String,
+        #[command(flatten)]
+        project: ProjectArg,
     },
 }
 

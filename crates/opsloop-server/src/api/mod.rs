@@ -13,6 +13,7 @@ pub mod pipelines;
 pub mod polling;
 pub mod projects;
 pub mod schedules;
+pub mod terraform;
 pub mod tokens;
 pub mod triggers;
 pub mod variables;
@@ -190,6 +191,38 @@ pub fn alerting_routes(table: RouteTable) -> RouteTable {
         .add(api, Method::GET, "/api/v1/oncall/{name}/calendar.ics", Authenticated, oncall::calendar)
 }
 
+/// The infrastructure subsystem's routes (see `crate::subsystem`): Terraform's `http` state
+/// backend. GitLab's roles: developers read states, maintainers lock and write them.
+pub fn infra_routes(table: RouteTable) -> RouteTable {
+    use Access::*;
+    use opsloop_core::Role::{Developer, Maintainer};
+    let api = Surface::Api;
+    let state = "/api/v1/projects/{project}/terraform/state/{name}";
+    let lock = "/api/v1/projects/{project}/terraform/state/{name}/lock";
+    table
+        .add(api, Method::GET, "/api/v1/projects/{project}/terraform/states", Project(Developer), terraform::list)
+        .add(api, Method::GET, state, Project(Developer), terraform::show)
+        // States are larger than API bodies; the handlers count against their own limits.
+        .add(api, Method::POST, state, Project(Maintainer), terraform::update.layer(DefaultBodyLimit::disable()))
+        .add(api, Method::DELETE, state, Project(Maintainer), terraform::delete)
+        .add(api, Method::POST, lock, Project(Maintainer), terraform::lock)
+        .add(api, Method::DELETE, lock, Project(Maintainer), terraform::unlock)
+        .add(
+            api,
+            Method::GET,
+            "/api/v1/projects/{project}/terraform/state/{name}/versions",
+            Project(Developer),
+            terraform::versions,
+        )
+        .add(
+            api,
+            Method::GET,
+            "/api/v1/projects/{project}/terraform/state/{name}/versions/{serial}",
+            Project(Developer),
+            terraform::version,
+        )
+}
+
 /// The notifications subsystem's routes (see `crate::subsystem`).
 pub fn notifications_routes(table: RouteTable) -> RouteTable {
     use Access::*;
@@ -268,6 +301,8 @@ pub fn agents_routes(table: RouteTable) -> RouteTable {
         deployments::create, deployments::list, deployments::show, deployments::rollback, deployments::environments,
         deployments::plan, deployments::apply, deployments::approve, deployments::stop, deployments::compare,
         schedules::list, schedules::create, schedules::update, schedules::delete,
+        terraform::list, terraform::show, terraform::update, terraform::delete, terraform::lock, terraform::unlock,
+        terraform::versions, terraform::version,
         tokens::list, tokens::create, tokens::revoke,
         admin::list_users, admin::create_user, admin::audit,
         agents::list, agents::create, agents::revoke,

@@ -12,6 +12,8 @@ use crate::app::TestApp;
 const SILENCE: &str = r#"{"matchers": [{"name": "alertname", "value": "Fixture", "isRegex": false}],
     "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "t", "comment": "c"}"#;
 
+const TERRAFORM_STATE: &str = r#"{"version": 4, "serial": 1, "lineage": "fixture", "outputs": {}, "resources": []}"#;
+
 /// A valid body for each write route, keyed by method and route pattern.
 fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
     Some(match (method.as_str(), path) {
@@ -62,6 +64,10 @@ fn fixture_body(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/api/v1/agent/jobs/{job}/finish") => {
             r#"{"outcome": {"status": "Success", "exit_code": 0, "duration": {"secs": 1, "nanos": 0}, "coverage": null,
                 "after_script_failed": false, "tail": [], "attempts": 1, "tests": null}}"#
+        }
+        ("POST", "/api/v1/projects/{project}/terraform/state/{name}") => TERRAFORM_STATE,
+        ("POST", "/api/v1/projects/{project}/terraform/state/{name}/lock") => {
+            r#"{"ID": "fixture-lock", "Operation": "OperationTypeApply", "Who": "t@host"}"#
         }
         ("DELETE", _) | ("GET", _) => return Some(""),
         _ => return None,
@@ -169,6 +175,13 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
         } else {
             String::new()
         };
+        // A Terraform state with one version, written as Terraform would (by an owner).
+        if spec.path.contains("/terraform/") {
+            let owner = app.token(&app.admin, Role::Admin).await;
+            let path = format!("/api/v1/projects/{}/terraform/state/primary", project.name);
+            let written = app.api(Method::POST, &path, Some(&owner), Some(TERRAFORM_STATE)).await;
+            assert_eq!(written.status, StatusCode::NO_CONTENT, "{}", written.text());
+        }
         let id = if spec.path.starts_with("/api/v1/admin/agents/") {
             agent.id
         } else if spec.path.starts_with("/api/v1/incidents/") {
@@ -190,6 +203,7 @@ async fn every_api_route_denies_by_default_and_allows_the_right_role() {
             .replace("{deployment}", &deployment.id.to_string())
             .replace("{environment}", "production")
             .replace("{name}", "primary")
+            .replace("{serial}", "1")
             .replace("{silence_id}", &silence_id)
             .replace("{check}", "_truth")
             .replace("/compare", &format!("/compare?from={0}&to={0}", deployment.id))
@@ -542,6 +556,16 @@ async fn a_pipeline_token_reaches_only_its_projects_deployment_routes() {
         let reply = app.api(method.clone(), path, Some(token), None).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path}: {}", reply.text());
     }
+    // Terraform's backend: a pipeline nobody started acts as a developer, so it reads (plans)
+    // but neither writes nor deletes a state.
+    let state = "/api/v1/projects/web/terraform/state/ci";
+    let reply = app.api(Method::GET, state, Some(token), None).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    let body = r#"{"version": 4, "serial": 1, "lineage": "l", "resources": []}"#;
+    let reply = app.api(Method::POST, state, Some(token), Some(body)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    let reply = app.api(Method::DELETE, state, Some(token), None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
     let reply = app.api(Method::GET, &format!("/api/v1/projects/{}/deployments", other.name), Some(token), None).await;
     assert!(matches!(reply.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{}", reply.text());
     let release = app.store.create_release(project.id, "web", "v1", "abc", "{}").await.unwrap();

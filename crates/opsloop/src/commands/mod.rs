@@ -5,6 +5,7 @@ mod agent;
 mod checks;
 mod deploy;
 mod incident;
+mod infra;
 mod logs;
 mod metrics;
 mod pipeline;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Rollback { client, args } => deploy::rollback(&client, args).await,
         Command::Deployments { client, args } => deploy::list(&client, args).await,
         Command::Incident { client, command } => Ok(incident::run(&client, command).await),
+        Command::Infra { client, command } => Ok(infra::run(&client, command).await),
         Command::Check { client, command } => Ok(checks::remote(&client, command).await),
         Command::Alerting { command } => Ok(incident::alerting(command)),
         Command::Oncall { client, schedule, at, config, check, json } => {

@@ -26,3 +26,4 @@ mod run;
 mod scan;
 mod scrape;
 mod server_ci;
+mod terraform;
