@@ -14,10 +14,12 @@ alertmanager.yml.
   markers  --markers alerts with a `group` of their own, posted one by one during the stream;
            alert-in -> first notification = the sink's arrival time - the time the POST was
            sent (target: group_wait + 50 ms)
-  figures  achieved alerts/s (accepted / wall time), p50/p99 POST latency, RSS (peak, median;
-           /proc/PID/status), CPU (utime + stime from /proc/PID/stat over the stream, as a
-           fraction of one core), GET /api/v2/alerts/groups after the stream (client wall time,
-           with a --groups-timeout: Alertmanager 0.25 took minutes over 23k groups), markers'
+  figures  achieved alerts/s (accepted / time from the first send to the last answer: the stream
+           is open-loop, so a slow last answer shows), p50/p99 POST latency (client side; for
+           opsloop also its own /metrics histogram), RSS (peak, median; /proc/PID/status), CPU
+           (utime + stime from /proc/PID/stat over the stream, as a fraction of one core),
+           GET /api/v2/alerts/groups after the stream (client wall time, with a --groups-timeout:
+           Alertmanager 0.25 was reported to take minutes over 23k groups), markers'
            notification latency p50/p99/max, notifications the sink received
   ratios   opsloop / Alertmanager for every figure (below 1 is better for opsloop)
 
@@ -48,6 +50,10 @@ TARGETS = {  # figure: (limit, higher is better)
     "marker_p99_s": (GROUP_WAIT + 0.05, False),
 }
 
+# A rate is counted over the first send to the last answer of an open-loop schedule at the
+# target rate: the window is a request's latency longer than the schedule, so a rate within 1%
+# of the target (every request answered) is the target kept.
+RATE_SLACK = 0.99
 
 def say(text):
     print(text, file=sys.stderr, flush=True)
@@ -529,6 +535,9 @@ def main():
           f"group_wait {GROUP_WAIT:.0f}s, {args.markers} markers\n")
     print(f"  {'':<46} {'opsloop':>14} {'Alertmanager':>14} {'':<8} {'ratio':>7}")
     row("alerts accepted per second", o.get("alerts_per_s"), p.get("alerts_per_s"), "alerts/s", "{:.0f}")
+    row("  alerts accepted / posted",
+        f"{o.get('accepted_alerts')}/{o.get('posted_alerts')}" if o else None,
+        f"{p.get('accepted_alerts')}/{p.get('posted_alerts')}" if p else None, "")
     row("POST latency p50", o.get("post_p50_ms"), p.get("post_p50_ms"), "ms")
     row("POST latency p99", o.get("post_p99_ms"), p.get("post_p99_ms"), "ms")
     row("POST latency max", o.get("post_max_ms"), p.get("post_max_ms"), "ms")
@@ -554,7 +563,7 @@ def main():
         print("\ntargets (opsloop):")
         for key, (limit, higher) in TARGETS.items():
             value = o.get(key)
-            ok = value is not None and (value >= limit if higher else value <= limit)
+            ok = value is not None and (value >= RATE_SLACK * limit if higher else value <= limit)
             met &= ok
             print(f"  {key:<16} {'-' if value is None else f'{value:.3f}':>10}  {'>=' if higher else '<='} {limit:<8} "
                   f"{'met' if ok else 'NOT MET'}")
