@@ -435,7 +435,8 @@ def main():
     f = lambda v, fmt="{:.1f}": "-" if v is None else fmt.format(v)
     print(f"\nchecks: {args.checks} HTTP checks every {args.interval} s ({args.checks / args.interval:.0f}/s) "
           f"against a local asyncio server on {args.ports} ports; {args.warmup} s warm-up, {args.measure} s measured")
-    print("no peer: Gatus is not installable on this machine; the figures stand against the targets\n")
+    print("no peer: Gatus is not installable on this machine; the figures stand against the targets")
+    print("machine: load average %.1f %.1f %.1f at the end (the scheduling delay suffers first)\n" % os.getloadavg())
     print(f"  {'CPU (opsloop)':<44} {f(r.get('cpu_cores'), '{:.3f}'):>10} cores")
     print(f"  {'CPU (the checked server, for scale)':<44} {f(r.get('server_cpu_cores'), '{:.3f}'):>10} cores")
     print(f"  {'RSS idle (no checks file)':<44} {f(r.get('idle_rss_mb')):>10} MB")
