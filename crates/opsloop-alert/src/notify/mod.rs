@@ -94,6 +94,9 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, NotifyError> {
     }
     reqwest::Client::builder()
         .timeout(timeout)
+        // A flush of thousands of groups to one receiver must not leave thousands of idle
+        // connections (and their buffers) behind.
+        .pool_max_idle_per_host(16)
         .user_agent(concat!("opsloop-alert/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| NotifyError::Client(e.to_string()))

@@ -21,6 +21,9 @@ use opsloop_store::{IncidentFilter, NewIncident};
 
 use crate::state::AppState;
 
+/// Notifications being delivered at once (the rest wait their turn).
+const MAX_DELIVERIES: usize = 64;
+
 /// The name under which the notification log and silences are saved.
 const STATE_NAME: &str = "alertmanager";
 
@@ -88,6 +91,9 @@ async fn carry_out(state: AppState, mut notifications: tokio::sync::mpsc::Unboun
         }
     };
     let external_url = external_url(&state);
+    // Deliveries at once: a flush of 25k groups started 25k requests and ~7,900 open
+    // connections (bench/alerting.py), hundreds of MB and timeouts that sent duplicates.
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES));
     while let Some(first) = notifications.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = notifications.try_recv() {
@@ -102,7 +108,10 @@ async fn carry_out(state: AppState, mut notifications: tokio::sync::mpsc::Unboun
             }
             // Each delivery retries on its own time; a slow receiver never holds up the others.
             let (client, external_url) = (client.clone(), external_url.clone());
+            let in_flight = in_flight.clone();
             tokio::spawn(async move {
+                // Closed never: the semaphore lives as long as this loop.
+                let Ok(_permit) = in_flight.acquire_owned().await else { return };
                 let delivery = notify::deliver(&client, &notification, &external_url, RetryPolicy::default()).await;
                 match delivery.status {
                     DeliveryStatus::Delivered => tracing::info!(
