@@ -101,8 +101,25 @@ async fn carry_out(state: AppState, mut notifications: tokio::sync::mpsc::Unboun
         }
         for notification in batch {
             if let IntegrationSettings::OnCall { escalation_policy } = &notification.integration.settings {
-                if let Err(e) = incident_for(&state, &notification, escalation_policy).await {
-                    tracing::error!(error = %e, receiver = %notification.receiver, "opening an incident");
+                // A busy database must not lose the page: retried with backoff, in order (a
+                // group's resolve must not overtake its opening).
+                let mut backoff = Duration::from_millis(200);
+                let mut opened = false;
+                for attempt in 1..=6 {
+                    match incident_for(&state, &notification, escalation_policy).await {
+                        Ok(()) => {
+                            opened = true;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, attempt, receiver = %notification.receiver, "opening an incident")
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                if !opened {
+                    tracing::error!(receiver = %notification.receiver, "an incident could not be opened");
                 }
                 continue;
             }
