@@ -213,30 +213,10 @@ pub enum IntegrationSettings {
     Other(BTreeMap<String, String>),
 }
 
-/// Why a file was refused: every problem found, rendered at file:line:column.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{rendered}")]
-pub struct ConfigError {
-    pub diagnostics: Vec<Diagnostic>,
-    pub rendered: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
-}
+pub use opsloop_config::diagnostic::{ConfigError, LoadError};
 
 pub fn load_file(path: &Path) -> Result<Config, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
-    Ok(load(&text, &path.display().to_string())?)
+    opsloop_config::diagnostic::load_file(path, load)
 }
 
 /// Parses an `alertmanager.yml` text; `path` names it in errors.

@@ -106,6 +106,38 @@ pub fn nearest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
     known.iter().copied().find(|key| near_miss(typed, key) || (folded(typed) == folded(key) && typed != *key))
 }
 
+/// Why a file was refused: every problem found, rendered at file:line:column. Shared by the
+/// parsers of `alertmanager.yml`, on-call files and checks files.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{rendered}")]
+pub struct ConfigError {
+    pub diagnostics: Vec<Diagnostic>,
+    pub rendered: String,
+}
+
+/// A configuration file that could not be read, or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Reads `path` and parses it with `parse` (which names the file in its errors).
+pub fn load_file<T>(
+    path: &std::path::Path,
+    parse: impl FnOnce(&str, &str) -> Result<T, ConfigError>,
+) -> Result<T, LoadError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: name.clone(), source })?;
+    Ok(parse(&text, &name)?)
+}
+
 #[cfg(test)]
 mod near_tests {
     use super::*;

@@ -236,31 +236,11 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Why a file was refused: every problem found, rendered at file:line:column.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{rendered}")]
-pub struct ConfigError {
-    pub diagnostics: Vec<Diagnostic>,
-    pub rendered: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
-}
+pub use opsloop_config::diagnostic::{ConfigError, LoadError};
 
 /// Reads an on-call file (`opsloop serve --oncall-config FILE`).
 pub fn load_file(path: &Path) -> Result<OncallConfig, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
-    Ok(load(&text, &path.display().to_string())?)
+    opsloop_config::diagnostic::load_file(path, load)
 }
 
 /// Parses an on-call file's text; `path` names it in errors.
